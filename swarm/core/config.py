@@ -1,0 +1,59 @@
+"""Settings the pure core needs: timeouts, capacity and placement weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarm.errors import ConfigError
+
+__all__ = ["CoreConfig", "PlacementWeights"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementWeights:
+    """How much each signal counts when several devices could run a task."""
+
+    free_cpu: float = 1.0
+    free_memory: float = 0.5
+    load: float = 2.0
+    latency: float = 0.5
+    battery: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Timeouts in seconds. Validation enforces heartbeat < failure timeout < election timeout."""
+
+    heartbeat_interval: float = 0.5
+    failure_timeout: float = 3.0
+    election_timeout: float = 4.0
+    tick_interval: float = 0.05
+    slots: int = 2
+    prefetch: int = 0
+    pending_timeout: float = 300.0
+    default_max_retries: int = 3
+    checkpoint_interval: float = 1.0
+    takeover_grace: float = 1.0
+    unacked_result_ttl: float = 60.0
+    forget_dead_after: float = 600.0
+    finished_job_retention: float = 3600.0
+    role: str = "worker"
+    weights: PlacementWeights = field(default_factory=PlacementWeights)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval < self.failure_timeout < self.election_timeout:
+            raise ConfigError(
+                "need 0 < heartbeat_interval < failure_timeout < election_timeout, got "
+                f"{self.heartbeat_interval} / {self.failure_timeout} / {self.election_timeout}"
+            )
+        if self.slots < 1:
+            raise ConfigError(f"slots must be at least 1, got {self.slots}")
+        if self.prefetch < 0:
+            raise ConfigError(f"prefetch must be >= 0, got {self.prefetch}")
+        if self.tick_interval <= 0 or self.tick_interval > self.heartbeat_interval:
+            raise ConfigError("tick_interval must be positive and no longer than heartbeat_interval")
+
+    def queue_limit(self, slots: int) -> int:
+        """Attempts a device with `slots` may hold at once: prefetched ones keep it from idling between
+        a result and the next assignment."""
+        return slots + (self.prefetch if self.prefetch else 4 * slots)

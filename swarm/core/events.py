@@ -1,0 +1,125 @@
+"""What happens to a node (events, the input of `handle`) and what it asks for (effects, the output).
+
+Both are plain data. The shell (`swarm.runtime.shell`) and the simulator (`swarm.sim.world`) turn real or
+simulated happenings into events and carry out effects; the core only ever returns lists of effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from swarm.messages import Assignment, Body, Envelope, TaskResult
+
+__all__ = [
+    "CancelTask",
+    "ClearRetained",
+    "Effect",
+    "Event",
+    "Leave",
+    "MessageReceived",
+    "Persist",
+    "Publish",
+    "RetainedCleared",
+    "RunTask",
+    "Subscribe",
+    "TaskFinished",
+    "Tick",
+    "Unsubscribe",
+]
+
+
+# --- events ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The clock moved; timeouts and periodic work are due-checked."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A decoded message arrived on `topic` (relative to the cluster prefix)."""
+
+    topic: str
+    env: Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedCleared:
+    """An empty retained message arrived: the record at `topic` was deleted."""
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFinished:
+    """The executor finished an attempt, whatever the outcome."""
+
+    result: TaskResult
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """The node is shutting down cleanly: hand back work and say goodbye."""
+
+
+Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Leave
+
+
+# --- effects -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Send `body` on `topic` (relative to the cluster prefix), stamped with `epoch`."""
+
+    topic: str
+    body: Body
+    epoch: int
+    retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClearRetained:
+    """Delete the retained record at `topic` (an empty retained publish)."""
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Start receiving `topic`."""
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Stop receiving `topic`."""
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunTask:
+    """Start an attempt in the executor; its outcome returns as `TaskFinished`."""
+
+    assignment: Assignment
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTask:
+    """Kill a running attempt; it still returns as `TaskFinished` (kind `cancelled`)."""
+
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Durably store the highest epoch seen; the shell must finish this before later effects."""
+
+    epoch: int
+
+
+Effect = Publish | ClearRetained | Subscribe | Unsubscribe | RunTask | CancelTask | Persist

@@ -1,0 +1,114 @@
+"""Who is in the cluster, and whether each member is alive, suspect or dead.
+
+Theory of operation
+-------------------
+Every node publishes a retained heartbeat every `heartbeat_interval`; its MQTT last will replaces that
+record with `NodeGone` the moment the broker loses the connection. Liveness is decided by heartbeats, not by
+the will alone: a will only makes a member *suspect* (no new work goes there), and a member becomes *dead*
+only when `failure_timeout` passes without a heartbeat. A node that reconnects within the failure timeout
+(a Wi-Fi blip) therefore never dies, and nothing of its is re-queued. A member that misses two heartbeats is
+suspect too. Dead members are forgotten after `forget_dead_after`.
+
+`tick` and the `on_*` handlers return the members whose state changed, so the node can tell the election
+and the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from swarm.core.config import CoreConfig
+from swarm.messages import Heartbeat
+
+__all__ = ["Member", "MemberState", "Membership"]
+
+MemberState = Literal["alive", "suspect", "dead"]
+
+
+@dataclass(slots=True)
+class Member:
+    """What is known of one node."""
+
+    node_id: str
+    heartbeat: Heartbeat | None
+    last_seen: float
+    state: MemberState = "alive"
+    gone_reason: str | None = None
+    state_since: float = 0.0
+
+
+class Membership:
+    """The member table of one node; pure: the time comes in as `now`."""
+
+    def __init__(self, self_id: str, config: CoreConfig) -> None:
+        self._self_id = self_id
+        self._config = config
+        self.members: dict[str, Member] = {}
+
+    def on_heartbeat(self, node_id: str, hb: Heartbeat, now: float) -> list[Member]:
+        """Record a heartbeat; a suspect or dead member that speaks again is alive."""
+        member = self.members.get(node_id)
+        if member is None:
+            member = self.members[node_id] = Member(node_id, hb, now, "alive", None, now)
+            return [member]
+        member.heartbeat = hb
+        member.last_seen = now
+        member.gone_reason = None
+        if member.state != "alive":
+            member.state, member.state_since = "alive", now
+            return [member]
+        return []
+
+    def on_gone(self, node_id: str, reason: str, now: float) -> list[Member]:
+        """The last will (or a clean goodbye): suspect at once, dead after the failure timeout.
+
+        A goodbye from a clean leave is final, so the member is dead at once.
+        """
+        member = self.members.get(node_id)
+        if member is None:
+            # A retained will of a node we never saw alive: remember it only as dead.
+            self.members[node_id] = Member(node_id, None, now, "dead", reason, now)
+            return []
+        member.gone_reason = reason
+        new_state: MemberState = "dead" if reason == "left" else "suspect"
+        if member.state == "alive" or (new_state == "dead" and member.state != "dead"):
+            member.state, member.state_since = new_state, now
+            return [member]
+        return []
+
+    def tick(self, now: float) -> list[Member]:
+        """Apply the suspect and failure timeouts; forget long-dead members."""
+        changed: list[Member] = []
+        suspect_after = 2 * self._config.heartbeat_interval + self._config.tick_interval
+        for node_id, member in list(self.members.items()):
+            if node_id == self._self_id:
+                continue
+            silent = now - member.last_seen
+            if member.state != "dead" and silent >= self._config.failure_timeout:
+                member.state, member.state_since = "dead", now
+                changed.append(member)
+            elif member.state == "alive" and silent >= suspect_after:
+                member.state, member.state_since = "suspect", now
+                changed.append(member)
+            elif member.state == "dead" and now - member.state_since >= self._config.forget_dead_after:
+                del self.members[node_id]
+        return changed
+
+    def state_of(self, node_id: str) -> MemberState | None:
+        """The member's state, or None for a node never seen."""
+        member = self.members.get(node_id)
+        return member.state if member else None
+
+    def alive(self) -> list[Member]:
+        """Members that may be given work, in id order (deterministic)."""
+        return sorted(
+            (m for m in self.members.values() if m.state == "alive" and m.heartbeat is not None),
+            key=lambda m: m.node_id,
+        )
+
+    def validate(self) -> None:
+        """Invariants: ids match keys; a dead member's state is consistent."""
+        for node_id, member in self.members.items():
+            assert member.node_id == node_id, f"member key {node_id} holds {member.node_id}"
+            assert member.state in ("alive", "suspect", "dead"), member.state

@@ -1,0 +1,317 @@
+"""One node's whole protocol: membership, election, replica, worker and (when acting) the scheduler.
+
+Theory of operation
+-------------------
+`handle(event, now)` is the single entry point. Messages pass one gate first: coordinator traffic
+(assignments, cancellations, commits, job states) stamped with an epoch below the highest this node has
+seen is dropped and counted, because it comes from a deposed coordinator. Then each message goes to the
+machine that owns it. After every batch of events the scheduler (if this node acts) places ready tasks,
+and the effects of all machines are collected, assignments and results batched per destination.
+
+The node subscribes to (relative to `swarm/<cluster>/`): `node/+/hb`, `node/<self>/in`, `election`,
+`coord`, `job/+/spec`, `job/+/events`, `job/+/state`; and to `coord/in` while it acts as coordinator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from swarm.core.config import CoreConfig
+from swarm.core.election import Election, ElectionOutcome
+from swarm.core.events import (
+    ClearRetained,
+    Effect,
+    Event,
+    Leave,
+    MessageReceived,
+    Publish,
+    RetainedCleared,
+    Subscribe,
+    TaskFinished,
+    Tick,
+    Unsubscribe,
+)
+from swarm.core.membership import Member, Membership
+from swarm.core.replica import Replica
+from swarm.core.retry import Rng
+from swarm.core.scheduler import Scheduler, TaskValidator
+from swarm.core.worker import Worker
+from swarm.devices.capabilities import Capabilities
+from swarm.messages import (
+    Assign,
+    Cancel,
+    CancelAttempt,
+    Claim,
+    Commit,
+    CoordinatorAnnounce,
+    Envelope,
+    ErrorReply,
+    Heartbeat,
+    JobState,
+    NodeGone,
+    Results,
+    SubmitJob,
+    TasksQuery,
+    TasksReply,
+    WorkerReport,
+)
+
+__all__ = ["NODE_SUBSCRIPTIONS", "DeviceStatus", "NodeMachine"]
+
+log = logging.getLogger(__name__)
+
+#: Topics every node follows; `{self}` is replaced by the node id.
+NODE_SUBSCRIPTIONS: tuple[str, ...] = (
+    "node/+/hb",
+    "node/{self}/in",
+    "election",
+    "coord",
+    "job/+/spec",
+    "job/+/events",
+    "job/+/state",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """What the shell measured of this device; the next heartbeats carry it."""
+
+    caps: Capabilities
+    load: float
+    free_memory_mb: int
+    broker: str = ""
+
+
+class NodeMachine:
+    """The pure protocol of one node."""
+
+    def __init__(
+        self,
+        node_id: str,
+        name: str,
+        config: CoreConfig,
+        rng: Rng,
+        validator: TaskValidator,
+        status: DeviceStatus,
+        persisted_epoch: int,
+        now: float,
+    ) -> None:
+        self.node_id = node_id
+        self.name = name
+        self.config = config
+        self._rng = rng
+        self._validator = validator
+        self.status = status
+        self.membership = Membership(node_id, config)
+        self.election = Election(node_id, config, persisted_epoch, now)
+        self.replica = Replica()
+        self.worker = Worker(node_id, config)
+        self.scheduler: Scheduler | None = None
+        self._next_heartbeat = now
+        self._hb_seq = 0
+        self._reported_epoch = persisted_epoch
+        self._effects: list[Effect] = []
+        self.metrics: dict[str, int] = {}
+        self.left = False
+
+    # --- entry points -------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        """Process one event and return every effect it calls for."""
+        return self.handle_many((event,), now)
+
+    def handle_many(self, events: Iterable[Event], now: float) -> list[Effect]:
+        """Process events in order, then place tasks and batch the output once."""
+        for event in events:
+            self._dispatch_event(event, now)
+        if self.scheduler is not None and not self.left:
+            self.scheduler.dispatch(self.membership.alive(), now)
+            self._effects.extend(self.scheduler.drain())
+        self._effects.extend(self.worker.drain(self.election.epoch))
+        effects, self._effects = self._effects, []
+        return effects
+
+    def set_status(self, status: DeviceStatus) -> None:
+        """The shell measured the device again."""
+        self.status = status
+
+    def subscriptions(self) -> list[str]:
+        """Topics to subscribe to on (re)connect."""
+        topics = [t.replace("{self}", self.node_id) for t in NODE_SUBSCRIPTIONS]
+        if self.scheduler is not None:
+            topics.append("coord/in")
+        return topics
+
+    # --- routing ------------------------------------------------------------------------------------
+
+    def _dispatch_event(self, event: Event, now: float) -> None:
+        match event:
+            case Tick():
+                self._on_tick(now)
+            case MessageReceived(topic, env):
+                self._on_message(topic, env, now)
+            case RetainedCleared(topic):
+                self._on_cleared(topic)
+            case TaskFinished(result):
+                self.worker.on_finished(result, now)
+            case Leave():
+                self._on_leave()
+            case _:
+                raise TypeError(f"unknown event {event!r}")
+
+    def _on_message(self, topic: str, env: Envelope, now: float) -> None:
+        body = env.body
+        if isinstance(body, Assign | CancelAttempt | Commit | JobState) and env.epoch < self.election.epoch:
+            self._count("fenced_messages")
+            log.info("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
+            return
+        match body:
+            case Heartbeat():
+                self._on_member_changes(self.membership.on_heartbeat(env.sender, body, now), now)
+            case NodeGone(reason):
+                self._on_member_changes(self.membership.on_gone(env.sender, reason, now), now)
+                if reason == "left":
+                    self.election.forget_coordinator(env.sender)
+            case Claim(epoch):
+                self._apply_election(self.election.on_claim(env.sender, epoch, now), now)
+            case CoordinatorAnnounce(epoch, coordinator):
+                self._apply_election(self.election.on_announce(epoch, coordinator), now)
+                self._report_to_new_coordinator()
+            case SubmitJob():
+                if not self.replica.on_spec(body):
+                    if self.scheduler is not None:
+                        self._effects.append(ClearRetained(f"job/{body.job_id}/spec"))
+                elif self.scheduler is not None:
+                    self.scheduler.on_submit(body, now)
+            case Commit(job_id, updates):
+                self.replica.on_commits(job_id, updates)
+                self.worker.on_commits([u.task_id for u in updates])
+            case JobState(job_id, _, updates, finished):
+                self.replica.on_commits(job_id, updates)
+                self.worker.on_commits([u.task_id for u in updates])
+                if finished:
+                    self.replica.on_finished(job_id, now)
+            case Assign(tasks):
+                self.worker.on_assign(tasks)
+            case CancelAttempt(task_id, attempt):
+                self.worker.on_cancel(task_id, attempt)
+            case Results() | WorkerReport() | Cancel() | TasksQuery():
+                self._on_coordinator_message(env, now)
+            case _:
+                # Replies and job events meant for clients: nothing for a node to do.
+                pass
+
+    def _on_coordinator_message(self, env: Envelope, now: float) -> None:
+        scheduler = self.scheduler
+        if scheduler is None:
+            self._count("misdirected_messages")
+            return
+        match env.body:
+            case Results(results):
+                scheduler.on_results(env.sender, results, now)
+            case WorkerReport():
+                scheduler.on_worker_report(env.sender, env.body, now)
+            case Cancel(target):
+                if not scheduler.on_cancel(target, now):
+                    self._reply(env, ErrorReply(env.msg_id, f"no task or job {target!r}"))
+            case TasksQuery(limit, job_id):
+                self._reply(env, scheduler.on_tasks_query(limit, job_id, env.msg_id))
+            case _:
+                raise TypeError(f"not a coordinator message: {env.body!r}")
+
+    def _on_cleared(self, topic: str) -> None:
+        parts = topic.split("/")
+        if len(parts) == 3 and parts[0] == "job" and parts[2] == "spec":
+            self.replica.on_spec_cleared(parts[1])
+
+    def _on_tick(self, now: float) -> None:
+        self._on_member_changes(self.membership.tick(now), now)
+        alive = [m.node_id for m in self.membership.alive()]
+        self._apply_election(self.election.tick(now, self.membership.state_of, alive), now)
+        if now >= self._next_heartbeat and not self.left:
+            self._next_heartbeat = now + self.config.heartbeat_interval
+            self._effects.append(self._heartbeat())
+        self.worker.tick(now)
+        if self.scheduler is not None:
+            self.scheduler.tick(now)
+            for job_id in self.replica.expired(now, self.config.finished_job_retention):
+                self._effects.append(ClearRetained(f"job/{job_id}/state"))
+
+    def _on_leave(self) -> None:
+        self.left = True
+        self.worker.hand_back()
+        if self.scheduler is not None:
+            self.scheduler = None
+            self._effects.append(Unsubscribe("coord/in"))
+        self._effects.append(
+            Publish(f"node/{self.node_id}/hb", NodeGone("left"), epoch=self.election.epoch, retain=True)
+        )
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _apply_election(self, outcome: ElectionOutcome, now: float) -> None:
+        self._effects.extend(outcome.effects)
+        if outcome.deposed and self.scheduler is not None:
+            log.warning("deposed as coordinator of epoch %d", self.scheduler.epoch)
+            self.scheduler = None
+            self._effects.append(Unsubscribe("coord/in"))
+        if outcome.elected is not None:
+            self._become_coordinator(outcome.elected, now)
+
+    def _become_coordinator(self, epoch: int, now: float) -> None:
+        active = self.replica.active()
+        grace = self.config.takeover_grace if active else 0.0
+        scheduler = Scheduler(self.node_id, epoch, self.config, self._rng, self._validator, now + grace)
+        for job, committed in active:
+            scheduler.adopt(job, committed, now)
+        self.scheduler = scheduler
+        log.info("acting as coordinator of epoch %d, %d active job(s) adopted", epoch, len(active))
+        # Subscribe before announcing: workers report to `coord/in` as soon as they see the announcement.
+        self._effects.append(Subscribe("coord/in"))
+        self._effects.append(
+            Publish("coord", CoordinatorAnnounce(epoch, self.node_id), epoch=epoch, retain=True)
+        )
+
+    def _report_to_new_coordinator(self) -> None:
+        epoch = self.election.epoch
+        if epoch > self._reported_epoch and self.election.coordinator is not None:
+            self._reported_epoch = epoch
+            self._effects.append(self.worker.report(epoch))
+
+    def _on_member_changes(self, changed: list[Member], now: float) -> None:
+        for member in changed:
+            log.info("member %s is %s", member.node_id, member.state)
+            if self.scheduler is not None:
+                self.scheduler.on_member_change(member, now)
+
+    def _heartbeat(self) -> Publish:
+        self._hb_seq += 1
+        s = self.status
+        hb = Heartbeat(
+            name=self.name,
+            caps=s.caps,
+            slots=self.config.slots,
+            running=len(self.worker.running),
+            load=s.load,
+            free_memory_mb=s.free_memory_mb,
+            seq=self._hb_seq,
+            broker=s.broker,
+        )
+        return Publish(f"node/{self.node_id}/hb", hb, epoch=self.election.epoch, retain=True)
+
+    def _reply(self, env: Envelope, body: ErrorReply | TasksReply) -> None:
+        self._effects.append(Publish(f"node/{env.sender}/in", body, epoch=self.election.epoch))
+
+    def _count(self, name: str) -> None:
+        self.metrics[name] = self.metrics.get(name, 0) + 1
+
+    def validate(self) -> None:
+        """Check every machine's invariants; the simulator calls this after every step."""
+        self.membership.validate()
+        self.election.validate()
+        self.worker.validate()
+        if self.scheduler is not None:
+            assert self.election.acting_epoch == self.scheduler.epoch, "scheduler outlived its epoch"
+            self.scheduler.validate()

@@ -1,0 +1,451 @@
+"""The coordinator: accepts jobs, places attempts, commits every task's final state exactly once.
+
+Theory of operation
+-------------------
+A scheduler exists only on the node acting for an epoch; its messages carry that epoch, and every other
+member drops coordinator traffic of older epochs, so a deposed scheduler is harmless.
+
+* Durability. A job's spec is retained on the broker (`job/<id>/spec`) by the client, before any coordinator
+  sees it. Each commit goes out on `job/<id>/events`, which every member follows (`replica.py`), and a
+  retained checkpoint on `job/<id>/state` follows within `checkpoint_interval`. A successor therefore
+  starts from exactly the commits every observer counted, and re-runs only uncommitted tasks.
+* Takeover. A new coordinator waits `takeover_grace` for `WorkerReport`s before re-queueing uncommitted
+  tasks: attempts a live worker still holds are adopted, not run twice.
+* Attempts. Each assignment is `(task_id, attempt)`; only a result for the current attempt of a running
+  task counts, so late results of timed-out, lost or cancelled attempts are dropped.
+* Placement is `placement.choose` over live members with room (slots plus prefetch); a task no member
+  could ever run is *blocked* with its reason and fails after its pending timeout.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from swarm.core.config import CoreConfig
+from swarm.core.events import ClearRetained, Effect, Publish
+from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
+from swarm.core.membership import Member
+from swarm.core.placement import Candidate, choose, unmet_by_all
+from swarm.core.retry import Rng, backoff_delay, should_retry
+from swarm.errors import InvalidSpec
+from swarm.messages import (
+    Assign,
+    Assignment,
+    CancelAttempt,
+    Commit,
+    JobAccepted,
+    JobRejected,
+    JobState,
+    SubmitJob,
+    TaskResult,
+    TaskSpec,
+    TasksReply,
+    TaskState,
+    TaskUpdate,
+    WorkerReport,
+)
+
+__all__ = ["Scheduler", "TaskValidator"]
+
+#: Returns why a task can never run (unknown type, bad payload), or None when it may.
+TaskValidator = Callable[[TaskSpec], str | None]
+
+
+class Scheduler:
+    """The task table of the coordinator acting for `epoch`."""
+
+    def __init__(
+        self,
+        self_id: str,
+        epoch: int,
+        config: CoreConfig,
+        rng: Rng,
+        validator: TaskValidator,
+        dispatch_after: float = 0.0,
+    ) -> None:
+        self.self_id = self_id
+        self.epoch = epoch
+        self._config = config
+        self._rng = rng
+        self._validator = validator
+        self.jobs: dict[str, JobRecord] = {}
+        self.tasks: dict[str, TaskRecord] = {}
+        self._ready: list[tuple[int, int, str]] = []
+        self._delayed: list[tuple[float, str]] = []
+        self._deadlines: list[tuple[float, str, int]] = []
+        self._blocked: set[str] = set()
+        self._seq = 0
+        self._held: dict[str, set[str]] = {}
+        self._latency_ms: dict[str, float] = {}
+        self._outbox: dict[str, list[Assignment]] = {}
+        self._effects: list[Effect] = []
+        self._dispatch_after = dispatch_after
+        self.metrics: dict[str, int] = {}
+
+    # --- intake -------------------------------------------------------------------------------------
+
+    def adopt(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float) -> None:
+        """Take over a job a previous coordinator accepted; committed tasks stay committed."""
+        if job.job_id in self.jobs:
+            return
+        self._add_job(job, committed, now, announce=False)
+
+    def on_submit(self, job: SubmitJob, now: float) -> None:
+        """A new (or resent) submission: accept it once, or reject it with the reason."""
+        if job.job_id in self.jobs:
+            self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
+            return
+        try:
+            check_job(job)
+            for spec in job.tasks:
+                why = self._validator(spec)
+                if why is not None:
+                    raise InvalidSpec(f"task {spec.task_id!r}: {why}")
+        except InvalidSpec as exc:
+            self._count("jobs_rejected")
+            self._publish_event(job.job_id, JobRejected(job.job_id, str(exc)))
+            self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
+            return
+        self._add_job(job, {}, now, announce=True)
+
+    def _add_job(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float, announce: bool) -> None:
+        tasks = {spec.task_id: TaskRecord(spec, job.job_id, "waiting") for spec in job.tasks}
+        record = JobRecord(job, tasks, committed=dict(committed))
+        self.jobs[job.job_id] = record
+        self.tasks.update(tasks)
+        for rec in tasks.values():
+            if rec.task_id in committed:
+                rec.state = committed[rec.task_id].state
+                continue
+            rec.waiting_on = {d for d in rec.spec.after if d not in committed or committed[d].state != "done"}
+            for dep in rec.spec.after:
+                tasks[dep].dependents.append(rec.task_id)
+        if announce:
+            self._publish_event(job.job_id, JobAccepted(job.job_id, len(tasks)))
+        for rec in tasks.values():
+            if rec.state != "waiting":
+                continue
+            failed = [d for d in rec.spec.after if d in committed and committed[d].state != "done"]
+            if failed:
+                self._finish(rec, "failed", now, error=f"dependency {failed[0]} did not succeed")
+            elif not rec.waiting_on:
+                self._enqueue(rec, now, "ready")
+        self._maybe_finish_job(record, now)
+
+    # --- results and reports ------------------------------------------------------------------------
+
+    def on_results(self, sender: str, results: Iterable[TaskResult], now: float) -> None:
+        """Commit or retry each finished attempt; drop results of attempts that no longer count."""
+        for res in results:
+            rec = self.tasks.get(res.task_id)
+            if rec is None or rec.state != "running" or rec.attempt != res.attempt:
+                self._count("stale_results")
+                continue
+            self._release(rec)
+            if res.finished_at and res.started_at:
+                spent = (now - rec.assigned_at) * 1000 - (res.finished_at - res.started_at) * 1000
+                old = self._latency_ms.get(sender, spent)
+                self._latency_ms[sender] = 0.8 * old + 0.2 * max(spent, 0.0)
+            if res.kind == "ok":
+                self._finish(
+                    rec, "done", now, result=res.result, started=res.started_at, finished=res.finished_at
+                )
+            else:
+                self._failed_attempt(rec, res.kind, res.error or res.kind, now, res.retry_after)
+
+    def on_worker_report(self, sender: str, report: WorkerReport, now: float) -> None:
+        """Adopt attempts a worker still holds; take in results it finished while we were not acting."""
+        for ref in report.held:
+            rec = self.tasks.get(ref.task_id)
+            if rec is not None and rec.state == "queued" and rec.attempt <= ref.attempt:
+                self._adopt(rec, sender, ref.attempt, now)
+        for res in report.results:
+            rec = self.tasks.get(res.task_id)
+            if rec is not None and rec.state == "queued" and rec.attempt <= res.attempt:
+                self._adopt(rec, sender, res.attempt, now)
+        self.on_results(sender, report.results, now)
+
+    def _adopt(self, rec: TaskRecord, node: str, attempt: int, now: float) -> None:
+        """An attempt of an earlier epoch is still alive on `node`: count it as ours instead of re-running."""
+        self._unqueue(rec)
+        rec.attempt = attempt
+        rec.node = node
+        rec.move("running", now, f"adopted attempt {attempt} from {node}")
+        self._hold(rec, node, now)
+
+    def on_member_change(self, member: Member, now: float) -> None:
+        """A dead member's attempts are lost: retry them elsewhere."""
+        if member.state != "dead":
+            return
+        for task_id in sorted(self._held.pop(member.node_id, set())):
+            rec = self.tasks[task_id]
+            rec.node = None
+            self._failed_attempt(rec, "lost", f"node {member.node_id} died", now, None, release=False)
+
+    def on_cancel(self, target: str, now: float) -> bool:
+        """Cancel a task, or every unfinished task of a job; False if nothing has that id."""
+        if target in self.jobs:
+            recs = list(self.jobs[target].tasks.values())
+        elif target in self.tasks:
+            recs = [self.tasks[target]]
+        else:
+            return False
+        for rec in recs:
+            if rec.state not in ("done", "failed", "cancelled"):
+                self._finish(rec, "cancelled", now, error="cancelled by request")
+        return True
+
+    def on_tasks_query(self, limit: int, job_id: str | None, ref: str) -> TasksReply:
+        """The newest tasks first, at most `limit`."""
+        recs = self.jobs[job_id].tasks.values() if job_id in self.jobs else self.tasks.values()
+        newest = list(recs)[-limit:][::-1]
+        return TasksReply(tuple(rec.summary() for rec in newest), ref=ref)
+
+    # --- time and placement -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Wake backed-off tasks, time out attempts, fail long-blocked tasks, publish checkpoints."""
+        while self._delayed and self._delayed[0][0] <= now:
+            _, task_id = heapq.heappop(self._delayed)
+            rec = self.tasks.get(task_id)
+            if rec is not None and rec.state == "queued" and rec.not_before > 0:
+                rec.not_before = 0.0
+                self._push_ready(rec)
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, task_id, attempt = heapq.heappop(self._deadlines)
+            rec = self.tasks.get(task_id)
+            if rec is not None and rec.state == "running" and rec.attempt == attempt:
+                self._effects.append(self._cancel_effect(rec))
+                self._failed_attempt(rec, "timeout", f"no result within {rec.spec.timeout}s", now, None)
+        for task_id in sorted(self._blocked):
+            rec = self.tasks[task_id]
+            limit = rec.spec.pending_timeout or self._config.pending_timeout
+            if rec.blocked_since is not None and now - rec.blocked_since >= limit:
+                self._blocked.discard(task_id)
+                self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
+        for job in self.jobs.values():
+            if job.checkpoint_due and now - job.last_checkpoint >= self._config.checkpoint_interval:
+                self._checkpoint(job, now)
+
+    def dispatch(self, members: list[Member], now: float) -> None:
+        """Place ready tasks on live members with room, highest priority first."""
+        if now < self._dispatch_after:
+            return
+        candidates = [
+            Candidate(
+                m.node_id,
+                m.heartbeat,
+                held=len(self._held.get(m.node_id, ())),
+                limit=self._config.queue_limit(m.heartbeat.slots),
+                exclusive_held=any(
+                    self.tasks[t].spec.requirements.exclusive for t in self._held.get(m.node_id, ())
+                ),
+                latency_ms=self._latency_ms.get(m.node_id, 0.0),
+            )
+            for m in members
+            if m.heartbeat is not None
+        ]
+        self._recheck_blocked(candidates, now)
+        deferred: list[tuple[int, int, str]] = []
+        while self._ready and any(c.has_room for c in candidates) and len(deferred) < 64:
+            item = heapq.heappop(self._ready)
+            rec = self.tasks.get(item[2])
+            if rec is None or rec.state != "queued" or rec.not_before > 0 or rec.task_id in self._blocked:
+                continue
+            target = choose(rec.spec.requirements, candidates, self._config.weights)
+            if target is None:
+                why = unmet_by_all(rec.spec.requirements, candidates)
+                if why is None:
+                    deferred.append(item)
+                else:
+                    self._block(rec, why, now)
+                continue
+            self._assign(rec, target, now)
+        for item in deferred:
+            heapq.heappush(self._ready, item)
+
+    def _recheck_blocked(self, candidates: list[Candidate], now: float) -> None:
+        for task_id in sorted(self._blocked):
+            rec = self.tasks[task_id]
+            why = unmet_by_all(rec.spec.requirements, candidates)
+            if why is None:
+                self._blocked.discard(task_id)
+                rec.blocked_since = None
+                rec.reason = None
+                self._push_ready(rec)
+            else:
+                rec.reason = why
+
+    def _assign(self, rec: TaskRecord, target: Candidate, now: float) -> None:
+        rec.attempt += 1
+        rec.node = target.node_id
+        rec.reason = None
+        rec.move("running", now, f"assigned to {target.node_id}")
+        self._hold(rec, target.node_id, now)
+        target.held += 1
+        if rec.spec.requirements.exclusive:
+            target.exclusive_held = True
+        payload = piped_payload(rec.spec, self.jobs[rec.job_id].committed)
+        self._outbox.setdefault(target.node_id, []).append(
+            Assignment(rec.task_id, rec.job_id, rec.attempt, rec.spec.type, payload, rec.spec.timeout)
+        )
+
+    def _hold(self, rec: TaskRecord, node: str, now: float) -> None:
+        rec.assigned_at = now
+        timeout = rec.spec.timeout
+        if timeout is not None:
+            deadline = now + timeout + self._config.failure_timeout
+            heapq.heappush(self._deadlines, (deadline, rec.task_id, rec.attempt))
+        self._held.setdefault(node, set()).add(rec.task_id)
+
+    def _release(self, rec: TaskRecord) -> None:
+        if rec.node is not None:
+            self._held.get(rec.node, set()).discard(rec.task_id)
+
+    def _block(self, rec: TaskRecord, why: str, now: float) -> None:
+        rec.reason = why
+        rec.blocked_since = now
+        self._blocked.add(rec.task_id)
+
+    # --- state changes ------------------------------------------------------------------------------
+
+    def _failed_attempt(
+        self,
+        rec: TaskRecord,
+        kind: str,
+        error: str,
+        now: float,
+        retry_after: float | None,
+        release: bool = True,
+    ) -> None:
+        if release:
+            self._release(rec)
+        if should_retry(rec.spec.retry, kind, rec.attempt):
+            delay = backoff_delay(rec.spec.retry, rec.attempt, self._rng, retry_after)
+            rec.reason = f"attempt {rec.attempt} {kind}: {error.splitlines()[-1] if error else kind}"
+            rec.move("queued", now, rec.reason)
+            self._count("retries")
+            rec.not_before = now + delay
+            if delay > 0:
+                heapq.heappush(self._delayed, (rec.not_before, rec.task_id))
+            else:
+                rec.not_before = 0.0
+                self._push_ready(rec)
+        else:
+            self._finish(rec, "failed", now, error=f"{kind}: {error}")
+
+    def _finish(
+        self,
+        rec: TaskRecord,
+        state: TaskState,
+        now: float,
+        result: Any = None,
+        error: str | None = None,
+        started: float = 0.0,
+        finished: float = 0.0,
+    ) -> None:
+        if rec.state == "running":
+            self._release(rec)
+            if state == "cancelled" and rec.node is not None:
+                self._effects.append(self._cancel_effect(rec))
+        elif rec.state == "queued":
+            self._unqueue(rec)
+        rec.move(state, now, error or "ok")
+        job = self.jobs[rec.job_id]
+        update = TaskUpdate(rec.task_id, state, rec.attempt, rec.node, result, error, started, finished)
+        if not job.commit(update):
+            raise AssertionError(f"task {rec.task_id} committed twice: {list(rec.story)}")
+        self._count(f"tasks_{state}")
+        for dep_id in rec.dependents:
+            dep = job.tasks[dep_id]
+            if dep.state != "waiting":
+                continue
+            if state == "done":
+                dep.waiting_on.discard(rec.task_id)
+                if not dep.waiting_on:
+                    self._enqueue(dep, now, f"{rec.task_id} done")
+            else:
+                self._finish(
+                    dep,
+                    "cancelled" if state == "cancelled" else "failed",
+                    now,
+                    error=f"dependency {rec.task_id} {state}",
+                )
+        self._maybe_finish_job(job, now)
+
+    def _maybe_finish_job(self, job: JobRecord, now: float) -> None:
+        if job.finished:
+            self._checkpoint(job, now)
+
+    def _checkpoint(self, job: JobRecord, now: float) -> None:
+        job_id = job.spec.job_id
+        finished = job.finished
+        self._flush_commits(job)
+        self._effects.append(
+            Publish(
+                f"job/{job_id}/state",
+                JobState(job_id, len(job.tasks), tuple(job.committed.values()), finished),
+                epoch=self.epoch,
+                retain=True,
+            )
+        )
+        job.checkpoint_due = False
+        job.last_checkpoint = now
+        if finished:
+            self._effects.append(ClearRetained(f"job/{job_id}/spec"))
+            for task_id in job.tasks:
+                self.tasks.pop(task_id, None)
+            del self.jobs[job_id]
+            self._count("jobs_finished")
+
+    def _enqueue(self, rec: TaskRecord, now: float, why: str) -> None:
+        rec.move("queued", now, why)
+        self._push_ready(rec)
+
+    def _push_ready(self, rec: TaskRecord) -> None:
+        self._seq += 1
+        heapq.heappush(self._ready, (rec.spec.priority, self._seq, rec.task_id))
+
+    def _unqueue(self, rec: TaskRecord) -> None:
+        # Entries left in the heaps are skipped lazily once the task is no longer queued.
+        self._blocked.discard(rec.task_id)
+        rec.not_before = 0.0
+
+    def _cancel_effect(self, rec: TaskRecord) -> Publish:
+        return Publish(f"node/{rec.node}/in", CancelAttempt(rec.task_id, rec.attempt), epoch=self.epoch)
+
+    def _publish_event(self, job_id: str, body: JobAccepted | JobRejected | Commit) -> None:
+        self._effects.append(Publish(f"job/{job_id}/events", body, epoch=self.epoch))
+
+    def _flush_commits(self, job: JobRecord) -> None:
+        if job.unpublished:
+            self._publish_event(job.spec.job_id, Commit(job.spec.job_id, tuple(job.unpublished)))
+            job.unpublished = []
+
+    def _count(self, name: str) -> None:
+        self.metrics[name] = self.metrics.get(name, 0) + 1
+
+    # --- output -------------------------------------------------------------------------------------
+
+    def drain(self) -> list[Effect]:
+        """Everything this scheduler wants done, with assignments and commits batched per destination."""
+        for job in self.jobs.values():
+            self._flush_commits(job)
+        effects = self._effects
+        for node, batch in self._outbox.items():
+            effects.append(Publish(f"node/{node}/in", Assign(tuple(batch)), epoch=self.epoch))
+        self._effects = []
+        self._outbox = {}
+        return effects
+
+    def validate(self) -> None:
+        """Invariants: held attempts are running on that node; committed tasks are terminal."""
+        for node, held in self._held.items():
+            for task_id in held:
+                rec = self.tasks[task_id]
+                assert rec.state == "running" and rec.node == node, list(rec.story)
+        for job in self.jobs.values():
+            for task_id, update in job.committed.items():
+                assert job.tasks[task_id].state == update.state, list(job.tasks[task_id].story)

@@ -1,0 +1,125 @@
+"""The worker side of a node: holds assigned attempts, runs up to `slots` at once, reports outcomes.
+
+Theory of operation
+-------------------
+Assignments arrive in batches and wait in arrival order (the coordinator already ordered them by
+priority). At most `slots` run at once through `RunTask`; the executor answers with `TaskFinished`.
+Outcomes are batched into one `Results` message per `drain`. A result stays *unacknowledged* until a
+commit for its task is seen on the job's events; when a new coordinator announces itself, the worker
+sends it a `WorkerReport` with everything it holds and every unacknowledged result, so that a change of
+coordinator neither loses finished work nor runs held work twice. The epoch gate for assignments lives in
+`node.py`, before this machine sees them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from swarm.core.config import CoreConfig
+from swarm.core.events import CancelTask, Effect, Publish, RunTask
+from swarm.messages import Assignment, Results, TaskRef, TaskResult, WorkerReport
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    """Attempts this node holds, and results not yet acknowledged by a commit."""
+
+    def __init__(self, self_id: str, config: CoreConfig) -> None:
+        self._self_id = self_id
+        self._config = config
+        self._queue: deque[Assignment] = deque()
+        self.held: dict[str, Assignment] = {}
+        self.running: set[tuple[str, int]] = set()
+        self._unacked: dict[str, tuple[TaskResult, float]] = {}
+        self._outbox: list[TaskResult] = []
+        self._effects: list[Effect] = []
+        self.metrics: dict[str, int] = {}
+
+    def on_assign(self, tasks: tuple[Assignment, ...]) -> None:
+        """Queue new attempts; an attempt already held (a duplicate delivery) is ignored."""
+        for a in tasks:
+            current = self.held.get(a.task_id)
+            if current is not None and current.attempt >= a.attempt:
+                self.metrics["duplicate_assignments"] = self.metrics.get("duplicate_assignments", 0) + 1
+                continue
+            if current is not None:
+                self.on_cancel(current.task_id, current.attempt)
+            self.held[a.task_id] = a
+            self._queue.append(a)
+        self._start_more()
+
+    def on_cancel(self, task_id: str, attempt: int) -> None:
+        """Stop an attempt: kill it if running, forget it if still queued."""
+        a = self.held.get(task_id)
+        if a is None or a.attempt != attempt:
+            return
+        if (task_id, attempt) in self.running:
+            self._effects.append(CancelTask(task_id, attempt))
+        self.held.pop(task_id, None)
+
+    def on_finished(self, result: TaskResult, now: float) -> None:
+        """An attempt ended: report it (unless it was superseded) and start the next one."""
+        a = self.held.get(result.task_id)
+        self.running.discard((result.task_id, result.attempt))
+        if a is not None and a.attempt == result.attempt:
+            del self.held[result.task_id]
+            if result.kind != "cancelled":
+                self._outbox.append(result)
+                self._unacked[result.task_id] = (result, now)
+        self._start_more()
+
+    def on_commits(self, task_ids: list[str]) -> None:
+        """Commits acknowledge results."""
+        for task_id in task_ids:
+            self._unacked.pop(task_id, None)
+
+    def report(self, epoch: int) -> Publish:
+        """Everything a new coordinator needs from this worker."""
+        held = tuple(TaskRef(a.task_id, a.job_id, a.attempt) for a in self.held.values())
+        results = tuple(r for r, _ in self._unacked.values())
+        self._outbox.clear()
+        return Publish("coord/in", WorkerReport(epoch, held, results), epoch=epoch)
+
+    def hand_back(self) -> list[TaskResult]:
+        """On a clean leave: every held attempt returns to the coordinator to run elsewhere."""
+        returned = [
+            TaskResult(a.task_id, a.job_id, a.attempt, "lost", error=f"node {self._self_id} left")
+            for a in self.held.values()
+        ]
+        self._effects.extend(CancelTask(t, attempt) for t, attempt in sorted(self.running))
+        self._outbox.extend(returned)
+        self.held.clear()
+        self._queue.clear()
+        self.running.clear()
+        return returned
+
+    def tick(self, now: float) -> None:
+        """Forget unacknowledged results too old to matter (their attempts were superseded)."""
+        ttl = self._config.unacked_result_ttl
+        for task_id in [t for t, (_, at) in self._unacked.items() if now - at >= ttl]:
+            del self._unacked[task_id]
+
+    def drain(self, epoch: int) -> list[Effect]:
+        """Effects to carry out, with finished attempts batched into one `Results`."""
+        effects = self._effects
+        self._effects = []
+        if self._outbox:
+            effects.append(Publish("coord/in", Results(tuple(self._outbox)), epoch=epoch))
+            self._outbox = []
+        return effects
+
+    def _start_more(self) -> None:
+        while self._queue and len(self.running) < self._config.slots:
+            a = self._queue.popleft()
+            if self.held.get(a.task_id) is not a:
+                continue
+            self.running.add((a.task_id, a.attempt))
+            self._effects.append(RunTask(a))
+
+    def validate(self) -> None:
+        """Invariants: a running attempt is never newer than the one held; slots are respected."""
+        for task_id, attempt in self.running:
+            held = self.held.get(task_id)
+            assert held is None or held.attempt >= attempt, (task_id, attempt)
+        assert len(self.running) <= self._config.slots, len(self.running)

@@ -1,0 +1,397 @@
+"""Every message swarm nodes and clients exchange: frozen, slotted dataclasses in one versioned envelope.
+
+The bodies form a tagged union: each class has a `TAG`, which the envelope carries as its type. `codec.py`
+turns bytes into these classes and back, validating every field, so nothing past the codec sees a raw dict.
+Payloads and results are JSON values (`Any`); everything else is typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from swarm.devices.capabilities import Capabilities
+
+__all__ = [
+    "BODY_TYPES",
+    "PRIORITIES",
+    "TERMINAL_STATES",
+    "Assign",
+    "Assignment",
+    "Body",
+    "Cancel",
+    "CancelAttempt",
+    "Capabilities",
+    "Claim",
+    "Commit",
+    "CoordinatorAnnounce",
+    "Envelope",
+    "ErrorReply",
+    "Heartbeat",
+    "JobAccepted",
+    "JobRejected",
+    "JobState",
+    "NodeGone",
+    "Requirements",
+    "Results",
+    "RetryPolicy",
+    "SubmitJob",
+    "TaskRef",
+    "TaskResult",
+    "TaskSpec",
+    "TaskSummary",
+    "TaskUpdate",
+    "TasksQuery",
+    "TasksReply",
+    "WorkerReport",
+]
+
+#: Priority names, most urgent first; a task's `priority` is an index into this tuple.
+PRIORITIES: tuple[str, ...] = ("urgent", "high", "normal", "low", "background")
+
+OutcomeKind = Literal[
+    "ok",
+    "error",
+    "retry",
+    "fatal",
+    "timeout",
+    "crash",
+    "refused",
+    "invalid",
+    "unknown_type",
+    "lost",
+    "cancelled",
+]
+TaskState = Literal["waiting", "queued", "running", "done", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What travels on the wire: protocol version, cluster, sender, the sender's epoch, an id and a body."""
+
+    v: int
+    cluster: str
+    sender: str
+    epoch: int
+    msg_id: str
+    body: Body
+
+
+# --- membership and election -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Retained on `node/<id>/hb`: who the node is, what it can do and how busy it is."""
+
+    TAG: ClassVar[str] = "heartbeat"
+    name: str
+    caps: Capabilities
+    slots: int
+    running: int
+    load: float
+    free_memory_mb: int
+    seq: int
+    broker: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGone:
+    """Retained on `node/<id>/hb` by the MQTT last will, or by a node that leaves cleanly."""
+
+    TAG: ClassVar[str] = "node_gone"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A candidate's bid to coordinate `epoch`; the first claim for an epoch in broker order wins."""
+
+    TAG: ClassVar[str] = "claim"
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorAnnounce:
+    """Retained on `coord`: the winner of `epoch` is acting."""
+
+    TAG: ClassVar[str] = "coordinator"
+    epoch: int
+    coordinator: str
+
+
+# --- tasks and jobs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What a device must have to be given a task."""
+
+    min_cores: int = 0
+    min_memory_gb: float = 0.0
+    min_storage_gb: float = 0.0
+    platform: str | None = None
+    arch: str | None = None
+    role: str | None = None
+    gpu: bool | None = None
+    exclusive: bool = False
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failed task is tried again."""
+
+    max_retries: int = 3
+    backoff: Literal["fixed", "linear", "exponential"] = "exponential"
+    base: float = 0.5
+    cap: float = 30.0
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task as submitted: handler type, JSON payload, and how, where and when it may run.
+
+    `after` names tasks of the same job that must be done first; with `pipe`, the payload gains a
+    `previous` key holding their results (the result itself for one predecessor, a list for several).
+    """
+
+    task_id: str
+    type: str
+    payload: dict[str, Any]
+    priority: int = 2
+    timeout: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    requirements: Requirements = field(default_factory=Requirements)
+    after: tuple[str, ...] = ()
+    pipe: bool = False
+    pending_timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitJob:
+    """Retained on `job/<id>/spec`: the durable record of a submission, kept until the job finishes."""
+
+    TAG: ClassVar[str] = "submit_job"
+    job_id: str
+    tasks: tuple[TaskSpec, ...]
+    kind: str = "task"
+    submitted_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobAccepted:
+    """On `job/<id>/events`: a coordinator owns the job."""
+
+    TAG: ClassVar[str] = "job_accepted"
+    job_id: str
+    tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRejected:
+    """On `job/<id>/events`: the job can never run, and why."""
+
+    TAG: ClassVar[str] = "job_rejected"
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One attempt of one task, handed to a worker."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+    type: str
+    payload: dict[str, Any]
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Coordinator -> `node/<id>/in`: attempts to run, batched."""
+
+    TAG: ClassVar[str] = "assign"
+    tasks: tuple[Assignment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAttempt:
+    """Coordinator -> `node/<id>/in`: stop running this attempt."""
+
+    TAG: ClassVar[str] = "cancel_attempt"
+    task_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """The outcome of one attempt, as the worker saw it."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+    kind: OutcomeKind
+    result: Any = None
+    error: str | None = None
+    retry_after: float | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """Worker -> `coord/in`: finished attempts, batched."""
+
+    TAG: ClassVar[str] = "results"
+    results: tuple[TaskResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """An attempt a worker holds (queued or running)."""
+
+    task_id: str
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """Worker -> `coord/in` when a new epoch starts: what it holds and what it finished unacknowledged."""
+
+    TAG: ClassVar[str] = "worker_report"
+    epoch: int
+    held: tuple[TaskRef, ...]
+    results: tuple[TaskResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpdate:
+    """A task's committed final state; committed exactly once per task."""
+
+    task_id: str
+    state: TaskState
+    attempt: int
+    node: str | None = None
+    result: Any = None
+    error: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """On `job/<id>/events`: final states the coordinator of `Envelope.epoch` committed."""
+
+    TAG: ClassVar[str] = "commit"
+    job_id: str
+    updates: tuple[TaskUpdate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """Retained on `job/<id>/state`: every commit so far; with `finished`, the job's final record."""
+
+    TAG: ClassVar[str] = "job_state"
+    job_id: str
+    total: int
+    updates: tuple[TaskUpdate, ...]
+    finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Client -> `coord/in`: cancel a task or a whole job by id."""
+
+    TAG: ClassVar[str] = "cancel"
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class TasksQuery:
+    """Client -> `coord/in`: list tasks; the answer goes to the sender's inbox."""
+
+    TAG: ClassVar[str] = "tasks_query"
+    limit: int = 1000
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One line of `swarm tasks`."""
+
+    task_id: str
+    job_id: str
+    type: str
+    state: TaskState
+    attempt: int
+    priority: int
+    node: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TasksReply:
+    """Coordinator -> `node/<client>/in`: the task list."""
+
+    TAG: ClassVar[str] = "tasks_reply"
+    tasks: tuple[TaskSummary, ...]
+    ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """To the sender's inbox: a message of theirs was refused, and why."""
+
+    TAG: ClassVar[str] = "error"
+    ref: str
+    reason: str
+
+
+Body = (
+    Heartbeat
+    | NodeGone
+    | Claim
+    | CoordinatorAnnounce
+    | SubmitJob
+    | JobAccepted
+    | JobRejected
+    | Assign
+    | CancelAttempt
+    | Results
+    | WorkerReport
+    | Commit
+    | JobState
+    | Cancel
+    | TasksQuery
+    | TasksReply
+    | ErrorReply
+)
+
+BODY_TYPES: dict[str, type[Any]] = {
+    cls.TAG: cls
+    for cls in (
+        Heartbeat,
+        NodeGone,
+        Claim,
+        CoordinatorAnnounce,
+        SubmitJob,
+        JobAccepted,
+        JobRejected,
+        Assign,
+        CancelAttempt,
+        Results,
+        WorkerReport,
+        Commit,
+        JobState,
+        Cancel,
+        TasksQuery,
+        TasksReply,
+        ErrorReply,
+    )
+}
