@@ -69,7 +69,7 @@ class TaskRefused(RemoteError):
     """The node's policy forbids this task (e.g. `command` without `allow_command`)."""
 
 
-class Retry(Exception):  # noqa: N818 - raised by task code as an instruction, not a failure
+class Retry(Exception):
     """Raised by task code to ask for another attempt, optionally after `delay` seconds."""
 
     def __init__(self, reason: str = "retry requested", delay: float | None = None) -> None:
@@ -77,5 +77,5 @@ class Retry(Exception):  # noqa: N818 - raised by task code as an instruction, n
         self.delay = delay
 
 
-class Fatal(Exception):  # noqa: N818 - raised by task code as an instruction
+class Fatal(Exception):
     """Raised by task code to fail the task at once, without further attempts."""

@@ -94,6 +94,7 @@ class Heartbeat:
     free_memory_mb: int
     seq: int
     broker: str = ""
+    counters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

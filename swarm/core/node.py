@@ -164,7 +164,7 @@ class NodeMachine:
     def _on_message(self, topic: str, env: Envelope, now: float) -> None:
         body = env.body
         if isinstance(body, Assign | CancelAttempt | Commit | JobState) and env.epoch < self.election.epoch:
-            self._count("fenced_messages")
+            self.count("fenced_messages")
             log.info("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
             return
         match body:
@@ -206,7 +206,7 @@ class NodeMachine:
     def _on_coordinator_message(self, env: Envelope, now: float) -> None:
         scheduler = self.scheduler
         if scheduler is None:
-            self._count("misdirected_messages")
+            self.count("misdirected_messages")
             return
         match env.body:
             case Results(results):
@@ -298,18 +298,30 @@ class NodeMachine:
             free_memory_mb=s.free_memory_mb,
             seq=self._hb_seq,
             broker=s.broker,
+            counters=self.counters(),
         )
         return Publish(f"node/{self.node_id}/hb", hb, epoch=self.election.epoch, retain=True)
 
     def _reply(self, env: Envelope, body: ErrorReply | TasksReply) -> None:
         self._effects.append(Publish(f"node/{env.sender}/in", body, epoch=self.election.epoch))
 
-    def _count(self, name: str) -> None:
+    def count(self, name: str) -> None:
+        """Add one to a counter; counters travel with the heartbeats (`swarm status --json`)."""
         self.metrics[name] = self.metrics.get(name, 0) + 1
 
+    def counters(self) -> dict[str, int]:
+        """Every machine's counters, merged."""
+        merged = dict(self.metrics)
+        for extra in (self.worker.metrics, self.scheduler.metrics if self.scheduler else {}):
+            for key, value in extra.items():
+                merged[key] = merged.get(key, 0) + value
+        return merged
+
     def validate(self) -> None:
-        """Check every machine's invariants; the simulator calls this after every step."""
-        self.membership.validate()
+        """Check the invariants of the machines a step can break; the simulator calls this after every step.
+
+        `Membership.validate` scans every member and guards only bookkeeping, so it runs in its tests.
+        """
         self.election.validate()
         self.worker.validate()
         if self.scheduler is not None:

@@ -20,6 +20,8 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
 from __future__ import annotations
 
 import heapq
+import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,11 +45,14 @@ from swarm.messages import (
     TaskSpec,
     TasksReply,
     TaskState,
+    TaskSummary,
     TaskUpdate,
     WorkerReport,
 )
 
 __all__ = ["Scheduler", "TaskValidator"]
+
+log = logging.getLogger(__name__)
 
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
 TaskValidator = Callable[[TaskSpec], str | None]
@@ -78,10 +83,12 @@ class Scheduler:
         self._blocked: set[str] = set()
         self._seq = 0
         self._held: dict[str, set[str]] = {}
+        self._exclusive: dict[str, int] = {}
         self._latency_ms: dict[str, float] = {}
         self._outbox: dict[str, list[Assignment]] = {}
         self._effects: list[Effect] = []
         self._dispatch_after = dispatch_after
+        self._recent: deque[TaskSummary] = deque(maxlen=1000)
         self.metrics: dict[str, int] = {}
 
     # --- intake -------------------------------------------------------------------------------------
@@ -100,11 +107,16 @@ class Scheduler:
         try:
             check_job(job)
             for spec in job.tasks:
+                if spec.task_id in self.tasks:
+                    raise InvalidSpec(
+                        f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
+                    )
                 why = self._validator(spec)
                 if why is not None:
                     raise InvalidSpec(f"task {spec.task_id!r}: {why}")
         except InvalidSpec as exc:
             self._count("jobs_rejected")
+            log.warning("rejected job %s: %s", job.job_id, exc)
             self._publish_event(job.job_id, JobRejected(job.job_id, str(exc)))
             self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
             return
@@ -179,6 +191,7 @@ class Scheduler:
         """A dead member's attempts are lost: retry them elsewhere."""
         if member.state != "dead":
             return
+        self._exclusive.pop(member.node_id, None)
         for task_id in sorted(self._held.pop(member.node_id, set())):
             rec = self.tasks[task_id]
             rec.node = None
@@ -199,9 +212,9 @@ class Scheduler:
 
     def on_tasks_query(self, limit: int, job_id: str | None, ref: str) -> TasksReply:
         """The newest tasks first, at most `limit`."""
-        recs = self.jobs[job_id].tasks.values() if job_id in self.jobs else self.tasks.values()
-        newest = list(recs)[-limit:][::-1]
-        return TasksReply(tuple(rec.summary() for rec in newest), ref=ref)
+        live = [rec.summary() for rec in self.tasks.values()]
+        rows = [s for s in [*self._recent, *live] if job_id is None or s.job_id == job_id]
+        return TasksReply(tuple(rows[-limit:][::-1]), ref=ref)
 
     # --- time and placement -------------------------------------------------------------------------
 
@@ -231,7 +244,7 @@ class Scheduler:
 
     def dispatch(self, members: list[Member], now: float) -> None:
         """Place ready tasks on live members with room, highest priority first."""
-        if now < self._dispatch_after:
+        if now < self._dispatch_after or not (self._ready or self._blocked):
             return
         candidates = [
             Candidate(
@@ -239,9 +252,7 @@ class Scheduler:
                 m.heartbeat,
                 held=len(self._held.get(m.node_id, ())),
                 limit=self._config.queue_limit(m.heartbeat.slots),
-                exclusive_held=any(
-                    self.tasks[t].spec.requirements.exclusive for t in self._held.get(m.node_id, ())
-                ),
+                exclusive_held=self._exclusive.get(m.node_id, 0) > 0,
                 latency_ms=self._latency_ms.get(m.node_id, 0.0),
             )
             for m in members
@@ -299,10 +310,15 @@ class Scheduler:
             deadline = now + timeout + self._config.failure_timeout
             heapq.heappush(self._deadlines, (deadline, rec.task_id, rec.attempt))
         self._held.setdefault(node, set()).add(rec.task_id)
+        if rec.spec.requirements.exclusive:
+            self._exclusive[node] = self._exclusive.get(node, 0) + 1
 
     def _release(self, rec: TaskRecord) -> None:
-        if rec.node is not None:
-            self._held.get(rec.node, set()).discard(rec.task_id)
+        held = self._held.get(rec.node or "")
+        if held is not None and rec.task_id in held:
+            held.discard(rec.task_id)
+            if rec.spec.requirements.exclusive:
+                self._exclusive[rec.node or ""] -= 1
 
     def _block(self, rec: TaskRecord, why: str, now: float) -> None:
         rec.reason = why
@@ -396,7 +412,7 @@ class Scheduler:
         if finished:
             self._effects.append(ClearRetained(f"job/{job_id}/spec"))
             for task_id in job.tasks:
-                self.tasks.pop(task_id, None)
+                self._recent.append(self.tasks.pop(task_id).summary())
             del self.jobs[job_id]
             self._count("jobs_finished")
 

@@ -55,7 +55,11 @@ class SimBroker:
         self.published = 0
 
     def connect(
-        self, client_id: str, deliver: Deliver, latency: Callable[[], float], will: tuple[str, Envelope] | None
+        self,
+        client_id: str,
+        deliver: Deliver,
+        latency: Callable[[], float],
+        will: tuple[str, Envelope] | None,
     ) -> None:
         """A client (re)connects with a fresh session."""
         self._clients[client_id] = _Client(deliver, latency, will)

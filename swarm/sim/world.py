@@ -96,7 +96,9 @@ class SimWorld:
 
     # --- nodes --------------------------------------------------------------------------------------
 
-    def add_node(self, node_id: str, speed: float = 1.0, cores: int = 4, disk: dict[str, int] | None = None) -> SimNode:
+    def add_node(
+        self, node_id: str, speed: float = 1.0, cores: int = 4, disk: dict[str, int] | None = None
+    ) -> SimNode:
         """Start a node (or restart one, keeping its persisted epoch in `disk`)."""
         disk = disk if disk is not None else {}
         old = self.nodes.get(node_id)
@@ -184,7 +186,9 @@ class SimWorld:
             case _:
                 raise TypeError(f"unknown effect {effect!r}")
 
-    def _run(self, node: SimNode, task_id: str, job_id: str, attempt: int, kind: str, payload: dict[str, Any]) -> None:
+    def _run(
+        self, node: SimNode, task_id: str, job_id: str, attempt: int, kind: str, payload: dict[str, Any]
+    ) -> None:
         duration = float(payload.get("seconds", 0.0)) if kind == "sleep" else 0.005 + self.rng.random() * 0.05
         duration /= node.speed
         started = self.now

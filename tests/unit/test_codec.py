@@ -19,7 +19,9 @@ def test_round_trip() -> None:
     caps = Capabilities(4, 8192, 20.0, "linux", "x86_64", False, 55.0, True, False, "worker", "box")
     for body in (
         Heartbeat("box", caps, 2, 1, 0.25, 1000, 7, "mosquitto"),
-        SubmitJob("j1", (TaskSpec("t1", "echo", {"message": "hi"}, after=("t0",)), TaskSpec("t0", "echo", {}))),
+        SubmitJob(
+            "j1", (TaskSpec("t1", "echo", {"message": "hi"}, after=("t0",)), TaskSpec("t0", "echo", {}))
+        ),
         Assign((Assignment("t1", "j1", 2, "echo", {"a": [1, 2]}, 5.0),)),
     ):
         env = _env(body)
@@ -44,12 +46,39 @@ def _raw(**over: object) -> bytes:
         (_raw(b={"epoch": 1, "x": 2}), "unknown field"),
         (_raw(c="other"), "for cluster 'other'"),
         (_raw(e=True), "e: expected int, got bool"),
-        (_raw(t="submit_job", b={"job_id": "j", "tasks": [{"task_id": "t", "type": "echo", "payload": []}]}),
-         "submit_job.tasks[0].payload: expected object"),
-        (_raw(t="heartbeat", b={"name": "n", "caps": {"cores": 0, "memory_mb": 1, "disk_free_gb": 1.0,
-              "platform": "linux", "arch": "x", "gpu": False, "battery_percent": None, "charging": None,
-              "termux": False, "role": "w", "hostname": "h"}, "slots": 1, "running": 0, "load": 0.0,
-              "free_memory_mb": 1, "seq": 1}), "cores"),
+        (
+            _raw(
+                t="submit_job", b={"job_id": "j", "tasks": [{"task_id": "t", "type": "echo", "payload": []}]}
+            ),
+            "submit_job.tasks[0].payload: expected object",
+        ),
+        (
+            _raw(
+                t="heartbeat",
+                b={
+                    "name": "n",
+                    "caps": {
+                        "cores": 0,
+                        "memory_mb": 1,
+                        "disk_free_gb": 1.0,
+                        "platform": "linux",
+                        "arch": "x",
+                        "gpu": False,
+                        "battery_percent": None,
+                        "charging": None,
+                        "termux": False,
+                        "role": "w",
+                        "hostname": "h",
+                    },
+                    "slots": 1,
+                    "running": 0,
+                    "load": 0.0,
+                    "free_memory_mb": 1,
+                    "seq": 1,
+                },
+            ),
+            "cores",
+        ),
     ],
 )
 def test_bad_input_is_a_protocol_error(data: bytes, needle: str) -> None:

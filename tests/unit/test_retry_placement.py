@@ -52,8 +52,15 @@ def test_retry_counts_attempts_and_respects_non_retryable(policy: RetryPolicy, a
         assert not should_retry(policy, kind, attempt)
 
 
-def _hb(cores: int = 4, mem: int = 4096, platform: str = "linux", gpu: bool = False, load: float = 0.0,
-        battery: float | None = None, role: str = "worker") -> Heartbeat:
+def _hb(
+    cores: int = 4,
+    mem: int = 4096,
+    platform: str = "linux",
+    gpu: bool = False,
+    load: float = 0.0,
+    battery: float | None = None,
+    role: str = "worker",
+) -> Heartbeat:
     caps = Capabilities(cores, mem, 10.0, platform, "x86_64", gpu, battery, False, False, role, "h")
     return Heartbeat("h", caps, 2, 0, load, mem // 2, 1)
 
@@ -84,7 +91,9 @@ hbs = st.builds(
 
 
 @given(st.lists(st.tuples(hbs, st.integers(0, 12)), min_size=1, max_size=8), st.integers(1, 16))
-def test_choose_picks_a_qualified_candidate_with_room(nodes: list[tuple[Heartbeat, int]], min_cores: int) -> None:
+def test_choose_picks_a_qualified_candidate_with_room(
+    nodes: list[tuple[Heartbeat, int]], min_cores: int
+) -> None:
     cands = [Candidate(f"n{i}", hb, held=held, limit=6) for i, (hb, held) in enumerate(nodes)]
     req = Requirements(min_cores=min_cores)
     chosen = choose(req, cands, PlacementWeights())

@@ -1,0 +1,287 @@
+"""`swarm`: join a cluster, look at it, submit work to it.
+
+Every command that talks to a cluster takes `--broker` and `--cluster`, which also come from
+`$SWARM_BROKER` / `$SWARM_CLUSTER` and the config file; without a broker, clients look for one over mDNS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from swarm.config import NodeConfig, load_config
+from swarm.core.tracker import JobProgress
+from swarm.errors import SwarmError
+from swarm.jobspec import load_job_file, new_job_id, task_spec
+from swarm.messages import PRIORITIES, SubmitJob, TaskUpdate
+
+__all__ = ["main"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="mqtt://host:port (default: $SWARM_BROKER, config, or mDNS)")
+    p.add_argument("--cluster", help="cluster name (default: $SWARM_CLUSTER, config, or 'default')")
+    p.add_argument("--config", type=Path, help="TOML config file")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    join = sub.add_parser("join", help="run a node on this device")
+    _common(join)
+    join.add_argument("--name")
+    join.add_argument("--data-dir", type=Path)
+    join.add_argument("--slots", type=int, help="tasks run at once (default: cores)")
+    join.add_argument("--role")
+    join.add_argument("--no-embedded-broker", action="store_true", help="never start a broker")
+
+    status = sub.add_parser("status", help="members, coordinator and epoch")
+    _common(status)
+    status.add_argument("--json", action="store_true")
+
+    submit = sub.add_parser("submit", help="submit work")
+    submit_sub = submit.add_subparsers(dest="what", required=True)
+    task = submit_sub.add_parser("task", help="one task")
+    _common(task)
+    task.add_argument("type")
+    task.add_argument("--payload", default="{}", help="JSON object")
+    task.add_argument("--priority", choices=PRIORITIES, default="normal")
+    task.add_argument("--timeout", type=float)
+    task.add_argument("--max-retries", type=int, default=3)
+    task.add_argument("--require", action="append", default=[], metavar="KEY=VALUE")
+    task.add_argument("--job-id", help="idempotency key: resubmitting it never runs the task twice")
+    task.add_argument("--wait", action="store_true")
+    batch = submit_sub.add_parser("batch", help="a batch, chain or group from a JSON/YAML file")
+    _common(batch)
+    batch.add_argument("file", type=Path)
+    batch.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+    batch.add_argument("--job-id")
+    batch.add_argument("--wait", action="store_true")
+
+    tasks = sub.add_parser("tasks", help="list tasks and their states")
+    _common(tasks)
+    tasks.add_argument("--json", action="store_true")
+    tasks.add_argument("--job")
+    tasks.add_argument("--limit", type=int, default=200)
+
+    cancel = sub.add_parser("cancel", help="cancel a task or a job")
+    _common(cancel)
+    cancel.add_argument("id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `swarm` command."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) or args.command == "join" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(_dispatch(args))
+    except SwarmError as exc:
+        print(f"swarm: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    flags: dict[str, Any] = {"broker": args.broker, "cluster": args.cluster}
+    if args.command == "join":
+        flags.update(name=args.name, data_dir=args.data_dir, slots=args.slots, role=args.role)
+        if args.no_embedded_broker:
+            flags["embedded_broker"] = False
+        return await _join(load_config(args.config, **flags))
+    config = load_config(args.config, **flags)
+    handlers = {"status": _status, "submit": _submit, "tasks": _tasks, "cancel": _cancel}
+    from swarm.runtime.client import SwarmClient
+
+    url = await _client_broker(config)
+    async with SwarmClient(url, config.cluster, config.max_message_bytes) as client:
+        return await handlers[args.command](client, args)
+
+
+async def _client_broker(config: NodeConfig) -> str:
+    if config.broker:
+        return config.broker
+    from swarm.runtime.discovery import find_broker
+
+    url = await find_broker(config.cluster, timeout=max(config.mdns_timeout, 3.0))
+    if url is None:
+        raise SwarmError(f"no broker for cluster {config.cluster!r} found over mDNS; give --broker")
+    return url
+
+
+async def _join(config: NodeConfig) -> int:
+    from swarm.runtime.shell import NodeShell
+
+    shell = NodeShell(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await shell.run(stop)
+    return 0
+
+
+async def _status(client: Any, args: argparse.Namespace) -> int:
+    members = await client.watch_members(1.2)
+    nodes = []
+    for view in sorted(members.values(), key=lambda v: v.node_id):
+        hb = view.heartbeat
+        nodes.append(
+            {
+                "id": view.node_id,
+                "name": hb.name if hb else None,
+                "state": view.state,
+                "role": hb.caps.role if hb else None,
+                "platform": hb.caps.platform if hb else None,
+                "arch": hb.caps.arch if hb else None,
+                "cores": hb.caps.cores if hb else None,
+                "memory_mb": hb.caps.memory_mb if hb else None,
+                "load": round(hb.load, 3) if hb else None,
+                "running": hb.running if hb else 0,
+                "slots": hb.slots if hb else 0,
+                "broker": hb.broker if hb else None,
+                "counters": hb.counters if hb else {},
+            }
+        )
+    out = {"coordinator": client.tracker.coordinator, "epoch": client.tracker.epoch, "nodes": nodes}
+    if args.json:
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"coordinator: {out['coordinator'] or '(none)'}   epoch: {out['epoch']}")
+    print(
+        f"{'ID':<14}{'NAME':<18}{'STATE':<9}{'ROLE':<10}{'PLATFORM':<10}{'CORES':>6}{'MEM MB':>8}"
+        f"{'LOAD':>6}{'RUN':>5}"
+    )
+    for n in nodes:
+        print(
+            f"{n['id']:<14}{(n['name'] or '-')[:17]:<18}{n['state']:<9}{(n['role'] or '-'):<10}"
+            f"{(n['platform'] or '-'):<10}{n['cores'] or 0:>6}{n['memory_mb'] or 0:>8}"
+            f"{n['load'] or 0:>6.2f}{n['running']:>5}"
+        )
+    return 0
+
+
+def _progress_printer(total: int) -> Any:
+    tty = sys.stderr.isatty()
+
+    def show(progress: JobProgress, fresh: list[TaskUpdate]) -> None:
+        done = sum(1 for u in progress.updates.values() if u.state == "done")
+        failed = len(progress.updates) - done
+        width = 30
+        filled = int(width * len(progress.updates) / max(total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        line = f"[{bar}] {len(progress.updates)}/{total} done={done} failed={failed}"
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+async def _submit(client: Any, args: argparse.Namespace) -> int:
+    if args.what == "task":
+        try:
+            payload = orjson.loads(args.payload)
+        except orjson.JSONDecodeError as exc:
+            raise SwarmError(f"--payload is not JSON: {exc}") from None
+        job_id = args.job_id or new_job_id()
+        entry = {
+            "type": args.type,
+            "payload": payload,
+            "priority": args.priority,
+            "timeout": args.timeout,
+            "max_retries": args.max_retries,
+            "require": args.require,
+        }
+        from swarm.core.jobs import check_job
+
+        job = SubmitJob(job_id, (task_spec(f"{job_id}.t0", entry, {}),), kind="task")
+        check_job(job)
+    else:
+        variables = dict(v.partition("=")[::2] for v in args.var)
+        job = load_job_file(args.file, variables, args.job_id)
+    progress = await client.submit(
+        job, wait=args.wait, on_update=_progress_printer(len(job.tasks)) if args.wait else None
+    )
+    if not args.wait:
+        print(job.job_id)
+        return 0
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    return _print_outcome(job, progress)
+
+
+def _print_outcome(job: SubmitJob, progress: JobProgress) -> int:
+    if progress.rejected is not None:
+        print(f"swarm: job {job.job_id} rejected: {progress.rejected}", file=sys.stderr)
+        return 1
+    updates = [progress.updates[t.task_id] for t in job.tasks]
+    if job.kind == "task":
+        u = updates[0]
+        if u.state == "done":
+            print(orjson.dumps(u.result).decode())
+            return 0
+        print(f"swarm: task {u.task_id} {u.state}: {u.error}", file=sys.stderr)
+        return 1
+    out = {
+        "job_id": job.job_id,
+        "ok": progress.ok,
+        "tasks": [{"id": u.task_id, "state": u.state, "result": u.result, "error": u.error} for u in updates],
+    }
+    print(orjson.dumps(out).decode())
+    return 0 if progress.ok else 1
+
+
+async def _tasks(client: Any, args: argparse.Namespace) -> int:
+    await asyncio.sleep(0.2)  # let the retained coordinator record arrive
+    tasks = await client.tasks(args.limit, args.job)
+    if args.json:
+        rows = [
+            {
+                "id": t.task_id,
+                "job": t.job_id,
+                "type": t.type,
+                "state": t.state,
+                "attempt": t.attempt,
+                "priority": PRIORITIES[t.priority],
+                "node": t.node,
+                "reason": t.reason,
+            }
+            for t in tasks
+        ]
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"{'TASK':<32}{'TYPE':<14}{'STATE':<10}{'TRY':>4}  {'NODE':<14}REASON")
+    for t in tasks:
+        print(
+            f"{t.task_id[:31]:<32}{t.type[:13]:<14}{t.state:<10}{t.attempt:>4}  {(t.node or '-'):<14}"
+            f"{t.reason or ''}"
+        )
+    return 0
+
+
+async def _cancel(client: Any, args: argparse.Namespace) -> int:
+    await asyncio.sleep(0.2)
+    error = await client.cancel(args.id)
+    if error:
+        print(f"swarm: {error}", file=sys.stderr)
+        return 1
+    print(f"cancel requested for {args.id}")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,91 @@
+"""A node's data dir: its identity and its highest epoch, written durably before they are used.
+
+Several nodes may run on one machine with no flags, so the default data dir is the first free slot
+`~/.swarm/node-<n>`, held by an exclusive lock for the node's lifetime; a restarted node usually finds
+its old slot, and with it its old id and epoch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from swarm.errors import ConfigError
+
+__all__ = ["NodeStorage"]
+
+
+class NodeStorage:
+    """The locked data dir of one running node."""
+
+    def __init__(self, data_dir: Path, lock: IO[bytes]) -> None:
+        self.data_dir = data_dir
+        self._lock = lock
+        self._state_path = data_dir / "node.json"
+        state = self._read()
+        node_id, epoch = state.get("node_id"), state.get("epoch", 0)
+        self.node_id: str = node_id if isinstance(node_id, str) and node_id else f"n-{secrets.token_hex(4)}"
+        self.epoch: int = epoch if isinstance(epoch, int) else 0
+        self._write()
+
+    @classmethod
+    def open(cls, data_dir: Path | None) -> NodeStorage:
+        """Lock `data_dir`, or the first free default slot when it is None."""
+        if data_dir is not None:
+            lock = cls._try_lock(data_dir)
+            if lock is None:
+                raise ConfigError(f"data dir {data_dir} is in use by another running node")
+            return cls(data_dir, lock)
+        root = Path(os.environ.get("SWARM_HOME", Path.home() / ".swarm"))
+        for n in range(1024):
+            candidate = root / f"node-{n}"
+            lock = cls._try_lock(candidate)
+            if lock is not None:
+                return cls(candidate, lock)
+        raise ConfigError(f"no free data dir under {root}")
+
+    @staticmethod
+    def _try_lock(path: Path) -> IO[bytes] | None:
+        path.mkdir(parents=True, exist_ok=True)
+        handle = (path / "lock").open("wb")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
+
+    def persist_epoch(self, epoch: int) -> None:
+        """Durably record the highest epoch seen (fsync'd before returning)."""
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self._write()
+
+    def close(self) -> None:
+        """Release the data dir."""
+        self._lock.close()
+
+    def _read(self) -> dict[str, object]:
+        try:
+            data = orjson.loads(self._state_path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(orjson.dumps({"node_id": self.node_id, "epoch": self.epoch}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._state_path)
+        dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,179 @@
+"""Real `swarm join` processes for integration tests, and a raw observer of the job log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swarm.codec import decode
+from swarm.core.tracker import JobTracker
+from swarm.messages import Commit
+from swarm.runtime.mqtt import Transport
+
+
+def loopback_env(home: Path) -> dict[str, str]:
+    """Environment for processes under test: mDNS and any embedded broker on loopback only."""
+    env = dict(os.environ)
+    env.update(
+        SWARM_MDNS_INTERFACES="127.0.0.1",
+        SWARM_BROKER_LISTEN="127.0.0.1",
+        SWARM_HOME=str(home),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("SWARM_BROKER", None)
+    env.pop("SWARM_CLUSTER", None)
+    return env
+
+
+def swarm_cmd(*args: str) -> list[str]:
+    """The `swarm` command, run with this interpreter."""
+    return [sys.executable, "-m", "swarm.cli", *args]
+
+
+@dataclass
+class Node:
+    """One `swarm join` process."""
+
+    name: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def node_id(self) -> str | None:
+        """The id the node persisted in its data dir."""
+        try:
+            return str(json.loads((self.data_dir / "node.json").read_text())["node_id"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, the broker's last will speaks for it."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+@dataclass
+class Cluster:
+    """Nodes of one cluster against one broker."""
+
+    root: Path
+    broker: str | None
+    cluster: str = "test"
+    nodes: list[Node] = field(default_factory=list)
+
+    def start(self, name: str, *extra: str) -> Node:
+        """Start a node; its output goes to a log file under the test's tmp dir."""
+        data_dir = self.root / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.root / f"{name}.log"
+        args = ["join", "--cluster", self.cluster, "--name", name, "--data-dir", str(data_dir), *extra]
+        if self.broker:
+            args += ["--broker", self.broker]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(swarm_cmd(*args), stdout=out, stderr=out, env=loopback_env(self.root))
+        node = Node(name, data_dir, proc, log)
+        self.nodes.append(node)
+        return node
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a client command against this cluster."""
+        full = [*args, "--cluster", self.cluster]
+        if self.broker:
+            full += ["--broker", self.broker]
+        return subprocess.run(
+            swarm_cmd(*full),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=loopback_env(self.root),
+            check=False,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """`swarm status --json`, parsed."""
+        out = self.cli("status", "--json", timeout=30)
+        assert out.returncode == 0, out.stderr
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    def wait_ready(self, alive: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Until `alive` members are alive and a coordinator acts."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            out = self.cli("status", "--json", timeout=30)
+            if out.returncode != 0:  # no broker yet (zero-setup start) or not reachable yet
+                time.sleep(0.3)
+                continue
+            status = json.loads(out.stdout)
+            states = [n["state"] for n in status["nodes"]]
+            if status["coordinator"] and states.count("alive") >= alive:
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"cluster not ready: {status}\n{self.logs()}")
+
+    def by_id(self, node_id: str) -> Node:
+        """The process of a node id."""
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def logs(self) -> str:
+        """The tail of every node's log, for failure messages."""
+        return "\n".join(f"--- {n.name}\n" + n.log.read_text(errors="replace")[-3000:] for n in self.nodes)
+
+    def stop_all(self) -> None:
+        """SIGTERM everyone (a clean leave), then make sure."""
+        for n in self.nodes:
+            if n.proc.poll() is None:
+                n.proc.send_signal(signal.SIGTERM)
+        for n in self.nodes:
+            try:
+                n.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n.proc.wait()
+
+
+class CommitObserver:
+    """Counts every commit that passes the epoch gate, per task, as a submitter would see them."""
+
+    def __init__(self, broker: str, cluster: str) -> None:
+        self.broker = broker
+        self.cluster = cluster
+        self.tracker = JobTracker()
+        self.counts: dict[str, int] = {}
+        self.nodes: dict[str, str | None] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Follow the cluster until cancelled."""
+        async with Transport(self.broker, self.cluster, "observer", persistent=False) as t:
+            for topic in ("election", "coord", "job/+/events"):
+                await t.subscribe(topic)
+            self.ready.set()
+            async for _, payload in t.messages():
+                if not payload:
+                    continue
+                env = decode(payload, cluster=self.cluster)
+                before = self.tracker.fenced
+                self.tracker.on_envelope(env)
+                if isinstance(env.body, Commit) and self.tracker.fenced == before:
+                    for u in env.body.updates:
+                        self.counts[u.task_id] = self.counts.get(u.task_id, 0) + 1
+                        self.nodes[u.task_id] = u.node
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """Lines of a file, empty if it does not exist yet."""
+    if path.exists():
+        yield from path.read_text(errors="replace").splitlines()

@@ -1,0 +1,111 @@
+"""Three real `swarm join` processes against a real mosquitto: throughput of the CLI, and crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.nodes import Cluster, CommitObserver, loopback_env, swarm_cmd
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture
+def cluster(mosquitto: object, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path, mosquitto.url)  # type: ignore[attr-defined]
+    for i in range(3):
+        c.start(f"node{i}", "--slots", "2")
+    try:
+        c.wait_ready(alive=3)
+        yield c
+    finally:
+        c.stop_all()
+
+
+def _batch(path: Path, n: int, task: dict[str, object]) -> Path:
+    path.write_text(json.dumps({"kind": "batch", "tasks": [task] * n}))
+    return path
+
+
+def test_200_tasks_from_the_cli_all_complete(cluster: Cluster, tmp_path: Path) -> None:
+    batch = _batch(tmp_path / "b.json", 200, {"type": "echo", "payload": {"n": 1}})
+    out = cluster.cli("submit", "batch", str(batch), "--wait")
+    assert out.returncode == 0, out.stderr + cluster.logs()
+    result = json.loads(out.stdout)
+    assert result["ok"] and len(result["tasks"]) == 200
+    assert all(t["state"] == "done" and t["result"] == {"n": 1} for t in result["tasks"])
+
+
+def _submit_in_background(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
+    full = [*args, "--cluster", cluster.cluster, "--broker", str(cluster.broker)]
+    return subprocess.Popen(
+        swarm_cmd(*full),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=loopback_env(cluster.root),
+    )
+
+
+async def _observe_until(observer: CommitObserver, condition: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_sigkill_coordinator_mid_run_every_task_completes_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    watch = asyncio.create_task(observer.run())
+    await observer.ready.wait()
+    coordinator = cluster.by_id(cluster.status()["coordinator"])
+    batch = _batch(tmp_path / "b.json", 200, {"type": "sleep", "payload": {"seconds": 0.05}})
+    submit = _submit_in_background(cluster, "submit", "batch", str(batch), "--wait")
+    try:
+        await _observe_until(observer, lambda: len(observer.counts) >= 40, 60)
+        coordinator.kill()
+        stdout, stderr = await asyncio.to_thread(submit.communicate, timeout=90)
+    finally:
+        watch.cancel()
+    assert submit.returncode == 0, stderr + cluster.logs()
+    result = json.loads(stdout)
+    assert result["ok"] and len(result["tasks"]) == 200
+    ids = {t["id"] for t in result["tasks"]}
+    assert set(observer.counts) == ids
+    assert all(n == 1 for n in observer.counts.values()), {k: v for k, v in observer.counts.items() if v > 1}
+    assert observer.tracker.epoch >= 2
+
+
+async def test_sigkill_node_running_long_task_finishes_elsewhere(cluster: Cluster) -> None:
+    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    watch = asyncio.create_task(observer.run())
+    await observer.ready.wait()
+    submit = _submit_in_background(
+        cluster, "submit", "task", "sleep", "--payload", '{"seconds": 4}', "--job-id", "long-1", "--wait"
+    )
+    try:
+        victim_id = None
+        deadline = time.monotonic() + 30
+        while victim_id is None:
+            assert time.monotonic() < deadline, cluster.logs()
+            out = await asyncio.to_thread(cluster.cli, "tasks", "--json", "--job", "long-1")
+            rows = json.loads(out.stdout) if out.returncode == 0 else []
+            running = [r for r in rows if r["state"] == "running" and r["node"]]
+            victim_id = running[0]["node"] if running else None
+            await asyncio.sleep(0.2)
+        cluster.by_id(victim_id).kill()
+        stdout, stderr = await asyncio.to_thread(submit.communicate, timeout=60)
+    finally:
+        watch.cancel()
+    assert submit.returncode == 0, stderr + cluster.logs()
+    assert json.loads(stdout) == {"slept": 4}
+    assert observer.counts == {"long-1.t0": 1}
+    assert observer.nodes["long-1.t0"] not in (None, victim_id)
