@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     task.add_argument("--timeout", type=float)
     task.add_argument("--max-retries", type=int, default=3)
     task.add_argument("--require", action="append", default=[], metavar="KEY=VALUE")
+    task.add_argument("--pending-timeout", type=float, help="fail if no member can run it for this long")
     task.add_argument("--job-id", help="idempotency key: resubmitting it never runs the task twice")
     task.add_argument("--wait", action="store_true")
     batch = submit_sub.add_parser("batch", help="a batch, chain or group from a JSON/YAML file")
@@ -204,6 +205,7 @@ async def _submit(client: Any, args: argparse.Namespace) -> int:
             "timeout": args.timeout,
             "max_retries": args.max_retries,
             "require": args.require,
+            "pending_timeout": args.pending_timeout,
         }
         from swarm.core.jobs import check_job
 

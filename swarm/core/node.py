@@ -128,7 +128,7 @@ class NodeMachine:
             self._dispatch_event(event, now)
         if self.scheduler is not None and not self.left:
             self.scheduler.dispatch(self.membership.alive(), now)
-            self._effects.extend(self.scheduler.drain())
+            self._effects.extend(self.scheduler.drain(now))
         self._effects.extend(self.worker.drain(self.election.epoch))
         effects, self._effects = self._effects, []
         return effects

@@ -81,6 +81,7 @@ class Scheduler:
         self._delayed: list[tuple[float, str]] = []
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
+        self._finished_jobs: set[str] = set()
         self._seq = 0
         self._held: dict[str, set[str]] = {}
         self._exclusive: dict[str, int] = {}
@@ -144,7 +145,8 @@ class Scheduler:
                 self._finish(rec, "failed", now, error=f"dependency {failed[0]} did not succeed")
             elif not rec.waiting_on:
                 self._enqueue(rec, now, "ready")
-        self._maybe_finish_job(record, now)
+        if record.finished:
+            self._finished_jobs.add(job.job_id)
 
     # --- results and reports ------------------------------------------------------------------------
 
@@ -239,6 +241,9 @@ class Scheduler:
                 self._blocked.discard(task_id)
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
         for job in self.jobs.values():
+            # Finished jobs get their final record in `drain`.
+            if job.finished:
+                continue
             if job.checkpoint_due and now - job.last_checkpoint >= self._config.checkpoint_interval:
                 self._checkpoint(job, now)
 
@@ -389,11 +394,8 @@ class Scheduler:
                     now,
                     error=f"dependency {rec.task_id} {state}",
                 )
-        self._maybe_finish_job(job, now)
-
-    def _maybe_finish_job(self, job: JobRecord, now: float) -> None:
         if job.finished:
-            self._checkpoint(job, now)
+            self._finished_jobs.add(rec.job_id)
 
     def _checkpoint(self, job: JobRecord, now: float) -> None:
         job_id = job.spec.job_id
@@ -445,8 +447,13 @@ class Scheduler:
 
     # --- output -------------------------------------------------------------------------------------
 
-    def drain(self) -> list[Effect]:
+    def drain(self, now: float) -> list[Effect]:
         """Everything this scheduler wants done, with assignments and commits batched per destination."""
+        for job_id in sorted(self._finished_jobs):
+            job = self.jobs.get(job_id)
+            if job is not None and job.finished:
+                self._checkpoint(job, now)
+        self._finished_jobs.clear()
         for job in self.jobs.values():
             self._flush_commits(job)
         effects = self._effects

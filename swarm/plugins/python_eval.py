@@ -55,7 +55,11 @@ def _key(key: Any) -> str:
 
 
 class PythonEvalHandler:
-    """`{"expression": str, "variables": {name: value}}` -> the expression's value as JSON."""
+    """`{"expression": str, "variables": {name: value}}` -> the expression's value as JSON.
+
+    In a chain the payload also carries `previous` (the preceding task's result), which the expression
+    sees as the variable `previous`.
+    """
 
     name = "python_eval"
     version = __version__
@@ -64,7 +68,7 @@ class PythonEvalHandler:
         """Check the payload's shape and vet the expression against the variables it will get."""
         if not isinstance(payload, dict):
             raise InvalidPayload("python_eval: payload must be a JSON object")
-        unknown = set(payload) - {"expression", "variables"}
+        unknown = set(payload) - {"expression", "variables", "previous"}
         if unknown:
             raise InvalidPayload(f"python_eval: unexpected fields {sorted(unknown)}")
         variables = payload.get("variables", {})
@@ -76,15 +80,22 @@ class PythonEvalHandler:
         expression = payload.get("expression")
         if not isinstance(expression, str):
             raise InvalidPayload("python_eval: 'expression' must be a string")
-        check(expression, variables)
+        check(expression, _names(payload))
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Evaluate and return the JSON form of the value; evaluation errors are final (`Fatal`)."""
         try:
-            value = evaluate(payload["expression"], payload.get("variables") or {})
+            value = evaluate(payload["expression"], _names(payload))
         except EvalError as exc:
             raise Fatal(f"python_eval: {exc}") from None
         return to_json(value)
+
+
+def _names(payload: dict[str, Any]) -> dict[str, Any]:
+    names = dict(payload.get("variables") or {})
+    if "previous" in payload:
+        names["previous"] = payload["previous"]
+    return names
 
 
 handler = PythonEvalHandler()

@@ -1,0 +1,234 @@
+"""The scheduler as a pure machine: effects asserted directly, no network."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from swarm.core.config import CoreConfig
+from swarm.core.events import ClearRetained, Effect, Publish
+from swarm.core.membership import Member
+from swarm.core.scheduler import Scheduler
+from swarm.devices.capabilities import Capabilities
+from swarm.messages import (
+    Assign,
+    CancelAttempt,
+    Commit,
+    Heartbeat,
+    JobAccepted,
+    JobRejected,
+    JobState,
+    Requirements,
+    RetryPolicy,
+    SubmitJob,
+    TaskRef,
+    TaskResult,
+    TaskSpec,
+    WorkerReport,
+)
+
+
+def member(node_id: str, cores: int = 4, slots: int = 2) -> Member:
+    caps = Capabilities(cores, 4096, 10.0, "linux", "x86_64", False, None, None, False, "worker", node_id)
+    return Member(node_id, Heartbeat(node_id, caps, slots, 0, 0.0, 2048, 1), 0.0)
+
+
+def sched(validator: object = None, **config: object) -> Scheduler:
+    cfg = CoreConfig(**config)  # type: ignore[arg-type]
+    return Scheduler("c", 1, cfg, random.Random(0), validator or (lambda spec: None))  # type: ignore[arg-type]
+
+
+def of_type(effects: list[Effect], kind: type) -> list[object]:
+    return [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, kind)]
+
+
+def assigned(effects: list[Effect]) -> dict[str, list[tuple[str, int]]]:
+    out: dict[str, list[tuple[str, int]]] = {}
+    for e in effects:
+        if isinstance(e, Publish) and isinstance(e.body, Assign):
+            out[e.topic.split("/")[1]] = [(a.task_id, a.attempt) for a in e.body.tasks]
+    return out
+
+
+def commits(effects: list[Effect]) -> dict[str, str]:
+    return {u.task_id: u.state for c in of_type(effects, Commit) for u in c.updates}  # type: ignore[attr-defined]
+
+
+def ok(task_id: str, attempt: int = 1, job: str = "j") -> TaskResult:
+    return TaskResult(task_id, job, attempt, "ok", {"r": task_id}, None, None, 1.0, 1.1)
+
+
+def test_accept_place_commit_and_finish() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "echo", {}), TaskSpec("b", "echo", {}))), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    effects = s.drain(0.0)
+    assert of_type(effects, JobAccepted) == [JobAccepted("j", 2)]
+    assert assigned(effects) == {"w1": [("a", 1), ("b", 1)]}
+    s.on_results("w1", [ok("a"), ok("b")], 0.5)
+    effects = s.drain(0.5)
+    assert commits(effects) == {"a": "done", "b": "done"}
+    final = of_type(effects, JobState)
+    assert len(final) == 1 and final[0].finished  # type: ignore[attr-defined]
+    assert ClearRetained("job/j/spec") in effects
+    assert not s.jobs and not s.tasks
+
+
+def test_resubmission_is_acknowledged_not_rerun() -> None:
+    s = sched()
+    job = SubmitJob("j", (TaskSpec("a", "echo", {}),))
+    s.on_submit(job, 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_submit(job, 1.0)
+    s.dispatch([member("w1")], 1.0)
+    effects = s.drain(1.0)
+    assert of_type(effects, JobAccepted) == [JobAccepted("j", 1)]
+    assert assigned(effects) == {}
+
+
+@pytest.mark.parametrize(
+    ("job", "needle"),
+    [
+        (SubmitJob("j", ()), "has no tasks"),
+        (
+            SubmitJob(
+                "j", (TaskSpec("a", "echo", {}, after=("b",)), TaskSpec("b", "echo", {}, after=("a",)))
+            ),
+            "cycle",
+        ),
+        (SubmitJob("j", (TaskSpec("a", "echo", {}, after=("zz",)),)), "unknown task 'zz'"),
+        (SubmitJob("j", (TaskSpec("a", "echo", {}), TaskSpec("a", "echo", {}))), "duplicate task id"),
+        (SubmitJob("j", (TaskSpec("a", "nope", {}),)), "unknown task type"),
+        (SubmitJob("j", (TaskSpec("a", "echo", {}, requirements=Requirements(min_cores=-1)),)), "negative"),
+    ],
+)
+def test_invalid_jobs_are_rejected_with_a_reason(job: SubmitJob, needle: str) -> None:
+    s = sched(validator=lambda spec: "unknown task type 'nope'" if spec.type == "nope" else None)
+    s.on_submit(job, 0.0)
+    effects = s.drain(0.0)
+    rejected = of_type(effects, JobRejected)
+    assert len(rejected) == 1 and needle in rejected[0].reason  # type: ignore[attr-defined]
+    assert ClearRetained("job/j/spec") in effects
+
+
+def test_failed_predecessor_fails_dependents_and_finishes_the_job_once() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}, after=("a",)))), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [TaskResult("a", "j", 1, "fatal", error="boom")], 0.1)
+    effects = s.drain(0.1)
+    assert commits(effects) == {"a": "failed", "b": "failed"}
+    assert len(of_type(effects, JobState)) == 1
+
+
+def test_chain_pipes_the_previous_result() -> None:
+    s = sched()
+    s.on_submit(
+        SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {"k": 1}, after=("a",), pipe=True))), 0.0
+    )
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [ok("a")], 0.1)
+    s.dispatch([member("w1")], 0.1)
+    effects = s.drain(0.1)
+    (batch,) = of_type(effects, Assign)
+    assert batch.tasks[0].payload == {"k": 1, "previous": {"r": "a"}}  # type: ignore[attr-defined]
+
+
+def test_retry_backs_off_then_succeeds_and_stale_results_are_dropped() -> None:
+    s = sched()
+    policy = RetryPolicy(max_retries=2, backoff="fixed", base=1.0, jitter=0.0)
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, retry=policy),)), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [TaskResult("a", "j", 1, "error", error="flaky")], 0.1)
+    s.tick(0.5)
+    s.dispatch([member("w1")], 0.5)
+    assert assigned(s.drain(0.5)) == {}
+    s.tick(1.2)
+    s.dispatch([member("w1")], 1.2)
+    assert assigned(s.drain(1.2)) == {"w1": [("a", 2)]}
+    s.on_results("w1", [ok("a", attempt=1)], 1.3)  # a late result of the first attempt
+    assert commits(s.drain(1.3)) == {}
+    assert s.metrics["stale_results"] == 1
+    s.on_results("w1", [ok("a", attempt=2)], 1.4)
+    assert commits(s.drain(1.4)) == {"a": "done"}
+
+
+def test_dead_worker_tasks_move_elsewhere() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, retry=RetryPolicy(jitter=0.0, base=0.0)),)), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    dead = member("w1")
+    dead.state = "dead"
+    s.on_member_change(dead, 5.0)
+    s.tick(5.0)
+    s.dispatch([member("w2")], 5.0)
+    assert assigned(s.drain(5.0)) == {"w2": [("a", 2)]}
+
+
+def test_unschedulable_task_waits_with_reason_then_fails() -> None:
+    s = sched(pending_timeout=10.0)
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, requirements=Requirements(min_cores=64)),)), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    assert s.tasks["a"].reason == "no member satisfies min_cores=64 (1 live)"
+    s.tick(5.0)
+    s.dispatch([member("w1")], 5.0)
+    assert commits(s.drain(5.0)) == {}
+    s.tick(10.5)
+    effects = s.drain(10.5)
+    assert commits(effects) == {"a": "failed"}
+
+
+def test_timeout_backstop_cancels_and_retries() -> None:
+    s = sched()
+    s.on_submit(
+        SubmitJob("j", (TaskSpec("a", "x", {}, timeout=1.0, retry=RetryPolicy(base=0.0, jitter=0.0)),)), 0.0
+    )
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.tick(1.0 + CoreConfig().failure_timeout + 0.1)
+    effects = s.drain(5.0)
+    assert of_type(effects, CancelAttempt) == [CancelAttempt("a", 1)]
+    s.dispatch([member("w1")], 5.0)
+    assert assigned(s.drain(5.0)) == {"w1": [("a", 2)]}
+
+
+def test_cancel_commits_cancelled_and_stops_the_attempt() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}, after=("a",)))), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    assert s.on_cancel("j", 1.0)
+    effects = s.drain(1.0)
+    assert commits(effects) == {"a": "cancelled", "b": "cancelled"}
+    assert of_type(effects, CancelAttempt) == [CancelAttempt("a", 1)]
+    assert not s.on_cancel("nothing", 1.0)
+
+
+def test_takeover_adopts_running_attempts_and_reported_results() -> None:
+    s = Scheduler("c2", 2, CoreConfig(), random.Random(0), lambda spec: None, dispatch_after=1.0)
+    job = SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}), TaskSpec("c", "x", {})))
+    s.adopt(job, {}, 0.0)
+    s.dispatch([member("w1")], 0.5)
+    assert assigned(s.drain(0.5)) == {}  # still in the takeover grace
+    s.on_worker_report("w1", WorkerReport(2, (TaskRef("a", "j", 3),), (ok("b", attempt=2),)), 0.6)
+    effects = s.drain(0.6)
+    assert commits(effects) == {"b": "done"}
+    s.dispatch([member("w1")], 1.1)
+    assert assigned(s.drain(1.1)) == {"w1": [("c", 1)]}
+    s.on_results("w1", [ok("a", attempt=3)], 1.2)
+    assert commits(s.drain(1.2)) == {"a": "done"}
+
+
+def test_priority_orders_placement() -> None:
+    s = sched(prefetch=0)
+    tasks = tuple(TaskSpec(f"t{p}", "x", {}, priority=p) for p in (4, 2, 0, 3, 1))
+    s.on_submit(SubmitJob("j", tasks), 0.0)
+    s.dispatch([member("w1", slots=1)], 0.0)  # room for 1 + 4 prefetch = 5, all placed in priority order
+    assert [t for t, _ in assigned(s.drain(0.0))["w1"]] == ["t0", "t1", "t2", "t3", "t4"]
