@@ -45,6 +45,8 @@ def mosquitto_config(port: int, host: str, log_path: Path, persistence_dir: Path
     - `max_inflight_messages 0`: no cap on unacknowledged QoS 1 messages per client, so a burst is
       not throttled to 20 in flight.
     - `set_tcp_nodelay true`: without it a request/response round trip waits on Nagle's algorithm.
+    - `persistent_client_expiration 1h`: nodes keep persistent sessions so that a blip loses nothing;
+      without an expiry the broker would queue messages forever for a device that never returns.
     - `user root` when run as root (CI containers): otherwise mosquitto drops privileges to user
       `mosquitto`, which cannot open a log or persistence file under a root-owned directory.
     - persistence only when `persistence_dir` is given: a throwaway broker keeps nothing on disk.
@@ -67,6 +69,7 @@ def mosquitto_config(port: int, host: str, log_path: Path, persistence_dir: Path
         "max_queued_messages 0",
         "max_inflight_messages 0",
         "set_tcp_nodelay true",
+        "persistent_client_expiration 1h",
     ]
     if persistence_dir is None:
         lines.append("persistence false")

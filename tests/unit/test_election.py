@@ -1,0 +1,105 @@
+"""Election: first claim in broker order wins, one coordinator per epoch, epochs persisted first."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm.core.config import CoreConfig
+from swarm.core.election import Election
+from swarm.core.events import Persist, Publish
+from swarm.core.membership import Membership
+from swarm.devices.capabilities import Capabilities
+from swarm.messages import Claim, Heartbeat
+
+CFG = CoreConfig()
+
+
+def test_first_claim_wins_and_persist_comes_first() -> None:
+    a = Election("a", CFG, 0, now=0.0)
+    out = a.tick(5.0, lambda n: None, ["a", "b"])
+    assert out.effects[0] == Persist(1)
+    assert isinstance(out.effects[1], Publish) and out.effects[1].body == Claim(1)
+    assert a.on_claim("b", 1, 5.1).elected is None  # b's claim reached the broker first
+    assert a.on_claim("a", 1, 5.2).elected is None
+    assert a.acting_epoch is None and a.coordinator == "b"
+
+
+def test_own_claim_first_elects_and_higher_epoch_deposes() -> None:
+    a = Election("a", CFG, 3, now=0.0)
+    a.tick(5.0, lambda n: None, ["a"])
+    assert a.on_claim("a", 4, 5.1).elected == 4
+    out = a.on_claim("b", 5, 9.0)
+    assert out.deposed and a.acting_epoch is None and out.effects == [Persist(5)]
+
+
+def test_stale_claims_and_announcements_are_ignored() -> None:
+    a = Election("a", CFG, 7, now=0.0)
+    assert a.on_claim("b", 6, 1.0).effects == []
+    assert a.on_announce(5, "b").effects == []
+    assert a.coordinator is None
+
+
+def test_no_claim_while_the_coordinator_lives_or_before_startup_wait() -> None:
+    a = Election("a", CFG, 0, now=0.0)
+    assert a.tick(0.1, lambda n: None, []).effects == []  # still listening
+    a.on_announce(1, "b")
+    assert a.tick(10.0, lambda n: "alive", ["a", "b"]).effects == []
+    assert a.tick(11.0, lambda n: "suspect", ["a"]).effects == []  # suspect is not dead
+    assert a.tick(12.0, lambda n: "dead", ["a"]).effects[0] == Persist(2)
+
+
+def test_rank_staggers_claims() -> None:
+    b = Election("b", CFG, 0, now=0.0)
+    assert b.tick(2.0, lambda n: None, ["a", "b"]).effects == []  # a goes first
+    assert b.tick(2.0 + CFG.heartbeat_interval, lambda n: None, ["a", "b"]).effects[0] == Persist(1)
+
+
+def test_a_member_that_reconnects_within_the_failure_timeout_never_dies() -> None:
+    m = Membership("self", CFG)
+    caps = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
+    hb = Heartbeat("p", caps, 1, 0, 0.0, 512, 1)
+    m.on_heartbeat("p", hb, 0.0)
+    assert [x.state for x in m.on_gone("p", "connection lost", 0.5)] == ["suspect"]
+    m.tick(1.0)
+    assert [x.state for x in m.on_heartbeat("p", hb, 2.0)] == ["alive"]
+    for t in (2.5, 3.0, 4.0):
+        m.tick(t)
+        m.on_heartbeat("p", hb, t)
+    assert m.state_of("p") == "alive"
+    m.tick(4.0 + CFG.failure_timeout)
+    assert m.state_of("p") == "dead"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(2, 6),
+    script=st.lists(
+        st.tuples(st.sampled_from(["tick", "deliver"]), st.integers(0, 5), st.floats(0, 3)), max_size=80
+    ),
+)
+def test_at_most_one_coordinator_per_epoch(n: int, script: list[tuple[str, int, float]]) -> None:
+    """Nodes claim when they like; the broker orders claims; each node reads that order at its own pace."""
+    ids = [f"n{i}" for i in range(n)]
+    nodes = {i: Election(i, CFG, 0, now=0.0) for i in ids}
+    log: list[tuple[str, int]] = []
+    cursor = dict.fromkeys(ids, 0)
+    winners: dict[int, set[str]] = {}
+    now = 0.0
+    for action, k, dt in script:
+        node_id = ids[k % n]
+        e = nodes[node_id]
+        now += dt
+        if action == "tick":
+            for effect in e.tick(now, lambda _: "dead", ids).effects:
+                if isinstance(effect, Publish) and isinstance(effect.body, Claim):
+                    log.append((node_id, effect.body.epoch))
+        elif cursor[node_id] < len(log):
+            sender, epoch = log[cursor[node_id]]
+            cursor[node_id] += 1
+            e.on_claim(sender, epoch, now)
+        e.validate()
+        for other_id, other in nodes.items():
+            if other.acting_epoch is not None:
+                winners.setdefault(other.acting_epoch, set()).add(other_id)
+    assert all(len(w) == 1 for w in winners.values()), winners
