@@ -104,13 +104,16 @@ class NodeShell:
         while not stop.is_set():
             url = await self._locator.locate(rank=self._rank(), failures=failures)
             log.info("node %s (%s) connecting to %s", self.node_id, self.config.name, url)
+            lost: BaseException | None = None
             try:
                 await self._connected(url, executor, stop)
                 failures = 0
-            except (TransportError, OSError) as exc:
+            except* (TransportError, OSError) as group:
+                lost = group.exceptions[0]
+            if lost is not None:
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * (0.5 + self._rng.random())
-                log.warning("broker connection lost (%s); retrying in %.1fs", exc, delay)
+                log.warning("broker connection lost (%s); retrying in %.1fs", lost, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
 

@@ -109,3 +109,29 @@ async def test_sigkill_node_running_long_task_finishes_elsewhere(cluster: Cluste
     assert json.loads(stdout) == {"slept": 4}
     assert observer.counts == {"long-1.t0": 1}
     assert observer.nodes["long-1.t0"] not in (None, victim_id)
+
+
+def test_failover_within_10s_and_a_submission_made_meanwhile_completes(cluster: Cluster) -> None:
+    old = cluster.status()["coordinator"]
+    cluster.by_id(old).kill()
+    killed_at = time.monotonic()
+    submit = _submit_in_background(
+        cluster,
+        "submit",
+        "task",
+        "echo",
+        "--payload",
+        '{"during": "election"}',
+        "--job-id",
+        "mid-election",
+        "--wait",
+    )
+    new = None
+    while new in (None, old):
+        assert time.monotonic() - killed_at < 10.0, f"no new coordinator within 10 s\n{cluster.logs()}"
+        new = cluster.status()["coordinator"]
+    took = time.monotonic() - killed_at
+    stdout, stderr = submit.communicate(timeout=60)
+    assert submit.returncode == 0, stderr + cluster.logs()
+    assert json.loads(stdout) == {"during": "election"}
+    assert took < 10.0
