@@ -287,7 +287,8 @@ class TaskUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """On `job/<id>/events`: final states the coordinator of `Envelope.epoch` committed."""
+    """Final states the coordinator of `Envelope.epoch` committed: on `job/<id>/events` as they happen,
+    and retained in chunks on `job/<id>/commits/<k>` as the job's durable record."""
 
     TAG: ClassVar[str] = "commit"
     job_id: str
@@ -296,13 +297,17 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """Retained on `job/<id>/state`: every commit so far; with `finished`, the job's final record."""
+    """Retained on `job/<id>/state` when a job is over: its size and how many commit chunks hold it.
+
+    The commits themselves are retained in chunks on `job/<id>/commits/<k>` (a `Commit` each), so that a
+    checkpoint costs a bounded amount however large the job is.
+    """
 
     TAG: ClassVar[str] = "job_state"
     job_id: str
     total: int
-    updates: tuple[TaskUpdate, ...]
-    finished: bool = False
+    chunks: int
+    finished: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from swarm.messages import Assignment, Body, Envelope, TaskResult
 __all__ = [
     "CancelTask",
     "ClearRetained",
+    "Connected",
     "Effect",
     "Event",
     "Leave",
@@ -59,11 +60,16 @@ class TaskFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class Connected:
+    """The broker connection is (re)established; the broker may be a new one that knows nothing."""
+
+
+@dataclass(frozen=True, slots=True)
 class Leave:
     """The node is shutting down cleanly: hand back work and say goodbye."""
 
 
-Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Leave
+Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Connected | Leave
 
 
 # --- effects -----------------------------------------------------------------------------------------

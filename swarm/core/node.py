@@ -9,7 +9,8 @@ machine that owns it. After every batch of events the scheduler (if this node ac
 and the effects of all machines are collected, assignments and results batched per destination.
 
 The node subscribes to (relative to `swarm/<cluster>/`): `node/+/hb`, `node/<self>/in`, `election`,
-`coord`, `job/+/spec`, `job/+/events`, `job/+/state`; and to `coord/in` while it acts as coordinator.
+`coord`, `job/+/spec`, `job/+/events`, `job/+/state`, `job/+/commits/+`; and to `coord/in` while it acts
+as coordinator.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.election import Election, ElectionOutcome
 from swarm.core.events import (
     ClearRetained,
+    Connected,
     Effect,
     Event,
     Leave,
@@ -71,6 +73,7 @@ NODE_SUBSCRIPTIONS: tuple[str, ...] = (
     "job/+/spec",
     "job/+/events",
     "job/+/state",
+    "job/+/commits/+",
 )
 
 
@@ -156,6 +159,8 @@ class NodeMachine:
                 self._on_cleared(topic)
             case TaskFinished(result):
                 self.worker.on_finished(result, now)
+            case Connected():
+                self._on_connected(now)
             case Leave():
                 self._on_leave()
             case _:
@@ -188,11 +193,9 @@ class NodeMachine:
             case Commit(job_id, updates):
                 self.replica.on_commits(job_id, updates)
                 self.worker.on_commits([u.task_id for u in updates])
-            case JobState(job_id, _, updates, finished):
-                self.replica.on_commits(job_id, updates)
-                self.worker.on_commits([u.task_id for u in updates])
+            case JobState(job_id, _, chunks, finished):
                 if finished:
-                    self.replica.on_finished(job_id, now)
+                    self.replica.on_finished(job_id, chunks, now)
             case Assign(tasks):
                 self.worker.on_assign(tasks)
             case CancelAttempt(task_id, attempt):
@@ -236,8 +239,25 @@ class NodeMachine:
         self.worker.tick(now)
         if self.scheduler is not None:
             self.scheduler.tick(now)
-            for job_id in self.replica.expired(now, self.config.finished_job_retention):
+            for job_id, chunks in self.replica.expired(now, self.config.finished_job_retention):
                 self._effects.append(ClearRetained(f"job/{job_id}/state"))
+                self._effects.extend(ClearRetained(f"job/{job_id}/commits/{k}") for k in range(chunks))
+
+    def _on_connected(self, now: float) -> None:
+        """Say again what a fresh broker would not know: who we are, and what we coordinate or hold."""
+        self._next_heartbeat = now
+        scheduler = self.scheduler
+        if scheduler is not None:
+            epoch = scheduler.epoch
+            self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
+            self._effects.append(
+                Publish("coord", CoordinatorAnnounce(epoch, self.node_id), epoch=epoch, retain=True)
+            )
+            scheduler.republish()
+        elif self.election.coordinator is not None:
+            # Results published while the connection was down were lost: the coordinator takes them
+            # (and what we hold) again, idempotently.
+            self._effects.append(self.worker.report(self.election.epoch))
 
     def _on_leave(self) -> None:
         self.left = True

@@ -54,6 +54,9 @@ __all__ = ["Scheduler", "TaskValidator"]
 
 log = logging.getLogger(__name__)
 
+#: Commits per retained chunk of a job's record: bounds what one checkpoint republishes.
+COMMIT_CHUNK = 500
+
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
 TaskValidator = Callable[[TaskSpec], str | None]
 
@@ -125,7 +128,8 @@ class Scheduler:
 
     def _add_job(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float, announce: bool) -> None:
         tasks = {spec.task_id: TaskRecord(spec, job.job_id, "waiting") for spec in job.tasks}
-        record = JobRecord(job, tasks, committed=dict(committed))
+        # Adopted commits are republished under this epoch, which members' gates accept from now on.
+        record = JobRecord(job, tasks, committed=dict(committed), checkpoint_due=bool(committed))
         self.jobs[job.job_id] = record
         self.tasks.update(tasks)
         for rec in tasks.values():
@@ -255,13 +259,14 @@ class Scheduler:
             Candidate(
                 m.node_id,
                 m.heartbeat,
-                held=len(self._held.get(m.node_id, ())),
-                limit=self._config.queue_limit(m.heartbeat.slots),
+                held=held,
+                limit=self._refill_limit(held, self._config.queue_limit(m.heartbeat.slots)),
                 exclusive_held=self._exclusive.get(m.node_id, 0) > 0,
                 latency_ms=self._latency_ms.get(m.node_id, 0.0),
             )
             for m in members
             if m.heartbeat is not None
+            for held in (len(self._held.get(m.node_id, ())),)
         ]
         self._recheck_blocked(candidates, now)
         deferred: list[tuple[int, int, str]] = []
@@ -281,6 +286,12 @@ class Scheduler:
             self._assign(rec, target, now)
         for item in deferred:
             heapq.heappush(self._ready, item)
+
+    @staticmethod
+    def _refill_limit(held: int, limit: int) -> int:
+        """A device above half its queue gets nothing this pass: refilling it half a queue at a time makes
+        assignments (and the results that follow) travel in batches instead of one task per message."""
+        return held if held > limit // 2 else limit
 
     def _recheck_blocked(self, candidates: list[Candidate], now: float) -> None:
         for task_id in sorted(self._blocked):
@@ -401,17 +412,18 @@ class Scheduler:
         job_id = job.spec.job_id
         finished = job.finished
         self._flush_commits(job)
-        self._effects.append(
-            Publish(
-                f"job/{job_id}/state",
-                JobState(job_id, len(job.tasks), tuple(job.committed.values()), finished),
-                epoch=self.epoch,
-                retain=True,
+        fresh, chunks = job.chunks(COMMIT_CHUNK)
+        for index, updates in fresh:
+            self._effects.append(
+                Publish(
+                    f"job/{job_id}/commits/{index}", Commit(job_id, updates), epoch=self.epoch, retain=True
+                )
             )
-        )
         job.checkpoint_due = False
         job.last_checkpoint = now
         if finished:
+            state = JobState(job_id, len(job.tasks), chunks, finished=True)
+            self._effects.append(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True))
             self._effects.append(ClearRetained(f"job/{job_id}/spec"))
             for task_id in job.tasks:
                 self._recent.append(self.tasks.pop(task_id).summary())
@@ -444,6 +456,16 @@ class Scheduler:
 
     def _count(self, name: str) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + 1
+
+    def republish(self) -> None:
+        """The broker may have lost its retained records (a new broker): publish the specs and commit
+        chunks of every active job again."""
+        for job in self.jobs.values():
+            self._effects.append(
+                Publish(f"job/{job.spec.job_id}/spec", job.spec, epoch=self.epoch, retain=True)
+            )
+            job.chunks_sealed = 0
+            job.checkpoint_due = bool(job.committed)
 
     # --- output -------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """A submitter's view of its jobs: which commits count, and when a job is over.
 
-A client follows `election`, `coord`, `job/<id>/events` and `job/<id>/state` and applies the same epoch
-gate as every member (a commit stamped below the highest epoch seen is from a deposed coordinator), so it
-counts exactly the commits a successor coordinator starts from. The first commit of a task stands.
+A client follows `election`, `coord`, `job/<id>/events` and the retained `job/<id>/commits/+`, and applies
+the same epoch gate as every member (a commit stamped below the highest epoch seen is from a deposed
+coordinator), so it counts exactly the commits a successor coordinator starts from. The first commit of a
+task stands.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from swarm.messages import (
     Envelope,
     JobAccepted,
     JobRejected,
-    JobState,
     TaskUpdate,
 )
 
@@ -73,7 +73,7 @@ class JobTracker:
             case JobRejected(job_id, reason):
                 if job_id in self.jobs:
                     self.jobs[job_id].rejected = reason
-            case Commit(job_id, updates) | JobState(job_id, _, updates):
+            case Commit(job_id, updates):
                 if env.epoch < self.epoch:
                     self.fenced += 1
                     return []

@@ -26,6 +26,7 @@ from swarm.messages import (
     Envelope,
     ErrorReply,
     Heartbeat,
+    JobState,
     NodeGone,
     SubmitJob,
     TasksQuery,
@@ -71,11 +72,12 @@ class SwarmClient:
         self._changed = asyncio.Event()
         self._msg_ids = itertools.count()
         self._rx: asyncio.Task[None] | None = None
+        self._fetching: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
-        for topic in (f"node/{self.client_id}/in", "election", "coord"):
-            await self._transport.subscribe(topic)
+        await self._transport.subscribe(f"node/{self.client_id}/in", "election", "coord")
         self._rx = asyncio.create_task(self._rx_loop(), name=f"swarm[{self.client_id}].rx")
         return self
 
@@ -100,8 +102,7 @@ class SwarmClient:
     ) -> JobProgress:
         """Submit (idempotently, by job id) and, with `wait`, follow the job until it is finished."""
         progress = self.tracker.track(job.job_id, len(job.tasks))
-        await self._transport.subscribe(f"job/{job.job_id}/events")
-        await self._transport.subscribe(f"job/{job.job_id}/state")
+        await self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/state")
         payload = self._encode(job)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -193,6 +194,15 @@ class SwarmClient:
             view.beats += 1
         elif isinstance(body, NodeGone):
             self.members.setdefault(env.sender, MemberView(env.sender, None)).gone = body.reason
+        elif isinstance(body, JobState):
+            job = self.tracker.jobs.get(body.job_id)
+            if job is not None and not job.finished and body.job_id not in self._fetching:
+                # The job ended while we were not following its events (a resubmission of a finished job,
+                # or a second client): read its retained record instead.
+                self._fetching.add(body.job_id)
+                task = asyncio.create_task(self._transport.subscribe(f"job/{body.job_id}/commits/+"))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         elif isinstance(body, TasksReply | ErrorReply):
             future = self._replies.get(body.ref)
             if future is not None and not future.done():

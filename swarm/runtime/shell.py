@@ -22,6 +22,7 @@ from swarm.config import NodeConfig
 from swarm.core.events import (
     CancelTask,
     ClearRetained,
+    Connected,
     Effect,
     Event,
     Leave,
@@ -122,8 +123,8 @@ class NodeShell:
         async with Transport(url, self.config.cluster, self.node_id, will=will) as transport:
             self._transport = transport
             self.machine.set_status(self._status())
-            for topic in self.machine.subscriptions():
-                await transport.subscribe(topic)
+            await transport.subscribe(*self.machine.subscriptions())
+            self._events.put_nowait(Connected())
             name = f"swarm[{self.config.name}]"
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -167,6 +168,9 @@ class NodeShell:
     async def _core_loop(self, executor: Executor, tg: asyncio.TaskGroup) -> None:
         while True:
             batch = [await self._events.get()]
+            # One turn of the loop lets the socket deliver what has already arrived, so that under load
+            # one pass handles many events and their assignments, results and commits share messages.
+            await asyncio.sleep(0)
             while len(batch) < MAX_BATCH and not self._events.empty():
                 batch.append(self._events.get_nowait())
             try:

@@ -47,7 +47,7 @@ class Observer:
         self.acting: dict[int, str] = {}
         self.completed = 0
         world.broker.connect(client_id, self._deliver, world.latency, None)
-        for topic in ("election", "coord", "job/+/events", "job/+/state"):
+        for topic in ("election", "coord", "job/+/events"):
             world.broker.subscribe(client_id, topic)
         world.after_step.append(self._check_node)
 

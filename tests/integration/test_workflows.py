@@ -129,3 +129,22 @@ def test_cancel_a_running_job(pair: Cluster) -> None:
     rows = json.loads(pair.cli("tasks", "--json", "--job", "cancel-me").stdout)
     assert rows[0]["state"] == "cancelled"
     assert pair.cli("cancel", "no-such-id").returncode == 1
+
+
+def test_resubmitting_a_finished_job_returns_its_result_without_running_it_again(pair: Cluster) -> None:
+    args = (
+        "submit",
+        "task",
+        "python_eval",
+        "--payload",
+        '{"expression": "6 * 7"}',
+        "--job-id",
+        "once-1",
+        "--wait",
+    )
+    first = pair.cli(*args)
+    assert first.returncode == 0 and json.loads(first.stdout) == 42, first.stderr
+    again = pair.cli(*args, timeout=30)
+    assert again.returncode == 0 and json.loads(again.stdout) == 42, again.stderr
+    rows = [r for r in json.loads(pair.cli("tasks", "--json").stdout) if r["job"] == "once-1"]
+    assert [(r["state"], r["attempt"]) for r in rows] == [("done", 1)]

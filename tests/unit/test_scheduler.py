@@ -232,3 +232,19 @@ def test_priority_orders_placement() -> None:
     s.on_submit(SubmitJob("j", tasks), 0.0)
     s.dispatch([member("w1", slots=1)], 0.0)  # room for 1 + 4 prefetch = 5, all placed in priority order
     assert [t for t, _ in assigned(s.drain(0.0))["w1"]] == ["t0", "t1", "t2", "t3", "t4"]
+
+
+def test_republish_restores_retained_records_on_a_new_broker() -> None:
+    s = sched()
+    job = SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {})))
+    s.on_submit(job, 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [ok("a")], 0.1)
+    s.tick(2.0)
+    s.drain(2.0)
+    s.republish()
+    s.tick(4.0)
+    effects = s.drain(4.0)
+    topics = {e.topic for e in effects if isinstance(e, Publish) and e.retain}
+    assert topics == {"job/j/spec", "job/j/commits/0"}
