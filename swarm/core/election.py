@@ -70,8 +70,11 @@ class Election:
 
     @property
     def startup_wait(self) -> float:
-        """How long a fresh node listens before it may claim, to learn the current epoch first."""
-        return 2 * self._config.heartbeat_interval + self._config.tick_interval
+        """How long a fresh node listens before it may claim: long enough to learn the current epoch, and
+        for every commit made before it subscribed to reach it in a retained chunk (published within
+        `checkpoint_interval` of the commit), so that its replica is complete before it could act."""
+        cfg = self._config
+        return max(2 * cfg.heartbeat_interval, cfg.checkpoint_interval) + 2 * cfg.tick_interval
 
     def on_claim(self, sender: str, epoch: int, now: float) -> ElectionOutcome:
         """A claim arrived; the first one for a new epoch decides it."""

@@ -45,6 +45,7 @@ class Membership:
         self._self_id = self_id
         self._config = config
         self.members: dict[str, Member] = {}
+        self._forgotten: list[str] = []
 
     def on_heartbeat(self, node_id: str, hb: Heartbeat, now: float) -> list[Member]:
         """Record a heartbeat; a suspect or dead member that speaks again is alive."""
@@ -93,7 +94,13 @@ class Membership:
                 changed.append(member)
             elif member.state == "dead" and now - member.state_since >= self._config.forget_dead_after:
                 del self.members[node_id]
+                self._forgotten.append(node_id)
         return changed
+
+    def take_forgotten(self) -> list[str]:
+        """Members dropped from the table since the last call (dead for `forget_dead_after`)."""
+        forgotten, self._forgotten = self._forgotten, []
+        return forgotten
 
     def state_of(self, node_id: str) -> MemberState | None:
         """The member's state, or None for a node never seen."""

@@ -129,12 +129,40 @@ class NodeMachine:
         """Process events in order, then place tasks and batch the output once."""
         for event in events:
             self._dispatch_event(event, now)
-        if self.scheduler is not None and not self.left:
-            self.scheduler.dispatch(self.membership.alive(), now)
-            self._effects.extend(self.scheduler.drain(now))
-        self._effects.extend(self.worker.drain(self.election.epoch))
+        # Work the coordinator gives its own worker, and results that worker returns to it, are handed
+        # over in memory instead of through the broker; that may free room for more, hence the loop.
+        while True:
+            if self.scheduler is not None and not self.left:
+                self.scheduler.dispatch(self.membership.alive(), now)
+                self._effects.extend(self.scheduler.drain(now))
+            self._effects.extend(self.worker.drain(self.election.epoch))
+            if not self._deliver_locally(now):
+                break
         effects, self._effects = self._effects, []
         return effects
+
+    def _deliver_locally(self, now: float) -> bool:
+        scheduler = self.scheduler
+        if scheduler is None:
+            return False
+        inbox = f"node/{self.node_id}/in"
+        kept: list[Effect] = []
+        delivered = False
+        for effect in self._effects:
+            if isinstance(effect, Publish) and effect.topic == inbox and isinstance(effect.body, Assign):
+                self.worker.on_assign(effect.body.tasks)
+                delivered = True
+            elif (
+                isinstance(effect, Publish)
+                and effect.topic == "coord/in"
+                and isinstance(effect.body, Results)
+            ):
+                scheduler.on_results(self.node_id, effect.body.results, now)
+                delivered = True
+            else:
+                kept.append(effect)
+        self._effects = kept
+        return delivered
 
     def set_status(self, status: DeviceStatus) -> None:
         """The shell measured the device again."""
@@ -237,11 +265,15 @@ class NodeMachine:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._effects.append(self._heartbeat())
         self.worker.tick(now)
+        expired = self.replica.expired(now, self.config.finished_job_retention)
+        forgotten = self.membership.take_forgotten()
         if self.scheduler is not None:
             self.scheduler.tick(now)
-            for job_id, chunks in self.replica.expired(now, self.config.finished_job_retention):
+            # Retained records nobody needs any more: old jobs' results, long-dead members' wills.
+            for job_id, chunks in expired:
                 self._effects.append(ClearRetained(f"job/{job_id}/state"))
                 self._effects.extend(ClearRetained(f"job/{job_id}/commits/{k}") for k in range(chunks))
+            self._effects.extend(ClearRetained(f"node/{node_id}/hb") for node_id in forgotten)
 
     def _on_connected(self, now: float) -> None:
         """Say again what a fresh broker would not know: who we are, and what we coordinate or hold."""

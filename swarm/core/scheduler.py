@@ -478,9 +478,12 @@ class Scheduler:
         self._finished_jobs.clear()
         for job in self.jobs.values():
             self._flush_commits(job)
-        effects = self._effects
-        for node, batch in self._outbox.items():
-            effects.append(Publish(f"node/{node}/in", Assign(tuple(batch)), epoch=self.epoch))
+        # Assignments first: a task's start should not wait behind its job's acknowledgement.
+        effects: list[Effect] = [
+            Publish(f"node/{node}/in", Assign(tuple(batch)), epoch=self.epoch)
+            for node, batch in self._outbox.items()
+        ]
+        effects.extend(self._effects)
         self._effects = []
         self._outbox = {}
         return effects

@@ -102,11 +102,17 @@ class SwarmClient:
     ) -> JobProgress:
         """Submit (idempotently, by job id) and, with `wait`, follow the job until it is finished."""
         progress = self.tracker.track(job.job_id, len(job.tasks))
-        await self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/state")
         payload = self._encode(job)
+        # The broker handles one client's packets in order: once the SUBSCRIBE is on the wire, the spec
+        # may follow at once, without waiting a round trip for the SUBACK.
+        subscribed = asyncio.ensure_future(
+            self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/state")
+        )
+        await asyncio.sleep(0)
+        self._transport.publish(f"job/{job.job_id}/spec", payload, retain=True)
+        await subscribed
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        self._transport.publish(f"job/{job.job_id}/spec", payload, retain=True)
         seen = 0
         while True:
             self._changed.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -141,6 +142,19 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 n.proc.kill()
                 n.proc.wait()
+
+
+@contextlib.contextmanager
+def running(root: Path, broker: str, names: list[str], slots: int = 2) -> Iterator[Cluster]:
+    """A cluster of `names` nodes, ready (every node alive, a coordinator acting) until the block ends."""
+    cluster = Cluster(root, broker)
+    for name in names:
+        cluster.start(name, "--slots", str(slots))
+    try:
+        cluster.wait_ready(alive=len(names))
+        yield cluster
+    finally:
+        cluster.stop_all()
 
 
 class CommitObserver:

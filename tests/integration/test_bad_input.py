@@ -13,20 +13,16 @@ import pytest
 from swarm.codec import decode
 from swarm.messages import ErrorReply
 from swarm.runtime.mqtt import Transport
-from tests.integration.nodes import Cluster
+from tests.integration.nodes import Cluster, running
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture(scope="module")
 def one_node(mosquitto_module: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("bad"), mosquitto_module.url)  # type: ignore[attr-defined]
-    c.start("solo", "--slots", "2")
-    try:
-        c.wait_ready(alive=1)
-        yield c
-    finally:
-        c.stop_all()
+    root = tmp_path_factory.mktemp("bad")
+    with running(root, mosquitto_module.url, ["solo"]) as cluster:  # type: ignore[attr-defined]
+        yield cluster
 
 
 def _bad_messages(c: Cluster) -> int:

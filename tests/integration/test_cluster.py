@@ -11,21 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import Cluster, CommitObserver, loopback_env, swarm_cmd
+from tests.integration.nodes import Cluster, CommitObserver, loopback_env, running, swarm_cmd
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture
 def cluster(mosquitto: object, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, mosquitto.url)  # type: ignore[attr-defined]
-    for i in range(3):
-        c.start(f"node{i}", "--slots", "2")
-    try:
-        c.wait_ready(alive=3)
+    with running(tmp_path, mosquitto.url, ["node0", "node1", "node2"]) as c:  # type: ignore[attr-defined]
         yield c
-    finally:
-        c.stop_all()
 
 
 def _batch(path: Path, n: int, task: dict[str, object]) -> Path:

@@ -11,21 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.nodes import Cluster
+from tests.integration.nodes import Cluster, running
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture(scope="module")
 def pair(mosquitto_module: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("wf"), mosquitto_module.url)  # type: ignore[attr-defined]
-    c.start("a", "--slots", "2")
-    c.start("b", "--slots", "2")
-    try:
-        c.wait_ready(alive=2)
-        yield c
-    finally:
-        c.stop_all()
+    root = tmp_path_factory.mktemp("wf")
+    with running(root, mosquitto_module.url, ["a", "b"]) as cluster:  # type: ignore[attr-defined]
+        yield cluster
 
 
 def _file(tmp_path: Path, spec: dict[str, object]) -> str:
