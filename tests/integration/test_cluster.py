@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -129,3 +130,43 @@ def test_failover_within_10s_and_a_submission_made_meanwhile_completes(cluster: 
     assert submit.returncode == 0, stderr + cluster.logs()
     assert json.loads(stdout) == {"during": "election"}
     assert took < 10.0
+
+
+async def test_sigterm_hands_running_work_back_at_once(cluster: Cluster) -> None:
+    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    watch = asyncio.create_task(observer.run())
+    await observer.ready.wait()
+    coordinator = cluster.status()["coordinator"]
+    submit = _submit_in_background(
+        cluster,
+        "submit",
+        "task",
+        "sleep",
+        "--payload",
+        '{"seconds": 2}',
+        "--job-id",
+        "handback-1",
+        "--require",
+        f"exclude={coordinator}",
+        "--wait",
+    )
+    try:
+        holder = None
+        deadline = time.monotonic() + 30
+        while holder is None:
+            assert time.monotonic() < deadline, cluster.logs()
+            out = await asyncio.to_thread(cluster.cli, "tasks", "--json", "--job", "handback-1")
+            rows = json.loads(out.stdout) if out.returncode == 0 else []
+            holder = next((r["node"] for r in rows if r["state"] == "running"), None)
+            await asyncio.sleep(0.1)
+        node = cluster.by_id(holder)
+        node.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(node.proc.wait, 15) == 0
+        stdout, stderr = await asyncio.to_thread(submit.communicate, timeout=60)
+    finally:
+        watch.cancel()
+    assert submit.returncode == 0, stderr + cluster.logs()
+    assert json.loads(stdout) == {"slept": 2}
+    assert observer.counts == {"handback-1.t0": 1}
+    assert observer.nodes["handback-1.t0"] not in (None, holder)
+    assert "left the cluster" in node.log.read_text()
