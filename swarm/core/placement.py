@@ -35,7 +35,7 @@ def unmet(req: Requirements, node_id: str, hb: Heartbeat) -> str | None:
     """The first requirement `hb` does not meet, as text, or None when it qualifies."""
     caps = hb.caps
     if node_id in req.exclude or hb.name in req.exclude:
-        return "excluded device"
+        return f"exclude={','.join(req.exclude)}"
     if caps.cores < req.min_cores:
         return f"min_cores={req.min_cores}"
     if caps.memory_mb < req.min_memory_gb * 1024:

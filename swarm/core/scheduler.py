@@ -23,6 +23,7 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from swarm.core.config import CoreConfig
@@ -166,7 +167,9 @@ class Scheduler:
                 spent = (now - rec.assigned_at) * 1000 - (res.finished_at - res.started_at) * 1000
                 old = self._latency_ms.get(sender, spent)
                 self._latency_ms[sender] = 0.8 * old + 0.2 * max(spent, 0.0)
-            if res.kind == "ok":
+            if res.kind == "refused":
+                self._refused(rec, sender, res.error or "refused", now)
+            elif res.kind == "ok":
                 self._finish(
                     rec, "done", now, result=res.result, started=res.started_at, finished=res.finished_at
                 )
@@ -367,6 +370,14 @@ class Scheduler:
                 self._push_ready(rec)
         else:
             self._finish(rec, "failed", now, error=f"{kind}: {error}")
+
+    def _refused(self, rec: TaskRecord, node: str, error: str, now: float) -> None:
+        """The device's owner forbids this task there: try it elsewhere, never there again."""
+        req = rec.spec.requirements
+        rec.spec = replace(rec.spec, requirements=replace(req, exclude=(*req.exclude, node)))
+        rec.reason = f"refused by {node}: {error.splitlines()[-1] if error else 'refused'}"
+        rec.move("queued", now, rec.reason)
+        self._push_ready(rec)
 
     def _finish(
         self,

@@ -71,7 +71,7 @@ def test_requirements_filter() -> None:
     assert unmet(Requirements(platform="android"), "a", _hb()) == "platform=android"
     assert unmet(Requirements(gpu=True), "a", _hb()) == "gpu=true"
     assert unmet(Requirements(role="gpu-box"), "a", _hb()) == "role=gpu-box"
-    assert unmet(Requirements(exclude=("a",)), "a", _hb()) == "excluded device"
+    assert unmet(Requirements(exclude=("a",)), "a", _hb()) == "exclude=a"
     assert unmet(Requirements(min_cores=2, gpu=True), "a", _hb(gpu=True)) is None
 
 

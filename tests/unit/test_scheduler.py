@@ -248,3 +248,19 @@ def test_republish_restores_retained_records_on_a_new_broker() -> None:
     effects = s.drain(4.0)
     topics = {e.topic for e in effects if isinstance(e, Publish) and e.retain}
     assert topics == {"job/j/spec", "job/j/commits/0"}
+
+
+def test_a_refusing_device_is_avoided_and_a_task_nobody_allows_waits_with_the_reason() -> None:
+    s = sched(pending_timeout=5.0)
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "command", {}),)), 0.0)
+    s.dispatch([member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [TaskResult("a", "j", 1, "refused", error="command is not allowed here")], 0.1)
+    s.dispatch([member("w1"), member("w2")], 0.1)
+    assert assigned(s.drain(0.1)) == {"w2": [("a", 2)]}
+    s.on_results("w2", [TaskResult("a", "j", 2, "refused", error="command is not allowed here")], 0.2)
+    s.dispatch([member("w1"), member("w2")], 0.2)
+    assert assigned(s.drain(0.2)) == {}
+    assert s.tasks["a"].reason == "no member satisfies exclude=w1,w2 (2 live)"
+    s.tick(5.5)
+    assert commits(s.drain(5.5)) == {"a": "failed"}
