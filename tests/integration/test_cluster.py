@@ -55,6 +55,19 @@ async def _observe_until(observer: CommitObserver, condition: object, timeout: f
         await asyncio.sleep(0.02)
 
 
+async def _node_running(cluster: Cluster, job_id: str) -> str:
+    """The node that runs the job's task, once `swarm tasks` shows it running."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert time.monotonic() < deadline, cluster.logs()
+        out = await asyncio.to_thread(cluster.cli, "tasks", "--json", "--job", job_id)
+        rows = json.loads(out.stdout) if out.returncode == 0 else []
+        node = next((r["node"] for r in rows if r["state"] == "running" and r["node"]), None)
+        if node is not None:
+            return str(node)
+        await asyncio.sleep(0.1)
+
+
 async def test_sigkill_coordinator_mid_run_every_task_completes_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -87,15 +100,7 @@ async def test_sigkill_node_running_long_task_finishes_elsewhere(cluster: Cluste
         cluster, "submit", "task", "sleep", "--payload", '{"seconds": 4}', "--job-id", "long-1", "--wait"
     )
     try:
-        victim_id = None
-        deadline = time.monotonic() + 30
-        while victim_id is None:
-            assert time.monotonic() < deadline, cluster.logs()
-            out = await asyncio.to_thread(cluster.cli, "tasks", "--json", "--job", "long-1")
-            rows = json.loads(out.stdout) if out.returncode == 0 else []
-            running = [r for r in rows if r["state"] == "running" and r["node"]]
-            victim_id = running[0]["node"] if running else None
-            await asyncio.sleep(0.2)
+        victim_id = await _node_running(cluster, "long-1")
         cluster.by_id(victim_id).kill()
         stdout, stderr = await asyncio.to_thread(submit.communicate, timeout=60)
     finally:
@@ -151,14 +156,7 @@ async def test_sigterm_hands_running_work_back_at_once(cluster: Cluster) -> None
         "--wait",
     )
     try:
-        holder = None
-        deadline = time.monotonic() + 30
-        while holder is None:
-            assert time.monotonic() < deadline, cluster.logs()
-            out = await asyncio.to_thread(cluster.cli, "tasks", "--json", "--job", "handback-1")
-            rows = json.loads(out.stdout) if out.returncode == 0 else []
-            holder = next((r["node"] for r in rows if r["state"] == "running"), None)
-            await asyncio.sleep(0.1)
+        holder = await _node_running(cluster, "handback-1")
         node = cluster.by_id(holder)
         node.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(node.proc.wait, 15) == 0
