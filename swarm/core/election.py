@@ -23,15 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from swarm.core.config import CoreConfig
 from swarm.core.events import Effect, Persist, Publish
 from swarm.messages import Claim
 
-__all__ = ["Election", "ElectionOutcome", "Role"]
-
-Role = Literal["follower", "candidate", "coordinator"]
+__all__ = ["Election", "ElectionOutcome"]
 
 #: (member id -> state or None) and the ids of alive members; supplied by the node from `Membership`.
 StateOf = Callable[[str], str | None]
@@ -60,13 +57,6 @@ class Election:
         self._claimed_at: float | None = None
         self._claimed_epoch = 0
         self._need_since: float | None = None
-
-    @property
-    def role(self) -> Role:
-        """What this node is doing in the election."""
-        if self.acting_epoch is not None:
-            return "coordinator"
-        return "candidate" if self._claimed_epoch == self.epoch and self.coordinator is None else "follower"
 
     @property
     def startup_wait(self) -> float:

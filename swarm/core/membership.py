@@ -34,7 +34,6 @@ class Member:
     heartbeat: Heartbeat | None
     last_seen: float
     state: MemberState = "alive"
-    gone_reason: str | None = None
     state_since: float = 0.0
 
 
@@ -51,11 +50,10 @@ class Membership:
         """Record a heartbeat; a suspect or dead member that speaks again is alive."""
         member = self.members.get(node_id)
         if member is None:
-            member = self.members[node_id] = Member(node_id, hb, now, "alive", None, now)
+            member = self.members[node_id] = Member(node_id, hb, now, "alive", now)
             return [member]
         member.heartbeat = hb
         member.last_seen = now
-        member.gone_reason = None
         if member.state != "alive":
             member.state, member.state_since = "alive", now
             return [member]
@@ -69,9 +67,8 @@ class Membership:
         member = self.members.get(node_id)
         if member is None:
             # A retained will of a node we never saw alive: remember it only as dead.
-            self.members[node_id] = Member(node_id, None, now, "dead", reason, now)
+            self.members[node_id] = Member(node_id, None, now, "dead", now)
             return []
-        member.gone_reason = reason
         new_state: MemberState = "dead" if reason == "left" else "suspect"
         if member.state == "alive" or (new_state == "dead" and member.state != "dead"):
             member.state, member.state_since = new_state, now

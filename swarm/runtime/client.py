@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -102,6 +102,8 @@ class SwarmClient:
     ) -> JobProgress:
         """Submit (idempotently, by job id) and, with `wait`, follow the job until it is finished."""
         progress = self.tracker.track(job.job_id, len(job.tasks))
+        if not job.submitted_by:
+            job = replace(job, submitted_by=self.client_id)
         payload = self._encode(job)
         # The broker handles one client's packets in order: once the SUBSCRIBE is on the wire, the spec
         # may follow at once, without waiting a round trip for the SUBACK.

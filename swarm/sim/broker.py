@@ -52,7 +52,6 @@ class SimBroker:
         self._clients: dict[str, _Client] = {}
         self.retained: dict[str, Envelope] = {}
         self._routes: dict[str, list[str]] = {}
-        self.published = 0
 
     def connect(
         self,
@@ -101,7 +100,6 @@ class SimBroker:
         self._schedule(at, lambda: self._route(topic, env, retain))
 
     def _route(self, topic: str, env: Envelope | None, retain: bool) -> None:
-        self.published += 1
         if retain:
             if env is None:
                 self.retained.pop(topic, None)
