@@ -33,22 +33,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swarm", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    join = sub.add_parser("join", help="run a node on this device")
-    _common(join)
-    join.add_argument("--name")
-    join.add_argument("--data-dir", type=Path)
-    join.add_argument("--slots", type=int, help="tasks run at once (default: cores)")
-    join.add_argument("--role")
-    join.add_argument("--no-embedded-broker", action="store_true", help="never start a broker")
-
-    status = sub.add_parser("status", help="members, coordinator and epoch")
-    _common(status)
-    status.add_argument("--json", action="store_true")
-
+def _add_submit(sub: Any) -> None:
     submit = sub.add_parser("submit", help="submit work")
     submit_sub = submit.add_subparsers(dest="what", required=True)
     task = submit_sub.add_parser("task", help="one task")
@@ -69,6 +54,40 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--job-id")
     batch.add_argument("--wait", action="store_true")
 
+    mr = submit_sub.add_parser("mapreduce", help="a MapReduce job over local input files")
+    _common(mr)
+    mr.add_argument("--app", required=True, help="a .py file, or wordcount|indexer|grep|sort|groupby")
+    mr.add_argument("--input", nargs="+", required=True, type=Path, metavar="FILE")
+    mr.add_argument("--reduces", type=int, required=True, metavar="R")
+    mr.add_argument("--output", type=Path, required=True, metavar="DIR")
+    mr.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="passed to the app")
+    mr.add_argument("--split-size", type=_size, help="cut inputs into splits of about SIZE (e.g. 64M)")
+    mr.add_argument("--combiner", choices=("sum", "count", "min", "max"))
+    mr.add_argument("--compress", action="store_true", help="compress intermediate runs")
+    mr.add_argument("--max-retries", type=int, default=3)
+    mr.add_argument("--timeout", type=float, help="per task")
+    mr.add_argument("--job-id")
+    mr.add_argument("--wait", action="store_true", help="show progress (the command always runs to the end)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    join = sub.add_parser("join", help="run a node on this device")
+    _common(join)
+    join.add_argument("--name")
+    join.add_argument("--data-dir", type=Path)
+    join.add_argument("--slots", type=int, help="tasks run at once (default: cores)")
+    join.add_argument("--role")
+    join.add_argument("--no-embedded-broker", action="store_true", help="never start a broker")
+
+    status = sub.add_parser("status", help="members, coordinator and epoch")
+    _common(status)
+    status.add_argument("--json", action="store_true")
+
+    _add_submit(sub)
+
     tasks = sub.add_parser("tasks", help="list tasks and their states")
     _common(tasks)
     tasks.add_argument("--json", action="store_true")
@@ -79,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
     _common(cancel)
     cancel.add_argument("id")
     return parser
+
+
+def _size(text: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    try:
+        if text[-1:].upper() in units:
+            return int(float(text[:-1]) * units[text[-1].upper()])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 65536, 64M, 1G)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +139,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
     url = await _client_broker(config)
     async with SwarmClient(url, config.cluster, config.max_message_bytes) as client:
+        if args.command == "submit" and args.what == "mapreduce":
+            return await _mapreduce(client, url, args)
         return await handlers[args.command](client, args)
 
 
@@ -244,6 +275,55 @@ def _print_outcome(job: SubmitJob, progress: JobProgress) -> int:
     }
     print(orjson.dumps(out).decode())
     return 0 if progress.ok else 1
+
+
+async def _mapreduce(client: Any, url: str, args: argparse.Namespace) -> int:
+    from swarm.mapreduce.app import resolve_app
+    from swarm.mapreduce.plan import DEFAULT_SPLIT, MapReduceSpec
+    from swarm.mapreduce.submit import MapReduceProgress, run_mapreduce
+
+    spec = MapReduceSpec(
+        app=resolve_app(args.app),
+        inputs=tuple(args.input),
+        reducers=args.reduces,
+        params=dict(p.partition("=")[::2] for p in args.param),
+        split_size=args.split_size or DEFAULT_SPLIT,
+        combiner=args.combiner,
+        compress=args.compress,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+    )
+    tty = sys.stderr.isatty()
+
+    def show(p: MapReduceProgress) -> None:
+        if args.wait:
+            line = (
+                f"map {p.maps_done}/{p.maps}  reduce {p.reduces_done}/{p.reduces}  "
+                f"shuffled {p.shuffled / 1e6:.1f} MB  failed {p.failed}"
+            )
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    job_id = args.job_id or new_job_id()
+    progress, shown = await run_mapreduce(client, url, job_id, spec, args.output, show)
+    if tty and args.wait:
+        print(file=sys.stderr)
+    failed = [u for u in progress.updates.values() if u.state != "done"]
+    if progress.rejected or failed:
+        reason = progress.rejected or f"{failed[0].task_id} {failed[0].state}: {failed[0].error}"
+        print(f"swarm: mapreduce job {job_id} failed: {reason}", file=sys.stderr)
+        return 1
+    print(
+        orjson.dumps(
+            {
+                "job_id": job_id,
+                "output": str(args.output),
+                "maps": shown.maps,
+                "reduces": shown.reduces,
+                "shuffled_bytes": shown.shuffled,
+            }
+        ).decode()
+    )
+    return 0
 
 
 async def _tasks(client: Any, args: argparse.Namespace) -> int:

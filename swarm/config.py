@@ -23,6 +23,9 @@ The TOML file (``--config FILE``, or ``$SWARM_CONFIG``, or ``~/.config/swarm/con
     election_timeout = 4.0
     pending_timeout = 300.0
 
+    [mapreduce]
+    spill_threshold_mb = 256  # a map task sorts and spills runs to disk past this much buffered data
+
     [placement]               # weights of the placement score
     free_cpu = 1.0
     free_memory = 0.5
@@ -74,6 +77,7 @@ class NodeConfig:
     mdns_timeout: float = 2.0
     max_message_bytes: int = 16 * 1024 * 1024
     memory_limit_mb: int | None = None
+    spill_threshold_mb: int = 256
     policy: TaskPolicy = field(default_factory=TaskPolicy)
     core: CoreConfig = field(default_factory=CoreConfig)
 
@@ -98,21 +102,29 @@ def _default_config_path() -> Path | None:
     return path if path.exists() else None
 
 
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+
+
 def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
     """Build the configuration; flags whose value is None do not override anything."""
-    path = path or _default_config_path()
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+    data = _read_toml(path or _default_config_path())
     node = dict(data.get("node", {}))
     tasks = dict(data.get("tasks", {}))
     timeouts = dict(data.get("timeouts", {}))
     placement = dict(data.get("placement", {}))
+    mapreduce = dict(data.get("mapreduce", {}))
+    if set(mapreduce) - {"spill_threshold_mb"}:
+        raise ConfigError(f"[mapreduce]: unknown key(s) {sorted(set(mapreduce) - {'spill_threshold_mb'})}")
+    if "spill_threshold_mb" in mapreduce:
+        node["spill_threshold_mb"] = int(mapreduce["spill_threshold_mb"])
     for env_key, key in (("SWARM_BROKER", "broker"), ("SWARM_CLUSTER", "cluster")):
         if os.environ.get(env_key):
             node[key] = os.environ[env_key]

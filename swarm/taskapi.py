@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["TaskContext", "TaskHandler", "TaskPolicy"]
+__all__ = ["DataPlane", "TaskContext", "TaskHandler", "TaskPolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +24,24 @@ class TaskPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class DataPlane:
+    """Where a node keeps bulk data (MapReduce runs) and the URL peers fetch it from."""
+
+    directory: str = ""
+    url: str = ""
+    spill_threshold_mb: int = 256
+
+
+@dataclass(frozen=True, slots=True)
 class TaskContext:
-    """Who runs this attempt, where, and under which policy."""
+    """Who runs this attempt, where, under which policy, and with which data plane."""
 
     node_id: str
     task_id: str
     attempt: int
     work_dir: str
     policy: TaskPolicy = field(default_factory=TaskPolicy)
+    data: DataPlane = field(default_factory=DataPlane)
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ __all__ = [
     "CancelTask",
     "ClearRetained",
     "Connected",
+    "DropJobData",
     "Effect",
     "Event",
     "Leave",
@@ -122,10 +123,17 @@ class CancelTask:
 
 
 @dataclass(frozen=True, slots=True)
+class DropJobData:
+    """A job is over: delete the bulk data (map outputs) this node kept for it."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Persist:
     """Durably store the highest epoch seen; the shell must finish this before later effects."""
 
     epoch: int
 
 
-Effect = Publish | ClearRetained | Subscribe | Unsubscribe | RunTask | CancelTask | Persist
+Effect = Publish | ClearRetained | Subscribe | Unsubscribe | RunTask | CancelTask | Persist | DropJobData

@@ -24,6 +24,7 @@ from swarm.core.election import Election, ElectionOutcome
 from swarm.core.events import (
     ClearRetained,
     Connected,
+    DropJobData,
     Effect,
     Event,
     Leave,
@@ -224,6 +225,7 @@ class NodeMachine:
             case JobState(job_id, _, chunks, finished):
                 if finished:
                     self.replica.on_finished(job_id, chunks, now)
+                    self._effects.append(DropJobData(job_id))
             case Assign(tasks):
                 self.worker.on_assign(tasks)
             case CancelAttempt(task_id, attempt):

@@ -42,7 +42,7 @@ import orjson
 from swarm.errors import ConfigError
 from swarm.runtime.executor_proc import WorkerProcess
 from swarm.runtime.executor_worker import WorkerConfig
-from swarm.taskapi import TaskPolicy
+from swarm.taskapi import DataPlane, TaskPolicy
 
 __all__ = ["Executor", "Outcome", "OutcomeKind"]
 
@@ -133,6 +133,7 @@ class Executor:
         registry_factory: str | None = None,
         strict_plugins: bool = True,
         max_result_bytes: int = 16 * 1024 * 1024,
+        data: DataPlane | None = None,
         start_method: str | None = None,
         start_timeout: float = 60.0,
     ) -> None:
@@ -142,6 +143,7 @@ class Executor:
         platform has it). `work_dir=None` means a fresh temporary directory, removed on exit.
         `registry_factory` ("module:callable") replaces the installed plugins in the workers;
         `strict_plugins=False` makes the workers skip broken plugins, as a lenient node registry does.
+        `data` tells tasks where the node keeps bulk data and the URL its data server has.
         """
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -158,6 +160,7 @@ class Executor:
             # killed worker costs a fork, not a fresh import (process-wide; takes effect when it starts).
             self._mp.set_forkserver_preload(["__main__", "swarm.runtime.executor_worker"])
         self._policy = policy or TaskPolicy()
+        self._data = data or DataPlane()
         self._memory_limit_mb = memory_limit_mb
         self._work_dir = None if work_dir is None else os.fspath(work_dir)
         self._own_work_dir = work_dir is None
@@ -181,6 +184,7 @@ class Executor:
             node_id=self.node_id,
             work_dir=self._work_dir,
             policy=self._policy,
+            data=self._data,
             memory_limit_mb=self._memory_limit_mb,
             registry_factory=self._registry_factory,
             max_result_bytes=self._max_result_bytes,

@@ -35,7 +35,7 @@ import orjson
 
 from swarm.errors import Fatal, InvalidPayload, Retry, TaskRefused, UnknownTaskType
 from swarm.registry import Registry
-from swarm.taskapi import TaskContext, TaskPolicy
+from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
 __all__ = ["MAX_ERROR_CHARS", "WorkerConfig", "load_registry", "main", "run_one"]
 
@@ -60,6 +60,7 @@ class WorkerConfig:
     node_id: str
     work_dir: str
     policy: TaskPolicy = field(default_factory=TaskPolicy)
+    data: DataPlane = field(default_factory=DataPlane)
     memory_limit_mb: int | None = None
     registry_factory: str | None = None
     max_result_bytes: int = 16 * 1024 * 1024
@@ -156,7 +157,7 @@ def run_one(registry: Any, config: WorkerConfig, request: dict[str, Any]) -> byt
     os.environ["SWARM_WORK_DIR"] = config.work_dir
     with contextlib.suppress(OSError):
         os.chdir(config.work_dir)  # undo a previous task's chdir
-    ctx = TaskContext(config.node_id, task_id, attempt, config.work_dir, config.policy)
+    ctx = TaskContext(config.node_id, task_id, attempt, config.work_dir, config.policy, config.data)
     started = time.time()
     try:
         handler = registry.get(request["type"])

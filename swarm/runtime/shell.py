@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 
@@ -23,6 +25,7 @@ from swarm.core.events import (
     CancelTask,
     ClearRetained,
     Connected,
+    DropJobData,
     Effect,
     Event,
     Leave,
@@ -42,9 +45,12 @@ from swarm.errors import ProtocolError, SwarmError
 from swarm.messages import Assignment, Body, Envelope, ErrorReply, NodeGone, TaskResult, TaskSpec
 from swarm.registry import Registry
 from swarm.runtime.brokerlocator import BrokerLocator
+from swarm.runtime.dataserver import DataServer
 from swarm.runtime.executor import Executor
 from swarm.runtime.mqtt import Transport, TransportError
+from swarm.runtime.netaddr import advertised_host
 from swarm.runtime.storage import NodeStorage
+from swarm.taskapi import DataPlane
 
 __all__ = ["NodeShell"]
 
@@ -68,6 +74,7 @@ class NodeShell:
         self._msg_ids = itertools.count()
         self._transport: Transport | None = None
         self._locator = BrokerLocator(config, self.storage.data_dir, self._rng)
+        self._data_root = self.storage.data_dir / "data"
         status = DeviceStatus(probe_capabilities(config.core.role, data_dir=self.storage.data_dir), 0.0, 0)
         self.machine = NodeMachine(
             self.node_id,
@@ -84,9 +91,14 @@ class NodeShell:
         """Join, serve until `stop` is set, leave."""
         work_dir = self.storage.data_dir / "work"
         work_dir.mkdir(exist_ok=True)
+        self._data_root.mkdir(exist_ok=True)
+        listen = os.environ.get("SWARM_DATA_LISTEN", "0.0.0.0")
         try:
             async with (
                 self._locator,
+                DataServer(
+                    self._data_root, host=listen, advertise_host=advertised_host(self.config.broker)
+                ) as data,
                 Executor(
                     slots=self.config.core.slots,
                     node_id=self.node_id,
@@ -94,8 +106,10 @@ class NodeShell:
                     memory_limit_mb=self.config.memory_limit_mb,
                     work_dir=work_dir,
                     strict_plugins=False,
+                    data=DataPlane(str(self._data_root), data.url, self.config.spill_threshold_mb),
                 ) as executor,
             ):
+                log.info("node %s serves bulk data at %s", self.node_id, data.url)
                 await self._serve(executor, stop)
         finally:
             self.storage.close()
@@ -204,6 +218,9 @@ class NodeShell:
                     tg.create_task(self._run_task(executor, assignment), name=f"task:{assignment.task_id}")
                 case CancelTask(task_id, _):
                     executor.cancel(task_id)
+                case DropJobData(job_id):
+                    # Map outputs of a finished job: nobody will fetch them again.
+                    await asyncio.to_thread(shutil.rmtree, self._data_root / "mr" / job_id, True)
                 case _:
                     raise TypeError(f"unknown effect {effect!r}")
 

@@ -19,6 +19,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import (
     CancelTask,
     ClearRetained,
+    DropJobData,
     Effect,
     Event,
     MessageReceived,
@@ -178,6 +179,8 @@ class SimWorld:
                 self.broker.unsubscribe(nid, topic)
             case Persist(epoch):
                 node.disk["epoch"] = epoch
+            case DropJobData():
+                pass  # simulated nodes keep no bulk data
             case RunTask(a):
                 self._run(node, a.task_id, a.job_id, a.attempt, a.type, a.payload)
             case CancelTask(task_id, attempt):

@@ -27,6 +27,8 @@ def loopback_env(home: Path) -> dict[str, str]:
     env.update(
         SWARM_MDNS_INTERFACES="127.0.0.1",
         SWARM_BROKER_LISTEN="127.0.0.1",
+        SWARM_DATA_LISTEN="127.0.0.1",
+        SWARM_DATA_HOST="127.0.0.1",
         SWARM_HOME=str(home),
         PYTHONUNBUFFERED="1",
     )

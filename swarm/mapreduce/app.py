@@ -1,0 +1,208 @@
+"""MapReduce applications: loading them, checking them, and running their map and reduce over arrays.
+
+An app is a Python module, named by a file path (its source travels in the task payload, so workers need
+no copy) or by the name of a built-in or installed app (entry-point group `swarm.mapreduce`). It offers
+one of two APIs, documented in `docs/mapreduce.md`:
+
+* Record API (the classic one): `map(filename, contents) -> iterable of (key, value)` strings and
+  `reduce(key, values) -> str`. Its per-record cost is paid inside the user's functions only: the pairs
+  become numpy arrays at once, and partitioning, sorting and grouping are kernels.
+* Vectorized API: `map_arrays(filename, data, params) -> (keys, values)` numpy arrays (keys UTF-8 bytes,
+  dtype 'S'), an optional `COMBINER` ("sum", "count", "min", "max") applied on the map side and as the
+  default reduce, an optional `reduce_arrays(keys, values, starts, counts, params) -> per-key array`, an
+  optional `format_output(keys, values) -> bytes`, and `PARTITIONER = "range"` with
+  `sample_keys(data, params) -> keys` for apps whose concatenated outputs must be globally sorted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from swarm.errors import Fatal, InvalidSpec
+from swarm.mapreduce.kernels import MERGE_OP, combine, group_runs
+
+__all__ = ["BUILTIN_APPS", "COMBINERS", "App", "AppSource", "load_app", "resolve_app"]
+
+BUILTIN_APPS = ("wordcount", "indexer", "grep", "sort", "groupby")
+COMBINERS = ("sum", "count", "min", "max")
+APP_GROUP = "swarm.mapreduce"
+
+Keys = npt.NDArray[np.bytes_]
+Values = npt.NDArray[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppSource:
+    """How a worker finds the app: a module name, or the source text of a user's file."""
+
+    name: str
+    module: str | None = None
+    source: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON form for task payloads."""
+        return {"name": self.name, "module": self.module, "source": self.source}
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any]) -> AppSource:
+        """Inverse of `to_payload`."""
+        return cls(str(data["name"]), data.get("module"), data.get("source"))
+
+
+def resolve_app(spec: str) -> AppSource:
+    """`--app` value -> where the app comes from: a .py file, a built-in, or an installed app."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        try:
+            return AppSource(path.stem, source=path.read_text())
+        except OSError as exc:
+            raise InvalidSpec(f"cannot read app {spec}: {exc}") from None
+    if spec in BUILTIN_APPS:
+        return AppSource(spec, module=f"swarm.mapreduce.apps.{spec}")
+    for ep in entry_points(group=APP_GROUP):
+        if ep.name == spec:
+            return AppSource(spec, module=ep.value.partition(":")[0])
+    known = ", ".join(BUILTIN_APPS)
+    raise InvalidSpec(f"no app {spec!r}: give a .py file, a built-in ({known}) or an installed app")
+
+
+def load_app(src: AppSource, params: dict[str, str] | None = None) -> App:
+    """Import the app and check that it offers map and reduce in one of the two APIs."""
+    if src.source is not None:
+        module = types.ModuleType(f"swarm_app_{src.name}")
+        module.__file__ = f"<app {src.name}>"
+        try:
+            exec(compile(src.source, f"<app {src.name}>", "exec"), module.__dict__)
+        except Exception as exc:
+            raise InvalidSpec(f"app {src.name} failed to load: {type(exc).__name__}: {exc}") from None
+    elif src.module is not None:
+        module = importlib.import_module(src.module)
+    else:
+        raise InvalidSpec(f"app {src.name}: neither a module nor source")
+    return App(src.name, module, dict(params or {}))
+
+
+class App:
+    """A loaded app with one calling convention for both APIs."""
+
+    def __init__(self, name: str, module: types.ModuleType, params: dict[str, str]) -> None:
+        self.name = name
+        self.params = params
+        self._m = module
+        self.vectorized = callable(getattr(module, "map_arrays", None))
+        if not self.vectorized and not callable(getattr(module, "map", None)):
+            raise InvalidSpec(f"app {name} defines neither map(filename, contents) nor map_arrays(...)")
+        self.combiner: str | None = getattr(module, "COMBINER", None)
+        if self.combiner is not None and self.combiner not in COMBINERS:
+            raise InvalidSpec(f"app {name}: COMBINER must be one of {', '.join(COMBINERS)}")
+        has_reduce = callable(getattr(module, "reduce", None)) or callable(
+            getattr(module, "reduce_arrays", None)
+        )
+        if not has_reduce and self.combiner is None:
+            raise InvalidSpec(f"app {name} defines no reduce(key, values), reduce_arrays(...) or COMBINER")
+        self.record_size: int | None = getattr(module, "RECORD", None)
+        self.partitioner: str = getattr(module, "PARTITIONER", "hash")
+        if self.partitioner not in ("hash", "range"):
+            raise InvalidSpec(f"app {name}: PARTITIONER must be 'hash' or 'range'")
+        if self.partitioner == "range" and not callable(getattr(module, "sample_keys", None)):
+            raise InvalidSpec(f"app {name}: range partitioning needs sample_keys(data, params)")
+
+    def with_combiner(self, combiner: str | None) -> App:
+        """The same app with `--combiner` overriding its own."""
+        if combiner is not None:
+            if combiner not in COMBINERS:
+                raise InvalidSpec(f"--combiner must be one of {', '.join(COMBINERS)}")
+            self.combiner = combiner
+        return self
+
+    def map(self, filename: str, data: bytes) -> tuple[Keys, Values]:
+        """Run the app's map over one split and return (keys, values) arrays."""
+        if self.vectorized:
+            keys, values = self._m.map_arrays(filename, data, self.params)
+            keys = np.asarray(keys)
+            values = np.asarray(values)
+            if keys.dtype.kind != "S":
+                raise Fatal(
+                    f"app {self.name}: map_arrays must return keys as bytes (dtype 'S'), got {keys.dtype}"
+                )
+            if len(keys) != len(values):
+                raise Fatal(f"app {self.name}: map_arrays returned {len(keys)} keys but {len(values)} values")
+            return keys, values
+        pairs = self._m.map(filename, data.decode("utf-8", errors="replace"))
+        try:
+            return _pairs_to_arrays(self.name, pairs)
+        except TypeError as exc:
+            # A wrong type stays wrong however often it runs: no retries.
+            raise Fatal(str(exc)) from None
+
+    def reduce(self, sorted_keys: Keys, values: Values) -> tuple[Keys, Values]:
+        """Group `values` by `sorted_keys` and return (distinct keys, one output value per key)."""
+        reduce_arrays: Callable[..., Any] | None = getattr(self._m, "reduce_arrays", None)
+        record_reduce: Callable[[str, list[str]], Any] | None = getattr(self._m, "reduce", None)
+        if reduce_arrays is None and (record_reduce is None or self.vectorized):
+            # The map side already combined: partial counts add up, partial sums/minima/maxima combine.
+            return combine(sorted_keys, values, MERGE_OP[self.combiner or "sum"])
+        keys, starts, counts = group_runs(sorted_keys)
+        if reduce_arrays is not None:
+            return keys, np.asarray(reduce_arrays(keys, values, starts, counts, self.params))
+        assert record_reduce is not None
+        out = []
+        for i, key in enumerate(keys.tolist()):
+            group = [v.decode() for v in values[starts[i] : starts[i] + counts[i]].tolist()]
+            result = record_reduce(key.decode(), group)
+            if not isinstance(result, str):
+                raise TypeError(f"app {self.name}: reduce must return a string, got {type(result).__name__}")
+            out.append(result.encode())
+        return keys, np.array(out, dtype=np.bytes_)
+
+    def format_output(self, keys: Keys, values: Values) -> bytes:
+        """The bytes of one output file: `key value` lines unless the app formats its own."""
+        custom = getattr(self._m, "format_output", None)
+        if custom is not None:
+            return bytes(custom(keys, values))
+        return format_lines(keys, values)
+
+    def sample_keys(self, data: bytes) -> Keys:
+        """Keys of a sample of the input, for range partitioning."""
+        return np.asarray(self._m.sample_keys(data, self.params))
+
+
+def format_lines(keys: Keys, values: Values) -> bytes:
+    """`key value\\n` per key, keys in the given (sorted) order."""
+    if len(keys) == 0:
+        return b""
+    if values.dtype.kind == "S":
+        vals = values
+    elif values.dtype.kind == "f":
+        vals = np.char.encode(np.char.mod("%.12g", values), "ascii")
+    else:
+        vals = values.astype(np.bytes_)
+    lines = np.strings.add(np.strings.add(keys, b" "), vals)
+    return b"\n".join(lines.tolist()) + b"\n"
+
+
+def _pairs_to_arrays(name: str, pairs: Any) -> tuple[Keys, Values]:
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for pair in pairs:
+        try:
+            key, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(f"app {name}: map must yield (key, value) pairs, got {pair!r}") from None
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"app {name}: map must yield string keys and values, got "
+                f"({type(key).__name__}, {type(value).__name__})"
+            )
+        keys.append(key.encode())
+        values.append(value.encode())
+    return np.array(keys, dtype=np.bytes_), np.array(values, dtype=np.bytes_)

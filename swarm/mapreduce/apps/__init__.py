@@ -1,0 +1,1 @@
+"""Built-in MapReduce apps; each uses the vectorized API (see `swarm.mapreduce.app`)."""

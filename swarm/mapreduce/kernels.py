@@ -1,0 +1,421 @@
+"""The MapReduce hot path as numpy kernels over (keys, values) arrays.
+
+Every step between a map's output and a reduce's input (hash, partition, sort, group, combine, merge) is
+here, as whole-array numpy operations: Python loops run over byte columns, partitions or chunks, never
+over records, so the per-record cost is paid in C.
+
+Keys are fixed-width byte strings (dtype ``'S<n>'``) holding UTF-8. numpy pads them with NUL bytes and
+strips trailing NULs when reading them back, so ``b"a"`` and ``b"a\\x00"`` are the same key: keys must not
+end in NUL (interior NULs are kept and count). Values are numpy arrays with one row per key: numeric for
+the combiners, or ``'S'``/``'U'`` strings for the record API.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "FNV_OFFSET",
+    "FNV_PRIME",
+    "MERGE_OP",
+    "OPS",
+    "Keys",
+    "Op",
+    "Values",
+    "aggregate",
+    "combine",
+    "group_runs",
+    "hash_keys",
+    "merge_sorted",
+    "partition_of",
+    "range_partition_of",
+    "sample_boundaries",
+    "split_sorted",
+    "tokenize_words",
+]
+
+Keys = npt.NDArray[np.bytes_]
+Values = npt.NDArray[Any]
+Int64s = npt.NDArray[np.int64]
+Op = Literal["sum", "count", "min", "max", "mean"]
+OPS: tuple[str, ...] = ("sum", "count", "min", "max", "mean")
+# How partial results of each associative combiner are combined again (a count of counts is their sum).
+MERGE_OP: dict[str, Op] = {"sum": "sum", "count": "sum", "min": "min", "max": "max"}
+
+# 64-bit FNV-1a (http://www.isthe.com/chongo/tech/comp/fnv/): h = OFFSET; for each byte b:
+# h = ((h ^ b) * PRIME) mod 2**64. Fixed constants and unsigned wrap-around make it identical on every
+# platform and every run, unlike Python's salted hash(): a key lands on the same reducer wherever mapped.
+FNV_OFFSET = 14695981039346656037
+FNV_PRIME = 1099511628211
+_MASK64 = (1 << 64) - 1
+# PRIME is odd, so it is invertible mod 2**64: hashing k padding NULs too and then multiplying by
+# PRIME**-k undoes them exactly, which lets the column loop run without a per-record length mask.
+_FNV_PRIME_INV = pow(FNV_PRIME, -1, 1 << 64)
+_CHUNK = 1 << 16  # records per block: the block's hash array stays in cache across the column loop
+_TEXT_BLOCK = 1 << 22  # bytes of text the tokenizer handles at a time
+
+# Word bytes for the tokenizer: A-Z map to a-z; a-z, 0-9 and ' map to themselves; every other byte
+# (punctuation, whitespace, controls, and every byte of a non-ASCII UTF-8 character) becomes NUL.
+_WORD_TABLE = bytes(
+    c | 0x20 if 65 <= c <= 90 else c if 97 <= c <= 122 or 48 <= c <= 57 or c == 39 else 0 for c in range(256)
+)
+
+
+def _check_keys(keys: Keys) -> Keys:
+    if keys.dtype.kind != "S" or keys.ndim != 1:
+        raise TypeError(f"keys must be a 1-D array of bytes (dtype 'S'), got {keys.dtype} ndim {keys.ndim}")
+    return np.ascontiguousarray(keys)
+
+
+def _byte_matrix(keys: Keys) -> npt.NDArray[np.uint8]:
+    """The (n, width) uint8 view of contiguous keys, NUL-padded to the width."""
+    return keys.view(np.uint8).reshape(len(keys), keys.dtype.itemsize)
+
+
+def hash_keys(keys: Keys) -> npt.NDArray[np.uint64]:
+    """64-bit FNV-1a of each key's bytes (without the NUL padding), bit for bit the textbook definition.
+
+    Why this shape: FNV-1a is sequential over a key's bytes, so the loop runs over byte *columns*, each
+    step one xor and one multiply over a block of records. Every record is hashed through the full
+    width of its block (padding included) and then corrected by PRIME**-(padding), which is exact
+    arithmetic mod 2**64 and cheaper than masking short keys at every column. Cost is linear in the
+    array's bytes (records x width).
+    """
+    keys = _check_keys(keys)
+    n, width = len(keys), keys.dtype.itemsize
+    out = np.full(n, FNV_OFFSET, dtype=np.uint64)
+    if n == 0 or width == 0:
+        return out
+    matrix = _byte_matrix(keys)
+    lengths = np.strings.str_len(keys)
+    prime = np.uint64(FNV_PRIME)
+    undo = np.full(width + 1, _FNV_PRIME_INV, dtype=np.uint64)  # undo[k] = PRIME**-k mod 2**64
+    undo[0] = 1
+    np.multiply.accumulate(undo, out=undo)
+    for lo in range(0, n, _CHUNK):
+        h = out[lo : lo + _CHUNK]
+        block = matrix[lo : lo + _CHUNK]
+        lens = lengths[lo : lo + _CHUNK]
+        cols = int(lens.max())
+        for j in range(cols):
+            np.bitwise_xor(h, block[:, j], out=h)
+            np.multiply(h, prime, out=h)
+        np.multiply(h, undo[cols - lens], out=h)
+    return out
+
+
+def _check_reducers(reducers: int) -> None:
+    if reducers < 1:
+        raise ValueError(f"reducers must be at least 1, got {reducers}")
+
+
+def partition_of(keys: Keys, reducers: int) -> Int64s:
+    """The reducer of each key: ``hash_keys(keys) % reducers``, so equal keys always meet."""
+    _check_reducers(reducers)
+    return (hash_keys(keys) % np.uint64(reducers)).astype(np.int64)
+
+
+def range_partition_of(keys: Keys, boundaries: Keys) -> Int64s:
+    """Reducer of each key for range partitioning: partition i holds boundaries[i-1] <= key < boundaries[i].
+
+    `boundaries` must be sorted (R-1 keys for R reducers, see `sample_boundaries`); the outputs of
+    reducers 0..R-1 concatenated are then globally sorted.
+    """
+    _check_keys(keys)
+    _check_keys(boundaries)
+    return np.searchsorted(boundaries, keys, side="right").astype(np.int64)
+
+
+def sample_boundaries(sample_keys: Keys, reducers: int) -> Keys:
+    """R-1 split points at the quantiles of a sample, so that reducers get about equal shares.
+
+    Fewer distinct sample keys than reducers give repeated boundaries (and some empty partitions);
+    an empty sample gives no boundaries, so every key goes to reducer 0.
+    """
+    _check_reducers(reducers)
+    ordered = np.sort(_check_keys(sample_keys))
+    if len(ordered) == 0:
+        return ordered
+    picks = (np.arange(1, reducers, dtype=np.int64) * len(ordered)) // reducers
+    return ordered[picks]
+
+
+def _stable_sort_order(parts: Int64s, reducers: int) -> npt.NDArray[np.intp]:
+    """Stable order of partition numbers; in 8 or 16 bits numpy's stable sort is a linear radix sort."""
+    if reducers <= 1 << 8:
+        return np.argsort(parts.astype(np.uint8), kind="stable")
+    if reducers <= 1 << 16:
+        return np.argsort(parts.astype(np.uint16), kind="stable")
+    return np.argsort(parts, kind="stable")
+
+
+def split_sorted(
+    keys: Keys, values: Values, reducers: int, parts: Int64s | None = None
+) -> list[tuple[Keys, Values]]:
+    """One (keys, values) pair per partition, each sorted by key; equal keys keep their input order.
+
+    `parts` overrides the hash partitioner (give `range_partition_of(...)` for range partitioning).
+    Why partition first, then sort each partition: the partition sort is a linear radix sort, and R
+    sorts of n/R strings are cheaper than one lexsort over (partition, key) of all n (measured ~25%).
+    The returned arrays are views of one reordered copy.
+    """
+    keys = _check_keys(keys)
+    _check_reducers(reducers)
+    if len(values) != len(keys):
+        raise ValueError(f"{len(keys)} keys but {len(values)} values")
+    if parts is None:
+        parts = partition_of(keys, reducers)
+    elif len(parts) != len(keys) or (len(parts) and (parts.min() < 0 or parts.max() >= reducers)):
+        raise ValueError(f"parts must give each key a partition in [0, {reducers})")
+    order = _stable_sort_order(parts, reducers)
+    bounds = np.zeros(reducers + 1, dtype=np.int64)
+    np.cumsum(np.bincount(parts, minlength=reducers), out=bounds[1:])
+    sorted_keys = keys[order]
+    for p in range(reducers):
+        lo, hi = int(bounds[p]), int(bounds[p + 1])
+        if hi - lo > 1:
+            within = np.argsort(sorted_keys[lo:hi], kind="stable")
+            sorted_keys[lo:hi] = sorted_keys[lo:hi][within]
+            order[lo:hi] = order[lo:hi][within]
+    sorted_values = values[order]
+    return [
+        (sorted_keys[bounds[p] : bounds[p + 1]], sorted_values[bounds[p] : bounds[p + 1]])
+        for p in range(reducers)
+    ]
+
+
+def group_runs(sorted_keys: Keys) -> tuple[Keys, Int64s, Int64s]:
+    """(distinct keys, start index of each run, length of each run) of sorted keys."""
+    sorted_keys = _check_keys(sorted_keys)
+    n = len(sorted_keys)
+    if n == 0:
+        return sorted_keys[:0], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    is_start = np.empty(n, dtype=bool)
+    is_start[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=is_start[1:])
+    starts = np.flatnonzero(is_start).astype(np.int64)
+    counts = np.diff(starts, append=np.int64(n))
+    return sorted_keys[starts], starts, counts
+
+
+def _accumulator(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """Sums accumulate wide, so that 8-bit counts or float32 values do not overflow or lose precision."""
+    if dtype.kind in "bi":
+        return np.dtype(np.int64)
+    if dtype.kind == "u":
+        return np.dtype(np.uint64)
+    if dtype.kind == "f":
+        return np.dtype(np.float64)
+    if dtype.kind == "c":
+        return np.dtype(np.complex128)
+    raise TypeError(f"cannot sum values of dtype {dtype}")
+
+
+def combine(sorted_keys: Keys, values: Values, op: str) -> tuple[Keys, Values]:
+    """Reduce the values of each run of equal keys: (distinct keys, one value per key).
+
+    * ``sum``: int64 / uint64 / float64 / complex128 sums (bools count as 0/1);
+    * ``count``: int64 number of records per key (values are not looked at);
+    * ``min`` / ``max``: per-key extremes in the values' dtype (NaN propagates, as in np.minimum);
+    * ``mean``: float64 sum / count. It is the *final* step of a group-by only: means of partial means are
+      wrong, so it is not a combiner (use sum and count on the map side and divide at the end).
+
+    sum, count, min and max are associative, so they also run on the map side; partial results are then
+    combined again with ``MERGE_OP[op]`` (partial counts are summed, not counted).
+    """
+    if op not in OPS:
+        raise ValueError(f"unknown combiner {op!r}: expected one of {', '.join(OPS)}")
+    if len(values) != len(sorted_keys):
+        raise ValueError(f"{len(sorted_keys)} keys but {len(values)} values")
+    unique, starts, counts = group_runs(sorted_keys)
+    return unique, _reduce_runs(values, starts, counts, op)
+
+
+def _reduce_runs(values: Values, starts: Int64s, counts: Int64s, op: str) -> Values:
+    """One value per run of `values` (runs given by starts and counts), as `combine` documents."""
+    if op == "count":
+        return counts
+    if values.dtype.kind not in "biufc":
+        raise TypeError(f"combiner {op!r} needs numeric values, got dtype {values.dtype}")
+    if op in ("min", "max"):
+        if len(starts) == 0:
+            return values[:0]
+        return (np.minimum if op == "min" else np.maximum).reduceat(values, starts)
+    acc = _accumulator(values.dtype)
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.float64 if op == "mean" else acc)
+    sums = np.add.reduceat(values, starts, dtype=acc)
+    return sums / counts if op == "mean" else sums
+
+
+def _mix_hash(keys: Keys) -> npt.NDArray[np.uint64]:
+    """A fast grouping hash (not FNV, not stable across versions): multiply-xor over 8-byte words.
+
+    Only `aggregate` uses it, and its result never depends on it (ties are checked on the keys), so it
+    can read each key as a few unaligned 8-byte words, the last one overlapping, instead of byte by byte.
+    """
+    n, width = len(keys), keys.dtype.itemsize
+    if width < 8:
+        padded = np.zeros((n, 8), dtype=np.uint8)
+        padded[:, :width] = _byte_matrix(keys)
+        keys, width = padded.view("S8").reshape(-1), 8
+    offsets = [*range(0, width - 7, 8), *([width - 8] if width % 8 else [])]
+    h = np.zeros(n, dtype=np.uint64)
+    shifted = np.empty(n, dtype=np.uint64)
+    for offset in offsets:
+        word = np.ndarray((n,), dtype="<u8", buffer=keys, offset=offset, strides=(width,))
+        np.bitwise_xor(h, word, out=h)
+        np.multiply(h, np.uint64(0x9E3779B97F4A7C15), out=h)
+        np.right_shift(h, np.uint64(32), out=shifted)
+        np.bitwise_xor(h, shifted, out=h)
+    np.multiply(h, np.uint64(0xBF58476D1CE4E5B9), out=h)
+    return h
+
+
+def aggregate(keys: Keys, values: Values, op: str) -> tuple[Keys, Values]:
+    """`combine` for keys in any order: (distinct keys, sorted; one reduced value per key).
+
+    Equal to sorting stably by key and then `combine` (values of a key are reduced in input order),
+    but it never sorts all records as strings. It sorts one uint64 per record holding the high bits of
+    a hash and, in the low bits, the record's index: numpy sorts plain uint64 with SIMD quicksort, many
+    times faster than an argsort, the index bits give the permutation back and make the order stable.
+    Two keys whose hashes tie are separated by a string sort of just their groups, so the result is
+    exact whatever the hash does; only the distinct keys are sorted as strings at the end. Memory is
+    about 3x the keys plus 2x the values.
+    """
+    if op not in OPS:
+        raise ValueError(f"unknown combiner {op!r}: expected one of {', '.join(OPS)}")
+    keys = _check_keys(keys)
+    n = len(keys)
+    if len(values) != n:
+        raise ValueError(f"{n} keys but {len(values)} values")
+    if n == 0 or keys.dtype.itemsize == 0:
+        return combine(keys, values, op)
+    index_bits = max(1, (n - 1).bit_length())
+    low = np.uint64((1 << index_bits) - 1)
+    packed = _mix_hash(keys)
+    np.bitwise_and(packed, ~low, out=packed)
+    np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
+    packed.sort()
+    order = (packed & low).astype(np.intp)
+    groups = packed >> np.uint64(index_bits)
+    ordered_keys = keys[order]
+    key_change = ordered_keys[1:] != ordered_keys[:-1]
+    tied = key_change & (groups[1:] == groups[:-1])  # different keys, same hash bits
+    if tied.any():
+        group_id = np.zeros(n, dtype=np.int64)
+        np.cumsum(groups[1:] != groups[:-1], out=group_id[1:])
+        bad = np.zeros(int(group_id[-1]) + 1, dtype=bool)
+        bad[group_id[1:][tied]] = True
+        redo = np.flatnonzero(bad[group_id])
+        within = np.lexsort((ordered_keys[redo], group_id[redo]))
+        order[redo] = order[redo][within]
+        ordered_keys[redo] = ordered_keys[redo][within]
+        key_change = ordered_keys[1:] != ordered_keys[:-1]
+    is_start = np.ones(n, dtype=bool)
+    is_start[1:] = key_change
+    starts = np.flatnonzero(is_start).astype(np.int64)
+    counts = np.diff(starts, append=np.int64(n))
+    reduced = _reduce_runs(values if op == "count" else values[order], starts, counts, op)
+    distinct = ordered_keys[starts]
+    by_key = np.argsort(distinct, kind="stable")
+    return distinct[by_key], reduced[by_key]
+
+
+def merge_sorted(runs: list[tuple[Keys, Values]]) -> tuple[Keys, Values]:
+    """Merge runs that are each sorted by key into one sorted run; equal keys keep run order, then row order.
+
+    Why concatenate + stable argsort: numpy has no k-way merge, and its stable sort is timsort, which
+    finds the runs and merges them in O(n log k). Measured on 4-16 runs of 1M keys (S20) it beat a
+    tree of pairwise `np.searchsorted` merges by 1.2x (4 runs) to 2x (16 runs): the pairwise merges
+    pay log2(n) string comparisons per key per level. Runs that already follow each other (range
+    partitions, or a single run) are only concatenated.
+    """
+    if not runs:
+        raise ValueError("merge_sorted needs at least one run")
+    for keys, values in runs:
+        _check_keys(keys)
+        if len(keys) != len(values):
+            raise ValueError(f"a run has {len(keys)} keys but {len(values)} values")
+    live = [run for run in runs if len(run[0])] or runs[:1]
+    if len(live) == 1:
+        return live[0]
+    keys = np.concatenate([k for k, _ in live])
+    values = np.concatenate([v for _, v in live])
+    in_order = all(a[0][-1] <= b[0][0] for a, b in pairwise(live))
+    if in_order:
+        return keys, values
+    order = np.argsort(keys, kind="stable")
+    return keys[order], values[order]
+
+
+def tokenize_words(data: bytes | bytearray | memoryview, max_len: int | None = None) -> Keys:
+    """The words of a text, in text order, as an 'S' array (the wordcount map).
+
+    A word is a maximal run of bytes in ``[A-Za-z0-9']``, with ASCII A-Z lowered to a-z: exactly
+    ``re.findall(rb"[a-z0-9']+", data.lower())``. Every other byte separates words, including every
+    byte of a non-ASCII UTF-8 character (so "café" gives b"caf"): the definition works on bytes, needs
+    no decoding, and never splits or merges inside a multi-byte character.
+
+    The array's width is the longest word's, so memory is words x longest: `max_len` truncates longer
+    words to their first `max_len` bytes and bounds it (one long digit run could otherwise cost GBs).
+
+    Why this shape: `bytes.translate` lowercases and blanks separators in one C pass (numpy's
+    fancy-indexing of a 256-entry table first widens every byte index to 8 bytes). The text is then cut
+    into blocks at separators, so the per-word index arrays exist for one block at a time (peak memory
+    is about the text plus twice the result, not 7x the text).
+    """
+    if max_len is not None and max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+    text = data if isinstance(data, bytes) else bytes(data)
+    lowered = text.translate(_WORD_TABLE)
+    low = np.frombuffer(lowered, dtype=np.uint8)
+    pieces: list[Keys] = []
+    pos = 0
+    while pos < len(low):
+        end = pos + _TEXT_BLOCK
+        if end < len(low):
+            cut = lowered.find(b"\0", end)  # the block ends at a separator, never inside a word
+            end = len(low) if cut < 0 else cut
+        pieces.append(_words_in(low[pos:end], max_len))
+        pos = end
+    if not pieces:
+        return np.zeros(0, dtype="S1")
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _words_in(low: npt.NDArray[np.uint8], max_len: int | None) -> Keys:
+    """The words of a translated block (word bytes lowered, separators NUL).
+
+    Word edges come from one comparison of the shifted mask; each word is copied by one row gather
+    from a sliding-window view of the block, and the bytes past each word's end are zeroed by one
+    broadcast comparison.
+    """
+    size = len(low)
+    in_word = np.zeros(size + 2, dtype=bool)
+    np.not_equal(low, 0, out=in_word[1:-1])
+    edges = np.flatnonzero(in_word[1:] != in_word[:-1])
+    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
+    if len(starts) == 0:
+        return np.zeros(0, dtype="S1")
+    if max_len is not None:
+        np.minimum(lengths, max_len, out=lengths)
+    width = int(lengths.max())
+    words = np.empty((len(starts), width), dtype=np.uint8)
+    # Windows may only start where `width` bytes remain; the last few words read from a padded tail.
+    body = int(np.searchsorted(starts, size - width, side="right"))
+    words[:body] = sliding_window_view(low, width)[starts[:body]]
+    if body < len(starts):
+        tail = np.zeros(2 * width, dtype=np.uint8)
+        tail[:width] = low[size - width :]
+        words[body:] = sliding_window_view(tail, width)[starts[body:] - (size - width)]
+    columns = np.arange(width)
+    for lo in range(0, len(starts), _CHUNK):
+        block = words[lo : lo + _CHUNK]
+        block *= columns < lengths[lo : lo + _CHUNK, None]
+    return words.view(f"S{width}").reshape(-1)

@@ -1,0 +1,168 @@
+"""A MapReduce job as ordinary swarm tasks: M map tasks, then R reduce tasks that wait for all of them.
+
+The submitter checks everything it can before any task starts (inputs exist, the app loads and has map
+and reduce, R >= 1), cuts the inputs
+into splits (one per file, or `split_size` bytes cut at a line or record boundary), and, for apps that
+range-partition, samples the inputs for boundaries. Each reduce task depends on every map task and
+receives their results (where each map's runs are) as `payload["previous"]`; the scheduler's DAG,
+retries and exactly-once commits do the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from swarm.errors import InvalidSpec
+from swarm.mapreduce.app import App, AppSource
+from swarm.mapreduce.kernels import sample_boundaries
+from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
+
+__all__ = ["MapReduceSpec", "Split", "build_job", "check_and_sample", "plan_splits"]
+
+SAMPLE_BYTES = 64 * 1024
+#: Inputs are cut into splits of at most this many bytes unless told otherwise: a map task holds one.
+DEFAULT_SPLIT = 64 * 1024 * 1024
+BOUNDARY_SAMPLE_PER_FILE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A byte range of one input file, served by the submitter under `name`."""
+
+    name: str
+    filename: str
+    start: int
+    end: int
+
+    def to_payload(self, data_url: str) -> dict[str, Any]:
+        """Where a map task fetches this split."""
+        return {
+            "url": f"{data_url}/f/{self.name}",
+            "file": self.filename,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MapReduceSpec:
+    """Everything `swarm submit mapreduce` was asked for."""
+
+    app: AppSource
+    inputs: tuple[Path, ...]
+    reducers: int
+    params: dict[str, str]
+    split_size: int | None = DEFAULT_SPLIT
+    combiner: str | None = None
+    compress: bool = False
+    max_retries: int = 3
+    timeout: float | None = None
+
+
+def plan_splits(
+    inputs: tuple[Path, ...], split_size: int | None, record_size: int | None = None
+) -> list[Split]:
+    """One split per file, or pieces of about `split_size` bytes ending at a line (or record) boundary."""
+    splits: list[Split] = []
+    for k, path in enumerate(inputs):
+        size = path.stat().st_size
+        name = f"in/{k}"
+        if not split_size or size <= split_size:
+            splits.append(Split(name, path.name, 0, size))
+            continue
+        start = 0
+        with path.open("rb") as f:
+            while start < size:
+                end = min(start + split_size, size)
+                if end < size:
+                    end = _boundary(f, end, size, record_size)
+                splits.append(Split(name, path.name, start, end))
+                start = end
+    return splits
+
+
+def _boundary(f: BinaryIO, end: int, size: int, record_size: int | None) -> int:
+    if record_size:
+        return max(record_size, end - end % record_size)
+    f.seek(end)
+    while True:
+        chunk = f.read(64 * 1024)
+        if not chunk:
+            return size
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return end + newline + 1
+        end += len(chunk)
+
+
+def check_and_sample(spec: MapReduceSpec, app: App) -> list[bytes] | None:
+    """Refuse a job that cannot work before any task starts; return range boundaries if the app needs them.
+
+    The user's map is not run here: it may have side effects (or kill its process), and it runs where
+    tasks run. A map that yields non-string keys fails its first attempt at once, without retries.
+    """
+    if spec.reducers < 1:
+        raise InvalidSpec(f"--reduces must be at least 1, got {spec.reducers}")
+    if not spec.inputs:
+        raise InvalidSpec("no input files")
+    missing = [str(p) for p in spec.inputs if not p.is_file()]
+    if missing:
+        raise InvalidSpec(f"input file(s) not found: {', '.join(missing)}")
+    if app.partitioner != "range":
+        return None
+    sample = np.concatenate([app.sample_keys(_head(p, None, BOUNDARY_SAMPLE_PER_FILE)) for p in spec.inputs])
+    return [bytes(b) for b in sample_boundaries(np.sort(sample), spec.reducers).tolist()]
+
+
+def _head(path: Path, record_size: int | None, limit: int = SAMPLE_BYTES) -> bytes:
+    with path.open("rb") as f:
+        data = f.read(limit)
+    if record_size:
+        return data[: len(data) - len(data) % record_size]
+    cut = data.rfind(b"\n")
+    return data if cut < 0 or len(data) < limit else data[: cut + 1]
+
+
+def build_job(
+    job_id: str, spec: MapReduceSpec, splits: list[Split], data_url: str, boundaries: list[bytes] | None
+) -> SubmitJob:
+    """The job's tasks: maps `<job>.m<i>`, reduces `<job>.r<r>` after every map, fed the maps' results."""
+    common: dict[str, Any] = {
+        "job": job_id,
+        "app": spec.app.to_payload(),
+        "params": spec.params,
+        "reducers": spec.reducers,
+        "combiner": spec.combiner,
+        "compress": spec.compress,
+        "boundaries": None if boundaries is None else [b.hex() for b in boundaries],
+    }
+    retry = RetryPolicy(max_retries=spec.max_retries, base=0.2, cap=5.0)
+    inputs = [s.to_payload(data_url) for s in splits]
+    maps = tuple(
+        TaskSpec(
+            f"{job_id}.m{i}",
+            "mapreduce.map",
+            {**common, "index": i, "input": inp},
+            retry=retry,
+            timeout=spec.timeout,
+        )
+        for i, inp in enumerate(inputs)
+    )
+    map_ids = tuple(t.task_id for t in maps)
+    reduces = tuple(
+        TaskSpec(
+            f"{job_id}.r{r}",
+            "mapreduce.reduce",
+            {**common, "partition": r, "inputs": inputs, "output": f"{data_url}/f/mr-out-{r}"},
+            retry=retry,
+            timeout=spec.timeout,
+            after=map_ids,
+            pipe=True,
+        )
+        for r in range(spec.reducers)
+    )
+    return SubmitJob(job_id, maps + reduces, kind="mapreduce")

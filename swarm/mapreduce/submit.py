@@ -1,0 +1,74 @@
+"""The submitter's side of a MapReduce job: check, plan, serve the inputs, receive the outputs.
+
+Inputs stay on the submitting machine and no shared filesystem is assumed: the submitter runs a data
+server from which map tasks fetch their splits and to which reduce tasks upload `mr-out-<r>` (written
+atomically into the output directory). So the submitter stays until the job is over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.core.tracker import JobProgress
+from swarm.mapreduce.app import load_app
+from swarm.mapreduce.plan import MapReduceSpec, build_job, check_and_sample, plan_splits
+from swarm.messages import TaskUpdate
+from swarm.runtime.client import SwarmClient
+from swarm.runtime.dataserver import DataServer
+from swarm.runtime.netaddr import advertised_host
+
+__all__ = ["MapReduceProgress", "run_mapreduce"]
+
+
+@dataclass(slots=True)
+class MapReduceProgress:
+    """What `--wait` shows."""
+
+    maps: int
+    reduces: int
+    maps_done: int = 0
+    reduces_done: int = 0
+    failed: int = 0
+    shuffled: int = 0
+
+    def update(self, fresh: list[TaskUpdate]) -> None:
+        """Count newly committed tasks."""
+        for u in fresh:
+            is_map = u.task_id.rpartition(".")[2].startswith("m")
+            if u.state != "done":
+                self.failed += 1
+            elif is_map:
+                self.maps_done += 1
+                self.shuffled += sum(run["bytes"] for run in (u.result or {}).get("runs", []))
+            else:
+                self.reduces_done += 1
+
+
+async def run_mapreduce(
+    client: SwarmClient,
+    broker_url: str,
+    job_id: str,
+    spec: MapReduceSpec,
+    output: Path,
+    on_progress: Callable[[MapReduceProgress], None] | None = None,
+) -> tuple[JobProgress, MapReduceProgress]:
+    """Run the job to its end; every check that can fail does so before any task starts."""
+    app = load_app(spec.app, spec.params).with_combiner(spec.combiner)
+    boundaries = check_and_sample(spec, app)
+    splits = plan_splits(spec.inputs, spec.split_size, app.record_size)
+    output.mkdir(parents=True, exist_ok=True)
+    aliases = {f"in/{k}": path.resolve() for k, path in enumerate(spec.inputs)}
+    host = advertised_host(broker_url)
+    shown = MapReduceProgress(len(splits), spec.reducers)
+
+    def on_update(_: JobProgress, fresh: list[TaskUpdate]) -> None:
+        shown.update(fresh)
+        if on_progress is not None:
+            on_progress(shown)
+
+    async with DataServer(output, host=host, allow_upload=True, aliases=aliases) as server:
+        job = build_job(job_id, spec, splits, server.url, boundaries)
+        progress = await client.submit(job, wait=True, on_update=on_update)
+    return progress, shown

@@ -1,0 +1,181 @@
+"""The `mapreduce.map` and `mapreduce.reduce` task types, run in a node's worker processes.
+
+A map task fetches its split from the submitter's data server, runs the app's map, partitions and sorts
+the pairs with the numpy kernels (spilling sorted runs to disk past `spill_threshold_mb`), and leaves one
+checksummed run per partition in the node's data directory, served by the node's data server. Its result
+says where the runs are.
+
+A reduce task fetches its partition's run from every mapper, peer to peer, verifying each checksum (a
+corrupt or truncated transfer is fetched again, never merged). If a mapper is gone, the reducer runs
+that map again itself for its own partition from the original split, so a lost map output costs one
+recomputation and never the job. It then merges the sorted runs, groups by key, reduces, and uploads
+`mr-out-<r>` to the submitter, where it appears atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swarm.errors import InvalidPayload
+from swarm.mapreduce.app import App, AppSource, load_app
+from swarm.mapreduce.kernels import merge_sorted, range_partition_of, split_sorted
+from swarm.mapreduce.runs import Spiller, read_run
+from swarm.runtime.datafetch import FetchError, fetch, upload
+from swarm.taskapi import TaskContext
+
+__all__ = ["map_handler", "reduce_handler"]
+
+log = logging.getLogger(__name__)
+
+_COMMON = ("job", "app", "params", "reducers", "combiner", "compress", "boundaries")
+#: A map task maps its split this many bytes at a time.
+MAP_PIECE = 16 * 1024 * 1024
+
+
+def _check(payload: dict[str, Any], *keys: str) -> None:
+    missing = [k for k in (*_COMMON, *keys) if k not in payload]
+    if missing:
+        raise InvalidPayload(f"mapreduce payload lacks {', '.join(missing)}")
+    if not isinstance(payload["reducers"], int) or payload["reducers"] < 1:
+        raise InvalidPayload("mapreduce: reducers must be a positive integer")
+
+
+def _app(payload: dict[str, Any]) -> App:
+    return load_app(AppSource.from_payload(payload["app"]), payload["params"]).with_combiner(
+        payload["combiner"]
+    )
+
+
+def _boundaries(payload: dict[str, Any]) -> Any:
+    raw = payload["boundaries"]
+    return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
+
+
+def _fetch_split(inp: dict[str, Any]) -> bytes:
+    data = fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1)) if inp["end"] > inp["start"] else b""
+    assert isinstance(data, bytes)
+    return data
+
+
+def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> list[tuple[Any, Any]]:
+    """One split's pairs as sorted runs per partition (used when a reducer recomputes a lost map)."""
+    boundaries = _boundaries(payload)
+    parts = None if boundaries is None else range_partition_of(keys, boundaries)
+    return split_sorted(keys, values, payload["reducers"], parts)
+
+
+def _pieces(data: bytes, record_size: int | None, size: int = MAP_PIECE) -> list[bytes]:
+    """The split cut into pieces of about `size` bytes at line (or record) boundaries, so that a map
+    holds one piece's pairs at a time and the spiller bounds the rest."""
+    pieces, start = [], 0
+    while start < len(data):
+        end = min(start + size, len(data))
+        if end < len(data):
+            if record_size:
+                end = max(start + record_size, end - (end - start) % record_size)
+            else:
+                newline = data.find(b"\n", end)
+                end = len(data) if newline < 0 else newline + 1
+        pieces.append(data[start:end])
+        start = end
+    return pieces
+
+
+class MapHandler:
+    """`mapreduce.map`: one split in, one sorted run per partition out."""
+
+    name = "mapreduce.map"
+    version = "1"
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        """Shape only: the app itself was checked by the submitter."""
+        _check(payload, "index", "input")
+
+    def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
+        """Map, partition, sort, spill; return where the runs are."""
+        app = _app(payload)
+        inp = payload["input"]
+        data = _fetch_split(inp)
+        root = Path(ctx.data.directory)
+        out_dir = root / "mr" / payload["job"] / f"m{payload['index']}-a{ctx.attempt}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        combiner = app.combiner if app.vectorized else None
+        spiller = Spiller(
+            out_dir,
+            payload["reducers"],
+            ctx.data.spill_threshold_mb * 1024 * 1024,
+            payload["compress"],
+            combiner=combiner,
+            boundaries=_boundaries(payload),
+        )
+        records = 0
+        for piece in _pieces(data, app.record_size):
+            keys, values = app.map(inp["file"], piece)
+            spiller.add(keys, values)
+            records += len(keys)
+        runs = spiller.finish()
+        return {
+            "node": ctx.node_id,
+            "url": ctx.data.url,
+            "records": records,
+            "bytes_in": len(data),
+            "runs": [
+                {"path": str(Path(run.path).relative_to(root)), "checksum": run.checksum, "bytes": run.nbytes}
+                for run in runs
+            ],
+        }
+
+
+class ReduceHandler:
+    """`mapreduce.reduce`: fetch partition r of every map, merge, reduce, upload `mr-out-<r>`."""
+
+    name = "mapreduce.reduce"
+    version = "1"
+
+    def validate(self, payload: dict[str, Any]) -> None:
+        """Shape only; `previous` (the maps' results) arrives when the task runs."""
+        _check(payload, "partition", "inputs", "output")
+
+    def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
+        """Merge the sorted runs of this partition, reduce, and upload the output file."""
+        app = _app(payload)
+        r = payload["partition"]
+        maps = payload.get("previous")
+        if isinstance(maps, dict):  # a lone predecessor's result is piped as itself, not as a list
+            maps = [maps]
+        if not isinstance(maps, list) or len(maps) != len(payload["inputs"]):
+            raise InvalidPayload("mapreduce.reduce needs the results of every map task")
+        runs, fetched, recomputed = [], 0, 0
+        for i, result in enumerate(maps):
+            run = result["runs"][r]
+            try:
+                data = fetch(f"{result['url']}/f/{run['path']}", expected_checksum=run["checksum"])
+                assert isinstance(data, bytes)
+                runs.append(read_run(data, run["checksum"]))
+                fetched += len(data)
+            except FetchError as exc:
+                log.warning("map %d output unreachable (%s); recomputing partition %d", i, exc, r)
+                data = _fetch_split(payload["inputs"][i])
+                keys, values = app.map(payload["inputs"][i]["file"], data)
+                runs.append(_partitions(app, payload, keys, values)[r])
+                recomputed += 1
+        keys, values = merge_sorted(runs)
+        out_keys, out_values = app.reduce(keys, values)
+        body = app.format_output(out_keys, out_values)
+        checksum = upload(payload["output"], body)
+        return {
+            "keys": len(out_keys),
+            "bytes": len(body),
+            "checksum": checksum,
+            "shuffled": fetched,
+            "recomputed_maps": recomputed,
+        }
+
+
+map_handler = MapHandler()
+reduce_handler = ReduceHandler()

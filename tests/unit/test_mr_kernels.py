@@ -1,0 +1,332 @@
+"""The MapReduce kernels against plain-Python references: same answers, bit for bit, on any input."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm.mapreduce import kernels
+from swarm.mapreduce.kernels import (
+    aggregate,
+    combine,
+    group_runs,
+    hash_keys,
+    merge_sorted,
+    partition_of,
+    range_partition_of,
+    sample_boundaries,
+    split_sorted,
+    tokenize_words,
+)
+
+FAST = settings(max_examples=60, deadline=None)
+
+
+def fnv1a(data: bytes) -> int:
+    """64-bit FNV-1a, straight from its definition."""
+    h = 14695981039346656037
+    for byte in data:
+        h = ((h ^ byte) * 1099511628211) % 2**64
+    return h
+
+
+def as_keys(items: list[bytes]) -> np.ndarray[Any, Any]:
+    return np.array(items, dtype=np.bytes_)
+
+
+# Keys as numpy stores them: UTF-8 of any text (non-ASCII included) that does not end in NUL. A small
+# alphabet makes equal keys and shared prefixes common, which is where sorting and grouping go wrong.
+_any_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
+_few_letters = st.text("ab\x00é", max_size=3)
+key_bytes = st.one_of(_any_text, _few_letters).map(str.encode).filter(lambda b: not b.endswith(b"\0"))
+key_lists = st.lists(key_bytes, max_size=40)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(b"", 0xCBF29CE484222325), (b"a", 0xAF63DC4C8601EC8C), (b"foobar", 0x85944171F73967E8)],
+)
+def test_hash_matches_published_fnv1a_vectors(data: bytes, expected: int) -> None:
+    assert fnv1a(data) == expected
+    assert int(hash_keys(as_keys([data]))[0]) == expected
+
+
+@FAST
+@given(key_lists, st.integers(0, 12))
+def test_hash_equals_reference_whatever_the_padding(items: list[bytes], extra_width: int) -> None:
+    width = max([len(k) for k in items] + [1]) + extra_width
+    keys = np.array(items, dtype=f"S{width}")
+    assert hash_keys(keys).tolist() == [fnv1a(k) for k in items]
+
+
+def test_hash_across_blocks_and_lengths() -> None:
+    rng = np.random.default_rng(7)
+    items = [bytes(rng.integers(1, 256, rng.integers(0, 30))) for _ in range(kernels._CHUNK + 1000)]
+    items = [k.rstrip(b"\0") for k in items]
+    hashes = hash_keys(as_keys(items)).tolist()
+    edge = range(kernels._CHUNK - 50, kernels._CHUNK + 50)
+    for i in [*range(0, len(items), 17), *edge]:
+        assert hashes[i] == fnv1a(items[i])
+
+
+def test_hash_rejects_unicode_keys() -> None:
+    with pytest.raises(TypeError):
+        hash_keys(np.array(["a"]))
+
+
+@FAST
+@given(key_lists, st.integers(1, 9))
+def test_partition_of_is_hash_mod_reducers(items: list[bytes], reducers: int) -> None:
+    parts = partition_of(as_keys(items), reducers)
+    assert parts.dtype == np.int64
+    assert parts.tolist() == [fnv1a(k) % reducers for k in items]
+
+
+def _split_reference(items: list[bytes], parts: list[int], reducers: int) -> list[list[tuple[bytes, int]]]:
+    out: list[list[tuple[bytes, int]]] = [[] for _ in range(reducers)]
+    for i, (key, part) in enumerate(zip(items, parts, strict=True)):
+        out[part].append((key, i))
+    return [sorted(rows, key=lambda row: row[0]) for rows in out]  # sorted() is stable
+
+
+@FAST
+@given(key_lists, st.integers(1, 6))
+def test_split_sorted_is_a_stable_sort_per_partition(items: list[bytes], reducers: int) -> None:
+    keys = as_keys(items)
+    runs = split_sorted(keys, np.arange(len(items)), reducers)
+    expected = _split_reference(items, [fnv1a(k) % reducers for k in items], reducers)
+    assert [list(zip(k.tolist(), v.tolist(), strict=True)) for k, v in runs] == expected
+
+
+@FAST
+@given(key_lists, st.data())
+def test_split_sorted_with_given_partitions(items: list[bytes], data: st.DataObject) -> None:
+    parts = data.draw(st.lists(st.integers(0, 2), min_size=len(items), max_size=len(items)))
+    values = np.array([str(i) for i in range(len(items))], dtype="U")
+    runs = split_sorted(as_keys(items), values, 3, np.array(parts, dtype=np.int64))
+    expected = _split_reference(items, parts, 3)
+    got = [[(k, int(v)) for k, v in zip(ks.tolist(), vs.tolist(), strict=True)] for ks, vs in runs]
+    assert got == expected
+
+
+def test_split_sorted_checks_its_inputs() -> None:
+    with pytest.raises(ValueError):
+        split_sorted(as_keys([b"a"]), np.arange(2), 2)
+    with pytest.raises(ValueError):
+        split_sorted(as_keys([b"a"]), np.arange(1), 2, np.array([2]))
+    with pytest.raises(ValueError):
+        split_sorted(as_keys([b"a"]), np.arange(1), 0)
+
+
+def test_split_sorted_with_many_reducers_uses_wide_partition_numbers() -> None:
+    items = [str(i).encode() for i in range(3000)]
+    runs = split_sorted(as_keys(items), np.arange(3000), 70_000)
+    assert len(runs) == 70_000
+    assert sorted(k for ks, _ in runs for k in ks.tolist()) == sorted(items)
+
+
+@FAST
+@given(key_lists)
+def test_group_runs_matches_groupby(items: list[bytes]) -> None:
+    items.sort()
+    unique, starts, counts = group_runs(as_keys(items))
+    expected = [(key, len(list(group))) for key, group in itertools.groupby(items)]
+    assert list(zip(unique.tolist(), counts.tolist(), strict=True)) == expected
+    assert starts.tolist() == [0, *itertools.accumulate(c for _, c in expected)][: len(expected)]
+
+
+def test_group_runs_of_all_equal_and_empty() -> None:
+    unique, starts, counts = group_runs(as_keys([b"k"] * 5))
+    assert (unique.tolist(), starts.tolist(), counts.tolist()) == ([b"k"], [0], [5])
+    unique, starts, counts = group_runs(as_keys([]))
+    assert (len(unique), len(starts), len(counts)) == (0, 0, 0)
+
+
+def _combine_reference(items: list[bytes], values: list[Any], op: str) -> list[tuple[bytes, Any]]:
+    folds: dict[str, Callable[[list[Any]], Any]] = {
+        "sum": sum,
+        "count": len,
+        "min": min,
+        "max": max,
+        "mean": lambda vs: sum(vs) / len(vs),
+    }
+    fold = folds[op]
+    out = []
+    for key, group in itertools.groupby(zip(items, values, strict=True), key=lambda kv: kv[0]):
+        out.append((key, fold([v for _, v in group])))
+    return out
+
+
+pairs = st.lists(st.tuples(key_bytes, st.integers(-(2**40), 2**40)), max_size=40)
+
+
+@FAST
+@given(pairs, st.sampled_from(["sum", "count", "min", "max", "mean"]))
+def test_combine_matches_reference(rows: list[tuple[bytes, int]], op: str) -> None:
+    rows.sort(key=lambda kv: kv[0])
+    items, values = [k for k, _ in rows], [v for _, v in rows]
+    unique, reduced = combine(as_keys(items), np.array(values, dtype=np.int64), op)
+    expected = _combine_reference(items, values, op)
+    assert unique.tolist() == [k for k, _ in expected]
+    if op == "mean":
+        assert reduced.dtype == np.float64
+        assert reduced.tolist() == pytest.approx([v for _, v in expected])
+    else:
+        assert reduced.dtype == np.int64
+        assert reduced.tolist() == [v for _, v in expected]
+
+
+@FAST
+@given(pairs, st.sampled_from(["sum", "count", "min", "max", "mean"]))
+def test_aggregate_of_unsorted_keys_equals_combine_after_sorting(
+    rows: list[tuple[bytes, int]], op: str
+) -> None:
+    keys, values = as_keys([k for k, _ in rows]), np.array([v for _, v in rows], dtype=np.int64)
+    rows.sort(key=lambda kv: kv[0])
+    expected = _combine_reference([k for k, _ in rows], [v for _, v in rows], op)
+    unique, reduced = aggregate(keys, values, op)
+    assert unique.tolist() == [k for k, _ in expected]
+    assert reduced.tolist() == pytest.approx([v for _, v in expected])
+
+
+@FAST
+@given(pairs, st.sampled_from(["zeros", "length"]))
+def test_aggregate_is_exact_when_hashes_tie(rows: list[tuple[bytes, int]], fake_hash: str) -> None:
+    def tied(keys: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        lengths = np.strings.str_len(keys).astype(np.uint64) << np.uint64(60)
+        return lengths if fake_hash == "length" else np.zeros(len(keys), dtype=np.uint64)
+
+    keys, values = as_keys([k for k, _ in rows]), np.array([v for _, v in rows], dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    expected_keys, expected = combine(keys[order], values[order], "sum")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "_mix_hash", tied)
+        unique, reduced = aggregate(keys, values, "sum")
+    assert (unique.tolist(), reduced.tolist()) == (expected_keys.tolist(), expected.tolist())
+
+
+def test_aggregate_keeps_input_order_within_a_key() -> None:
+    # float sums depend on order: aggregate adds in input order, like a stable sort then combine
+    keys = as_keys([b"k", b"j", b"k", b"k"] * 50)
+    values = np.array([1e16, 1.0, -1e16, 1.0] * 50)
+    order = np.argsort(keys, kind="stable")
+    assert (
+        aggregate(keys, values, "sum")[1].tolist() == combine(keys[order], values[order], "sum")[1].tolist()
+    )
+
+
+@pytest.mark.parametrize("op", ["sum", "count", "min", "max", "mean"])
+def test_combine_small_and_float_values(op: str) -> None:
+    keys = as_keys([b"a", b"a", b"b"])
+    unique, reduced = combine(keys, np.array([100, 100, 7], dtype=np.int8), op)
+    assert unique.tolist() == [b"a", b"b"]
+    expected = {"sum": [200, 7], "count": [2, 1], "min": [100, 7], "max": [100, 7], "mean": [100.0, 7.0]}
+    assert reduced.tolist() == expected[op]  # sums widen: no int8 overflow
+    _, floats = combine(keys, np.array([0.5, 0.25, 2.0], dtype=np.float32), op)
+    assert floats.tolist() == pytest.approx(
+        {"sum": [0.75, 2], "count": [2, 1], "min": [0.25, 2], "max": [0.5, 2], "mean": [0.375, 2]}[op]
+    )
+    empty_keys, empty = combine(as_keys([]), np.zeros(0, dtype=np.int32), op)
+    assert len(empty_keys) == len(empty) == 0
+
+
+def test_combine_rejects_unknown_ops_and_strings() -> None:
+    with pytest.raises(ValueError):
+        combine(as_keys([b"a"]), np.array([1]), "median")
+    with pytest.raises(TypeError):
+        combine(as_keys([b"a"]), np.array([b"x"]), "sum")
+    assert combine(as_keys([b"a"]), np.array([b"x"]), "count")[1].tolist() == [1]
+
+
+@FAST
+@given(st.lists(st.lists(key_bytes, max_size=15), min_size=1, max_size=6))
+def test_merge_sorted_is_stable_across_runs(runs_items: list[list[bytes]]) -> None:
+    runs = []
+    tagged: list[tuple[bytes, str]] = []
+    for r, items in enumerate(runs_items):
+        items.sort()
+        tags = [f"{r}.{i}" for i in range(len(items))]
+        runs.append((as_keys(items), np.array(tags, dtype="U")))
+        tagged += zip(items, tags, strict=True)
+    keys, values = merge_sorted(runs)
+    expected = sorted(tagged, key=lambda kv: kv[0])
+    assert list(zip(keys.tolist(), values.tolist(), strict=True)) == expected
+
+
+def test_merge_sorted_of_runs_already_in_order_and_of_none() -> None:
+    runs = [(as_keys([b"a", b"b"]), np.array([1, 2])), (as_keys([b"b", b"c"]), np.array([3, 4]))]
+    keys, values = merge_sorted(runs)
+    assert (keys.tolist(), values.tolist()) == ([b"a", b"b", b"b", b"c"], [1, 2, 3, 4])
+    with pytest.raises(ValueError):
+        merge_sorted([])
+
+
+@FAST
+@given(key_lists, st.lists(key_bytes, max_size=6))
+def test_range_partition_matches_bisect(items: list[bytes], boundaries: list[bytes]) -> None:
+    boundaries.sort()
+    parts = range_partition_of(as_keys(items), as_keys(boundaries))
+    assert parts.dtype == np.int64
+    assert parts.tolist() == [bisect.bisect_right(boundaries, k) for k in items]
+
+
+@FAST
+@given(key_lists, st.integers(1, 8))
+def test_sample_boundaries_are_sorted_sample_quantiles(sample: list[bytes], reducers: int) -> None:
+    bounds = sample_boundaries(as_keys(sample), reducers).tolist()
+    if not sample:
+        assert bounds == []
+        return
+    ordered = sorted(sample)
+    assert bounds == [ordered[i * len(ordered) // reducers] for i in range(1, reducers)]
+    # Range partitions then hold consecutive key ranges.
+    parts = range_partition_of(as_keys(ordered), as_keys(bounds)).tolist()
+    assert parts == sorted(parts)
+
+
+def word_reference(data: bytes, max_len: int | None = None) -> list[bytes]:
+    words = re.findall(rb"[a-z0-9']+", data.lower())
+    return words if max_len is None else [w[:max_len] for w in words]
+
+
+texts = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=120).map(str.encode),
+    st.text("aZ9' \n.-é\x00", max_size=120).map(str.encode),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, st.one_of(st.none(), st.integers(1, 4)))
+def test_tokenize_words_matches_regex(data: bytes, max_len: int | None) -> None:
+    words = tokenize_words(data, max_len=max_len)
+    assert words.dtype.kind == "S"
+    assert words.tolist() == word_reference(data, max_len)
+    with pytest.MonkeyPatch.context() as patch:  # text cut in tiny blocks: words straddle the cuts
+        patch.setattr(kernels, "_TEXT_BLOCK", 3)
+        assert tokenize_words(data, max_len=max_len).tolist() == word_reference(data, max_len)
+
+
+def test_tokenize_words_definition() -> None:
+    text = "Don't STOP, café 42nd\tnaïve—x\n".encode()
+    assert tokenize_words(text).tolist() == [b"don't", b"stop", b"caf", b"42nd", b"na", b"ve", b"x"]
+    assert tokenize_words(b"").tolist() == []
+    assert tokenize_words(bytearray(b" ,;")).tolist() == []
+    assert tokenize_words(memoryview(b"ab")).tolist() == [b"ab"]
+    with pytest.raises(ValueError):
+        tokenize_words(b"x", max_len=0)
+
+
+def test_tokenize_words_across_blocks_with_a_long_last_word() -> None:
+    rng = np.random.default_rng(3)
+    words = [b"w" * int(n) for n in rng.integers(1, 9, kernels._CHUNK + 500)]
+    data = b" ".join(words) + b" " + b"Z" * 40
+    assert tokenize_words(data).tolist() == word_reference(data)
