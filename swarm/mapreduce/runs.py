@@ -19,7 +19,6 @@ with their byte order, so a run written on one platform reads correctly on any o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from swarm.checksum import checksum_bytes, new_hasher
 from swarm.mapreduce.kernels import (
     MERGE_OP,
     Keys,
@@ -122,7 +122,7 @@ def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress
         value_data,
         _pad(len(value_data)),
     ]
-    crc, digest, size = 0, hashlib.blake2b(digest_size=16), 0
+    crc, digest, size = 0, new_hasher(), 0
     for part in parts:
         crc = zlib.crc32(part, crc)
     parts.append(_TRAILER.pack(_TRAILER_MAGIC, crc))
@@ -146,7 +146,7 @@ def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress
 
 def file_checksum(data: bytes | bytearray | memoryview) -> str:
     """blake2b-128 hex of a run's bytes: the checksum `write_run` returns."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return checksum_bytes(data)
 
 
 def _load(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> memoryview:
@@ -208,14 +208,15 @@ def _section(data: memoryview, offset: int, stored: int, raw: int, compressed: b
 
 
 def read_run(
-    source: str | os.PathLike[str] | bytes | bytearray | memoryview, expected_checksum: str | None = None
+    path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    expected_checksum: str | None = None,
 ) -> tuple[Keys, Values]:
     """The (keys, values) of a run file or of its bytes; CorruptRun rather than anything partial.
 
     With `expected_checksum` the whole file must hash to it; without, the crc32 trailer is checked.
     The arrays may be read-only views of the loaded bytes: copy them to modify them.
     """
-    data = _load(source)
+    data = _load(path_or_bytes)
     if expected_checksum is not None:
         if file_checksum(data) != expected_checksum.lower():
             raise CorruptRun("run checksum mismatch: the file is damaged, truncated or another run")

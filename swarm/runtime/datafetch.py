@@ -28,7 +28,6 @@ agree on one definition of a checksum.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import logging
 import os
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar, overload
 from urllib.parse import quote, urlsplit
 
+from swarm.checksum import checksum_bytes, new_hasher
 from swarm.errors import RemoteError
 
 __all__ = [
@@ -84,18 +84,6 @@ class FetchError(RemoteError):
         self.url = url
         self.status = status
         self.retryable = retryable
-
-
-def new_hasher() -> hashlib.blake2b:
-    """The one checksum swarm's data plane uses: blake2b with a 128-bit digest, fast in pure CPython."""
-    return hashlib.blake2b(digest_size=16)
-
-
-def checksum_bytes(data: bytes | bytearray | memoryview) -> str:
-    """Hex checksum of `data`."""
-    hasher = new_hasher()
-    hasher.update(data)
-    return hasher.hexdigest()
 
 
 def checksum_fileobj(file: BinaryIO, start: int = 0, length: int | None = None) -> str:

@@ -11,7 +11,7 @@ from swarm.mapreduce.kernels import tokenize_words
 
 def map_arrays(filename: str, data: bytes, params: dict[str, str]) -> tuple[Any, Any]:
     """Each distinct word of the split, with the document's name."""
-    words = np.unique(tokenize_words(data))
+    words = np.unique(tokenize_words(data, max_len=256))
     name = filename.encode()
     return words, np.full(len(words), name, dtype=f"S{max(len(name), 1)}")
 
