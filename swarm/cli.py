@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--job")
     tasks.add_argument("--limit", type=int, default=200)
 
+    from swarm.sim.cli import add_sim_parser
+
+    add_sim_parser(sub)
+
     cancel = sub.add_parser("cancel", help="cancel a task or a job")
     _common(cancel)
     cancel.add_argument("id")
@@ -127,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sim":
+        from swarm.sim.cli import run_sim_command
+
+        # The simulator runs in this process; its nodes' routine log lines are not the user's news.
+        logging.getLogger("swarm.core").setLevel(logging.ERROR)
+        return run_sim_command(args)
     flags: dict[str, Any] = {"broker": args.broker, "cluster": args.cluster}
     if args.command == "join":
         flags.update(name=args.name, data_dir=args.data_dir, slots=args.slots, role=args.role)

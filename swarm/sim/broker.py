@@ -1,24 +1,74 @@
 """An in-memory MQTT broker with the semantics swarm relies on, on a virtual clock.
 
-Kept: topic wildcards (`+`, `#`), retained messages (an empty retained publish deletes), the last will of a
-client that disconnects uncleanly, and per-subscriber delivery in the order the broker received messages
-(each message reaches the broker after the sender's link latency and each subscriber after its own, but
-never overtakes an earlier one on the same path). QoS 1 is at-least-once here by construction: nothing is
-lost unless a fault is injected.
+Kept: topic wildcards (`+`, `#`), retained messages (an empty retained publish deletes, and every SUBSCRIBE
+sends the matching retained records, as mosquitto does), the last will of a client that disconnects
+uncleanly, persistent sessions (QoS 1, `clean_session = false`: while a client is offline its messages
+queue in its session and are delivered, in order, when it reconnects), and per-subscriber delivery in the
+order the broker received messages.
+
+Theory of operation
+-------------------
+Each session owns one FIFO, `pending`, holding both the messages in flight to the client and those queued
+while it is offline. Routing appends to it and, if the client is online, schedules one *pump* at the
+arrival time; a pump delivers whatever is at the front. Because pumps for one session are scheduled at
+non-decreasing times and each takes the front, order is kept even when a message is held back (a slow or
+retransmitted packet delays everything behind it, as on TCP). Going offline bumps the session's
+generation, which voids the scheduled pumps; what they would have delivered stays in `pending` and is
+re-pumped on reconnect. So nothing is lost and nothing overtakes unless a fault says so.
+
+Faults come in through `LinkFaults`, asked once per publish and per delivery (see `swarm.sim.faults`).
+The faults that deliberately break the guarantees above (a lost delivery, a reordered one, a discarded
+session) are reported through `on_loss`, so the invariant checker knows when assumption A of
+`docs/election.md` no longer holds.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from swarm.messages import Envelope
 
-__all__ = ["SimBroker", "topic_matches"]
+__all__ = ["Fate", "LinkFaults", "SimBroker", "topic_matches"]
 
 #: A message as delivered: topic and envelope, or None for an empty (clearing) retained publish.
 Deliver = Callable[[str, Envelope | None], None]
 Schedule = Callable[[float, Callable[[], None]], None]
+#: (client id, topic, why): a message the client will never see although QoS 1 promised it.
+OnLoss = Callable[[str, str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fate:
+    """What a fault does to one message on one path: extra in-order delay, or loss, duplication, reorder."""
+
+    delay: float = 0.0
+    drop: bool = False
+    duplicate: bool = False
+    reorder: float | None = None
+
+
+CLEAN = Fate()
+
+
+class LinkFaults(Protocol):
+    """The world's fault state, as the broker asks it."""
+
+    def inbound(self, client_id: str) -> Fate:
+        """Fate of a publish on its way from `client_id` to the broker."""
+
+    def outbound(self, client_id: str) -> Fate:
+        """Fate of a delivery on its way from the broker to `client_id`."""
+
+
+class _NoFaults:
+    def inbound(self, client_id: str) -> Fate:
+        return CLEAN
+
+    def outbound(self, client_id: str) -> Fate:
+        return CLEAN
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
@@ -34,11 +84,15 @@ def topic_matches(pattern: str, topic: str) -> bool:
 
 
 @dataclass(slots=True)
-class _Client:
+class _Session:
+    client_id: str
     deliver: Deliver
     latency: Callable[[], float]
     will: tuple[str, Envelope] | None
+    online: bool = True
+    gen: int = 0
     patterns: set[str] = field(default_factory=set)
+    pending: deque[tuple[str, Envelope | None]] = field(default_factory=deque)
     inbound_at: float = 0.0
     outbound_at: float = 0.0
 
@@ -46,12 +100,25 @@ class _Client:
 class SimBroker:
     """One broker; `now` and `schedule` come from the world's virtual clock."""
 
-    def __init__(self, clock: Callable[[], float], schedule: Schedule) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        schedule: Schedule,
+        faults: LinkFaults | None = None,
+        on_loss: OnLoss | None = None,
+        max_queued: int | None = None,
+    ) -> None:
         self._clock = clock
         self._schedule = schedule
-        self._clients: dict[str, _Client] = {}
+        self.faults: LinkFaults = faults or _NoFaults()
+        self._on_loss = on_loss or (lambda _c, _t, _w: None)
+        self.max_queued = max_queued
+        self._sessions: dict[str, _Session] = {}
         self.retained: dict[str, Envelope] = {}
-        self._routes: dict[str, list[str]] = {}
+        self._routes: dict[str, list[_Session]] = {}
+        self.routed = 0
+
+    # --- connections --------------------------------------------------------------------------------
 
     def connect(
         self,
@@ -59,47 +126,111 @@ class SimBroker:
         deliver: Deliver,
         latency: Callable[[], float],
         will: tuple[str, Envelope] | None,
-    ) -> None:
-        """A client (re)connects with a fresh session."""
-        self._clients[client_id] = _Client(deliver, latency, will)
+        clean: bool = True,
+    ) -> bool:
+        """A client (re)connects; returns whether a previous session was resumed (MQTT's session present).
+
+        A resumed session keeps its subscriptions, and what queued while the client was away is delivered
+        first, in order. A clean connect discards any previous session and what it had queued.
+        """
+        old = self._sessions.get(client_id)
+        if old is not None and old.online:
+            self._go_offline(old, fire_will=False)
+        if old is not None and not clean:
+            old.deliver, old.latency, old.will, old.online = deliver, latency, will, True
+            for _ in range(len(old.pending)):
+                self._pump_later(old, 0.0)
+            return True
+        if old is not None:
+            self._discard(client_id, old, "clean session discarded the queue")
+        self._sessions[client_id] = _Session(client_id, deliver, latency, will)
         self._routes.clear()
+        return False
 
     def disconnect(self, client_id: str, clean: bool) -> None:
-        """A client goes away; an unclean loss fires its last will."""
-        client = self._clients.pop(client_id, None)
+        """A client goes away. Clean: the session ends and no will fires. Unclean (a crash, a lost link):
+        the will fires and the session stays, queueing, for the client's return."""
+        session = self._sessions.get(client_id)
+        if session is None or not session.online:
+            return
+        if clean:
+            self._go_offline(session, fire_will=False)
+            del self._sessions[client_id]
+            self._routes.clear()
+        else:
+            self._go_offline(session, fire_will=True)
+
+    def expire(self, client_id: str) -> None:
+        """Drop an offline client's session (mosquitto's `persistent_client_expiration`)."""
+        session = self._sessions.get(client_id)
+        if session is not None and not session.online:
+            self._discard(client_id, session, "session expired")
+            del self._sessions[client_id]
+            self._routes.clear()
+
+    def restart(self, keep_retained: bool, keep_sessions: bool = False) -> list[str]:
+        """The broker process restarts: every connection is lost; sessions (with what is queued and in
+        flight) and retained records survive only if kept (persistence). Returns the ids of the clients
+        that were connected."""
+        ids = [cid for cid, s in self._sessions.items() if s.online]
+        for cid, session in self._sessions.items():
+            session.gen += 1
+            session.online = False
+            if not keep_sessions:
+                self._discard(cid, session, "broker restarted")
+        if not keep_sessions:
+            self._sessions.clear()
         self._routes.clear()
-        if client is not None and not clean and client.will is not None:
-            topic, env = client.will
-            self._route(topic, env, retain=True)
+        if not keep_retained:
+            self.retained.clear()
+        return ids
+
+    def is_online(self, client_id: str) -> bool:
+        """Whether the client has a live connection."""
+        session = self._sessions.get(client_id)
+        return session is not None and session.online
+
+    # --- pub/sub ------------------------------------------------------------------------------------
 
     def subscribe(self, client_id: str, pattern: str) -> None:
-        """Subscribe; matching retained messages are delivered first, as MQTT does."""
-        client = self._clients.get(client_id)
-        if client is None:
+        """Subscribe; matching retained messages are delivered (again), as MQTT does on every SUBSCRIBE."""
+        session = self._sessions.get(client_id)
+        if session is None or not session.online:
             return
-        client.patterns.add(pattern)
+        session.patterns.add(pattern)
         self._routes.clear()
         for topic in sorted(self.retained):
             if topic_matches(pattern, topic):
-                self._deliver_to(client, topic, self.retained[topic])
+                self._deliver_to(session, topic, self.retained[topic])
 
     def unsubscribe(self, client_id: str, pattern: str) -> None:
         """Stop delivering `pattern` to the client."""
-        client = self._clients.get(client_id)
-        if client is not None:
-            client.patterns.discard(pattern)
+        session = self._sessions.get(client_id)
+        if session is not None and session.online:
+            session.patterns.discard(pattern)
             self._routes.clear()
 
-    def publish(self, client_id: str, topic: str, env: Envelope | None, retain: bool) -> None:
-        """A client publishes; the message reaches the broker after the client's link latency."""
-        client = self._clients.get(client_id)
-        if client is None:
-            return
-        at = max(self._clock() + client.latency(), client.inbound_at)
-        client.inbound_at = at
+    def publish(self, client_id: str, topic: str, env: Envelope | None, retain: bool) -> bool:
+        """A client publishes; the message reaches the broker after the client's link latency.
+
+        Returns False when the publish is lost on the way (no connection, or a fault): it is then as if
+        never sent, for every subscriber alike, which keeps the broker's single order intact.
+        """
+        session = self._sessions.get(client_id)
+        if session is None or not session.online:
+            return False
+        fate = self.faults.inbound(client_id)
+        if fate.drop:
+            return False
+        at = max(self._clock() + session.latency() + fate.delay, session.inbound_at)
+        session.inbound_at = at
         self._schedule(at, lambda: self._route(topic, env, retain))
+        return True
+
+    # --- internals ----------------------------------------------------------------------------------
 
     def _route(self, topic: str, env: Envelope | None, retain: bool) -> None:
+        self.routed += 1
         if retain:
             if env is None:
                 self.retained.pop(topic, None)
@@ -108,16 +239,61 @@ class SimBroker:
         receivers = self._routes.get(topic)
         if receivers is None:
             receivers = [
-                cid for cid, c in self._clients.items() if any(topic_matches(p, topic) for p in c.patterns)
+                s for s in self._sessions.values() if any(topic_matches(p, topic) for p in s.patterns)
             ]
             self._routes[topic] = receivers
-        for cid in receivers:
-            client = self._clients.get(cid)
-            if client is not None:
-                self._deliver_to(client, topic, env)
+        for session in receivers:
+            self._deliver_to(session, topic, env)
 
-    def _deliver_to(self, client: _Client, topic: str, env: Envelope | None) -> None:
-        at = max(self._clock() + client.latency(), client.outbound_at)
-        client.outbound_at = at
-        deliver = client.deliver
-        self._schedule(at, lambda: deliver(topic, env))
+    def _deliver_to(self, session: _Session, topic: str, env: Envelope | None) -> None:
+        cid = session.client_id
+        if not session.online:
+            if self.max_queued is not None and len(session.pending) >= self.max_queued:
+                self._on_loss(cid, topic, "session queue full")
+                return
+            session.pending.append((topic, env))
+            return
+        fate = self.faults.outbound(cid)
+        if fate.drop:
+            self._on_loss(cid, topic, "delivery dropped")
+            return
+        if fate.reorder is not None:
+            # Bypasses the FIFO: it may overtake, or be overtaken by, messages routed around it.
+            deliver, gen = session.deliver, session.gen
+            at = self._clock() + session.latency() + fate.reorder
+            self._schedule(at, lambda: self._direct(session, gen, deliver, topic, env))
+            self._on_loss(cid, topic, "delivery reordered")
+            return
+        session.pending.append((topic, env))
+        if fate.duplicate:
+            session.pending.append((topic, env))
+            self._pump_later(session, fate.delay)
+        self._pump_later(session, fate.delay)
+
+    def _pump_later(self, session: _Session, extra: float) -> None:
+        at = max(self._clock() + session.latency() + extra, session.outbound_at)
+        session.outbound_at = at
+        gen = session.gen
+        self._schedule(at, lambda: self._pump(session, gen))
+
+    def _pump(self, session: _Session, gen: int) -> None:
+        if session.gen != gen or not session.online or not session.pending:
+            return
+        topic, env = session.pending.popleft()
+        session.deliver(topic, env)
+
+    @staticmethod
+    def _direct(session: _Session, gen: int, deliver: Deliver, topic: str, env: Envelope | None) -> None:
+        if session.gen == gen and session.online:
+            deliver(topic, env)
+
+    def _go_offline(self, session: _Session, fire_will: bool) -> None:
+        session.online = False
+        session.gen += 1
+        if fire_will and session.will is not None:
+            self._route(*session.will, retain=True)
+
+    def _discard(self, client_id: str, session: _Session, why: str) -> None:
+        for topic, _ in session.pending:
+            self._on_loss(client_id, topic, why)
+        session.pending.clear()

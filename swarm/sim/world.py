@@ -3,15 +3,23 @@
 The world is a heap of (time, seq, action). Node effects are carried out the way `runtime/shell.py` carries
 them out, except that publishing goes to `SimBroker`, tasks "run" for a simulated duration, and the epoch
 is persisted to a dict standing in for the node's data dir. Everything random comes from one seeded
-`random.Random`, so a seed determines the whole run.
+`random.Random` and the heap breaks time ties by insertion order, so a seed determines the whole run; the
+running `trace_hash` over every step proves it.
+
+Connections follow the shell: on every (re)connect the node subscribes to `machine.subscriptions()` and
+then gets `Connected`; a resumed MQTT session then delivers what queued while the node was away. Faults
+(crash and restart, partitions, slow nodes, clock skew, broker restart) are methods here; which message a
+network fault hits is decided in `swarm.sim.faults`.
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
@@ -19,9 +27,11 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import (
     CancelTask,
     ClearRetained,
+    Connected,
     DropJobData,
     Effect,
     Event,
+    Leave,
     MessageReceived,
     Persist,
     Publish,
@@ -34,33 +44,27 @@ from swarm.core.events import (
 )
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
-from swarm.messages import Envelope, NodeGone, TaskResult, TaskSpec
+from swarm.devices.profiles import DeviceProfile
+from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
 from swarm.sim.broker import SimBroker
+from swarm.sim.faults import LinkMode, NetFaults
+from swarm.sim.simnode import DEFAULT_PROFILE, SimNode
 
 __all__ = ["SimNode", "SimWorld"]
+
+CoreErrorHook = Callable[["SimNode", Event, Exception], None]
 
 
 def _accept_all(spec: TaskSpec) -> str | None:
     return None if spec.type in ("echo", "sleep") else f"unknown task type {spec.type!r}"
 
 
-@dataclass(slots=True)
-class SimNode:
-    """A simulated device: the real `NodeMachine` plus what the world keeps for it."""
-
-    node_id: str
-    machine: NodeMachine
-    speed: float
-    incarnation: int
-    disk: dict[str, int]
-    running: dict[tuple[str, int], int] = field(default_factory=dict)
-    up: bool = True
-
-
 class SimWorld:
-    """The virtual clock, the broker, the nodes, and an observer that sees every message."""
+    """The virtual clock, the broker, the nodes and their faults."""
 
-    def __init__(self, seed: int, config: CoreConfig, cluster: str = "sim") -> None:
+    def __init__(
+        self, seed: int, config: CoreConfig, cluster: str = "sim", max_queued: int | None = None
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.config = config
@@ -69,11 +73,18 @@ class SimWorld:
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = count()
         self._msg_ids = count()
-        self.broker = SimBroker(lambda: self.now, self.schedule)
+        self.net = NetFaults(self.rng)
+        self.broker = SimBroker(lambda: self.now, self.schedule, self.net, self._on_loss, max_queued)
         self.nodes: dict[str, SimNode] = {}
         self.events_processed = 0
         self.after_step: list[Callable[[SimNode | None], None]] = []
-        self.trace: list[str] = []
+        self.on_core_error: CoreErrorHook | None = None
+        self.reconnect_hooks: list[Callable[[], None]] = []
+        self.trace: deque[str] = deque(maxlen=200)
+        self.losses: list[tuple[float, str, str, str]] = []
+        self.lost_publishes = 0
+        self.broker_up = True
+        self._hash = hashlib.blake2b(digest_size=16)
 
     # --- clock --------------------------------------------------------------------------------------
 
@@ -82,60 +93,216 @@ class SimWorld:
         heapq.heappush(self._heap, (at, next(self._seq), action))
 
     def run_until(self, until: float, stop: Callable[[], bool] | None = None) -> None:
-        """Process events in time order up to `until`, or until `stop()` holds."""
-        while self._heap and self._heap[0][0] <= until:
-            at, _, action = heapq.heappop(self._heap)
-            self.now = at
-            action()
-            if stop is not None and stop():
-                return
-        self.now = max(self.now, until)
+        """Process events in time order up to `until`, or until `stop()` holds.
+
+        The cyclic garbage collector is paused meanwhile: the heap holds millions of short-lived closures,
+        none in cycles, and the collector's scans of them more than doubled the wall time.
+        """
+        heap = self._heap
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while heap and heap[0][0] <= until:
+                at, _, action = heapq.heappop(heap)
+                self.now = at
+                action()
+                if stop is not None and stop():
+                    return
+            self.now = max(self.now, until)
+        finally:
+            if collecting:
+                gc.enable()
+
+    @property
+    def trace_hash(self) -> str:
+        """A digest of every step so far (time, node, event, message id): equal runs have equal hashes."""
+        return self._hash.hexdigest()
 
     def latency(self) -> float:
-        """One link's delay: a couple of milliseconds with jitter."""
+        """A short link's delay (the observing client's): a couple of milliseconds with jitter."""
         return 0.001 + self.rng.random() * 0.004
+
+    def note(self, what: str) -> None:
+        """Record a world-level happening (a fault) in the trace."""
+        self.trace.append(f"{self.now:.3f} {what}")
+        self._hash.update(f"{self.now:.6f} {what}\n".encode())
 
     # --- nodes --------------------------------------------------------------------------------------
 
     def add_node(
-        self, node_id: str, speed: float = 1.0, cores: int = 4, disk: dict[str, int] | None = None
+        self,
+        node_id: str,
+        profile: DeviceProfile | None = None,
+        speed: float | None = None,
+        disk: dict[str, int] | None = None,
+        skew: float = 0.0,
     ) -> SimNode:
-        """Start a node (or restart one, keeping its persisted epoch in `disk`)."""
-        disk = disk if disk is not None else {}
-        old = self.nodes.get(node_id)
-        caps = Capabilities(cores, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", node_id)
-        machine = NodeMachine(
+        """Start a node: a fresh machine, connected with a fresh session."""
+        profile = profile or DEFAULT_PROFILE
+        node = SimNode(
             node_id,
-            node_id,
-            self.config,
-            random.Random(self.rng.random()),
-            _accept_all,
-            DeviceStatus(caps, 0.1, 2048, "sim"),
-            disk.get("epoch", 0),
-            self.now,
+            self._machine(node_id, profile, disk or {}, skew),
+            profile,
+            speed if speed is not None else profile.cpu_speed,
+            1,
+            disk or {},
+            skew=skew,
         )
-        node = SimNode(node_id, machine, speed, (old.incarnation + 1) if old else 1, disk)
+        node.machine.status = self._status(node_id, profile)
+        node.disk = disk if disk is not None else {}
         self.nodes[node_id] = node
-        will = (f"node/{node_id}/hb", self._envelope(node_id, NodeGone("connection lost"), 0))
-        self.broker.connect(node_id, self._deliverer(node), self.latency, will)
-        for topic in machine.subscriptions():
-            self.broker.subscribe(node_id, topic)
+        if profile.loss:
+            self.net.loss[node_id] = profile.loss
+        node.up_since = self.now
+        self._connect(node, clean=True)
         self._schedule_tick(node)
         return node
 
     def crash(self, node_id: str) -> None:
-        """Kill a node at once: its will fires, its running tasks vanish with it."""
+        """Kill a node at once: its will fires, its running tasks vanish with it, its session stays."""
         node = self.nodes[node_id]
-        node.up = False
-        node.incarnation += 1
+        if not node.up:
+            return
+        self._down(node)
         self.broker.disconnect(node_id, clean=False)
-        self.trace.append(f"{self.now:.3f} crash {node_id}")
+        self.note(f"crash {node_id}")
+
+    def leave(self, node_id: str) -> None:
+        """Shut a node down cleanly, as SIGTERM does: hand back work, say goodbye, end the session."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        self._step(node, Leave())
+        self._down(node)
+        self.broker.disconnect(node_id, clean=True)
+        self.note(f"leave {node_id}")
+
+    def restart(self, node_id: str, keep_disk: bool = True) -> None:
+        """Start a stopped node again, a new machine; without its data dir it forgets its epoch."""
+        node = self.nodes[node_id]
+        if node.up:
+            return
+        if not keep_disk:
+            node.disk = {}
+        node.machine = self._machine(node_id, node.profile, node.disk, node.skew)
+        node.up, node.up_since, node.link = True, self.now, None
+        self.net.links.pop(node_id, None)
+        self.note(f"restart {node_id} {'with' if keep_disk else 'without'} data dir")
+        self._connect(node, clean=False)
+        self._schedule_tick(node)
+
+    def partition(self, node_id: str, mode: LinkMode) -> None:
+        """Cut a node's link; `cut` drops the connection (the broker fires its will, queues its session)."""
+        node = self.nodes[node_id]
+        if not node.up:
+            return
+        node.link = mode
+        self.net.links[node_id] = mode
+        if mode == "cut" and node.connected:
+            node.connected = False
+            self.broker.disconnect(node_id, clean=False)
+        self.note(f"partition {node_id} {mode}")
+
+    def heal(self, node_id: str) -> None:
+        """Restore a node's link; a cut node reconnects after its jittered backoff, resuming its session."""
+        node = self.nodes[node_id]
+        mode = self.net.links.pop(node_id, None)
+        node.link = None
+        self.note(f"heal {node_id}")
+        if mode == "cut" and node.up:
+            self._reconnect_later(node, clean=False)
+
+    def set_slow(self, node_id: str, factor: float) -> None:
+        """Scale the node's task durations by `factor` (1.0 is normal) from now on."""
+        self.nodes[node_id].slow = factor
+        self.note(f"slow {node_id} x{factor:g}")
+
+    def restart_broker(self, down: float, keep_retained: bool, keep_sessions: bool = False) -> None:
+        """The broker dies and is back after `down` seconds; retained records and sessions survive only
+        as configured (mosquitto's persistence keeps both); every client reconnects with jittered backoff
+        and gets `Connected`."""
+        self.broker.restart(keep_retained, keep_sessions)
+        self.broker_up = False
+        for node in self.nodes.values():
+            node.connected = False
+        kept = (
+            f"retained {'kept' if keep_retained else 'lost'}, sessions {'kept' if keep_sessions else 'lost'}"
+        )
+        self.note(f"broker restart (down {down:g}s, {kept})")
+
+        def back() -> None:
+            self.broker_up = True
+            for node in self.nodes.values():
+                if node.up and node.link != "cut":
+                    self._reconnect_later(node, clean=False)
+            for hook in self.reconnect_hooks:
+                hook()
+
+        self.schedule(self.now + down, back)
 
     def coordinators(self) -> list[SimNode]:
         """Live nodes that currently act as coordinator."""
         return [n for n in self.nodes.values() if n.up and n.machine.scheduler is not None]
 
     # --- plumbing -----------------------------------------------------------------------------------
+
+    def _machine(
+        self, node_id: str, profile: DeviceProfile, disk: dict[str, int], skew: float
+    ) -> NodeMachine:
+        return NodeMachine(
+            node_id,
+            node_id,
+            self.config,
+            random.Random(self.rng.random()),
+            _accept_all,
+            self._status(node_id, profile),
+            disk.get("epoch", 0),
+            self.now + skew,
+        )
+
+    @staticmethod
+    def _status(node_id: str, p: DeviceProfile) -> DeviceStatus:
+        battery = 80 if p.battery else None
+        caps = Capabilities(
+            p.cores, p.memory_mb, 32.0, "linux", "x86_64", False, battery, None, False, "worker", node_id
+        )
+        return DeviceStatus(caps, 0.1, p.memory_mb // 2, "sim")
+
+    def _down(self, node: SimNode) -> None:
+        node.up = False
+        node.connected = False
+        node.incarnation += 1
+        node.running.clear()
+        node.uptime += self.now - node.up_since
+
+    def _connect(self, node: SimNode, clean: bool) -> None:
+        if not self.broker_up or not node.up or node.link == "cut":
+            return
+        nid = node.node_id
+        will = (f"node/{nid}/hb", self._envelope(nid, NodeGone("connection lost"), 0))
+        p = node.profile
+        lo, hi = max(p.latency_ms - p.jitter_ms, 0.05) / 1000, (p.latency_ms + p.jitter_ms) / 1000
+        rng = self.rng
+        self.broker.connect(nid, self._deliverer(node), lambda: rng.uniform(lo, hi), will, clean)
+        node.connected = True
+        for topic in node.machine.subscriptions():
+            self.broker.subscribe(nid, topic)
+        self._step(node, Connected())
+
+    def _reconnect_later(self, node: SimNode, clean: bool) -> None:
+        incarnation = node.incarnation
+        delay = 0.1 + self.rng.random() * 1.5
+
+        def attempt() -> None:
+            if node.up and node.incarnation == incarnation and not node.connected:
+                self._connect(node, clean)
+
+        self.schedule(self.now + delay, attempt)
+
+    def _on_loss(self, client_id: str, topic: str, why: str) -> None:
+        node = self.nodes.get(client_id)
+        if node is None or node.up:
+            self.losses.append((self.now, client_id, topic, why))
 
     def _deliverer(self, node: SimNode) -> Callable[[str, Envelope | None], None]:
         incarnation = node.incarnation
@@ -149,20 +316,32 @@ class SimWorld:
 
     def _schedule_tick(self, node: SimNode) -> None:
         incarnation = node.incarnation
+        interval = self.config.tick_interval
 
         def tick() -> None:
             if node.up and node.incarnation == incarnation:
                 self._step(node, Tick())
-                self.schedule(self.now + self.config.tick_interval, tick)
+                self.schedule(self.now + interval, tick)
 
-        self.schedule(self.now + self.rng.random() * self.config.tick_interval, tick)
+        self.schedule(self.now + self.rng.random() * interval, tick)
 
     def _step(self, node: SimNode, event: Event) -> None:
         self.events_processed += 1
-        effects = node.machine.handle(event, self.now)
-        for effect in effects:
-            self._apply(node, effect)
-        node.machine.validate()
+        try:
+            effects = node.machine.handle(event, self.now + node.skew)
+            node.log.append((self.now, event, len(effects)))
+            msg = event.env.msg_id if isinstance(event, MessageReceived) else ""
+            self._hash.update(
+                f"{self.now:.6f} {node.node_id} {type(event).__name__} {msg} {len(effects)}\n".encode()
+            )
+            for effect in effects:
+                self._apply(node, effect)
+            node.machine.validate()
+        except Exception as exc:
+            if self.on_core_error is None:
+                raise
+            self.on_core_error(node, event, exc)
+            raise
         for check in self.after_step:
             check(node)
 
@@ -170,9 +349,9 @@ class SimWorld:
         nid = node.node_id
         match effect:
             case Publish(topic, body, epoch, retain):
-                self.broker.publish(nid, topic, self._envelope(nid, body, epoch), retain)
+                self._publish(node, topic, self._envelope(nid, body, epoch), retain)
             case ClearRetained(topic):
-                self.broker.publish(nid, topic, None, True)
+                self._publish(node, topic, None, True)
             case Subscribe(topic):
                 self.broker.subscribe(nid, topic)
             case Unsubscribe(topic):
@@ -182,20 +361,29 @@ class SimWorld:
             case DropJobData():
                 pass  # simulated nodes keep no bulk data
             case RunTask(a):
-                self._run(node, a.task_id, a.job_id, a.attempt, a.type, a.payload)
+                self._run(node, a)
             case CancelTask(task_id, attempt):
                 if node.running.pop((task_id, attempt), None) is not None:
                     self._step(node, TaskFinished(TaskResult(task_id, "", attempt, "cancelled")))
             case _:
                 raise TypeError(f"unknown effect {effect!r}")
 
-    def _run(
-        self, node: SimNode, task_id: str, job_id: str, attempt: int, kind: str, payload: dict[str, Any]
-    ) -> None:
-        duration = float(payload.get("seconds", 0.0)) if kind == "sleep" else 0.005 + self.rng.random() * 0.05
-        duration /= node.speed
-        started = self.now
-        key = (task_id, attempt)
+    def _publish(self, node: SimNode, topic: str, env: Envelope | None, retain: bool) -> None:
+        if not (node.connected and self.broker.publish(node.node_id, topic, env, retain)):
+            self.lost_publishes += 1
+
+    def _run(self, node: SimNode, a: Assignment) -> None:
+        payload: dict[str, Any] = a.payload
+        if a.type == "sleep":
+            duration = float(payload.get("seconds", 0.0))
+        elif "cost" in payload:
+            duration = float(payload["cost"]) / node.speed
+        else:
+            duration = (0.005 + self.rng.random() * 0.05) / node.speed
+        duration *= node.slow
+        failed = self.rng.random() < float(payload.get("fail_p", 0.0))
+        started = self.now + node.skew
+        key = (a.task_id, a.attempt)
         token = next(self._seq)
         node.running[key] = token
         incarnation = node.incarnation
@@ -203,7 +391,17 @@ class SimWorld:
         def finish() -> None:
             if node.up and node.incarnation == incarnation and node.running.get(key) == token:
                 del node.running[key]
-                result = TaskResult(task_id, job_id, attempt, "ok", payload, None, None, started, self.now)
+                node.busy += duration
+                end = self.now + node.skew
+                if failed:
+                    result = TaskResult(
+                        a.task_id, a.job_id, a.attempt, "error", None, "simulated failure", None, started, end
+                    )
+                else:
+                    node.tasks_done += 1
+                    result = TaskResult(
+                        a.task_id, a.job_id, a.attempt, "ok", payload, None, None, started, end
+                    )
                 self._step(node, TaskFinished(result))
 
         self.schedule(self.now + duration, finish)

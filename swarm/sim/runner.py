@@ -1,0 +1,307 @@
+"""Run a scenario for one seed: build the world, schedule workload, churn and faults, check, report.
+
+Every fault's target and timing is drawn from the world's seeded RNG when the fault fires, so the same
+seed replays the same run. After `duration`, every fault is undone (links healed, speeds restored, stopped
+devices restarted) and the run goes on for at most `drain` seconds until every submitted task has a final
+state; the liveness invariant is then checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
+from swarm.sim.faults import NetRates
+from swarm.sim.invariants import Checker
+from swarm.sim.scenario import FaultEvent, Scenario, Workload
+from swarm.sim.world import SimNode, SimWorld
+
+__all__ = ["SimReport", "replay_command", "run_scenario"]
+
+
+@dataclass(slots=True)
+class SimReport:
+    """What a run did, for people (`format_report`) and machines (`--json`)."""
+
+    seed: int
+    virtual_time: float
+    wall_time: float
+    events: int
+    tasks: int
+    completed: int
+    scenario: str = ""
+    nodes: int = 0
+    failed: int = 0
+    retried: int = 0
+    trace_hash: str = ""
+    coordinators: dict[int, str] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)
+    invariant_checks: int = 0
+    outside_design: list[str] = field(default_factory=list)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    liveness_checked: bool = True
+
+    @property
+    def coordinator_changes(self) -> int:
+        """Epochs acted for after the first."""
+        return max(len(self.coordinators) - 1, 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        data = dataclasses.asdict(self)
+        data["coordinators"] = {str(k): v for k, v in self.coordinators.items()}
+        data["coordinator_changes"] = self.coordinator_changes
+        return data
+
+
+def replay_command(scenario: str, seed: int, nodes: int | None = None, until: float | None = None) -> str:
+    """The command line that reproduces a run."""
+    cmd = f"swarm sim replay --scenario {scenario} --seed {seed}"
+    if nodes is not None:
+        cmd += f" --nodes {nodes}"
+    if until is not None:
+        cmd += f" --until {until:g}"
+    return cmd
+
+
+def run_scenario(
+    scenario: Scenario,
+    seed: int,
+    nodes: int | None = None,
+    until: float | None = None,
+    setup: Callable[[SimWorld], None] | None = None,
+) -> SimReport:
+    """Run `scenario` with `seed`; raises `InvariantViolation` (with a replay command) when one breaks.
+
+    `setup` may change the world before anything runs (tests use it to break a policy on purpose).
+    """
+    started = time.perf_counter()
+    if nodes is not None:
+        scenario = scenario.with_nodes(nodes)
+    world = SimWorld(seed, scenario.core_config(), max_queued=scenario.max_queued)
+    checker = Checker(world, replay_command(scenario.name, seed, nodes, until))
+    run = _Run(scenario, world, checker)
+    if setup is not None:
+        setup(world)
+    run.start()
+    end = scenario.duration if until is None else min(until, scenario.duration)
+    world.run_until(end)
+    liveness = until is None or until > scenario.duration
+    if liveness:
+        run.undo_faults()
+        limit = scenario.duration + scenario.drain if until is None else until
+        world.run_until(limit, stop=lambda: checker.done() >= checker.submitted)
+        checker.final_check()
+    return run.report(seed, time.perf_counter() - started, liveness)
+
+
+class _Run:
+    """The schedule of one run: devices, churn, workload, faults."""
+
+    def __init__(self, scenario: Scenario, world: SimWorld, checker: Checker) -> None:
+        self.sc = scenario
+        self.world = world
+        self.checker = checker
+        self.faults: list[str] = []
+        self.groups: dict[str, str] = {}
+        self.churning = True
+
+    def start(self) -> None:
+        w, sc = self.world, self.sc
+        for group in sc.devices:
+            for i in range(group.count):
+                node_id = f"{group.profile.name}-{len(self.groups):04d}"
+                # Offsets are kept positive: a real clock never reads below zero (see docs/simulator.md).
+                skew = w.rng.uniform(0.0, 2 * group.skew_s) if group.skew_s else 0.0
+                node = w.add_node(node_id, group.profile, skew=skew)
+                self.groups[node_id] = group.profile.name
+                if group.profile.mean_up_s is not None:
+                    self._churn(node, group.leave_fraction)
+                del i
+        for j, load in enumerate(sc.workload):
+            w.schedule(load.at, lambda j=j, load=load: self._submit(j, load))  # type: ignore[misc]
+        for fault in sc.faults:
+            w.schedule(fault.at, lambda f=fault: self._fault(f))  # type: ignore[misc]
+        rates = sc.rates
+        for kind, rate in (("crash", rates.crash), ("partition", rates.partition), ("slow", rates.slow)):
+            if rate > 0:
+                self._poisson(kind, rate)
+
+    # --- workload -----------------------------------------------------------------------------------
+
+    def _submit(self, index: int, load: Workload) -> None:
+        rng = self.world.rng
+        per_job = max(load.tasks // load.jobs, 1)
+        retry = RetryPolicy(max_retries=load.max_retries, base=0.2, cap=5.0)
+        for j in range(load.jobs):
+            job_id = f"w{index}-j{j}"
+            specs = tuple(
+                TaskSpec(
+                    f"{job_id}-t{t}",
+                    "echo",
+                    {"i": t, "cost": rng.uniform(*load.cost), "fail_p": load.fail_p},
+                    priority=rng.randint(*load.priority),
+                    timeout=load.timeout,
+                    retry=retry,
+                )
+                for t in range(per_job)
+            )
+            self.checker.submit(SubmitJob(job_id, specs, kind="batch", submitted_by="client"))
+        self.world.note(f"submitted {load.jobs} job(s), {per_job * load.jobs} tasks")
+
+    # --- faults -------------------------------------------------------------------------------------
+
+    def _churn(self, node: SimNode, leave_fraction: float) -> None:
+        """Alternate exponentially distributed up and down periods, as the device profile says."""
+        w, p = self.world, node.profile
+        assert p.mean_up_s is not None and p.mean_down_s is not None
+        up, down = p.mean_up_s, p.mean_down_s
+
+        def go_down() -> None:
+            if not self.churning or not node.up:
+                return
+            if w.rng.random() < leave_fraction:
+                w.leave(node.node_id)
+            else:
+                w.crash(node.node_id)
+            self._expire_later(node)
+            w.schedule(w.now + w.rng.expovariate(1 / down), come_back)
+
+        def come_back() -> None:
+            if not node.up:
+                w.restart(node.node_id, keep_disk=w.rng.random() >= self.sc.rates.lose_disk)
+            if self.churning:
+                w.schedule(w.now + w.rng.expovariate(1 / up), go_down)
+
+        w.schedule(w.now + w.rng.expovariate(1 / up), go_down)
+
+    def _expire_later(self, node: SimNode) -> None:
+        expiry = self.sc.session_expiry
+        if expiry is None:
+            return
+        incarnation = node.incarnation
+        w = self.world
+
+        def expire() -> None:
+            if node.incarnation == incarnation and not node.up:
+                w.broker.expire(node.node_id)
+
+        w.schedule(w.now + expiry, expire)
+
+    def _poisson(self, kind: str, rate: float) -> None:
+        w, r = self.world, self.sc.rates
+
+        def fire() -> None:
+            if w.now > self.sc.duration or not self.churning:
+                return
+            span = {"crash": r.down_s, "partition": r.partition_s, "slow": r.slow_s}[kind]
+            fault = FaultEvent(
+                w.now,
+                kind,
+                "random",
+                w.rng.uniform(*span),
+                keep_disk=w.rng.random() >= r.lose_disk,
+                mode=w.rng.choice(("cut", "cut", "out")),
+                factor=w.rng.uniform(2.0, 10.0),
+            )
+            self._fault(fault)
+            w.schedule(w.now + w.rng.expovariate(rate), fire)
+
+        w.schedule(w.rng.expovariate(rate), fire)
+
+    def _target(self, spec: str) -> SimNode | None:
+        w = self.world
+        if spec == "coordinator":
+            coords = w.coordinators()
+            return coords[0] if coords else None
+        if spec.startswith("random"):
+            profile = spec.partition(":")[2]
+            live = [n for n in w.nodes.values() if n.up and (not profile or n.profile.name == profile)]
+            return w.rng.choice(live) if live else None
+        return w.nodes.get(spec)
+
+    def _fault(self, f: FaultEvent) -> None:
+        w = self.world
+        if f.kind == "broker-restart":
+            w.restart_broker(f.duration or 1.0, f.keep_retained and self.sc.keep_retained, f.keep_sessions)
+            self.faults.append(w.trace[-1])
+            return
+        if f.kind == "network":
+            w.net.rates = NetRates(f.drop, f.duplicate, f.delay, f.delay_s, f.reorder)
+            w.note(f"network faults {w.net.rates}")
+            self.faults.append(w.trace[-1])
+            if f.duration:
+                w.schedule(w.now + f.duration, lambda: setattr(w.net, "rates", NetRates()))
+            return
+        node = self._target(f.target)
+        if node is None:
+            return
+        nid = node.node_id
+        undo: Callable[[], None] | None = None
+        if f.kind in ("crash", "leave"):
+            (w.crash if f.kind == "crash" else w.leave)(nid)
+            self._expire_later(node)
+            undo = lambda: w.restart(nid, keep_disk=f.keep_disk)  # noqa: E731
+        elif f.kind == "partition":
+            w.partition(nid, f.mode)  # type: ignore[arg-type]
+            undo = lambda: w.heal(nid)  # noqa: E731
+        elif f.kind == "slow":
+            w.set_slow(nid, f.factor)
+            undo = lambda: w.set_slow(nid, 1.0)  # noqa: E731
+        self.faults.append(w.trace[-1])
+        if f.duration is not None and undo is not None:
+            w.schedule(w.now + f.duration, undo)
+
+    def undo_faults(self) -> None:
+        """End of the fault period: heal every link, restore speeds and the network, restart the stopped."""
+        w = self.world
+        self.churning = False
+        w.net.rates = NetRates()
+        for node in w.nodes.values():
+            if node.link is not None:
+                w.heal(node.node_id)
+            if node.slow != 1.0:
+                w.set_slow(node.node_id, 1.0)
+            if not node.up:
+                w.restart(node.node_id, keep_disk=True)
+
+    # --- report -------------------------------------------------------------------------------------
+
+    def report(self, seed: int, wall: float, liveness: bool) -> SimReport:
+        w, c = self.world, self.checker
+        updates = [u for job in c.tracker.jobs.values() for u in job.updates.values()]
+        per_class: dict[str, dict[str, float]] = {}
+        for node in w.nodes.values():
+            row = per_class.setdefault(
+                node.profile.name, {"nodes": 0, "tasks_done": 0, "busy_s": 0.0, "slot_s": 0.0}
+            )
+            uptime = node.uptime + (w.now - node.up_since if node.up else 0.0)
+            row["nodes"] += 1
+            row["tasks_done"] += node.tasks_done
+            row["busy_s"] += node.busy
+            row["slot_s"] += uptime * w.config.slots
+        for row in per_class.values():
+            row["utilisation"] = round(row.pop("busy_s") / max(row.pop("slot_s"), 1e-9), 4)
+        return SimReport(
+            seed=seed,
+            virtual_time=round(w.now, 6),
+            wall_time=wall,
+            events=w.events_processed,
+            tasks=c.submitted,
+            completed=sum(u.state == "done" for u in updates),
+            scenario=self.sc.name,
+            nodes=len(w.nodes),
+            failed=sum(u.state != "done" for u in updates),
+            retried=sum(max(u.attempt - 1, 0) for u in updates),
+            trace_hash=w.trace_hash,
+            coordinators=dict(c.acting),
+            faults=self.faults,
+            invariant_checks=c.checks,
+            outside_design=c.outside_design,
+            per_class=per_class,
+            liveness_checked=liveness,
+        )

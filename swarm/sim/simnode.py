@@ -1,0 +1,62 @@
+"""A simulated device as the world keeps it: the real `NodeMachine` plus its profile, faults and log.
+
+Kept apart from `world.py` so that the world stays about running the clock and carrying out effects.
+The bounded `log` is the node's causal story: every step it took, printed with an invariant violation.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from swarm.core.events import Event, MessageReceived, TaskFinished
+from swarm.core.node import NodeMachine
+from swarm.devices.profiles import DeviceProfile
+from swarm.sim.faults import LinkMode
+
+__all__ = ["DEFAULT_PROFILE", "LOG_LENGTH", "SimNode"]
+
+#: Steps kept per node for the causal story printed with a failure.
+LOG_LENGTH = 48
+
+#: A device as the first simulator had it: a fast, steady machine on a short link.
+DEFAULT_PROFILE = DeviceProfile("sim", 1.0, 4, 4096, 1.0, 2.0, 0.0, False)
+
+
+@dataclass(slots=True)
+class SimNode:
+    """A simulated device: the real `NodeMachine` plus what the world keeps for it."""
+
+    node_id: str
+    machine: NodeMachine
+    profile: DeviceProfile
+    speed: float
+    incarnation: int
+    disk: dict[str, int]
+    running: dict[tuple[str, int], int] = field(default_factory=dict)
+    up: bool = True
+    connected: bool = False
+    skew: float = 0.0
+    slow: float = 1.0
+    link: LinkMode | None = None
+    log: deque[tuple[float, Event, int]] = field(default_factory=lambda: deque(maxlen=LOG_LENGTH))
+    tasks_done: int = 0
+    busy: float = 0.0
+    up_since: float = 0.0
+    uptime: float = 0.0
+
+    def story(self) -> list[str]:
+        """The node's last steps, oldest first: what it was told and how many effects it answered with."""
+        return [f"{at:.3f} [{self.node_id}] {_describe(ev)} -> {n} effect(s)" for at, ev, n in self.log]
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, MessageReceived):
+        env = event.env
+        return (
+            f"{type(env.body).__name__} on {event.topic} from {env.sender} epoch={env.epoch} ({env.msg_id})"
+        )
+    if isinstance(event, TaskFinished):
+        r = event.result
+        return f"TaskFinished {r.task_id}#{r.attempt} {r.kind}"
+    return type(event).__name__

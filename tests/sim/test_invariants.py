@@ -1,0 +1,122 @@
+"""Each invariant catches a deliberately broken policy, with a replayable seed; runs are deterministic.
+
+The breakage is monkeypatched into the real core classes for the length of one test only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.core.election import Election, ElectionOutcome
+from swarm.core.replica import Replica
+from swarm.core.scheduler import Scheduler
+from swarm.messages import SubmitJob, TaskUpdate
+from swarm.sim.invariants import InvariantViolation
+from swarm.sim.runner import run_scenario
+from swarm.sim.scenario import load_scenario
+
+
+def _violation(name: str, seed: int) -> str:
+    with pytest.raises(InvariantViolation) as caught:
+        run_scenario(load_scenario(name), seed)
+    text = str(caught.value)
+    assert f"replay: swarm sim replay --scenario {name} --seed {seed}" in text
+    return text
+
+
+def test_commit_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    finish = Scheduler._finish
+
+    def commit_twice(self: Scheduler, rec: Any, state: Any, now: float, **kw: Any) -> None:
+        finish(self, rec, state, now, **kw)
+        job = self.jobs[rec.job_id]
+        self._flush_commits(job)
+        job.unpublished.append(job.committed[rec.task_id])
+
+    monkeypatch.setattr(Scheduler, "_finish", commit_twice)
+    text = _violation("steady", 1)
+    assert "committed twice" in text and "story of task" in text and "running->done" in text
+
+
+def test_two_coordinators_in_one_epoch_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    tick, on_claim = Election.tick, Election.on_claim
+
+    def unstaggered(self: Election, now: float, state_of: Any, alive: list[str]) -> ElectionOutcome:
+        return tick(self, now, state_of, [])  # every node ranks itself first: all claim at once
+
+    def greedy(self: Election, sender: str, epoch: int, now: float) -> ElectionOutcome:
+        if sender == self._self_id and self._claimed_epoch == epoch:
+            self._first_claim.pop(epoch, None)  # "my own claim wins", even when it came second
+        return on_claim(self, sender, epoch, now)
+
+    monkeypatch.setattr(Election, "tick", unstaggered)
+    monkeypatch.setattr(Election, "on_claim", greedy)
+    assert "has two coordinators" in _violation("steady", 0)
+
+
+def test_unstaggered_claims_alone_stay_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Safety does not rest on the stagger: simultaneous claims still elect one node per epoch."""
+    tick = Election.tick
+    monkeypatch.setattr(Election, "tick", lambda self, now, state_of, alive: tick(self, now, state_of, []))
+    report = run_scenario(load_scenario("coordinator-crash"), 0)
+    assert report.completed == report.tasks and report.coordinator_changes >= 2
+
+
+def test_lost_job_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forgetful(self: Replica) -> list[tuple[SubmitJob, dict[str, TaskUpdate]]]:
+        return []  # a successor that adopts nothing from its replica
+
+    monkeypatch.setattr(Replica, "active", forgetful)
+    assert "is unknown to the new coordinator" in _violation("coordinator-crash", 0)
+
+
+CRASH_ONE = """
+duration = 10.0
+drain = 30.0
+[[devices]]
+profile = "pi"
+count = 8
+[[workload]]
+at = 3.0
+jobs = 1
+tasks = 400
+cost = [0.2, 0.5]
+[[faults]]
+at = 5.0
+kind = "crash"
+target = "pi-0003"
+"""
+
+
+def test_stuck_task_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "crash-one.toml").write_text(CRASH_ONE)
+    scenario = load_scenario(tmp_path / "crash-one.toml")
+    assert run_scenario(scenario, 0).completed == 400
+    monkeypatch.setattr(Scheduler, "on_member_change", lambda self, member, now: None)
+    with pytest.raises(InvariantViolation, match="never reached a final state") as caught:
+        run_scenario(scenario, 0)
+    assert "story of task" in str(caught.value) and "assigned to pi-0003" in str(caught.value)
+
+
+SCRIPT = """
+from swarm.sim.runner import run_scenario
+from swarm.sim.scenario import load_scenario
+print(run_scenario(load_scenario("partition-heal"), 5).trace_hash)
+"""
+
+
+def test_same_seed_same_trace_across_processes() -> None:
+    first = run_scenario(load_scenario("partition-heal"), 5)
+    again = run_scenario(load_scenario("partition-heal"), 5)
+    assert first.trace_hash == again.trace_hash and first.events == again.events
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == first.trace_hash
+    other = run_scenario(load_scenario("partition-heal"), 6)
+    assert other.trace_hash != first.trace_hash
