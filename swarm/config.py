@@ -58,7 +58,6 @@ _TIMEOUT_KEYS = {
     "election_timeout",
     "tick_interval",
     "pending_timeout",
-    "checkpoint_interval",
     "takeover_grace",
     "unacked_result_ttl",
     "finished_job_retention",

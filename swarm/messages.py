@@ -287,8 +287,8 @@ class TaskUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """Final states the coordinator of `Envelope.epoch` committed: on `job/<id>/events` as they happen,
-    and retained in chunks on `job/<id>/commits/<k>` as the job's durable record."""
+    """Final states the coordinator of `Envelope.epoch` committed, retained on `job/<id>/commits/<e>.<n>`
+    (epoch e, n-th batch): each batch of commits is durable on the broker the moment it is published."""
 
     TAG: ClassVar[str] = "commit"
     job_id: str
@@ -297,16 +297,11 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """Retained on `job/<id>/state` when a job is over: its size and how many commit chunks hold it.
-
-    The commits themselves are retained in chunks on `job/<id>/commits/<k>` (a `Commit` each), so that a
-    checkpoint costs a bounded amount however large the job is.
-    """
+    """Retained on `job/<id>/state` when a job is over; its commits stay retained on `job/<id>/commits/+`."""
 
     TAG: ClassVar[str] = "job_state"
     job_id: str
     total: int
-    chunks: int
     finished: bool = True
 
 

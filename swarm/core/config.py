@@ -31,7 +31,6 @@ class CoreConfig:
     slots: int = 2
     prefetch: int = 0
     pending_timeout: float = 300.0
-    checkpoint_interval: float = 1.0
     takeover_grace: float = 1.0
     unacked_result_ttl: float = 60.0
     forget_dead_after: float = 600.0

@@ -55,16 +55,15 @@ class Election:
         self._first_claim: dict[int, str] = {}
         self._started_at = now
         self._claimed_at: float | None = None
+        # Never the persisted epoch: a retained claim of ours replayed after a restart is from a previous
+        # life of this node, and must not make this process think it won.
         self._claimed_epoch = 0
         self._need_since: float | None = None
 
     @property
     def startup_wait(self) -> float:
-        """How long a fresh node listens before it may claim: long enough to learn the current epoch, and
-        for every commit made before it subscribed to reach it in a retained chunk (published within
-        `checkpoint_interval` of the commit), so that its replica is complete before it could act."""
-        cfg = self._config
-        return max(2 * cfg.heartbeat_interval, cfg.checkpoint_interval) + 2 * cfg.tick_interval
+        """How long a fresh node listens before it may claim: long enough to learn the current epoch."""
+        return 2 * self._config.heartbeat_interval + self._config.tick_interval
 
     def on_claim(self, sender: str, epoch: int, now: float) -> ElectionOutcome:
         """A claim arrived; the first one for a new epoch decides it."""
@@ -111,8 +110,9 @@ class Election:
         rank = sorted(set(alive_ids) | {self._self_id}).index(self._self_id)
         if now - self._need_since < rank * self._config.heartbeat_interval / 2:
             return ElectionOutcome([])
-        epoch = self.epoch + 1
-        self.epoch = epoch
+        # `epoch` moves only when a claim or announcement arrives: raising it here would make the gate
+        # drop commits of the current epoch that every other member still counts.
+        epoch = max(self.epoch, self._claimed_epoch) + 1
         self._claimed_epoch = epoch
         self._claimed_at = now
         self.coordinator = None
@@ -121,6 +121,9 @@ class Election:
     def _coordinator_may_be_acting(self, now: float, state_of: StateOf) -> bool:
         if self.coordinator is None:
             return False
+        if self.coordinator == self._self_id:
+            # Named by a retained announcement of our previous life: this process is not acting.
+            return self.acting_epoch is not None
         state = state_of(self.coordinator)
         if state is None:
             # Named by a retained announcement but never heard from: give it the failure timeout.

@@ -85,21 +85,7 @@ class JobRecord:
     tasks: dict[str, TaskRecord]
     committed: dict[str, TaskUpdate] = field(default_factory=dict)
     unpublished: list[TaskUpdate] = field(default_factory=list)
-    checkpoint_due: bool = False
-    last_checkpoint: float = 0.0
-    chunks_sealed: int = 0
-
-    def chunks(self, size: int) -> tuple[list[tuple[int, tuple[TaskUpdate, ...]]], int]:
-        """Commit chunks not yet published in final form, and the number of chunks in all.
-
-        Chunks are `size` commits each in commit order; full ones are sealed once published, the last,
-        open one is republished while it grows.
-        """
-        updates = list(self.committed.values())
-        total = -(-len(updates) // size)
-        fresh = [(k, tuple(updates[k * size : (k + 1) * size])) for k in range(self.chunks_sealed, total)]
-        self.chunks_sealed = len(updates) // size
-        return fresh, total
+    batches: int = 0
 
     @property
     def finished(self) -> bool:
@@ -113,7 +99,6 @@ class JobRecord:
         assert update.state in TERMINAL_STATES, update
         self.committed[update.task_id] = update
         self.unpublished.append(update)
-        self.checkpoint_due = True
         return True
 
 

@@ -9,8 +9,7 @@ machine that owns it. After every batch of events the scheduler (if this node ac
 and the effects of all machines are collected, assignments and results batched per destination.
 
 The node subscribes to (relative to `swarm/<cluster>/`): `node/+/hb`, `node/<self>/in`, `election`,
-`coord`, `job/+/spec`, `job/+/events`, `job/+/state`, `job/+/commits/+`; and to `coord/in` while it acts
-as coordinator.
+`coord`, `job/+/spec`, `job/+/commits/+` and `job/+/state`; and to `coord/in` while it acts as coordinator.
 """
 
 from __future__ import annotations
@@ -72,9 +71,8 @@ NODE_SUBSCRIPTIONS: tuple[str, ...] = (
     "election",
     "coord",
     "job/+/spec",
-    "job/+/events",
-    "job/+/state",
     "job/+/commits/+",
+    "job/+/state",
 )
 
 
@@ -115,7 +113,9 @@ class NodeMachine:
         self.scheduler: Scheduler | None = None
         self._next_heartbeat = now
         self._hb_seq = 0
-        self._reported_epoch = persisted_epoch
+        # A fresh process reports to the first coordinator it sees, whatever the epoch: it may have lost
+        # attempts an earlier life of this node held.
+        self._reported_epoch = -1
         self._effects: list[Effect] = []
         self.metrics: dict[str, int] = {}
         self.left = False
@@ -150,6 +150,10 @@ class NodeMachine:
         kept: list[Effect] = []
         delivered = False
         for effect in self._effects:
+            if isinstance(effect, Publish) and isinstance(effect.body, JobState) and effect.body.finished:
+                # Our own final record counts at once, not when the broker echoes it: if that echo is
+                # lost, the job's still-retained spec must not be taken for a new submission.
+                self.replica.on_finished(effect.body.job_id, now)
             if isinstance(effect, Publish) and effect.topic == inbox and isinstance(effect.body, Assign):
                 self.worker.on_assign(effect.body.tasks)
                 delivered = True
@@ -220,11 +224,11 @@ class NodeMachine:
                 elif self.scheduler is not None:
                     self.scheduler.on_submit(body, now)
             case Commit(job_id, updates):
-                self.replica.on_commits(job_id, updates)
+                self.replica.on_commits(job_id, updates, topic)
                 self.worker.on_commits([u.task_id for u in updates])
-            case JobState(job_id, _, chunks, finished):
+            case JobState(job_id, _, finished):
                 if finished:
-                    self.replica.on_finished(job_id, chunks, now)
+                    self.replica.on_finished(job_id, now)
                     self._effects.append(DropJobData(job_id))
             case Assign(tasks):
                 self.worker.on_assign(tasks)
@@ -272,9 +276,9 @@ class NodeMachine:
         if self.scheduler is not None:
             self.scheduler.tick(now)
             # Retained records nobody needs any more: old jobs' results, long-dead members' wills.
-            for job_id, chunks in expired:
+            for job_id, records in expired:
                 self._effects.append(ClearRetained(f"job/{job_id}/state"))
-                self._effects.extend(ClearRetained(f"job/{job_id}/commits/{k}") for k in range(chunks))
+                self._effects.extend(ClearRetained(topic) for topic in records)
             self._effects.extend(ClearRetained(f"node/{node_id}/hb") for node_id in forgotten)
 
     def _on_connected(self, now: float) -> None:
@@ -288,6 +292,10 @@ class NodeMachine:
                 Publish("coord", CoordinatorAnnounce(epoch, self.node_id), epoch=epoch, retain=True)
             )
             scheduler.republish()
+            # A fresh broker may still hold specs of jobs we finished: they must not run again.
+            self._effects.extend(
+                ClearRetained(f"job/{job_id}/spec") for job_id in self.replica.finished_since(now - 600.0)
+            )
         elif self.election.coordinator is not None:
             # Results published while the connection was down were lost: the coordinator takes them
             # (and what we hold) again, idempotently.

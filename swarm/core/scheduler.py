@@ -6,9 +6,10 @@ A scheduler exists only on the node acting for an epoch; its messages carry that
 member drops coordinator traffic of older epochs, so a deposed scheduler is harmless.
 
 * Durability. A job's spec is retained on the broker (`job/<id>/spec`) by the client, before any coordinator
-  sees it. Each commit goes out on `job/<id>/events`, which every member follows (`replica.py`), and a
-  retained checkpoint on `job/<id>/state` follows within `checkpoint_interval`. A successor therefore
-  starts from exactly the commits every observer counted, and re-runs only uncommitted tasks.
+  sees it. Each batch of commits is its own retained record (`job/<id>/commits/<epoch>.<n>`), which every
+  member follows (`replica.py`): durable as soon as it is published, readable by a member that joins or
+  restarts later. A successor therefore starts from exactly the commits every observer counted, and
+  re-runs only uncommitted tasks.
 * Takeover. A new coordinator waits `takeover_grace` for `WorkerReport`s before re-queueing uncommitted
   tasks: attempts a live worker still holds are adopted, not run twice.
 * Attempts. Each assignment is `(task_id, attempt)`; only a result for the current attempt of a running
@@ -55,8 +56,6 @@ __all__ = ["Scheduler", "TaskValidator"]
 
 log = logging.getLogger(__name__)
 
-#: Commits per retained chunk of a job's record: bounds what one checkpoint republishes.
-COMMIT_CHUNK = 500
 
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
 TaskValidator = Callable[[TaskSpec], str | None]
@@ -129,8 +128,8 @@ class Scheduler:
 
     def _add_job(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float, announce: bool) -> None:
         tasks = {spec.task_id: TaskRecord(spec, job.job_id, "waiting") for spec in job.tasks}
-        # Adopted commits are republished under this epoch, which members' gates accept from now on.
-        record = JobRecord(job, tasks, committed=dict(committed), checkpoint_due=bool(committed))
+        # Adopted commits are published again under this epoch, which late joiners' gates accept.
+        record = JobRecord(job, tasks, committed=dict(committed), unpublished=list(committed.values()))
         self.jobs[job.job_id] = record
         self.tasks.update(tasks)
         for rec in tasks.values():
@@ -187,6 +186,15 @@ class Scheduler:
             if rec is not None and rec.state == "queued" and rec.attempt <= res.attempt:
                 self._adopt(rec, sender, res.attempt, now)
         self.on_results(sender, report.results, now)
+        # What we think runs there but the worker neither holds nor finished is lost (a restarted
+        # process, a lost assignment) - unless it was assigned so recently that the report may predate it.
+        accounted = {ref.task_id for ref in report.held} | {res.task_id for res in report.results}
+        recent = now - 2 * self._config.heartbeat_interval
+        for task_id in sorted(self._held.get(sender, set()) - accounted):
+            rec = self.tasks[task_id]
+            if rec.assigned_at <= recent:
+                why = f"{sender} no longer holds attempt {rec.attempt}"
+                self._failed_attempt(rec, "lost", why, now, None)
 
     def _adopt(self, rec: TaskRecord, node: str, attempt: int, now: float) -> None:
         """An attempt of an earlier epoch is still alive on `node`: count it as ours instead of re-running."""
@@ -228,7 +236,7 @@ class Scheduler:
     # --- time and placement -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Wake backed-off tasks, time out attempts, fail long-blocked tasks, publish checkpoints."""
+        """Wake backed-off tasks, time out attempts, fail long-blocked tasks."""
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
             rec = self.tasks.get(task_id)
@@ -247,12 +255,6 @@ class Scheduler:
             if rec.blocked_since is not None and now - rec.blocked_since >= limit:
                 self._blocked.discard(task_id)
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
-        for job in self.jobs.values():
-            # Finished jobs get their final record in `drain`.
-            if job.finished:
-                continue
-            if job.checkpoint_due and now - job.last_checkpoint >= self._config.checkpoint_interval:
-                self._checkpoint(job, now)
 
     def dispatch(self, members: list[Member], now: float) -> None:
         """Place ready tasks on live members with room, highest priority first."""
@@ -419,27 +421,17 @@ class Scheduler:
         if job.finished:
             self._finished_jobs.add(rec.job_id)
 
-    def _checkpoint(self, job: JobRecord, now: float) -> None:
+    def _close(self, job: JobRecord) -> None:
+        """Publish the job's last commits and its final record; forget it here."""
         job_id = job.spec.job_id
-        finished = job.finished
         self._flush_commits(job)
-        fresh, chunks = job.chunks(COMMIT_CHUNK)
-        for index, updates in fresh:
-            self._effects.append(
-                Publish(
-                    f"job/{job_id}/commits/{index}", Commit(job_id, updates), epoch=self.epoch, retain=True
-                )
-            )
-        job.checkpoint_due = False
-        job.last_checkpoint = now
-        if finished:
-            state = JobState(job_id, len(job.tasks), chunks, finished=True)
-            self._effects.append(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True))
-            self._effects.append(ClearRetained(f"job/{job_id}/spec"))
-            for task_id in job.tasks:
-                self._recent.append(self.tasks.pop(task_id).summary())
-            del self.jobs[job_id]
-            self._count("jobs_finished")
+        state = JobState(job_id, len(job.tasks), finished=True)
+        self._effects.append(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True))
+        self._effects.append(ClearRetained(f"job/{job_id}/spec"))
+        for task_id in job.tasks:
+            self._recent.append(self.tasks.pop(task_id).summary())
+        del self.jobs[job_id]
+        self._count("jobs_finished")
 
     def _enqueue(self, rec: TaskRecord, now: float, why: str) -> None:
         rec.move("queued", now, why)
@@ -457,26 +449,31 @@ class Scheduler:
     def _cancel_effect(self, rec: TaskRecord) -> Publish:
         return Publish(f"node/{rec.node}/in", CancelAttempt(rec.task_id, rec.attempt), epoch=self.epoch)
 
-    def _publish_event(self, job_id: str, body: JobAccepted | JobRejected | Commit) -> None:
+    def _publish_event(self, job_id: str, body: JobAccepted | JobRejected) -> None:
         self._effects.append(Publish(f"job/{job_id}/events", body, epoch=self.epoch))
 
     def _flush_commits(self, job: JobRecord) -> None:
+        """Commits become durable the moment they are published: each batch is its own retained record."""
         if job.unpublished:
-            self._publish_event(job.spec.job_id, Commit(job.spec.job_id, tuple(job.unpublished)))
+            job_id = job.spec.job_id
+            topic = f"job/{job_id}/commits/{self.epoch}.{job.batches}"
+            job.batches += 1
+            self._effects.append(
+                Publish(topic, Commit(job_id, tuple(job.unpublished)), epoch=self.epoch, retain=True)
+            )
             job.unpublished = []
 
     def _count(self, name: str) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + 1
 
     def republish(self) -> None:
-        """The broker may have lost its retained records (a new broker): publish the specs and commit
-        chunks of every active job again."""
+        """The broker may have lost its retained records (a new broker): publish the spec and all the
+        commits of every active job again."""
         for job in self.jobs.values():
             self._effects.append(
                 Publish(f"job/{job.spec.job_id}/spec", job.spec, epoch=self.epoch, retain=True)
             )
-            job.chunks_sealed = 0
-            job.checkpoint_due = bool(job.committed)
+            job.unpublished = list(job.committed.values())
 
     # --- output -------------------------------------------------------------------------------------
 
@@ -485,7 +482,7 @@ class Scheduler:
         for job_id in sorted(self._finished_jobs):
             job = self.jobs.get(job_id)
             if job is not None and job.finished:
-                self._checkpoint(job, now)
+                self._close(job)
         self._finished_jobs.clear()
         for job in self.jobs.values():
             self._flush_commits(job)

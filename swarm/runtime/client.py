@@ -26,7 +26,6 @@ from swarm.messages import (
     Envelope,
     ErrorReply,
     Heartbeat,
-    JobState,
     NodeGone,
     SubmitJob,
     TasksQuery,
@@ -72,8 +71,6 @@ class SwarmClient:
         self._changed = asyncio.Event()
         self._msg_ids = itertools.count()
         self._rx: asyncio.Task[None] | None = None
-        self._fetching: set[str] = set()
-        self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -108,7 +105,7 @@ class SwarmClient:
         # The broker handles one client's packets in order: once the SUBSCRIBE is on the wire, the spec
         # may follow at once, without waiting a round trip for the SUBACK.
         subscribed = asyncio.ensure_future(
-            self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/state")
+            self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/commits/+")
         )
         await asyncio.sleep(0)
         self._transport.publish(f"job/{job.job_id}/spec", payload, retain=True)
@@ -202,15 +199,6 @@ class SwarmClient:
             view.beats += 1
         elif isinstance(body, NodeGone):
             self.members.setdefault(env.sender, MemberView(env.sender, None)).gone = body.reason
-        elif isinstance(body, JobState):
-            job = self.tracker.jobs.get(body.job_id)
-            if job is not None and not job.finished and body.job_id not in self._fetching:
-                # The job ended while we were not following its events (a resubmission of a finished job,
-                # or a second client): read its retained record instead.
-                self._fetching.add(body.job_id)
-                task = asyncio.create_task(self._transport.subscribe(f"job/{body.job_id}/commits/+"))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
         elif isinstance(body, TasksReply | ErrorReply):
             future = self._replies.get(body.ref)
             if future is not None and not future.done():

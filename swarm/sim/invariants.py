@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from swarm.core.tracker import JobTracker
-from swarm.messages import Commit, Envelope, JobAccepted, SubmitJob
+from swarm.messages import Commit, Envelope, JobAccepted, SubmitJob, TaskUpdate
 from swarm.sim.world import SimNode, SimWorld
 
 __all__ = ["Checker", "InvariantViolation"]
@@ -45,6 +45,7 @@ class _Commit:
     sender: str
     epoch: int
     at: float
+    update: TaskUpdate
 
 
 @dataclass(slots=True)
@@ -96,16 +97,18 @@ class Checker:
             self.accepted_at.setdefault(body.job_id, self.world.now)
         before = self.tracker.fenced
         self.finished += len(self.tracker.on_envelope(env))
-        if isinstance(body, Commit) and topic.endswith("/events") and self.tracker.fenced == before:
+        if isinstance(body, Commit) and "/commits/" in topic and self.tracker.fenced == before:
             self.checks += 1
             self._count_commits(env, body)
 
     def _count_commits(self, env: Envelope, body: Commit) -> None:
         for update in body.updates:
             first = self.first_commit.setdefault(
-                update.task_id, _Commit(env.msg_id, env.sender, env.epoch, self.world.now)
+                update.task_id, _Commit(env.msg_id, env.sender, env.epoch, self.world.now, update)
             )
-            if first.msg_id != env.msg_id:
+            # A coordinator restating a commit (adopted, or republished for a fresh broker) states the
+            # same outcome; a second commit is a different one: another attempt, result or state.
+            if first.msg_id != env.msg_id and first.update != update:
                 self._breach(
                     f"task {update.task_id} committed twice: {first.msg_id} by {first.sender} in epoch "
                     f"{first.epoch} at {first.at:.3f}, then {env.msg_id} by {env.sender} "

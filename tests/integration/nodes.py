@@ -167,6 +167,7 @@ class CommitObserver:
         self.cluster = cluster
         self.tracker = JobTracker()
         self.counts: dict[str, int] = {}
+        self._outcomes: dict[str, set[tuple[str, int, str | None, str]]] = {}
         self.nodes: dict[str, str | None] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -174,8 +175,7 @@ class CommitObserver:
     async def run(self) -> None:
         """Follow the cluster until cancelled."""
         async with Transport(self.broker, self.cluster, "observer", persistent=False) as t:
-            for topic in ("election", "coord", "job/+/events"):
-                await t.subscribe(topic)
+            await t.subscribe("election", "coord", "job/+/commits/+")
             self.ready.set()
             async for _, payload in t.messages():
                 if not payload:
@@ -185,7 +185,10 @@ class CommitObserver:
                 self.tracker.on_envelope(env)
                 if isinstance(env.body, Commit) and self.tracker.fenced == before:
                     for u in env.body.updates:
-                        self.counts[u.task_id] = self.counts.get(u.task_id, 0) + 1
+                        # A restated commit (same outcome) is not a second commit.
+                        outcomes = self._outcomes.setdefault(u.task_id, set())
+                        outcomes.add((u.state, u.attempt, u.node, repr(u.result)))
+                        self.counts[u.task_id] = len(outcomes)
                         self.nodes[u.task_id] = u.node
 
 

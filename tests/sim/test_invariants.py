@@ -5,6 +5,7 @@ The breakage is monkeypatched into the real core classes for the length of one t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def test_commit_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
         finish(self, rec, state, now, **kw)
         job = self.jobs[rec.job_id]
         self._flush_commits(job)
-        job.unpublished.append(job.committed[rec.task_id])
+        # A second, different outcome for the same task (restating the same one is not a violation).
+        job.unpublished.append(dataclasses.replace(job.committed[rec.task_id], attempt=rec.attempt + 1))
 
     monkeypatch.setattr(Scheduler, "_finish", commit_twice)
     text = _violation("steady", 1)
@@ -98,7 +100,9 @@ def test_stuck_task_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     (tmp_path / "crash-one.toml").write_text(CRASH_ONE)
     scenario = load_scenario(tmp_path / "crash-one.toml")
     assert run_scenario(scenario, 0).completed == 400
+    # A coordinator that never notices lost attempts: not when a member dies, not when it restarts.
     monkeypatch.setattr(Scheduler, "on_member_change", lambda self, member, now: None)
+    monkeypatch.setattr(Scheduler, "on_worker_report", lambda self, sender, report, now: None)
     with pytest.raises(InvariantViolation, match="never reached a final state") as caught:
         run_scenario(scenario, 0)
     assert "story of task" in str(caught.value) and "assigned to pi-0003" in str(caught.value)

@@ -247,7 +247,7 @@ def test_republish_restores_retained_records_on_a_new_broker() -> None:
     s.tick(4.0)
     effects = s.drain(4.0)
     topics = {e.topic for e in effects if isinstance(e, Publish) and e.retain}
-    assert topics == {"job/j/spec", "job/j/commits/0"}
+    assert topics == {"job/j/spec", "job/j/commits/1.1"}
 
 
 def test_a_refusing_device_is_avoided_and_a_task_nobody_allows_waits_with_the_reason() -> None:
