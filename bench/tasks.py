@@ -36,38 +36,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
 import math
 import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import psutil
+from _cluster import CLUSTER, HOST, SwarmCluster, cpu_seconds, say, scratch_dir, sigterm_as_interrupt
 
 from swarm.core.jobs import check_job
 from swarm.jobspec import new_job_id
 from swarm.messages import SubmitJob, TaskSpec
-from swarm.runtime.brokerconf import find_mosquitto, free_port, mosquitto_config, port_accepts
 from swarm.runtime.client import SwarmClient
 
-CLUSTER = "bench"
-HOST = "127.0.0.1"
 TARGET_TPS = 3000.0
 TARGET_P50_MS = 2.0
 TARGET_P99_MS = 20.0
-READY_TIMEOUT = 60.0
 WARMUP_SEQUENTIAL = 30
 WARMUP_TASKS = 1000
 
@@ -109,172 +101,6 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-# --- processes ------------------------------------------------------------------------------------------
-
-
-def _stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM (a clean leave), then SIGKILL; whatever it started dies with it."""
-    if proc.poll() is not None:
-        return
-    try:
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for child in descendants:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    psutil.wait_procs(descendants, timeout=5)
-
-
-class SwarmCluster:
-    """A mosquitto on a free loopback port and `swarm join` worker nodes against it."""
-
-    def __init__(self, root: Path, slots: int, nodes: int = 2) -> None:
-        self.root = root
-        self.slots = slots
-        self.node_count = nodes
-        self.url = ""
-        self.broker: subprocess.Popen[bytes] | None = None
-        self.nodes: list[subprocess.Popen[bytes]] = []
-        self.names: list[str] = []
-        self.coordinator_name = ""
-        self.env = dict(os.environ)
-        self.env.update(
-            SWARM_MDNS_INTERFACES=HOST,
-            SWARM_BROKER_LISTEN=HOST,
-            SWARM_HOME=str(root / "home"),
-            PYTHONUNBUFFERED="1",
-        )
-        for key in ("SWARM_BROKER", "SWARM_CLUSTER", "SWARM_CONFIG"):
-            self.env.pop(key, None)
-
-    def __enter__(self) -> SwarmCluster:
-        try:
-            self._start_broker()
-            for i in range(1, self.node_count + 1):
-                self._start_node(f"w{i}")
-            self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _start_broker(self) -> None:
-        binary = find_mosquitto()
-        if binary is None:
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-        for _ in range(5):  # free_port() releases the port: another process may take it first
-            port = free_port(HOST)
-            conf = self.root / "mosquitto.conf"
-            conf.write_text(mosquitto_config(port, HOST, self.root / "mosquitto.log"))
-            proc = subprocess.Popen(
-                [binary, "-c", str(conf)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and proc.poll() is None:
-                if port_accepts(HOST, port):
-                    self.broker = proc
-                    self.url = f"mqtt://{HOST}:{port}"
-                    return
-                time.sleep(0.005)
-            _stop_process(proc)
-        raise RuntimeError("mosquitto did not start; see its log")
-
-    def _start_node(self, name: str) -> None:
-        data_dir = self.root / name
-        data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            *self._swarm("join", "--name", name, "--data-dir", str(data_dir)),
-            *("--slots", str(self.slots), "--no-embedded-broker"),
-        ]
-        with (self.root / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
-        self.nodes.append(proc)
-        self.names.append(name)
-
-    def _swarm(self, command: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", "swarm.cli", command, *args, "--broker", self.url, "--cluster", CLUSTER]
-
-    def status(self) -> dict[str, Any]:
-        """`swarm status --json`, parsed (empty when the command failed)."""
-        out = subprocess.run(
-            self._swarm("status", "--json"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=self.env,
-            check=False,
-        )
-        if out.returncode != 0:
-            return {}
-        parsed: dict[str, Any] = json.loads(out.stdout)
-        return parsed
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            for proc in self.nodes:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a swarm node exited with {proc.returncode}:\n{self.logs()}")
-            status = self.status()
-            alive = [n for n in status.get("nodes", []) if n["state"] == "alive"]
-            if status.get("coordinator") and len(alive) >= self.node_count:
-                by_id = {n["id"]: n["name"] for n in status["nodes"]}
-                self.coordinator_name = by_id.get(status["coordinator"], "")
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"swarm cluster not ready after {READY_TIMEOUT:.0f}s: {status}\n{self.logs()}")
-
-    def process_groups(self) -> dict[str, list[psutil.Process]]:
-        """The cluster's processes by role: the broker, each node, each node's executor workers."""
-        groups: dict[str, list[psutil.Process]] = {}
-        with contextlib.suppress(psutil.Error):
-            if self.broker is not None:
-                groups["mosquitto"] = [psutil.Process(self.broker.pid)]
-            for name, proc in zip(self.names, self.nodes, strict=True):
-                node = psutil.Process(proc.pid)
-                role = " (coordinator)" if name == self.coordinator_name else ""
-                groups[f"{name} node{role}"] = [node]
-                groups[f"{name} executor"] = node.children(recursive=True)
-        return groups
-
-    def logs(self) -> str:
-        """The tail of every node's log."""
-        parts = []
-        for log in sorted(self.root.glob("w*.log")):
-            parts.append(f"--- {log.stem}\n{log.read_text(errors='replace')[-2000:]}")
-        return "\n".join(parts)
-
-    def close(self) -> None:
-        """Stop the nodes (a clean leave), then the broker."""
-        for proc in self.nodes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.nodes:
-            _stop_process(proc)
-        self.nodes.clear()
-        if self.broker is not None:
-            _stop_process(self.broker)
-            self.broker = None
-
-
 # --- swarm ---------------------------------------------------------------------------------------------
 
 
@@ -294,18 +120,6 @@ async def _client(url: str) -> SwarmClient:
     while client.tracker.coordinator is None and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     return client
-
-
-def _cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, procs in groups.items():
-        total = 0.0
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                times = proc.cpu_times()
-                total += times.user + times.system
-        out[name] = total
-    return out
 
 
 async def swarm_throughput(url: str, total: int, jobs: int) -> float:
@@ -352,34 +166,34 @@ def bench_swarm(root: Path, slots: int, total: int, sequential: int, splits: Seq
     """One fresh cluster with `slots` per node: warm-up, latency, then throughput for every split."""
     result = Result(f"swarm (2 nodes x {slots} slots)")
     workdir = Path(tempfile.mkdtemp(prefix=f"slots{slots}-", dir=root))
-    _say(f"swarm, {slots} slots per node: starting mosquitto and 2 nodes ...")
+    say(f"swarm, {slots} slots per node: starting mosquitto and 2 nodes ...")
     t0 = time.perf_counter()
     with SwarmCluster(workdir, slots) as cluster:
-        _say(f"  ready in {time.perf_counter() - t0:.1f}s ({cluster.url}); warming up")
+        say(f"  ready in {time.perf_counter() - t0:.1f}s ({cluster.url}); warming up")
         asyncio.run(swarm_sequential(cluster.url, WARMUP_SEQUENTIAL))
         asyncio.run(swarm_throughput(cluster.url, min(WARMUP_TASKS, total), 1))
         if sequential:
             result.start_ms, result.rt_ms = asyncio.run(swarm_sequential(cluster.url, sequential))
-            _say(
+            say(
                 f"  {sequential} sequential: start p50 {percentile(result.start_ms, 50):.2f} ms, "
                 f"round trip p50 {percentile(result.rt_ms, 50):.2f} ms"
             )
         best: tuple[float, int] | None = None
         for jobs in splits:
             groups = {"client (this process)": [psutil.Process()], **cluster.process_groups()}
-            before = _cpu_seconds(groups)
+            before = cpu_seconds(groups)
             t0 = time.perf_counter()
             tps = asyncio.run(swarm_throughput(cluster.url, total, jobs))
             wall = time.perf_counter() - t0
-            after = _cpu_seconds(groups)
+            after = cpu_seconds(groups)
             note = f"{total} tasks as {jobs} concurrent job(s) of ~{total // jobs}: {tps:,.0f} tasks/s"
-            _say(f"  {note}")
+            say(f"  {note}")
             result.notes.append(note)
             spent = {name: after[name] - before.get(name, 0.0) for name in after}
             per_task = ", ".join(f"{name} {secs / total * 1e6:.0f}" for name, secs in spent.items())
             busy = sum(spent.values()) / (wall * (os.cpu_count() or 1))
-            _say(f"    CPU us/task: {per_task}; total {sum(spent.values()) / total * 1e6:.0f}")
-            _say(f"    machine busy {busy:.0%} of {os.cpu_count()} cores over {wall:.1f}s")
+            say(f"    CPU us/task: {per_task}; total {sum(spent.values()) / total * 1e6:.0f}")
+            say(f"    machine busy {busy:.0%} of {os.cpu_count()} cores over {wall:.1f}s")
             if best is None or tps > best[0]:
                 best = (tps, jobs)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -510,17 +324,17 @@ def report(results: list[Result], total: int, sequential: int) -> None:
     """The table, the targets, and swarm's ratio to each peer."""
     width = max(len(r.system) for r in results) + 2
     head = f"{'system':<{width}}{'tasks/s':>10}{'p50 start':>12}{'p99 start':>12}{'p50 rt':>10}{'p99 rt':>10}"
-    _say("")
-    _say(f"{total:,} trivial tasks for throughput; {sequential} sequential tasks for latency (ms)")
-    _say(head)
-    _say("-" * len(head))
+    say("")
+    say(f"{total:,} trivial tasks for throughput; {sequential} sequential tasks for latency (ms)")
+    say(head)
+    say("-" * len(head))
     target = f"{'>= ' + format(TARGET_TPS, ',.0f'):>10}{'< ' + str(TARGET_P50_MS):>12}"
-    _say(f"{'swarm target':<{width}}{target}{'< ' + str(TARGET_P99_MS):>12}")
+    say(f"{'swarm target':<{width}}{target}{'< ' + str(TARGET_P99_MS):>12}")
     for r in results:
         if r.skipped:
-            _say(f"{r.system:<{width}}{r.skipped}")
+            say(f"{r.system:<{width}}{r.skipped}")
             continue
-        _say(
+        say(
             f"{r.system:<{width}}{_fmt(r.tps, ',.0f'):>10}"
             f"{_fmt(percentile(r.start_ms, 50), '.2f'):>12}{_fmt(percentile(r.start_ms, 99), '.2f'):>12}"
             f"{_fmt(percentile(r.rt_ms, 50), '.2f'):>10}{_fmt(percentile(r.rt_ms, 99), '.2f'):>10}"
@@ -535,15 +349,15 @@ def report(results: list[Result], total: int, sequential: int) -> None:
             f"p50 start {'met' if p50 is not None and p50 < TARGET_P50_MS else 'MISSED'}",
             f"p99 start {'met' if p99 is not None and p99 < TARGET_P99_MS else 'MISSED'}",
         ]
-        _say("")
-        _say(f"{s.system}: targets {', '.join(verdict)}")
+        say("")
+        say(f"{s.system}: targets {', '.join(verdict)}")
         for note in s.notes:
-            _say(f"  {note}")
+            say(f"  {note}")
         for peer in peers:
             tps_ratio = (s.tps / peer.tps) if s.tps and peer.tps else None
             peer_p50 = percentile(peer.start_ms, 50)
             p50_ratio = p50 / peer_p50 if p50 is not None and peer_p50 else None
-            _say(
+            say(
                 f"  vs {peer.system}: throughput x{_fmt(tps_ratio, '.3g')} (higher is better), "
                 f"p50 start x{_fmt(p50_ratio, '.3g')} (lower is better)"
             )
@@ -571,22 +385,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    owner = os.getpid()
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:  # a forked pool worker inherited this handler: just die
-            os._exit(128 + signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark that is not skipped and print the report."""
     args = _parser().parse_args(argv)
@@ -597,35 +395,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     # aiomqtt's logger (set to WARNING when imported) says "N pending publish calls" under load.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    root = Path(tempfile.mkdtemp(prefix="swarm-bench-"))
     results: list[Result] = []
     failed = False
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt(), scratch_dir("swarm-bench-") as root:
             if "swarm" not in skip:
                 for slots in args.slots:
                     try:
                         results.append(bench_swarm(root, slots, args.tasks, args.sequential, args.jobs))
                     except Exception as exc:  # report it and still measure the peers
                         failed = True
-                        _say(f"swarm with {slots} slots failed: {exc}")
+                        say(f"swarm with {slots} slots failed: {exc}")
                         first = (str(exc).splitlines() or [""])[0][:200]
                         reason = f"FAILED: {type(exc).__name__}: {first}"
                         results.append(Result(f"swarm (2 nodes x {slots} slots)", skipped=reason))
             if "pool" not in skip:
-                _say("multiprocessing.Pool(2) ...")
+                say("multiprocessing.Pool(2) ...")
                 results.append(bench_pool(args.tasks, args.sequential))
             if "dask" not in skip:
-                _say("dask distributed ...")
+                say("dask distributed ...")
                 results.append(bench_dask(args.tasks, args.sequential))
             if "ray" not in skip:
-                _say("ray ...")
+                say("ray ...")
                 results.append(bench_ray(root, args.tasks, args.sequential))
     except KeyboardInterrupt:
-        _say("interrupted; cleaning up")
+        say("interrupted; cleaning up")
         return 130
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     if results:
         report(results, args.tasks, args.sequential)
     return 1 if failed else 0
