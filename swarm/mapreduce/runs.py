@@ -18,7 +18,6 @@ with their byte order, so a run written on one platform reads correctly on any o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from swarm.checksum import checksum_bytes, new_hasher
+from swarm.durable import fsync_directory
 from swarm.mapreduce.kernels import (
     MERGE_OP,
     Keys,
@@ -79,16 +79,6 @@ def _check_dtype(dtype: np.dtype[Any], what: str) -> str:
     if dtype.hasobject or dtype.kind == "V" or np.dtype(dtype.str) != dtype:
         raise TypeError(f"{what} of dtype {dtype} cannot be stored in a run (no objects or records)")
     return dtype.str
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; directories cannot be opened for this on every platform."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress: bool = False) -> RunInfo:
@@ -140,7 +130,7 @@ def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return RunInfo(path, len(keys), size, digest.hexdigest())
 
 
@@ -400,5 +390,5 @@ class Spiller:
             keys, values = self._merge([], None)
             return write_run(final, keys, values, self.compress)
         os.replace(info.path, final)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         return replace(info, path=final)

@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
+from swarm.durable import fsync_directory
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
     CHECKSUM_MISMATCH_REASON,
@@ -422,7 +423,7 @@ class DataServer:
                 with contextlib.suppress(OSError):
                     directory.rmdir()
             raise
-        await self._blocking(_sync_dir, path.parent)
+        await self._blocking(fsync_directory, path.parent)
         self._remember((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, 0, info.st_size), digest)
         request.answer(writer, 201, {"Content-Length": "0", CHECKSUM_HEADER: digest})
         await writer.drain()
@@ -639,11 +640,3 @@ def _sync_and_close(fd: int) -> os.stat_result:
         os.close(fd)
 
 
-def _sync_dir(directory: Path) -> None:
-    """Make a rename durable; platforms that cannot open directories (Windows) skip it."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -15,6 +15,7 @@ from typing import IO
 
 import orjson
 
+from swarm.durable import fsync_directory
 from swarm.errors import ConfigError
 
 __all__ = ["NodeStorage"]
@@ -84,8 +85,4 @@ class NodeStorage:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_path)
-        dir_fd = os.open(self.data_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(self.data_dir)
