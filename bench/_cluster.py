@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -65,6 +66,22 @@ __all__ = [
 CLUSTER = "bench"
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
+
+
+def dask_local_cluster() -> Any:
+    """The Dask peer every benchmark measures: a LocalCluster of 2 worker processes with 1 thread each,
+    on loopback, quiet. Raises ImportError when Dask is not installed."""
+    from dask.distributed import LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    return LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host=HOST,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
 
 
 def say(text: str) -> None:

@@ -50,7 +50,16 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _cluster import CLUSTER, HOST, SwarmCluster, cpu_seconds, say, scratch_dir, sigterm_as_interrupt
+from _cluster import (
+    CLUSTER,
+    HOST,
+    SwarmCluster,
+    cpu_seconds,
+    dask_local_cluster,
+    say,
+    scratch_dir,
+    sigterm_as_interrupt,
+)
 
 from swarm.core.jobs import check_job
 from swarm.jobspec import new_job_id
@@ -240,21 +249,13 @@ def bench_dask(total: int, sequential: int) -> Result:
     """Dask distributed: LocalCluster of 2 worker processes, 1 thread each."""
     result = Result("dask distributed")
     try:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
     except ImportError as exc:
         result.skipped = f"skipped, not installed ({exc}); pip install 'dask[distributed]'"
         return result
-    logging.getLogger("distributed").setLevel(logging.ERROR)
     try:
         with (
-            LocalCluster(  # type: ignore[no-untyped-call]
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                host=HOST,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
+            dask_local_cluster() as cluster,
             Client(cluster) as client,  # type: ignore[no-untyped-call]
         ):
             client.gather(client.map(trivial, range(500), pure=False))

@@ -64,6 +64,7 @@ import numpy.typing as npt
 from _cluster import (
     HOST,
     SwarmCluster,
+    dask_local_cluster,
     parse_size,
     phase_report,
     profile_report,
@@ -431,17 +432,9 @@ class Dask:
     """A LocalCluster of 2 worker processes with 1 thread each, for both Dask programs."""
 
     def __init__(self) -> None:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
 
-        logging.getLogger("distributed").setLevel(logging.ERROR)
-        self.cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host=HOST,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        self.cluster = dask_local_cluster()
         self.client = Client(self.cluster)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
