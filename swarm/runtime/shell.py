@@ -40,7 +40,7 @@ from swarm.core.events import (
     Unsubscribe,
 )
 from swarm.core.node import DeviceStatus, NodeMachine
-from swarm.devices.probe import load_snapshot, probe_capabilities
+from swarm.devices.probe import load_snapshot, probe_capabilities, refresh_capabilities
 from swarm.errors import ProtocolError, SwarmError
 from swarm.messages import Assignment, Body, Envelope, ErrorReply, NodeGone, TaskResult, TaskSpec
 from swarm.registry import Registry
@@ -136,7 +136,7 @@ class NodeShell:
         will = (f"node/{self.node_id}/hb", self._encode(NodeGone("connection lost"), 0))
         async with Transport(url, self.config.cluster, self.node_id, will=will) as transport:
             self._transport = transport
-            self.machine.set_status(self._status())
+            self.machine.set_status(self._status(battery=False))
             await transport.subscribe(*self.machine.subscriptions())
             self._events.put_nowait(Connected())
             name = f"swarm[{self.config.name}]"
@@ -276,9 +276,11 @@ class NodeShell:
             return str(exc)
         return None
 
-    def _status(self) -> DeviceStatus:
+    def _status(self, battery: bool = True) -> DeviceStatus:
+        # Only what drifts is measured again (load, memory, disk, battery); cores, platform or GPU were
+        # probed once at start. The battery may take a subprocess (Termux), so not on the event loop.
         snap = load_snapshot(self.storage.data_dir)
-        caps = probe_capabilities(self.config.core.role, data_dir=self.storage.data_dir)
+        caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
         return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind)
 
     def _rank(self) -> int:
