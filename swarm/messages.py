@@ -115,11 +115,16 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorAnnounce:
-    """Retained on `coord`: the winner of `epoch` is acting."""
+    """Retained on `coord`: the winner of `epoch` is acting.
+
+    `standbys` are the members it asks to follow every heartbeat and the whole job log, so that one of them
+    can take over at once; they claim first, in this order, when it dies.
+    """
 
     TAG: ClassVar[str] = "coordinator"
     epoch: int
     coordinator: str
+    standbys: tuple[str, ...] = ()
 
 
 # --- tasks and jobs ----------------------------------------------------------------------------------
@@ -214,10 +219,15 @@ class Assignment:
 
 @dataclass(frozen=True, slots=True)
 class Assign:
-    """Coordinator -> `node/<id>/in`: attempts to run, batched."""
+    """Coordinator -> `node/<id>/in`: attempts to run, batched, and the worker's results it has taken in.
+
+    `acked` lets the worker forget those results; it rides along with assignments (an Assign with no tasks
+    carries acknowledgements alone).
+    """
 
     TAG: ClassVar[str] = "assign"
     tasks: tuple[Assignment, ...]
+    acked: tuple[TaskRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

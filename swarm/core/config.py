@@ -22,7 +22,12 @@ class PlacementWeights:
 
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
-    """Timeouts in seconds. Validation enforces heartbeat < failure timeout < election timeout."""
+    """Timeouts in seconds. Validation enforces heartbeat < failure timeout < election timeout.
+
+    `standbys` members besides the coordinator follow every heartbeat and the job log (everyone else
+    follows only the coordinator's heartbeat); `placement_sample` is how many members with room a task
+    is scored against (see `Scheduler`).
+    """
 
     heartbeat_interval: float = 0.5
     failure_timeout: float = 3.0
@@ -36,6 +41,8 @@ class CoreConfig:
     forget_dead_after: float = 600.0
     finished_job_retention: float = 3600.0
     role: str = "worker"
+    standbys: int = 3
+    placement_sample: int = 16
     weights: PlacementWeights = field(default_factory=PlacementWeights)
 
     def __post_init__(self) -> None:
@@ -46,6 +53,10 @@ class CoreConfig:
             )
         if self.slots < 1:
             raise ConfigError(f"slots must be at least 1, got {self.slots}")
+        if self.standbys < 0:
+            raise ConfigError(f"standbys must be >= 0, got {self.standbys}")
+        if self.placement_sample < 1:
+            raise ConfigError(f"placement_sample must be at least 1, got {self.placement_sample}")
         if self.prefetch < 0:
             raise ConfigError(f"prefetch must be >= 0, got {self.prefetch}")
         if self.tick_interval <= 0 or self.tick_interval > self.heartbeat_interval:

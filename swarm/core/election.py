@@ -14,13 +14,18 @@ A claim or announcement for a higher epoch makes an acting coordinator step down
 it notices. `docs/election.md` holds the full safety argument and its assumptions.
 
 Liveness: a node claims when no coordinator is known after `startup_wait`, or when the known one is dead
-(`Membership` says so after the failure timeout, so a blip is not a failover). Members claim in id order,
-staggered, to avoid needless duplicate claims; a claim that yields no acting coordinator within the
-election timeout is followed by a claim for the next epoch.
+(`Membership` says so after the failure timeout, so a blip is not a failover). Claims are staggered to
+avoid needless duplicates: the standbys the coordinator named go first, in its order, then every other
+member at a point of one heartbeat interval fixed by its id; a claim that yields no acting coordinator
+within the election timeout is followed by a claim for the next epoch. A node claims only while it
+follows every heartbeat and the whole job log (`may_claim`, which the node arranges once
+`wants_to_claim`): its own claim, echoed back, then arrives after every retained heartbeat and commit,
+so the winner's member table and replica are complete when it starts acting.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +35,7 @@ from swarm.messages import Claim
 
 __all__ = ["Election", "ElectionOutcome"]
 
-#: (member id -> state or None) and the ids of alive members; supplied by the node from `Membership`.
+#: (member id -> state or None); supplied by the node from `Membership`.
 StateOf = Callable[[str], str | None]
 
 
@@ -51,6 +56,7 @@ class Election:
         self._config = config
         self.epoch = persisted_epoch
         self.coordinator: str | None = None
+        self.standbys: tuple[str, ...] = ()
         self.acting_epoch: int | None = None
         self._first_claim: dict[int, str] = {}
         self._started_at = now
@@ -59,6 +65,7 @@ class Election:
         # life of this node, and must not make this process think it won.
         self._claimed_epoch = 0
         self._need_since: float | None = None
+        self._turn_since: float | None = None
 
     @property
     def startup_wait(self) -> float:
@@ -83,10 +90,11 @@ class Election:
         self.coordinator = sender
         return ElectionOutcome(effects, deposed=deposed)
 
-    def on_announce(self, epoch: int, coordinator: str) -> ElectionOutcome:
-        """A coordinator says it is acting for `epoch`."""
+    def on_announce(self, epoch: int, coordinator: str, standbys: tuple[str, ...] = ()) -> ElectionOutcome:
+        """A coordinator says it is acting for `epoch`, and names its standbys."""
         if epoch < self.epoch:
             return ElectionOutcome([])
+        self.standbys = standbys
         effects: list[Effect] = []
         if epoch > self.epoch:
             self.epoch = epoch
@@ -96,19 +104,31 @@ class Election:
         self.coordinator = coordinator
         return ElectionOutcome(effects, deposed=deposed)
 
-    def tick(self, now: float, state_of: StateOf, alive_ids: list[str]) -> ElectionOutcome:
-        """Claim the next epoch when no coordinator acts and it is this node's turn."""
+    @property
+    def wants_to_claim(self) -> bool:
+        """Whether this node's turn to claim has come: it must follow everything before it may."""
+        return self._turn_since is not None
+
+    def tick(self, now: float, state_of: StateOf, may_claim: bool) -> ElectionOutcome:
+        """Claim the next epoch when no coordinator acts and it is this node's turn.
+
+        `may_claim` says the node follows every heartbeat and the whole job log; until it does, reaching
+        its turn only sets `wants_to_claim`.
+        """
         if self.acting_epoch is not None or now - self._started_at < self.startup_wait:
             return ElectionOutcome([])
         if self._coordinator_may_be_acting(now, state_of):
-            self._need_since = None
+            self._need_since = self._turn_since = None
             return ElectionOutcome([])
         if self._need_since is None:
             self._need_since = now
-        if self._claimed_at is not None and now - self._claimed_at < self._config.election_timeout:
+        if now - self._need_since < self._turn_delay(state_of):
             return ElectionOutcome([])
-        rank = sorted(set(alive_ids) | {self._self_id}).index(self._self_id)
-        if now - self._need_since < rank * self._config.heartbeat_interval / 2:
+        if self._turn_since is None:
+            self._turn_since = now
+        if not may_claim or (
+            self._claimed_at is not None and now - self._claimed_at < self._config.election_timeout
+        ):
             return ElectionOutcome([])
         # `epoch` moves only when a claim or announcement arrives: raising it here would make the gate
         # drop commits of the current epoch that every other member still counts.
@@ -117,6 +137,18 @@ class Election:
         self._claimed_at = now
         self.coordinator = None
         return ElectionOutcome([Persist(epoch), Publish("election", Claim(epoch), epoch=epoch, retain=True)])
+
+    def _turn_delay(self, state_of: StateOf) -> float:
+        """How long after finding no coordinator this node waits before claiming: live standbys one step
+        apart in the announced order, then everyone else spread over one heartbeat interval by a hash of
+        its id (nobody but the coordinator knows every member, and a thousand nodes must not claim at once).
+        """
+        step = self._config.heartbeat_interval / 2
+        standbys = [s for s in self.standbys if state_of(s) != "dead"]
+        if self._self_id in standbys:
+            return standbys.index(self._self_id) * step
+        spread = zlib.crc32(self._self_id.encode()) / 2**32 * self._config.heartbeat_interval
+        return (len(standbys) * step if self.standbys else 0.0) + spread
 
     def _coordinator_may_be_acting(self, now: float, state_of: StateOf) -> bool:
         if self.coordinator is None:

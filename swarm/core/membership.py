@@ -104,12 +104,13 @@ class Membership:
         member = self.members.get(node_id)
         return member.state if member else None
 
-    def alive(self) -> list[Member]:
-        """Members that may be given work, in id order (deterministic)."""
-        return sorted(
-            (m for m in self.members.values() if m.state == "alive" and m.heartbeat is not None),
-            key=lambda m: m.node_id,
-        )
+    def alive_ids(self) -> list[str]:
+        """Ids of the members that may be given work."""
+        return [m.node_id for m in self.members.values() if m.state == "alive" and m.heartbeat is not None]
+
+    def keep_only(self, node_id: str | None) -> None:
+        """Forget every member but `node_id`: this node stops following the others."""
+        self.members = {k: m for k, m in self.members.items() if k == node_id}
 
     def validate(self) -> None:
         """Invariants: ids match keys; a dead member's state is consistent."""

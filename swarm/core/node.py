@@ -8,12 +8,20 @@ seen is dropped and counted, because it comes from a deposed coordinator. Then e
 machine that owns it. After every batch of events the scheduler (if this node acts) places ready tasks,
 and the effects of all machines are collected, assignments and results batched per destination.
 
-The node subscribes to (relative to `swarm/<cluster>/`): `node/+/hb`, `node/<self>/in`, `election`,
-`coord`, `job/+/spec`, `job/+/commits/+` and `job/+/state`; and to `coord/in` while it acts as coordinator.
+Following. Every node subscribes to (relative to `swarm/<cluster>/`) `node/<self>/in`, `election`, `coord`,
+`job/+/spec` and `job/+/state`, and to `coord/in` while it acts as coordinator. Every heartbeat
+(`node/+/hb`) is followed only by the coordinator and by a node whose turn to claim has come; the job log
+(`job/+/commits/+`) also by the standbys the coordinator names, so that one of them takes over with its
+replica warm. Everyone else follows the coordinator's heartbeat alone. So a cluster of N members carries
+O(N) heartbeat and commit deliveries instead of O(N^2). A node starts following by subscribing, and the
+retained records that brings (every live member's heartbeat, every commit batch) reach it before anything
+it publishes afterwards comes back to it: that is why a claim, echoed, finds the claimant's member table
+and replica complete (see `election.py`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,20 +68,23 @@ from swarm.messages import (
     WorkerReport,
 )
 
-__all__ = ["NODE_SUBSCRIPTIONS", "DeviceStatus", "NodeMachine"]
+__all__ = ["EVERY_HEARTBEAT", "JOB_LOG", "NODE_SUBSCRIPTIONS", "DeviceStatus", "NodeMachine"]
 
 log = logging.getLogger(__name__)
 
 #: Topics every node follows; `{self}` is replaced by the node id.
 NODE_SUBSCRIPTIONS: tuple[str, ...] = (
-    "node/+/hb",
     "node/{self}/in",
     "election",
     "coord",
     "job/+/spec",
-    "job/+/commits/+",
     "job/+/state",
 )
+
+#: Every member's heartbeat: the coordinator and claimants follow it.
+EVERY_HEARTBEAT = "node/+/hb"
+#: The job log: the coordinator, its standbys and claimants follow it.
+JOB_LOG = "job/+/commits/+"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +122,11 @@ class NodeMachine:
         self.replica = Replica()
         self.worker = Worker(node_id, config)
         self.scheduler: Scheduler | None = None
+        self._started_at = now
         self._next_heartbeat = now
         self._hb_seq = 0
+        self._following: set[str] = set()
+        self._standbys: tuple[str, ...] = ()
         # A fresh process reports to the first coordinator it sees, whatever the epoch: it may have lost
         # attempts an earlier life of this node held.
         self._reported_epoch = -1
@@ -130,11 +144,13 @@ class NodeMachine:
         """Process events in order, then place tasks and batch the output once."""
         for event in events:
             self._dispatch_event(event, now)
+        if not self.left:
+            self._follow(now)
         # Work the coordinator gives its own worker, and results that worker returns to it, are handed
         # over in memory instead of through the broker; that may free room for more, hence the loop.
         while True:
             if self.scheduler is not None and not self.left:
-                self.scheduler.dispatch(self.membership.alive(), now)
+                self.scheduler.dispatch(now)
                 self._effects.extend(self.scheduler.drain(now))
             self._effects.extend(self.worker.drain(self.election.epoch))
             if not self._deliver_locally(now):
@@ -155,7 +171,7 @@ class NodeMachine:
                 # lost, the job's still-retained spec must not be taken for a new submission.
                 self.replica.on_finished(effect.body.job_id, now)
             if isinstance(effect, Publish) and effect.topic == inbox and isinstance(effect.body, Assign):
-                self.worker.on_assign(effect.body.tasks)
+                self.worker.on_assign(effect.body)
                 delivered = True
             elif (
                 isinstance(effect, Publish)
@@ -176,6 +192,7 @@ class NodeMachine:
     def subscriptions(self) -> list[str]:
         """Topics to subscribe to on (re)connect."""
         topics = [t.replace("{self}", self.node_id) for t in NODE_SUBSCRIPTIONS]
+        topics.extend(sorted(self._following))
         if self.scheduler is not None:
             topics.append("coord/in")
         return topics
@@ -206,16 +223,19 @@ class NodeMachine:
             log.info("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
             return
         match body:
-            case Heartbeat():
-                self._on_member_changes(self.membership.on_heartbeat(env.sender, body, now), now)
-            case NodeGone(reason):
+            case Heartbeat() if self._follows(env.sender):
+                changed = self.membership.on_heartbeat(env.sender, body, now)
+                self._on_member_changes(changed, now)
+                if self.scheduler is not None and not changed:
+                    self.scheduler.on_member(self.membership.members[env.sender], now)
+            case NodeGone(reason) if self._follows(env.sender):
                 self._on_member_changes(self.membership.on_gone(env.sender, reason, now), now)
                 if reason == "left":
                     self.election.forget_coordinator(env.sender)
             case Claim(epoch):
                 self._apply_election(self.election.on_claim(env.sender, epoch, now), now)
-            case CoordinatorAnnounce(epoch, coordinator):
-                self._apply_election(self.election.on_announce(epoch, coordinator), now)
+            case CoordinatorAnnounce(epoch, coordinator, standbys):
+                self._apply_election(self.election.on_announce(epoch, coordinator, standbys), now)
                 self._report_to_new_coordinator()
             case SubmitJob():
                 if not self.replica.on_spec(body):
@@ -225,13 +245,12 @@ class NodeMachine:
                     self.scheduler.on_submit(body, now)
             case Commit(job_id, updates):
                 self.replica.on_commits(job_id, updates, topic)
-                self.worker.on_commits([u.task_id for u in updates])
             case JobState(job_id, _, finished):
                 if finished:
                     self.replica.on_finished(job_id, now)
                     self._effects.append(DropJobData(job_id))
-            case Assign(tasks):
-                self.worker.on_assign(tasks)
+            case Assign():
+                self.worker.on_assign(body)
             case CancelAttempt(task_id, attempt):
                 self.worker.on_cancel(task_id, attempt)
             case Results() | WorkerReport() | Cancel() | TasksQuery():
@@ -265,8 +284,8 @@ class NodeMachine:
 
     def _on_tick(self, now: float) -> None:
         self._on_member_changes(self.membership.tick(now), now)
-        alive = [m.node_id for m in self.membership.alive()]
-        self._apply_election(self.election.tick(now, self.membership.state_of, alive), now)
+        may_claim = {EVERY_HEARTBEAT, JOB_LOG} <= self._following
+        self._apply_election(self.election.tick(now, self.membership.state_of, may_claim), now)
         if now >= self._next_heartbeat and not self.left:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._effects.append(self._heartbeat())
@@ -288,9 +307,7 @@ class NodeMachine:
         if scheduler is not None:
             epoch = scheduler.epoch
             self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
-            self._effects.append(
-                Publish("coord", CoordinatorAnnounce(epoch, self.node_id), epoch=epoch, retain=True)
-            )
+            self._effects.append(self._announcement(epoch))
             scheduler.republish()
             # A fresh broker may still hold specs of jobs we finished: they must not run again.
             self._effects.extend(
@@ -328,13 +345,66 @@ class NodeMachine:
         scheduler = Scheduler(self.node_id, epoch, self.config, self._rng, self._validator, now + grace)
         for job, committed in active:
             scheduler.adopt(job, committed, now)
+        for member in self.membership.members.values():
+            scheduler.on_member(member, now)
         self.scheduler = scheduler
+        self._standbys = self._choose_standbys()
         log.info("acting as coordinator of epoch %d, %d active job(s) adopted", epoch, len(active))
         # Subscribe before announcing: workers report to `coord/in` as soon as they see the announcement.
         self._effects.append(Subscribe("coord/in"))
-        self._effects.append(
-            Publish("coord", CoordinatorAnnounce(epoch, self.node_id), epoch=epoch, retain=True)
+        self._effects.append(self._announcement(epoch))
+
+    def _announcement(self, epoch: int) -> Publish:
+        body = CoordinatorAnnounce(epoch, self.node_id, self._standbys)
+        return Publish("coord", body, epoch=epoch, retain=True)
+
+    def _choose_standbys(self) -> tuple[str, ...]:
+        """The members that follow everything so one can take over at once: mains-powered first, by id."""
+        alive = [
+            m
+            for m in self.membership.members.values()
+            if m.state == "alive" and m.heartbeat is not None and m.node_id != self.node_id
+        ]
+        best = heapq.nsmallest(
+            self.config.standbys,
+            alive,
+            key=lambda m: (m.heartbeat is None or m.heartbeat.caps.battery_percent is not None, m.node_id),
         )
+        return tuple(m.node_id for m in best)
+
+    def _follows(self, node_id: str) -> bool:
+        return EVERY_HEARTBEAT in self._following or node_id == self.election.coordinator
+
+    def _follow(self, now: float) -> None:
+        """Subscribe to what this node's part requires now, and drop what it no longer does."""
+        e = self.election
+        everything = e.acting_epoch is not None or e.wants_to_claim
+        wanted = set()
+        if everything:
+            wanted.add(EVERY_HEARTBEAT)
+        elif e.coordinator is not None and e.coordinator != self.node_id:
+            wanted.add(f"node/{e.coordinator}/hb")
+        if everything or self.node_id in e.standbys:
+            wanted.add(JOB_LOG)
+        if wanted == self._following:
+            return
+        self._effects.extend(Unsubscribe(t) for t in sorted(self._following - wanted))
+        self._effects.extend(Subscribe(t) for t in sorted(wanted - self._following))
+        # What is no longer followed would only go stale: a later claim starts again from retained records.
+        if EVERY_HEARTBEAT in self._following - wanted:
+            self.membership.keep_only(e.coordinator)
+        if JOB_LOG in self._following - wanted:
+            self.replica.forget_commits()
+        self._following = wanted
+
+    def succession_rank(self) -> int:
+        """This node's place in line to take over (0 first): the coordinator, its standbys, then the
+        members this node knows alive, by id."""
+        line = [self.election.coordinator or "", *self.election.standbys]
+        if self.node_id in line:
+            return line.index(self.node_id)
+        others = sorted(set(self.membership.alive_ids()) - set(line) | {self.node_id})
+        return len(line) + others.index(self.node_id)
 
     def _report_to_new_coordinator(self) -> None:
         epoch = self.election.epoch
@@ -343,10 +413,16 @@ class NodeMachine:
             self._effects.append(self.worker.report(epoch))
 
     def _on_member_changes(self, changed: list[Member], now: float) -> None:
+        scheduler = self.scheduler
         for member in changed:
             log.info("member %s is %s", member.node_id, member.state)
-            if self.scheduler is not None:
-                self.scheduler.on_member_change(member, now)
+            if scheduler is not None:
+                scheduler.on_member(member, now)
+        if changed and scheduler is not None:
+            standbys = self._choose_standbys()
+            if standbys != self._standbys:
+                self._standbys = standbys
+                self._effects.append(self._announcement(scheduler.epoch))
 
     def _heartbeat(self) -> Publish:
         self._hb_seq += 1

@@ -1,6 +1,7 @@
 """Every member's copy of the durable job log: specs, commits and final states as the broker delivered them.
 
-All members follow `job/+/spec`, `job/+/commits/+` and `job/+/state`, and count a commit
+All members follow `job/+/spec` and `job/+/state`; the coordinator, its standbys and would-be claimants
+also follow `job/+/commits/+` (see `node.py`). Members count a commit
 only if its epoch is not below the highest epoch they have seen (the gate in `node.py`). Because one broker
 delivers these topics to every member in one order, every member counts the same commits, and a member that
 becomes coordinator starts from exactly what clients were told. See `docs/election.md`.
@@ -42,6 +43,11 @@ class Replica:
         table = self.committed.setdefault(job_id, {})
         for update in updates:
             table.setdefault(update.task_id, update)
+
+    def forget_commits(self) -> None:
+        """This member stops following the job log: what it holds would only go stale."""
+        self.committed.clear()
+        self.records.clear()
 
     def on_finished(self, job_id: str, now: float) -> None:
         """The job's final record was published; its commit records are kept until they expire."""

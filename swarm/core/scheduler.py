@@ -14,15 +14,23 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
   tasks: attempts a live worker still holds are adopted, not run twice.
 * Attempts. Each assignment is `(task_id, attempt)`; only a result for the current attempt of a running
   task counts, so late results of timed-out, lost or cancelled attempts are dropped.
-* Placement is `placement.choose` over live members with room (slots plus prefetch); a task no member
-  could ever run is *blocked* with its reason and fails after its pending timeout.
+* Placement. The scheduler keeps a table of live members (updated by `on_member` with every heartbeat)
+  and, in rotation order, the *open* ones: a member opens when at most half its queue (slots plus
+  prefetch) is held and closes when the queue is full, so devices are refilled half a queue at a time and
+  assignments travel in batches. Each task is scored (`placement.choose`) against the first
+  `placement_sample` open members that meet its requirements, which then move to the back of the
+  rotation: the cost of placing a task does not grow with the cluster, and every open member is looked
+  at in turn. A task no member could ever run is *blocked* with its reason and fails after its pending
+  timeout.
+* Acknowledgements. Every result taken in is acknowledged to its worker in the next `Assign` to it (or
+  alone, once per heartbeat interval), so the worker can stop keeping it for a successor.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -31,7 +39,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
-from swarm.core.placement import Candidate, choose, unmet_by_all
+from swarm.core.placement import Candidate, choose, unmet, unmet_by_all
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.errors import InvalidSpec
 from swarm.messages import (
@@ -42,7 +50,9 @@ from swarm.messages import (
     JobAccepted,
     JobRejected,
     JobState,
+    Requirements,
     SubmitJob,
+    TaskRef,
     TaskResult,
     TaskSpec,
     TasksReply,
@@ -89,7 +99,14 @@ class Scheduler:
         self._held: dict[str, set[str]] = {}
         self._exclusive: dict[str, int] = {}
         self._latency_ms: dict[str, float] = {}
+        self._members: dict[str, Candidate] = {}
+        # In rotation order; an OrderedDict, as a dict with many deletions is slow to iterate from the front.
+        self._open: OrderedDict[str, None] = OrderedDict()
+        self._members_changed = False
         self._outbox: dict[str, list[Assignment]] = {}
+        self._acks: dict[str, list[TaskRef]] = {}
+        self._next_ack_flush = 0.0
+        self._touched: set[str] = set()
         self._effects: list[Effect] = []
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
@@ -156,7 +173,9 @@ class Scheduler:
 
     def on_results(self, sender: str, results: Iterable[TaskResult], now: float) -> None:
         """Commit or retry each finished attempt; drop results of attempts that no longer count."""
+        acks = self._acks.setdefault(sender, [])
         for res in results:
+            acks.append(TaskRef(res.task_id, res.job_id, res.attempt))
             rec = self.tasks.get(res.task_id)
             if rec is None or rec.state != "running" or rec.attempt != res.attempt:
                 self._count("stale_results")
@@ -165,7 +184,9 @@ class Scheduler:
             if res.finished_at and res.started_at:
                 spent = (now - rec.assigned_at) * 1000 - (res.finished_at - res.started_at) * 1000
                 old = self._latency_ms.get(sender, spent)
-                self._latency_ms[sender] = 0.8 * old + 0.2 * max(spent, 0.0)
+                latency = self._latency_ms[sender] = 0.8 * old + 0.2 * max(spent, 0.0)
+                if (member := self._members.get(sender)) is not None:
+                    member.latency_ms = latency
             if res.kind == "refused":
                 self._refused(rec, sender, res.error or "refused", now)
             elif res.kind == "ok":
@@ -204,8 +225,25 @@ class Scheduler:
         rec.move("running", now, f"adopted attempt {attempt} from {node}")
         self._hold(rec, node, now)
 
-    def on_member_change(self, member: Member, now: float) -> None:
-        """A dead member's attempts are lost: retry them elsewhere."""
+    def on_member(self, member: Member, now: float) -> None:
+        """A member's heartbeat or state: only alive members get work, and a dead member's attempts are
+        lost, so they are retried elsewhere."""
+        node_id = member.node_id
+        hb = member.heartbeat
+        if member.state == "alive" and hb is not None:
+            c = self._members.get(node_id)
+            if c is None:
+                latency = self._latency_ms.get(node_id, 0.0)
+                c = self._members[node_id] = Candidate(node_id, hb, latency_ms=latency)
+                self._members_changed = True
+            elif c.heartbeat.caps != hb.caps:
+                self._members_changed = True
+            c.heartbeat = hb
+            c.limit = self._config.queue_limit(hb.slots)
+            self._update_room(node_id)
+            return
+        self._members.pop(node_id, None)
+        self._open.pop(node_id, None)
         if member.state != "dead":
             return
         self._exclusive.pop(member.node_id, None)
@@ -236,7 +274,11 @@ class Scheduler:
     # --- time and placement -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Wake backed-off tasks, time out attempts, fail long-blocked tasks."""
+        """Wake backed-off tasks, time out attempts, fail long-blocked tasks, send due acknowledgements."""
+        if now >= self._next_ack_flush:
+            self._next_ack_flush = now + self._config.heartbeat_interval
+            for node in self._acks:
+                self._outbox.setdefault(node, [])
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
             rec = self.tasks.get(task_id)
@@ -256,33 +298,22 @@ class Scheduler:
                 self._blocked.discard(task_id)
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
 
-    def dispatch(self, members: list[Member], now: float) -> None:
-        """Place ready tasks on live members with room, highest priority first."""
+    def dispatch(self, now: float) -> None:
+        """Place ready tasks on open members, highest priority first."""
         if now < self._dispatch_after or not (self._ready or self._blocked):
             return
-        candidates = [
-            Candidate(
-                m.node_id,
-                m.heartbeat,
-                held=held,
-                limit=self._refill_limit(held, self._config.queue_limit(m.heartbeat.slots)),
-                exclusive_held=self._exclusive.get(m.node_id, 0) > 0,
-                latency_ms=self._latency_ms.get(m.node_id, 0.0),
-            )
-            for m in members
-            if m.heartbeat is not None
-            for held in (len(self._held.get(m.node_id, ())),)
-        ]
-        self._recheck_blocked(candidates, now)
+        if self._members_changed:
+            self._members_changed = False
+            self._recheck_blocked()
         deferred: list[tuple[int, int, str]] = []
-        while self._ready and any(c.has_room for c in candidates) and len(deferred) < 64:
+        while self._ready and self._open and len(deferred) < 64:
             item = heapq.heappop(self._ready)
             rec = self.tasks.get(item[2])
             if rec is None or rec.state != "queued" or rec.not_before > 0 or rec.task_id in self._blocked:
                 continue
-            target = choose(rec.spec.requirements, candidates, self._config.weights)
+            target = self._place(rec.spec.requirements)
             if target is None:
-                why = unmet_by_all(rec.spec.requirements, candidates)
+                why = unmet_by_all(rec.spec.requirements, list(self._members.values()))
                 if why is None:
                     deferred.append(item)
                 else:
@@ -292,13 +323,39 @@ class Scheduler:
         for item in deferred:
             heapq.heappush(self._ready, item)
 
-    @staticmethod
-    def _refill_limit(held: int, limit: int) -> int:
-        """A device above half its queue gets nothing this pass: refilling it half a queue at a time makes
-        assignments (and the results that follow) travel in batches instead of one task per message."""
-        return held if held > limit // 2 else limit
+    def _place(self, req: Requirements) -> Candidate | None:
+        """The best of the next `placement_sample` open members that meet `req`; those looked at go to the
+        back of the rotation."""
+        sample: list[Candidate] = []
+        looked: list[str] = []
+        for node_id in self._open:
+            looked.append(node_id)
+            c = self._members[node_id]
+            if not (req.exclusive and c.held) and unmet(req, node_id, c.heartbeat) is None:
+                sample.append(c)
+                if len(sample) >= self._config.placement_sample:
+                    break
+        for node_id in looked:
+            self._open.move_to_end(node_id)
+        return choose(req, sample, self._config.weights)
 
-    def _recheck_blocked(self, candidates: list[Candidate], now: float) -> None:
+    def _update_room(self, node_id: str) -> None:
+        """Open a member once at most half its queue is held; close it when the queue is full. Refilling
+        half a queue at a time makes assignments (and the results that follow) travel in batches instead
+        of one task per message."""
+        c = self._members.get(node_id)
+        if c is None:
+            return
+        c.held = len(self._held.get(node_id, ()))
+        c.exclusive_held = self._exclusive.get(node_id, 0) > 0
+        if not c.has_room:
+            self._open.pop(node_id, None)
+        elif c.held <= c.limit // 2:
+            self._open.setdefault(node_id, None)
+
+    def _recheck_blocked(self) -> None:
+        """Members came or changed: a blocked task may have found its device."""
+        candidates = list(self._members.values())
         for task_id in sorted(self._blocked):
             rec = self.tasks[task_id]
             why = unmet_by_all(rec.spec.requirements, candidates)
@@ -316,9 +373,6 @@ class Scheduler:
         rec.reason = None
         rec.move("running", now, f"assigned to {target.node_id}")
         self._hold(rec, target.node_id, now)
-        target.held += 1
-        if rec.spec.requirements.exclusive:
-            target.exclusive_held = True
         payload = piped_payload(rec.spec, self.jobs[rec.job_id].committed)
         self._outbox.setdefault(target.node_id, []).append(
             Assignment(rec.task_id, rec.job_id, rec.attempt, rec.spec.type, payload, rec.spec.timeout)
@@ -333,13 +387,18 @@ class Scheduler:
         self._held.setdefault(node, set()).add(rec.task_id)
         if rec.spec.requirements.exclusive:
             self._exclusive[node] = self._exclusive.get(node, 0) + 1
+        self._touched.add(rec.task_id)
+        self._update_room(node)
 
     def _release(self, rec: TaskRecord) -> None:
-        held = self._held.get(rec.node or "")
+        node = rec.node or ""
+        held = self._held.get(node)
         if held is not None and rec.task_id in held:
             held.discard(rec.task_id)
             if rec.spec.requirements.exclusive:
-                self._exclusive[rec.node or ""] -= 1
+                self._exclusive[node] -= 1
+            self._touched.add(rec.task_id)
+            self._update_room(node)
 
     def _block(self, rec: TaskRecord, why: str, now: float) -> None:
         rec.reason = why
@@ -398,6 +457,7 @@ class Scheduler:
         elif rec.state == "queued":
             self._unqueue(rec)
         rec.move(state, now, error or "ok")
+        self._touched.add(rec.task_id)
         job = self.jobs[rec.job_id]
         update = TaskUpdate(rec.task_id, state, rec.attempt, rec.node, result, error, started, finished)
         if not job.commit(update):
@@ -488,20 +548,28 @@ class Scheduler:
             self._flush_commits(job)
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
         effects: list[Effect] = [
-            Publish(f"node/{node}/in", Assign(tuple(batch)), epoch=self.epoch)
+            Publish(f"node/{node}/in", Assign(tuple(batch), tuple(acks)), epoch=self.epoch)
             for node, batch in self._outbox.items()
+            for acks in (self._acks.pop(node, ()),)
         ]
         effects.extend(self._effects)
         self._effects = []
         self._outbox = {}
         return effects
 
-    def validate(self) -> None:
-        """Invariants: held attempts are running on that node; committed tasks are terminal."""
-        for node, held in self._held.items():
-            for task_id in held:
-                rec = self.tasks[task_id]
-                assert rec.state == "running" and rec.node == node, list(rec.story)
-        for job in self.jobs.values():
-            for task_id, update in job.committed.items():
-                assert job.tasks[task_id].state == update.state, list(job.tasks[task_id].story)
+    def validate(self, everything: bool = False) -> None:
+        """Invariants: a held attempt is running on its node and nowhere else held; a committed task is in
+        its committed state. Checks the tasks touched since the last call, or `everything`."""
+        touched, self._touched = (set(self.tasks) if everything else self._touched), set()
+        for task_id in touched:
+            rec = self.tasks.get(task_id)
+            if rec is None:
+                continue  # its job closed
+            holders = [node for node, held in self._held.items() if task_id in held] if everything else []
+            if rec.state == "running":
+                assert task_id in self._held.get(rec.node or "", ()), list(rec.story)
+            else:
+                assert task_id not in self._held.get(rec.node or "", ()), list(rec.story)
+            assert len(holders) <= 1, (task_id, holders)
+            update = self.jobs[rec.job_id].committed.get(task_id)
+            assert update is None or update.state == rec.state, list(rec.story)

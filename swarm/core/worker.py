@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 Assignments arrive in batches and wait in arrival order (the coordinator already ordered them by
 priority). At most `slots` run at once through `RunTask`; the executor answers with `TaskFinished`.
-Outcomes are batched into one `Results` message per `drain`. A result stays *unacknowledged* until a
-commit for its task is seen on the job's events; when a new coordinator announces itself, the worker
-sends it a `WorkerReport` with everything it holds and every unacknowledged result, so that a change of
-coordinator neither loses finished work nor runs held work twice. The epoch gate for assignments lives in
-`node.py`, before this machine sees them.
+Outcomes are batched into one `Results` message per `drain`. A result stays *unacknowledged* until the
+coordinator acknowledges it (in `Assign.acked`) or it is `unacked_result_ttl` old; when a new coordinator
+announces itself, the worker sends it a `WorkerReport` with everything it holds and every unacknowledged
+result, so that a change of coordinator neither loses finished work nor runs held work twice. The epoch
+gate for assignments lives in `node.py`, before this machine sees them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import deque
 
 from swarm.core.config import CoreConfig
 from swarm.core.events import CancelTask, Effect, Publish, RunTask
-from swarm.messages import Assignment, Results, TaskRef, TaskResult, WorkerReport
+from swarm.messages import Assign, Assignment, Results, TaskRef, TaskResult, WorkerReport
 
 __all__ = ["Worker"]
 
@@ -36,9 +36,13 @@ class Worker:
         self._effects: list[Effect] = []
         self.metrics: dict[str, int] = {}
 
-    def on_assign(self, tasks: tuple[Assignment, ...]) -> None:
-        """Queue new attempts; an attempt already held (a duplicate delivery) is ignored."""
-        for a in tasks:
+    def on_assign(self, assign: Assign) -> None:
+        """Forget acknowledged results; queue new attempts (one already held, a duplicate, is ignored)."""
+        for ref in assign.acked:
+            unacked = self._unacked.get(ref.task_id)
+            if unacked is not None and unacked[0].attempt == ref.attempt:
+                del self._unacked[ref.task_id]
+        for a in assign.tasks:
             current = self.held.get(a.task_id)
             if current is not None and current.attempt >= a.attempt:
                 self.metrics["duplicate_assignments"] = self.metrics.get("duplicate_assignments", 0) + 1
@@ -68,11 +72,6 @@ class Worker:
                 self._outbox.append(result)
                 self._unacked[result.task_id] = (result, now)
         self._start_more()
-
-    def on_commits(self, task_ids: list[str]) -> None:
-        """Commits acknowledge results."""
-        for task_id in task_ids:
-            self._unacked.pop(task_id, None)
 
     def report(self, epoch: int) -> Publish:
         """Everything a new coordinator needs from this worker."""

@@ -117,7 +117,7 @@ class NodeShell:
     async def _serve(self, executor: Executor, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            url = await self._locator.locate(rank=self._rank(), failures=failures)
+            url = await self._locator.locate(rank=self.machine.succession_rank(), failures=failures)
             log.info("node %s (%s) connecting to %s", self.node_id, self.config.name, url)
             lost: BaseException | None = None
             try:
@@ -282,7 +282,3 @@ class NodeShell:
         snap = load_snapshot(self.storage.data_dir)
         caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
         return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind)
-
-    def _rank(self) -> int:
-        alive = {m.node_id for m in self.machine.membership.alive()} | {self.node_id}
-        return sorted(alive).index(self.node_id)

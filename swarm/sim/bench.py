@@ -37,7 +37,7 @@ def scheduling_cost(nodes: int, tasks: int, seed: int = 0) -> float:
         "coord", "coord", cfg, rng, _accept, DeviceStatus(_caps("coord"), 0.1, 2048), 0, 0.0
     )
     now = 0.0
-    claimed = False
+    claimed: list[Claim] = []
     while not claimed:
         now += cfg.tick_interval
         for i in range(nodes):
@@ -46,8 +46,8 @@ def scheduling_cost(nodes: int, tasks: int, seed: int = 0) -> float:
                 MessageReceived(f"node/n{i:05d}/hb", Envelope(1, "b", f"n{i:05d}", 0, "h", hb)), now
             )
         effects = machine.handle(Tick(), now)
-        claimed = any(isinstance(e, Publish) and isinstance(e.body, Claim) for e in effects)
-    claim = Envelope(1, "b", "coord", 1, "c", Claim(machine.election.epoch))
+        claimed = [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, Claim)]
+    claim = Envelope(1, "b", "coord", 1, "c", claimed[0])
     machine.handle(MessageReceived("election", claim), now)
     assert machine.scheduler is not None, "the bench coordinator did not take office"
     placed = min(tasks, nodes * cfg.queue_limit(cfg.slots) // 2)

@@ -16,6 +16,11 @@ retransmitted packet delays everything behind it, as on TCP). Going offline bump
 generation, which voids the scheduled pumps; what they would have delivered stays in `pending` and is
 re-pumped on reconnect. So nothing is lost and nothing overtakes unless a fault says so.
 
+Routing is indexed so that a cluster of a thousand clients stays cheap: exact filters are looked up by
+topic, the few distinct wildcard filters are matched once each, and retained records are indexed by their
+first level and depth for the SUBSCRIBE that asks for them. Receivers are ordered by session creation, so
+routing is deterministic.
+
 Faults come in through `LinkFaults`, asked once per publish and per delivery (see `swarm.sim.faults`).
 The faults that deliberately break the guarantees above (a lost delivery, a reordered one, a discarded
 session) are reported through `on_loss`, so the invariant checker knows when assumption A of
@@ -25,8 +30,9 @@ session) are reported through `on_loss`, so the invariant checker knows when ass
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Protocol
 
 from swarm.messages import Envelope
@@ -83,8 +89,19 @@ def topic_matches(pattern: str, topic: str) -> bool:
     return len(p_parts) == len(t_parts)
 
 
-@dataclass(slots=True)
+def _is_wildcard(pattern: str) -> bool:
+    return "+" in pattern or "#" in pattern
+
+
+def _shape(topic: str) -> tuple[str, int]:
+    """(first level, depth): what a filter without `#` and a literal first level can only match."""
+    levels = topic.split("/")
+    return levels[0], len(levels)
+
+
+@dataclass(eq=False, slots=True)
 class _Session:
+    order: int
     client_id: str
     deliver: Deliver
     latency: Callable[[], float]
@@ -114,7 +131,11 @@ class SimBroker:
         self._on_loss = on_loss or (lambda _c, _t, _w: None)
         self.max_queued = max_queued
         self._sessions: dict[str, _Session] = {}
+        self._order = count()
         self.retained: dict[str, Envelope] = {}
+        self._retained_by_shape: dict[tuple[str, int], set[str]] = {}
+        self._exact: dict[str, set[_Session]] = {}
+        self._wild: dict[str, set[_Session]] = {}
         self._routes: dict[str, list[_Session]] = {}
         self.routed = 0
 
@@ -143,8 +164,8 @@ class SimBroker:
             return True
         if old is not None:
             self._discard(client_id, old, "clean session discarded the queue")
-        self._sessions[client_id] = _Session(client_id, deliver, latency, will)
-        self._routes.clear()
+            self._unindex(old)
+        self._sessions[client_id] = _Session(next(self._order), client_id, deliver, latency, will)
         return False
 
     def disconnect(self, client_id: str, clean: bool) -> None:
@@ -156,7 +177,7 @@ class SimBroker:
         if clean:
             self._go_offline(session, fire_will=False)
             del self._sessions[client_id]
-            self._routes.clear()
+            self._unindex(session)
         else:
             self._go_offline(session, fire_will=True)
 
@@ -166,7 +187,7 @@ class SimBroker:
         if session is not None and not session.online:
             self._discard(client_id, session, "session expired")
             del self._sessions[client_id]
-            self._routes.clear()
+            self._unindex(session)
 
     def restart(self, keep_retained: bool, keep_sessions: bool = False) -> list[str]:
         """The broker process restarts: every connection is lost; sessions (with what is queued and in
@@ -180,9 +201,12 @@ class SimBroker:
                 self._discard(cid, session, "broker restarted")
         if not keep_sessions:
             self._sessions.clear()
-        self._routes.clear()
+            self._exact.clear()
+            self._wild.clear()
+            self._routes.clear()
         if not keep_retained:
             self.retained.clear()
+            self._retained_by_shape.clear()
         return ids
 
     def is_online(self, client_id: str) -> bool:
@@ -197,18 +221,20 @@ class SimBroker:
         session = self._sessions.get(client_id)
         if session is None or not session.online:
             return
-        session.patterns.add(pattern)
-        self._routes.clear()
-        for topic in sorted(self.retained):
-            if topic_matches(pattern, topic):
-                self._deliver_to(session, topic, self.retained[topic])
+        if pattern not in session.patterns:
+            session.patterns.add(pattern)
+            index = self._wild if _is_wildcard(pattern) else self._exact
+            index.setdefault(pattern, set()).add(session)
+            self._routes.clear()
+        for topic in self._retained_matching(pattern):
+            self._deliver_to(session, topic, self.retained[topic])
 
     def unsubscribe(self, client_id: str, pattern: str) -> None:
         """Stop delivering `pattern` to the client."""
         session = self._sessions.get(client_id)
-        if session is not None and session.online:
+        if session is not None and session.online and pattern in session.patterns:
             session.patterns.discard(pattern)
-            self._routes.clear()
+            self._drop_from_index(session, pattern)
 
     def publish(self, client_id: str, topic: str, env: Envelope | None, retain: bool) -> bool:
         """A client publishes; the message reaches the broker after the client's link latency.
@@ -233,17 +259,48 @@ class SimBroker:
         self.routed += 1
         if retain:
             if env is None:
-                self.retained.pop(topic, None)
+                if self.retained.pop(topic, None) is not None:
+                    self._retained_by_shape[_shape(topic)].discard(topic)
             else:
+                if topic not in self.retained:
+                    self._retained_by_shape.setdefault(_shape(topic), set()).add(topic)
                 self.retained[topic] = env
         receivers = self._routes.get(topic)
         if receivers is None:
-            receivers = [
-                s for s in self._sessions.values() if any(topic_matches(p, topic) for p in s.patterns)
-            ]
+            found = set(self._exact.get(topic, ()))
+            for pattern, sessions in self._wild.items():
+                if topic_matches(pattern, topic):
+                    found |= sessions
+            receivers = sorted(found, key=lambda s: s.order)
+            if len(self._routes) > 4096:
+                self._routes.clear()  # topics of one-off records (commit batches) would pile up
             self._routes[topic] = receivers
         for session in receivers:
             self._deliver_to(session, topic, env)
+
+    def _retained_matching(self, pattern: str) -> Iterable[str]:
+        """Retained topics a new subscription to `pattern` gets, in topic order."""
+        if not _is_wildcard(pattern):
+            return [pattern] if pattern in self.retained else []
+        first, depth = _shape(pattern)
+        if "#" in pattern or first == "+":
+            candidates: Iterable[str] = self.retained
+        else:
+            candidates = self._retained_by_shape.get((first, depth), ())
+        return sorted(t for t in candidates if topic_matches(pattern, t))
+
+    def _unindex(self, session: _Session) -> None:
+        for pattern in session.patterns:
+            self._drop_from_index(session, pattern)
+
+    def _drop_from_index(self, session: _Session, pattern: str) -> None:
+        index = self._wild if _is_wildcard(pattern) else self._exact
+        sessions = index.get(pattern)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del index[pattern]
+        self._routes.clear()
 
     def _deliver_to(self, session: _Session, topic: str, env: Envelope | None) -> None:
         cid = session.client_id

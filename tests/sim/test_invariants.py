@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from swarm.core.election import Election, ElectionOutcome
+from swarm.core.membership import Member
 from swarm.core.replica import Replica
 from swarm.core.scheduler import Scheduler
 from swarm.messages import SubmitJob, TaskUpdate
@@ -47,25 +48,24 @@ def test_commit_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_two_coordinators_in_one_epoch_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    tick, on_claim = Election.tick, Election.on_claim
+    on_claim = Election.on_claim
 
-    def unstaggered(self: Election, now: float, state_of: Any, alive: list[str]) -> ElectionOutcome:
-        return tick(self, now, state_of, [])  # every node ranks itself first: all claim at once
+    def unstaggered(self: Election, state_of: Any) -> float:
+        return 0.0  # every node takes the first turn: all claim at once
 
     def greedy(self: Election, sender: str, epoch: int, now: float) -> ElectionOutcome:
         if sender == self._self_id and self._claimed_epoch == epoch:
             self._first_claim.pop(epoch, None)  # "my own claim wins", even when it came second
         return on_claim(self, sender, epoch, now)
 
-    monkeypatch.setattr(Election, "tick", unstaggered)
+    monkeypatch.setattr(Election, "_turn_delay", unstaggered)
     monkeypatch.setattr(Election, "on_claim", greedy)
     assert "has two coordinators" in _violation("steady", 0)
 
 
 def test_unstaggered_claims_alone_stay_safe(monkeypatch: pytest.MonkeyPatch) -> None:
     """Safety does not rest on the stagger: simultaneous claims still elect one node per epoch."""
-    tick = Election.tick
-    monkeypatch.setattr(Election, "tick", lambda self, now, state_of, alive: tick(self, now, state_of, []))
+    monkeypatch.setattr(Election, "_turn_delay", lambda self, state_of: 0.0)
     report = run_scenario(load_scenario("coordinator-crash"), 0)
     assert report.completed == report.tasks and report.coordinator_changes >= 2
 
@@ -80,7 +80,7 @@ def test_lost_job_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
 
 CRASH_ONE = """
 duration = 10.0
-drain = 30.0
+drain = 60.0
 [[devices]]
 profile = "pi"
 count = 8
@@ -101,7 +101,14 @@ def test_stuck_task_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     scenario = load_scenario(tmp_path / "crash-one.toml")
     assert run_scenario(scenario, 0).completed == 400
     # A coordinator that never notices lost attempts: not when a member dies, not when it restarts.
-    monkeypatch.setattr(Scheduler, "on_member_change", lambda self, member, now: None)
+    on_member = Scheduler.on_member
+
+    def forgetful(self: Scheduler, member: Member, now: float) -> None:
+        on_member(
+            self, dataclasses.replace(member, state="suspect") if member.state == "dead" else member, now
+        )
+
+    monkeypatch.setattr(Scheduler, "on_member", forgetful)
     monkeypatch.setattr(Scheduler, "on_worker_report", lambda self, sender, report, now: None)
     with pytest.raises(InvariantViolation, match="never reached a final state") as caught:
         run_scenario(scenario, 0)

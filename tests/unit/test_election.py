@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.core.config import CoreConfig
-from swarm.core.election import Election
+from swarm.core.election import Election, ElectionOutcome, StateOf
 from swarm.core.events import Persist, Publish
 from swarm.core.membership import Membership
 from swarm.devices.capabilities import Capabilities
@@ -15,9 +15,20 @@ from swarm.messages import Claim, Heartbeat
 CFG = CoreConfig()
 
 
+def claim(e: Election, start: float, state_of: StateOf = lambda n: None) -> ElectionOutcome:
+    """Tick until the node claims: its turn comes within one heartbeat interval when it has no standbys."""
+    t = start
+    while t <= start + CFG.heartbeat_interval + CFG.tick_interval:
+        out = e.tick(t, state_of, True)
+        if out.effects:
+            return out
+        t += CFG.tick_interval
+    raise AssertionError(f"{e.coordinator} never claimed")
+
+
 def test_first_claim_wins_and_persist_comes_first() -> None:
     a = Election("a", CFG, 0, now=0.0)
-    out = a.tick(5.0, lambda n: None, ["a", "b"])
+    out = claim(a, 5.0)
     assert out.effects[0] == Persist(1)
     assert isinstance(out.effects[1], Publish) and out.effects[1].body == Claim(1)
     assert a.on_claim("b", 1, 5.1).elected is None  # b's claim reached the broker first
@@ -27,7 +38,7 @@ def test_first_claim_wins_and_persist_comes_first() -> None:
 
 def test_own_claim_first_elects_and_higher_epoch_deposes() -> None:
     a = Election("a", CFG, 3, now=0.0)
-    a.tick(5.0, lambda n: None, ["a"])
+    claim(a, 5.0)
     assert a.on_claim("a", 4, 5.1).elected == 4
     out = a.on_claim("b", 5, 9.0)
     assert out.deposed and a.acting_epoch is None and out.effects == [Persist(5)]
@@ -42,17 +53,28 @@ def test_stale_claims_and_announcements_are_ignored() -> None:
 
 def test_no_claim_while_the_coordinator_lives_or_before_startup_wait() -> None:
     a = Election("a", CFG, 0, now=0.0)
-    assert a.tick(0.1, lambda n: None, []).effects == []  # still listening
+    assert a.tick(0.1, lambda n: None, True).effects == []  # still listening
     a.on_announce(1, "b")
-    assert a.tick(10.0, lambda n: "alive", ["a", "b"]).effects == []
-    assert a.tick(11.0, lambda n: "suspect", ["a"]).effects == []  # suspect is not dead
-    assert a.tick(12.0, lambda n: "dead", ["a"]).effects[0] == Persist(2)
+    assert a.tick(10.0, lambda n: "alive", True).effects == []
+    assert a.tick(11.0, lambda n: "suspect", True).effects == []  # suspect is not dead
+    assert claim(a, 12.0, lambda n: "dead").effects[0] == Persist(2)
 
 
-def test_rank_staggers_claims() -> None:
+def test_standbys_claim_first_in_the_announced_order() -> None:
+    def c_dead(n: str) -> str:
+        return "dead" if n == "c" else "alive"
+
     b = Election("b", CFG, 0, now=0.0)
-    assert b.tick(2.0, lambda n: None, ["a", "b"]).effects == []  # a goes first
-    assert b.tick(2.0 + CFG.heartbeat_interval, lambda n: None, ["a", "b"]).effects[0] == Persist(1)
+    b.on_announce(1, "c", ("a", "b"))
+    assert b.tick(5.0, c_dead, True).effects == []  # a goes first
+    assert b.tick(5.0 + CFG.heartbeat_interval / 2, c_dead, True).effects[0] == Persist(2)
+    # A node that is no standby waits for them all, and claims only once it follows everything.
+    d = Election("d", CFG, 0, now=0.0)
+    d.on_announce(1, "c", ("a", "b"))
+    assert d.tick(5.0, c_dead, False).effects == [] and not d.wants_to_claim
+    later = 5.0 + CFG.heartbeat_interval * 2
+    assert d.tick(later, c_dead, False).effects == [] and d.wants_to_claim
+    assert d.tick(later + CFG.tick_interval, c_dead, True).effects[0] == Persist(2)
 
 
 def test_a_member_that_reconnects_within_the_failure_timeout_never_dies() -> None:
@@ -91,7 +113,7 @@ def test_at_most_one_coordinator_per_epoch(n: int, script: list[tuple[str, int, 
         e = nodes[node_id]
         now += dt
         if action == "tick":
-            for effect in e.tick(now, lambda _: "dead", ids).effects:
+            for effect in e.tick(now, lambda _: "dead", True).effects:
                 if isinstance(effect, Publish) and isinstance(effect.body, Claim):
                     log.append((node_id, effect.body.epoch))
         elif cursor[node_id] < len(log):

@@ -34,6 +34,13 @@ def member(node_id: str, cores: int = 4, slots: int = 2) -> Member:
     return Member(node_id, Heartbeat(node_id, caps, slots, 0, 0.0, 2048, 1), 0.0)
 
 
+def place(s: Scheduler, members: list[Member], now: float) -> None:
+    """Tell the scheduler who is alive, as their heartbeats do, then let it place ready tasks."""
+    for m in members:
+        s.on_member(m, now)
+    s.dispatch(now)
+
+
 def sched(validator: object = None, **config: object) -> Scheduler:
     cfg = CoreConfig(**config)  # type: ignore[arg-type]
     return Scheduler("c", 1, cfg, random.Random(0), validator or (lambda spec: None))  # type: ignore[arg-type]
@@ -46,7 +53,7 @@ def of_type(effects: list[Effect], kind: type) -> list[object]:
 def assigned(effects: list[Effect]) -> dict[str, list[tuple[str, int]]]:
     out: dict[str, list[tuple[str, int]]] = {}
     for e in effects:
-        if isinstance(e, Publish) and isinstance(e.body, Assign):
+        if isinstance(e, Publish) and isinstance(e.body, Assign) and e.body.tasks:
             out[e.topic.split("/")[1]] = [(a.task_id, a.attempt) for a in e.body.tasks]
     return out
 
@@ -62,7 +69,7 @@ def ok(task_id: str, attempt: int = 1, job: str = "j") -> TaskResult:
 def test_accept_place_commit_and_finish() -> None:
     s = sched()
     s.on_submit(SubmitJob("j", (TaskSpec("a", "echo", {}), TaskSpec("b", "echo", {}))), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     effects = s.drain(0.0)
     assert of_type(effects, JobAccepted) == [JobAccepted("j", 2)]
     assert assigned(effects) == {"w1": [("a", 1), ("b", 1)]}
@@ -79,10 +86,10 @@ def test_resubmission_is_acknowledged_not_rerun() -> None:
     s = sched()
     job = SubmitJob("j", (TaskSpec("a", "echo", {}),))
     s.on_submit(job, 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_submit(job, 1.0)
-    s.dispatch([member("w1")], 1.0)
+    place(s, [member("w1")], 1.0)
     effects = s.drain(1.0)
     assert of_type(effects, JobAccepted) == [JobAccepted("j", 1)]
     assert assigned(effects) == {}
@@ -116,7 +123,7 @@ def test_invalid_jobs_are_rejected_with_a_reason(job: SubmitJob, needle: str) ->
 def test_failed_predecessor_fails_dependents_and_finishes_the_job_once() -> None:
     s = sched()
     s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}, after=("a",)))), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_results("w1", [TaskResult("a", "j", 1, "fatal", error="boom")], 0.1)
     effects = s.drain(0.1)
@@ -129,10 +136,10 @@ def test_chain_pipes_the_previous_result() -> None:
     s.on_submit(
         SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {"k": 1}, after=("a",), pipe=True))), 0.0
     )
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_results("w1", [ok("a")], 0.1)
-    s.dispatch([member("w1")], 0.1)
+    place(s, [member("w1")], 0.1)
     effects = s.drain(0.1)
     (batch,) = of_type(effects, Assign)
     assert batch.tasks[0].payload == {"k": 1, "previous": {"r": "a"}}  # type: ignore[attr-defined]
@@ -142,14 +149,14 @@ def test_retry_backs_off_then_succeeds_and_stale_results_are_dropped() -> None:
     s = sched()
     policy = RetryPolicy(max_retries=2, backoff="fixed", base=1.0, jitter=0.0)
     s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, retry=policy),)), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_results("w1", [TaskResult("a", "j", 1, "error", error="flaky")], 0.1)
     s.tick(0.5)
-    s.dispatch([member("w1")], 0.5)
+    place(s, [member("w1")], 0.5)
     assert assigned(s.drain(0.5)) == {}
     s.tick(1.2)
-    s.dispatch([member("w1")], 1.2)
+    place(s, [member("w1")], 1.2)
     assert assigned(s.drain(1.2)) == {"w1": [("a", 2)]}
     s.on_results("w1", [ok("a", attempt=1)], 1.3)  # a late result of the first attempt
     assert commits(s.drain(1.3)) == {}
@@ -161,24 +168,24 @@ def test_retry_backs_off_then_succeeds_and_stale_results_are_dropped() -> None:
 def test_dead_worker_tasks_move_elsewhere() -> None:
     s = sched()
     s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, retry=RetryPolicy(jitter=0.0, base=0.0)),)), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     dead = member("w1")
     dead.state = "dead"
-    s.on_member_change(dead, 5.0)
+    s.on_member(dead, 5.0)
     s.tick(5.0)
-    s.dispatch([member("w2")], 5.0)
+    place(s, [member("w2")], 5.0)
     assert assigned(s.drain(5.0)) == {"w2": [("a", 2)]}
 
 
 def test_unschedulable_task_waits_with_reason_then_fails() -> None:
     s = sched(pending_timeout=10.0)
     s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, requirements=Requirements(min_cores=64)),)), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     assert s.tasks["a"].reason == "no member satisfies min_cores=64 (1 live)"
     s.tick(5.0)
-    s.dispatch([member("w1")], 5.0)
+    place(s, [member("w1")], 5.0)
     assert commits(s.drain(5.0)) == {}
     s.tick(10.5)
     effects = s.drain(10.5)
@@ -190,19 +197,19 @@ def test_timeout_backstop_cancels_and_retries() -> None:
     s.on_submit(
         SubmitJob("j", (TaskSpec("a", "x", {}, timeout=1.0, retry=RetryPolicy(base=0.0, jitter=0.0)),)), 0.0
     )
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.tick(1.0 + CoreConfig().failure_timeout + 0.1)
     effects = s.drain(5.0)
     assert of_type(effects, CancelAttempt) == [CancelAttempt("a", 1)]
-    s.dispatch([member("w1")], 5.0)
+    place(s, [member("w1")], 5.0)
     assert assigned(s.drain(5.0)) == {"w1": [("a", 2)]}
 
 
 def test_cancel_commits_cancelled_and_stops_the_attempt() -> None:
     s = sched()
     s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}, after=("a",)))), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     assert s.on_cancel("j", 1.0)
     effects = s.drain(1.0)
@@ -215,12 +222,12 @@ def test_takeover_adopts_running_attempts_and_reported_results() -> None:
     s = Scheduler("c2", 2, CoreConfig(), random.Random(0), lambda spec: None, dispatch_after=1.0)
     job = SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}), TaskSpec("c", "x", {})))
     s.adopt(job, {}, 0.0)
-    s.dispatch([member("w1")], 0.5)
+    place(s, [member("w1")], 0.5)
     assert assigned(s.drain(0.5)) == {}  # still in the takeover grace
     s.on_worker_report("w1", WorkerReport(2, (TaskRef("a", "j", 3),), (ok("b", attempt=2),)), 0.6)
     effects = s.drain(0.6)
     assert commits(effects) == {"b": "done"}
-    s.dispatch([member("w1")], 1.1)
+    place(s, [member("w1")], 1.1)
     assert assigned(s.drain(1.1)) == {"w1": [("c", 1)]}
     s.on_results("w1", [ok("a", attempt=3)], 1.2)
     assert commits(s.drain(1.2)) == {"a": "done"}
@@ -230,7 +237,7 @@ def test_priority_orders_placement() -> None:
     s = sched(prefetch=0)
     tasks = tuple(TaskSpec(f"t{p}", "x", {}, priority=p) for p in (4, 2, 0, 3, 1))
     s.on_submit(SubmitJob("j", tasks), 0.0)
-    s.dispatch([member("w1", slots=1)], 0.0)  # room for 1 + 4 prefetch = 5, all placed in priority order
+    place(s, [member("w1", slots=1)], 0.0)  # room for 1 + 4 prefetch = 5, all placed in priority order
     assert [t for t, _ in assigned(s.drain(0.0))["w1"]] == ["t0", "t1", "t2", "t3", "t4"]
 
 
@@ -238,7 +245,7 @@ def test_republish_restores_retained_records_on_a_new_broker() -> None:
     s = sched()
     job = SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {})))
     s.on_submit(job, 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_results("w1", [ok("a")], 0.1)
     s.tick(2.0)
@@ -253,13 +260,13 @@ def test_republish_restores_retained_records_on_a_new_broker() -> None:
 def test_a_refusing_device_is_avoided_and_a_task_nobody_allows_waits_with_the_reason() -> None:
     s = sched(pending_timeout=5.0)
     s.on_submit(SubmitJob("j", (TaskSpec("a", "command", {}),)), 0.0)
-    s.dispatch([member("w1")], 0.0)
+    place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_results("w1", [TaskResult("a", "j", 1, "refused", error="command is not allowed here")], 0.1)
-    s.dispatch([member("w1"), member("w2")], 0.1)
+    place(s, [member("w1"), member("w2")], 0.1)
     assert assigned(s.drain(0.1)) == {"w2": [("a", 2)]}
     s.on_results("w2", [TaskResult("a", "j", 2, "refused", error="command is not allowed here")], 0.2)
-    s.dispatch([member("w1"), member("w2")], 0.2)
+    place(s, [member("w1"), member("w2")], 0.2)
     assert assigned(s.drain(0.2)) == {}
     assert s.tasks["a"].reason == "no member satisfies exclude=w1,w2 (2 live)"
     s.tick(5.5)
