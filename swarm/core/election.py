@@ -57,6 +57,8 @@ class Election:
         self.epoch = persisted_epoch
         self.coordinator: str | None = None
         self.standbys: tuple[str, ...] = ()
+        #: A device on battery claims a heartbeat interval later, so a mains-powered one usually wins.
+        self.on_battery = False
         self.acting_epoch: int | None = None
         self._first_claim: dict[int, str] = {}
         self._started_at = now
@@ -147,7 +149,8 @@ class Election:
         standbys = [s for s in self.standbys if state_of(s) != "dead"]
         if self._self_id in standbys:
             return standbys.index(self._self_id) * step
-        spread = zlib.crc32(self._self_id.encode()) / 2**32 * self._config.heartbeat_interval
+        hb = self._config.heartbeat_interval
+        spread = zlib.crc32(self._self_id.encode()) / 2**32 * hb + (hb if self.on_battery else 0.0)
         return (len(standbys) * step if self.standbys else 0.0) + spread
 
     def _coordinator_may_be_acting(self, now: float, state_of: StateOf) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.errors import InvalidSpec, InvalidTransition
-from swarm.messages import TERMINAL_STATES, SubmitJob, TaskSpec, TaskState, TaskSummary, TaskUpdate
+from swarm.messages import TERMINAL_STATES, SubmitJob, TaskRef, TaskSpec, TaskState, TaskSummary, TaskUpdate
 
 __all__ = ["TRANSITIONS", "JobRecord", "TaskRecord", "check_job", "piped_payload"]
 
@@ -86,6 +86,9 @@ class JobRecord:
     committed: dict[str, TaskUpdate] = field(default_factory=dict)
     unpublished: list[TaskUpdate] = field(default_factory=list)
     batches: int = 0
+    published_at: float = float("-inf")
+    #: Results whose commits are not yet published: (worker, attempt) acknowledged once they are.
+    unpublished_acks: list[tuple[str, TaskRef]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:

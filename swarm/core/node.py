@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 `handle(event, now)` is the single entry point. Messages pass one gate first: coordinator traffic
-(assignments, cancellations, commits, job states) stamped with an epoch below the highest this node has
-seen is dropped and counted, because it comes from a deposed coordinator. Then each message goes to the
+(assignments, cancellations, job states) stamped with an epoch below the highest this node has seen is
+dropped and counted, because it comes from a deposed coordinator. Commit records are not gated: the
+replica keeps each task's record of the highest epoch (`replica.py` says why). Then each message goes to the
 machine that owns it. After every batch of events the scheduler (if this node acts) places ready tasks,
 and the effects of all machines are collected, assignments and results batched per destination.
 
@@ -47,7 +48,7 @@ from swarm.core.membership import Member, Membership
 from swarm.core.replica import Replica
 from swarm.core.retry import Rng
 from swarm.core.scheduler import Scheduler, TaskValidator
-from swarm.core.worker import Worker
+from swarm.core.worker import REPORT_EVERY, Worker
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
     Assign,
@@ -119,6 +120,7 @@ class NodeMachine:
         self.status = status
         self.membership = Membership(node_id, config)
         self.election = Election(node_id, config, persisted_epoch, now)
+        self.election.on_battery = status.caps.battery_percent is not None
         self.replica = Replica()
         self.worker = Worker(node_id, config)
         self.scheduler: Scheduler | None = None
@@ -130,6 +132,7 @@ class NodeMachine:
         # A fresh process reports to the first coordinator it sees, whatever the epoch: it may have lost
         # attempts an earlier life of this node held.
         self._reported_epoch = -1
+        self._next_report = now
         self._effects: list[Effect] = []
         self.metrics: dict[str, int] = {}
         self.left = False
@@ -188,6 +191,7 @@ class NodeMachine:
     def set_status(self, status: DeviceStatus) -> None:
         """The shell measured the device again."""
         self.status = status
+        self.election.on_battery = status.caps.battery_percent is not None
 
     def subscriptions(self) -> list[str]:
         """Topics to subscribe to on (re)connect."""
@@ -218,7 +222,7 @@ class NodeMachine:
 
     def _on_message(self, topic: str, env: Envelope, now: float) -> None:
         body = env.body
-        if isinstance(body, Assign | CancelAttempt | Commit | JobState) and env.epoch < self.election.epoch:
+        if isinstance(body, Assign | CancelAttempt | JobState) and env.epoch < self.election.epoch:
             self.count("fenced_messages")
             log.info("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
             return
@@ -236,7 +240,7 @@ class NodeMachine:
                 self._apply_election(self.election.on_claim(env.sender, epoch, now), now)
             case CoordinatorAnnounce(epoch, coordinator, standbys):
                 self._apply_election(self.election.on_announce(epoch, coordinator, standbys), now)
-                self._report_to_new_coordinator()
+                self._report_to_new_coordinator(now)
             case SubmitJob():
                 if not self.replica.on_spec(body):
                     if self.scheduler is not None:
@@ -244,8 +248,12 @@ class NodeMachine:
                 elif self.scheduler is not None:
                     self.scheduler.on_submit(body, now)
             case Commit(job_id, updates):
-                self.replica.on_commits(job_id, updates, topic)
+                self.replica.on_commits(job_id, updates, topic, env.epoch)
+                if self.scheduler is not None and env.sender == self.node_id:
+                    self.scheduler.on_echo(topic)
             case JobState(job_id, _, finished):
+                if self.scheduler is not None and env.sender == self.node_id:
+                    self.scheduler.on_echo(topic)
                 if finished:
                     self.replica.on_finished(job_id, now)
                     self._effects.append(DropJobData(job_id))
@@ -290,6 +298,8 @@ class NodeMachine:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._effects.append(self._heartbeat())
         self.worker.tick(now)
+        if now >= self._next_report and self.election.coordinator not in (None, self.node_id):
+            self._report(now)
         expired = self.replica.expired(now, self.config.finished_job_retention)
         forgotten = self.membership.take_forgotten()
         if self.scheduler is not None:
@@ -316,7 +326,7 @@ class NodeMachine:
         elif self.election.coordinator is not None:
             # Results published while the connection was down were lost: the coordinator takes them
             # (and what we hold) again, idempotently.
-            self._effects.append(self.worker.report(self.election.epoch))
+            self._report(now)
 
     def _on_leave(self) -> None:
         self.left = True
@@ -406,11 +416,15 @@ class NodeMachine:
         others = sorted(set(self.membership.alive_ids()) - set(line) | {self.node_id})
         return len(line) + others.index(self.node_id)
 
-    def _report_to_new_coordinator(self) -> None:
+    def _report_to_new_coordinator(self, now: float) -> None:
         epoch = self.election.epoch
         if epoch > self._reported_epoch and self.election.coordinator is not None:
             self._reported_epoch = epoch
-            self._effects.append(self.worker.report(epoch))
+            self._report(now)
+
+    def _report(self, now: float) -> None:
+        self._next_report = now + REPORT_EVERY * self.config.heartbeat_interval
+        self._effects.append(self.worker.report(self.election.epoch))
 
     def _on_member_changes(self, changed: list[Member], now: float) -> None:
         scheduler = self.scheduler

@@ -1,10 +1,16 @@
 """Every member's copy of the durable job log: specs, commits and final states as the broker delivered them.
 
 All members follow `job/+/spec` and `job/+/state`; the coordinator, its standbys and would-be claimants
-also follow `job/+/commits/+` (see `node.py`). Members count a commit
-only if its epoch is not below the highest epoch they have seen (the gate in `node.py`). Because one broker
-delivers these topics to every member in one order, every member counts the same commits, and a member that
-becomes coordinator starts from exactly what clients were told. See `docs/election.md`.
+also follow `job/+/commits/+` (see `node.py`).
+
+Commit records pass no epoch gate here: a claimant reads most of them as retained records when it
+subscribes, after it may already have seen higher claims, so their epochs say nothing about whether
+observers counted them. Instead, of the records for one task, the one of the highest epoch stands. Every
+record describes an attempt that really finished; a coordinator adopts what its replica holds and
+publishes it again under its own epoch, so observers, whose gates dropped a record of a deposed
+coordinator, count the task exactly once then (`docs/election.md`). The simulator found why the gate
+cannot stay: a claimant that read a retained record of epoch 2 after seeing claims 3 and 4 dropped it,
+and ran the task again.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ class Replica:
 
     def __init__(self) -> None:
         self.specs: dict[str, SubmitJob] = {}
-        self.committed: dict[str, dict[str, TaskUpdate]] = {}
+        self.committed: dict[str, dict[str, tuple[int, TaskUpdate]]] = {}
         self.records: dict[str, set[str]] = {}
         self.finished: dict[str, tuple[float, set[str]]] = {}
 
@@ -34,15 +40,18 @@ class Replica:
         """The spec was deleted: the job finished or was rejected."""
         self.specs.pop(job_id, None)
 
-    def on_commits(self, job_id: str, updates: tuple[TaskUpdate, ...], topic: str) -> None:
-        """Count a retained batch of commits (at `topic`); the first commit of a task stands."""
+    def on_commits(self, job_id: str, updates: tuple[TaskUpdate, ...], topic: str, epoch: int) -> None:
+        """Count a retained batch of commits (at `topic`, of `epoch`); per task, the highest epoch stands
+        (the first of equal ones)."""
         if job_id in self.finished:
             self.finished[job_id][1].add(topic)
             return
         self.records.setdefault(job_id, set()).add(topic)
         table = self.committed.setdefault(job_id, {})
         for update in updates:
-            table.setdefault(update.task_id, update)
+            known = table.get(update.task_id)
+            if known is None or known[0] < epoch:
+                table[update.task_id] = (epoch, update)
 
     def forget_commits(self) -> None:
         """This member stops following the job log: what it holds would only go stale."""
@@ -62,7 +71,10 @@ class Replica:
 
     def active(self) -> list[tuple[SubmitJob, dict[str, TaskUpdate]]]:
         """Unfinished jobs with their commits, in id order."""
-        return [(self.specs[j], dict(self.committed.get(j, {}))) for j in sorted(self.specs)]
+        return [
+            (self.specs[j], {t: u for t, (_, u) in self.committed.get(j, {}).items()})
+            for j in sorted(self.specs)
+        ]
 
     def expired(self, now: float, retention: float) -> list[tuple[str, list[str]]]:
         """Finished jobs older than `retention` with the topics of their commit records, forgotten here;

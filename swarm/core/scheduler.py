@@ -23,7 +23,15 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
   at in turn. A task no member could ever run is *blocked* with its reason and fails after its pending
   timeout.
 * Acknowledgements. Every result taken in is acknowledged to its worker in the next `Assign` to it (or
-  alone, once per heartbeat interval), so the worker can stop keeping it for a successor.
+  alone, once per heartbeat interval), so the worker can stop keeping it for a successor; a result that
+  committed its task only once that commit is published.
+* Echoes. The coordinator follows the job log it writes, so it sees each of its records come back; one
+  that does not within `REPORT_EVERY` heartbeat intervals is published again (the broker may drop a
+  message, or a one-way link failure may eat it), identical, so observers count it once.
+* Pacing. A job's commits are published at once when its last batch is at least a tick old, otherwise
+  with the next batch a tick later: an idle cluster answers at once, a busy one publishes a few large
+  records per second instead of one per result message, which a standby or a claimant would have to
+  read back.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
 from swarm.core.placement import Candidate, choose, unmet, unmet_by_all
 from swarm.core.retry import Rng, backoff_delay, should_retry
+from swarm.core.worker import REPORT_EVERY
 from swarm.errors import InvalidSpec
 from swarm.messages import (
     Assign,
@@ -107,6 +116,7 @@ class Scheduler:
         self._acks: dict[str, list[TaskRef]] = {}
         self._next_ack_flush = 0.0
         self._touched: set[str] = set()
+        self._unechoed: dict[str, tuple[Publish, float]] = {}
         self._effects: list[Effect] = []
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
@@ -173,12 +183,16 @@ class Scheduler:
 
     def on_results(self, sender: str, results: Iterable[TaskResult], now: float) -> None:
         """Commit or retry each finished attempt; drop results of attempts that no longer count."""
-        acks = self._acks.setdefault(sender, [])
         for res in results:
-            acks.append(TaskRef(res.task_id, res.job_id, res.attempt))
+            ack = TaskRef(res.task_id, res.job_id, res.attempt)
             rec = self.tasks.get(res.task_id)
+            if rec is not None and res.kind == "ok" and rec.state == "queued" and rec.attempt <= res.attempt:
+                # A success of an attempt we did not know ran (an earlier epoch's, reported by nobody yet,
+                # or our own worker's, handed over in memory before its report came back): take it.
+                self._adopt(rec, sender, res.attempt, now)
             if rec is None or rec.state != "running" or rec.attempt != res.attempt:
                 self._count("stale_results")
+                self._acks.setdefault(sender, []).append(ack)
                 continue
             self._release(rec)
             if res.finished_at and res.started_at:
@@ -195,6 +209,10 @@ class Scheduler:
                 )
             else:
                 self._failed_attempt(rec, res.kind, res.error or res.kind, now, res.retry_after)
+            if rec.task_id in self.jobs[rec.job_id].committed:
+                self.jobs[rec.job_id].unpublished_acks.append((sender, ack))
+            else:
+                self._acks.setdefault(sender, []).append(ack)
 
     def on_worker_report(self, sender: str, report: WorkerReport, now: float) -> None:
         """Adopt attempts a worker still holds; take in results it finished while we were not acting."""
@@ -273,12 +291,22 @@ class Scheduler:
 
     # --- time and placement -------------------------------------------------------------------------
 
+    def on_echo(self, topic: str) -> None:
+        """One of our retained records came back from the broker: it is durable."""
+        self._unechoed.pop(topic, None)
+
     def tick(self, now: float) -> None:
-        """Wake backed-off tasks, time out attempts, fail long-blocked tasks, send due acknowledgements."""
+        """Wake backed-off tasks, time out attempts, fail long-blocked tasks, send due acknowledgements,
+        publish again records that never came back."""
         if now >= self._next_ack_flush:
             self._next_ack_flush = now + self._config.heartbeat_interval
             for node in self._acks:
                 self._outbox.setdefault(node, [])
+            overdue = now - REPORT_EVERY * self._config.heartbeat_interval
+            for record, published in list(self._unechoed.values()):
+                if published <= overdue:
+                    self._count("records_republished")
+                    self._publish_record(record, now)
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
             rec = self.tasks.get(task_id)
@@ -481,12 +509,12 @@ class Scheduler:
         if job.finished:
             self._finished_jobs.add(rec.job_id)
 
-    def _close(self, job: JobRecord) -> None:
+    def _close(self, job: JobRecord, now: float) -> None:
         """Publish the job's last commits and its final record; forget it here."""
         job_id = job.spec.job_id
-        self._flush_commits(job)
+        self._flush_commits(job, now, force=True)
         state = JobState(job_id, len(job.tasks), finished=True)
-        self._effects.append(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True))
+        self._publish_record(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True), now)
         self._effects.append(ClearRetained(f"job/{job_id}/spec"))
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
@@ -512,16 +540,24 @@ class Scheduler:
     def _publish_event(self, job_id: str, body: JobAccepted | JobRejected) -> None:
         self._effects.append(Publish(f"job/{job_id}/events", body, epoch=self.epoch))
 
-    def _flush_commits(self, job: JobRecord) -> None:
+    def _flush_commits(self, job: JobRecord, now: float, force: bool = False) -> None:
         """Commits become durable the moment they are published: each batch is its own retained record."""
-        if job.unpublished:
+        if job.unpublished and (force or now - job.published_at >= self._config.tick_interval):
+            job.published_at = now
             job_id = job.spec.job_id
             topic = f"job/{job_id}/commits/{self.epoch}.{job.batches}"
             job.batches += 1
-            self._effects.append(
-                Publish(topic, Commit(job_id, tuple(job.unpublished)), epoch=self.epoch, retain=True)
-            )
+            record = Publish(topic, Commit(job_id, tuple(job.unpublished)), epoch=self.epoch, retain=True)
+            self._publish_record(record, now)
             job.unpublished = []
+        if not job.unpublished:
+            for node, ack in job.unpublished_acks:
+                self._acks.setdefault(node, []).append(ack)
+            job.unpublished_acks.clear()
+
+    def _publish_record(self, record: Publish, now: float) -> None:
+        self._unechoed[record.topic] = (record, now)
+        self._effects.append(record)
 
     def _count(self, name: str) -> None:
         self.metrics[name] = self.metrics.get(name, 0) + 1
@@ -542,10 +578,10 @@ class Scheduler:
         for job_id in sorted(self._finished_jobs):
             job = self.jobs.get(job_id)
             if job is not None and job.finished:
-                self._close(job)
+                self._close(job, now)
         self._finished_jobs.clear()
         for job in self.jobs.values():
-            self._flush_commits(job)
+            self._flush_commits(job, now)
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
         effects: list[Effect] = [
             Publish(f"node/{node}/in", Assign(tuple(batch), tuple(acks)), epoch=self.epoch)

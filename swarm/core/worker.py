@@ -5,8 +5,11 @@ Theory of operation
 Assignments arrive in batches and wait in arrival order (the coordinator already ordered them by
 priority). At most `slots` run at once through `RunTask`; the executor answers with `TaskFinished`.
 Outcomes are batched into one `Results` message per `drain`. A result stays *unacknowledged* until the
-coordinator acknowledges it (in `Assign.acked`) or it is `unacked_result_ttl` old; when a new coordinator
-announces itself, the worker sends it a `WorkerReport` with everything it holds and every unacknowledged
+coordinator acknowledges it (in `Assign.acked`) or it is `unacked_result_ttl` old. The worker sends a
+`WorkerReport` with everything it holds and every unacknowledged result to every new coordinator, and
+again every `REPORT_EVERY` heartbeat intervals (`node.py`): a lost `Assign` or `Results` message, or a
+previous life of this node that took attempts with it, must not leave a task running for ever. So it
+sends a `WorkerReport` with everything it holds and every unacknowledged
 result, so that a change of coordinator neither loses finished work nor runs held work twice. The epoch
 gate for assignments lives in `node.py`, before this machine sees them.
 """
@@ -19,7 +22,10 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import CancelTask, Effect, Publish, RunTask
 from swarm.messages import Assign, Assignment, Results, TaskRef, TaskResult, WorkerReport
 
-__all__ = ["Worker"]
+__all__ = ["REPORT_EVERY", "Worker"]
+
+#: Heartbeat intervals between two reports of a worker to its coordinator.
+REPORT_EVERY = 4
 
 
 class Worker:

@@ -250,11 +250,34 @@ def test_republish_restores_retained_records_on_a_new_broker() -> None:
     s.on_results("w1", [ok("a")], 0.1)
     s.tick(2.0)
     s.drain(2.0)
+    s.on_echo("job/j/commits/1.0")
     s.republish()
     s.tick(4.0)
     effects = s.drain(4.0)
     topics = {e.topic for e in effects if isinstance(e, Publish) and e.retain}
     assert topics == {"job/j/spec", "job/j/commits/1.1"}
+
+
+def test_a_record_that_never_comes_back_is_published_again_and_acks_wait_for_it() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}))), 0.0)
+    place(s, [member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [ok("a")], 0.1)
+    assert commits(s.drain(0.1)) == {"a": "done"}
+    s.tick(0.2)
+    later = s.drain(0.2)
+    assert commits(later) == {}
+    # Acknowledged once its commit is published, alone since no assignment goes to w1 meanwhile.
+    assert [a.acked for a in of_type(later, Assign)] == [(TaskRef("a", "j", 1),)]
+    s.tick(0.1 + 4 * s._config.heartbeat_interval)
+    again = s.drain(0.1 + 4 * s._config.heartbeat_interval)
+    assert [e.topic for e in again if isinstance(e, Publish) and isinstance(e.body, Commit)] == [
+        "job/j/commits/1.0"
+    ]
+    s.on_echo("job/j/commits/1.0")
+    s.tick(10.0)
+    assert commits(s.drain(10.0)) == {}
 
 
 def test_a_refusing_device_is_avoided_and_a_task_nobody_allows_waits_with_the_reason() -> None:
@@ -271,3 +294,15 @@ def test_a_refusing_device_is_avoided_and_a_task_nobody_allows_waits_with_the_re
     assert s.tasks["a"].reason == "no member satisfies exclude=w1,w2 (2 live)"
     s.tick(5.5)
     assert commits(s.drain(5.5)) == {"a": "failed"}
+
+
+def test_a_success_of_an_attempt_the_new_coordinator_did_not_know_ran_is_taken() -> None:
+    """A new coordinator's own worker finishes an earlier epoch's attempt before its report comes back."""
+    s = Scheduler("c2", 2, CoreConfig(), random.Random(0), lambda spec: None, dispatch_after=1.0)
+    s.adopt(SubmitJob("j", (TaskSpec("a", "x", {}),)), {}, 0.0)
+    s.on_results("c2", [ok("a", attempt=3)], 0.5)
+    assert commits(s.drain(0.5)) == {"a": "done"}
+    # A late failure of an attempt the coordinator never saw is not adopted: the task may still run.
+    s.adopt(SubmitJob("k", (TaskSpec("b", "x", {}),)), {}, 0.6)
+    s.on_results("c2", [TaskResult("b", "k", 1, "error", error="boom")], 0.7)
+    assert s.tasks["b"].state == "queued"
