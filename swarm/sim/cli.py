@@ -66,10 +66,12 @@ def run_sim_command(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    for name in named_scenarios():
+    names = list(named_scenarios())
+    width = max(map(len, names), default=0)
+    for name in names:
         sc = load_scenario(name)
-        tasks = sum(w.tasks for w in sc.workload)
-        print(f"{name:18} {sc.node_count:5} nodes {tasks:7} tasks  {sc.description}")
+        tasks = sum(w.task_count for w in sc.workload)
+        print(f"{name:{width}} {sc.node_count:5} nodes {tasks:7} tasks  {sc.description}")
     return 0
 
 
@@ -133,6 +135,12 @@ def format_report(r: SimReport) -> str:
         lines.append(
             f"outside design {len(r.outside_design)} breach(es) after a fault beyond assumption A, "
             f"e.g. {r.outside_design[0]}"
+        )
+    if r.mapreduce:
+        m = r.mapreduce
+        lines.append(
+            f"mapreduce      {m['maps']} map and {m['reduces']} reduce attempts, {m['fetched']} runs "
+            f"fetched, {m['recomputed']} recomputed; {m['jobs_checked']} job(s) matched the reference"
         )
     lines.append("device class   nodes  tasks done  utilisation")
     for name, row in sorted(r.per_class.items()):

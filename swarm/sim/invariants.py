@@ -10,6 +10,10 @@ Checked as the run goes (a violation stops it at once):
 3. No accepted job is lost across coordinator changes: when a node starts acting, every job the
    observer saw accepted and not yet finished must be in its scheduler (adopted from its replica).
 4. At the end of a run, every accepted task has completed or failed with a reason.
+5. A MapReduce job (`swarm.sim.mapreduce`) ends with every task done, and its outputs, once the
+   observer has seen it finish, are the word count of its corpus computed here apart from the engine:
+   each key in the output its stable hash names, once, in sorted order, with the reference's count. At
+   the end of a run, every MapReduce job has finished and been checked.
 
 Any exception in the core (an `InvalidTransition`, the scheduler's own double-commit assertion, a failed
 `validate()`) is a violation too.
@@ -17,16 +21,20 @@ Any exception in the core (an `InvalidTransition`, the scheduler's own double-co
 Invariants 1-3 rest on assumption A of `docs/election.md` (every subscriber receives a topic's messages,
 all of them, in broker order). When a fault beyond MQTT's promises made a live node miss a message on a
 topic those invariants depend on (`swarm.sim.faults` says which faults do), the design promises nothing
-for them any more: from then on a breach is recorded in `outside_design` instead of raised. Invariant 4
-(liveness) is always held.
+for them any more: from then on a breach is recorded in `outside_design` instead of raised. Invariants 4
+(liveness) and 5 (a result must be right whatever happened on the way) are always held.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from swarm.core.tracker import JobTracker
+from swarm.mapreduce.kernels import partition_of
 from swarm.messages import Commit, Envelope, JobAccepted, SubmitJob, TaskUpdate
+from swarm.sim.mapreduce import SimJob, reference_counts
 from swarm.sim.world import SimNode, SimWorld
 
 __all__ = ["Checker", "InvariantViolation"]
@@ -60,6 +68,7 @@ class Checker:
     accepted_at: dict[str, float] = field(default_factory=dict)
     first_commit: dict[str, _Commit] = field(default_factory=dict)
     outside_design: list[str] = field(default_factory=list)
+    mapreduce_checked: set[str] = field(default_factory=set)
     checks: int = 0
     submitted: int = 0
     finished: int = 0
@@ -96,10 +105,13 @@ class Checker:
         if isinstance(body, JobAccepted):
             self.accepted_at.setdefault(body.job_id, self.world.now)
         before = self.tracker.fenced
-        self.finished += len(self.tracker.on_envelope(env))
+        fresh = self.tracker.on_envelope(env)
+        self.finished += len(fresh)
         if isinstance(body, Commit) and "/commits/" in topic and self.tracker.fenced == before:
             self.checks += 1
             self._count_commits(env, body)
+        if fresh and isinstance(body, Commit) and body.job_id in self.world.mapreduce.jobs:
+            self._check_mapreduce(self.world.mapreduce.jobs[body.job_id])
 
     def _count_commits(self, env: Envelope, body: Commit) -> None:
         for update in body.updates:
@@ -156,8 +168,56 @@ class Checker:
                     nodes=[node.node_id],
                 )
 
+    def _check_mapreduce(self, job: SimJob) -> None:
+        """Invariant 5, once the submitter sees the job finish: every task done, and the outputs are the
+        reference word count, every key in the output its hash names, once, in sorted order."""
+        progress = self.tracker.jobs.get(job.job_id)
+        if progress is None or not progress.finished or job.job_id in self.mapreduce_checked:
+            return
+        self.mapreduce_checked.add(job.job_id)
+        self.checks += 1
+        for update in sorted(progress.updates.values(), key=lambda u: u.task_id):
+            if update.state != "done":
+                self._mapreduce_violation(
+                    job, f"task {update.task_id} {update.state}: {update.error}", update
+                )
+        counted: dict[bytes, int] = {}
+        for r in range(job.reducers):
+            reduce = progress.updates[f"{job.job_id}.r{r}"]
+            if r not in job.outputs:
+                self._mapreduce_violation(job, f"mr-out-{r} was never written", reduce)
+            keys, values = job.outputs[r]
+            if len(keys) > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+                self._mapreduce_violation(
+                    job, f"mr-out-{r} is not sorted by key or holds a key twice", reduce
+                )
+            parts = partition_of(keys, job.reducers)
+            wrong = np.flatnonzero(parts != r)
+            if len(wrong):
+                key, right = keys[wrong[0]], parts[wrong[0]]
+                self._mapreduce_violation(
+                    job, f"mr-out-{r} holds {key!r}, whose hash puts it in mr-out-{right}", reduce
+                )
+            counted.update(zip(keys.tolist(), values.tolist(), strict=True))
+        reference = dict(reference_counts(job.corpus))
+        if counted != reference:
+            differ = sorted(
+                k for k in reference.keys() | counted.keys() if counted.get(k) != reference.get(k)
+            )
+            examples = ", ".join(
+                f"{k!r} {counted.get(k, 0)} (reference {reference.get(k, 0)})" for k in differ[:3]
+            )
+            r = int(partition_of(np.array(differ[:1], dtype=np.bytes_), job.reducers)[0])
+            self._mapreduce_violation(
+                job,
+                f"the outputs differ from the reference word count in {len(differ)} of {len(reference)} "
+                f"words, e.g. {examples}",
+                progress.updates[f"{job.job_id}.r{r}"],
+            )
+
     def final_check(self) -> None:
-        """Invariant 4: every accepted task completed or failed with a reason."""
+        """Invariants 4 and 5: every accepted task completed or failed with a reason; every MapReduce job
+        finished (and its outputs were checked then)."""
         for job_id, progress in sorted(self.tracker.jobs.items()):
             if progress.rejected is not None:
                 continue
@@ -174,6 +234,11 @@ class Checker:
                     self._violation(
                         f"task {update.task_id} {update.state} without a reason", task_id=update.task_id
                     )
+        for job_id in sorted(self.world.mapreduce.jobs):
+            if job_id not in self.mapreduce_checked:
+                rejected = self.tracker.jobs[job_id].rejected
+                why = "never finished" if rejected is None else f"was rejected: {rejected}"
+                self._violation(f"MapReduce job {job_id} {why}")
 
     def _task_ids(self, job_id: str) -> list[str]:
         for node in self.world.nodes.values():
@@ -205,6 +270,22 @@ class Checker:
 
     def _violation(self, what: str, task_id: str | None = None, nodes: list[str] | None = None) -> None:
         raise InvariantViolation(self._message(what, task_id, nodes or []))
+
+    def _mapreduce_violation(self, job: SimJob, what: str, update: TaskUpdate) -> None:
+        """Invariant 5 failed: the usual story, then the task's commit and every MapReduce attempt's.
+
+        The scheduler has forgotten the tasks of a finished job, so the attempts' story is the one
+        `swarm.sim.mapreduce` kept: where each map left its runs, what each reduce fetched or recomputed.
+        """
+        nodes = [update.node or "", *(n.node_id for n in self.world.coordinators())]
+        lines = [
+            self._message(f"MapReduce job {job.job_id}: {what}", None, nodes),
+            f"commit of {update.task_id}: {update.state}, attempt {update.attempt} on {update.node}, "
+            f"result {update.result}",
+            f"MapReduce attempts of job {job.job_id} (map: runs left; reduce: runs fetched or recomputed):",
+        ]
+        lines += ["  " + line for line in job.log]
+        raise InvariantViolation("\n".join(lines))
 
     def _message(self, what: str, task_id: str | None, nodes: list[str]) -> str:
         w = self.world

@@ -17,6 +17,7 @@ from typing import Any
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 from swarm.sim.faults import NetRates
 from swarm.sim.invariants import Checker
+from swarm.sim.mapreduce import generate_corpus
 from swarm.sim.scenario import FaultEvent, Scenario, Workload
 from swarm.sim.world import SimNode, SimWorld
 
@@ -44,6 +45,7 @@ class SimReport:
     outside_design: list[str] = field(default_factory=list)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     liveness_checked: bool = True
+    mapreduce: dict[str, int] = field(default_factory=dict)
 
     @property
     def coordinator_changes(self) -> int:
@@ -134,6 +136,9 @@ class _Run:
     # --- workload -----------------------------------------------------------------------------------
 
     def _submit(self, index: int, load: Workload) -> None:
+        if load.kind == "mapreduce":
+            self._submit_mapreduce(index, load)
+            return
         rng = self.world.rng
         per_job = max(load.tasks // load.jobs, 1)
         retry = RetryPolicy(max_retries=load.max_retries, base=0.2, cap=5.0)
@@ -152,6 +157,18 @@ class _Run:
             )
             self.checker.submit(SubmitJob(job_id, specs, kind="batch", submitted_by="client"))
         self.world.note(f"submitted {load.jobs} job(s), {per_job * load.jobs} tasks")
+
+    def _submit_mapreduce(self, index: int, load: Workload) -> None:
+        """Word counts over corpora drawn from the run's seed, as `swarm submit mapreduce` builds them."""
+        w = self.world
+        for j in range(load.jobs):
+            corpus = generate_corpus(w.rng.getrandbits(32), load.words)
+            job = w.mapreduce.submit(
+                f"w{index}-mr{j}", corpus, load.maps, load.reduces, load.cost, load.max_retries, load.timeout
+            )
+            # Stamped with the submitter as `SwarmClient.submit` stamps it.
+            self.checker.submit(dataclasses.replace(job, submitted_by=self.checker.client_id))
+        w.note(f"submitted {load.jobs} MapReduce job(s) of {load.maps} maps and {load.reduces} reduces")
 
     # --- faults -------------------------------------------------------------------------------------
 
@@ -304,4 +321,9 @@ class _Run:
             outside_design=c.outside_design,
             per_class=per_class,
             liveness_checked=liveness,
+            mapreduce=(
+                w.mapreduce.stats.as_dict() | {"jobs_checked": len(c.mapreduce_checked)}
+                if w.mapreduce.jobs
+                else {}
+            ),
         )

@@ -31,6 +31,12 @@ __all__ = [
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
 FAULT_KINDS = ("crash", "leave", "partition", "slow", "broker-restart", "network")
+WORKLOAD_KINDS = ("batch", "mapreduce")
+#: Keys only a batch workload takes, and keys only a MapReduce one takes (and needs).
+_BATCH_KEYS = ("tasks", "priority", "fail_p")
+_MAPREDUCE_KEYS = ("maps", "reduces", "words")
+#: Seconds of one map and one reduce on a speed-1 device when a MapReduce workload gives no `cost`.
+MAPREDUCE_COST = (0.2, 1.0)
 PARTITION_MODES = ("cut", "in", "out")
 
 
@@ -46,16 +52,34 @@ class DeviceGroup:
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """`jobs` batch jobs of `tasks` tasks in all, submitted at `at`."""
+    """What is submitted at `at`, by `kind`.
+
+    * "batch": `jobs` jobs of `tasks` tasks in all, each costing between `cost[0]` and `cost[1]` seconds
+      on a laptop.
+    * "mapreduce": `jobs` word counts (`swarm.sim.mapreduce`), each of `maps` map and `reduces` reduce
+      tasks over a corpus of `words` words generated from the run's seed; `cost` is then the seconds
+      of one map and of one reduce on a speed-1 device.
+    """
 
     at: float
-    jobs: int
-    tasks: int
+    jobs: int = 1
+    tasks: int = 0
     cost: tuple[float, float] = (0.01, 0.05)
     priority: tuple[int, int] = (0, 4)
     fail_p: float = 0.0
     max_retries: int = 3
     timeout: float | None = None
+    kind: str = "batch"
+    maps: int = 0
+    reduces: int = 0
+    words: int = 0
+
+    @property
+    def task_count(self) -> int:
+        """Tasks this workload submits in all."""
+        if self.kind == "mapreduce":
+            return self.jobs * (self.maps + self.reduces)
+        return max(self.tasks // self.jobs, 1) * self.jobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +205,7 @@ def _scenario(doc: dict[str, Any], stem: str) -> Scenario:
         duration=_num(doc, "duration", "", 60.0, minimum=0.0),
         drain=_num(doc, "drain", "", 120.0, minimum=0.0),
         devices=devices,
-        workload=tuple(
-            _from_table(Workload, f"workload[{i}].", t) for i, t in enumerate(_tables(doc, "workload"))
-        ),
+        workload=tuple(_workload(i, t) for i, t in enumerate(_tables(doc, "workload"))),
         faults=tuple(_fault(i, t) for i, t in enumerate(_tables(doc, "faults"))),
         rates=_from_table(FaultRates, "rates.", _table(doc.get("rates", {}), "rates")),
         config=dict(config),
@@ -217,6 +239,35 @@ def _group(i: int, t: dict[str, Any]) -> DeviceGroup:
     if leave > 1:
         raise ValueError(f"{where}leave_fraction must be in [0, 1], got {leave}")
     return DeviceGroup(profile, count, _num(t, "skew_s", where, 0.0, minimum=0.0), leave)
+
+
+def _workload(i: int, t: dict[str, Any]) -> Workload:
+    """A workload table; which keys it needs and takes depends on its kind."""
+    where = f"workload[{i}]."
+    kind = t.get("kind", "batch")
+    if kind not in WORKLOAD_KINDS:
+        raise ValueError(f"{where}kind must be one of {', '.join(WORKLOAD_KINDS)}, got {kind!r}")
+    # A key of the other kind would be silently ignored: refuse it, like any unknown key.
+    stray = sorted(set(t) & set(_MAPREDUCE_KEYS if kind == "batch" else _BATCH_KEYS))
+    if stray:
+        raise ValueError(f"{where}{stray[0]} does not apply to kind = {kind!r}")
+    table = dict(t)
+    # A MapReduce cost is [map, reduce], not a [low, high] range: any order is fine.
+    cost = table.pop("cost", None) if kind == "mapreduce" else None
+    load: Workload = _from_table(Workload, where, table)
+    required = ("tasks",) if kind == "batch" else _MAPREDUCE_KEYS
+    for key in ("jobs", *required):
+        if key in required and key not in t:
+            raise ValueError(f"{where}{key} is required (kind = {kind!r})")
+        if getattr(load, key) < 1:
+            raise ValueError(f"{where}{key} must be a positive integer (kind = {kind!r}), got {t.get(key)!r}")
+    if kind == "mapreduce":
+        if cost is None:
+            cost = list(MAPREDUCE_COST)
+        if not (isinstance(cost, list) and len(cost) == 2 and all(_is_num(v) and v >= 0 for v in cost)):
+            raise ValueError(f"{where}cost must be [map seconds, reduce seconds], both >= 0, got {cost!r}")
+        load = dataclasses.replace(load, cost=(float(cost[0]), float(cost[1])))
+    return load
 
 
 def _fault(i: int, t: dict[str, Any]) -> FaultEvent:
@@ -255,7 +306,7 @@ def _from_table(cls: Any, where: str, t: dict[str, Any]) -> Any:
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
         raise ValueError(f"{where}{missing[0]} is required")
-    for key in ("jobs", "tasks", "max_retries"):
+    for key in ("jobs", "tasks", "max_retries", "maps", "reduces", "words"):
         if key in values:
             values[key] = int(values[key])
     return cls(**values)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from swarm.core.events import Event, MessageReceived, TaskFinished
 from swarm.core.node import NodeMachine
 from swarm.devices.profiles import DeviceProfile
+from swarm.mapreduce.kernels import Keys, Values
 from swarm.sim.faults import LinkMode
 
 __all__ = ["DEFAULT_PROFILE", "LOG_LENGTH", "SimNode"]
@@ -33,6 +34,8 @@ class SimNode:
     speed: float
     incarnation: int
     disk: dict[str, int]
+    # Bulk data in the data dir (a map's sorted runs, by path): lost with the data dir, like `disk`.
+    files: dict[str, tuple[Keys, Values]] = field(default_factory=dict)
     running: dict[tuple[str, int], int] = field(default_factory=dict)
     up: bool = True
     connected: bool = False

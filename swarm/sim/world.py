@@ -48,6 +48,7 @@ from swarm.devices.profiles import DeviceProfile
 from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
 from swarm.sim.broker import SimBroker
 from swarm.sim.faults import LinkMode, NetFaults
+from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
 from swarm.sim.simnode import DEFAULT_PROFILE, SimNode
 
 __all__ = ["SimNode", "SimWorld"]
@@ -56,7 +57,7 @@ CoreErrorHook = Callable[["SimNode", Event, Exception], None]
 
 
 def _accept_all(spec: TaskSpec) -> str | None:
-    return None if spec.type in ("echo", "sleep") else f"unknown task type {spec.type!r}"
+    return None if spec.type in ("echo", "sleep", *MAPREDUCE_TYPES) else f"unknown task type {spec.type!r}"
 
 
 class SimWorld:
@@ -85,6 +86,8 @@ class SimWorld:
         self.lost_publishes = 0
         self.broker_up = True
         self._hash = hashlib.blake2b(digest_size=16)
+        # MapReduce jobs: the submitter's inputs and outputs, and the two task types (swarm.sim.mapreduce).
+        self.mapreduce = SimMapReduce(self.nodes, lambda: self.now)
 
     # --- clock --------------------------------------------------------------------------------------
 
@@ -183,7 +186,7 @@ class SimWorld:
         if node.up:
             return
         if not keep_disk:
-            node.disk = {}
+            node.disk, node.files = {}, {}
         node.machine = self._machine(node_id, node.profile, node.disk, node.skew)
         node.up, node.up_since, node.link = True, self.now, None
         self.net.links.pop(node_id, None)
@@ -358,8 +361,8 @@ class SimWorld:
                 self.broker.unsubscribe(nid, topic)
             case Persist(epoch):
                 node.disk["epoch"] = epoch
-            case DropJobData():
-                pass  # simulated nodes keep no bulk data
+            case DropJobData(job_id):
+                self.mapreduce.drop(node, job_id)
             case RunTask(a):
                 self._run(node, a)
             case CancelTask(task_id, attempt):
@@ -374,7 +377,11 @@ class SimWorld:
 
     def _run(self, node: SimNode, a: Assignment) -> None:
         payload: dict[str, Any] = a.payload
-        if a.type == "sleep":
+        outcome: Callable[[], Any] | None = None  # makes the result as the attempt ends (echo: the payload)
+        if a.type in MAPREDUCE_TYPES:
+            cost, outcome = self.mapreduce.start(node, a)
+            duration = cost / node.speed
+        elif a.type == "sleep":
             duration = float(payload.get("seconds", 0.0))
         elif "cost" in payload:
             duration = float(payload["cost"]) / node.speed
@@ -399,8 +406,9 @@ class SimWorld:
                     )
                 else:
                     node.tasks_done += 1
+                    output = payload if outcome is None else outcome()
                     result = TaskResult(
-                        a.task_id, a.job_id, a.attempt, "ok", payload, None, None, started, end
+                        a.task_id, a.job_id, a.attempt, "ok", output, None, None, started, end
                     )
                 self._step(node, TaskFinished(result))
 
