@@ -125,7 +125,8 @@ class _Request:
 class DataServer:
     """Serves the files under `root` to peers; use as `async with DataServer(root) as server: ...`.
 
-    `host`/`port` are where it listens (port 0 picks a free one, read it back from `.port` after start);
+    `host`/`port` are where it listens (port 0 picks a free one, read it back from `.port` after start;
+    `any_port_if_taken` falls back to a free one when `port` is in use);
     `advertise_host` is the address peers should use when `host` is a wildcard. `allow_upload` enables PUT
     (the submitting client's server receives reduce outputs), `max_upload_bytes` caps one upload,
     `allow_delete` enables DELETE (a finished job's data is removed by whoever owns the job), and
@@ -146,6 +147,7 @@ class DataServer:
         allow_delete: bool = False,
         fetch_limit: int = 16,
         aliases: Mapping[str, Path] | None = None,
+        any_port_if_taken: bool = False,
     ) -> None:
         if fetch_limit < 1:
             raise ValueError("fetch_limit must be >= 1")
@@ -161,6 +163,7 @@ class DataServer:
         self.allow_delete = allow_delete
         self.fetch_limit = fetch_limit
         self._port = port
+        self._any_port_if_taken = any_port_if_taken
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(fetch_limit)
@@ -175,14 +178,22 @@ class DataServer:
         if self._server is not None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = await self._listen(self._port)
+        except OSError:
+            if not (self._port and self._any_port_if_taken):
+                raise
+            self._server = await self._listen(0)
         # Its own threads for hashing and file I/O: borrowing the loop's default executor would let
         # unrelated blocking work (or, in one process, the very clients fetching from us) starve it.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(self.fetch_limit, 8), thread_name_prefix="dataserver"
         )
-        self._server = await asyncio.start_server(self._handle, self.host, self._port, limit=MAX_HEAD_BYTES)
         self._port = self._server.sockets[0].getsockname()[1]
         log.info("data server on %s serving %s", self.url, self.root)
+
+    async def _listen(self, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, self.host, port, limit=MAX_HEAD_BYTES)
 
     async def close(self) -> None:
         """Stop listening and abort transfers in progress (their clients see a truncated body and retry)."""
@@ -638,5 +649,3 @@ def _sync_and_close(fd: int) -> os.stat_result:
         return os.fstat(fd)
     finally:
         os.close(fd)
-
-

@@ -7,7 +7,8 @@ own process group (so the parent can kill it together with anything a task start
 `Registry`, caps its address space, and answers `{"ready": true}`, or `{"ready": false, "error": ...}` if
 it cannot serve, which the parent turns into a start-up error. Then it loops: receive one request (orjson
 bytes), run it, send one reply (orjson bytes), until the pipe reaches end of file, which means the parent is
-gone or shutting down.
+gone or shutting down. A task still running then is killed at once (`_die_with_node`), not left to finish
+unseen.
 
 Each reply carries a `kind` that classifies the attempt the way the scheduler needs it (see `_KINDS`), the
 result or the error text with its traceback, and `started_at`/`finished_at` measured here with
@@ -22,8 +23,10 @@ import ctypes
 import importlib
 import logging
 import os
+import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -126,6 +129,38 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 == PR_SET_PDEATHSIG
 
 
+def _die_with_node(conn: Connection) -> None:
+    """On Linux, kill this worker and its task's programs as soon as the node's end of the pipe closes.
+
+    `_die_with_parent` alone does not cover a node that is SIGKILLed: with the forkserver start method a
+    worker's parent is the fork server, and the fork server stays up as long as any worker lives (every
+    worker holds its alive pipe), so a running task would go on to its end, unseen by any coordinator.
+    The node's end closes only when the node dies or stops this worker, and either way the worker is done.
+    A thread waits for the hang-up; POLLHUP and POLLERR are reported without being asked for.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    poller = select.poll()
+    poller.register(conn.fileno(), 0)
+
+    def watch() -> None:
+        while True:
+            try:
+                events = poller.poll()
+            except OSError:
+                return
+            if any(mask & (select.POLLHUP | select.POLLERR) for _, mask in events):
+                break
+            if any(mask & select.POLLNVAL for _, mask in events):
+                return  # our own end was closed: the process is on its way out anyway
+        if os.getpgrp() == os.getpid():  # our own group (see `main`): never the node's or its caller's
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="swarm-worker.node-watch", daemon=True).start()
+
+
 def _classify(exc: BaseException) -> str:
     for cls, kind in _KINDS:
         if isinstance(exc, cls):
@@ -195,6 +230,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
     if hasattr(os, "setpgrp"):
         os.setpgrp()
     _die_with_parent()
+    _die_with_node(conn)
     try:
         registry = load_registry(config.registry_factory, config.strict_plugins)
         os.makedirs(config.work_dir, exist_ok=True)

@@ -97,7 +97,11 @@ class NodeShell:
             async with (
                 self._locator,
                 DataServer(
-                    self._data_root, host=listen, advertise_host=advertised_host(self.config.broker)
+                    self._data_root,
+                    host=listen,
+                    port=self.storage.data_port,
+                    any_port_if_taken=True,
+                    advertise_host=advertised_host(self.config.broker),
                 ) as data,
                 Executor(
                     slots=self.config.core.slots,
@@ -110,6 +114,8 @@ class NodeShell:
                 ) as executor,
             ):
                 log.info("node %s serves bulk data at %s", self.node_id, data.url)
+                # The same port after a restart keeps this node's map outputs reachable at their URLs.
+                self.storage.remember_data_port(data.port)
                 await self._serve(executor, stop)
         finally:
             self.storage.close()

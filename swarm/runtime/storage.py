@@ -32,6 +32,9 @@ class NodeStorage:
         node_id, epoch = state.get("node_id"), state.get("epoch", 0)
         self.node_id: str = node_id if isinstance(node_id, str) and node_id else f"n-{secrets.token_hex(4)}"
         self.epoch: int = epoch if isinstance(epoch, int) else 0
+        port = state.get("data_port", 0)
+        #: The data server's port in this node's last life: peers may still hold URLs of its map outputs.
+        self.data_port: int = port if isinstance(port, int) else 0
         self._write()
 
     @classmethod
@@ -67,6 +70,12 @@ class NodeStorage:
             self.epoch = epoch
             self._write()
 
+    def remember_data_port(self, port: int) -> None:
+        """Record the data server's port, to listen there again after a restart."""
+        if port != self.data_port:
+            self.data_port = port
+            self._write()
+
     def close(self) -> None:
         """Release the data dir."""
         self._lock.close()
@@ -81,7 +90,8 @@ class NodeStorage:
     def _write(self) -> None:
         tmp = self._state_path.with_suffix(".tmp")
         with tmp.open("wb") as f:
-            f.write(orjson.dumps({"node_id": self.node_id, "epoch": self.epoch}))
+            state = {"node_id": self.node_id, "epoch": self.epoch, "data_port": self.data_port}
+            f.write(orjson.dumps(state))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_path)

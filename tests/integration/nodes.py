@@ -50,6 +50,7 @@ class Node:
     data_dir: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    extra: tuple[str, ...] = ()
 
     @property
     def node_id(self) -> str | None:
@@ -84,9 +85,18 @@ class Cluster:
             args += ["--broker", self.broker]
         with log.open("ab") as out:
             proc = subprocess.Popen(swarm_cmd(*args), stdout=out, stderr=out, env=loopback_env(self.root))
-        node = Node(name, data_dir, proc, log)
+        node = Node(name, data_dir, proc, log, extra)
         self.nodes.append(node)
         return node
+
+    def restart(self, node: Node) -> Node:
+        """Start a stopped node again with its name, data dir (so its node id) and options."""
+        assert node.proc.poll() is not None, f"{node.name} is still running"
+        index = self.nodes.index(node)
+        new = self.start(node.name, *node.extra)
+        self.nodes.pop()
+        self.nodes[index] = new  # by_id must find the live process, not the dead one
+        return new
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run a client command against this cluster."""

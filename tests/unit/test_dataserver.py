@@ -554,3 +554,23 @@ async def test_loopback_throughput(server: DataServer, root: Path, tmp_path: Pat
     warm = time.perf_counter() - started
     assert checksum_file(dest) == checksum_file(root / "big")
     print(f"\nloopback fetch of 200 MB: {size / MB / cold:.0f} MB/s cold, {size / MB / warm:.0f} MB/s warm")
+
+
+async def test_a_restarted_node_listens_on_its_old_port_or_any_free_one(root: Path) -> None:
+    first = DataServer(root, host="127.0.0.1")
+    await first.start()
+    port = first.port
+    await first.close()
+    again = DataServer(root, host="127.0.0.1", port=port, any_port_if_taken=True)
+    await again.start()
+    try:
+        assert again.port == port
+        # While it holds the port, a second server falls back to a free one instead of failing.
+        other = DataServer(root, host="127.0.0.1", port=port, any_port_if_taken=True)
+        await other.start()
+        assert other.port not in (0, port)
+        await other.close()
+        with pytest.raises(OSError):
+            await DataServer(root, host="127.0.0.1", port=port).start()
+    finally:
+        await again.close()
