@@ -43,7 +43,8 @@ class TaskRecord:
     state: TaskState
     attempt: int = 0
     node: str | None = None
-    not_before: float = 0.0
+    #: While backing off: when the task may run again.
+    not_before: float | None = None
     assigned_at: float = 0.0
     blocked_since: float | None = None
     reason: str | None = None

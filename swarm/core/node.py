@@ -238,9 +238,11 @@ class NodeMachine:
                     self.election.forget_coordinator(env.sender)
             case Claim(epoch):
                 self._apply_election(self.election.on_claim(env.sender, epoch, now), now)
+                self._restate_if_stale(epoch)
             case CoordinatorAnnounce(epoch, coordinator, standbys):
                 self._apply_election(self.election.on_announce(epoch, coordinator, standbys), now)
                 self._report_to_new_coordinator(now)
+                self._restate_if_stale(epoch)
             case SubmitJob():
                 if not self.replica.on_spec(body):
                     if self.scheduler is not None:
@@ -315,9 +317,7 @@ class NodeMachine:
         self._next_heartbeat = now
         scheduler = self.scheduler
         if scheduler is not None:
-            epoch = scheduler.epoch
-            self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
-            self._effects.append(self._announcement(epoch))
+            self._restate(scheduler.epoch)
             scheduler.republish()
             # A fresh broker may still hold specs of jobs we finished: they must not run again.
             self._effects.extend(
@@ -362,6 +362,18 @@ class NodeMachine:
         log.info("acting as coordinator of epoch %d, %d active job(s) adopted", epoch, len(active))
         # Subscribe before announcing: workers report to `coord/in` as soon as they see the announcement.
         self._effects.append(Subscribe("coord/in"))
+        self._effects.append(self._announcement(epoch))
+
+    def _restate_if_stale(self, epoch: int) -> None:
+        """A deposed coordinator that reconnects may put its old claim and announcement back as the retained
+        records before it learns it was deposed; joiners would then follow it. The acting one restates its
+        own at once."""
+        if self.scheduler is not None and epoch < self.scheduler.epoch:
+            self._restate(self.scheduler.epoch)
+
+    def _restate(self, epoch: int) -> None:
+        """Put our claim and announcement (back) as the retained records."""
+        self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
         self._effects.append(self._announcement(epoch))
 
     def _announcement(self, epoch: int) -> Publish:

@@ -63,7 +63,7 @@ def unmet_by_all(req: Requirements, candidates: list[Candidate]) -> str | None:
         if why is None:
             return None
         reasons.append(why)
-    common = max(set(reasons), key=reasons.count)
+    common = max(sorted(set(reasons)), key=reasons.count)  # sorted: the same text under any hash seed
     return f"no member satisfies {common} ({len(candidates)} live)"
 
 

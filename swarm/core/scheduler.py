@@ -310,8 +310,8 @@ class Scheduler:
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
             rec = self.tasks.get(task_id)
-            if rec is not None and rec.state == "queued" and rec.not_before > 0:
-                rec.not_before = 0.0
+            if rec is not None and rec.state == "queued" and rec.not_before is not None:
+                rec.not_before = None
                 self._push_ready(rec)
         while self._deadlines and self._deadlines[0][0] <= now:
             _, task_id, attempt = heapq.heappop(self._deadlines)
@@ -337,7 +337,12 @@ class Scheduler:
         while self._ready and self._open and len(deferred) < 64:
             item = heapq.heappop(self._ready)
             rec = self.tasks.get(item[2])
-            if rec is None or rec.state != "queued" or rec.not_before > 0 or rec.task_id in self._blocked:
+            if (
+                rec is None
+                or rec.state != "queued"
+                or rec.not_before is not None
+                or rec.task_id in self._blocked
+            ):
                 continue
             target = self._place(rec.spec.requirements)
             if target is None:
@@ -451,11 +456,10 @@ class Scheduler:
             rec.reason = f"attempt {rec.attempt} {kind}: {error.splitlines()[-1] if error else kind}"
             rec.move("queued", now, rec.reason)
             self._count("retries")
-            rec.not_before = now + delay
             if delay > 0:
+                rec.not_before = now + delay
                 heapq.heappush(self._delayed, (rec.not_before, rec.task_id))
             else:
-                rec.not_before = 0.0
                 self._push_ready(rec)
         else:
             self._finish(rec, "failed", now, error=f"{kind}: {error}")
@@ -532,7 +536,7 @@ class Scheduler:
     def _unqueue(self, rec: TaskRecord) -> None:
         # Entries left in the heaps are skipped lazily once the task is no longer queued.
         self._blocked.discard(rec.task_id)
-        rec.not_before = 0.0
+        rec.not_before = None
 
     def _cancel_effect(self, rec: TaskRecord) -> Publish:
         return Publish(f"node/{rec.node}/in", CancelAttempt(rec.task_id, rec.attempt), epoch=self.epoch)
