@@ -111,6 +111,13 @@ class Election:
         """Whether this node's turn to claim has come: it must follow everything before it may."""
         return self._turn_since is not None
 
+    @property
+    def claiming(self) -> bool:
+        """Whether this node wants to claim, or its claim has not come back yet: either way it may win,
+        so it must go on following everything (a claim echoed after the node stopped would find its
+        replica emptied)."""
+        return self.wants_to_claim or self._claimed_epoch > self.epoch
+
     def tick(self, now: float, state_of: StateOf, may_claim: bool) -> ElectionOutcome:
         """Claim the next epoch when no coordinator acts and it is this node's turn.
 

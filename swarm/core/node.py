@@ -238,11 +238,9 @@ class NodeMachine:
                     self.election.forget_coordinator(env.sender)
             case Claim(epoch):
                 self._apply_election(self.election.on_claim(env.sender, epoch, now), now)
-                self._restate_if_stale(epoch)
             case CoordinatorAnnounce(epoch, coordinator, standbys):
                 self._apply_election(self.election.on_announce(epoch, coordinator, standbys), now)
                 self._report_to_new_coordinator(now)
-                self._restate_if_stale(epoch)
             case SubmitJob():
                 if not self.replica.on_spec(body):
                     if self.scheduler is not None:
@@ -364,13 +362,6 @@ class NodeMachine:
         self._effects.append(Subscribe("coord/in"))
         self._effects.append(self._announcement(epoch))
 
-    def _restate_if_stale(self, epoch: int) -> None:
-        """A deposed coordinator that reconnects may put its old claim and announcement back as the retained
-        records before it learns it was deposed; joiners would then follow it. The acting one restates its
-        own at once."""
-        if self.scheduler is not None and epoch < self.scheduler.epoch:
-            self._restate(self.scheduler.epoch)
-
     def _restate(self, epoch: int) -> None:
         """Put our claim and announcement (back) as the retained records."""
         self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
@@ -400,7 +391,7 @@ class NodeMachine:
     def _follow(self, now: float) -> None:
         """Subscribe to what this node's part requires now, and drop what it no longer does."""
         e = self.election
-        everything = e.acting_epoch is not None or e.wants_to_claim
+        everything = e.acting_epoch is not None or e.claiming
         wanted = set()
         if everything:
             wanted.add(EVERY_HEARTBEAT)

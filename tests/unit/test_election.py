@@ -125,3 +125,17 @@ def test_at_most_one_coordinator_per_epoch(n: int, script: list[tuple[str, int, 
             if other.acting_epoch is not None:
                 winners.setdefault(other.acting_epoch, set()).add(other_id)
     assert all(len(w) == 1 for w in winners.values()), winners
+
+
+def test_a_claimant_stays_claiming_until_its_claim_comes_back() -> None:
+    """Its node follows the whole job log meanwhile: the echo may still make it the winner."""
+    a = Election("a", CFG, 0, now=0.0)
+    claim(a, 5.0)
+    a.on_announce(0, "b")  # a coordinator of an older epoch shows up: no longer its turn to claim
+    assert a.claiming
+    assert a.on_claim("a", 1, 6.0).elected == 1
+    b = Election("b", CFG, 0, now=0.0)
+    claim(b, 5.0)
+    b.on_claim("c", 2, 5.5)  # a higher claim: b's own, when it comes back, is ignored
+    b.tick(5.6, lambda n: "alive", True)
+    assert not b.claiming
