@@ -36,6 +36,7 @@ __all__ = [
     "Results",
     "RetryPolicy",
     "SubmitJob",
+    "Sync",
     "TaskRef",
     "TaskResult",
     "TaskSpec",
@@ -356,6 +357,15 @@ class TasksReply:
 
 
 @dataclass(frozen=True, slots=True)
+class Sync:
+    """A node -> its own inbox: when it comes back, every retained record of the node's subscriptions
+    made before it was sent has arrived (the broker sends those first)."""
+
+    TAG: ClassVar[str] = "sync"
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply:
     """To the sender's inbox: a message of theirs was refused, and why."""
 
@@ -381,6 +391,7 @@ Body = (
     | Cancel
     | TasksQuery
     | TasksReply
+    | Sync
     | ErrorReply
 )
 
@@ -403,6 +414,7 @@ BODY_TYPES: dict[str, type[Any]] = {
         Cancel,
         TasksQuery,
         TasksReply,
+        Sync,
         ErrorReply,
     )
 }

@@ -64,6 +64,7 @@ from swarm.messages import (
     NodeGone,
     Results,
     SubmitJob,
+    Sync,
     TasksQuery,
     TasksReply,
     WorkerReport,
@@ -133,6 +134,7 @@ class NodeMachine:
         # attempts an earlier life of this node held.
         self._reported_epoch = -1
         self._next_report = now
+        self._syncs = 0
         self._effects: list[Effect] = []
         self.metrics: dict[str, int] = {}
         self.left = False
@@ -263,6 +265,8 @@ class NodeMachine:
                 self.worker.on_cancel(task_id, attempt)
             case Results() | WorkerReport() | Cancel() | TasksQuery():
                 self._on_coordinator_message(env, now)
+            case Sync(ref) if env.sender == self.node_id:
+                self._on_synced(ref, now)
             case _:
                 # Replies and job events meant for clients: nothing for a node to do.
                 pass
@@ -313,18 +317,28 @@ class NodeMachine:
     def _on_connected(self, now: float) -> None:
         """Say again what a fresh broker would not know: who we are, and what we coordinate or hold."""
         self._next_heartbeat = now
-        scheduler = self.scheduler
-        if scheduler is not None:
-            self._restate(scheduler.epoch)
-            scheduler.republish()
-            # A fresh broker may still hold specs of jobs we finished: they must not run again.
-            self._effects.extend(
-                ClearRetained(f"job/{job_id}/spec") for job_id in self.replica.finished_since(now - 600.0)
-            )
+        if self.scheduler is not None:
+            # Not at once: we may have been deposed while away, and our claim would then replace the
+            # successor's as the retained record. The retained records reach us before our own Sync does.
+            self._syncs += 1
+            ref = f"{self.node_id}.{self._syncs}"
+            self._effects.append(Publish(f"node/{self.node_id}/in", Sync(ref), epoch=self.election.epoch))
         elif self.election.coordinator is not None:
             # Results published while the connection was down were lost: the coordinator takes them
             # (and what we hold) again, idempotently.
             self._report(now)
+
+    def _on_synced(self, ref: str, now: float) -> None:
+        """Still acting once the retained records came: restate what a fresh broker may have lost."""
+        scheduler = self.scheduler
+        if scheduler is None or ref != f"{self.node_id}.{self._syncs}":
+            return
+        self._restate(scheduler.epoch)
+        scheduler.republish()
+        # A fresh broker may still hold specs of jobs we finished: they must not run again.
+        self._effects.extend(
+            ClearRetained(f"job/{job_id}/spec") for job_id in self.replica.finished_since(now - 600.0)
+        )
 
     def _on_leave(self) -> None:
         self.left = True
