@@ -150,7 +150,7 @@ class NodeMachine:
         for event in events:
             self._dispatch_event(event, now)
         if not self.left:
-            self._follow(now)
+            self._follow()
         # Work the coordinator gives its own worker, and results that worker returns to it, are handed
         # over in memory instead of through the broker; that may free room for more, hence the loop.
         while True:
@@ -402,11 +402,11 @@ class NodeMachine:
     def _follows(self, node_id: str) -> bool:
         return EVERY_HEARTBEAT in self._following or node_id == self.election.coordinator
 
-    def _follow(self, now: float) -> None:
+    def _follow(self) -> None:
         """Subscribe to what this node's part requires now, and drop what it no longer does."""
         e = self.election
         everything = e.acting_epoch is not None or e.claiming
-        wanted = set()
+        wanted: set[str] = set()
         if everything:
             wanted.add(EVERY_HEARTBEAT)
         elif e.coordinator is not None and e.coordinator != self.node_id:
