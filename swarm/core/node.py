@@ -333,7 +333,9 @@ class NodeMachine:
         scheduler = self.scheduler
         if scheduler is None or ref != f"{self.node_id}.{self._syncs}":
             return
-        self._restate(scheduler.epoch)
+        epoch = scheduler.epoch
+        self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
+        self._effects.append(self._announcement(epoch))
         scheduler.republish()
         # A fresh broker may still hold specs of jobs we finished: they must not run again.
         self._effects.extend(
@@ -374,11 +376,6 @@ class NodeMachine:
         log.info("acting as coordinator of epoch %d, %d active job(s) adopted", epoch, len(active))
         # Subscribe before announcing: workers report to `coord/in` as soon as they see the announcement.
         self._effects.append(Subscribe("coord/in"))
-        self._effects.append(self._announcement(epoch))
-
-    def _restate(self, epoch: int) -> None:
-        """Put our claim and announcement (back) as the retained records."""
-        self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
         self._effects.append(self._announcement(epoch))
 
     def _announcement(self, epoch: int) -> Publish:

@@ -6,22 +6,17 @@ A scheduler exists only on the node acting for an epoch; its messages carry that
 member drops coordinator traffic of older epochs, so a deposed scheduler is harmless.
 
 * Durability. A job's spec is retained on the broker (`job/<id>/spec`) by the client, before any coordinator
-  sees it. Each batch of commits is its own retained record (`job/<id>/commits/<epoch>.<n>`), which every
-  member follows (`replica.py`): durable as soon as it is published, readable by a member that joins or
-  restarts later. A successor therefore starts from exactly the commits every observer counted, and
-  re-runs only uncommitted tasks.
+  sees it. Each batch of commits is its own retained record (`job/<id>/commits/<epoch>.<n>`), which the
+  coordinator, its standbys and any claimant follow (`replica.py`): durable as soon as it is published,
+  readable by a member that subscribes later. A successor therefore starts from every commit an observer
+  counted, and re-runs only uncommitted tasks.
 * Takeover. A new coordinator waits `takeover_grace` for `WorkerReport`s before re-queueing uncommitted
   tasks: attempts a live worker still holds are adopted, not run twice.
 * Attempts. Each assignment is `(task_id, attempt)`; only a result for the current attempt of a running
   task counts, so late results of timed-out, lost or cancelled attempts are dropped.
-* Placement. The scheduler keeps a table of live members (updated by `on_member` with every heartbeat)
-  and, in rotation order, the *open* ones: a member opens when at most half its queue (slots plus
-  prefetch) is held and closes when the queue is full, so devices are refilled half a queue at a time and
-  assignments travel in batches. Each task is scored (`placement.choose`) against the first
-  `placement_sample` open members that meet its requirements, which then move to the back of the
-  rotation: the cost of placing a task does not grow with the cluster, and every open member is looked
-  at in turn. A task no member could ever run is *blocked* with its reason and fails after its pending
-  timeout.
+* Placement. Live members (updated by `on_member` with every heartbeat) and which of them have room live
+  in a `Roster`, which picks a device for each task at a cost that does not grow with the cluster. A task
+  no member could ever run is *blocked* with its reason and fails after its pending timeout.
 * Acknowledgements. Every result taken in is acknowledged to its worker in the next `Assign` to it (or
   alone, once per heartbeat interval), so the worker can stop keeping it for a successor; a result that
   committed its task only once that commit is published.
@@ -38,7 +33,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -47,8 +42,9 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
-from swarm.core.placement import Candidate, choose, unmet, unmet_by_all
+from swarm.core.placement import Candidate, unmet_by_all
 from swarm.core.retry import Rng, backoff_delay, should_retry
+from swarm.core.roster import Roster
 from swarm.core.worker import REPORT_EVERY
 from swarm.errors import InvalidSpec
 from swarm.messages import (
@@ -59,7 +55,6 @@ from swarm.messages import (
     JobAccepted,
     JobRejected,
     JobState,
-    Requirements,
     SubmitJob,
     TaskRef,
     TaskResult,
@@ -107,11 +102,7 @@ class Scheduler:
         self._seq = 0
         self._held: dict[str, set[str]] = {}
         self._exclusive: dict[str, int] = {}
-        self._latency_ms: dict[str, float] = {}
-        self._members: dict[str, Candidate] = {}
-        # In rotation order; an OrderedDict, as a dict with many deletions is slow to iterate from the front.
-        self._open: OrderedDict[str, None] = OrderedDict()
-        self._members_changed = False
+        self._roster = Roster(config)
         self._outbox: dict[str, list[Assignment]] = {}
         self._acks: dict[str, list[TaskRef]] = {}
         self._next_ack_flush = 0.0
@@ -197,10 +188,7 @@ class Scheduler:
             self._release(rec)
             if res.finished_at and res.started_at:
                 spent = (now - rec.assigned_at) * 1000 - (res.finished_at - res.started_at) * 1000
-                old = self._latency_ms.get(sender, spent)
-                latency = self._latency_ms[sender] = 0.8 * old + 0.2 * max(spent, 0.0)
-                if (member := self._members.get(sender)) is not None:
-                    member.latency_ms = latency
+                self._roster.observe_latency(sender, spent)
             if res.kind == "refused":
                 self._refused(rec, sender, res.error or "refused", now)
             elif res.kind == "ok":
@@ -249,19 +237,9 @@ class Scheduler:
         node_id = member.node_id
         hb = member.heartbeat
         if member.state == "alive" and hb is not None:
-            c = self._members.get(node_id)
-            if c is None:
-                latency = self._latency_ms.get(node_id, 0.0)
-                c = self._members[node_id] = Candidate(node_id, hb, latency_ms=latency)
-                self._members_changed = True
-            elif c.heartbeat.caps != hb.caps:
-                self._members_changed = True
-            c.heartbeat = hb
-            c.limit = self._config.queue_limit(hb.slots)
-            self._update_room(node_id)
+            self._roster.upsert(node_id, hb, *self._load(node_id))
             return
-        self._members.pop(node_id, None)
-        self._open.pop(node_id, None)
+        self._roster.remove(node_id)
         if member.state != "dead":
             return
         self._exclusive.pop(member.node_id, None)
@@ -330,11 +308,11 @@ class Scheduler:
         """Place ready tasks on open members, highest priority first."""
         if now < self._dispatch_after or not (self._ready or self._blocked):
             return
-        if self._members_changed:
-            self._members_changed = False
+        if self._roster.changed:
+            self._roster.changed = False
             self._recheck_blocked()
         deferred: list[tuple[int, int, str]] = []
-        while self._ready and self._open and len(deferred) < 64:
+        while self._ready and self._roster.has_room and len(deferred) < 64:
             item = heapq.heappop(self._ready)
             rec = self.tasks.get(item[2])
             if (
@@ -344,9 +322,9 @@ class Scheduler:
                 or rec.task_id in self._blocked
             ):
                 continue
-            target = self._place(rec.spec.requirements)
+            target = self._roster.place(rec.spec.requirements)
             if target is None:
-                why = unmet_by_all(rec.spec.requirements, list(self._members.values()))
+                why = unmet_by_all(rec.spec.requirements, self._roster.candidates())
                 if why is None:
                     deferred.append(item)
                 else:
@@ -356,39 +334,13 @@ class Scheduler:
         for item in deferred:
             heapq.heappush(self._ready, item)
 
-    def _place(self, req: Requirements) -> Candidate | None:
-        """The best of the next `placement_sample` open members that meet `req`; those looked at go to the
-        back of the rotation."""
-        sample: list[Candidate] = []
-        looked: list[str] = []
-        for node_id in self._open:
-            looked.append(node_id)
-            c = self._members[node_id]
-            if not (req.exclusive and c.held) and unmet(req, node_id, c.heartbeat) is None:
-                sample.append(c)
-                if len(sample) >= self._config.placement_sample:
-                    break
-        for node_id in looked:
-            self._open.move_to_end(node_id)
-        return choose(req, sample, self._config.weights)
-
-    def _update_room(self, node_id: str) -> None:
-        """Open a member once at most half its queue is held; close it when the queue is full. Refilling
-        half a queue at a time makes assignments (and the results that follow) travel in batches instead
-        of one task per message."""
-        c = self._members.get(node_id)
-        if c is None:
-            return
-        c.held = len(self._held.get(node_id, ()))
-        c.exclusive_held = self._exclusive.get(node_id, 0) > 0
-        if not c.has_room:
-            self._open.pop(node_id, None)
-        elif c.held <= c.limit // 2:
-            self._open.setdefault(node_id, None)
+    def _load(self, node_id: str) -> tuple[int, bool]:
+        """How many attempts the member holds, and whether one of them wants the device to itself."""
+        return len(self._held.get(node_id, ())), self._exclusive.get(node_id, 0) > 0
 
     def _recheck_blocked(self) -> None:
         """Members came or changed: a blocked task may have found its device."""
-        candidates = list(self._members.values())
+        candidates = self._roster.candidates()
         for task_id in sorted(self._blocked):
             rec = self.tasks[task_id]
             why = unmet_by_all(rec.spec.requirements, candidates)
@@ -421,7 +373,7 @@ class Scheduler:
         if rec.spec.requirements.exclusive:
             self._exclusive[node] = self._exclusive.get(node, 0) + 1
         self._touched.add(rec.task_id)
-        self._update_room(node)
+        self._roster.set_load(node, *self._load(node))
 
     def _release(self, rec: TaskRecord) -> None:
         node = rec.node or ""
@@ -431,7 +383,7 @@ class Scheduler:
             if rec.spec.requirements.exclusive:
                 self._exclusive[node] -= 1
             self._touched.add(rec.task_id)
-            self._update_room(node)
+            self._roster.set_load(node, *self._load(node))
 
     def _block(self, rec: TaskRecord, why: str, now: float) -> None:
         rec.reason = why

@@ -1,0 +1,95 @@
+"""The scheduler's view of the live members: who may get work, who has room, and which one a task goes to.
+
+Kept apart from `scheduler.py` so that the task table and this table of devices each have one job. The
+roster is updated incrementally (a heartbeat, a held attempt more or less), never rebuilt per placement,
+so placing a task costs the same in a cluster of ten or of five thousand:
+
+* A member is *open* once at most half its queue (slots plus prefetch) is held and closes when the queue
+  is full, so devices are refilled half a queue at a time and assignments (and the results that follow)
+  travel in batches instead of one task per message.
+* A task is scored (`placement.choose`) against the first `placement_sample` open members that meet its
+  requirements, which then move to the back of the rotation, so every open member is looked at in turn.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from swarm.core.config import CoreConfig
+from swarm.core.placement import Candidate, choose, unmet
+from swarm.messages import Heartbeat, Requirements
+
+__all__ = ["Roster"]
+
+
+class Roster:
+    """Live members as placement candidates, and the open ones in rotation order."""
+
+    def __init__(self, config: CoreConfig) -> None:
+        self._config = config
+        self._members: dict[str, Candidate] = {}
+        # An OrderedDict, as a dict with many deletions is slow to iterate from the front.
+        self._open: OrderedDict[str, None] = OrderedDict()
+        self._latency_ms: dict[str, float] = {}
+        self.changed = False
+
+    def upsert(self, node_id: str, hb: Heartbeat, held: int, exclusive_held: bool) -> None:
+        """An alive member's heartbeat; `changed` is set when a member joins or its capabilities change."""
+        c = self._members.get(node_id)
+        if c is None:
+            c = self._members[node_id] = Candidate(node_id, hb, latency_ms=self._latency_ms.get(node_id, 0.0))
+            self.changed = True
+        elif c.heartbeat.caps != hb.caps:
+            self.changed = True
+        c.heartbeat = hb
+        c.limit = self._config.queue_limit(hb.slots)
+        self.set_load(node_id, held, exclusive_held)
+
+    def remove(self, node_id: str) -> None:
+        """The member is suspect or dead: no new work goes there."""
+        self._members.pop(node_id, None)
+        self._open.pop(node_id, None)
+
+    def set_load(self, node_id: str, held: int, exclusive_held: bool) -> None:
+        """What the member holds now: it opens at half its queue and closes when the queue is full."""
+        c = self._members.get(node_id)
+        if c is None:
+            return
+        c.held = held
+        c.exclusive_held = exclusive_held
+        if not c.has_room:
+            self._open.pop(node_id, None)
+        elif c.held <= c.limit // 2:
+            self._open.setdefault(node_id, None)
+
+    def observe_latency(self, node_id: str, spent_ms: float) -> None:
+        """Time an attempt spent outside the task (queue and links), smoothed per member."""
+        old = self._latency_ms.get(node_id, spent_ms)
+        latency = self._latency_ms[node_id] = 0.8 * old + 0.2 * max(spent_ms, 0.0)
+        if (c := self._members.get(node_id)) is not None:
+            c.latency_ms = latency
+
+    @property
+    def has_room(self) -> bool:
+        """Whether any member is open."""
+        return bool(self._open)
+
+    def candidates(self) -> list[Candidate]:
+        """Every live member, for asking whether any could ever run a task."""
+        return list(self._members.values())
+
+    def place(self, req: Requirements) -> Candidate | None:
+        """The best of the next `placement_sample` open members that meet `req`; those looked at go to the
+        back of the rotation."""
+        sample: list[Candidate] = []
+        looked: list[str] = []
+        for node_id in self._open:
+            looked.append(node_id)
+            c = self._members[node_id]
+            if not (req.exclusive and c.held) and unmet(req, node_id, c.heartbeat) is None:
+                sample.append(c)
+                if len(sample) >= self._config.placement_sample:
+                    break
+        for node_id in looked:
+            self._open.move_to_end(node_id)
+        return choose(req, sample, self._config.weights)
