@@ -57,9 +57,10 @@ def _boundaries(payload: dict[str, Any]) -> Any:
 
 
 def _fetch_split(inp: dict[str, Any]) -> bytes:
-    data = fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1)) if inp["end"] > inp["start"] else b""
-    assert isinstance(data, bytes)
-    return data
+    """The split's bytes from the submitter, checked for length only (see `fetch`'s `verify`)."""
+    if inp["end"] <= inp["start"]:
+        return b""
+    return fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1), verify=False)
 
 
 def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> list[tuple[Any, Any]]:
@@ -155,7 +156,6 @@ class ReduceHandler:
             run = result["runs"][r]
             try:
                 data = fetch(f"{result['url']}/f/{run['path']}", expected_checksum=run["checksum"])
-                assert isinstance(data, bytes)
                 # fetch() verified the checksum already; read_run still checks the run's own crc trailer.
                 runs.append(read_run(data))
                 fetched += len(data)

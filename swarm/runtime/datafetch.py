@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar, overload
+from typing import BinaryIO, TypeVar, cast, overload
 from urllib.parse import quote, urlsplit
 
 from swarm.checksum import checksum_bytes, new_hasher
@@ -47,6 +47,7 @@ from swarm.errors import RemoteError
 __all__ = [
     "CHECKSUM_HEADER",
     "CHECKSUM_MISMATCH_REASON",
+    "WANT_CHECKSUM_HEADER",
     "FetchError",
     "checksum_bytes",
     "checksum_file",
@@ -61,6 +62,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKSUM_HEADER = "X-Checksum"
+# A GET carrying this header with "no" asks the server not to hash what it sends (the client knows the
+# checksum already, or needs none): hashing costs the server more CPU than sending.
+WANT_CHECKSUM_HEADER = "X-Want-Checksum"
 # The reason phrase of the 400 a server sends when an upload's bytes do not match its X-Checksum: the one
 # 400 worth retrying, so the client must tell it apart from a bad path without parsing a body.
 CHECKSUM_MISMATCH_REASON = "Checksum Mismatch"
@@ -213,18 +217,27 @@ def _with_retries(url: str, what: str, retries: int, once: Callable[[], _T]) -> 
 
 
 class _MemorySink:
-    """Collects a body in memory; used when the caller wants bytes."""
+    """Receives a body straight into one buffer of its announced length; used when the caller wants bytes."""
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
+    def __init__(self, length: int) -> None:
+        self._buffer = bytearray(length)
+        self._view = memoryview(self._buffer)
+        self._filled = 0
 
-    def write(self, block: memoryview) -> None:
-        self._buffer += block
+    def region(self, size: int) -> memoryview:
+        return self._view[self._filled : self._filled + size]
+
+    def filled(self, region: memoryview) -> None:
+        self._filled += len(region)
+
+    def release(self, region: memoryview) -> None:
+        """Nothing to recycle: every region is a part of the result."""
 
     def commit(self) -> bytes:
         return bytes(self._buffer)
 
     def discard(self) -> None:
+        self._view.release()
         self._buffer = bytearray()
 
 
@@ -246,19 +259,33 @@ def _local_io() -> Iterator[None]:
 
 
 class _FileSink:
-    """Streams a body into a temp file beside `dest`; `commit` renames it into place, `discard` removes it."""
+    """Streams a body into a temp file beside `dest`; `commit` renames it into place, `discard` removes it.
 
-    def __init__(self, dest: Path) -> None:
+    It reads into a small pool of buffers: a buffer returns to the pool (`release`) once written and
+    hashed, so memory stays bounded whatever the size of the body.
+    """
+
+    def __init__(self, dest: Path, length: int) -> None:
         self._dest = dest
         with _local_io():
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         self._temp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(PIPELINE_BUFFERS):
+            self._free.put(memoryview(bytearray(min(CHUNK, max(length, 1)))))
 
-    def write(self, block: memoryview) -> None:
+    def region(self, size: int) -> memoryview:
+        """A free buffer (waiting while all are being hashed), cut to at most `size` bytes."""
+        return self._free.get()[:size]
+
+    def filled(self, region: memoryview) -> None:
         with _local_io():
-            self._file.write(block)  # unbuffered raw file: loops until all written
+            self._file.write(region)  # unbuffered raw file: loops until all written
+
+    def release(self, region: memoryview) -> None:
+        self._free.put(memoryview(cast(bytearray, region.obj)))  # the whole pooled buffer again
 
     def commit(self) -> Path:
         with _local_io():
@@ -302,6 +329,7 @@ def fetch(
     *,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
+    verify: bool = True,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> bytes: ...
@@ -314,6 +342,7 @@ def fetch(
     *,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
+    verify: bool = True,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> Path: ...
@@ -326,6 +355,7 @@ def fetch(
     *,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
+    verify: bool = True,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> bytes | Path: ...
@@ -337,6 +367,7 @@ def fetch(
     *,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
+    verify: bool = True,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> bytes | Path:
@@ -345,11 +376,16 @@ def fetch(
     `byte_range` is `(first, last)`, both INCLUSIVE, exactly as in HTTP's `Range: bytes=first-last`:
     `(0, 99)` is the first 100 bytes, and an empty range cannot be asked for (the caller knows its
     answer). A range running past the end of the file yields the bytes up to the end.
-    The body is verified against the server's `X-Checksum` (of the file, or of the range for a range
-    request) and against `expected_checksum` when given. `timeout` bounds each socket operation (connect,
-    each read), not the whole transfer, so a large file on a slow link is not cut off. `retries` is the
-    number of further attempts after the first. Raises `FetchError` when no attempt gave verified data,
-    and the `OSError` itself, at once, if `dest` cannot be written (a local fault, not the peer's).
+    The body is verified against `expected_checksum` when given, else against the server's `X-Checksum`
+    (of the file, or of the range for a range request); with `expected_checksum` the server is asked not
+    to hash at all. `verify=False` accepts a body of the announced length with no checksum: for data
+    whose checksum would only guard the wire, which TCP's already does, at more CPU than the transfer
+    itself (a map task's input split, read from the submitter's own file; runs and outputs, which sit
+    on peers' disks between writer and reader, are always verified). `timeout` bounds each socket
+    operation (connect, each read), not the whole transfer, so a large file on a slow link is not cut
+    off. `retries` is the number of further attempts after the first. Raises `FetchError` when no
+    attempt gave verified data, and the `OSError` itself, at once, if `dest` cannot be written (a
+    local fault, not the peer's).
     """
     host, port, target = _split_url(url)
     headers: dict[str, str] = {}
@@ -359,7 +395,9 @@ def fetch(
         if first < 0 or last < first:
             raise ValueError(f"bad byte_range {byte_range!r}: need 0 <= first <= last (both inclusive)")
         headers["Range"] = f"bytes={first}-{last}"
-    want = expected_checksum.lower() if expected_checksum is not None else None
+    want = expected_checksum.strip().lower() if expected_checksum is not None else None
+    if want is not None or not verify:
+        headers[WANT_CHECKSUM_HEADER] = "no"
 
     def once() -> bytes | Path:
         conn = _Connection(host, port, timeout=timeout)
@@ -371,15 +409,15 @@ def fetch(
             length = _content_length(response)
             if byte_range is not None:
                 _check_content_range(response, first, last, length)
-            server_sum = response.getheader(CHECKSUM_HEADER)
-            if server_sum is None and want is None:
+            expected = want if want is not None else response.getheader(CHECKSUM_HEADER) if verify else None
+            if verify and expected is None:
                 raise _Failed(f"answer has no {CHECKSUM_HEADER} and no checksum was given", retryable=False)
-            sink: _MemorySink | _FileSink = _MemorySink() if dest is None else _FileSink(dest)
+            sink: _MemorySink | _FileSink = _MemorySink(length) if dest is None else _FileSink(dest, length)
             try:
-                digest = _receive(response, length, sink)
-                for source, expected in (("server's", server_sum), ("expected", want)):
-                    if expected is not None and digest != expected.strip().lower():
-                        raise _Failed(f"checksum mismatch: got {digest}, {source} is {expected}")
+                digest = _receive(response, length, sink, hashed=expected is not None)
+                if digest != (expected.strip().lower() if expected is not None else None):
+                    source = "expected" if want is not None else "server's"
+                    raise _Failed(f"checksum mismatch: got {digest}, {source} is {expected}")
                 return sink.commit()
             except BaseException:
                 sink.discard()
@@ -390,19 +428,33 @@ def fetch(
     return _with_retries(url, "GET", retries, once)
 
 
-def _receive(response: http.client.HTTPResponse, length: int, sink: _MemorySink | _FileSink) -> str:
-    """Read exactly `length` body bytes into `sink` in bounded chunks; return their checksum."""
-    with _HashPipeline(length) as hasher:
+def _receive(
+    response: http.client.HTTPResponse, length: int, sink: _MemorySink | _FileSink, hashed: bool
+) -> str | None:
+    """Read exactly `length` body bytes into `sink`; return their checksum, or None when not `hashed`.
+
+    A memory sink without hashing takes the whole body in one read; otherwise it comes in `CHUNK`s, so
+    that hashing one overlaps receiving the next.
+    """
+    pipeline = _HashPipeline(length) if hashed else None
+    try:
         received = 0
         while received < length:
-            buffer = hasher.buffer()
-            n = response.readinto(buffer[: min(len(buffer), length - received)])
+            step = length - received if pipeline is None and isinstance(sink, _MemorySink) else CHUNK
+            region = sink.region(min(step, length - received))
+            n = response.readinto(region)
             if not n:  # http.client reports a body cut short as a short read, not as an error
                 raise _Failed(f"truncated: got {received} of {length} bytes")
-            sink.write(buffer[:n])
-            hasher.feed(buffer, n)
+            sink.filled(region[:n])
+            if pipeline is None:
+                sink.release(region)
+            else:
+                pipeline.feed(region[:n], sink.release, region)
             received += n
-        return hasher.hexdigest()
+        return None if pipeline is None else pipeline.hexdigest()
+    finally:
+        if pipeline is not None:
+            pipeline.close()
 
 
 class _HashPipeline:
@@ -410,46 +462,33 @@ class _HashPipeline:
 
     blake2b runs near 0.9 GB/s per core, which on its own would cap a transfer below what loopback or a
     fast LAN carries, and slow devices hash far slower. hashlib releases the GIL while hashing, so a
-    second thread overlaps hashing with receiving and writing. A small pool of buffers bounds memory:
-    a buffer returns to the pool only once hashed. Bodies of one or two chunks are hashed inline.
+    second thread overlaps hashing with receiving and writing. Each block is handed back through its
+    `done` callback once hashed, which is how a file sink's pool of buffers bounds memory. Bodies of one
+    or two chunks are hashed inline.
     """
 
     def __init__(self, length: int) -> None:
         self._hasher = new_hasher()
-        size = min(CHUNK, max(length, 1))
-        self._threaded = length > 2 * CHUNK
-        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for _ in range(PIPELINE_BUFFERS if self._threaded else 1):
-            self._free.put(memoryview(bytearray(size)))
-        self._work: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[memoryview, Callable[[memoryview], None], memoryview] | None]
+        self._work = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        if self._threaded:
+        if length > 2 * CHUNK:
             self._thread = threading.Thread(target=self._run, name="datafetch-hash", daemon=True)
             self._thread.start()
 
-    def __enter__(self) -> _HashPipeline:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._finish()
-
-    def buffer(self) -> memoryview:
-        """A free buffer to read into (waits while all are being hashed)."""
-        return self._free.get()
-
-    def feed(self, buffer: memoryview, n: int) -> None:
-        """Hash the first `n` bytes of `buffer`, then return it to the pool."""
-        if self._threaded:
-            self._work.put((buffer, n))
+    def feed(self, block: memoryview, done: Callable[[memoryview], None], token: memoryview) -> None:
+        """Hash `block`, then call `done(token)`."""
+        if self._thread is None:
+            self._hasher.update(block)
+            done(token)
         else:
-            self._hasher.update(buffer[:n])
-            self._free.put(buffer)
+            self._work.put((block, done, token))
 
     def hexdigest(self) -> str:
-        self._finish()
+        self.close()
         return self._hasher.hexdigest()
 
-    def _finish(self) -> None:
+    def close(self) -> None:
         if self._thread is not None:
             self._work.put(None)
             self._thread.join()
@@ -457,9 +496,9 @@ class _HashPipeline:
 
     def _run(self) -> None:
         while (item := self._work.get()) is not None:
-            buffer, n = item
-            self._hasher.update(buffer[:n])
-            self._free.put(buffer)
+            block, done, token = item
+            self._hasher.update(block)
+            done(token)
 
 
 def upload(url: str, source: Path | bytes, *, retries: int = 3, timeout: float = 60.0) -> str:

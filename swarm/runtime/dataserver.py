@@ -11,7 +11,9 @@ framework (it has to run on old phones with only pure-Python wheels):
   of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of that range, which
   is how map tasks read input splits. The checksum is computed from the very descriptor that is then
   streamed, so header and body agree even if the path is replaced meanwhile, and is cached by
-  (device, inode, size, mtime, range), so a file served twice is hashed once.
+  (device, inode, size, mtime, range), so a file served twice is hashed once. A client that sends
+  `X-Want-Checksum: no` gets no `X-Checksum` and the server does not hash at all: it knows the checksum
+  already (a reducer has the one its mapper reported) or does not need one (see `datafetch.fetch`).
 * `PUT /f/<relpath>` (only with `allow_upload`) receives `Content-Length` bytes into a temp file beside
   the target, checks them against the request's `X-Checksum` (400 "Checksum Mismatch" and nothing kept),
   fsyncs and renames into place: a reader sees the old file or the whole new one, never a partial one.
@@ -50,6 +52,7 @@ from swarm.durable import fsync_directory
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
     CHECKSUM_MISMATCH_REASON,
+    WANT_CHECKSUM_HEADER,
     checksum_fileobj,
     file_url,
     new_hasher,
@@ -361,12 +364,12 @@ class DataServer:
                 status = 206
                 headers = {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
             async with self._slots:
-                digest = await self._checksum(fd, info, start, length)
+                if request.headers.get(WANT_CHECKSUM_HEADER.lower(), "").strip().lower() != "no":
+                    headers[CHECKSUM_HEADER] = await self._checksum(fd, info, start, length)
                 headers |= {
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(length),
                     "Accept-Ranges": "bytes",
-                    CHECKSUM_HEADER: digest,
                 }
                 request.answer(writer, status, headers)
                 await _stream(writer, file, start, length)

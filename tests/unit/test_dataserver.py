@@ -24,6 +24,7 @@ from swarm.runtime import datafetch
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
     CHECKSUM_MISMATCH_REASON,
+    WANT_CHECKSUM_HEADER,
     FetchError,
     checksum_bytes,
     checksum_file,
@@ -514,6 +515,44 @@ async def test_a_flaky_peer_is_retried_until_the_data_is_whole(tmp_path: Path) -
     assert dest.read_bytes() == DATA
     assert len(attempts) == 3
     assert _files(tmp_path) == ["d"]
+
+
+async def test_a_split_read_without_verify_checks_its_length_only(server: DataServer, root: Path) -> None:
+    data = os.urandom(3 * MB)
+    (root / "split").write_bytes(data)
+    got = await asyncio.to_thread(fetch, server.url_for("split"), byte_range=(10, 2 * MB), verify=False)
+    assert got == data[10 : 2 * MB + 1]
+    # asked not to, the server sends no checksum (and so never hashed the range)
+    status, _, headers, body = await asyncio.to_thread(
+        _raw, server.url, "GET", "/f/split", headers={"Range": "bytes=0-99", WANT_CHECKSUM_HEADER: "no"}
+    )
+    assert (status, body, CHECKSUM_HEADER in headers) == (206, data[:100], False)
+    bad, url, attempts = await _serve_badly(_truncated)
+    async with bad:  # a body cut short is still refused, and retried
+        with pytest.raises(FetchError, match="truncated"):
+            await asyncio.to_thread(fetch, url, verify=False, retries=1)
+    assert len(attempts) == 2
+    bad, url, _ = await _serve_badly(_no_checksum)
+    async with bad:
+        assert await asyncio.to_thread(fetch, url, verify=False) == DATA
+
+
+async def test_a_client_that_knows_the_checksum_spares_the_server_hashing(tmp_path: Path) -> None:
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        await _no_checksum(0, writer)
+        await writer.drain()
+        writer.close()
+
+    peer = await asyncio.start_server(handle, LOOPBACK, 0)
+    url = f"http://{LOOPBACK}:{peer.sockets[0].getsockname()[1]}/f/data"
+    async with peer:
+        assert await asyncio.to_thread(fetch, url, expected_checksum=checksum_bytes(DATA)) == DATA
+        with pytest.raises(FetchError, match="checksum mismatch"):
+            await asyncio.to_thread(fetch, url, expected_checksum=checksum_bytes(b"other"), retries=0)
+    assert all(f"{WANT_CHECKSUM_HEADER}: no".encode() in head for head in heads)
 
 
 # -- size and speed -----------------------------------------------------------------------------------
