@@ -19,6 +19,7 @@ from swarm.mapreduce.kernels import (
     combine,
     group_runs,
     hash_keys,
+    key_order,
     merge_sorted,
     partition_of,
     range_partition_of,
@@ -88,6 +89,109 @@ def test_partition_of_is_hash_mod_reducers(items: list[bytes], reducers: int) ->
     parts = partition_of(as_keys(items), reducers)
     assert parts.dtype == np.int64
     assert parts.tolist() == [fnv1a(k) % reducers for k in items]
+
+
+def order_reference(items: list[bytes]) -> list[int]:
+    """Stable sort by key: Python compares bytes as numpy compares NUL-padded keys that do not end in NUL."""
+    return sorted(range(len(items)), key=lambda i: items[i])  # sorted() is stable
+
+
+def packed_path(patch: pytest.MonkeyPatch, fallback: bool = False) -> None:
+    """Make `key_order` take its uint64 path on inputs of any size (it leaves small ones to argsort).
+
+    With `fallback`, every round after the first (of one `key_order` call) is told it has no key bits,
+    so the records still tied after the first round go to the string sort fallback.
+    """
+    patch.setattr(kernels, "_SMALL_SORT", 2)
+    if fallback:
+        real, calls = kernels._free_bits, itertools.count()
+
+        def first_round_only(group: np.ndarray[Any, Any]) -> tuple[int, int]:
+            index_bits, key_bits = real(group)
+            return index_bits, key_bits if next(calls) == 0 else 0
+
+        patch.setattr(kernels, "_free_bits", first_round_only)
+
+
+def spread(data: st.DataObject, prefixes: list[bytes], tails: list[bytes]) -> list[bytes]:
+    """Keys drawn as prefix + tail, duplicates likely."""
+    return data.draw(st.lists(st.sampled_from([p + t for p in prefixes for t in tails]), max_size=60))
+
+
+# Prefixes of 9+ bytes outlast the first round's bits, so keys with one prefix and different tails tie
+# and need refining; different first bytes keep the prefixes from being skipped as shared by all keys.
+_prefixes = st.lists(st.binary(min_size=9, max_size=30), min_size=2, max_size=4, unique_by=lambda b: b[:1])
+_tails = st.lists(st.binary(max_size=6).map(lambda b: b + b"\1"), min_size=1, max_size=6)  # no NUL at the end
+
+
+@FAST
+@given(key_lists, st.integers(0, 12), st.booleans())
+def test_key_order_is_a_stable_sort(items: list[bytes], extra_width: int, fallback: bool) -> None:
+    width = max([len(k) for k in items] + [1]) + extra_width
+    keys = np.array(items, dtype=f"S{width}")
+    assert key_order(keys).tolist() == order_reference(items)  # small: np.argsort
+    with pytest.MonkeyPatch.context() as patch:
+        packed_path(patch, fallback)
+        order = key_order(keys)
+    assert order.dtype == np.intp
+    assert order.tolist() == order_reference(items)
+
+
+@FAST
+@given(st.data(), _prefixes, _tails, st.booleans())
+def test_key_order_of_long_shared_prefixes_and_duplicates(
+    data: st.DataObject, prefixes: list[bytes], tails: list[bytes], fallback: bool
+) -> None:
+    items = spread(data, prefixes, tails)
+    with pytest.MonkeyPatch.context() as patch:
+        packed_path(patch, fallback)
+        assert key_order(as_keys(items)).tolist() == order_reference(items)
+
+
+@FAST
+@given(st.integers(1, 40), st.data())
+def test_key_order_at_every_width(width: int, data: st.DataObject) -> None:
+    # bytes 0 (interior NULs), 1, 0x7f, 0x80 and 0xff: signedness and padding both show
+    key = st.lists(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF]), max_size=width).map(bytes)
+    items = data.draw(st.lists(key.filter(lambda b: not b.endswith(b"\0")), max_size=50))
+    keys = np.array(items, dtype=f"S{width}")
+    with pytest.MonkeyPatch.context() as patch:
+        packed_path(patch)
+        assert key_order(keys).tolist() == order_reference(items)
+
+
+def test_key_order_of_empty_and_single_keys() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        packed_path(patch)
+        for items in ([], [b"k"], [b"k", b"k"], [b"b", b"a"]):
+            assert key_order(as_keys(items)).tolist() == order_reference(items)
+    with pytest.raises(TypeError):
+        key_order(np.array(["a"]))
+
+
+def test_key_order_refines_keys_that_tie_in_their_first_words() -> None:
+    # Thousands of keys in 7 groups that tie in their first 8+ bytes, differ after them, and some are
+    # equal (plus a few short keys). The groups differ inside their long shared parts, so those cannot
+    # be skipped as common to all keys: only refinement rounds order them. Default thresholds: the path
+    # big inputs take.
+    rng = np.random.default_rng(11)
+    tags = rng.integers(0, 7 * 900, 6000).tolist()
+    items = [b"!", b"~~", b"prefix", *(b"%d-prefix-%d-shared-part/%d" % (t % 7, t % 7, t // 7) for t in tags)]
+    items = [items[i] for i in rng.permutation(len(items))]
+    rounds = 0
+    real_round = kernels._sort_round
+
+    def counted(*args: Any) -> Any:
+        nonlocal rounds
+        rounds += 1
+        return real_round(*args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "_sort_round", counted)
+        order = key_order(as_keys(items))
+    assert rounds >= 3
+    assert order.tolist() == order_reference(items)
+    assert order.tolist() == np.argsort(as_keys(items), kind="stable").tolist()
 
 
 def _split_reference(items: list[bytes], parts: list[int], reducers: int) -> list[list[tuple[bytes, int]]]:
@@ -195,6 +299,10 @@ def test_aggregate_of_unsorted_keys_equals_combine_after_sorting(
     unique, reduced = aggregate(keys, values, op)
     assert unique.tolist() == [k for k, _ in expected]
     assert reduced.tolist() == pytest.approx([v for _, v in expected])
+    with pytest.MonkeyPatch.context() as patch:  # the distinct keys sorted by key_order's uint64 path
+        packed_path(patch)
+        packed_unique, packed_reduced = aggregate(keys, values, op)
+    assert (packed_unique.tolist(), packed_reduced.tolist()) == (unique.tolist(), reduced.tolist())
 
 
 @FAST
@@ -211,6 +319,12 @@ def test_aggregate_is_exact_when_hashes_tie(rows: list[tuple[bytes, int]], fake_
         patch.setattr(kernels, "_mix_hash", tied)
         unique, reduced = aggregate(keys, values, "sum")
     assert (unique.tolist(), reduced.tolist()) == (expected_keys.tolist(), expected.tolist())
+
+
+def test_aggregate_keeps_rows_whole() -> None:
+    keys = as_keys([b"b", b"a", b"b"])
+    unique, sums = aggregate(keys, np.array([[1, 2], [3, 4], [5, 6]], dtype=np.int32), "sum")
+    assert (unique.tolist(), sums.dtype, sums.tolist()) == ([b"a", b"b"], np.int64, [[3, 4], [6, 8]])
 
 
 def test_aggregate_keeps_input_order_within_a_key() -> None:
@@ -259,6 +373,22 @@ def test_merge_sorted_is_stable_across_runs(runs_items: list[list[bytes]]) -> No
     keys, values = merge_sorted(runs)
     expected = sorted(tagged, key=lambda kv: kv[0])
     assert list(zip(keys.tolist(), values.tolist(), strict=True)) == expected
+
+
+@FAST
+@given(key_lists, st.integers(1, 3))
+def test_split_and_merge_move_whole_rows(items: list[bytes], reducers: int) -> None:
+    # (n, 3) uint8 rows, as TeraSort's (n, 100) values: every row travels with its key, shape and dtype kept
+    rows = np.arange(3 * len(items), dtype=np.uint8).reshape(len(items), 3)
+    with pytest.MonkeyPatch.context() as patch:
+        packed_path(patch)
+        runs = split_sorted(as_keys(items), rows, reducers)
+        keys, values = merge_sorted(runs)
+    expected = order_reference(items)
+    assert keys.tolist() == [items[i] for i in expected]
+    assert values.dtype == np.uint8
+    assert values.shape == (len(items), 3)
+    assert values.tolist() == rows[expected].tolist()
 
 
 def test_merge_sorted_of_runs_already_in_order_and_of_none() -> None:
