@@ -10,7 +10,7 @@ one of two APIs, documented in `docs/mapreduce.md`:
 * Vectorized API: `map_arrays(filename, data, params) -> (keys, values)` numpy arrays (keys UTF-8 bytes,
   dtype 'S'), an optional `COMBINER` ("sum", "count", "min", "max") applied on the map side and as the
   default reduce, an optional `reduce_arrays(keys, values, starts, counts, params) -> per-key array`, an
-  optional `format_output(keys, values) -> bytes`, and `PARTITIONER = "range"` with
+  optional `format_output(keys, values) -> bytes or a buffer`, and `PARTITIONER = "range"` with
   `sample_keys(data, params) -> keys` for apps whose concatenated outputs must be globally sorted.
 """
 
@@ -164,12 +164,21 @@ class App:
             out.append(result.encode())
         return keys, np.array(out, dtype=np.bytes_)
 
-    def format_output(self, keys: Keys, values: Values) -> bytes:
-        """The bytes of one output file: `key value` lines unless the app formats its own."""
+    def format_output(self, keys: Keys, values: Values) -> memoryview:
+        """The bytes of one output file: `key value` lines unless the app formats its own.
+
+        An app's `format_output` may return bytes or any contiguous buffer (a numpy array of its output
+        records, say): it is read in place, since copying a reducer's whole output costs as much as
+        sending it.
+        """
         custom = getattr(self._m, "format_output", None)
-        if custom is not None:
-            return bytes(custom(keys, values))
-        return format_lines(keys, values)
+        body = custom(keys, values) if custom is not None else format_lines(keys, values)
+        try:
+            return memoryview(body).cast("B")
+        except (TypeError, ValueError) as exc:
+            raise Fatal(
+                f"app {self.name}: format_output must return bytes or a contiguous buffer ({exc})"
+            ) from None
 
     def sample_keys(self, data: bytes) -> Keys:
         """Keys of a sample of the input, for range partitioning."""

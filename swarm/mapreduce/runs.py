@@ -11,8 +11,9 @@ bytes the mapper wrote, the checksum the mapper reported). Layout, all integers 
     trailer  8 bytes    b"SWEN", crc32 (u32) of everything before it
 
 Every section starts on a 16-byte boundary (zero padding), so uncompressed arrays are read in place
-with `np.frombuffer`, aligned. The checksum callers pass around is blake2b-128 (hex) of the whole
-file; the crc32 trailer catches corruption and truncation when no checksum is given. Dtypes are kept
+with `np.frombuffer`, aligned. The checksum callers pass around is `swarm.checksum`'s (CRC-32, hex) of
+the whole file, trailer included, so the writer gets it from the trailer's CRC for 8 more bytes; the
+trailer alone catches corruption and truncation when no checksum is given. Dtypes are kept
 with their byte order, so a run written on one platform reads correctly on any other.
 """
 
@@ -58,7 +59,7 @@ class CorruptRun(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """A written run: where it is, how many records, its size in bytes, and its blake2b-128 hex."""
+    """A written run: where it is, how many records, its size in bytes, and its checksum."""
 
     path: Path
     count: int
@@ -112,17 +113,19 @@ def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress
         value_data,
         _pad(len(value_data)),
     ]
-    crc, digest, size = 0, new_hasher(), 0
+    digest = new_hasher()
     for part in parts:
-        crc = zlib.crc32(part, crc)
-    parts.append(_TRAILER.pack(_TRAILER_MAGIC, crc))
+        digest.update(part)
+    trailer = _TRAILER.pack(_TRAILER_MAGIC, digest.value)
+    digest.update(trailer)  # the file's checksum continues the trailer's CRC over the trailer itself
+    parts.append(trailer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    size = 0
     try:
         with open(tmp, "xb") as f:
             for part in parts:
                 f.write(part)
-                digest.update(part)
                 size += len(part)
             f.flush()
             os.fsync(f.fileno())
@@ -135,7 +138,7 @@ def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress
 
 
 def file_checksum(data: bytes | bytearray | memoryview) -> str:
-    """blake2b-128 hex of a run's bytes: the checksum `write_run` returns."""
+    """The checksum of a run's bytes, as `write_run` returns it."""
     return checksum_bytes(data)
 
 
@@ -200,17 +203,22 @@ def _section(data: memoryview, offset: int, stored: int, raw: int, compressed: b
 def read_run(
     path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview,
     expected_checksum: str | None = None,
+    *,
+    verified: bool = False,
 ) -> tuple[Keys, Values]:
     """The (keys, values) of a run file or of its bytes; CorruptRun rather than anything partial.
 
-    With `expected_checksum` the whole file must hash to it; without, the crc32 trailer is checked.
-    The arrays may be read-only views of the loaded bytes: copy them to modify them.
+    With `expected_checksum` the whole file must hash to it; without, the crc32 trailer is checked,
+    unless the caller says the bytes are `verified` already (a fetch checked them against the run's
+    checksum): checking twice would cost a second pass over every shuffled byte. The header and sizes
+    are checked either way. The arrays may be read-only views of the loaded bytes: copy them to
+    modify them.
     """
     data = _load(path_or_bytes)
     if expected_checksum is not None:
         if file_checksum(data) != expected_checksum.lower():
             raise CorruptRun("run checksum mismatch: the file is damaged, truncated or another run")
-    else:
+    elif not verified:
         if len(data) < _TRAILER.size:
             raise CorruptRun(f"run is {len(data)} bytes: truncated")
         magic, crc = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
@@ -343,8 +351,10 @@ class Spiller:
         """Empty the buffer into one sorted (and combined, with a combiner) run per partition."""
         pieces, self._pieces = self._pieces, [[] for _ in range(self.reducers)]
         if self._batches:
-            keys = np.concatenate([k for k, _ in self._batches])
-            values = np.concatenate([v for _, v in self._batches])
+            keys, values = self._batches[0]
+            if len(self._batches) > 1:
+                keys = np.concatenate([k for k, _ in self._batches])
+                values = np.concatenate([v for _, v in self._batches])
             parts = None if self.boundaries is None else range_partition_of(keys, self.boundaries)
             for p, run in enumerate(split_sorted(keys, values, self.reducers, parts)):
                 pieces[p].append(run)

@@ -156,8 +156,7 @@ class ReduceHandler:
             run = result["runs"][r]
             try:
                 data = fetch(f"{result['url']}/f/{run['path']}", expected_checksum=run["checksum"])
-                # fetch() verified the checksum already; read_run still checks the run's own crc trailer.
-                runs.append(read_run(data))
+                runs.append(read_run(data, verified=True))
                 fetched += len(data)
             except FetchError as exc:
                 log.warning("map %d output unreachable (%s); recomputing partition %d", i, exc, r)

@@ -7,10 +7,10 @@ its own files and peers fetch them directly (`swarm.runtime.datafetch` is the bl
 The protocol is a minimal HTTP/1.1 subset, written on `asyncio.start_server` so the node needs no web
 framework (it has to run on old phones with only pure-Python wheels):
 
-* `GET /f/<relpath>` streams a file under `root` with `Content-Length` and `X-Checksum` (blake2b-128 hex
-  of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of that range, which
-  is how map tasks read input splits. The checksum is computed from the very descriptor that is then
-  streamed, so header and body agree even if the path is replaced meanwhile, and is cached by
+* `GET /f/<relpath>` streams a file under `root` with `Content-Length` and `X-Checksum` (CRC-32 hex,
+  `swarm.checksum`, of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of
+  that range, which is how map tasks read input splits. The checksum is computed from the very descriptor
+  that is then streamed, so header and body agree even if the path is replaced meanwhile, and is cached by
   (device, inode, size, mtime, range), so a file served twice is hashed once. A client that sends
   `X-Want-Checksum: no` gets no `X-Checksum` and the server does not hash at all: it knows the checksum
   already (a reducer has the one its mapper reported) or does not need one (see `datafetch.fetch`).
@@ -92,7 +92,7 @@ _REASONS = {
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
-_CHECKSUM = re.compile(r"[0-9a-f]{32}")
+_CHECKSUM = re.compile(r"[0-9a-f]{8}")
 
 _ChecksumKey = tuple[int, int, int, int, int, int]
 _R = TypeVar("_R")
@@ -416,7 +416,7 @@ class DataServer:
         if claimed is not None:
             claimed = claimed.strip().lower()
             if not _CHECKSUM.fullmatch(claimed):
-                raise _HttpError(400, f"{CHECKSUM_HEADER} is not 32 hex digits")
+                raise _HttpError(400, f"{CHECKSUM_HEADER} is not 8 hex digits")
         self._refuse_alias(relpath)
         path = self._resolve(relpath)
         if path.is_dir():

@@ -245,12 +245,12 @@ async def test_upload_retries_a_put_damaged_in_transit(root: Path, monkeypatch: 
     real_send = datafetch._send
     calls = 0
 
-    def flaky_send(conn: http.client.HTTPConnection, source: Path | bytes, size: int) -> None:
+    def flaky_send(conn: http.client.HTTPConnection, source: Path | memoryview, size: int) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:  # the first attempt's bytes get mangled on the way
-            assert isinstance(source, bytes)
-            source = bytes([source[0] ^ 1]) + source[1:]
+            assert isinstance(source, memoryview)
+            source = memoryview(bytes([source[0] ^ 1]) + source[1:])
         real_send(conn, source, size)
 
     monkeypatch.setattr(datafetch, "_send", flaky_send)
