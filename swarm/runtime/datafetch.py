@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast, overload
+from typing import BinaryIO, TypeVar, overload
 from urllib.parse import quote, urlsplit
 
 from swarm.checksum import checksum_bytes, new_hasher
@@ -217,31 +217,6 @@ def _with_retries(url: str, what: str, retries: int, once: Callable[[], _T]) -> 
     )
 
 
-class _MemorySink:
-    """Receives a body straight into one buffer of its announced length; used when the caller wants bytes."""
-
-    def __init__(self, length: int) -> None:
-        self._buffer = bytearray(length)
-        self._view = memoryview(self._buffer)
-        self._filled = 0
-
-    def region(self, size: int) -> memoryview:
-        return self._view[self._filled : self._filled + size]
-
-    def filled(self, region: memoryview) -> None:
-        self._filled += len(region)
-
-    def release(self, region: memoryview) -> None:
-        """Nothing to recycle: every region is a part of the result."""
-
-    def commit(self) -> bytes:
-        return bytes(self._buffer)
-
-    def discard(self) -> None:
-        self._view.release()
-        self._buffer = bytearray()
-
-
 class _LocalIOError(Exception):
     """Our own disk failed (full, read-only, permission): not the peer's fault, so not retried and not
     reported as a `FetchError`; the original `OSError` reaches the caller."""
@@ -277,16 +252,17 @@ class _FileSink:
         for _ in range(PIPELINE_BUFFERS):
             self._free.put(memoryview(bytearray(min(CHUNK, max(length, 1)))))
 
-    def region(self, size: int) -> memoryview:
-        """A free buffer (waiting while all are being hashed), cut to at most `size` bytes."""
-        return self._free.get()[:size]
+    def buffer(self) -> memoryview:
+        """A free buffer of the pool (waiting while all are being hashed)."""
+        return self._free.get()
 
-    def filled(self, region: memoryview) -> None:
+    def write(self, block: memoryview) -> None:
         with _local_io():
-            self._file.write(region)  # unbuffered raw file: loops until all written
+            self._file.write(block)  # unbuffered raw file: loops until all written
 
-    def release(self, region: memoryview) -> None:
-        self._free.put(memoryview(cast(bytearray, region.obj)))  # the whole pooled buffer again
+    def release(self, buffer: memoryview) -> None:
+        """Give a buffer from `buffer()` back to the pool once it is written and hashed."""
+        self._free.put(buffer)
 
     def commit(self) -> Path:
         with _local_io():
@@ -413,12 +389,16 @@ def fetch(
             expected = want if want is not None else response.getheader(CHECKSUM_HEADER) if verify else None
             if verify and expected is None:
                 raise _Failed(f"answer has no {CHECKSUM_HEADER} and no checksum was given", retryable=False)
-            sink: _MemorySink | _FileSink = _MemorySink(length) if dest is None else _FileSink(dest, length)
+            if dest is None:
+                # One read straight into the result: a body in memory is copied once, from the socket.
+                body = response.read(length)
+                if len(body) < length:  # http.client reports a body cut short as a short read
+                    raise _Failed(f"truncated: got {len(body)} of {length} bytes")
+                _check_digest(checksum_bytes(body) if expected is not None else None, expected, want)
+                return body
+            sink = _FileSink(dest, length)
             try:
-                digest = _receive(response, length, sink, hashed=expected is not None)
-                if digest != (expected.strip().lower() if expected is not None else None):
-                    source = "expected" if want is not None else "server's"
-                    raise _Failed(f"checksum mismatch: got {digest}, {source} is {expected}")
+                _check_digest(_receive(response, length, sink, hashed=expected is not None), expected, want)
                 return sink.commit()
             except BaseException:
                 sink.discard()
@@ -429,28 +409,30 @@ def fetch(
     return _with_retries(url, "GET", retries, once)
 
 
-def _receive(
-    response: http.client.HTTPResponse, length: int, sink: _MemorySink | _FileSink, hashed: bool
-) -> str | None:
-    """Read exactly `length` body bytes into `sink`; return their checksum, or None when not `hashed`.
+def _check_digest(digest: str | None, expected: str | None, want: str | None) -> None:
+    if digest != (expected.strip().lower() if expected is not None else None):
+        source = "expected" if want is not None else "server's"
+        raise _Failed(f"checksum mismatch: got {digest}, {source} is {expected}")
 
-    A memory sink without hashing takes the whole body in one read; otherwise it comes in `CHUNK`s, so
-    that hashing one overlaps receiving the next.
+
+def _receive(response: http.client.HTTPResponse, length: int, sink: _FileSink, hashed: bool) -> str | None:
+    """Stream exactly `length` body bytes into `sink`; return their checksum, or None when not `hashed`.
+
+    The body comes in `CHUNK`s, so that hashing one (on a helper thread) overlaps receiving the next.
     """
     pipeline = _HashPipeline(length) if hashed else None
     try:
         received = 0
         while received < length:
-            step = length - received if pipeline is None and isinstance(sink, _MemorySink) else CHUNK
-            region = sink.region(min(step, length - received))
-            n = response.readinto(region)
+            buffer = sink.buffer()
+            n = response.readinto(buffer[: length - received])
             if not n:  # http.client reports a body cut short as a short read, not as an error
                 raise _Failed(f"truncated: got {received} of {length} bytes")
-            sink.filled(region[:n])
+            sink.write(buffer[:n])
             if pipeline is None:
-                sink.release(region)
+                sink.release(buffer)
             else:
-                pipeline.feed(region[:n], sink.release, region)
+                pipeline.feed(buffer[:n], sink.release, buffer)
             received += n
         return None if pipeline is None else pipeline.hexdigest()
     finally:

@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
+from swarm.checksum import Crc32
 from swarm.durable import fsync_directory
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
@@ -604,7 +605,11 @@ async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, leng
 
 
 async def _receive(reader: asyncio.StreamReader, fd: int, request: _Request, blocking: _Blocking) -> str:
-    """Read the request body into `fd`, hashing it; file writes go to a thread in ~1 MiB batches."""
+    """Read the request body into `fd`; return its checksum.
+
+    The loop only receives: each ~1 MiB batch is checksummed and written by a thread (zlib and the
+    write release the GIL) while the loop receives the next one, so the two overlap.
+    """
     hasher = new_hasher()
     batch: list[bytes] = []
     batched = 0
@@ -614,14 +619,11 @@ async def _receive(reader: asyncio.StreamReader, fd: int, request: _Request, blo
         if not block:
             raise ConnectionError(f"client closed with {request.body_left} body bytes unsent")
         request.body_left -= len(block)
-        hasher.update(block)
         batch.append(block)
         batched += len(block)
-        if batched >= WRITE_BATCH:
-            await blocking(_write_blocks, os.dup(fd), batch)
+        if batched >= WRITE_BATCH or request.body_left == 0:
+            await blocking(_hash_and_write, os.dup(fd), batch, hasher)
             batch, batched = [], 0
-    if batch:
-        await blocking(_write_blocks, os.dup(fd), batch)
     return hasher.hexdigest()
 
 
@@ -633,12 +635,13 @@ def _hash_fd(fd: int, start: int, length: int) -> str:
         return checksum_fileobj(file, start, length)
 
 
-def _write_blocks(fd: int, blocks: list[bytes]) -> None:
-    """Write and close `fd`, a duplicate owned by this thread: if the request is cancelled meanwhile and
-    closes its descriptor, this one stays valid, so a write can never land in a file that reused the
-    number."""
+def _hash_and_write(fd: int, blocks: list[bytes], hasher: Crc32) -> None:
+    """Checksum `blocks` into `hasher` and write them to `fd`, then close it: `fd` is a duplicate owned
+    by this thread, so if the request is cancelled meanwhile and closes its descriptor, this one stays
+    valid and a write can never land in a file that reused the number."""
     try:
         for block in blocks:
+            hasher.update(block)
             view = memoryview(block)
             while view:
                 view = view[os.write(fd, view) :]
