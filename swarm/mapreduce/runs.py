@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from swarm.checksum import checksum_bytes, new_hasher
-from swarm.durable import fsync_directory
 from swarm.mapreduce.kernels import (
     MERGE_OP,
     Keys,
@@ -83,7 +82,13 @@ def _check_dtype(dtype: np.dtype[Any], what: str) -> str:
 
 
 def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress: bool = False) -> RunInfo:
-    """Write a run atomically (temp file, fsync, rename): readers see the whole file or none of it."""
+    """Write a run atomically (temp file, rename): readers see the whole file or none of it.
+
+    Not fsynced: a run is intermediate data whose map can always run again. A node killed keeps its
+    page cache; a power cut that loses or tears a run makes its fetch fail the checksum (or find no
+    file), and the reducer recomputes that map's partition. Syncing every run cost a sort about 30 ms
+    per 64 MB map here, and far more on a phone's flash.
+    """
     path = Path(path)
     if keys.dtype.kind != "S" or keys.ndim != 1:
         raise TypeError(f"keys must be a 1-D array of bytes (dtype 'S'), got {keys.dtype}")
@@ -127,13 +132,10 @@ def write_run(path: str | os.PathLike[str], keys: Keys, values: Values, compress
             for part in parts:
                 f.write(part)
                 size += len(part)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
     return RunInfo(path, len(keys), size, digest.hexdigest())
 
 
@@ -400,5 +402,4 @@ class Spiller:
             keys, values = self._merge([], None)
             return write_run(final, keys, values, self.compress)
         os.replace(info.path, final)
-        fsync_directory(self.directory)
         return replace(info, path=final)
