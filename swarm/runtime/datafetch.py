@@ -235,34 +235,19 @@ def _local_io() -> Iterator[None]:
 
 
 class _FileSink:
-    """Streams a body into a temp file beside `dest`; `commit` renames it into place, `discard` removes it.
+    """Streams a body into a temp file beside `dest`; `commit` renames it into place, `discard` removes it."""
 
-    It reads into a small pool of buffers: a buffer returns to the pool (`release`) once written and
-    hashed, so memory stays bounded whatever the size of the body.
-    """
-
-    def __init__(self, dest: Path, length: int) -> None:
+    def __init__(self, dest: Path) -> None:
         self._dest = dest
         with _local_io():
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         self._temp = Path(name)
         self._file = os.fdopen(fd, "wb", buffering=0)
-        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for _ in range(PIPELINE_BUFFERS):
-            self._free.put(memoryview(bytearray(min(CHUNK, max(length, 1)))))
-
-    def buffer(self) -> memoryview:
-        """A free buffer of the pool (waiting while all are being hashed)."""
-        return self._free.get()
 
     def write(self, block: memoryview) -> None:
         with _local_io():
             self._file.write(block)  # unbuffered raw file: loops until all written
-
-    def release(self, buffer: memoryview) -> None:
-        """Give a buffer from `buffer()` back to the pool once it is written and hashed."""
-        self._free.put(buffer)
 
     def commit(self) -> Path:
         with _local_io():
@@ -396,7 +381,7 @@ def fetch(
                     raise _Failed(f"truncated: got {len(body)} of {length} bytes")
                 _check_digest(checksum_bytes(body) if expected is not None else None, expected, want)
                 return body
-            sink = _FileSink(dest, length)
+            sink = _FileSink(dest)
             try:
                 _check_digest(_receive(response, length, sink, hashed=expected is not None), expected, want)
                 return sink.commit()
@@ -416,28 +401,19 @@ def _check_digest(digest: str | None, expected: str | None, want: str | None) ->
 
 
 def _receive(response: http.client.HTTPResponse, length: int, sink: _FileSink, hashed: bool) -> str | None:
-    """Stream exactly `length` body bytes into `sink`; return their checksum, or None when not `hashed`.
-
-    The body comes in `CHUNK`s, so that hashing one (on a helper thread) overlaps receiving the next.
-    """
-    pipeline = _HashPipeline(length) if hashed else None
-    try:
+    """Stream exactly `length` body bytes into `sink` in bounded chunks; return their checksum, or None
+    when not `hashed`."""
+    with _HashPipeline(length, enabled=hashed) as hasher:
         received = 0
         while received < length:
-            buffer = sink.buffer()
-            n = response.readinto(buffer[: length - received])
+            buffer = hasher.buffer()
+            n = response.readinto(buffer[: min(len(buffer), length - received)])
             if not n:  # http.client reports a body cut short as a short read, not as an error
                 raise _Failed(f"truncated: got {received} of {length} bytes")
             sink.write(buffer[:n])
-            if pipeline is None:
-                sink.release(buffer)
-            else:
-                pipeline.feed(buffer[:n], sink.release, buffer)
+            hasher.feed(buffer, n)
             received += n
-        return None if pipeline is None else pipeline.hexdigest()
-    finally:
-        if pipeline is not None:
-            pipeline.close()
+        return hasher.hexdigest()
 
 
 class _HashPipeline:
@@ -445,32 +421,50 @@ class _HashPipeline:
 
     CRC-32 runs near 2.3 GB/s per core here, slower than loopback carries, and slow devices checksum
     far slower. zlib releases the GIL while it checksums, so a second thread overlaps that with
-    receiving and writing. Each block is handed back through its `done` callback once hashed, which is
-    how a file sink's pool of buffers bounds memory. Bodies of one or two chunks are hashed inline.
+    receiving and writing. A small pool of buffers bounds memory: a buffer returns to the pool only once
+    hashed. Bodies of one or two chunks are hashed inline, and nothing is hashed unless `enabled` (the
+    pool still bounds memory).
     """
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, enabled: bool = True) -> None:
         self._hasher = new_hasher()
-        self._work: queue.SimpleQueue[tuple[memoryview, Callable[[memoryview], None], memoryview] | None]
-        self._work = queue.SimpleQueue()
+        self._enabled = enabled
+        size = min(CHUNK, max(length, 1))
+        self._threaded = enabled and length > 2 * CHUNK
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(PIPELINE_BUFFERS if self._threaded else 1):
+            self._free.put(memoryview(bytearray(size)))
+        self._work: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        if length > 2 * CHUNK:
+        if self._threaded:
             self._thread = threading.Thread(target=self._run, name="datafetch-hash", daemon=True)
             self._thread.start()
 
-    def feed(self, block: memoryview, done: Callable[[memoryview], None], token: memoryview) -> None:
-        """Hash `block`, then call `done(token)`."""
-        if self._thread is None:
-            self._hasher.update(block)
-            done(token)
+    def __enter__(self) -> _HashPipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._finish()
+
+    def buffer(self) -> memoryview:
+        """A free buffer to read into (waits while all are being hashed)."""
+        return self._free.get()
+
+    def feed(self, buffer: memoryview, n: int) -> None:
+        """Hash the first `n` bytes of `buffer`, then return it to the pool."""
+        if self._threaded:
+            self._work.put((buffer, n))
         else:
-            self._work.put((block, done, token))
+            if self._enabled:
+                self._hasher.update(buffer[:n])
+            self._free.put(buffer)
 
-    def hexdigest(self) -> str:
-        self.close()
-        return self._hasher.hexdigest()
+    def hexdigest(self) -> str | None:
+        """The checksum of everything fed, or None when not enabled."""
+        self._finish()
+        return self._hasher.hexdigest() if self._enabled else None
 
-    def close(self) -> None:
+    def _finish(self) -> None:
         if self._thread is not None:
             self._work.put(None)
             self._thread.join()
@@ -478,9 +472,9 @@ class _HashPipeline:
 
     def _run(self) -> None:
         while (item := self._work.get()) is not None:
-            block, done, token = item
-            self._hasher.update(block)
-            done(token)
+            buffer, n = item
+            self._hasher.update(buffer[:n])
+            self._free.put(buffer)
 
 
 def upload(
