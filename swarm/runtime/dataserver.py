@@ -4,8 +4,8 @@ Control messages go through the broker; bulk data (input splits, map outputs, re
 because the broker is a single shared pipe that every control message also needs. So every node serves
 its own files and peers fetch them directly (`swarm.runtime.datafetch` is the blocking client).
 
-The protocol is a minimal HTTP/1.1 subset, written on `asyncio.start_server` so the node needs no web
-framework (it has to run on old phones with only pure-Python wheels):
+The protocol is a minimal HTTP/1.1 subset (`swarm.runtime.httpwire`), written on `asyncio.start_server`
+so the node needs no web framework (it has to run on old phones with only pure-Python wheels):
 
 * `GET /f/<relpath>` streams a file under `root` with `Content-Length` and `X-Checksum` (CRC-32 hex,
   `swarm.checksum`, of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of
@@ -42,7 +42,6 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
@@ -58,72 +57,32 @@ from swarm.runtime.datafetch import (
     file_url,
     new_hasher,
 )
+from swarm.runtime.httpwire import (
+    IO_TIMEOUT_S,
+    MAX_HEAD_BYTES,
+    WRITE_BATCH,
+    HttpError,
+    Request,
+    content_length,
+    linger,
+    parse_head,
+    parse_range,
+    reply_error,
+)
 
 __all__ = ["DataServer"]
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
-IO_TIMEOUT_S = 60.0
 SEND_CHUNK = 8 << 20
-WRITE_BATCH = 1 << 20
-LINGER_MAX_BYTES = 64 << 20
-LINGER_S = 5.0
 CHECKSUM_CACHE_SIZE = 4096
 
-_REASONS = {
-    200: "OK",
-    201: "Created",
-    204: "No Content",
-    206: "Partial Content",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    409: "Conflict",
-    411: "Length Required",
-    413: "Content Too Large",
-    416: "Range Not Satisfiable",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-}
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DIGITS = re.compile(r"[0-9]{1,19}")
-_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 _CHECKSUM = re.compile(r"[0-9a-f]{8}")
 
 _ChecksumKey = tuple[int, int, int, int, int, int]
 _R = TypeVar("_R")
 _Blocking = Callable[..., Awaitable[Any]]
-
-
-class _HttpError(Exception):
-    """Answer the request with `status` and stop handling it."""
-
-    def __init__(
-        self, status: int, message: str, *, reason: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason or _REASONS[status]
-        self.headers = headers or {}
-
-
-@dataclass
-class _Request:
-    method: str
-    target: str
-    headers: dict[str, str]
-    peer: str
-    body_left: int = 0  # bytes the client will send that we have not read (for lingering after an error)
-    answered: bool = False  # a status line went out: an error now can only close the connection
-
-    def answer(self, writer: asyncio.StreamWriter, status: int, headers: dict[str, str]) -> None:
-        self.answered = True
-        writer.write(_head(status, _REASONS[status], headers))
 
 
 class DataServer:
@@ -157,7 +116,7 @@ class DataServer:
             raise ValueError("fetch_limit must be >= 1")
         try:
             self._aliases = {_checked_relpath(k): Path(v).resolve() for k, v in (aliases or {}).items()}
-        except _HttpError as exc:
+        except HttpError as exc:
             raise ValueError(f"bad alias name: {exc}") from None
         self.root = Path(root).resolve()
         self.host = host
@@ -246,7 +205,7 @@ class DataServer:
         """
         try:
             return self._local(relpath)
-        except _HttpError as exc:
+        except HttpError as exc:
             raise ValueError(str(exc)) from None
 
     async def _blocking(self, function: Callable[..., _R], *args: Any) -> _R:
@@ -275,7 +234,7 @@ class DataServer:
                 await writer.wait_closed()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        request: _Request | None = None
+        request: Request | None = None
         try:
             try:
                 async with asyncio.timeout(HEAD_TIMEOUT_S):
@@ -285,43 +244,43 @@ class DataServer:
                     log.warning("data server: bad request from %s: connection closed inside the head", peer)
                 return
             except asyncio.LimitOverrunError:
-                raise _HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes") from None
+                raise HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes") from None
             except TimeoutError:
-                raise _HttpError(408, f"no complete request head within {HEAD_TIMEOUT_S:.0f}s") from None
-            request = _parse_head(head, peer)
+                raise HttpError(408, f"no complete request head within {HEAD_TIMEOUT_S:.0f}s") from None
+            request = parse_head(head, peer)
             status = await self._dispatch(request, reader, writer)
             log.debug("data server: %s %s %s -> %d", peer, request.method, request.target, status)
-        except _HttpError as err:
+        except HttpError as err:
             what = f"{request.method} {request.target}" if request else "request"
             log.warning("data server: %s from %s refused: %d %s", what, peer, err.status, err)
-            await _reply_error(writer, err)
+            await reply_error(writer, err)
             if request is not None and request.body_left:
-                await _linger(reader, request.body_left)
+                await linger(reader, request.body_left)
         except (ConnectionError, TimeoutError):
             raise
         except Exception:
             if request is None or request.answered:
                 raise
             log.exception("data server: %s %s from %s failed", request.method, request.target, peer)
-            await _reply_error(writer, _HttpError(500, "internal error; see the serving node's log"))
+            await reply_error(writer, HttpError(500, "internal error; see the serving node's log"))
 
     async def _dispatch(
-        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> int:
         path, _, _query = request.target.partition("?")
         if not path.startswith("/f/"):
-            raise _HttpError(404, "only /f/<path> is served")
+            raise HttpError(404, "only /f/<path> is served")
         try:
             relpath = unquote(path[3:], errors="strict")
         except UnicodeDecodeError:
-            raise _HttpError(400, "path is not UTF-8") from None
+            raise HttpError(400, "path is not UTF-8") from None
         if request.method == "GET":
             return await self._get(request, relpath, writer)
         if request.method == "PUT":
             return await self._put(request, relpath, reader, writer)
         if request.method == "DELETE":
             return await self._delete(request, relpath, writer)
-        raise _HttpError(405, f"method {request.method} not allowed", headers={"Allow": "GET, PUT, DELETE"})
+        raise HttpError(405, f"method {request.method} not allowed", headers={"Allow": "GET, PUT, DELETE"})
 
     # -- paths -----------------------------------------------------------------------------------------
 
@@ -329,7 +288,7 @@ class DataServer:
         """The path of `relpath` with symlinks resolved, which must lie strictly inside `root`."""
         resolved = (self.root / _checked_relpath(relpath)).resolve()
         if resolved == self.root or not resolved.is_relative_to(self.root):
-            raise _HttpError(403, "path leaves the served directory")
+            raise HttpError(403, "path leaves the served directory")
         return resolved
 
     # -- GET -------------------------------------------------------------------------------------------
@@ -340,20 +299,20 @@ class DataServer:
 
     def _refuse_alias(self, relpath: str) -> None:
         if _checked_relpath(relpath) in self._aliases:
-            raise _HttpError(403, "a published file is read-only")
+            raise HttpError(403, "a published file is read-only")
 
-    async def _get(self, request: _Request, relpath: str, writer: asyncio.StreamWriter) -> int:
+    async def _get(self, request: Request, relpath: str, writer: asyncio.StreamWriter) -> int:
         path = self._local(relpath)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise _HttpError(404, "no such file") from None
+            raise HttpError(404, "no such file") from None
         except PermissionError:
-            raise _HttpError(403, "file not readable") from None
+            raise HttpError(403, "file not readable") from None
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # directories, FIFOs, devices: never block on them
             os.close(fd)
-            raise _HttpError(404, "not a regular file")
+            raise HttpError(404, "not a regular file")
         with os.fdopen(fd, "rb") as file:
             size = info.st_size
             range_header = request.headers.get("range")
@@ -361,7 +320,7 @@ class DataServer:
                 status, start, length = 200, 0, size
                 headers = {}
             else:
-                start, length = _parse_range(range_header, size)
+                start, length = parse_range(range_header, size)
                 status = 206
                 headers = {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
             async with self._slots:
@@ -405,29 +364,29 @@ class DataServer:
     # -- PUT -------------------------------------------------------------------------------------------
 
     async def _put(
-        self, request: _Request, relpath: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, request: Request, relpath: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> int:
-        length = _content_length(request)
+        length = content_length(request)
         request.body_left = length
         if not self.allow_upload:
-            raise _HttpError(403, "uploads are disabled on this node")
+            raise HttpError(403, "uploads are disabled on this node")
         if self.max_upload_bytes is not None and length > self.max_upload_bytes:
-            raise _HttpError(413, f"{length} bytes is over the limit of {self.max_upload_bytes}")
+            raise HttpError(413, f"{length} bytes is over the limit of {self.max_upload_bytes}")
         claimed = request.headers.get(CHECKSUM_HEADER.lower())
         if claimed is not None:
             claimed = claimed.strip().lower()
             if not _CHECKSUM.fullmatch(claimed):
-                raise _HttpError(400, f"{CHECKSUM_HEADER} is not 8 hex digits")
+                raise HttpError(400, f"{CHECKSUM_HEADER} is not 8 hex digits")
         self._refuse_alias(relpath)
         path = self._resolve(relpath)
         if path.is_dir():
-            raise _HttpError(409, "a directory has that name")
+            raise HttpError(409, "a directory has that name")
         created = [d for d in (path.parent, *path.parent.parents) if d.is_relative_to(self.root)]
         created = [d for d in created if d != self.root and not d.exists()]  # deepest first
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise _HttpError(409, "a file stands where a directory is needed") from None
+            raise HttpError(409, "a file stands where a directory is needed") from None
         try:
             async with self._slots:
                 if request.headers.get("expect", "").lower() == "100-continue":  # curl asks, then waits
@@ -445,7 +404,7 @@ class DataServer:
         return 201
 
     async def _store(
-        self, request: _Request, reader: asyncio.StreamReader, path: Path, claimed: str | None
+        self, request: Request, reader: asyncio.StreamReader, path: Path, claimed: str | None
     ) -> tuple[os.stat_result, str]:
         """Receive the body into a temp file beside `path`, verify, fsync, rename into place."""
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload", dir=path.parent)
@@ -453,7 +412,7 @@ class DataServer:
         try:
             digest = await _receive(reader, fd, request, self._blocking)
             if claimed is not None and digest != claimed:
-                raise _HttpError(
+                raise HttpError(
                     400, f"received bytes hash to {digest}, not {claimed}", reason=CHECKSUM_MISMATCH_REASON
                 )
             owned, fd = fd, -1  # the thread closes it, even if this request is cancelled meanwhile
@@ -468,23 +427,23 @@ class DataServer:
 
     # -- DELETE ----------------------------------------------------------------------------------------
 
-    async def _delete(self, request: _Request, relpath: str, writer: asyncio.StreamWriter) -> int:
+    async def _delete(self, request: Request, relpath: str, writer: asyncio.StreamWriter) -> int:
         if not self.allow_delete:
-            raise _HttpError(403, "deletes are disabled on this node")
+            raise HttpError(403, "deletes are disabled on this node")
         # Check the parent with symlinks resolved, but act on the name itself: deleting a symlink removes
         # the link, never what it points to.
         self._refuse_alias(relpath)
         candidate = self.root / _checked_relpath(relpath)
         parent = candidate.parent.resolve()
         if not parent.is_relative_to(self.root):
-            raise _HttpError(403, "path leaves the served directory")
+            raise HttpError(403, "path leaves the served directory")
         target = parent / candidate.name
         if target.is_symlink() or target.is_file():
             target.unlink()
         elif target.is_dir():
             await self._blocking(shutil.rmtree, target)
         else:
-            raise _HttpError(404, "no such file or directory")
+            raise HttpError(404, "no such file or directory")
         request.answer(writer, 204, {})
         await writer.drain()
         return 204
@@ -494,101 +453,14 @@ def _checked_relpath(relpath: str) -> str:
     """`relpath` without a trailing slash, if it is a plain relative path; else a 400."""
     relpath = relpath.removesuffix("/")
     if not relpath:
-        raise _HttpError(400, "empty path")
+        raise HttpError(400, "empty path")
     if "\x00" in relpath or "\\" in relpath:
-        raise _HttpError(400, "path contains NUL or a backslash")
+        raise HttpError(400, "path contains NUL or a backslash")
     if relpath.startswith("/"):
-        raise _HttpError(400, "absolute path")
+        raise HttpError(400, "absolute path")
     if any(part in ("", ".", "..") for part in relpath.split("/")):
-        raise _HttpError(400, "path has an empty, '.' or '..' component")
+        raise HttpError(400, "path has an empty, '.' or '..' component")
     return relpath
-
-
-# -- HTTP helpers --------------------------------------------------------------------------------------
-
-
-def _parse_head(head: bytes, peer: str) -> _Request:
-    """Parse a request line and headers; anything outside the subset we speak is a 400."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1].startswith("/"):
-        raise _HttpError(400, f"malformed request line {lines[0][:80]!r}")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _HttpError(400, f"unsupported protocol {version[:20]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise _HttpError(400, f"malformed header line {line[:80]!r}")
-        key, value = name.lower(), value.strip()
-        if key in headers and headers[key] != value:
-            raise _HttpError(400, f"conflicting {name} headers")
-        headers[key] = value
-    return _Request(method, target, headers, peer)
-
-
-def _content_length(request: _Request) -> int:
-    if "transfer-encoding" in request.headers:
-        raise _HttpError(501, "Transfer-Encoding is not supported; send Content-Length")
-    raw = request.headers.get("content-length")
-    if raw is None:
-        raise _HttpError(411, "Content-Length required")
-    if not _DIGITS.fullmatch(raw):
-        raise _HttpError(400, f"bad Content-Length {raw[:40]!r}")
-    return int(raw)
-
-
-def _parse_range(value: str, size: int) -> tuple[int, int]:
-    """One `bytes=` range as (start, length), clamped to the file; several ranges are not supported."""
-    match = _RANGE.fullmatch(value.strip())
-    if match is None or match.group(1) == match.group(2) == "":
-        raise _HttpError(400, f"unsupported Range {value[:80]!r}: one 'bytes=a-b' range only")
-    first, last = match.group(1), match.group(2)
-    if first == "":  # suffix: the last n bytes
-        start, end = max(0, size - int(last)), size - 1
-        if int(last) == 0:
-            start = size
-    else:
-        start, end = int(first), int(last) if last else size - 1
-        if end < start:
-            raise _HttpError(400, f"Range {value[:80]!r} ends before it starts")
-    if start >= size:
-        raise _HttpError(
-            416,
-            f"range starts at or past the end ({size} bytes)",
-            headers={"Content-Range": f"bytes */{size}"},
-        )
-    return start, min(end, size - 1) - start + 1
-
-
-def _head(status: int, reason: str, headers: dict[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items()), "Connection: close"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _reply_error(writer: asyncio.StreamWriter, err: _HttpError) -> None:
-    body = f"{err}\n".encode()
-    headers = err.headers | {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))}
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        writer.write(_head(err.status, err.reason, headers) + body)
-        async with asyncio.timeout(IO_TIMEOUT_S):
-            await writer.drain()
-
-
-async def _linger(reader: asyncio.StreamReader, left: int) -> None:
-    """Read and drop a refused request's body for a moment, so its client finishes sending and reads our
-    answer, instead of getting a connection reset that hides why it was refused."""
-    left = min(left, LINGER_MAX_BYTES)
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        async with asyncio.timeout(LINGER_S):
-            while left > 0:
-                block = await reader.read(min(left, WRITE_BATCH))
-                if not block:
-                    return
-                left -= len(block)
 
 
 async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, length: int) -> None:
@@ -604,7 +476,7 @@ async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, leng
         offset += sent
 
 
-async def _receive(reader: asyncio.StreamReader, fd: int, request: _Request, blocking: _Blocking) -> str:
+async def _receive(reader: asyncio.StreamReader, fd: int, request: Request, blocking: _Blocking) -> str:
     """Read the request body into `fd`; return its checksum.
 
     The loop only receives: each ~1 MiB batch is checksummed and written by a thread (zlib and the
