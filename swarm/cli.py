@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--job")
     tasks.add_argument("--limit", type=int, default=200)
 
-    from swarm.sim.cli import add_sim_parser
+    from swarm.sim.cliargs import add_sim_parser
 
     add_sim_parser(sub)
 
