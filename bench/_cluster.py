@@ -172,8 +172,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 class SwarmCluster:
     """A mosquitto on a free loopback port and `swarm join` worker nodes against it."""
 
-    def __init__(self, root: Path, slots: int, nodes: int = 2) -> None:
+    def __init__(self, root: Path, slots: int, nodes: int = 2, allowed_paths: Sequence[Path] = ()) -> None:
         self.root = root
+        self.allowed_paths = tuple(allowed_paths)
         self.slots = slots
         self.node_count = nodes
         self.url = ""
@@ -239,6 +240,11 @@ class SwarmCluster:
             *self.command("join", "--name", name, "--data-dir", str(data_dir)),
             *("--slots", str(self.slots), "--no-embedded-broker"),
         ]
+        if self.allowed_paths:  # the owner opens these to tasks, so maps here read their inputs directly
+            config = self.root / "node.toml"
+            paths = json.dumps([str(p) for p in self.allowed_paths])  # a JSON list of strings is TOML too
+            config.write_text(f"[tasks]\nallowed_paths = {paths}\n")
+            cmd += ["--config", str(config)]
         with (self.root / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
         self.nodes.append(proc)

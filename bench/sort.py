@@ -196,7 +196,8 @@ class Swarm:
         self.root = root
         self.reduces = reduces
         self.split_size = split_size
-        self.cluster = SwarmCluster(root / "cluster", slots=1)
+        # The inputs live beside `root`; the nodes may read them (a map on this machine then needs no fetch).
+        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent])
         self.last: MapReduceRun | None = None
 
     def __enter__(self) -> Swarm:

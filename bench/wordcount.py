@@ -397,7 +397,8 @@ class Swarm:
         self.root = root
         self.reduces = reduces
         self.split_size = split_size
-        self.cluster = SwarmCluster(root / "cluster", slots=1)
+        # The inputs live beside `root`; the nodes may read them (a map on this machine then needs no fetch).
+        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent])
         self.runs = 0
         self.reports: dict[int, list[str]] = {}
 

@@ -19,6 +19,7 @@ import numpy as np
 from swarm.errors import InvalidSpec
 from swarm.mapreduce.app import App, AppSource
 from swarm.mapreduce.kernels import sample_boundaries
+from swarm.mapreduce.localread import file_identity
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 
 __all__ = ["MapReduceSpec", "Split", "build_job", "check_and_sample", "plan_splits"]
@@ -37,14 +38,16 @@ class Split:
     filename: str
     start: int
     end: int
+    local: dict[str, Any] | None = None  # `localread.file_identity` of the file, for maps on this machine
 
     def to_payload(self, data_url: str) -> dict[str, Any]:
-        """Where a map task fetches this split."""
+        """Where a map task fetches this split (or, on the submitter's machine, reads it)."""
         return {
             "url": f"{data_url}/f/{self.name}",
             "file": self.filename,
             "start": self.start,
             "end": self.end,
+            "local": self.local,
         }
 
 
@@ -71,8 +74,9 @@ def plan_splits(
     for k, path in enumerate(inputs):
         size = path.stat().st_size
         name = f"in/{k}"
+        local = file_identity(path)
         if not split_size or size <= split_size:
-            splits.append(Split(name, path.name, 0, size))
+            splits.append(Split(name, path.name, 0, size, local))
             continue
         start = 0
         with path.open("rb") as f:
@@ -80,7 +84,7 @@ def plan_splits(
                 end = min(start + split_size, size)
                 if end < size:
                     end = _boundary(f, end, size, record_size)
-                splits.append(Split(name, path.name, start, end))
+                splits.append(Split(name, path.name, start, end, local))
                 start = end
     return splits
 

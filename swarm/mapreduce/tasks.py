@@ -25,6 +25,7 @@ import numpy as np
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.app import App, AppSource, load_app
 from swarm.mapreduce.kernels import merge_sorted, range_partition_of, split_sorted
+from swarm.mapreduce.localread import read_local
 from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.taskapi import TaskContext
@@ -60,10 +61,14 @@ def _boundaries(payload: dict[str, Any]) -> Any:
     return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
 
 
-def _fetch_split(inp: dict[str, Any]) -> bytes:
-    """The split's bytes from the submitter, checked for length only (see `fetch`'s `verify`)."""
+def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...]) -> bytes:
+    """The split's bytes: read from the file itself when this node runs on the submitter's machine and
+    may (see `localread`), else from the submitter, checked for length only (see `fetch`'s `verify`)."""
     if inp["end"] <= inp["start"]:
         return b""
+    local = read_local(inp.get("local"), inp["start"], inp["end"], allowed_paths)
+    if local is not None:
+        return local
     return fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1), verify=False)
 
 
@@ -105,7 +110,7 @@ class MapHandler:
         """Map, partition, sort, spill; return where the runs are."""
         app = _app(payload)
         inp = payload["input"]
-        data = _fetch_split(inp)
+        data = _fetch_split(inp, ctx.policy.allowed_paths)
         root = Path(ctx.data.directory)
         out_dir = root / "mr" / payload["job"] / f"m{payload['index']}-a{ctx.attempt}"
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -172,7 +177,8 @@ class ReduceHandler:
                 fetched += len(data)
             else:
                 log.warning("map %d output unreachable (%s); recomputing partition %d", i, data, r)
-                keys, values = app.map(payload["inputs"][i]["file"], _fetch_split(payload["inputs"][i]))
+                inp = payload["inputs"][i]
+                keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths))
                 runs.append(_partitions(app, payload, keys, values)[r])
                 recomputed += 1
         keys, values = merge_sorted(runs)
