@@ -19,7 +19,7 @@ import numpy as np
 from swarm.errors import InvalidSpec
 from swarm.mapreduce.app import App, AppSource
 from swarm.mapreduce.kernels import sample_boundaries
-from swarm.mapreduce.localread import file_identity
+from swarm.mapreduce.locality import file_identity
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 
 __all__ = ["MapReduceSpec", "Split", "build_job", "check_and_sample", "plan_splits"]
@@ -38,7 +38,7 @@ class Split:
     filename: str
     start: int
     end: int
-    local: dict[str, Any] | None = None  # `localread.file_identity` of the file, for maps on this machine
+    local: dict[str, Any] | None = None  # `locality.file_identity` of the file, for maps on this machine
 
     def to_payload(self, data_url: str) -> dict[str, Any]:
         """Where a map task fetches this split (or, on the submitter's machine, reads it)."""
@@ -132,9 +132,17 @@ def _head(path: Path, record_size: int | None, limit: int = SAMPLE_BYTES) -> byt
 
 
 def build_job(
-    job_id: str, spec: MapReduceSpec, splits: list[Split], data_url: str, boundaries: list[bytes] | None
+    job_id: str,
+    spec: MapReduceSpec,
+    splits: list[Split],
+    data_url: str,
+    boundaries: list[bytes] | None,
+    output_dir: dict[str, Any] | None = None,
 ) -> SubmitJob:
-    """The job's tasks: maps `<job>.m<i>`, reduces `<job>.r<r>` after every map, fed the maps' results."""
+    """The job's tasks: maps `<job>.m<i>`, reduces `<job>.r<r>` after every map, fed the maps' results.
+
+    `output_dir` is `locality.file_identity` of the output directory, for reduces on this machine.
+    """
     common: dict[str, Any] = {
         "job": job_id,
         "app": spec.app.to_payload(),
@@ -161,7 +169,13 @@ def build_job(
         TaskSpec(
             f"{job_id}.r{r}",
             "mapreduce.reduce",
-            {**common, "partition": r, "inputs": inputs, "output": f"{data_url}/f/mr-out-{r}"},
+            {
+                **common,
+                "partition": r,
+                "inputs": inputs,
+                "output": f"{data_url}/f/mr-out-{r}",
+                "output_local": None if output_dir is None else {**output_dir, "name": f"mr-out-{r}"},
+            },
             retry=retry,
             timeout=spec.timeout,
             after=map_ids,

@@ -2,7 +2,8 @@
 
 Inputs stay on the submitting machine and no shared filesystem is assumed: the submitter runs a data
 server from which map tasks fetch their splits and to which reduce tasks upload `mr-out-<r>` (written
-atomically into the output directory). So the submitter stays until the job is over.
+atomically into the output directory); tasks on the submitter's own machine may use the files
+directly instead (`locality`). So the submitter stays until the job is over.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from swarm.core.tracker import JobProgress
 from swarm.mapreduce.app import load_app
+from swarm.mapreduce.locality import file_identity
 from swarm.mapreduce.plan import MapReduceSpec, build_job, check_and_sample, plan_splits
 from swarm.messages import TaskUpdate
 from swarm.runtime.client import SwarmClient
@@ -69,6 +71,6 @@ async def run_mapreduce(
             on_progress(shown)
 
     async with DataServer(output, host=host, allow_upload=True, aliases=aliases) as server:
-        job = build_job(job_id, spec, splits, server.url, boundaries)
+        job = build_job(job_id, spec, splits, server.url, boundaries, file_identity(output))
         progress = await client.submit(job, wait=True, on_update=on_update)
     return progress, shown

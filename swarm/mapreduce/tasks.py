@@ -9,7 +9,8 @@ A reduce task fetches its partition's run from every mapper, peer to peer, verif
 corrupt or truncated transfer is fetched again, never merged). If a mapper is gone, the reducer runs
 that map again itself for its own partition from the original split, so a lost map output costs one
 recomputation and never the job. It then merges the sorted runs, groups by key, reduces, and uploads
-`mr-out-<r>` to the submitter, where it appears atomically.
+`mr-out-<r>` to the submitter, where it appears atomically. On the submitter's own machine, maps read
+their split and reduces write their output file directly where the node allows it (`locality`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.app import App, AppSource, load_app
 from swarm.mapreduce.kernels import merge_sorted, range_partition_of, split_sorted
-from swarm.mapreduce.localread import read_local
+from swarm.mapreduce.locality import read_local, write_local
 from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.taskapi import TaskContext
@@ -63,7 +64,7 @@ def _boundaries(payload: dict[str, Any]) -> Any:
 
 def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...]) -> bytes:
     """The split's bytes: read from the file itself when this node runs on the submitter's machine and
-    may (see `localread`), else from the submitter, checked for length only (see `fetch`'s `verify`)."""
+    may (see `locality`), else from the submitter, checked for length only (see `fetch`'s `verify`)."""
     if inp["end"] <= inp["start"]:
         return b""
     local = read_local(inp.get("local"), inp["start"], inp["end"], allowed_paths)
@@ -184,7 +185,9 @@ class ReduceHandler:
         keys, values = merge_sorted(runs)
         out_keys, out_values = app.reduce(keys, values)
         body = app.format_output(out_keys, out_values)
-        checksum = upload(payload["output"], body)
+        checksum = write_local(payload.get("output_local"), body, ctx.policy.allowed_paths)
+        if checksum is None:
+            checksum = upload(payload["output"], body)
         return {
             "keys": len(out_keys),
             "bytes": len(body),

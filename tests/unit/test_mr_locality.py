@@ -1,4 +1,4 @@
-"""A map on the submitter's machine reads its split from the file itself, and only when it may."""
+"""Tasks on the submitter's machine read their split and write their output themselves, only when they may."""
 
 from __future__ import annotations
 
@@ -8,23 +8,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swarm.mapreduce import localread
+from swarm.checksum import checksum_bytes
+from swarm.mapreduce import locality
 from swarm.mapreduce.app import AppSource
-from swarm.mapreduce.localread import file_identity, read_local
-from swarm.mapreduce.plan import plan_splits
+from swarm.mapreduce.locality import file_identity, read_local, write_local
+from swarm.mapreduce.plan import MapReduceSpec, build_job, plan_splits
 from swarm.mapreduce.runs import read_run
-from swarm.mapreduce.tasks import map_handler
+from swarm.mapreduce.tasks import map_handler, reduce_handler
 from swarm.runtime.datafetch import FetchError
 from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
 DATA = b"".join(b"line %d of the input\n" % i for i in range(1000))
+DEAD_URL = "http://127.0.0.1:9"  # nothing listens there: any fetch or upload fails
+
+
+def _with_node_dir(ctx: TaskContext, tmp_path: Path) -> TaskContext:
+    return TaskContext(
+        ctx.node_id, ctx.task_id, ctx.attempt, ctx.work_dir, ctx.policy, DataPlane(str(tmp_path / "node"))
+    )
 
 
 @pytest.fixture
 def machine(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """This machine's id, as a list the test can change."""
     current = ["machine-a"]
-    monkeypatch.setattr(localread, "machine_id", lambda: current[0])
+    monkeypatch.setattr(locality, "machine_id", lambda: current[0])
     return current
 
 
@@ -71,7 +79,7 @@ def test_no_local_read_of_a_file_that_changed_or_a_bad_identity(
 
 
 def test_without_a_machine_id_nothing_is_recorded(monkeypatch: pytest.MonkeyPatch, data_file: Path) -> None:
-    monkeypatch.setattr(localread, "machine_id", lambda: None)
+    monkeypatch.setattr(locality, "machine_id", lambda: None)
     assert file_identity(data_file) is None
 
 
@@ -89,7 +97,7 @@ def test_a_map_task_reads_locally_instead_of_fetching(
         "compress": False,
         "boundaries": None,
         "index": 0,
-        "input": split.to_payload("http://127.0.0.1:9"),  # nothing listens there: a fetch would fail
+        "input": split.to_payload(DEAD_URL),
     }
     policy = TaskPolicy(allowed_paths=(str(data_file.parent),) if allowed else ())
     ctx = TaskContext("n1", "j.m0", 1, str(tmp_path), policy, DataPlane(str(tmp_path / "node"), "http://x"))
@@ -101,3 +109,47 @@ def test_a_map_task_reads_locally_instead_of_fetching(
     keys, counts = read_run(tmp_path / "node" / result["runs"][0]["path"])
     assert dict(zip(keys.tolist(), counts.tolist(), strict=True))[b"line"] == 1000
     assert result["bytes_in"] == len(DATA) and np.sum(counts) == 5000
+
+
+def test_an_output_is_written_in_place_where_allowed(machine: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    target = {**file_identity(out), "name": "mr-out-0"}  # type: ignore[dict-item]
+    body = memoryview(b"a 1\nb 2\n")
+    assert write_local(target, body, (str(tmp_path),)) == checksum_bytes(body)
+    assert sorted(p.name for p in out.iterdir()) == ["mr-out-0"]
+    assert (out / "mr-out-0").read_bytes() == b"a 1\nb 2\n"
+
+
+def test_no_output_in_place_without_permission_elsewhere_or_in_another_directory(
+    machine: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    target = {**file_identity(out), "name": "mr-out-0"}  # type: ignore[dict-item]
+    body = memoryview(b"x")
+    assert write_local(target, body, ()) is None
+    for name in ("../escape", "a/b", "", ".."):
+        assert write_local({**target, "name": name}, body, (str(tmp_path),)) is None
+    assert write_local({**target, "ino": target["ino"] + 1}, body, (str(tmp_path),)) is None
+    machine[0] = "machine-b"
+    assert write_local(target, body, (str(tmp_path),)) is None
+    assert list(out.iterdir()) == [] and not (tmp_path / "escape").exists()
+
+
+def test_a_reduce_on_the_submitters_machine_writes_its_output_itself(
+    machine: list[str], data_file: Path, tmp_path: Path
+) -> None:
+    """Nothing listens at the submitter's or the mapper's URL here: the map output cannot be fetched, so
+    the reducer recomputes it from the split (read locally) and writes mr-out-0 in place."""
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = MapReduceSpec(AppSource("wordcount", module="swarm.mapreduce.apps.wordcount"), (data_file,), 1, {})
+    job = build_job("j", spec, plan_splits((data_file,), None), DEAD_URL, None, file_identity(out))
+    mapped, reduce_task = job.tasks
+    ctx = TaskContext("n1", "j", 1, str(tmp_path), TaskPolicy(allowed_paths=(str(tmp_path),)), DataPlane())
+    map_result = {**map_handler.run(_with_node_dir(ctx, tmp_path), mapped.payload), "url": DEAD_URL}
+    result = reduce_handler.run(ctx, {**reduce_task.payload, "previous": [map_result]})
+    assert result["recomputed_maps"] == 1
+    assert (out / "mr-out-0").read_bytes().splitlines()[-1] == b"the 1000"
+    assert result["checksum"] == checksum_bytes((out / "mr-out-0").read_bytes())

@@ -1,0 +1,124 @@
+"""Tasks on the submitter's own machine read their split and write their output file directly.
+
+A map task normally fetches its split from the submitter's data server, and a reduce task uploads
+`mr-out-<r>` to it. When the task runs on the submitter's machine, both are loopback HTTP transfers of
+bytes that sit in the same page cache: two copies through the kernel, and CPU time of the submitter,
+which serves and receives every other task's bytes too (receiving a sort's 1 GB of output cost it
+about 5 CPU-seconds). Like Hadoop's short-circuit local reads, such a task uses the file system
+instead, but only when
+
+1. the path lies inside a directory the node's owner opened to tasks (`[tasks] allowed_paths`, checked
+   as for `command` and `file_operation` tasks), so a job cannot make a node read or write what its
+   owner did not open;
+2. this machine's id (`/etc/machine-id`) is the one the submitter recorded; and
+3. the file (or the output directory) is still the one the submitter planned: same device and inode,
+   and for an input the same size and modification time.
+
+Anything else (another machine, no machine id, a changed file, a payload of the wrong shape, a write
+that fails) falls back to the data server, so the worst case is the ordinary path. An output is
+written as the data server stores an upload: a temporary file beside it, fsynced, renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from swarm.checksum import checksum_bytes
+from swarm.durable import fsync_directory
+from swarm.plugins.pathpolicy import is_inside
+
+__all__ = ["file_identity", "machine_id", "read_local", "write_local"]
+
+_MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
+def machine_id() -> str | None:
+    """This machine's stable id, or None where the system keeps none (then nothing is done locally)."""
+    for name in _MACHINE_ID_FILES:
+        try:
+            text = Path(name).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
+
+
+def file_identity(path: Path) -> dict[str, Any] | None:
+    """What a task on this machine checks before using `path` (a file or a directory) itself; None
+    without a machine id."""
+    machine = machine_id()
+    if machine is None:
+        return None
+    real = os.path.realpath(path)
+    info = os.stat(real)
+    return {
+        "machine": machine,
+        "path": real,
+        "dev": info.st_dev,
+        "ino": info.st_ino,
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+    }
+
+
+def _usable_path(identity: Any, allowed_paths: tuple[str, ...]) -> str | None:
+    """The identity's path if this node may use it here, else None (KeyError/TypeError on a bad shape)."""
+    path = identity["path"]
+    if not allowed_paths or not isinstance(path, str) or identity["machine"] != machine_id():
+        return None
+    return path if is_inside(os.path.realpath(path), allowed_paths) else None
+
+
+def read_local(identity: Any, start: int, end: int, allowed_paths: tuple[str, ...]) -> bytes | None:
+    """Bytes [start, end) of the file `identity` names if this node may and can read that very file
+    here, else None (the caller fetches the split instead)."""
+    try:
+        path = _usable_path(identity, allowed_paths)
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            same = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) == (
+                identity["dev"],
+                identity["ino"],
+                identity["size"],
+                identity["mtime_ns"],
+            )
+            if not same or not 0 <= start <= end <= info.st_size:
+                return None
+            f.seek(start)
+            data = f.read(end - start)
+    except (KeyError, TypeError, OSError):
+        return None
+    return data if len(data) == end - start else None
+
+
+def write_local(target: Any, body: memoryview, allowed_paths: tuple[str, ...]) -> str | None:
+    """Store `body` as `target["name"]` in the directory `target` identifies (`file_identity` of it),
+    atomically and durably, if this node may and can; return its checksum, or None (the caller
+    uploads it instead)."""
+    try:
+        directory, name, identity = _usable_path(target, allowed_paths), target["name"], target
+        if directory is None or not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+            return None
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) != (identity["dev"], identity["ino"]):
+            return None
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+    except (KeyError, TypeError, OSError):
+        return None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, os.path.join(directory, name))
+        fsync_directory(Path(directory))
+    except OSError:
+        Path(temp).unlink(missing_ok=True)
+        return None
+    return checksum_bytes(body)
