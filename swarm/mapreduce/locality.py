@@ -17,6 +17,9 @@ instead, but only when
 Anything else (another machine, no machine id, a changed file, a payload of the wrong shape, a write
 that fails) falls back to the data server, so the worst case is the ordinary path. An output is
 written as the data server stores an upload: a temporary file beside it, fsynced, renamed into place.
+
+A reducer also reads the map outputs its own node holds from its data directory rather than from its
+own data server (`read_own_run`): no permission is involved there, and the checksum is verified alike.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from swarm.checksum import checksum_bytes
 from swarm.durable import fsync_directory
 from swarm.plugins.pathpolicy import is_inside
 
-__all__ = ["file_identity", "machine_id", "read_local", "write_local"]
+__all__ = ["file_identity", "machine_id", "read_local", "read_own_run", "write_local"]
 
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
@@ -122,3 +125,18 @@ def write_local(target: Any, body: memoryview, allowed_paths: tuple[str, ...]) -
         Path(temp).unlink(missing_ok=True)
         return None
     return checksum_bytes(body)
+
+
+def read_own_run(directory: str, relpath: Any, checksum: Any) -> bytes | None:
+    """A map output this node holds (`relpath` under its data `directory`), if it is there and matches
+    `checksum`; else None (the caller fetches it, and recomputes it if that fails too)."""
+    if not directory or not isinstance(relpath, str) or not isinstance(checksum, str):
+        return None
+    parts = relpath.split("/")
+    if relpath.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return None
+    try:
+        data = Path(directory, *parts).read_bytes()
+    except OSError:
+        return None
+    return data if checksum_bytes(data) == checksum.strip().lower() else None

@@ -26,7 +26,7 @@ import numpy as np
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.app import App, AppSource, load_app
 from swarm.mapreduce.kernels import merge_sorted, range_partition_of, split_sorted
-from swarm.mapreduce.locality import read_local, write_local
+from swarm.mapreduce.locality import read_local, read_own_run, write_local
 from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.taskapi import TaskContext
@@ -164,6 +164,10 @@ class ReduceHandler:
 
         def fetch_run(result: dict[str, Any]) -> bytes | FetchError:
             run = result["runs"][r]
+            if result.get("node") == ctx.node_id:
+                own = read_own_run(ctx.data.directory, run["path"], run["checksum"])
+                if own is not None:
+                    return own
             try:
                 return fetch(f"{result['url']}/f/{run['path']}", expected_checksum=run["checksum"])
             except FetchError as exc:

@@ -11,7 +11,7 @@ import pytest
 from swarm.checksum import checksum_bytes
 from swarm.mapreduce import locality
 from swarm.mapreduce.app import AppSource
-from swarm.mapreduce.locality import file_identity, read_local, write_local
+from swarm.mapreduce.locality import file_identity, read_local, read_own_run, write_local
 from swarm.mapreduce.plan import MapReduceSpec, build_job, plan_splits
 from swarm.mapreduce.runs import read_run
 from swarm.mapreduce.tasks import map_handler, reduce_handler
@@ -153,3 +153,35 @@ def test_a_reduce_on_the_submitters_machine_writes_its_output_itself(
     assert result["recomputed_maps"] == 1
     assert (out / "mr-out-0").read_bytes().splitlines()[-1] == b"the 1000"
     assert result["checksum"] == checksum_bytes((out / "mr-out-0").read_bytes())
+
+
+def test_a_reducer_reads_the_runs_its_own_node_holds(tmp_path: Path) -> None:
+    run = tmp_path / "mr" / "j" / "m0-a1" / "part-0.run"
+    run.parent.mkdir(parents=True)
+    run.write_bytes(b"run bytes")
+    good = checksum_bytes(b"run bytes")
+    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", good) == b"run bytes"
+    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", checksum_bytes(b"other")) is None
+    for bad in ("/etc/passwd", "mr/../../x", "mr//j", "missing.run", 7):
+        assert read_own_run(str(tmp_path), bad, good) is None
+    assert read_own_run("", "mr/j/m0-a1/part-0.run", good) is None
+
+
+def test_a_reduce_on_the_mappers_node_reads_its_runs_instead_of_fetching(
+    machine: list[str], data_file: Path, tmp_path: Path
+) -> None:
+    """Nothing listens at the mapper's URL: the reducer on the mapper's node reads the run from its data
+    directory; a reducer on another node cannot fetch it and recomputes it from the split."""
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = MapReduceSpec(AppSource("wordcount", module="swarm.mapreduce.apps.wordcount"), (data_file,), 1, {})
+    job = build_job("j", spec, plan_splits((data_file,), None), DEAD_URL, None, file_identity(out))
+    mapped, reduce_task = job.tasks
+    policy = TaskPolicy(allowed_paths=(str(tmp_path),))
+    mapper = _with_node_dir(TaskContext("n1", "j", 1, str(tmp_path), policy), tmp_path)
+    previous = [{**map_handler.run(mapper, mapped.payload), "url": DEAD_URL}]
+    for node, recomputed in (("n1", 0), ("n2", 1)):
+        ctx = _with_node_dir(TaskContext(node, "j", 1, str(tmp_path), policy), tmp_path)
+        result = reduce_handler.run(ctx, {**reduce_task.payload, "previous": previous})
+        assert result["recomputed_maps"] == recomputed
+        assert (out / "mr-out-0").read_bytes().splitlines()[-1] == b"the 1000"
