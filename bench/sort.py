@@ -192,12 +192,13 @@ def gnu_sort(key_only: bool) -> Run:
 class Swarm:
     """Two `swarm join --slots 1` nodes; each run is one `swarm submit mapreduce --app sort`."""
 
-    def __init__(self, root: Path, reduces: int, split_size: str) -> None:
+    def __init__(self, root: Path, reduces: int, split_size: str, local: bool = True) -> None:
         self.root = root
         self.reduces = reduces
         self.split_size = split_size
-        # The inputs live beside `root`; the nodes may read them (a map on this machine then needs no fetch).
-        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent])
+        # The inputs and outputs live beside `root`. The nodes may use them there (tasks on this machine then
+        # read splits and write outputs themselves) unless `local` is off: then every byte goes over HTTP.
+        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent] if local else [])
         self.last: MapReduceRun | None = None
 
     def __enter__(self) -> Swarm:
@@ -296,6 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=parse_size, default=1 << 30, help="input size (default 1G)")
     p.add_argument("--reduces", type=int, default=2, help="swarm's --reduces (default 2)")
     p.add_argument("--split-size", default="64M", help="swarm's --split-size (default 64M)")
+    p.add_argument(
+        "--no-local",
+        action="store_true",
+        help="the nodes may not read inputs or write outputs in place: all data through the data servers",
+    )
     p.add_argument("--skip", default="", help="comma-separated: swarm,gnu,gnu-lines,numpy")
     p.add_argument(
         "--profile", action="store_true", help="after the timed run, one more swarm run under py-spy"
@@ -324,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "swarm" not in skip:
                 warm = root / "warmup.dat"
                 write_input(warm, 1 << 20)
-                with Swarm(root / "swarm", args.reduces, args.split_size) as swarm:
+                with Swarm(root / "swarm", args.reduces, args.split_size, not args.no_local) as swarm:
                     swarm.run(warm, work / "warmup")
                     results.append(
                         measure("swarm (2 nodes x 1 slot)", swarm.run, source, work, expected, size)

@@ -393,12 +393,13 @@ def coreutils_runner(root: Path) -> Run:
 class Swarm:
     """Two `swarm join --slots 1` nodes; each run is one `swarm submit mapreduce --app wordcount`."""
 
-    def __init__(self, root: Path, reduces: int, split_size: str) -> None:
+    def __init__(self, root: Path, reduces: int, split_size: str, local: bool = True) -> None:
         self.root = root
         self.reduces = reduces
         self.split_size = split_size
-        # The inputs live beside `root`; the nodes may read them (a map on this machine then needs no fetch).
-        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent])
+        # The inputs and outputs live beside `root`. The nodes may use them there (tasks on this machine then
+        # read splits and write outputs themselves) unless `local` is off: then every byte goes over HTTP.
+        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent] if local else [])
         self.runs = 0
         self.reports: dict[int, list[str]] = {}
 
@@ -653,6 +654,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reduces", type=int, default=2, help="swarm's --reduces (default 2)")
     p.add_argument("--split-size", default="64M", help="swarm's --split-size (default 64M)")
     p.add_argument(
+        "--no-local",
+        action="store_true",
+        help="the nodes may not read inputs or write outputs in place: all data through the data servers",
+    )
+    p.add_argument(
         "--profile", action="store_true", help="after the timed runs, one more swarm run under py-spy"
     )
     p.add_argument("--repeat", type=int, default=3, help="timed runs per system and size, best kept (3)")
@@ -680,7 +686,7 @@ def _start(system: str, root: Path, args: argparse.Namespace) -> tuple[Run, Call
     if system == "coreutils":
         return coreutils_runner(root), lambda: None
     if system == "swarm":
-        swarm = Swarm(root / "swarm", args.reduces, args.split_size).__enter__()
+        swarm = Swarm(root / "swarm", args.reduces, args.split_size, not args.no_local).__enter__()
         return swarm, lambda: swarm.__exit__(None, None, None)
     if system.startswith("dask"):
         try:
