@@ -330,6 +330,8 @@ async def _mapreduce(client: Any, url: str, args: argparse.Namespace) -> int:
                 "maps": shown.maps,
                 "reduces": shown.reduces,
                 "shuffled_bytes": shown.shuffled,
+                "splits_read_locally": shown.read_locally,
+                "outputs_written_locally": shown.written_locally,
             }
         ).decode()
     )

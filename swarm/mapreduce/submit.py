@@ -34,6 +34,8 @@ class MapReduceProgress:
     reduces_done: int = 0
     failed: int = 0
     shuffled: int = 0
+    read_locally: int = 0  # splits that maps read from the input file itself (see `locality`)
+    written_locally: int = 0  # outputs that reduces wrote into the output directory themselves
 
     def update(self, fresh: list[TaskUpdate]) -> None:
         """Count newly committed tasks."""
@@ -44,8 +46,10 @@ class MapReduceProgress:
             elif is_map:
                 self.maps_done += 1
                 self.shuffled += sum(run["bytes"] for run in (u.result or {}).get("runs", []))
+                self.read_locally += bool((u.result or {}).get("local_input"))
             else:
                 self.reduces_done += 1
+                self.written_locally += bool((u.result or {}).get("local_output"))
 
 
 async def run_mapreduce(

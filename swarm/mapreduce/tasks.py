@@ -62,15 +62,16 @@ def _boundaries(payload: dict[str, Any]) -> Any:
     return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
 
 
-def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...]) -> bytes:
-    """The split's bytes: read from the file itself when this node runs on the submitter's machine and
-    may (see `locality`), else from the submitter, checked for length only (see `fetch`'s `verify`)."""
+def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...]) -> tuple[bytes, bool]:
+    """The split's bytes, and whether they were read from the file itself (when this node runs on the
+    submitter's machine and may, see `locality`) rather than fetched from the submitter, checked for
+    length only (see `fetch`'s `verify`)."""
     if inp["end"] <= inp["start"]:
-        return b""
+        return b"", False
     local = read_local(inp.get("local"), inp["start"], inp["end"], allowed_paths)
     if local is not None:
-        return local
-    return fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1), verify=False)
+        return local, True
+    return fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1), verify=False), False
 
 
 def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> list[tuple[Any, Any]]:
@@ -111,7 +112,7 @@ class MapHandler:
         """Map, partition, sort, spill; return where the runs are."""
         app = _app(payload)
         inp = payload["input"]
-        data = _fetch_split(inp, ctx.policy.allowed_paths)
+        data, read_locally = _fetch_split(inp, ctx.policy.allowed_paths)
         root = Path(ctx.data.directory)
         out_dir = root / "mr" / payload["job"] / f"m{payload['index']}-a{ctx.attempt}"
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -135,6 +136,7 @@ class MapHandler:
             "url": ctx.data.url,
             "records": records,
             "bytes_in": len(data),
+            "local_input": read_locally,
             "runs": [
                 {"path": str(Path(run.path).relative_to(root)), "checksum": run.checksum, "bytes": run.nbytes}
                 for run in runs
@@ -183,13 +185,14 @@ class ReduceHandler:
             else:
                 log.warning("map %d output unreachable (%s); recomputing partition %d", i, data, r)
                 inp = payload["inputs"][i]
-                keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths))
+                keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths)[0])
                 runs.append(_partitions(app, payload, keys, values)[r])
                 recomputed += 1
         keys, values = merge_sorted(runs)
         out_keys, out_values = app.reduce(keys, values)
         body = app.format_output(out_keys, out_values)
         checksum = write_local(payload.get("output_local"), body, ctx.policy.allowed_paths)
+        written_locally = checksum is not None
         if checksum is None:
             checksum = upload(payload["output"], body)
         return {
@@ -198,6 +201,7 @@ class ReduceHandler:
             "checksum": checksum,
             "shuffled": fetched,
             "recomputed_maps": recomputed,
+            "local_output": written_locally,
         }
 
 

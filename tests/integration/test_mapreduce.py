@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from swarm.mapreduce.locality import machine_id
 from tests.integration.nodes import Cluster, CommitObserver, loopback_env, running, swarm_cmd
 
 pytestmark = pytest.mark.network
@@ -101,8 +102,36 @@ def test_wordcount_matches_a_sequential_count(trio: Cluster, tmp_path: Path) -> 
     inputs = _texts(tmp_path)
     summary = _mapreduce(trio, "wordcount", inputs, tmp_path / "out", 3)
     assert summary["maps"] == 4 and summary["reduces"] == 3
+    # these nodes opened no path to tasks: every split and output went through the data servers
+    assert summary["splits_read_locally"] == summary["outputs_written_locally"] == 0
     merged = _check_partitioned(_outputs(tmp_path / "out", 3))
     assert {k: int(v) for k, v in merged.items()} == _word_counts(inputs)
+
+
+def test_nodes_on_the_submitters_machine_use_its_files_where_allowed(
+    mosquitto_module: object, tmp_path: Path
+) -> None:
+    if machine_id() is None:
+        pytest.skip("this machine keeps no machine id, so tasks never use the submitter's files")
+    config = tmp_path / "node.toml"
+    config.write_text(f"[tasks]\nallowed_paths = {json.dumps([str(tmp_path / 'job')])}\n")
+    (tmp_path / "job").mkdir()
+    inputs = _texts(tmp_path / "job")
+    cluster = Cluster(tmp_path / "nodes", mosquitto_module.url, cluster="local")  # type: ignore[attr-defined]
+    try:
+        for name in ("a", "b"):
+            cluster.start(name, "--slots", "2", "--config", str(config))
+        cluster.wait_ready(alive=2)
+        summary = _mapreduce(cluster, "wordcount", inputs, tmp_path / "job" / "out", 2)
+        assert summary["splits_read_locally"] == 4 and summary["outputs_written_locally"] == 2
+        merged = _check_partitioned(_outputs(tmp_path / "job" / "out", 2))
+        assert {k: int(v) for k, v in merged.items()} == _word_counts(inputs)
+        # an output directory the nodes may not write to: the outputs are uploaded instead
+        summary = _mapreduce(cluster, "wordcount", inputs, tmp_path / "elsewhere", 2)
+        assert summary["splits_read_locally"] == 4 and summary["outputs_written_locally"] == 0
+        assert _check_partitioned(_outputs(tmp_path / "elsewhere", 2)) == merged
+    finally:
+        cluster.stop_all()
 
 
 def test_indexer_matches_a_sequential_index(trio: Cluster, tmp_path: Path) -> None:
