@@ -105,11 +105,11 @@ def write_local(target: Any, body: memoryview, allowed_paths: tuple[str, ...]) -
     atomically and durably, if this node may and can; return its checksum, or None (the caller
     uploads it instead)."""
     try:
-        directory, name, identity = _usable_path(target, allowed_paths), target["name"], target
+        directory, name = _usable_path(target, allowed_paths), target["name"]
         if directory is None or not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
             return None
         info = os.stat(directory)
-        if (info.st_dev, info.st_ino) != (identity["dev"], identity["ino"]):
+        if (info.st_dev, info.st_ino) != (target["dev"], target["ino"]):
             return None
         fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
     except (KeyError, TypeError, OSError):
