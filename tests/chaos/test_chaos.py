@@ -12,12 +12,10 @@ stop when both jobs are over or after `CHAOS_S`, whichever is first; then the jo
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import os
 import random
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +26,7 @@ import psutil
 import pytest
 
 from swarm.core.tracker import JobProgress
+from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
 from tests.integration.nodes import Cluster, CommitObserver, Node, loopback_env, running, swarm_cmd
 
 pytestmark = pytest.mark.network
@@ -78,33 +77,9 @@ def _texts(root: Path, rng: random.Random) -> list[Path]:
     return paths
 
 
-def _word_counts(paths: list[Path]) -> dict[str, int]:
-    """The wordcount app's definition of a word, counted sequentially."""
-    counts: collections.Counter[str] = collections.Counter()
-    for p in paths:
-        counts.update(w.decode() for w in re.findall(rb"[a-z0-9']+", p.read_bytes().lower()))
-    return dict(counts)
-
-
-def _fnv1a(key: bytes) -> int:
-    h = 14695981039346656037
-    for byte in key:
-        h = ((h ^ byte) * 1099511628211) % 2**64
-    return h
-
-
 def _mapreduce_output(out: Path) -> dict[str, int]:
     """Every `mr-out-<r>`: sorted, each key in its hash partition and in one file only."""
-    merged: dict[str, int] = {}
-    for r in range(REDUCES):
-        pairs = [line.split(" ", 1) for line in (out / f"mr-out-{r}").read_bytes().decode().splitlines()]
-        keys = [k for k, _ in pairs]
-        assert keys == sorted(keys, key=str.encode), f"mr-out-{r} is not sorted"
-        for key, value in pairs:
-            assert key not in merged, f"{key!r} in two files"
-            assert _fnv1a(key.encode()) % REDUCES == r, f"{key!r} in mr-out-{r}, the wrong file"
-            merged[key] = int(value)
-    return merged
+    return {key: int(value) for key, value in check_partitioned(read_outputs(out, REDUCES)).items()}
 
 
 def _batch(path: Path) -> dict[str, object]:
@@ -274,7 +249,7 @@ async def test_sigkill_a_node_every_few_seconds_mapreduce_and_batch_stay_exact(
 ) -> None:
     rng = random.Random(SEED)
     inputs = _texts(tmp_path / "in", rng)
-    expected_counts = _word_counts(inputs)
+    expected_counts = word_counts(inputs)
     expected_results = _batch(tmp_path / "batch.json")
     observer = CommitObserver(str(cluster.broker), cluster.cluster)
     mr_progress = observer.tracker.track(MR_JOB, 0)  # its size is known once it is planned

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from swarm.mapreduce.locality import machine_id
+from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
 from tests.integration.nodes import Cluster, CommitObserver, loopback_env, running, swarm_cmd
 
 pytestmark = pytest.mark.network
@@ -64,48 +65,14 @@ def _mapreduce(
     return summary
 
 
-def _outputs(out: Path, reduces: int) -> list[list[tuple[str, str]]]:
-    files = []
-    for r in range(reduces):
-        lines = (out / f"mr-out-{r}").read_bytes().decode().splitlines()
-        files.append([tuple(line.split(" ", 1)) for line in lines])  # type: ignore[misc]
-    return files
-
-
-def _fnv1a(key: bytes) -> int:
-    h = 14695981039346656037
-    for byte in key:
-        h = ((h ^ byte) * 1099511628211) % 2**64
-    return h
-
-
-def _check_partitioned(files: list[list[tuple[str, str]]]) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for r, pairs in enumerate(files):
-        keys = [k for k, _ in pairs]
-        assert keys == sorted(keys, key=lambda k: k.encode()), f"mr-out-{r} is not sorted"
-        for key, value in pairs:
-            assert key not in merged, f"{key} in two files"
-            assert _fnv1a(key.encode()) % len(files) == r, f"{key} in the wrong file"
-            merged[key] = value
-    return merged
-
-
-def _word_counts(paths: list[Path]) -> dict[str, int]:
-    counts: collections.Counter[str] = collections.Counter()
-    for p in paths:
-        counts.update(w.decode() for w in re.findall(rb"[a-z0-9']+", p.read_bytes().lower()))
-    return dict(counts)
-
-
 def test_wordcount_matches_a_sequential_count(trio: Cluster, tmp_path: Path) -> None:
     inputs = _texts(tmp_path)
     summary = _mapreduce(trio, "wordcount", inputs, tmp_path / "out", 3)
     assert summary["maps"] == 4 and summary["reduces"] == 3
     # these nodes opened no path to tasks: every split and output went through the data servers
     assert summary["splits_read_locally"] == summary["outputs_written_locally"] == 0
-    merged = _check_partitioned(_outputs(tmp_path / "out", 3))
-    assert {k: int(v) for k, v in merged.items()} == _word_counts(inputs)
+    merged = check_partitioned(read_outputs(tmp_path / "out", 3))
+    assert {k: int(v) for k, v in merged.items()} == word_counts(inputs)
 
 
 def test_nodes_on_the_submitters_machine_use_its_files_where_allowed(
@@ -124,12 +91,12 @@ def test_nodes_on_the_submitters_machine_use_its_files_where_allowed(
         cluster.wait_ready(alive=2)
         summary = _mapreduce(cluster, "wordcount", inputs, tmp_path / "job" / "out", 2)
         assert summary["splits_read_locally"] == 4 and summary["outputs_written_locally"] == 2
-        merged = _check_partitioned(_outputs(tmp_path / "job" / "out", 2))
-        assert {k: int(v) for k, v in merged.items()} == _word_counts(inputs)
+        merged = check_partitioned(read_outputs(tmp_path / "job" / "out", 2))
+        assert {k: int(v) for k, v in merged.items()} == word_counts(inputs)
         # an output directory the nodes may not write to: the outputs are uploaded instead
         summary = _mapreduce(cluster, "wordcount", inputs, tmp_path / "elsewhere", 2)
         assert summary["splits_read_locally"] == 4 and summary["outputs_written_locally"] == 0
-        assert _check_partitioned(_outputs(tmp_path / "elsewhere", 2)) == merged
+        assert check_partitioned(read_outputs(tmp_path / "elsewhere", 2)) == merged
     finally:
         cluster.stop_all()
 
@@ -137,7 +104,7 @@ def test_nodes_on_the_submitters_machine_use_its_files_where_allowed(
 def test_indexer_matches_a_sequential_index(trio: Cluster, tmp_path: Path) -> None:
     inputs = _texts(tmp_path, files=3, seed=2)
     _mapreduce(trio, "indexer", inputs, tmp_path / "out", 2)
-    merged = _check_partitioned(_outputs(tmp_path / "out", 2))
+    merged = check_partitioned(read_outputs(tmp_path / "out", 2))
     docs: dict[str, set[str]] = collections.defaultdict(set)
     for p in inputs:
         for w in re.findall(rb"[a-z0-9']+", p.read_bytes().lower()):
@@ -148,7 +115,7 @@ def test_indexer_matches_a_sequential_index(trio: Cluster, tmp_path: Path) -> No
 def test_grep_finds_exactly_the_matching_lines(trio: Cluster, tmp_path: Path) -> None:
     inputs = _texts(tmp_path, files=2, seed=3)
     _mapreduce(trio, "grep", inputs, tmp_path / "out", 2, "--param", "pattern=gam+a d")
-    merged = _check_partitioned(_outputs(tmp_path / "out", 2))
+    merged = check_partitioned(read_outputs(tmp_path / "out", 2))
     expected = {
         f"{p.name}:{n:010d}": line
         for p in inputs
@@ -182,7 +149,7 @@ def test_groupby_aggregates_like_a_sequential_pass(trio: Cluster, tmp_path: Path
     for agg in ("sum", "mean", "max"):
         out = tmp_path / f"out-{agg}"
         _mapreduce(trio, "groupby", [path], out, 2, "--param", "header=1", "--param", f"agg={agg}")
-        merged = _check_partitioned(_outputs(out, 2))
+        merged = check_partitioned(read_outputs(out, 2))
         groups: dict[str, list[float]] = collections.defaultdict(list)
         for k, v in rows:
             groups[k].append(v)
@@ -292,7 +259,7 @@ def test_sigkill_of_a_node_during_a_phase_keeps_the_output_exact(
     expected = _word_counts_split(inputs)
     with running(tmp_path / "nodes", mosquitto.url, ["a", "b", "c"]) as cluster:  # type: ignore[attr-defined]
         asyncio.run(_kill_during(cluster, app, inputs, tmp_path / "out", phase))
-    merged = _check_partitioned(_outputs(tmp_path / "out", 3))
+    merged = check_partitioned(read_outputs(tmp_path / "out", 3))
     assert {k: int(v) for k, v in merged.items()} == expected
 
 
