@@ -115,6 +115,25 @@ def hash_keys(keys: Keys) -> npt.NDArray[np.uint64]:
     return out
 
 
+def _padded_to_8(keys: Keys) -> Keys:
+    """Keys at least 8 bytes wide: narrower ones NUL-padded to 'S8', which numpy orders and compares
+    exactly as the originals (it pads with NULs itself)."""
+    n, width = len(keys), keys.dtype.itemsize
+    if width >= 8:
+        return keys
+    padded = np.zeros((n, 8), dtype=np.uint8)
+    padded[:, :width] = _byte_matrix(keys)
+    return padded.view("S8").reshape(-1)
+
+
+def _words(keys: Keys) -> list[npt.NDArray[np.uint64]]:
+    """Each contiguous key (at least 8 bytes wide) as little-endian 8-byte words, strided views into the
+    keys; the last word overlaps the one before it when the width is no multiple of 8."""
+    n, width = len(keys), keys.dtype.itemsize
+    offsets = [*range(0, width - 7, 8), *([width - 8] if width % 8 else [])]
+    return [np.ndarray((n,), dtype="<u8", buffer=keys, offset=offset, strides=(width,)) for offset in offsets]
+
+
 def _next_differs(keys: Keys) -> npt.NDArray[np.bool_]:
     """For each of contiguous keys but the last, whether it differs from the next one.
 
@@ -128,8 +147,7 @@ def _next_differs(keys: Keys) -> npt.NDArray[np.bool_]:
         return bytewise
     differs = np.zeros(n - 1, dtype=bool)
     step = np.empty(n - 1, dtype=bool)
-    for offset in [*range(0, width - 7, 8), *([width - 8] if width % 8 else [])]:
-        word = np.ndarray((n,), dtype="<u8", buffer=keys, offset=offset, strides=(width,))
+    for word in _words(keys):
         np.not_equal(word[1:], word[:-1], out=step)
         differs |= step
     return differs
@@ -202,12 +220,7 @@ def key_order(keys: Keys) -> npt.NDArray[np.intp]:
     n, width = len(keys), keys.dtype.itemsize
     if n < 2 or n < _SMALL_SORT or width == 0 or 64 - (n - 1).bit_length() < _MIN_DIGIT:
         return np.argsort(keys, kind="stable")
-    if width < 8:  # keys are read as whole 8-byte words; NUL padding sorts first, as numpy pads
-        padded = np.zeros((n, 8), dtype=np.uint8)
-        padded[:, :width] = _byte_matrix(keys)
-        words = padded.view("S8").reshape(-1)
-    else:
-        words = keys
+    words = _padded_to_8(keys)  # keys are read as whole 8-byte words
     # Each round leaves `records` (the records still to sort, in their current order) in whole groups:
     # a group's records share the key's bits [0, bit) and are in index order, and `group` numbers the
     # groups 0, 1, ... in key order. `todo` are the positions of `order` they fill (None: all of it).
@@ -412,16 +425,10 @@ def _mix_hash(keys: Keys) -> npt.NDArray[np.uint64]:
     Only `aggregate` uses it, and its result never depends on it (ties are checked on the keys), so it
     can read each key as a few unaligned 8-byte words, the last one overlapping, instead of byte by byte.
     """
-    n, width = len(keys), keys.dtype.itemsize
-    if width < 8:
-        padded = np.zeros((n, 8), dtype=np.uint8)
-        padded[:, :width] = _byte_matrix(keys)
-        keys, width = padded.view("S8").reshape(-1), 8
-    offsets = [*range(0, width - 7, 8), *([width - 8] if width % 8 else [])]
+    n = len(keys)
     h = np.zeros(n, dtype=np.uint64)
     shifted = np.empty(n, dtype=np.uint64)
-    for offset in offsets:
-        word = np.ndarray((n,), dtype="<u8", buffer=keys, offset=offset, strides=(width,))
+    for word in _words(_padded_to_8(keys)):
         np.bitwise_xor(h, word, out=h)
         np.multiply(h, np.uint64(0x9E3779B97F4A7C15), out=h)
         np.right_shift(h, np.uint64(32), out=shifted)

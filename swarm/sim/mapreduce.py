@@ -326,7 +326,7 @@ def _app(payload: dict[str, Any]) -> App:
 
 
 def _checksum(keys: Keys, values: Values) -> str:
-    """blake2b-128 of a run's dtypes and bytes (the real runs' checksum covers their whole file)."""
+    """`swarm.checksum` of a run's dtypes and bytes (the real runs' checksum covers their whole file)."""
     hasher = new_hasher()
     for array in (keys, values):
         hasher.update(array.dtype.str.encode())
