@@ -15,8 +15,9 @@ instead, but only when
    and for an input the same size and modification time.
 
 Anything else (another machine, no machine id, a changed file, a payload of the wrong shape, a write
-that fails) falls back to the data server, so the worst case is the ordinary path. An output is
-written as the data server stores an upload: a temporary file beside it, fsynced, renamed into place.
+that cannot be opened) falls back to the data server, so the worst case is the ordinary path. An
+output is written as the data server stores an upload: a temporary file beside it, fsynced, renamed
+into place (`AtomicFile`).
 
 A reducer also reads the map outputs its own node holds from its data directory rather than from its
 own data server (`read_own_run`): no permission is involved there, and the checksum is verified alike.
@@ -25,15 +26,14 @@ own data server (`read_own_run`): no permission is involved there, and the check
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from swarm.checksum import checksum_bytes
-from swarm.durable import fsync_directory
+from swarm.durable import AtomicFile
 from swarm.plugins.pathpolicy import is_inside
 
-__all__ = ["file_identity", "machine_id", "read_local", "read_own_run", "write_local"]
+__all__ = ["file_identity", "machine_id", "open_local_output", "read_local", "read_own_run"]
 
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
@@ -100,10 +100,9 @@ def read_local(identity: Any, start: int, end: int, allowed_paths: tuple[str, ..
     return data if len(data) == end - start else None
 
 
-def write_local(target: Any, body: memoryview, allowed_paths: tuple[str, ...]) -> str | None:
-    """Store `body` as `target["name"]` in the directory `target` identifies (`file_identity` of it),
-    atomically and durably, if this node may and can; return its checksum, or None (the caller
-    uploads it instead)."""
+def open_local_output(target: Any, allowed_paths: tuple[str, ...]) -> AtomicFile | None:
+    """An `AtomicFile` for `target["name"]` in the directory `target` identifies (`file_identity` of
+    it), if this node may and can write there; else None (the caller uploads the output instead)."""
     try:
         directory, name = _usable_path(target, allowed_paths), target["name"]
         if directory is None or not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
@@ -111,20 +110,9 @@ def write_local(target: Any, body: memoryview, allowed_paths: tuple[str, ...]) -
         info = os.stat(directory)
         if (info.st_dev, info.st_ino) != (target["dev"], target["ino"]):
             return None
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=directory)
+        return AtomicFile(os.path.join(directory, name))
     except (KeyError, TypeError, OSError):
         return None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, os.path.join(directory, name))
-        fsync_directory(Path(directory))
-    except OSError:
-        Path(temp).unlink(missing_ok=True)
-        return None
-    return checksum_bytes(body)
 
 
 def read_own_run(directory: str, relpath: Any, checksum: Any) -> bytes | None:

@@ -9,8 +9,10 @@ A reduce task fetches its partition's run from every mapper, peer to peer, verif
 corrupt or truncated transfer is fetched again, never merged). If a mapper is gone, the reducer runs
 that map again itself for its own partition from the original split, so a lost map output costs one
 recomputation and never the job. It then merges the sorted runs, groups by key, reduces, and uploads
-`mr-out-<r>` to the submitter, where it appears atomically. On the submitter's own machine, maps read
-their split and reduces write their output file directly where the node allows it (`locality`).
+`mr-out-<r>` to the submitter, where it appears atomically. It goes through the merge a chunk at a
+time, so a reducer holds its runs and one chunk, not a second copy of everything it merged. On the
+submitter's own machine, maps read their split and reduces write their output file directly where the
+node allows it (`locality`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import numpy as np
 
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.app import App, AppSource, load_app
-from swarm.mapreduce.kernels import merge_sorted, range_partition_of, split_sorted
-from swarm.mapreduce.locality import read_local, read_own_run, write_local
+from swarm.mapreduce.kernels import MergedRuns, range_partition_of, split_sorted
+from swarm.mapreduce.locality import open_local_output, read_local, read_own_run
 from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.taskapi import TaskContext
@@ -36,8 +38,9 @@ __all__ = ["map_handler", "reduce_handler"]
 log = logging.getLogger(__name__)
 
 _COMMON = ("job", "app", "params", "reducers", "combiner", "compress", "boundaries")
-#: A map task maps its split this many bytes at a time.
-MAP_PIECE = 16 * 1024 * 1024
+#: A reducer merges, reduces and writes its output this many bytes of merged values at a time: its
+#: memory is its runs plus one chunk, and a chunk stays in cache from the merge to the write.
+REDUCE_CHUNK = 4 * 1024 * 1024
 #: A reducer fetches this many map outputs at once: a fetch mostly waits on its peer (connection set-up,
 #: the peer's disk, the link), so a few in flight hide that, as Hadoop's parallel copies do.
 PARALLEL_FETCHES = 4
@@ -81,7 +84,7 @@ def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> li
     return split_sorted(keys, values, payload["reducers"], parts)
 
 
-def _pieces(data: bytes, record_size: int | None, size: int = MAP_PIECE) -> list[bytes]:
+def _pieces(data: bytes, record_size: int | None, size: int) -> list[bytes]:
     """The split cut into pieces of about `size` bytes at line (or record) boundaries, so that a map
     holds one piece's pairs at a time and the spiller bounds the rest."""
     pieces, start = [], 0
@@ -126,7 +129,7 @@ class MapHandler:
             boundaries=_boundaries(payload),
         )
         records = 0
-        for piece in _pieces(data, app.record_size):
+        for piece in _pieces(data, app.record_size, app.map_bytes):
             keys, values = app.map(inp["file"], piece)
             spiller.add(keys, values)
             records += len(keys)
@@ -188,21 +191,55 @@ class ReduceHandler:
                 keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths)[0])
                 runs.append(_partitions(app, payload, keys, values)[r])
                 recomputed += 1
-        keys, values = merge_sorted(runs)
-        out_keys, out_values = app.reduce(keys, values)
-        body = app.format_output(out_keys, out_values)
-        checksum = write_local(payload.get("output_local"), body, ctx.policy.allowed_paths)
-        written_locally = checksum is not None
-        if checksum is None:
-            checksum = upload(payload["output"], body)
+        merged = MergedRuns(runs)
+        output = open_local_output(payload.get("output_local"), ctx.policy.allowed_paths)
+        written_locally = output is not None
+        with output or _Upload(payload["output"]) as out:
+            out_keys = 0
+            for keys, values in merged.chunks(_chunk_rows(merged)):
+                reduced_keys, reduced = app.reduce(keys, values)
+                out.write(app.format_output(reduced_keys, reduced))
+                out_keys += len(reduced_keys)
+            checksum = out.commit()
         return {
-            "keys": len(out_keys),
-            "bytes": len(body),
+            "keys": out_keys,
+            "bytes": out.size,
             "checksum": checksum,
             "shuffled": fetched,
             "recomputed_maps": recomputed,
             "local_output": written_locally,
         }
+
+
+class _Upload:
+    """A reducer's output bound for the submitter's data server: the chunks are kept (copied, since a
+    chunk's buffer is reused) and uploaded together by `commit`; `AtomicFile`'s interface."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.size = 0
+        self._parts: list[bytes] = []
+
+    def __enter__(self) -> _Upload:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._parts = []
+
+    def write(self, data: memoryview) -> None:
+        """Keep a copy of `data` for the upload."""
+        self._parts.append(bytes(data))
+        self.size += len(data)
+
+    def commit(self) -> str:
+        """Upload everything written; return its checksum."""
+        return upload(self.url, self._parts)
+
+
+def _chunk_rows(merged: MergedRuns) -> int:
+    """Rows per reduce chunk: about `REDUCE_CHUNK` bytes of merged values."""
+    row_bytes = merged.dtype.itemsize * int(np.prod(merged.row_shape, dtype=np.int64))
+    return max(1, REDUCE_CHUNK // max(row_bytes, 1))
 
 
 map_handler = MapHandler()

@@ -37,7 +37,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar, overload
 from urllib.parse import quote, urlsplit
@@ -478,20 +478,30 @@ class _HashPipeline:
 
 
 def upload(
-    url: str, source: Path | bytes | bytearray | memoryview, *, retries: int = 3, timeout: float = 60.0
+    url: str,
+    source: Path | bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
+    *,
+    retries: int = 3,
+    timeout: float = 60.0,
 ) -> str:
-    """PUT `source` (a file, streamed, or bytes in memory) to `url` with its checksum; return the checksum.
+    """PUT `source` (a file, streamed; bytes in memory; or a sequence of buffers, sent one after the
+    other as one body) to `url` with its checksum; return the checksum.
 
     The server stores it atomically and only if the bytes it received match the checksum, so a
     successful return means the peer holds exactly `source`. `retries` and `timeout` are as in
     `fetch`. Raises `FetchError` when no attempt succeeded; `OSError` if `source` cannot be read.
     """
     host, port, target = _split_url(url)
+    body: Path | list[memoryview]
     if isinstance(source, Path):
-        size, digest = os.stat(source).st_size, checksum_file(source)
+        body, size, digest = source, os.stat(source).st_size, checksum_file(source)
     else:
-        source = memoryview(source).cast("B")
-        size, digest = len(source), checksum_bytes(source)
+        parts = [source] if isinstance(source, bytes | bytearray | memoryview) else source
+        body = [memoryview(part).cast("B") for part in parts]
+        hasher = new_hasher()
+        for part in body:
+            hasher.update(part)
+        size, digest = sum(len(part) for part in body), hasher.hexdigest()
 
     def once() -> str:
         conn = _Connection(host, port, timeout=timeout)
@@ -501,7 +511,7 @@ def upload(
             conn.putheader(CHECKSUM_HEADER, digest)
             conn.endheaders()
             try:
-                _send(conn, source, size)
+                _send(conn, body, size)
             except OSError as send_error:
                 # The server may have answered early (403, 413) and closed: its answer says more than EPIPE.
                 try:
@@ -524,9 +534,10 @@ def upload(
     return _with_retries(url, "PUT", retries, once)
 
 
-def _send(conn: http.client.HTTPConnection, source: Path | memoryview, size: int) -> None:
-    if isinstance(source, memoryview):
-        conn.send(source)
+def _send(conn: http.client.HTTPConnection, source: Path | list[memoryview], size: int) -> None:
+    if not isinstance(source, Path):
+        for part in source:
+            conn.send(part)
         return
     with _local_io():
         file = open(source, "rb", buffering=0)  # noqa: SIM115 - closed below; only its reads are local I/O

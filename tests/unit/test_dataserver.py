@@ -245,17 +245,18 @@ async def test_upload_retries_a_put_damaged_in_transit(root: Path, monkeypatch: 
     real_send = datafetch._send
     calls = 0
 
-    def flaky_send(conn: http.client.HTTPConnection, source: Path | memoryview, size: int) -> None:
+    def flaky_send(conn: http.client.HTTPConnection, source: Path | list[memoryview], size: int) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:  # the first attempt's bytes get mangled on the way
-            assert isinstance(source, memoryview)
-            source = memoryview(bytes([source[0] ^ 1]) + source[1:])
+            assert isinstance(source, list)
+            first = source[0]
+            source = [memoryview(bytes([first[0] ^ 1]) + first[1:]), *source[1:]]
         real_send(conn, source, size)
 
     monkeypatch.setattr(datafetch, "_send", flaky_send)
     async with DataServer(root, LOOPBACK, allow_upload=True) as running:
-        await asyncio.to_thread(upload, running.url_for("out"), b"precious")
+        await asyncio.to_thread(upload, running.url_for("out"), [b"prec", memoryview(b"ious")])
     assert calls == 2
     assert _files(root) == ["out"]
     assert (root / "out").read_bytes() == b"precious"

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from swarm.mapreduce import kernels
 from swarm.mapreduce.kernels import (
+    MergedRuns,
     aggregate,
     combine,
     group_runs,
@@ -389,6 +390,40 @@ def test_split_and_merge_move_whole_rows(items: list[bytes], reducers: int) -> N
     assert values.dtype == np.uint8
     assert values.shape == (len(items), 3)
     assert values.tolist() == rows[expected].tolist()
+
+
+@FAST
+@given(st.lists(st.lists(key_bytes, max_size=15), min_size=1, max_size=6), st.integers(1, 8))
+def test_merge_chunks_are_the_merge_cut_at_key_boundaries(runs_items: list[list[bytes]], rows: int) -> None:
+    runs = []
+    for r, items in enumerate(runs_items):
+        items.sort()
+        tags = np.array([[r, i] for i in range(len(items))], dtype=np.int32).reshape(len(items), 2)
+        runs.append((as_keys(items), tags))
+    whole_keys, whole_values = merge_sorted(runs)
+    keys_seen: list[bytes] = []
+    values_seen: list[list[int]] = []
+    last_key: bytes | None = None
+    for keys, values in MergedRuns(runs).chunks(rows):
+        assert len(keys) == len(values) >= 1
+        assert keys[0] != last_key  # a key never continues into the next chunk
+        assert len(keys) <= rows or (keys[rows - 1 :] == keys[-1]).all()  # grown only to finish a key
+        keys_seen += keys.tolist()
+        values_seen += values.tolist()  # copied out now: the next chunk overwrites the buffer
+        last_key = keys[-1]
+    assert keys_seen == whole_keys.tolist()
+    assert values_seen == whole_values.tolist()
+
+
+def test_merge_values_of_a_slice_and_bad_chunk_sizes() -> None:
+    runs = [(as_keys([b"a", b"c", b"e"]), np.array([1, 3, 5])), (as_keys([b"b", b"d"]), np.array([2, 4]))]
+    merged = MergedRuns(runs)
+    assert merged.values(1, 4).tolist() == [2, 3, 4]
+    assert merged.all_values().tolist() == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError):
+        next(merged.chunks(0))
+    with pytest.raises(ValueError):
+        MergedRuns([(as_keys([b"a"]), np.zeros((1, 2))), (as_keys([b"b"]), np.zeros((1, 3)))])
 
 
 def test_merge_sorted_of_runs_already_in_order_and_of_none() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from swarm.checksum import checksum_bytes
 from swarm.mapreduce import locality
 from swarm.mapreduce.app import AppSource
-from swarm.mapreduce.locality import file_identity, read_local, read_own_run, write_local
+from swarm.mapreduce.locality import file_identity, open_local_output, read_local, read_own_run
 from swarm.mapreduce.plan import MapReduceSpec, build_job, plan_splits
 from swarm.mapreduce.runs import read_run
 from swarm.mapreduce.tasks import map_handler, reduce_handler
@@ -111,12 +112,25 @@ def test_a_map_task_reads_locally_instead_of_fetching(
     assert result["bytes_in"] == len(DATA) and np.sum(counts) == 5000
 
 
+def write_local(target: dict[str, Any], body: memoryview, allowed: tuple[str, ...]) -> str | None:
+    """The output written through `open_local_output`, as the reducer does; its checksum, or None."""
+    out = open_local_output(target, allowed)
+    if out is None:
+        return None
+    with out:
+        out.write(body)
+        return out.commit()
+
+
 def test_an_output_is_written_in_place_where_allowed(machine: list[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     target = {**file_identity(out), "name": "mr-out-0"}  # type: ignore[dict-item]
     body = memoryview(b"a 1\nb 2\n")
     assert write_local(target, body, (str(tmp_path),)) == checksum_bytes(body)
+    assert write_local(target, memoryview(b"c 3\n"), (str(tmp_path),)) == checksum_bytes(b"c 3\n")
+    assert (out / "mr-out-0").read_bytes() == b"c 3\n"  # a later attempt replaces it whole
+    write_local(target, body, (str(tmp_path),))
     assert sorted(p.name for p in out.iterdir()) == ["mr-out-0"]
     assert (out / "mr-out-0").read_bytes() == b"a 1\nb 2\n"
 
