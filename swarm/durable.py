@@ -37,6 +37,7 @@ class AtomicFile:
     """A file written front to back under a temporary name beside `dest`; `commit` fsyncs it, renames it
     into place and fsyncs the directory, so readers (and a machine that loses power) see the whole file or
     none of it. `discard`, or leaving the `with` block by an exception, removes the temporary file.
+    With `checksummed` (the default) it computes the CRC-32 of what it writes, as it goes.
 
     With `direct` (the default) the bytes bypass the page cache (O_DIRECT) where the platform and file
     system allow it, through an aligned staging buffer, and fall back to ordinary writes where they do
@@ -46,10 +47,12 @@ class AtomicFile:
     0.20 s direct. Caching it would also evict what the node does read again (map outputs, inputs).
     """
 
-    def __init__(self, dest: str | os.PathLike[str], *, direct: bool = True) -> None:
+    def __init__(
+        self, dest: str | os.PathLike[str], *, direct: bool = True, checksummed: bool = True
+    ) -> None:
         self.dest = Path(dest)
         self.size = 0
-        self._hasher = new_hasher()
+        self._hasher = new_hasher() if checksummed else None
         fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=".part", dir=self.dest.parent)
         self._fd, self._temp = fd, Path(name)
         self._stage: mmap.mmap | None = None  # page-aligned memory, as direct writes need
@@ -70,7 +73,8 @@ class AtomicFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append `data` (any contiguous buffer); it may be reused as soon as this returns."""
         view = memoryview(data).cast("B")
-        self._hasher.update(view)
+        if self._hasher is not None:
+            self._hasher.update(view)
         self.size += len(view)
         while view:
             if self._stage is None:  # cached writes (from the start, or since direct ones were refused)
@@ -107,8 +111,9 @@ class AtomicFile:
         self._flushed += staged
         self._staged = 0
 
-    def commit(self) -> str:
-        """Make the file durable and put it in place; return the checksum of its bytes."""
+    def commit(self) -> str | None:
+        """Make the file durable and put it in place; return the checksum of its bytes (None when made
+        without `checksummed`)."""
         try:
             if self._stage is not None and self._staged:
                 self._flush_stage()
@@ -120,7 +125,7 @@ class AtomicFile:
         self._close()
         os.replace(self._temp, self.dest)
         fsync_directory(self.dest.parent)
-        return self._hasher.hexdigest()
+        return None if self._hasher is None else self._hasher.hexdigest()
 
     def discard(self) -> None:
         """Remove the temporary file; the destination is untouched."""

@@ -25,6 +25,7 @@ own data server (`read_own_run`): no permission is involved there, and the check
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Any
@@ -110,21 +111,28 @@ def open_local_output(target: Any, allowed_paths: tuple[str, ...]) -> AtomicFile
         info = os.stat(directory)
         if (info.st_dev, info.st_ino) != (target["dev"], target["ino"]):
             return None
-        return AtomicFile(os.path.join(directory, name))
+        # No checksum: nothing is transferred that could damage the bytes, and hashing a sort reducer's
+        # output cost it 0.2 s of CPU per 512 MB.
+        return AtomicFile(os.path.join(directory, name), checksummed=False)
     except (KeyError, TypeError, OSError):
         return None
 
 
-def read_own_run(directory: str, relpath: Any, checksum: Any) -> bytes | None:
+def read_own_run(directory: str, relpath: Any, checksum: Any) -> memoryview | None:
     """A map output this node holds (`relpath` under its data `directory`), if it is there and matches
-    `checksum`; else None (the caller fetches it, and recomputes it if that fails too)."""
+    `checksum`; else None (the caller fetches it, and recomputes it if that fails too).
+
+    The file is mapped, not read: its pages are in the page cache already (the map wrote them), and a
+    copy of them would cost fresh memory of the run's size. Runs are replaced by rename and removed by
+    unlink, never rewritten in place, so the mapping cannot shrink under the reader."""
     if not directory or not isinstance(relpath, str) or not isinstance(checksum, str):
         return None
     parts = relpath.split("/")
     if relpath.startswith("/") or any(part in ("", ".", "..") for part in parts):
         return None
     try:
-        data = Path(directory, *parts).read_bytes()
-    except OSError:
+        with open(Path(directory, *parts), "rb") as f:
+            data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except (OSError, ValueError):  # ValueError: an empty file, which is no run
         return None
     return data if checksum_bytes(data) == checksum.strip().lower() else None

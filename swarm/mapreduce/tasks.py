@@ -167,7 +167,7 @@ class ReduceHandler:
         if not isinstance(maps, list) or len(maps) != len(payload["inputs"]):
             raise InvalidPayload("mapreduce.reduce needs the results of every map task")
 
-        def fetch_run(result: dict[str, Any]) -> bytes | FetchError:
+        def fetch_run(result: dict[str, Any]) -> bytes | memoryview | FetchError:
             run = result["runs"][r]
             if result.get("node") == ctx.node_id:
                 own = read_own_run(ctx.data.directory, run["path"], run["checksum"])
@@ -182,7 +182,7 @@ class ReduceHandler:
             fetches = list(pool.map(fetch_run, maps))
         runs, fetched, recomputed = [], 0, 0
         for i, data in enumerate(fetches):
-            if isinstance(data, bytes):
+            if not isinstance(data, FetchError):
                 runs.append(read_run(data, verified=True))
                 fetched += len(data)
             else:
