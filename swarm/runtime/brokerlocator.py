@@ -28,6 +28,10 @@ __all__ = ["BrokerLocator"]
 log = logging.getLogger(__name__)
 
 RANK_STAGGER = 1.5
+#: How long a node that just started a broker looks for another one started at the same moment. It
+#: must outlast one discovery: with zeroconf 0.154 on loopback, finding and resolving an advert that
+#: is already up took 1.1-1.2 s, so the 1.0 s this used to be could see nothing.
+TIE_BREAK_BROWSE_S = 2.5
 
 
 class BrokerLocator:
@@ -84,7 +88,7 @@ class BrokerLocator:
         name = await stack.enter_async_context(
             advertise_broker(self._config.cluster, listen, broker.port, broker.kind)
         )
-        adverts = await browse_brokers(self._config.cluster, duration=1.0)
+        adverts = await browse_brokers(self._config.cluster, duration=TIE_BREAK_BROWSE_S)
         if adverts and adverts[0].name != name:
             log.info(
                 "another broker for %r started at the same time; using %s",

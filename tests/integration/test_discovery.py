@@ -39,7 +39,8 @@ async def test_advertised_broker_is_found() -> None:
         assert name.endswith("._mqtt._tcp.local.")
         assert cluster in name
         assert await find_broker(cluster, timeout=5.0, interfaces=LOOPBACK) == "mqtt://127.0.0.1:18830"
-        adverts = await browse_brokers(cluster, duration=0.5, interfaces=LOOPBACK)
+        # One discovery takes over a second with current zeroconf: browse for longer than that.
+        adverts = await browse_brokers(cluster, duration=2.5, interfaces=LOOPBACK)
     assert [(a.name, a.url, a.cluster, a.kind) for a in adverts] == [
         (name, "mqtt://127.0.0.1:18830", cluster, "mosquitto")
     ]
