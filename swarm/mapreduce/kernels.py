@@ -518,6 +518,7 @@ class MergedRuns:
             raise ValueError(f"runs' values have different shapes per record: {sorted(shapes)}")
         self.row_shape: tuple[int, ...] = shapes.pop()
         self.dtype: np.dtype[Any] = np.result_type(*(v for _, v in live))
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
         self._values = [v for _, v in live]
         sizes = [len(v) for v in self._values]
         bases = np.cumsum([0, *sizes])

@@ -196,7 +196,7 @@ class ReduceHandler:
         written_locally = output is not None
         with output or _Upload(payload["output"]) as out:
             out_keys = 0
-            for keys, values in merged.chunks(_chunk_rows(merged)):
+            for keys, values in merged.chunks(max(1, REDUCE_CHUNK // max(merged.row_bytes, 1))):
                 reduced_keys, reduced = app.reduce(keys, values)
                 out.write(app.format_output(reduced_keys, reduced))
                 out_keys += len(reduced_keys)
@@ -234,12 +234,6 @@ class _Upload:
     def commit(self) -> str:
         """Upload everything written; return its checksum."""
         return upload(self.url, self._parts)
-
-
-def _chunk_rows(merged: MergedRuns) -> int:
-    """Rows per reduce chunk: about `REDUCE_CHUNK` bytes of merged values."""
-    row_bytes = merged.dtype.itemsize * int(np.prod(merged.row_shape, dtype=np.int64))
-    return max(1, REDUCE_CHUNK // max(row_bytes, 1))
 
 
 map_handler = MapHandler()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from swarm.checksum import checksum_bytes
-from swarm.mapreduce import locality
+from swarm.mapreduce import locality, tasks
 from swarm.mapreduce.app import AppSource
 from swarm.mapreduce.locality import file_identity, open_local_output, read_local, read_own_run
 from swarm.mapreduce.plan import MapReduceSpec, build_job, plan_splits
@@ -201,3 +201,36 @@ def test_a_reduce_on_the_mappers_node_reads_its_runs_instead_of_fetching(
         result = reduce_handler.run(ctx, {**reduce_task.payload, "previous": previous})
         assert result["recomputed_maps"] == recomputed
         assert (out / "mr-out-0").read_bytes().splitlines()[-1] == b"the 1000"
+
+
+@pytest.mark.parametrize("app", ["wordcount", "sort"])
+def test_a_reduce_in_many_small_chunks_writes_what_one_chunk_does(
+    app: str, machine: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several maps' runs (own node, mapped), merged and written a few rows at a time: the same file."""
+    rng = np.random.default_rng(7)
+    data = tmp_path / "input"
+    if app == "sort":  # few distinct keys, so groups span chunk boundaries
+        rows = rng.integers(65, 91, (600, 100), dtype=np.uint8)
+        rows[:, 1:10] = ord("k")
+        data.write_bytes(rows.tobytes())
+    else:
+        data.write_bytes(b"\n".join(rng.choice([b"a", b"bb", b"ccc", b"the"], 12_000).tolist()) + b"\n")
+    source = AppSource(app, module=f"swarm.mapreduce.apps.{app}")
+    outputs = []
+    for chunk in (1 << 30, 250):
+        monkeypatch.setattr(tasks, "REDUCE_CHUNK", chunk)
+        out = tmp_path / f"out-{chunk}"
+        out.mkdir()
+        splits = plan_splits((data,), 20_000, 100 if app == "sort" else None)
+        job = build_job(
+            "j", MapReduceSpec(source, (data,), 1, {}), splits, DEAD_URL, None, file_identity(out)
+        )
+        *maps, reduce_task = job.tasks
+        policy = TaskPolicy(allowed_paths=(str(tmp_path),))
+        ctx = _with_node_dir(TaskContext("n1", "j", 1, str(tmp_path), policy, DataPlane()), tmp_path)
+        results = [{**map_handler.run(ctx, m.payload), "url": DEAD_URL} for m in maps]
+        result = reduce_handler.run(ctx, {**reduce_task.payload, "previous": results})
+        assert len(maps) >= 2 and result["recomputed_maps"] == 0 and result["local_output"]
+        outputs.append((out / "mr-out-0").read_bytes())
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 0
