@@ -12,7 +12,7 @@ from types import TracebackType
 
 from swarm.checksum import new_hasher
 
-__all__ = ["AtomicFile", "fsync_directory"]
+__all__ = ["AtomicFile", "fsync_directory", "write_all"]
 
 #: Direct I/O moves whole blocks at block-aligned offsets from block-aligned memory; 4 KiB satisfies
 #: every common logical block size (512 B and 4 KiB).
@@ -78,7 +78,7 @@ class AtomicFile:
         self.size += len(view)
         while view:
             if self._stage is None:  # cached writes (from the start, or since direct ones were refused)
-                _write_all(self._fd, view)
+                write_all(self._fd, view)
                 return
             n = min(DIRECT_STAGE - self._staged, len(view))
             self._stage[self._staged : self._staged + n] = view[:n]
@@ -97,14 +97,14 @@ class AtomicFile:
         refused = False
         with memoryview(self._stage) as stage:
             try:
-                _write_all(self._fd, stage[:padded])
+                write_all(self._fd, stage[:padded])
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not _set_direct(self._fd, False):
                     raise
                 refused = True  # the file system took O_DIRECT but not these writes: write them cached
             if refused:
                 os.lseek(self._fd, self._flushed, os.SEEK_SET)
-                _write_all(self._fd, stage[:staged])
+                write_all(self._fd, stage[:staged])
         if refused:
             self._stage.close()
             self._stage = None
@@ -156,6 +156,7 @@ def _set_direct(fd: int, on: bool) -> bool:
     return True
 
 
-def _write_all(fd: int, view: memoryview) -> None:
+def write_all(fd: int, view: memoryview) -> None:
+    """Write all of `view` to `fd`, however many writes the kernel takes."""
     while view:
         view = view[os.write(fd, view) :]

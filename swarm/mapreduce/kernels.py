@@ -1,8 +1,8 @@
 """The MapReduce hot path as numpy kernels over (keys, values) arrays.
 
-Every step between a map's output and a reduce's input (hash, partition, sort, group, combine, merge) is
-here, as whole-array numpy operations: Python loops run over byte columns, partitions or chunks, never
-over records, so the per-record cost is paid in C.
+Every step between a map's output and a reduce's input (hash, partition, sort, group, combine) is
+here, and the merge of sorted runs is in `merge`, as whole-array numpy operations: Python loops run
+over byte columns, partitions or chunks, never over records, so the per-record cost is paid in C.
 
 Keys are fixed-width byte strings (dtype ``'S<n>'``) holding UTF-8. numpy pads them with NUL bytes and
 strips trailing NULs when reading them back, so ``b"a"`` and ``b"a\\x00"`` are the same key: keys must not
@@ -12,8 +12,6 @@ the combiners, or ``'S'``/``'U'`` strings for the record API.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -26,15 +24,14 @@ __all__ = [
     "MERGE_OP",
     "OPS",
     "Keys",
-    "MergedRuns",
     "Op",
     "Values",
     "aggregate",
+    "check_keys",
     "combine",
     "group_runs",
     "hash_keys",
     "key_order",
-    "merge_sorted",
     "partition_of",
     "range_partition_of",
     "sample_boundaries",
@@ -74,7 +71,8 @@ _WORD_TABLE = bytes(
 )
 
 
-def _check_keys(keys: Keys) -> Keys:
+def check_keys(keys: Keys) -> Keys:
+    """`keys` as a contiguous 1-D 'S' array; TypeError for anything else."""
     if keys.dtype.kind != "S" or keys.ndim != 1:
         raise TypeError(f"keys must be a 1-D array of bytes (dtype 'S'), got {keys.dtype} ndim {keys.ndim}")
     return np.ascontiguousarray(keys)
@@ -94,7 +92,7 @@ def hash_keys(keys: Keys) -> npt.NDArray[np.uint64]:
     arithmetic mod 2**64 and cheaper than masking short keys at every column. Cost is linear in the
     array's bytes (records x width).
     """
-    keys = _check_keys(keys)
+    keys = check_keys(keys)
     n, width = len(keys), keys.dtype.itemsize
     out = np.full(n, FNV_OFFSET, dtype=np.uint64)
     if n == 0 or width == 0:
@@ -172,8 +170,8 @@ def range_partition_of(keys: Keys, boundaries: Keys) -> Int64s:
     `boundaries` must be sorted (R-1 keys for R reducers, see `sample_boundaries`); the outputs of
     reducers 0..R-1 concatenated are then globally sorted.
     """
-    _check_keys(keys)
-    _check_keys(boundaries)
+    check_keys(keys)
+    check_keys(boundaries)
     return np.searchsorted(boundaries, keys, side="right").astype(np.int64)
 
 
@@ -184,7 +182,7 @@ def sample_boundaries(sample_keys: Keys, reducers: int) -> Keys:
     an empty sample gives no boundaries, so every key goes to reducer 0.
     """
     _check_reducers(reducers)
-    ordered = np.sort(_check_keys(sample_keys))
+    ordered = np.sort(check_keys(sample_keys))
     if len(ordered) == 0:
         return ordered
     picks = (np.arange(1, reducers, dtype=np.int64) * len(ordered)) // reducers
@@ -218,7 +216,7 @@ def key_order(keys: Keys) -> npt.NDArray[np.intp]:
     the remaining records are sorted as strings. Inputs too small to pay for the fixed cost, or too
     large to leave key bits beside the index, use ``np.argsort``.
     """
-    keys = _check_keys(keys)
+    keys = check_keys(keys)
     n, width = len(keys), keys.dtype.itemsize
     if n < 2 or n < _SMALL_SORT or width == 0 or 64 - (n - 1).bit_length() < _MIN_DIGIT:
         return np.argsort(keys, kind="stable")
@@ -345,7 +343,7 @@ def split_sorted(
     sorts of n/R keys (`key_order`) are cheaper than one lexsort over (partition, key) of all n.
     The returned arrays are views of one reordered copy.
     """
-    keys = _check_keys(keys)
+    keys = check_keys(keys)
     _check_reducers(reducers)
     if len(values) != len(keys):
         raise ValueError(f"{len(keys)} keys but {len(values)} values")
@@ -372,7 +370,7 @@ def split_sorted(
 
 def group_runs(sorted_keys: Keys) -> tuple[Keys, Int64s, Int64s]:
     """(distinct keys, start index of each run, length of each run) of sorted keys."""
-    sorted_keys = _check_keys(sorted_keys)
+    sorted_keys = check_keys(sorted_keys)
     n = len(sorted_keys)
     if n == 0:
         return sorted_keys[:0], np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -452,7 +450,7 @@ def aggregate(keys: Keys, values: Values, op: str) -> tuple[Keys, Values]:
     """
     if op not in OPS:
         raise ValueError(f"unknown combiner {op!r}: expected one of {', '.join(OPS)}")
-    keys = _check_keys(keys)
+    keys = check_keys(keys)
     n = len(keys)
     if len(values) != n:
         raise ValueError(f"{n} keys but {len(values)} values")
@@ -487,102 +485,6 @@ def aggregate(keys: Keys, values: Values, op: str) -> tuple[Keys, Values]:
     distinct = np.take(ordered_keys, starts)
     by_key = key_order(distinct)
     return np.take(distinct, by_key), np.take(reduced, by_key, axis=0)
-
-
-class MergedRuns:
-    """Runs that are each sorted by key, merged: the merged `keys`, and the merged values of any slice.
-
-    Equal keys keep run order, then row order. The values are not materialized as a whole: `values`
-    places the rows of a slice, and `chunks` walks the merge a slice at a time through one reused
-    buffer, so a reducer holds its runs plus one slice, not its runs plus a merged copy of them (which
-    for a sort reducer is as large as its whole input).
-
-    Why concatenate + `key_order`: numpy has no k-way merge. Its stable argsort (timsort) finds the
-    runs and merges them in O(n log k), which beat a tree of pairwise `np.searchsorted` merges by 2-3x
-    (4-16 runs of 1M 'S20' keys: those pay log2(n) string comparisons per key per level); `key_order`
-    ignores the runs and is faster still (17 runs, 5.4M 'S10' keys: 110 ms against timsort's 250 ms).
-    A stable sort keeps each run's rows in their order, so each run's rows go to ascending places in
-    the merge, and a slice of the merge takes a contiguous range of every run's rows.
-    """
-
-    def __init__(self, runs: list[tuple[Keys, Values]]) -> None:
-        if not runs:
-            raise ValueError("merging needs at least one run")
-        for keys, values in runs:
-            _check_keys(keys)
-            if len(keys) != len(values):
-                raise ValueError(f"a run has {len(keys)} keys but {len(values)} values")
-        live = [run for run in runs if len(run[0])] or runs[:1]
-        shapes = {v.shape[1:] for _, v in live}
-        if len(shapes) > 1:
-            raise ValueError(f"runs' values have different shapes per record: {sorted(shapes)}")
-        self.row_shape: tuple[int, ...] = shapes.pop()
-        self.dtype: np.dtype[Any] = np.result_type(*(v for _, v in live))
-        self.row_bytes = self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
-        self._values = [v for _, v in live]
-        sizes = [len(v) for v in self._values]
-        bases = np.cumsum([0, *sizes])
-        if len(live) == 1:
-            self.keys: Keys = live[0][0]
-            self._places = [np.arange(sizes[0], dtype=np.intp)]
-            return
-        keys = np.concatenate([k for k, _ in live])
-        if all(a[0][-1] <= b[0][0] for a, b in pairwise(live)):  # range partitions: already in order
-            self.keys = keys
-            self._places = [np.arange(lo, hi, dtype=np.intp) for lo, hi in pairwise(bases.tolist())]
-            return
-        order = key_order(keys)
-        where = np.empty(len(order), dtype=np.intp)
-        where[order] = np.arange(len(order), dtype=np.intp)
-        self.keys = np.take(keys, order)
-        self._places = [where[lo:hi] for lo, hi in pairwise(bases.tolist())]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def values(self, start: int, stop: int, out: Values | None = None) -> Values:
-        """The merged values of rows [start, stop), into `out` (at least that many rows) if given."""
-        n = stop - start
-        out = np.empty((n, *self.row_shape), dtype=self.dtype) if out is None else out[:n]
-        for values, places in zip(self._values, self._places, strict=True):
-            lo, hi = (int(i) for i in np.searchsorted(places, (start, stop)))
-            if lo == hi:
-                continue
-            first, last = int(places[lo]) - start, int(places[hi - 1]) - start
-            if last - first == hi - lo - 1:  # a stretch of the merge that this run fills alone: a slice copy
-                out[first : last + 1] = values[lo:hi]
-            else:
-                out[places[lo:hi] - start] = values[lo:hi]
-        return out
-
-    def all_values(self) -> Values:
-        """Every merged value; a lone run's own array rather than a copy of it."""
-        return self._values[0] if len(self._values) == 1 else self.values(0, len(self))
-
-    def chunks(self, rows: int) -> Iterator[tuple[Keys, Values]]:
-        """The merge as consecutive (keys, values) slices of about `rows` rows, every key's rows in one
-        slice (a slice grows to the end of its last key). A slice's values live in a buffer that the
-        next slice overwrites: consume each before asking for the next."""
-        if rows < 1:
-            raise ValueError(f"rows must be at least 1, got {rows}")
-        n = len(self.keys)
-        buffer: Values | None = None
-        start = 0
-        while start < n:
-            stop = min(start + rows, n)
-            if stop < n:  # the slice ends where its last key does
-                stop = int(np.searchsorted(self.keys, self.keys[stop - 1], side="right"))
-            if buffer is None or len(buffer) < stop - start:
-                buffer = np.empty((max(rows, stop - start), *self.row_shape), dtype=self.dtype)
-            yield self.keys[start:stop], self.values(start, stop, buffer)
-            start = stop
-
-
-def merge_sorted(runs: list[tuple[Keys, Values]]) -> tuple[Keys, Values]:
-    """Merge runs that are each sorted by key into one sorted run; equal keys keep run order, then row
-    order (see `MergedRuns`). A single non-empty run is returned as it is."""
-    merged = MergedRuns(runs)
-    return merged.keys, merged.all_values()
 
 
 def tokenize_words(data: bytes | bytearray | memoryview, max_len: int | None = None) -> Keys:

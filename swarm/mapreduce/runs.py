@@ -36,10 +36,10 @@ from swarm.mapreduce.kernels import (
     Keys,
     Values,
     combine,
-    merge_sorted,
     range_partition_of,
     split_sorted,
 )
+from swarm.mapreduce.merge import merge_sorted
 
 __all__ = ["CorruptRun", "RunInfo", "Spiller", "file_checksum", "read_run", "write_run"]
 

@@ -27,8 +27,9 @@ import numpy as np
 
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.app import App, AppSource, load_app
-from swarm.mapreduce.kernels import MergedRuns, range_partition_of, split_sorted
+from swarm.mapreduce.kernels import range_partition_of, split_sorted
 from swarm.mapreduce.locality import open_local_output, read_local, read_own_run
+from swarm.mapreduce.merge import MergedRuns
 from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.taskapi import TaskContext

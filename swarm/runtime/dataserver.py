@@ -48,7 +48,7 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote
 
 from swarm.checksum import Crc32
-from swarm.durable import fsync_directory
+from swarm.durable import fsync_directory, write_all
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
     CHECKSUM_MISMATCH_REASON,
@@ -514,9 +514,7 @@ def _hash_and_write(fd: int, blocks: list[bytes], hasher: Crc32) -> None:
     try:
         for block in blocks:
             hasher.update(block)
-            view = memoryview(block)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, memoryview(block))
     finally:
         os.close(fd)
 

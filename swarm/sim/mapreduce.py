@@ -41,7 +41,8 @@ import numpy as np
 
 from swarm.checksum import new_hasher
 from swarm.mapreduce.app import App, AppSource, load_app
-from swarm.mapreduce.kernels import Keys, Values, combine, merge_sorted, split_sorted
+from swarm.mapreduce.kernels import Keys, Values, combine, split_sorted
+from swarm.mapreduce.merge import merge_sorted
 from swarm.mapreduce.plan import MapReduceSpec, Split, build_job
 from swarm.messages import Assignment, SubmitJob
 from swarm.sim.simnode import SimNode

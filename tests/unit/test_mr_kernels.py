@@ -15,19 +15,18 @@ from hypothesis import strategies as st
 
 from swarm.mapreduce import kernels
 from swarm.mapreduce.kernels import (
-    MergedRuns,
     aggregate,
     combine,
     group_runs,
     hash_keys,
     key_order,
-    merge_sorted,
     partition_of,
     range_partition_of,
     sample_boundaries,
     split_sorted,
     tokenize_words,
 )
+from swarm.mapreduce.merge import MergedRuns, merge_sorted
 
 FAST = settings(max_examples=60, deadline=None)
 
