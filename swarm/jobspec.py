@@ -10,7 +10,7 @@ A job file (JSON or YAML)::
       timeout: 30
       max_retries: 2
       backoff: exponential # fixed | linear | exponential
-      require: {min_cores: 2, platform: linux}
+      require: {min_cores: 2, platform: linux}   # also isolation: sandbox, network: true
     tasks:
       - id: greet          # optional; generated when missing
         type: echo
@@ -30,6 +30,7 @@ import orjson
 import yaml
 
 from swarm.core.jobs import check_job
+from swarm.devices.capabilities import ISOLATION_LEVELS
 from swarm.errors import InvalidSpec
 from swarm.messages import PRIORITIES, Requirements, RetryPolicy, SubmitJob, TaskSpec
 
@@ -46,6 +47,8 @@ _REQ_TYPES: dict[str, type] = {
     "gpu": bool,
     "exclusive": bool,
     "exclude": tuple,
+    "isolation": str,
+    "network": bool,
 }
 _TASK_KEYS = {
     "id",
@@ -115,6 +118,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         raise InvalidSpec(f"requirement {key}: expected {kind.__name__}, got {value!r}") from None
     if isinstance(result, int | float) and result < 0:
         raise InvalidSpec(f"requirement {key} must not be negative")
+    if key == "isolation" and result not in ISOLATION_LEVELS:
+        levels = ", ".join(ISOLATION_LEVELS)
+        raise InvalidSpec(f"requirement isolation: unknown level {result!r} (weakest to strongest: {levels})")
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from swarm.core.config import PlacementWeights
+from swarm.devices.capabilities import meets_isolation
 from swarm.messages import Heartbeat, Requirements
 
 __all__ = ["Candidate", "choose", "unmet", "unmet_by_all"]
@@ -50,6 +51,8 @@ def unmet(req: Requirements, node_id: str, hb: Heartbeat) -> str | None:
         return f"role={req.role}"
     if req.gpu is not None and caps.gpu != req.gpu:
         return f"gpu={str(req.gpu).lower()}"
+    if req.isolation is not None and not meets_isolation(caps.isolation, req.isolation):
+        return f"isolation={req.isolation}"
     return None
 
 

@@ -7,6 +7,12 @@ be able to trust them.
 
 Units: `memory_mb` is MiB (2**20 bytes) and `disk_free_gb` is GiB (2**30 bytes), the units `free -m`
 and `df -h` show, so numbers in `swarm status` match what users see elsewhere.
+
+`isolation` is how strongly the node walls task code off from itself, one of `ISOLATION_LEVELS`, weakest
+first: "process" (a worker process of its own, with time and memory limits), "user" (also an
+unprivileged user id, never the node's root), "sandbox" (also bubblewrap namespaces: a read-only system,
+a private /tmp, no network unless the task asks for it). Each level includes the ones before it, so a
+task that requires a level runs on any node that gives that level or a stronger one.
 """
 
 from __future__ import annotations
@@ -14,7 +20,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Capabilities"]
+__all__ = ["ISOLATION_LEVELS", "Capabilities", "isolation_rank", "meets_isolation"]
+
+#: The isolation levels, weakest to strongest: the one place that orders them.
+ISOLATION_LEVELS: tuple[str, ...] = ("process", "user", "sandbox")
+
+
+def isolation_rank(level: str) -> int:
+    """The position of `level` in `ISOLATION_LEVELS`; ValueError naming the levels if it is unknown."""
+    try:
+        return ISOLATION_LEVELS.index(level)
+    except ValueError:
+        known = ", ".join(ISOLATION_LEVELS)
+        raise ValueError(f"unknown isolation level {level!r} (weakest to strongest: {known})") from None
+
+
+def meets_isolation(have: str, want: str) -> bool:
+    """Whether a node giving isolation `have` may run a task that requires `want`."""
+    return isolation_rank(have) >= isolation_rank(want)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +60,7 @@ class Capabilities:
     termux: bool
     role: str
     hostname: str
+    isolation: str = "process"
 
     def __post_init__(self) -> None:
         """Reject values no real device has, whichever way the object was built."""
@@ -53,3 +77,7 @@ class Capabilities:
         for name in ("platform", "arch", "role"):
             if not getattr(self, name):
                 raise ValueError(f"capabilities: field {name!r} must not be empty")
+        try:
+            isolation_rank(self.isolation)
+        except ValueError as exc:
+            raise ValueError(f"capabilities: field 'isolation': {exc}") from None

@@ -8,6 +8,10 @@ psutil is used when importable and everything has a fallback without it, because
 Termux may have no psutil wheel: cores from the CPU affinity mask or `os.cpu_count`, memory from
 `/proc/meminfo` or `sysconf`, disk from `shutil.disk_usage`. A probe that fails degrades to a
 conservative value (no battery, no GPU, zero free memory) rather than stopping the node.
+
+The isolation a node gives its tasks is the executor's to know (`swarm.runtime.executor_proc`); the
+probe asks the same detection the executor runs when it starts, unless the caller passes the level the
+executor reported.
 """
 
 from __future__ import annotations
@@ -83,11 +87,14 @@ class LoadSnapshot(NamedTuple):
     """Free space where the node keeps its data, in MiB."""
 
 
-def probe_capabilities(role: str = "worker", *, data_dir: Path | None = None) -> Capabilities:
+def probe_capabilities(
+    role: str = "worker", *, data_dir: Path | None = None, isolation: str | None = None
+) -> Capabilities:
     """Probe this device once, for the capabilities its heartbeats announce.
 
     `data_dir` is where the node stores task data; its file system is the one whose free space
-    matters (the home directory when not given).
+    matters (the home directory when not given). `isolation` is the level the executor gives tasks;
+    None detects it (one short bubblewrap start, see `detect_isolation`).
     """
     env = os.environ
     termux = is_termux(env)
@@ -106,6 +113,7 @@ def probe_capabilities(role: str = "worker", *, data_dir: Path | None = None) ->
         termux=termux,
         role=role,
         hostname=socket.gethostname(),
+        isolation=isolation if isolation is not None else _isolation(),
     )
 
 
@@ -134,6 +142,12 @@ def load_snapshot(data_dir: Path | None = None) -> LoadSnapshot:
         memory_free_mb=round(_memory_available_bytes() / _MIB, 1),
         disk_free_mb=_disk_free_bytes(data_dir) // _MIB,
     )
+
+
+def _isolation() -> str:
+    from swarm.runtime.executor_proc import detect_isolation  # the executor's rule, not a copy of it
+
+    return detect_isolation()
 
 
 def is_termux(env: Mapping[str, str] | None = None) -> bool:

@@ -1,10 +1,16 @@
 """The `command` task: run one program, without a shell, and return its exit code and output.
 
-It is off unless the node's owner sets `allow_command`: a command can do anything the node's user can.
-With `allowed_paths` set, both the resolved executable and the working directory must lie inside them, so
-an owner can say "only the scripts in ~/swarm-bin". No shell is involved, so arguments are never
-re-interpreted. Output is read by two threads that keep only the first `MAX_OUTPUT` bytes of each stream
-and discard the rest, so a chatty program cannot exhaust the worker's memory.
+It is off unless the node's owner sets `allow_command`, and even then it runs only the programs the owner
+lists in `allowed_commands` (absolute paths; the config loader resolves bare names such as "python3" on
+the node's PATH once, when it loads): none listed means none at all. A task names a program by one of
+those paths or by its file name, never by a search of some PATH, so the program that runs is always one
+the owner chose. No shell is involved, so arguments are never re-interpreted.
+
+The program starts in the attempt's private work directory (or a `cwd` inside it or inside
+`allowed_paths`) with a clean environment: `PATH=/usr/bin:/bin`, `HOME` the work directory,
+`LANG=C.UTF-8`, and nothing else unless the payload's `env` sets it; the node's own variables, which may
+hold credentials, never reach it. Output is read by two threads that keep only the first `MAX_OUTPUT`
+bytes of each stream and discard the rest, so a chatty program cannot exhaust the worker's memory.
 """
 
 from __future__ import annotations
@@ -14,16 +20,20 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterable
 from typing import IO, Any
 
 from swarm import __version__
-from swarm.errors import InvalidPayload, TaskRefused
+from swarm.errors import ConfigError, InvalidPayload, TaskRefused
 from swarm.plugins.pathpolicy import require_inside
 from swarm.taskapi import TaskContext
 
-__all__ = ["MAX_OUTPUT", "CommandHandler", "handler"]
+__all__ = ["BASE_ENV", "MAX_OUTPUT", "CommandHandler", "handler", "resolve_commands"]
 
 MAX_OUTPUT = 64 * 1024
+#: The whole environment a program starts with, before the payload's own `env`.
+BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+_FIELDS = frozenset({"argv", "cwd", "timeout", "env"})
 
 
 class _Capture:
@@ -47,21 +57,68 @@ class _Capture:
         return self.data.decode("utf-8", errors="replace")
 
 
-def _resolve_executable(program: str, cwd: str) -> str:
-    """Find the program like a shell would (PATH for bare names, `cwd` for relative paths)."""
-    found: str | None
+def resolve_commands(names: Iterable[str]) -> tuple[str, ...]:
+    """The owner's `allowed_commands` as absolute paths: bare names are looked up on this PATH now.
+
+    Resolving once, at load, means a task can never make the node search a PATH it influences. A
+    relative path with a directory part is refused as ambiguous; a name or path that is not an
+    executable file is a `ConfigError` naming it, so a typo is found when the node starts.
+    """
+    resolved: list[str] = []
+    for name in names:
+        if os.path.isabs(name):
+            path: str | None = name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+        elif os.sep in name or (os.altsep and os.altsep in name):
+            raise ConfigError(f"[tasks] allowed_commands: {name!r} must be an absolute path or a bare name")
+        else:
+            path = shutil.which(name)
+        if path is None:
+            raise ConfigError(f"[tasks] allowed_commands: {name!r} is not an executable file on this node")
+        resolved.append(os.path.abspath(path))
+    return tuple(resolved)
+
+
+def _allowed_executable(program: str, allowed: tuple[str, ...], cwd: str) -> str:
+    """The allowed program `program` names: one of `allowed` by its path or by its file name."""
+    if not allowed:
+        raise TaskRefused(
+            "command: this node allows no programs; its owner lists them in the config's [tasks] "
+            'allowed_commands, e.g. allowed_commands = ["/usr/bin/ls", "python3"]'
+        )
     if os.sep in program or (os.altsep and os.altsep in program):
-        candidate = os.path.join(cwd, program)
-        found = candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+        real = os.path.realpath(os.path.join(cwd, program))
+        for path in allowed:
+            if os.path.realpath(path) == real:
+                return real
     else:
-        found = shutil.which(program)
-    if found is None:
-        raise FileNotFoundError(f"command: executable {program!r} not found on this node")
-    return os.path.realpath(found)
+        for path in allowed:
+            if os.path.basename(path) == program:
+                return path
+    raise TaskRefused(f"command: executable {program!r} is not in this node's allowed_commands")
+
+
+def _check_env(env: Any) -> None:
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise InvalidPayload("command: 'env' must be an object of names to strings")
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or not isinstance(value, str) or "\0" in value:
+            raise InvalidPayload(f"command: bad environment entry {key!r}")
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidPayload("command: 'timeout' must be a positive number of seconds")
 
 
 class CommandHandler:
-    """`{"argv": [str, ...], "cwd": str?, "timeout": float?}` -> `{returncode, stdout, stderr, ...}`."""
+    """`{"argv": [str, ...], "cwd": str?, "timeout": float?, "env": {str: str}?}` -> exit code and output."""
 
     name = "command"
     version = __version__
@@ -70,7 +127,7 @@ class CommandHandler:
         """Check the shape only; whether this node allows it is decided where it runs (`run`)."""
         if not isinstance(payload, dict):
             raise InvalidPayload("command: payload must be a JSON object")
-        unknown = set(payload) - {"argv", "cwd", "timeout"}
+        unknown = set(payload) - _FIELDS
         if unknown:
             raise InvalidPayload(f"command: unexpected fields {sorted(unknown)}")
         argv = payload.get("argv")
@@ -81,14 +138,8 @@ class CommandHandler:
         cwd = payload.get("cwd")
         if cwd is not None and (not isinstance(cwd, str) or not cwd or "\0" in cwd):
             raise InvalidPayload("command: 'cwd' must be a non-empty string")
-        timeout = payload.get("timeout")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise InvalidPayload("command: 'timeout' must be a positive number of seconds")
+        _check_timeout(payload.get("timeout"))
+        _check_env(payload.get("env"))
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Enforce the policy, run the program and report its exit code and bounded output."""
@@ -96,15 +147,15 @@ class CommandHandler:
         if not policy.allow_command:
             raise TaskRefused("command: this node does not allow command tasks (allow_command is off)")
         argv: list[str] = payload["argv"]
-        cwd: str = payload.get("cwd") or ctx.work_dir
-        executable = _resolve_executable(argv[0], cwd)
-        if policy.allowed_paths:
-            require_inside(executable, policy.allowed_paths, "command: executable")
-            cwd = require_inside(cwd, policy.allowed_paths, "command: cwd")
+        cwd = os.path.join(ctx.work_dir, payload.get("cwd") or ".")
+        executable = _allowed_executable(argv[0], policy.allowed_commands, cwd)
+        cwd = require_inside(cwd, (ctx.work_dir, *policy.allowed_paths), "command: cwd")
+        env = {**BASE_ENV, "HOME": ctx.work_dir, **(payload.get("env") or {})}
         proc = subprocess.Popen(
             argv,
             executable=executable,
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

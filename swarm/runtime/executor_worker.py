@@ -2,13 +2,24 @@
 
 Theory of operation
 -------------------
-The parent starts the process with a `WorkerConfig` and one end of a pipe. The worker puts itself in its
-own process group (so the parent can kill it together with anything a task started), loads its own
-`Registry`, caps its address space, and answers `{"ready": true}`, or `{"ready": false, "error": ...}` if
-it cannot serve, which the parent turns into a start-up error. Then it loops: receive one request (orjson
-bytes), run it, send one reply (orjson bytes), until the pipe reaches end of file, which means the parent is
-gone or shutting down. A task still running then is killed at once (`_die_with_node`), not left to finish
-unseen.
+The parent starts the process with a `WorkerConfig` and one end of a pipe (a sandboxed worker gets the
+pipe as an inherited descriptor and the config as its first message, see `sandbox_main`). The worker puts
+itself in its own process group (so the parent can kill it together with anything a task started), then
+enters its confinement before any task code is imported (`_confine`): when the node runs as root it drops
+to the task user (supplementary groups, group, user, and `no_new_privs` so no set-user-id program can
+give them back), it replaces the node's environment with a minimal one (the node's variables may hold
+credentials), and drops relative `sys.path` entries (they would name the task's work directory, where a
+task could plant a module for the next). Only then does it load its `Registry` (plugins are task code
+too), cap its address space, and answer `{"ready": true}`, or `{"ready": false, "error": ...}` if it
+cannot serve (for instance because the task user cannot reach its directories), which the parent turns
+into a start-up error. Then it loops: receive one request (orjson bytes), run it, send one reply (orjson
+bytes), until the pipe reaches end of file, which means the parent is gone or shutting down. A task still
+running then is killed at once (`_die_with_node`), not left to finish unseen.
+
+Each request names the attempt's private work directory, made by the parent: the attempt runs there, with
+`HOME` and `TMPDIR` pointing at it. Afterwards the worker goes back to its own directory; a sandboxed
+worker also kills whatever the task left running in its PID namespace and empties its private /tmp, so the
+next attempt starts clean.
 
 Each reply carries a `kind` that classifies the attempt the way the scheduler needs it (see `_KINDS`), the
 result or the error text with its traceback, and `started_at`/`finished_at` measured here with
@@ -26,6 +37,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -40,9 +52,23 @@ from swarm.errors import Fatal, InvalidPayload, Retry, TaskRefused, UnknownTaskT
 from swarm.registry import Registry
 from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
-__all__ = ["MAX_ERROR_CHARS", "WorkerConfig", "load_registry", "main", "run_one"]
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "SANDBOX_ENV",
+    "TaskUser",
+    "WorkerConfig",
+    "drop_privileges",
+    "load_registry",
+    "main",
+    "run_one",
+    "sandbox_main",
+]
 
 MAX_ERROR_CHARS = 16_000
+#: A worker's whole environment between attempts (each attempt adds its SWARM_*, HOME and TMPDIR).
+SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
+_REAP_WAIT_S = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +83,23 @@ _WITH_TRACEBACK = frozenset({"error", "fatal"})
 
 
 @dataclass(frozen=True, slots=True)
+class TaskUser:
+    """The unprivileged user a root node's workers become."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    """Everything a worker needs, passed once at start; plain data so every start method can pickle it."""
+    """Everything a worker needs, passed once at start; plain data so every start method can pickle it.
+
+    `work_dir` is the worker's own directory, where it waits between attempts (each attempt gets a
+    private one inside it). `user` is whom to become (None: stay who we are). `sandboxed` says the worker
+    runs as bwrap's second process in a PID namespace of its own, `sys_path` what the node's `sys.path`
+    was (a sandboxed interpreter starts with `-I` and learns it here).
+    """
 
     node_id: str
     work_dir: str
@@ -68,6 +109,9 @@ class WorkerConfig:
     registry_factory: str | None = None
     max_result_bytes: int = 16 * 1024 * 1024
     strict_plugins: bool = True
+    user: TaskUser | None = None
+    sandboxed: bool = False
+    sys_path: tuple[str, ...] = ()
 
 
 def load_registry(factory: str | None, strict: bool = True) -> Any:
@@ -121,12 +165,94 @@ def limit_memory(limit_mb: int | None) -> None:
         log.warning("could not set the memory limit (%s); tasks run unbounded", exc)
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this worker if its parent dies mid-task (best effort)."""
+def _prctl(option: int, value: int) -> bool:
+    """One prctl(2) call where there is one (Linux); whether it succeeded."""
     if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return int(ctypes.CDLL(None).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker if its parent dies mid-task (best effort).
+
+    Call it after `drop_privileges`: the kernel clears the setting when the effective user changes.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def drop_privileges(user: TaskUser) -> None:
+    """Become `user` for good: no supplementary groups, real, effective and saved ids all changed.
+
+    `no_new_privs` is set as well, so task code cannot regain privileges through a set-user-id program
+    such as sudo. Raises if root could still be regained, so a worker never runs a task half-dropped.
+    """
+    os.setgroups([])
+    ids: tuple[int, ...]
+    if hasattr(os, "setresuid"):
+        os.setresgid(user.gid, user.gid, user.gid)
+        os.setresuid(user.uid, user.uid, user.uid)
+        ids = (*os.getresuid(), *os.getresgid())
+    else:  # macOS: as root, setuid and setgid set the real, effective and saved ids alike
+        os.setgid(user.gid)
+        os.setuid(user.uid)
+        ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid())
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    if 0 in ids:
+        raise PermissionError(f"could not drop root privileges to user {user.name!r}")
+    try:
+        os.setuid(0)
+    except PermissionError:
         return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 == PR_SET_PDEATHSIG
+    raise PermissionError(f"user {user.name!r} could become root again")
+
+
+def _check_reach(config: WorkerConfig) -> None:
+    """Fail start-up, naming the path and the remedy, if the task user cannot reach what it needs."""
+    needs = [
+        (config.work_dir, os.X_OK, "its work directory"),
+        (os.path.dirname(os.__file__), os.R_OK | os.X_OK, "the Python standard library"),
+        (os.path.dirname(os.path.dirname(__file__)), os.R_OK | os.X_OK, "the swarm package"),
+    ]
+    if config.data.directory:
+        needs.append((config.data.directory, os.W_OK | os.X_OK, "the data plane directory"))
+    for path, mode, what in needs:
+        if not os.access(path, mode):
+            user = config.user.name if config.user else str(os.getuid())
+            raise PermissionError(
+                f"task code runs as user {user!r}, who cannot reach {what} ({path}): make it reachable "
+                f"by that user (every directory above it too), set [tasks] run_as to a user who can, "
+                f"or install bubblewrap so that tasks run in a sandbox"
+            )
+
+
+def _in_own_pid_namespace() -> bool:
+    """Whether bwrap's init is our pid 1, so that kill(-1) reaches only this sandbox."""
+    try:
+        with open("/proc/1/comm") as f:
+            return f.read().strip() == "bwrap"
+    except OSError:
+        return False
+
+
+def _confine(config: WorkerConfig) -> None:
+    """Everything that must happen before any task code is imported (see the module docstring)."""
+    if config.sys_path:
+        sys.path[:] = config.sys_path
+    sys.path[:] = [p for p in sys.path if os.path.isabs(p)]
+    if config.sandboxed and not _in_own_pid_namespace():
+        raise RuntimeError("a sandboxed worker is not in a PID namespace of its own")
+    if config.user is not None:
+        drop_privileges(config.user)
+        _check_reach(config)
+    elif config.sandboxed:
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _die_with_parent()
+    os.environ.clear()
+    os.environ.update(SANDBOX_ENV)
+    os.chdir(config.work_dir)
 
 
 def _die_with_node(conn: Connection) -> None:
@@ -183,16 +309,102 @@ def _reply(kind: str, started: float, **fields: Any) -> bytes:
     return orjson.dumps({"kind": kind, "started_at": started, "finished_at": time.time(), **fields})
 
 
-def run_one(registry: Any, config: WorkerConfig, request: dict[str, Any]) -> bytes:
-    """Run one request and return the encoded reply; never raises for anything the task does."""
-    task_id, attempt = str(request["task_id"]), int(request["attempt"])
-    os.environ["SWARM_NODE_ID"] = config.node_id
-    os.environ["SWARM_TASK_ID"] = task_id
-    os.environ["SWARM_ATTEMPT"] = str(attempt)
-    os.environ["SWARM_WORK_DIR"] = config.work_dir
+def _enter_attempt(config: WorkerConfig, task_id: str, attempt: int, work_dir: str) -> None:
+    os.environ.clear()  # whatever the previous attempt set is gone
+    os.environ.update(SANDBOX_ENV)
+    os.environ.update(
+        SWARM_NODE_ID=config.node_id,
+        SWARM_TASK_ID=task_id,
+        SWARM_ATTEMPT=str(attempt),
+        SWARM_WORK_DIR=work_dir,
+        HOME=work_dir,
+        TMPDIR=work_dir,
+    )
+    tempfile.tempdir = work_dir  # the module caches the first answer it found
+    os.chdir(work_dir)
+
+
+def _leave_attempt(config: WorkerConfig) -> None:
+    """Step out of the attempt's directory (the parent retires it); in a sandbox, kill what the task
+    left running, before the reply tells the parent the directory is free."""
     with contextlib.suppress(OSError):
-        os.chdir(config.work_dir)  # undo a previous task's chdir
-    ctx = TaskContext(config.node_id, task_id, attempt, config.work_dir, config.policy, config.data)
+        os.chdir(config.work_dir)
+    if not config.sandboxed:
+        return
+    with contextlib.suppress(OSError):
+        os.kill(-1, signal.SIGKILL)  # all but bwrap's init and us: only this sandbox (`_confine` checked)
+    _reap(_REAP_WAIT_S)
+
+
+def _clear_tmp(config: WorkerConfig) -> None:
+    """Empty a sandbox's private /tmp after an attempt (after the reply: only this worker sees it)."""
+    if not config.sandboxed:
+        return
+    with contextlib.suppress(OSError, RecursionError):
+        fd = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _clear_dir(fd, os.fstat(fd).st_dev)
+        finally:
+            os.close(fd)
+
+
+def _reap(patience: float) -> None:
+    """Collect our children just killed, waiting at most `patience` seconds for the slowest to die.
+
+    A killed child not yet collected is still a process (a zombie): the next attempt must not see it.
+    """
+    deadline = time.monotonic() + patience
+    with contextlib.suppress(ChildProcessError):  # no children left: the usual, immediate case
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.001)
+
+
+def _clear_dir(dir_fd: int, dev: int) -> None:
+    """Empty a directory of file system `dev`, never descending into another one.
+
+    The private /tmp holds the mount points of the paths bound below it (a work dir under /tmp):
+    those are other file systems, and are skipped, as are the directories bwrap made to hold them,
+    which the task user cannot remove.
+    """
+    with os.scandir(dir_fd) as entries:
+        found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    for name, is_dir in found:
+        with contextlib.suppress(OSError):
+            if not is_dir:
+                os.unlink(name, dir_fd=dir_fd)
+            elif os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_dev == dev:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                try:
+                    _clear_dir(sub, dev)
+                finally:
+                    os.close(sub)
+                os.rmdir(name, dir_fd=dir_fd)
+
+
+def run_one(registry: Any, config: WorkerConfig, request: dict[str, Any]) -> bytes:
+    """Run one request in its attempt's work directory and return the encoded reply.
+
+    Never raises for anything the task does.
+    """
+    task_id, attempt = str(request["task_id"]), int(request["attempt"])
+    work_dir = str(request.get("work_dir") or config.work_dir)
+    ctx = TaskContext(config.node_id, task_id, attempt, work_dir, config.policy, config.data)
+    try:
+        _enter_attempt(config, task_id, attempt, work_dir)
+    except OSError as exc:  # the attempt's directory is not usable: fail this attempt only
+        _leave_attempt(config)
+        return _reply("error", time.time(), error=f"could not enter the work directory: {exc}")
+    try:
+        return _run_attempt(registry, config, request, ctx)
+    finally:
+        _leave_attempt(config)
+
+
+def _run_attempt(registry: Any, config: WorkerConfig, request: dict[str, Any], ctx: TaskContext) -> bytes:
     started = time.time()
     try:
         handler = registry.get(request["type"])
@@ -215,29 +427,45 @@ def run_one(registry: Any, config: WorkerConfig, request: dict[str, Any]) -> byt
     return data
 
 
-def _serve(conn: Connection, handle: Callable[[dict[str, Any]], bytes]) -> None:
+def _serve(conn: Connection, handle: Callable[[dict[str, Any]], bytes], after: Callable[[], None]) -> None:
     while True:
         try:
             request = conn.recv_bytes()
         except (EOFError, OSError):
             return
         conn.send_bytes(handle(orjson.loads(request)))
+        after()
+
+
+def _network_types(registry: Any) -> list[str]:
+    """The task types whose handlers declare that they need the network."""
+    return [name for name in registry.names() if getattr(registry.get(name), "network", False) is True]
 
 
 def main(conn: Connection, config: WorkerConfig) -> None:
     """Entry point of the worker process (the `target` the parent gives to `multiprocessing`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle, not each worker's
     if hasattr(os, "setpgrp"):
-        os.setpgrp()
-    _die_with_parent()
+        with contextlib.suppress(OSError):  # a sandboxed worker already leads its own session
+            os.setpgrp()
     _die_with_node(conn)
     try:
+        _confine(config)
         registry = load_registry(config.registry_factory, config.strict_plugins)
-        os.makedirs(config.work_dir, exist_ok=True)
-        os.chdir(config.work_dir)
         limit_memory(config.memory_limit_mb)
+        hello = {"ready": True, "pid": os.getpid(), "types": registry.names()}
+        hello["network_types"] = _network_types(registry)
     except BaseException as exc:
         conn.send_bytes(orjson.dumps({"ready": False, "error": f"{type(exc).__name__}: {exc}"}))
         return
-    conn.send_bytes(orjson.dumps({"ready": True, "pid": os.getpid(), "types": registry.names()}))
-    _serve(conn, lambda request: run_one(registry, config, request))
+    conn.send_bytes(orjson.dumps(hello))
+    _serve(conn, lambda request: run_one(registry, config, request), lambda: _clear_tmp(config))
+
+
+def sandbox_main() -> None:
+    """Entry point of a worker started inside bubblewrap: `sys.argv[1]` is its inherited pipe end."""
+    conn = Connection(int(sys.argv[1]))
+    config = conn.recv()  # from the node that started us: trusted, and the one pickle we accept
+    if not isinstance(config, WorkerConfig):
+        raise SystemExit(f"expected a WorkerConfig first, got {type(config).__name__}")
+    main(conn, config)

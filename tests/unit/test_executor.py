@@ -30,9 +30,10 @@ async def ex(tmp_path: Path) -> AsyncIterator[Executor]:
         yield executor
 
 
-async def pid_of(ex: Executor) -> int:
+async def worker_of(ex: Executor) -> str:
+    """Which worker ran a task (a token: a sandboxed worker's pid is the same in every sandbox)."""
     outcome = await ex.run("pid", 1, "test_env", {}, 5)
-    return int(outcome.result["pid"])
+    return str(outcome.result["worker"])
 
 
 async def test_echo_and_environment(ex: Executor, tmp_path: Path) -> None:
@@ -41,7 +42,8 @@ async def test_echo_and_environment(ex: Executor, tmp_path: Path) -> None:
     assert 0 < outcome.started_at <= outcome.finished_at <= time.time()
     env = (await ex.run("t2", 7, "test_env", {}, None)).result
     assert env["SWARM_NODE_ID"] == "n1" and env["SWARM_TASK_ID"] == "t2" and env["SWARM_ATTEMPT"] == "7"
-    assert env["ctx"] == ["n1", "t2", 7] and env["SWARM_WORK_DIR"] == env["cwd"] == str(tmp_path)
+    assert env["ctx"] == ["n1", "t2", 7] and env["SWARM_WORK_DIR"] == env["cwd"] == env["work_dir"]
+    assert Path(env["work_dir"]).parent.parent == tmp_path  # <work dir>/<worker's dir>/<attempt's dir>
     assert env["pid"] != os.getpid()
 
 
@@ -81,12 +83,12 @@ async def test_payload_that_is_not_json_is_invalid(ex: Executor) -> None:
 async def test_a_crash_fails_one_attempt_and_the_worker_is_replaced(
     ex: Executor, payload: dict[str, Any], error: str
 ) -> None:
-    before = {await pid_of(ex) for _ in range(4)}
+    before = {await worker_of(ex) for _ in range(4)}
     outcome = await ex.run("boom", 1, "test_exit", payload, 5)
     assert outcome.kind == "crash" and outcome.error is not None and error in outcome.error
     results = await asyncio.gather(*(ex.run(f"after{i}", 1, "echo", {"i": i}, 5) for i in range(6)))
     assert all(r.ok for r in results)
-    after = {await pid_of(ex) for _ in range(4)}
+    after = {await worker_of(ex) for _ in range(4)}
     assert len(before - after) == 1  # exactly one worker was replaced
 
 
@@ -161,7 +163,8 @@ def _max_overlap(outcomes: list[Outcome]) -> int:
 async def test_close_stops_running_tasks_and_reaps_every_worker(tmp_path: Path) -> None:
     ex = Executor(slots=2, work_dir=tmp_path, registry_factory=FACTORY)
     await ex.__aenter__()
-    pids = {await pid_of(ex) for _ in range(4)}
+    pids = set(ex.worker_pids)
+    assert len(pids) == 2
     running = asyncio.create_task(ex.run("long", 1, "sleep", {"seconds": 30}, None))
     await asyncio.sleep(0.2)
     await asyncio.wait_for(ex.__aexit__(None, None, None), 5)
@@ -176,7 +179,7 @@ async def test_close_stops_running_tasks_and_reaps_every_worker(tmp_path: Path) 
 
 async def test_default_work_dir_is_temporary(tmp_path: Path) -> None:
     async with Executor(slots=1, registry_factory=FACTORY) as ex:
-        work_dir = Path((await ex.run("t", 1, "test_env", {}, 5)).result["cwd"])
+        work_dir = Path((await ex.run("t", 1, "test_env", {}, 5)).result["cwd"]).parent.parent
         assert work_dir.is_dir()
     assert not work_dir.exists()
 
@@ -188,9 +191,12 @@ async def test_a_broken_registry_fails_at_start(tmp_path: Path) -> None:
 
 
 async def test_policy_reaches_the_workers(tmp_path: Path) -> None:
-    policy = TaskPolicy(allow_file_operations=True, allowed_paths=(str(tmp_path),))
-    async with Executor(slots=1, policy=policy, work_dir=tmp_path) as ex:
-        target = str(tmp_path / "out.txt")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # task code may run as another user (nobody) when the tests run as root
+    policy = TaskPolicy(allow_file_operations=True, allowed_paths=(str(shared),))
+    async with Executor(slots=1, policy=policy, work_dir=tmp_path / "work") as ex:
+        target = str(shared / "out.txt")
         assert (await ex.run("w", 1, "file_operation", {"op": "write", "path": target, "data": "x"}, 5)).ok
         read = await ex.run("r", 1, "file_operation", {"op": "read", "path": target}, 5)
         assert read.result["data"] == "x"
@@ -208,10 +214,12 @@ async def test_trivial_task_overhead_is_well_under_a_millisecond(ex: Executor) -
 
 
 async def test_a_worker_that_dies_while_idle_is_replaced_before_the_next_task(ex: Executor) -> None:
-    pids = {await pid_of(ex) for _ in range(4)}
-    victim = pids.pop()
+    before = {await worker_of(ex) for _ in range(6)}
+    assert len(before) == 2
+    victim = ex.worker_pids[0]
     os.kill(victim, signal.SIGKILL)
     await asyncio.sleep(0.2)  # the event loop sees the pipe close
     outcomes = await asyncio.gather(*(ex.run(f"t{i}", 1, "test_env", {}, 5) for i in range(4)))
     assert all(o.ok for o in outcomes)
-    assert victim not in {o.result["pid"] for o in outcomes}
+    assert victim not in ex.worker_pids
+    assert len(before - {o.result["worker"] for o in outcomes} - {await worker_of(ex) for _ in range(6)}) == 1
