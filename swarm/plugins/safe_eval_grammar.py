@@ -5,6 +5,14 @@ below: unknown node types, names or attributes starting with `_`, attributes tha
 listed methods or are not called, calls to anything but the safe built-ins and those methods, and
 dynamic or oversized format specifications. The evaluator re-checks what only the values can tell
 (the exact type behind a method call, sizes) while it walks the tree.
+
+Nesting is bounded here, before anything runs: the source may be at most `Limits.max_source` characters
+and the tree at most `Limits.max_depth` levels deep (each extra `for` of a comprehension counts as a level,
+because the evaluator nests one generator per clause). The depth is measured without recursion, and every
+way the parser itself gives up on deep input (RecursionError during AST construction, "too many nested
+parentheses", the parser's own stack overflow reported as MemoryError) becomes the same clear
+`InvalidPayload`: "expression nested too deeply (limit N)". So a hostile source can never escape `check`
+as anything but `InvalidPayload`.
 """
 
 from __future__ import annotations
@@ -16,12 +24,18 @@ from dataclasses import dataclass
 
 from swarm.errors import InvalidPayload
 
-__all__ = ["DEFAULT_LIMITS", "METHODS", "SAFE_BUILTINS", "Limits", "check", "constant_text"]
+__all__ = ["DEFAULT_LIMITS", "METHODS", "SAFE_BUILTINS", "Limits", "check", "constant_text", "too_deep"]
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on one evaluation; the defaults keep a run well under a second and ~100 MB."""
+    """Bounds on one evaluation; the defaults keep a run around a second and ~100 MB.
+
+    `max_total` is the size budget: the number of elements, characters and 64-bit integer words that the
+    evaluation may build or touch in total (see `swarm.plugins.safe_eval`); no single value may hold
+    more than that either, counting a shared element once per reference. `max_len` bounds the length of
+    any one string or collection, `max_steps` the number of tree nodes visited (loops included).
+    """
 
     max_source: int = 10_000
     max_depth: int = 100
@@ -89,9 +103,35 @@ def constant_text(node: ast.AST) -> str:
     raise InvalidPayload("expression: format specifications must be constant")
 
 
-def _depth(node: ast.AST) -> int:
-    """Nesting depth of the tree; bounded so the recursive evaluator cannot exhaust the stack."""
-    return 1 + max((_depth(child) for child in ast.iter_child_nodes(node)), default=0)
+def too_deep(limits: Limits) -> str:
+    """The one wording for every nesting failure, at check time or at run time."""
+    return f"expression nested too deeply (limit {limits.max_depth})"
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _depth(tree: ast.AST, limit: int) -> int:
+    """Nesting depth of the tree as the evaluator will recurse through it, or the first depth over `limit`.
+
+    Iterative on purpose: the tree may be far deeper than the interpreter's stack allows. A comprehension
+    nests one generator per `for` clause, so its element sits below all of them.
+    """
+    deepest = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        if isinstance(node, _COMPREHENSIONS):
+            below = depth + len(node.generators)
+            stack.extend((gen, depth + i) for i, gen in enumerate(node.generators, 1))
+            parts = (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,)
+            stack.extend((part, below + 1) for part in parts)
+        else:
+            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _target_names(target: ast.AST) -> Iterator[str]:
@@ -135,7 +175,12 @@ def _check_node(node: ast.AST, known: frozenset[str], call_funcs: set[int], limi
         spec = node.format_spec
         if not (isinstance(spec, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in spec.values)):
             raise _invalid(node, "format specifications must be constant")
-        if any(int(d) > limits.max_format_width for d in re.findall(r"\d+", constant_text(spec))):
+        widest = len(str(limits.max_format_width))
+        # Compare lengths first: int() of thousands of digits is slow, or refused outright by Python.
+        if any(
+            len(d) > widest or int(d) > limits.max_format_width
+            for d in re.findall(r"\d+", constant_text(spec))
+        ):
             raise _invalid(node, f"format widths above {limits.max_format_width} are not allowed")
 
 
@@ -146,11 +191,37 @@ def check(expression: str, names: Iterable[str] = (), limits: Limits = DEFAULT_L
     if len(expression) > limits.max_source:
         raise InvalidPayload(f"expression is longer than {limits.max_source} characters")
     try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        raise InvalidPayload(f"expression is not valid Python: {exc}") from None
-    if _depth(tree) > limits.max_depth:
-        raise InvalidPayload(f"expression is nested deeper than {limits.max_depth}")
+        tree = _parse(expression, limits)
+        if _depth(tree, limits.max_depth) > limits.max_depth:
+            raise InvalidPayload(too_deep(limits))
+        return _vet(tree, names, limits)
+    except RecursionError:  # only if the caller left almost no stack: all of the above is iterative
+        failure = too_deep(limits)
+    except MemoryError:
+        failure = "out of memory while checking the expression"
+    # Raised outside the handler so that the failed frames, and what they hold, are released first.
+    raise InvalidPayload(failure)
+
+
+def _parse(expression: str, limits: Limits) -> ast.Expression:
+    """`ast.parse`, with every way it fails on deep input turned into the one nesting error."""
+    failure: str
+    try:
+        return ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as exc:
+        nested = "nested parentheses" in str(exc) or "too complex" in str(exc)
+        failure = too_deep(limits) if nested else f"expression is not valid Python: {exc}"
+    except (RecursionError, MemoryError):
+        # RecursionError comes from AST construction; in CPython 3.11 the parser reports its own stack
+        # overflow as a MemoryError. Within `max_source` characters, depth is what causes either.
+        failure = too_deep(limits)
+    except ValueError as exc:  # null bytes, unencodable characters
+        failure = f"expression is not valid Python: {exc}"
+    raise InvalidPayload(failure)
+
+
+def _vet(tree: ast.Expression, names: Iterable[str], limits: Limits) -> ast.Expression:
+    """Apply the per-node rules to a tree already known to be shallow enough."""
     bound: set[str] = set()
     call_funcs: set[int] = set()
     for node in ast.walk(tree):
