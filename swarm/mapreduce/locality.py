@@ -20,7 +20,9 @@ output is written as the data server stores an upload: a temporary file beside i
 into place (`AtomicFile`).
 
 A reducer also reads the map outputs its own node holds from its data directory rather than from its
-own data server (`read_own_run`): no permission is involved there, and the checksum is verified alike.
+own data server (`read_own_run`): no permission is involved there beyond what the data server would
+check (the run must lie in its own job's directory, `mr/<job id>/`, whose token the reducer holds), and
+the checksum is verified alike.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Any
 from swarm.checksum import checksum_bytes
 from swarm.durable import AtomicFile
 from swarm.plugins.pathpolicy import is_inside
+from swarm.runtime.dataserver import JOBS_DIR
+from swarm.runtime.httpwire import is_name
 
 __all__ = ["file_identity", "machine_id", "open_local_output", "read_local", "read_own_run"]
 
@@ -118,9 +122,11 @@ def open_local_output(target: Any, allowed_paths: tuple[str, ...]) -> AtomicFile
         return None
 
 
-def read_own_run(directory: str, relpath: Any, checksum: Any) -> memoryview | None:
-    """A map output this node holds (`relpath` under its data `directory`), if it is there and matches
-    `checksum`; else None (the caller fetches it, and recomputes it if that fails too).
+def read_own_run(directory: str, relpath: Any, checksum: Any, *, job: str) -> memoryview | None:
+    """A map output of `job` this node holds (`relpath` under its data `directory`, inside
+    `mr/<job>/`), if it is there and matches `checksum`; else None (the caller fetches it, and
+    recomputes it if that fails too). A path into another job's directory is never read: a map
+    result naming one gets nothing here that its data server would refuse.
 
     The file is mapped, not read: its pages are in the page cache already (the map wrote them), and a
     copy of them would cost fresh memory of the run's size. Runs are replaced by rename and removed by
@@ -128,7 +134,7 @@ def read_own_run(directory: str, relpath: Any, checksum: Any) -> memoryview | No
     if not directory or not isinstance(relpath, str) or not isinstance(checksum, str):
         return None
     parts = relpath.split("/")
-    if relpath.startswith("/") or any(part in ("", ".", "..") for part in parts):
+    if len(parts) < 3 or parts[:2] != [JOBS_DIR, job] or not all(is_name(part) for part in parts):
         return None
     try:
         with open(Path(directory, *parts), "rb") as f:

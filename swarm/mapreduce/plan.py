@@ -6,10 +6,15 @@ into splits (one per file, or `split_size` bytes cut at a line or record boundar
 range-partition, samples the inputs for boundaries. Each reduce task depends on every map task and
 receives their results (where each map's runs are) as `payload["previous"]`; the scheduler's DAG,
 retries and exactly-once commits do the rest.
+
+Every job gets a capability token (`new_capability`), carried to its tasks in their payloads: the data
+servers serve a job's bytes (its inputs on the submitter, its map outputs on the nodes) and accept its
+outputs only from requests that present it (see `swarm.runtime.dataserver`).
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,13 +26,30 @@ from swarm.mapreduce.app import App, AppSource
 from swarm.mapreduce.kernels import sample_boundaries
 from swarm.mapreduce.locality import file_identity
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
+from swarm.runtime.httpwire import MAX_NAME_CHARS, is_name
 
-__all__ = ["MapReduceSpec", "Split", "build_job", "check_and_sample", "plan_splits"]
+__all__ = [
+    "MapReduceSpec",
+    "Split",
+    "build_job",
+    "check_and_sample",
+    "check_job_id",
+    "new_capability",
+    "output_name",
+    "plan_splits",
+    "upload_budget",
+]
 
 SAMPLE_BYTES = 64 * 1024
 #: Inputs are cut into splits of at most this many bytes unless told otherwise: a map task holds one.
 DEFAULT_SPLIT = 64 * 1024 * 1024
 BOUNDARY_SAMPLE_PER_FILE = 1024 * 1024
+#: Unless the submitter sets a cap, a job's outputs may take this many times its input, plus
+#: `OUTPUT_BUDGET_SLACK`, on the submitter's disk (retried reduces re-upload; a later upload of an output
+#: gives back the bytes of the one it replaces): an output larger than its input is rare (`indexer`
+#: lists documents per word), and one many times larger is a runaway or an attack filling the disk.
+OUTPUT_BUDGET_FACTOR = 4
+OUTPUT_BUDGET_SLACK = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +86,35 @@ class MapReduceSpec:
     compress: bool = False
     max_retries: int = 3
     timeout: float | None = None
+    max_output_bytes: int | None = None  # the outputs' byte budget on the submitter (None: `upload_budget`)
+
+
+def new_capability() -> str:
+    """A fresh capability token for a job: 24 random bytes, URL-safe base64 (32 characters)."""
+    return secrets.token_urlsafe(24)
+
+
+def check_job_id(job_id: str) -> None:
+    """Refuse a job id the data plane cannot name: it becomes a directory name on every node."""
+    if not is_name(job_id):
+        raise InvalidSpec(
+            f"job id {job_id[:60]!r} must be 1-{MAX_NAME_CHARS} letters, digits, '-', '_' or '.', "
+            "not starting with '.' and without '..'"
+        )
+
+
+def output_name(partition: int) -> str:
+    """The name of reduce output `partition` in the output directory."""
+    return f"mr-out-{partition}"
+
+
+def upload_budget(spec: MapReduceSpec) -> int:
+    """How many bytes the job's outputs may take on the submitter: `spec.max_output_bytes` if set, else
+    `OUTPUT_BUDGET_FACTOR` times the total input size plus `OUTPUT_BUDGET_SLACK`."""
+    if spec.max_output_bytes is not None:
+        return spec.max_output_bytes
+    total = sum(path.stat().st_size for path in spec.inputs)
+    return OUTPUT_BUDGET_FACTOR * total + OUTPUT_BUDGET_SLACK
 
 
 def plan_splits(
@@ -111,6 +162,8 @@ def check_and_sample(spec: MapReduceSpec, app: App) -> list[bytes] | None:
     """
     if spec.reducers < 1:
         raise InvalidSpec(f"--reduces must be at least 1, got {spec.reducers}")
+    if spec.max_output_bytes is not None and spec.max_output_bytes < 0:
+        raise InvalidSpec(f"the output budget must not be negative, got {spec.max_output_bytes}")
     if not spec.inputs:
         raise InvalidSpec("no input files")
     missing = [str(p) for p in spec.inputs if not p.is_file()]
@@ -138,13 +191,18 @@ def build_job(
     data_url: str,
     boundaries: list[bytes] | None,
     output_dir: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
 ) -> SubmitJob:
     """The job's tasks: maps `<job>.m<i>`, reduces `<job>.r<r>` after every map, fed the maps' results.
 
     `output_dir` is `locality.file_identity` of the output directory, for reduces on this machine.
+    `token` is the job's capability (`new_capability`), which the submitter's data server must accept;
+    without one the tasks refuse to run (the simulator, which moves no bytes, builds jobs so).
     """
     common: dict[str, Any] = {
         "job": job_id,
+        "token": token,
         "app": spec.app.to_payload(),
         "params": spec.params,
         "reducers": spec.reducers,
@@ -173,8 +231,8 @@ def build_job(
                 **common,
                 "partition": r,
                 "inputs": inputs,
-                "output": f"{data_url}/f/mr-out-{r}",
-                "output_local": None if output_dir is None else {**output_dir, "name": f"mr-out-{r}"},
+                "output": f"{data_url}/f/{output_name(r)}",
+                "output_local": None if output_dir is None else {**output_dir, "name": output_name(r)},
             },
             retry=retry,
             timeout=spec.timeout,

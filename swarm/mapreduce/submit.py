@@ -4,10 +4,15 @@ Inputs stay on the submitting machine and no shared filesystem is assumed: the s
 server from which map tasks fetch their splits and to which reduce tasks upload `mr-out-<r>` (written
 atomically into the output directory); tasks on the submitter's own machine may use the files
 directly instead (`locality`). So the submitter stays until the job is over.
+
+The server is the job's alone: it serves the inputs and accepts the outputs only from requests that
+present the job's capability token, accepts no name but `mr-out-0` ... `mr-out-<R-1>` for upload, and
+no more bytes of them than the job's output budget (`plan.upload_budget`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +20,24 @@ from pathlib import Path
 from swarm.core.tracker import JobProgress
 from swarm.mapreduce.app import load_app
 from swarm.mapreduce.locality import file_identity
-from swarm.mapreduce.plan import MapReduceSpec, build_job, check_and_sample, plan_splits
+from swarm.mapreduce.plan import (
+    MapReduceSpec,
+    build_job,
+    check_and_sample,
+    check_job_id,
+    new_capability,
+    output_name,
+    plan_splits,
+    upload_budget,
+)
 from swarm.messages import TaskUpdate
 from swarm.runtime.client import SwarmClient
 from swarm.runtime.dataserver import DataServer
 from swarm.runtime.netaddr import advertised_host
 
 __all__ = ["MapReduceProgress", "run_mapreduce"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -61,9 +77,12 @@ async def run_mapreduce(
     on_progress: Callable[[MapReduceProgress], None] | None = None,
 ) -> tuple[JobProgress, MapReduceProgress]:
     """Run the job to its end; every check that can fail does so before any task starts."""
+    check_job_id(job_id)
     app = load_app(spec.app, spec.params).with_combiner(spec.combiner)
     boundaries = check_and_sample(spec, app)
     splits = plan_splits(spec.inputs, spec.split_size, app.record_size)
+    budget = upload_budget(spec)
+    token = new_capability()
     output.mkdir(parents=True, exist_ok=True)
     aliases = {f"in/{k}": path.resolve() for k, path in enumerate(spec.inputs)}
     host = advertised_host(broker_url)
@@ -74,7 +93,21 @@ async def run_mapreduce(
         if on_progress is not None:
             on_progress(shown)
 
-    async with DataServer(output, host=host, allow_upload=True, aliases=aliases) as server:
-        job = build_job(job_id, spec, splits, server.url, boundaries, file_identity(output))
+    server = DataServer(
+        output,
+        host=host,
+        job=job_id,
+        capabilities={job_id: token},
+        allow_upload=True,
+        # One output may be the whole budget (a single reducer's sort), so the budget caps each too.
+        max_upload_bytes=budget,
+        upload_budget=budget,
+        upload_names=[output_name(r) for r in range(spec.reducers)],
+        aliases=aliases,
+    )
+    async with server:
+        job = build_job(job_id, spec, splits, server.url, boundaries, file_identity(output), token=token)
         progress = await client.submit(job, wait=True, on_update=on_update)
+    if server.counters:
+        log.warning("the job's data server refused requests: %s", server.counters)
     return progress, shown

@@ -13,6 +13,11 @@ recomputation and never the job. It then merges the sorted runs, groups by key, 
 time, so a reducer holds its runs and one chunk, not a second copy of everything it merged. On the
 submitter's own machine, maps read their split and reduces write their output file directly where the
 node allows it (`locality`).
+
+Every transfer presents the job's capability token (`payload["token"]`, made by the submitter): the
+submitter's data server and the mappers' data servers serve the job's data to it alone. A map task
+registers the token beside its outputs (`<data>/mr/<job>/.capability`) before it writes them, which is
+how its node's data server learns whom to serve them to.
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ from swarm.mapreduce.locality import open_local_output, read_local, read_own_run
 from swarm.mapreduce.merge import MergedRuns
 from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
+from swarm.runtime.dataserver import JOBS_DIR, register_capability
+from swarm.runtime.httpwire import is_name, is_token
 from swarm.taskapi import TaskContext
 
 __all__ = ["map_handler", "reduce_handler"]
 
 log = logging.getLogger(__name__)
 
-_COMMON = ("job", "app", "params", "reducers", "combiner", "compress", "boundaries")
+_COMMON = ("job", "token", "app", "params", "reducers", "combiner", "compress", "boundaries")
 #: A reducer merges, reduces and writes its output this many bytes of merged values at a time: its
 #: memory is its runs plus one chunk, and a chunk stays in cache from the merge to the write.
 REDUCE_CHUNK = 4 * 1024 * 1024
@@ -53,6 +60,10 @@ def _check(payload: dict[str, Any], *keys: str) -> None:
         raise InvalidPayload(f"mapreduce payload lacks {', '.join(missing)}")
     if not isinstance(payload["reducers"], int) or payload["reducers"] < 1:
         raise InvalidPayload("mapreduce: reducers must be a positive integer")
+    if not isinstance(payload["job"], str) or not is_name(payload["job"]):
+        raise InvalidPayload("mapreduce: the job id is not a plain name")  # it names a directory
+    if not isinstance(payload["token"], str) or not is_token(payload["token"]):
+        raise InvalidPayload("mapreduce: the job carries no valid capability token")
 
 
 def _app(payload: dict[str, Any]) -> App:
@@ -66,7 +77,7 @@ def _boundaries(payload: dict[str, Any]) -> Any:
     return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
 
 
-def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...]) -> tuple[bytes, bool]:
+def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...], token: str) -> tuple[bytes, bool]:
     """The split's bytes, and whether they were read from the file itself (when this node runs on the
     submitter's machine and may, see `locality`) rather than fetched from the submitter, checked for
     length only (see `fetch`'s `verify`)."""
@@ -75,7 +86,7 @@ def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...]) -> tuple[b
     local = read_local(inp.get("local"), inp["start"], inp["end"], allowed_paths)
     if local is not None:
         return local, True
-    return fetch(inp["url"], byte_range=(inp["start"], inp["end"] - 1), verify=False), False
+    return fetch(inp["url"], token=token, byte_range=(inp["start"], inp["end"] - 1), verify=False), False
 
 
 def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> list[tuple[Any, Any]]:
@@ -107,6 +118,8 @@ class MapHandler:
 
     name = "mapreduce.map"
     version = "1"
+    #: Fetches its split from the submitter's data server: a sandbox gives it the network.
+    network = True
 
     def validate(self, payload: dict[str, Any]) -> None:
         """Shape only: the app itself was checked by the submitter."""
@@ -114,11 +127,14 @@ class MapHandler:
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Map, partition, sort, spill; return where the runs are."""
+        self.validate(payload)  # the job id names a directory and the token guards it: check them here too
         app = _app(payload)
         inp = payload["input"]
-        data, read_locally = _fetch_split(inp, ctx.policy.allowed_paths)
+        data, read_locally = _fetch_split(inp, ctx.policy.allowed_paths, payload["token"])
         root = Path(ctx.data.directory)
-        out_dir = root / "mr" / payload["job"] / f"m{payload['index']}-a{ctx.attempt}"
+        job_dir = root / JOBS_DIR / payload["job"]
+        register_capability(job_dir, payload["token"])
+        out_dir = job_dir / f"m{payload['index']}-a{ctx.attempt}"
         shutil.rmtree(out_dir, ignore_errors=True)
         combiner = app.combiner if app.vectorized else None
         spiller = Spiller(
@@ -153,6 +169,8 @@ class ReduceHandler:
 
     name = "mapreduce.reduce"
     version = "1"
+    #: Fetches map outputs from peers and uploads its output: a sandbox gives it the network.
+    network = True
 
     def validate(self, payload: dict[str, Any]) -> None:
         """Shape only; `previous` (the maps' results) arrives when the task runs."""
@@ -160,8 +178,10 @@ class ReduceHandler:
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Merge the sorted runs of this partition, reduce, and upload the output file."""
+        self.validate(payload)
         app = _app(payload)
         r = payload["partition"]
+        token = payload["token"]
         maps = payload.get("previous")
         if isinstance(maps, dict):  # a lone predecessor's result is piped as itself, not as a list
             maps = [maps]
@@ -171,11 +191,12 @@ class ReduceHandler:
         def fetch_run(result: dict[str, Any]) -> bytes | memoryview | FetchError:
             run = result["runs"][r]
             if result.get("node") == ctx.node_id:
-                own = read_own_run(ctx.data.directory, run["path"], run["checksum"])
+                own = read_own_run(ctx.data.directory, run["path"], run["checksum"], job=payload["job"])
                 if own is not None:
                     return own
             try:
-                return fetch(f"{result['url']}/f/{run['path']}", expected_checksum=run["checksum"])
+                url = f"{result['url']}/f/{run['path']}"
+                return fetch(url, token=token, expected_checksum=run["checksum"])
             except FetchError as exc:
                 return exc
 
@@ -189,13 +210,13 @@ class ReduceHandler:
             else:
                 log.warning("map %d output unreachable (%s); recomputing partition %d", i, data, r)
                 inp = payload["inputs"][i]
-                keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths)[0])
+                keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths, token)[0])
                 runs.append(_partitions(app, payload, keys, values)[r])
                 recomputed += 1
         merged = MergedRuns(runs)
         output = open_local_output(payload.get("output_local"), ctx.policy.allowed_paths)
         written_locally = output is not None
-        with output or _Upload(payload["output"]) as out:
+        with output or _Upload(payload["output"], token) as out:
             out_keys = 0
             for keys, values in merged.chunks(max(1, REDUCE_CHUNK // max(merged.row_bytes, 1))):
                 reduced_keys, reduced = app.reduce(keys, values)
@@ -216,8 +237,9 @@ class _Upload:
     """A reducer's output bound for the submitter's data server: the chunks are kept (copied, since a
     chunk's buffer is reused) and uploaded together by `commit`; `AtomicFile`'s interface."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.url = url
+        self.token = token
         self.size = 0
         self._parts: list[bytes] = []
 
@@ -234,7 +256,7 @@ class _Upload:
 
     def commit(self) -> str:
         """Upload everything written; return its checksum."""
-        return upload(self.url, self._parts)
+        return upload(self.url, self._parts, token=self.token)
 
 
 map_handler = MapHandler()

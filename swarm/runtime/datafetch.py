@@ -6,6 +6,9 @@ caller can build on: **a call returns complete, verified data or raises `FetchEr
 or corrupt result.** That is what lets a reducer trust what it merges and lets the client trust
 `mr-out-<r>`.
 
+Every call presents a capability token (`token=`, sent as `Authorization: Bearer <token>`): data servers
+serve a job's data only to its token (see `swarm.runtime.dataserver`), so there is no call without one.
+
 How:
 
 * Every transfer is checked twice: its length against `Content-Length` (a connection cut mid-body looks
@@ -14,9 +17,10 @@ How:
   with neither cannot be verified and is refused, unless the caller asked for the length check alone
   (`verify=False`, for input splits: see `fetch`).
 * Connection errors, timeouts, truncation, checksum mismatches and 5xx answers are retried with a short
-  jittered backoff (the peer may be restarting, or a packet was mangled); 4xx answers are not (asking again
-  for a missing file does not make it appear), except a PUT the server rejected for a checksum mismatch,
-  which is corruption in transit until proven otherwise.
+  jittered backoff (the peer may be restarting or full, or a packet was mangled); 4xx answers are not
+  (asking again for a missing file, or with a token that was refused, changes nothing), except a PUT the
+  server rejected for a checksum mismatch, which is corruption in transit until proven otherwise, and a
+  408 (the server gave up waiting on us).
 * `fetch(..., dest=path)` streams into a temp file beside `dest` and renames it into place only once it
   is verified, so memory stays bounded and no reader ever sees a partial `dest`. It does not fsync: a
   fetched file is a copy of data its peer still holds, and after a crash the task that wanted it runs
@@ -44,12 +48,14 @@ from urllib.parse import quote, urlsplit
 
 from swarm.checksum import checksum_bytes, new_hasher
 from swarm.errors import RemoteError
+from swarm.runtime.httpwire import is_token
 
 __all__ = [
     "CHECKSUM_HEADER",
     "CHECKSUM_MISMATCH_REASON",
     "WANT_CHECKSUM_HEADER",
     "FetchError",
+    "bearer_header",
     "checksum_bytes",
     "checksum_file",
     "checksum_fileobj",
@@ -124,6 +130,13 @@ def checksum_file(path: Path | str, start: int = 0, length: int | None = None) -
         return checksum_fileobj(file, start, length)
 
 
+def bearer_header(token: str) -> dict[str, str]:
+    """The header that presents capability `token` to a data server; `ValueError` if it is not one."""
+    if not isinstance(token, str) or not is_token(token):
+        raise ValueError("not a capability token (16-256 characters of A-Z a-z 0-9 - _)")
+    return {"Authorization": f"Bearer {token}"}
+
+
 def file_url(base_url: str, relpath: str) -> str:
     """The URL of `relpath` on the data server at `base_url`, percent-encoded so any file name survives."""
     return f"{base_url.rstrip('/')}/f/{quote(relpath.lstrip('/'), safe='/')}"
@@ -174,10 +187,13 @@ def _split_url(url: str) -> tuple[str, int, str]:
 
 
 def _status_failure(response: http.client.HTTPResponse, what: str) -> _Failed:
-    """An unexpected status: 5xx may pass (overload, restart), 4xx will not."""
+    """An unexpected status: 5xx may pass (overload, restart), and so may a 408 (the server gave up on
+    a slow moment of ours); other 4xx will not."""
     detail = response.read(512).decode("utf-8", "replace").strip()
     message = f"{what} answered HTTP {response.status} {response.reason}" + (f": {detail}" if detail else "")
-    return _Failed(message, status=response.status, retryable=response.status >= 500)
+    return _Failed(
+        message, status=response.status, retryable=response.status >= 500 or response.status == 408
+    )
 
 
 def _backoff(attempt: int) -> float:
@@ -289,6 +305,7 @@ def fetch(
     url: str,
     dest: None = None,
     *,
+    token: str,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
     verify: bool = True,
@@ -302,6 +319,7 @@ def fetch(
     url: str,
     dest: Path,
     *,
+    token: str,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
     verify: bool = True,
@@ -315,6 +333,7 @@ def fetch(
     url: str,
     dest: Path | None,
     *,
+    token: str,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
     verify: bool = True,
@@ -327,13 +346,15 @@ def fetch(
     url: str,
     dest: Path | None = None,
     *,
+    token: str,
     byte_range: tuple[int, int] | None = None,
     expected_checksum: str | None = None,
     verify: bool = True,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> bytes | Path:
-    """GET `url`; return its bytes, or write them atomically to `dest` and return `dest`.
+    """GET `url` with capability `token`; return its bytes, or write them atomically to `dest` and
+    return `dest`.
 
     `byte_range` is `(first, last)`, both INCLUSIVE, exactly as in HTTP's `Range: bytes=first-last`:
     `(0, 99)` is the first 100 bytes, and an empty range cannot be asked for (the caller knows its
@@ -350,7 +371,7 @@ def fetch(
     local fault, not the peer's).
     """
     host, port, target = _split_url(url)
-    headers: dict[str, str] = {}
+    headers = bearer_header(token)
     first = last = 0
     if byte_range is not None:
         first, last = byte_range
@@ -481,17 +502,19 @@ def upload(
     url: str,
     source: Path | bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview],
     *,
+    token: str,
     retries: int = 3,
     timeout: float = 60.0,
 ) -> str:
     """PUT `source` (a file, streamed; bytes in memory; or a sequence of buffers, sent one after the
-    other as one body) to `url` with its checksum; return the checksum.
+    other as one body) to `url` with its checksum and capability `token`; return the checksum.
 
     The server stores it atomically and only if the bytes it received match the checksum, so a
     successful return means the peer holds exactly `source`. `retries` and `timeout` are as in
     `fetch`. Raises `FetchError` when no attempt succeeded; `OSError` if `source` cannot be read.
     """
     host, port, target = _split_url(url)
+    auth = bearer_header(token)
     body: Path | list[memoryview]
     if isinstance(source, Path):
         body, size, digest = source, os.stat(source).st_size, checksum_file(source)
@@ -509,6 +532,8 @@ def upload(
             conn.putrequest("PUT", target, skip_accept_encoding=True)
             conn.putheader("Content-Length", str(size))
             conn.putheader(CHECKSUM_HEADER, digest)
+            for name, value in auth.items():
+                conn.putheader(name, value)
             conn.endheaders()
             try:
                 _send(conn, body, size)
@@ -553,14 +578,16 @@ def _send(conn: http.client.HTTPConnection, source: Path | list[memoryview], siz
             sent += n
 
 
-def delete(url: str, *, retries: int = 3, timeout: float = 60.0) -> bool:
-    """DELETE `url` (a file or a directory tree, e.g. a finished job's data); False if it was not there."""
+def delete(url: str, *, token: str, retries: int = 3, timeout: float = 60.0) -> bool:
+    """DELETE `url` (a file or a directory tree, e.g. a finished job's data) with capability `token`;
+    False if it was not there."""
     host, port, target = _split_url(url)
+    headers = bearer_header(token)
 
     def once() -> bool:
         conn = _Connection(host, port, timeout=timeout)
         try:
-            conn.request("DELETE", target)
+            conn.request("DELETE", target, headers=headers)
             response = conn.getresponse()
             if response.status == 404:
                 return False

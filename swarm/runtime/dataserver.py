@@ -7,7 +7,7 @@ its own files and peers fetch them directly (`swarm.runtime.datafetch` is the bl
 The protocol is a minimal HTTP/1.1 subset (`swarm.runtime.httpwire`), written on `asyncio.start_server`
 so the node needs no web framework (it has to run on old phones with only pure-Python wheels):
 
-* `GET /f/<relpath>` streams a file under `root` with `Content-Length` and `X-Checksum` (CRC-32 hex,
+* `GET /f/<relpath>` streams a file with `Content-Length` and `X-Checksum` (CRC-32 hex,
   `swarm.checksum`, of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of
   that range, which is how map tasks read input splits. The checksum is computed from the very descriptor
   that is then streamed, so header and body agree even if the path is replaced meanwhile, and is cached by
@@ -20,11 +20,23 @@ so the node needs no web framework (it has to run on old phones with only pure-P
 * `DELETE /f/<relpath>` (only with `allow_delete`) removes a file or a directory tree, for job cleanup.
 * `aliases` publishes chosen files from outside `root` under names of their own, read-only.
 
-Paths are confined to `root`: `..`, `.`, empty or absolute components, NUL and backslashes are refused
-(400), and a path whose symlinks resolve outside `root` is forbidden (403). Peers are not trusted to be
-well-behaved: every request is bounded (head size, head and I/O timeouts, upload size), every bad one is
-logged and answered, and nothing a peer sends can stop the server. One request per connection keeps the
-state machine trivial; a connection costs far less than the transfers it carries. At most
+Access control. All data belongs to a job, and every request must present that job's capability token
+(`Authorization: Bearer <token>`): a random secret the submitter makes when it plans the job and hands
+to the job's tasks inside their (signed) payloads. A node's server holds its jobs' data in
+`<root>/mr/<job id>/`, and learns a job's token from the file `.capability` there, which the task that
+writes the job's data leaves first (`register_capability`), so a restarted node still serves it. A
+submitter's server (`job=`) serves one job, whose token it is given. A request without a token, with
+one its path's job does not accept, or for a path outside every job is refused (401/403) and counted
+(`counters`); tokens are compared in constant time. Paths are plain names (`httpwire.is_name`: no `..`,
+no dot files, bounded), and a path whose symlinks resolve outside its job's directory is forbidden.
+
+Peers are not trusted to be well-behaved: connections are capped per peer address and in total (when
+full, the oldest connection still waiting for its request head makes room for a new one, so a crowd of
+half-sent heads cannot lock clients out); a request head must arrive whole within `head_timeout`, and a
+body at `MIN_BODY_RATE` after a short grace; uploads are capped per request and per job (a byte budget,
+refused with 413 before any body is read); every bad request is logged and answered, and nothing a peer
+sends can stop the server. One request per connection keeps the state machine trivial and leaves no
+idle keep-alive connections; a connection costs far less than the transfers it carries. At most
 `fetch_limit` transfers run at once; later ones wait their turn, so a burst of reducers cannot exhaust a
 small device's file descriptors or disk bandwidth.
 """
@@ -35,18 +47,20 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import errno
+import hmac
 import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import unquote
 
+from swarm.beneath import CLOEXEC, DIRECTORY, NONBLOCK, open_beneath
 from swarm.checksum import Crc32
 from swarm.durable import fsync_directory, write_all
 from swarm.runtime.datafetch import (
@@ -63,39 +77,198 @@ from swarm.runtime.httpwire import (
     WRITE_BATCH,
     HttpError,
     Request,
+    bearer_token,
+    checked_parts,
     content_length,
+    is_name,
+    is_token,
     linger,
     parse_head,
+    parse_path,
     parse_range,
     reply_error,
 )
 
-__all__ = ["DataServer"]
+__all__ = [
+    "CAPABILITY_FILE",
+    "JOBS_DIR",
+    "Capabilities",
+    "DataServer",
+    "read_capability_file",
+    "register_capability",
+]
 
 log = logging.getLogger(__name__)
 
-HEAD_TIMEOUT_S = 30.0
+#: On a node, job `j`'s data lives in `<root>/mr/j/` (where map tasks leave their runs).
+JOBS_DIR = "mr"
+#: The file in a job's directory that lists the tokens its data is served to, one a line.
+CAPABILITY_FILE = ".capability"
+#: Tokens kept per job (the newest): a job id resubmitted after its submitter died gets a new token.
+MAX_TOKENS_PER_JOB = 8
+
+HEAD_TIMEOUT_S = 5.0
+#: A request body must keep arriving at this rate on average, after `BODY_GRACE_S`, and never stall
+#: for `BODY_IDLE_S`: a slow device on a poor link still sends far faster.
+MIN_BODY_RATE = 64 * 1024
+BODY_GRACE_S = 10.0
+BODY_IDLE_S = 20.0
+MAX_CONNECTIONS = 256
+#: A node with many slots runs a few parallel fetches per reduce task, all from one address.
+MAX_CONNECTIONS_PER_PEER = 64
+DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
+DEFAULT_UPLOAD_BUDGET = 1 << 30
+#: A refusal of a request that presented no valid token lingers over its body only this much.
+ANONYMOUS_LINGER_S = 1.0
+ANONYMOUS_LINGER_BYTES = 1 << 20
+
 SEND_CHUNK = 8 << 20
 CHECKSUM_CACHE_SIZE = 4096
 
 _CHECKSUM = re.compile(r"[0-9a-f]{8}")
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
 
 _ChecksumKey = tuple[int, int, int, int, int, int]
+_FileKey = tuple[int, int, int, int]
 _R = TypeVar("_R")
 _Blocking = Callable[..., Awaitable[Any]]
 
 
+# -- capability tokens ---------------------------------------------------------------------------------
+
+
+def register_capability(job_dir: Path, token: str) -> Path:
+    """Let the node's data server serve the job data in `job_dir` (`<data>/mr/<job id>`) to `token`.
+
+    Called by a task before it writes the job's data there. The token goes into `job_dir/.capability`,
+    mode 0600, appended (one short write with O_APPEND, so tasks of the job registering at once on one
+    node never tear the file) unless already there. Returns the file's path.
+    """
+    if not is_token(token):
+        raise ValueError("not a capability token")
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / CAPABILITY_FILE
+    if token in read_capability_file(path):
+        return path
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # a file left wider by hand would let other users add tokens
+        write_all(fd, memoryview(f"{token}\n".encode("ascii")))
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_capability_file(path: Path) -> frozenset[str]:
+    """The tokens a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is missing,
+    malformed, a symlink, or has any group or other permission (then others on the machine could have
+    read or added to it). Its owner is not checked: where the node runs task code as another user, that
+    user writes it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return frozenset()
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 64 * 1024 or not _private(info):
+            return frozenset()
+        text = os.read(fd, 64 * 1024).decode("ascii", "replace")
+    except OSError:
+        return frozenset()
+    finally:
+        os.close(fd)
+    tokens = [line for line in text.split("\n") if is_token(line)]
+    return frozenset(tokens[-MAX_TOKENS_PER_JOB:])
+
+
+def _private(info: os.stat_result) -> bool:
+    if os.name != "posix":  # no POSIX modes to check
+        return True
+    return info.st_mode & 0o077 == 0
+
+
+class Capabilities:
+    """Which tokens a data server accepts, per job: granted in memory (`grant`), and, with `jobs_dir`,
+    listed in `<jobs_dir>/<job id>/.capability` (`register_capability`), re-read whenever that file
+    changes. Each check costs a `stat`, no more, and compares tokens in constant time."""
+
+    def __init__(
+        self, jobs_dir: Path | None = None, grants: Mapping[str, str | Iterable[str]] | None = None
+    ) -> None:
+        self._jobs_dir = jobs_dir
+        self._granted: dict[str, set[str]] = {}
+        self._files: dict[str, tuple[_FileKey, frozenset[str]]] = {}
+        for job_id, tokens in (grants or {}).items():
+            for token in [tokens] if isinstance(tokens, str) else tokens:
+                self.grant(job_id, token)
+
+    def grant(self, job_id: str, token: str) -> None:
+        """Accept `token` for `job_id`'s data from now on."""
+        if not is_name(job_id):
+            raise ValueError(f"bad job id {job_id[:40]!r}")
+        if not is_token(token):
+            raise ValueError("not a capability token")
+        self._granted.setdefault(job_id, set()).add(token)
+
+    def revoke(self, job_id: str) -> None:
+        """Accept no token for `job_id` any more (save what its `.capability` file still lists)."""
+        self._granted.pop(job_id, None)
+        self._files.pop(job_id, None)
+
+    def accepts(self, job_id: str, token: str) -> bool:
+        """Whether `token` opens `job_id`'s data."""
+        if not is_name(job_id) or not is_token(token):
+            return False
+        known = self._granted.get(job_id, set()) | self._from_file(job_id)
+        # Every known token is compared, so the time taken says nothing about which matched.
+        return sum(hmac.compare_digest(candidate, token) for candidate in known) > 0
+
+    def _from_file(self, job_id: str) -> frozenset[str]:
+        if self._jobs_dir is None:
+            return frozenset()
+        path = self._jobs_dir / job_id / CAPABILITY_FILE
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except OSError:
+            self._files.pop(job_id, None)  # the job's data was dropped: forget its tokens too
+            return frozenset()
+        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)  # ctime: a chmod counts
+        cached = self._files.get(job_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tokens = read_capability_file(path)
+        self._files[job_id] = (key, tokens)
+        return tokens
+
+
+# -- the server ------------------------------------------------------------------------------------------
+
+
 class DataServer:
-    """Serves the files under `root` to peers; use as `async with DataServer(root) as server: ...`.
+    """Serves job data under `root` to peers that hold the job's token; use as
+    `async with DataServer(root, ...) as server: ...`.
 
     `host`/`port` are where it listens (port 0 picks a free one, read it back from `.port` after start;
-    `any_port_if_taken` falls back to a free one when `port` is in use);
-    `advertise_host` is the address peers should use when `host` is a wildcard. `allow_upload` enables PUT
-    (the submitting client's server receives reduce outputs), `max_upload_bytes` caps one upload,
-    `allow_delete` enables DELETE (a finished job's data is removed by whoever owns the job), and
-    `fetch_limit` caps concurrent transfers. `aliases` publishes files that live outside `root` under
-    names of their own (the submitter serves its input files, wherever they are, as `in/0`, `in/1` ...):
-    read-only, and exactly those files, so nothing else outside `root` becomes reachable.
+    `any_port_if_taken` falls back to a free one when `port` is in use); `advertise_host` is the address
+    peers should use when `host` is a wildcard.
+
+    Whose data: by default (a node) the data of job `j` is `<root>/mr/j/...`, served to the tokens listed
+    in `<root>/mr/j/.capability` and to those granted in `capabilities` (job id -> token or tokens);
+    nothing else under `root` is served. With `job`, the server belongs to that one job (a submitter's):
+    every path under `root` and every alias is that job's, served to the tokens `capabilities` grants it.
+    More can be granted later through `.capabilities`.
+
+    `allow_upload` enables PUT (the submitter's server receives reduce outputs): at most
+    `max_upload_bytes` per request, and at most `upload_budget` bytes stored per job over all its
+    uploads (a replaced file gives its bytes back); `upload_names`, when given, are the only paths that
+    may be written. `allow_delete` enables DELETE. `fetch_limit` caps concurrent transfers.
+    `aliases` publishes files that live outside `root` under names of their own (the submitter serves its
+    input files, wherever they are, as `in/0`, `in/1` ...): read-only, and exactly those files.
+    `max_connections`, `max_connections_per_peer` and `head_timeout` bound what clients hold.
     """
 
     def __init__(
@@ -104,35 +277,59 @@ class DataServer:
         host: str = "0.0.0.0",
         port: int = 0,
         *,
+        job: str | None = None,
+        capabilities: Mapping[str, str | Iterable[str]] | None = None,
         advertise_host: str | None = None,
         allow_upload: bool = False,
-        max_upload_bytes: int | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        upload_budget: int = DEFAULT_UPLOAD_BUDGET,
+        upload_names: Iterable[str] | None = None,
         allow_delete: bool = False,
         fetch_limit: int = 16,
         aliases: Mapping[str, Path] | None = None,
         any_port_if_taken: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER,
+        head_timeout: float = HEAD_TIMEOUT_S,
     ) -> None:
-        if fetch_limit < 1:
-            raise ValueError("fetch_limit must be >= 1")
+        if fetch_limit < 1 or max_connections < 1 or max_connections_per_peer < 1:
+            raise ValueError("fetch_limit and the connection limits must be >= 1")
+        if max_upload_bytes < 0 or upload_budget < 0 or head_timeout <= 0:
+            raise ValueError("upload limits must be >= 0 and head_timeout > 0")
+        if job is not None and not is_name(job):
+            raise ValueError(f"bad job id {job[:40]!r}")
         try:
-            self._aliases = {_checked_relpath(k): Path(v).resolve() for k, v in (aliases or {}).items()}
+            self._aliases = {_relpath(k): Path(v).resolve() for k, v in (aliases or {}).items()}
+            self._upload_names = None if upload_names is None else {_relpath(n) for n in upload_names}
         except HttpError as exc:
-            raise ValueError(f"bad alias name: {exc}") from None
+            raise ValueError(f"bad alias or upload name: {exc}") from None
         self.root = Path(root).resolve()
+        self.job = job
+        self.capabilities = Capabilities(None if job is not None else self.root / JOBS_DIR, capabilities)
         self.host = host
         self.advertise_host = advertise_host
         self.allow_upload = allow_upload
         self.max_upload_bytes = max_upload_bytes
+        self.upload_budget = upload_budget
         self.allow_delete = allow_delete
         self.fetch_limit = fetch_limit
+        self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer
+        self.head_timeout = head_timeout
         self._port = port
         self._any_port_if_taken = any_port_if_taken
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._per_peer: collections.Counter[str] = collections.Counter()
+        # Connections still waiting for their request head, oldest first: the ones to drop when full.
+        self._awaiting_head: dict[asyncio.Task[None], None] = {}
         self._slots = asyncio.Semaphore(fetch_limit)
         self._sums: collections.OrderedDict[_ChecksumKey, str] = collections.OrderedDict()
         self._hashing: dict[_ChecksumKey, asyncio.Future[str]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._upload_used: collections.Counter[str] = collections.Counter()  # job -> bytes held or coming
+        self._stored: dict[str, tuple[str, int]] = {}  # relpath -> (job, size) of what uploads left
+        self._counters: collections.Counter[str] = collections.Counter()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -194,17 +391,27 @@ class DataServer:
             host = f"[{host}]"
         return f"http://{host}:{self._port}"
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """How many requests and connections were refused, by reason (for logs and status)."""
+        return dict(self._counters)
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return len(self._connections)
+
     def url_for(self, relpath: str) -> str:
         """The URL at which peers fetch `relpath` (relative to `root`)."""
         return file_url(self.url, relpath)
 
     def path_for(self, relpath: str) -> Path:
-        """The local path a GET of `relpath` reads, checked exactly as a request's path would be.
-
-        Raises `ValueError` if the path is malformed or leaves `root`.
-        """
+        """The local path a GET of `relpath` reads, checked exactly as a request's path would be (save
+        the token). Raises `ValueError` if the path is malformed, belongs to no job, or leaves its job's
+        directory."""
         try:
-            return self._local(relpath)
+            parts = checked_parts(relpath)
+            return self._local(parts, self._job_of(parts))
         except HttpError as exc:
             raise ValueError(str(exc)) from None
 
@@ -216,46 +423,86 @@ class DataServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
+        assert task is not None  # start_server runs every connection in a task of its own
         peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        address = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        peer = f"{address}:{peername[1]}" if isinstance(peername, tuple) else address
+        if not self._admit(task, address):
+            # No reading, no waiting on the peer: a short answer into the socket buffer, then close.
+            with contextlib.suppress(Exception):
+                writer.write(_BUSY)
+                writer.close()
+            return
         try:
-            await self._serve_one(reader, writer, peer)
+            await self._serve_one(reader, writer, peer, task)
         except (ConnectionError, TimeoutError) as exc:
             log.info("data server: %s went away (%s)", peer, exc or type(exc).__name__)
         except Exception:
             log.exception("data server: unexpected error serving %s", peer)
         finally:
-            if task is not None:
-                self._connections.discard(task)
+            self._connections.discard(task)
+            self._awaiting_head.pop(task, None)
+            self._per_peer[address] -= 1
+            if self._per_peer[address] <= 0:
+                del self._per_peer[address]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+    def _admit(self, task: asyncio.Task[None], address: str) -> bool:
+        """Count a new connection in, or say it must be refused (the peer, or the server, is full)."""
+        if self._per_peer[address] >= self.max_connections_per_peer:
+            self._counters["refused_peer_full"] += 1
+            log.debug("data server: %s already has %d connections; refused", address, self._per_peer[address])
+            return False
+        if len(self._connections) >= self.max_connections:
+            victim = next(iter(self._awaiting_head), None)
+            if victim is None:  # every connection carries a request: the newcomer gets a 503, retries later
+                self._counters["refused_server_full"] += 1
+                return False
+            # A connection that has not sent its head yet has cost us nothing to give up; a client that
+            # means it sends its head at once, so the oldest such connection is the likeliest idler.
+            del self._awaiting_head[victim]
+            victim.cancel()
+            self._counters["dropped_awaiting_head"] += 1
+        self._connections.add(task)
+        self._awaiting_head[task] = None
+        self._per_peer[address] += 1
+        return True
+
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, task: asyncio.Task[None]
+    ) -> None:
         request: Request | None = None
         try:
             try:
-                async with asyncio.timeout(HEAD_TIMEOUT_S):
+                async with asyncio.timeout(self.head_timeout):
                     head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
                 if exc.partial.strip():
-                    log.warning("data server: bad request from %s: connection closed inside the head", peer)
+                    log.info("data server: bad request from %s: connection closed inside the head", peer)
                 return
             except asyncio.LimitOverrunError:
                 raise HttpError(431, f"request head over {MAX_HEAD_BYTES} bytes") from None
             except TimeoutError:
-                raise HttpError(408, f"no complete request head within {HEAD_TIMEOUT_S:.0f}s") from None
+                self._counters["head_timeout"] += 1
+                raise HttpError(408, f"no complete request head within {self.head_timeout:g}s") from None
+            finally:
+                self._awaiting_head.pop(task, None)
             request = parse_head(head, peer)
             status = await self._dispatch(request, reader, writer)
             log.debug("data server: %s %s %s -> %d", peer, request.method, request.target, status)
         except HttpError as err:
-            what = f"{request.method} {request.target}" if request else "request"
-            log.warning("data server: %s from %s refused: %d %s", what, peer, err.status, err)
+            what = f"{request.method} {request.target[:200]}" if request else "request"
+            # Refusals of unauthenticated requests are counted, not each logged loudly: anyone can cause them.
+            level = logging.WARNING if request is not None and request.authenticated else logging.INFO
+            log.log(level, "data server: %s from %s refused: %d %s", what, peer, err.status, err)
             await reply_error(writer, err)
             if request is not None and request.body_left:
-                await linger(reader, request.body_left)
+                if request.authenticated:
+                    await linger(reader, request.body_left)
+                else:
+                    await linger(reader, request.body_left, ANONYMOUS_LINGER_S, ANONYMOUS_LINGER_BYTES)
         except (ConnectionError, TimeoutError):
             raise
         except Exception:
@@ -267,44 +514,95 @@ class DataServer:
     async def _dispatch(
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> int:
-        path, _, _query = request.target.partition("?")
-        if not path.startswith("/f/"):
-            raise HttpError(404, "only /f/<path> is served")
-        try:
-            relpath = unquote(path[3:], errors="strict")
-        except UnicodeDecodeError:
-            raise HttpError(400, "path is not UTF-8") from None
+        with contextlib.suppress(HttpError):  # a refusal lingers over the body it announced, if any
+            request.body_left = content_length(request)
+        if request.method not in ("GET", "PUT", "DELETE"):
+            allow = {"Allow": "GET, PUT, DELETE"}
+            raise HttpError(405, f"method {request.method[:20]} not allowed", headers=allow)
+        parts = parse_path(request.target)
+        job = self._authorize(request, parts)
         if request.method == "GET":
-            return await self._get(request, relpath, writer)
+            return await self._get(request, parts, job, writer)
         if request.method == "PUT":
-            return await self._put(request, relpath, reader, writer)
-        if request.method == "DELETE":
-            return await self._delete(request, relpath, writer)
-        raise HttpError(405, f"method {request.method} not allowed", headers={"Allow": "GET, PUT, DELETE"})
+            return await self._put(request, parts, job, reader, writer)
+        return await self._delete(request, parts, job, writer)
+
+    # -- access ----------------------------------------------------------------------------------------
+
+    def _job_of(self, parts: tuple[str, ...]) -> str:
+        """The job whose data `parts` names."""
+        if self.job is not None:
+            return self.job
+        if len(parts) >= 2 and parts[0] == JOBS_DIR:
+            return parts[1]
+        raise HttpError(403, f"only job data (/f/{JOBS_DIR}/<job id>/...) is served")
+
+    def _authorize(self, request: Request, parts: tuple[str, ...]) -> str:
+        """The job `parts` belongs to, if the request's token opens it; else a 401 or 403."""
+        try:
+            job = self._job_of(parts)
+        except HttpError:
+            self._counters["refused_not_job_data"] += 1
+            raise
+        try:
+            token = bearer_token(request.headers)
+        except HttpError:
+            self._counters["refused_no_token"] += 1
+            raise
+        if not self.capabilities.accepts(job, token):
+            self._counters["refused_bad_token"] += 1
+            raise HttpError(403, f"the token presented does not open job {job}'s data")
+        request.authenticated = True
+        return job
 
     # -- paths -----------------------------------------------------------------------------------------
 
-    def _resolve(self, relpath: str) -> Path:
-        """The path of `relpath` with symlinks resolved, which must lie strictly inside `root`."""
-        resolved = (self.root / _checked_relpath(relpath)).resolve()
-        if resolved == self.root or not resolved.is_relative_to(self.root):
-            raise HttpError(403, "path leaves the served directory")
+    def _scope(self, job: str) -> Path:
+        """The directory a job's paths must stay inside."""
+        return self.root if self.job is not None else self.root / JOBS_DIR / job
+
+    def _resolve(self, parts: tuple[str, ...], job: str) -> Path:
+        """The path of `parts` with symlinks resolved, which must lie strictly inside the job's directory."""
+        scope = self._scope(job)
+        resolved = self.root.joinpath(*parts).resolve()
+        if resolved == scope or not resolved.is_relative_to(scope):
+            raise HttpError(403, "path leaves the job's directory")
         return resolved
+
+    def _local(self, parts: tuple[str, ...], job: str) -> Path:
+        """Where a GET of `parts` reads: a published file, or a path inside the job's directory."""
+        return self._aliases.get("/".join(parts)) or self._resolve(parts, job)
+
+    def _refuse_alias(self, parts: tuple[str, ...]) -> None:
+        if "/".join(parts) in self._aliases:
+            raise HttpError(403, "a published file is read-only")
 
     # -- GET -------------------------------------------------------------------------------------------
 
-    def _local(self, relpath: str) -> Path:
-        """Where a GET of `relpath` reads: a published file, or a path inside `root`."""
-        return self._aliases.get(_checked_relpath(relpath)) or self._resolve(relpath)
-
-    def _refuse_alias(self, relpath: str) -> None:
-        if _checked_relpath(relpath) in self._aliases:
-            raise HttpError(403, "a published file is read-only")
-
-    async def _get(self, request: Request, relpath: str, writer: asyncio.StreamWriter) -> int:
-        path = self._local(relpath)
+    def _open_for_read(self, parts: tuple[str, ...], job: str) -> int:
+        """A descriptor of what a GET of `parts` reads. A published file is the owner's own; anything else
+        lies inside the job's directory, where task code writes, so it is opened beneath the data root
+        without following a link at any component (a check-then-open could be raced by a planted link)."""
+        flags = os.O_RDONLY | NONBLOCK | getattr(os, "O_BINARY", 0)
+        alias = self._aliases.get("/".join(parts))
+        if alias is not None:
+            return os.open(alias, flags)
+        self._resolve(parts, job)  # the lexical scope check, with its clear refusal
+        root_fd = os.open(self.root, os.O_RDONLY | DIRECTORY | CLOEXEC)
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+            return open_beneath(root_fd, list(parts), flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise HttpError(403, "path leaves the job's directory") from None
+            raise
+        finally:
+            os.close(root_fd)
+
+    async def _get(
+        self, request: Request, parts: tuple[str, ...], job: str, writer: asyncio.StreamWriter
+    ) -> int:
+        try:
+            fd = self._open_for_read(parts, job)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise HttpError(404, "no such file") from None
         except PermissionError:
@@ -364,21 +662,37 @@ class DataServer:
     # -- PUT -------------------------------------------------------------------------------------------
 
     async def _put(
-        self, request: Request, relpath: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        request: Request,
+        parts: tuple[str, ...],
+        job: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> int:
         length = content_length(request)
         request.body_left = length
         if not self.allow_upload:
             raise HttpError(403, "uploads are disabled on this node")
-        if self.max_upload_bytes is not None and length > self.max_upload_bytes:
-            raise HttpError(413, f"{length} bytes is over the limit of {self.max_upload_bytes}")
+        relpath = "/".join(parts)
+        self._refuse_alias(parts)
+        if self._upload_names is not None and relpath not in self._upload_names:
+            raise HttpError(403, f"{relpath} is not an output this server expects")
+        if length > self.max_upload_bytes:
+            self._counters["refused_upload_too_large"] += 1
+            raise HttpError(413, f"{length} bytes is over the limit of {self.max_upload_bytes} per upload")
+        replacing = self._stored.get(relpath, (job, 0))[1]  # a file this upload replaces gives its bytes back
+        if self._upload_used[job] - replacing + length > self.upload_budget:
+            self._counters["refused_over_budget"] += 1
+            raise HttpError(
+                413,
+                f"{length} more bytes would take job {job}'s uploads past its budget of {self.upload_budget}",
+            )
         claimed = request.headers.get(CHECKSUM_HEADER.lower())
         if claimed is not None:
             claimed = claimed.strip().lower()
             if not _CHECKSUM.fullmatch(claimed):
                 raise HttpError(400, f"{CHECKSUM_HEADER} is not 8 hex digits")
-        self._refuse_alias(relpath)
-        path = self._resolve(relpath)
+        path = self._resolve(parts, job)
         if path.is_dir():
             raise HttpError(409, "a directory has that name")
         created = [d for d in (path.parent, *path.parent.parents) if d.is_relative_to(self.root)]
@@ -387,16 +701,22 @@ class DataServer:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise HttpError(409, "a file stands where a directory is needed") from None
+        self._upload_used[job] += length  # held from now, so concurrent uploads cannot overrun it together
         try:
             async with self._slots:
                 if request.headers.get("expect", "").lower() == "100-continue":  # curl asks, then waits
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 info, digest = await self._store(request, reader, path, claimed)
         except BaseException:
+            self._upload_used[job] -= length
             for directory in created:  # a refused upload leaves nothing behind, not even its directories
                 with contextlib.suppress(OSError):
                     directory.rmdir()
             raise
+        replaced = self._stored.pop(relpath, None)
+        if replaced is not None:  # the file it replaced is gone: its bytes count no more
+            self._upload_used[replaced[0]] -= replaced[1]
+        self._stored[relpath] = (job, length)
         await self._blocking(fsync_directory, path.parent)
         self._remember((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, 0, info.st_size), digest)
         request.answer(writer, 201, {"Content-Length": "0", CHECKSUM_HEADER: digest})
@@ -410,7 +730,7 @@ class DataServer:
         fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload", dir=path.parent)
         temp = Path(temp_name)
         try:
-            digest = await _receive(reader, fd, request, self._blocking)
+            digest = await _receive(reader, fd, request, self._blocking, self._counters)
             if claimed is not None and digest != claimed:
                 raise HttpError(
                     400, f"received bytes hash to {digest}, not {claimed}", reason=CHECKSUM_MISMATCH_REASON
@@ -427,16 +747,20 @@ class DataServer:
 
     # -- DELETE ----------------------------------------------------------------------------------------
 
-    async def _delete(self, request: Request, relpath: str, writer: asyncio.StreamWriter) -> int:
+    async def _delete(
+        self, request: Request, parts: tuple[str, ...], job: str, writer: asyncio.StreamWriter
+    ) -> int:
         if not self.allow_delete:
             raise HttpError(403, "deletes are disabled on this node")
         # Check the parent with symlinks resolved, but act on the name itself: deleting a symlink removes
-        # the link, never what it points to.
-        self._refuse_alias(relpath)
-        candidate = self.root / _checked_relpath(relpath)
+        # the link, never what it points to. A node's job directory itself may go (the job's cleanup).
+        self._refuse_alias(parts)
+        scope = self._scope(job)
+        candidate = self.root.joinpath(*parts)
         parent = candidate.parent.resolve()
-        if not parent.is_relative_to(self.root):
-            raise HttpError(403, "path leaves the served directory")
+        inside = parent == scope.parent if candidate == scope else parent.is_relative_to(scope)
+        if not inside:
+            raise HttpError(403, "path leaves the job's directory")
         target = parent / candidate.name
         if target.is_symlink() or target.is_file():
             target.unlink()
@@ -449,18 +773,9 @@ class DataServer:
         return 204
 
 
-def _checked_relpath(relpath: str) -> str:
-    """`relpath` without a trailing slash, if it is a plain relative path; else a 400."""
-    relpath = relpath.removesuffix("/")
-    if not relpath:
-        raise HttpError(400, "empty path")
-    if "\x00" in relpath or "\\" in relpath:
-        raise HttpError(400, "path contains NUL or a backslash")
-    if relpath.startswith("/"):
-        raise HttpError(400, "absolute path")
-    if any(part in ("", ".", "..") for part in relpath.split("/")):
-        raise HttpError(400, "path has an empty, '.' or '..' component")
-    return relpath
+def _relpath(relpath: str) -> str:
+    """`relpath` checked as a request's path would be, in its canonical form."""
+    return "/".join(checked_parts(relpath))
 
 
 async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, length: int) -> None:
@@ -476,21 +791,42 @@ async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, leng
         offset += sent
 
 
-async def _receive(reader: asyncio.StreamReader, fd: int, request: Request, blocking: _Blocking) -> str:
+async def _receive(
+    reader: asyncio.StreamReader,
+    fd: int,
+    request: Request,
+    blocking: _Blocking,
+    counters: collections.Counter[str],
+) -> str:
     """Read the request body into `fd`; return its checksum.
 
     The loop only receives: each ~1 MiB batch is checksummed and written by a thread (zlib and the
-    write release the GIL) while the loop receives the next one, so the two overlap.
+    write release the GIL) while the loop receives the next one, so the two overlap. A body that stalls
+    for `BODY_IDLE_S` or falls behind `MIN_BODY_RATE` (after `BODY_GRACE_S`) is cut off with a 408: a
+    client trickling bytes would otherwise hold a transfer slot and a temp file as long as it liked.
     """
     hasher = new_hasher()
     batch: list[bytes] = []
     batched = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time() + BODY_GRACE_S
+    received = 0
     while request.body_left > 0:
-        async with asyncio.timeout(IO_TIMEOUT_S):
-            block = await reader.read(min(request.body_left, WRITE_BATCH))
+        try:
+            async with asyncio.timeout(BODY_IDLE_S):
+                block = await reader.read(min(request.body_left, WRITE_BATCH))
+        except TimeoutError:
+            counters["slow_body"] += 1
+            request.body_left = 0  # no lingering over a body that does not come
+            raise HttpError(408, f"no body bytes for {BODY_IDLE_S:g}s") from None
         if not block:
             raise ConnectionError(f"client closed with {request.body_left} body bytes unsent")
         request.body_left -= len(block)
+        received += len(block)
+        if loop.time() > started + received / MIN_BODY_RATE:
+            counters["slow_body"] += 1
+            request.body_left = 0
+            raise HttpError(408, f"body arriving slower than {MIN_BODY_RATE} bytes/s")
         batch.append(block)
         batched += len(block)
         if batched >= WRITE_BATCH or request.body_left == 0:

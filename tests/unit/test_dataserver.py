@@ -3,11 +3,15 @@
 The client functions block (they run in task worker processes), so the tests call them through
 `asyncio.to_thread` while the server runs on the test's event loop. Misbehaving peers are tiny asyncio
 servers written here, because the point is what the client does when a peer lies or breaks.
+
+The servers here belong to one job (as a submitter's does) and the clients present its token;
+`test_dataserver_security` tests who else gets in (nobody) and what a peer can hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import os
 import random
@@ -28,14 +32,22 @@ from swarm.runtime.datafetch import (
     FetchError,
     checksum_bytes,
     checksum_file,
-    delete,
-    fetch,
-    upload,
 )
 from swarm.runtime.dataserver import DataServer
 
 LOOPBACK = "127.0.0.1"
 MB = 1 << 20
+JOB = "job-0123abcd"
+TOKEN = "dGhlIGpvYidzIGNhcGFiaWxpdHk"
+# The client calls as task code makes them, with the job's token.
+fetch = functools.partial(datafetch.fetch, token=TOKEN)
+upload = functools.partial(datafetch.upload, token=TOKEN)
+delete = functools.partial(datafetch.delete, token=TOKEN)
+
+
+def serve(root: Path, **options: object) -> DataServer:
+    """A data server of job `JOB` (as a submitter's is), accepting `TOKEN`."""
+    return DataServer(root, LOOPBACK, job=JOB, capabilities={JOB: TOKEN}, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -52,18 +64,24 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def server(root: Path) -> AsyncIterator[DataServer]:
-    async with DataServer(root, LOOPBACK, allow_upload=True, allow_delete=True) as running:
+    async with serve(root, allow_upload=True, allow_delete=True) as running:
         yield running
 
 
 def _raw(
-    url: str, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    url: str,
+    method: str,
+    target: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    token: str | None = TOKEN,
 ) -> tuple[int, str, dict[str, str], bytes]:
     """One request with the target sent exactly as given (no quoting), for tests that attack the parser."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    auth = {} if token is None else {"Authorization": f"Bearer {token}"}
     try:
-        conn.request(method, target, body=body, headers=headers or {})
+        conn.request(method, target, body=body, headers=auth | (headers or {}))
         response = conn.getresponse()
         return response.status, response.reason, dict(response.getheaders()), response.read()
     finally:
@@ -80,9 +98,9 @@ def _files(directory: Path) -> list[str]:
 async def test_get_round_trip_to_memory_and_to_file(server: DataServer, root: Path, tmp_path: Path) -> None:
     data = os.urandom(3 * MB + 17)  # several chunks, so the threaded hash pipeline is used
     (root / "job" / "in").mkdir(parents=True)
-    (root / "job" / "in" / "part 1.bin").write_bytes(data)
-    url = server.url_for("job/in/part 1.bin")
-    assert url == f"http://{LOOPBACK}:{server.port}/f/job/in/part%201.bin"
+    (root / "job" / "in" / "part_1.bin").write_bytes(data)
+    url = server.url_for("job/in/part_1.bin")
+    assert url == f"http://{LOOPBACK}:{server.port}/f/job/in/part_1.bin"
 
     assert await asyncio.to_thread(fetch, url) == data
     dest = tmp_path / "copies" / "part1.bin"
@@ -90,10 +108,11 @@ async def test_get_round_trip_to_memory_and_to_file(server: DataServer, root: Pa
     assert dest.read_bytes() == data
     assert _files(dest.parent) == ["part1.bin"]  # no temp file left beside it
 
-    status, _, headers, body = await asyncio.to_thread(_raw, server.url, "GET", "/f/job/in/part%201.bin")
+    # percent-encoded names are decoded before they are checked
+    status, _, headers, body = await asyncio.to_thread(_raw, server.url, "GET", "/f/job/in/part%5F1.bin")
     assert (status, body) == (200, data)
     assert (
-        headers[CHECKSUM_HEADER] == checksum_file(root / "job" / "in" / "part 1.bin") == checksum_bytes(data)
+        headers[CHECKSUM_HEADER] == checksum_file(root / "job" / "in" / "part_1.bin") == checksum_bytes(data)
     )
 
 
@@ -201,7 +220,7 @@ async def test_concurrent_fetches_beyond_the_transfer_limit(root: Path) -> None:
     blobs = {f"b{i}": os.urandom(MB + i) for i in range(6)}
     for name, blob in blobs.items():
         (root / name).write_bytes(blob)
-    async with DataServer(root, LOOPBACK, fetch_limit=2) as limited:
+    async with serve(root, fetch_limit=2) as limited:
         got = await asyncio.gather(*(asyncio.to_thread(fetch, limited.url_for(n)) for n in blobs))
     assert got == list(blobs.values())
 
@@ -255,7 +274,7 @@ async def test_upload_retries_a_put_damaged_in_transit(root: Path, monkeypatch: 
         real_send(conn, source, size)
 
     monkeypatch.setattr(datafetch, "_send", flaky_send)
-    async with DataServer(root, LOOPBACK, allow_upload=True) as running:
+    async with serve(root, allow_upload=True) as running:
         await asyncio.to_thread(upload, running.url_for("out"), [b"prec", memoryview(b"ious")])
     assert calls == 2
     assert _files(root) == ["out"]
@@ -267,6 +286,7 @@ async def test_a_reader_never_sees_a_partial_upload(server: DataServer, root: Pa
     reader, writer = await asyncio.open_connection(LOOPBACK, server.port)
     head = (
         f"PUT /f/out/r0 HTTP/1.1\r\nContent-Length: {len(data)}\r\n{CHECKSUM_HEADER}: {checksum_bytes(data)}"
+        f"\r\nAuthorization: Bearer {TOKEN}"
     )
     writer.write(head.encode() + b"\r\n\r\n" + data[: len(data) // 2])
     await writer.drain()
@@ -282,11 +302,11 @@ async def test_a_reader_never_sees_a_partial_upload(server: DataServer, root: Pa
 
 
 async def test_uploads_are_refused_when_disabled_or_too_large(root: Path) -> None:
-    async with DataServer(root, LOOPBACK) as readonly:
+    async with serve(root) as readonly:
         with pytest.raises(FetchError, match="403") as info:
             await asyncio.to_thread(upload, readonly.url_for("x"), b"data")
         assert not info.value.retryable
-    async with DataServer(root, LOOPBACK, allow_upload=True, max_upload_bytes=1000) as capped:
+    async with serve(root, allow_upload=True, max_upload_bytes=1000) as capped:
         await asyncio.to_thread(upload, capped.url_for("small"), b"s" * 1000)
         with pytest.raises(FetchError, match="413") as info:  # the client hears why, not a reset
             await asyncio.to_thread(upload, capped.url_for("big"), os.urandom(2 * MB))
@@ -315,7 +335,7 @@ async def test_delete_removes_a_job_tree(server: DataServer, root: Path, tmp_pat
         status, *_ = await asyncio.to_thread(_raw, server.url, "DELETE", target)
         assert status in (400, 403, 404), target
     assert (outside / "precious").exists()
-    async with DataServer(root, LOOPBACK) as readonly:
+    async with serve(root) as readonly:
         with pytest.raises(FetchError, match="403"):
             await asyncio.to_thread(delete, readonly.url_for("job8"))
     assert (root / "job8").is_dir()
@@ -331,7 +351,7 @@ async def test_path_traversal_is_refused(server: DataServer, root: Path, tmp_pat
     (root / "escape-file").symlink_to(secret)
     (root / "sub").mkdir()
     (root / "sub" / "ok").write_bytes(b"ok")
-    (root / "inner").symlink_to(root / "sub")  # symlinks that stay inside are fine
+    (root / "inner").symlink_to(root / "sub")  # no link is followed, even one that stays inside
 
     attacks = {
         "/f/../secret": 400,
@@ -356,7 +376,9 @@ async def test_path_traversal_is_refused(server: DataServer, root: Path, tmp_pat
             assert b"top secret" not in body
     assert secret.read_bytes() == b"top secret"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret", "served"]
-    assert await asyncio.to_thread(fetch, server.url_for("inner/ok")) == b"ok"
+    status, _, _, _ = await asyncio.to_thread(_raw, server.url, "GET", "/f/inner/ok", b"")
+    assert status == 403
+    assert await asyncio.to_thread(fetch, server.url_for("sub/ok")) == b"ok"
     assert server.path_for("sub/ok") == root / "sub" / "ok"
     with pytest.raises(ValueError):
         server.path_for("../secret")
@@ -367,8 +389,8 @@ async def test_aliases_publish_outside_files_read_only(root: Path, tmp_path: Pat
     inputs.mkdir()
     (inputs / "book.txt").write_bytes(b"it was the best of times")
     (inputs / "other.txt").write_bytes(b"not published")
-    async with DataServer(
-        root, LOOPBACK, allow_upload=True, allow_delete=True, aliases={"in/0": inputs / "book.txt"}
+    async with serve(
+        root, allow_upload=True, allow_delete=True, aliases={"in/0": inputs / "book.txt"}
     ) as server:
         assert await asyncio.to_thread(fetch, server.url_for("in/0")) == b"it was the best of times"
         assert await asyncio.to_thread(fetch, server.url_for("in/0"), byte_range=(7, 9)) == b"the"
@@ -399,6 +421,7 @@ async def _exchange(port: int, payload: bytes) -> bytes:
 
 
 async def test_server_survives_garbage(server: DataServer, root: Path) -> None:
+    auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
     (root / "f").write_bytes(b"still here")
     rng = random.Random(7)
     for _ in range(20):
@@ -412,9 +435,9 @@ async def test_server_survives_garbage(server: DataServer, root: Path) -> None:
     assert (await _exchange(server.port, b"GET /f/f HTTP/1.1\r\nX: " + b"a" * 70_000)).startswith(
         b"HTTP/1.1 431 "
     )
-    bad_length = b"PUT /f/g HTTP/1.1\r\nContent-Length: -5\r\n\r\n"
+    bad_length = b"PUT /f/g HTTP/1.1\r\n" + auth + b"Content-Length: -5\r\n\r\n"
     assert (await _exchange(server.port, bad_length)).startswith(b"HTTP/1.1 400 ")
-    chunked = b"PUT /f/g HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    chunked = b"PUT /f/g HTTP/1.1\r\n" + auth + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     assert (await _exchange(server.port, chunked)).startswith(b"HTTP/1.1 501 ")
     assert (await _exchange(server.port, b"PATCH /f/f HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405 ")
     assert await asyncio.to_thread(fetch, server.url_for("f")) == b"still here"

@@ -13,7 +13,7 @@ from swarm.checksum import checksum_bytes
 from swarm.mapreduce import locality, tasks
 from swarm.mapreduce.app import AppSource
 from swarm.mapreduce.locality import file_identity, open_local_output, read_local, read_own_run
-from swarm.mapreduce.plan import MapReduceSpec, build_job, plan_splits
+from swarm.mapreduce.plan import MapReduceSpec, build_job, new_capability, plan_splits
 from swarm.mapreduce.runs import read_run
 from swarm.mapreduce.tasks import map_handler, reduce_handler
 from swarm.runtime.datafetch import FetchError
@@ -21,6 +21,7 @@ from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
 DATA = b"".join(b"line %d of the input\n" % i for i in range(1000))
 DEAD_URL = "http://127.0.0.1:9"  # nothing listens there: any fetch or upload fails
+TOKEN = new_capability()
 
 
 def _with_node_dir(ctx: TaskContext, tmp_path: Path) -> TaskContext:
@@ -91,6 +92,7 @@ def test_a_map_task_reads_locally_instead_of_fetching(
     (split,) = plan_splits((data_file,), None)
     payload = {
         "job": "j",
+        "token": TOKEN,
         "app": AppSource("wordcount", module="swarm.mapreduce.apps.wordcount").to_payload(),
         "params": {},
         "reducers": 1,
@@ -160,7 +162,9 @@ def test_a_reduce_on_the_submitters_machine_writes_its_output_itself(
     out = tmp_path / "out"
     out.mkdir()
     spec = MapReduceSpec(AppSource("wordcount", module="swarm.mapreduce.apps.wordcount"), (data_file,), 1, {})
-    job = build_job("j", spec, plan_splits((data_file,), None), DEAD_URL, None, file_identity(out))
+    job = build_job(
+        "j", spec, plan_splits((data_file,), None), DEAD_URL, None, file_identity(out), token=TOKEN
+    )
     mapped, reduce_task = job.tasks
     ctx = TaskContext("n1", "j", 1, str(tmp_path), TaskPolicy(allowed_paths=(str(tmp_path),)), DataPlane())
     map_result = {**map_handler.run(_with_node_dir(ctx, tmp_path), mapped.payload), "url": DEAD_URL}
@@ -176,11 +180,13 @@ def test_a_reducer_reads_the_runs_its_own_node_holds(tmp_path: Path) -> None:
     run.parent.mkdir(parents=True)
     run.write_bytes(b"run bytes")
     good = checksum_bytes(b"run bytes")
-    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", good) == b"run bytes"
-    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", checksum_bytes(b"other")) is None
-    for bad in ("/etc/passwd", "mr/../../x", "mr//j", "missing.run", 7):
-        assert read_own_run(str(tmp_path), bad, good) is None
-    assert read_own_run("", "mr/j/m0-a1/part-0.run", good) is None
+    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", good, job="j") == b"run bytes"
+    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", checksum_bytes(b"other"), job="j") is None
+    for bad in ("/etc/passwd", "mr/../../x", "mr//j", "mr/j/../j/m0-a1/part-0.run", "missing.run", 7):
+        assert read_own_run(str(tmp_path), bad, good, job="j") is None
+    assert read_own_run("", "mr/j/m0-a1/part-0.run", good, job="j") is None
+    # another job's run is not this job's to read, even on the node that holds it
+    assert read_own_run(str(tmp_path), "mr/j/m0-a1/part-0.run", good, job="k") is None
 
 
 def test_a_reduce_on_the_mappers_node_reads_its_runs_instead_of_fetching(
@@ -191,7 +197,9 @@ def test_a_reduce_on_the_mappers_node_reads_its_runs_instead_of_fetching(
     out = tmp_path / "out"
     out.mkdir()
     spec = MapReduceSpec(AppSource("wordcount", module="swarm.mapreduce.apps.wordcount"), (data_file,), 1, {})
-    job = build_job("j", spec, plan_splits((data_file,), None), DEAD_URL, None, file_identity(out))
+    job = build_job(
+        "j", spec, plan_splits((data_file,), None), DEAD_URL, None, file_identity(out), token=TOKEN
+    )
     mapped, reduce_task = job.tasks
     policy = TaskPolicy(allowed_paths=(str(tmp_path),))
     mapper = _with_node_dir(TaskContext("n1", "j", 1, str(tmp_path), policy), tmp_path)
@@ -224,7 +232,13 @@ def test_a_reduce_in_many_small_chunks_writes_what_one_chunk_does(
         out.mkdir()
         splits = plan_splits((data,), 20_000, 100 if app == "sort" else None)
         job = build_job(
-            "j", MapReduceSpec(source, (data,), 1, {}), splits, DEAD_URL, None, file_identity(out)
+            "j",
+            MapReduceSpec(source, (data,), 1, {}),
+            splits,
+            DEAD_URL,
+            None,
+            file_identity(out),
+            token=TOKEN,
         )
         *maps, reduce_task = job.tasks
         policy = TaskPolicy(allowed_paths=(str(tmp_path),))
