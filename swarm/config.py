@@ -10,12 +10,19 @@ The TOML file (``--config FILE``, or ``$SWARM_CONFIG``, or ``~/.config/swarm/con
     slots = 2
     role = "worker"
     embedded_broker = true
+    broker_username = "n-1ad6b476"   # also $SWARM_BROKER_USERNAME; the login at a broker you run
+    broker_password = "..."          # also $SWARM_BROKER_PASSWORD (or user:password@ in the URL)
+    broker_ca = "~/.config/swarm/broker-ca.pem"  # also $SWARM_BROKER_CA: the CA of its TLS certificate
 
     [tasks]
-    allow_command = false
+    allow_command = false     # true/false only (a quoted "false" is an error, not a yes)
     allow_file_operations = false
     allowed_paths = ["/srv/swarm"]
-    memory_limit_mb = 512
+    allowed_commands = ["/usr/bin/ls", "python3"]  # what `command` may run; names are resolved on
+                              # the node's PATH when the config is loaded; empty: nothing at all
+    default_timeout_s = 300   # an attempt whose task names no timeout is killed after this; 0: never
+    memory_limit_mb = 1024    # address space a task may add to its worker (the default); 0: no limit
+    run_as = "nobody"         # the user task code runs as when the node runs as root (the default)
 
     [timeouts]                # seconds; heartbeat < failure < election is enforced
     heartbeat_interval = 0.5
@@ -43,15 +50,24 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from swarm.core.config import CoreConfig, PlacementWeights
 from swarm.errors import ConfigError
-from swarm.taskapi import TaskPolicy
+from swarm.plugins.command import resolve_commands
+from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S, TaskPolicy
 
-__all__ = ["DEFAULT_BROKER_PORT", "NodeConfig", "load_config", "parse_broker_url"]
+__all__ = [
+    "DEFAULT_BROKER_PORT",
+    "DEFAULT_TLS_BROKER_PORT",
+    "BrokerUrl",
+    "NodeConfig",
+    "load_config",
+    "parse_broker_url",
+]
 
 DEFAULT_BROKER_PORT = 1883
+DEFAULT_TLS_BROKER_PORT = 8883
 _TIMEOUT_KEYS = {
     "heartbeat_interval",
     "failure_timeout",
@@ -75,22 +91,45 @@ class NodeConfig:
     embedded_broker: bool = True
     mdns_timeout: float = 2.0
     max_message_bytes: int = 16 * 1024 * 1024
-    memory_limit_mb: int | None = None
+    broker_username: str | None = None
+    broker_password: str | None = field(default=None, repr=False)
+    broker_ca: Path | None = None
+    memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB
     spill_threshold_mb: int = 256
     policy: TaskPolicy = field(default_factory=TaskPolicy)
     core: CoreConfig = field(default_factory=CoreConfig)
 
 
-def parse_broker_url(url: str) -> tuple[str, int]:
-    """`mqtt://host:port` (or `host:port`, or `host`) -> (host, port)."""
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """Where a broker is and how to log in, as a broker URL says it."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse `mqtt://host:port`, `mqtts://host:port` (TLS), either with `user:password@` before the host,
+    or a bare `host:port` or `host` (plain MQTT). The port defaults to 1883, or 8883 with TLS;
+    user and password are percent-decoded."""
     parsed = urlparse(url if "://" in url else f"mqtt://{url}")
-    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-        raise ConfigError(f"broker must look like mqtt://host:port, got {url!r}")
+    # Error messages show the URL without its password: they end up in logs.
+    shown = url.replace(f":{parsed.password}@", ":***@") if parsed.password else url
+    if parsed.scheme not in ("mqtt", "tcp", "mqtts") or not parsed.hostname:
+        raise ConfigError(
+            f"broker must look like mqtt://host:port or mqtts://user:password@host:port, got {shown!r}"
+        )
+    tls = parsed.scheme == "mqtts"
     try:
-        port = parsed.port or DEFAULT_BROKER_PORT
+        port = parsed.port or (DEFAULT_TLS_BROKER_PORT if tls else DEFAULT_BROKER_PORT)
     except ValueError:
-        raise ConfigError(f"bad port in broker url {url!r}") from None
-    return parsed.hostname, port
+        raise ConfigError(f"bad port in broker url {shown!r}") from None
+    username = unquote(parsed.username) if parsed.username else None
+    password = unquote(parsed.password) if parsed.password is not None else None
+    return BrokerUrl(parsed.hostname, port, tls, username, password)
 
 
 def _default_config_path() -> Path | None:
@@ -112,6 +151,63 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc}") from None
 
 
+def _tasks_bool(tasks: dict[str, Any], key: str) -> bool:
+    value = tasks.pop(key, False)
+    if not isinstance(value, bool):  # bool("false") is True: only a real TOML boolean means yes or no
+        raise ConfigError(f"[tasks] {key} must be true or false, got {value!r}")
+    return value
+
+
+def _tasks_strings(tasks: dict[str, Any], key: str) -> list[str]:
+    value = tasks.pop(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"[tasks] {key} must be a list of non-empty strings, got {value!r}")
+    return value
+
+
+def _tasks_limit(tasks: dict[str, Any], key: str, default: float) -> float | None:
+    """A limit that is a positive number, or 0 for none at all (TOML has no null)."""
+    value = tasks.pop(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"[tasks] {key} must be a number >= 0 (0: no limit), got {value!r}")
+    return value or None
+
+
+def _tasks_run_as(tasks: dict[str, Any]) -> str | None:
+    value = tasks.pop("run_as", None)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"[tasks] run_as must name a user, got {value!r}")
+    try:
+        import pwd
+    except ImportError:  # no Unix users here: nothing to check, and nothing to switch to either
+        return value
+    try:
+        pwd.getpwnam(value)
+    except KeyError:
+        raise ConfigError(f"[tasks] run_as: no user {value!r} on this machine") from None
+    return value
+
+
+def _tasks_section(tasks: dict[str, Any]) -> tuple[TaskPolicy, int | None]:
+    """The [tasks] table -> the policy workers enforce, and the memory limit (None: unlimited)."""
+    policy = TaskPolicy(
+        allow_command=_tasks_bool(tasks, "allow_command"),
+        allow_file_operations=_tasks_bool(tasks, "allow_file_operations"),
+        allowed_paths=tuple(str(Path(p).expanduser()) for p in _tasks_strings(tasks, "allowed_paths")),
+        allowed_commands=resolve_commands(_tasks_strings(tasks, "allowed_commands")),
+        default_timeout_s=_tasks_limit(tasks, "default_timeout_s", DEFAULT_TIMEOUT_S),
+        run_as=_tasks_run_as(tasks),
+    )
+    memory = _tasks_limit(tasks, "memory_limit_mb", DEFAULT_MEMORY_LIMIT_MB)
+    if memory is not None and memory != int(memory):
+        raise ConfigError(f"[tasks] memory_limit_mb must be a whole number of MiB, got {memory!r}")
+    if tasks:
+        raise ConfigError(f"[tasks]: unknown key(s) {sorted(tasks)}")
+    return policy, None if memory is None else int(memory)
+
+
 def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
     """Build the configuration; flags whose value is None do not override anything."""
     data = _read_toml(path or _default_config_path())
@@ -124,7 +220,13 @@ def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
         raise ConfigError(f"[mapreduce]: unknown key(s) {sorted(set(mapreduce) - {'spill_threshold_mb'})}")
     if "spill_threshold_mb" in mapreduce:
         node["spill_threshold_mb"] = int(mapreduce["spill_threshold_mb"])
-    for env_key, key in (("SWARM_BROKER", "broker"), ("SWARM_CLUSTER", "cluster")):
+    for env_key, key in (
+        ("SWARM_BROKER", "broker"),
+        ("SWARM_CLUSTER", "cluster"),
+        ("SWARM_BROKER_USERNAME", "broker_username"),
+        ("SWARM_BROKER_PASSWORD", "broker_password"),
+        ("SWARM_BROKER_CA", "broker_ca"),
+    ):
         if os.environ.get(env_key):
             node[key] = os.environ[env_key]
     node.update({k: v for k, v in flags.items() if v is not None and k not in ("slots", "role")})
@@ -142,16 +244,10 @@ def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
     try:
         weights = PlacementWeights(**placement)
         core = CoreConfig(weights=weights, **core_kwargs)
-        policy = TaskPolicy(
-            allow_command=bool(tasks.pop("allow_command", False)),
-            allow_file_operations=bool(tasks.pop("allow_file_operations", False)),
-            allowed_paths=tuple(str(Path(p).expanduser()) for p in tasks.pop("allowed_paths", ())),
-        )
-        memory = tasks.pop("memory_limit_mb", None)
-        if tasks:
-            raise ConfigError(f"[tasks]: unknown key(s) {sorted(tasks)}")
-        if "data_dir" in node and node["data_dir"] is not None:
-            node["data_dir"] = Path(node["data_dir"]).expanduser()
+        policy, memory = _tasks_section(tasks)
+        for key in ("data_dir", "broker_ca"):
+            if node.get(key) is not None:
+                node[key] = Path(node[key]).expanduser()
         known = {f.name for f in dataclasses.fields(NodeConfig)}
         bad = set(node) - known
         if bad:

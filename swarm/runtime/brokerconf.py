@@ -1,27 +1,66 @@
-"""How swarm configures and reaches a mosquitto it starts itself.
+"""How swarm configures and reaches a mosquitto it starts itself, and who that broker lets in.
 
 The embedded broker of `swarm join` and the test suite's broker fixture both start mosquitto, and
 both must run it with the settings measured to matter (see `mosquitto_config`); generating the
 configuration in one place keeps the tests honest about what users run.
+
+Security, decided once for both brokers (mosquitto and the amqtt fallback):
+
+- Every principal logs in as itself: a node (id `n-...`) or a user token (id `u-...`) has its own
+  broker username, its id, and a password; there is no anonymous access.
+- The listener speaks TLS only, with a server certificate from the cluster's own CA
+  (`swarm.trust.tls`); clients check the chain against that CA, not the host name.
+- What each principal may read and write is one table, `ACL_RULES`, rendered as mosquitto's
+  `acl_file` by `mosquitto_acl` and checked for amqtt by `acl_allows`.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import dataclasses
+import hashlib
 import ipaddress
 import os
+import re
+import secrets
 import shutil
 import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from swarm.config import NodeConfig
 
 __all__ = [
+    "ACL_RULES",
+    "MAX_QUEUED_BYTES",
     "MOSQUITTO_PATHS",
+    "PACKET_MARGIN",
+    "AclAction",
+    "AclRule",
+    "BrokerSecurity",
+    "MosquittoFiles",
+    "PrincipalKind",
+    "UserEntry",
+    "acl_allows",
+    "check_cluster",
+    "check_principal",
     "client_host",
     "find_mosquitto",
     "free_port",
+    "hash_password",
+    "mosquitto_acl",
     "mosquitto_config",
+    "mosquitto_passwords",
     "port_accepts",
     "port_is_free",
     "url_for",
+    "verify_password",
+    "write_mosquitto_files",
 ]
 
 # Where packages put mosquitto when its directory is not on PATH: Debian and Fedora use sbin, which
@@ -34,19 +73,317 @@ MOSQUITTO_PATHS = (
     "/usr/local/opt/mosquitto/sbin/mosquitto",
 )
 
+#: Bytes a client may have queued at the broker (QoS 1 messages beyond those in flight, and everything
+#: that arrives for a persistent session while it is offline) before further messages are dropped.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: What an MQTT packet may carry beyond its payload: the fixed header, a topic of up to 64 KiB, the
+#: packet id and MQTT 5 properties.
+PACKET_MARGIN = 128 * 1024
 
-def mosquitto_config(port: int, host: str, log_path: Path, persistence_dir: Path | None = None) -> str:
-    """Return a mosquitto.conf for one anonymous listener on `host:port`.
+PrincipalKind = Literal["node", "user"]
+AclAction = Literal["publish", "subscribe", "receive"]
+
+_PREFIX: dict[str, str] = {"node": "n-", "user": "u-"}
+# A principal id as the broker sees it: the project's id grammar (swarm/ids.py) without ':', which
+# separates the user from the hash in mosquitto's password file, and with the kind's prefix.
+_PRINCIPAL_ID = re.compile(r"[nu]-[A-Za-z0-9_.=@-]{1,196}")
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:=@-]{0,199}")
+# mosquitto_passwd's defaults (mosquitto 2.0): PBKDF2-SHA512, 101 iterations, a 12-byte salt, and the
+# 64-byte digest, both in standard base64 with padding.
+_PBKDF2_ITERATIONS = 101
+_SALT_BYTES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """One principal's broker login: its password and what kind of principal it is.
+
+    `role` is the user's role ("viewer", "submitter", "operator", "admin") or "member" for a node;
+    `ACL_RULES` says what each may publish.
+    """
+
+    password: str = field(repr=False)
+    kind: PrincipalKind
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AclRule:
+    """One line of the access table: principals of `kind` (and one of `roles`, unless None) may
+    `access` the topic filter `topic`, relative to `swarm/<cluster>/`; `%u` stands for their own id."""
+
+    kind: PrincipalKind
+    roles: frozenset[str] | None
+    access: Literal["read", "write"]
+    topic: str
+
+
+_SUBMITTERS = frozenset({"submitter", "operator", "admin"})
+
+#: Who may read and write what, under `swarm/<cluster>/`. Everything else is refused, including every
+#: topic outside the cluster's prefix. Why each write:
+#: a node publishes heartbeats (its own, its last will, and the empty record that clears a member
+#: long dead, which only the coordinator sends; a heartbeat whose signed sender is not the topic's node
+#: is refused by every receiver, so another node's topic can be cleared but not spoken for), direct
+#: messages to any node's inbox
+#: (and to users' inboxes, which share the pattern), the coordinator announcement, claims, and the
+#: job log (specs it republishes or clears, commits, events, states). A user submits specs and sends
+#: cancels and queries to the coordinator; a viewer may only query; only an admin publishes the
+#: signed roster and revocations under `trust/`. Everyone reads the whole cluster: direct replies to
+#: a user arrive on `node/<its client id>/in`, and messages are signed, so reading reveals no secret.
+ACL_RULES: tuple[AclRule, ...] = (
+    AclRule("node", None, "read", "#"),
+    AclRule("node", None, "write", "node/+/hb"),
+    AclRule("node", None, "write", "node/+/in"),
+    AclRule("node", None, "write", "coord"),
+    AclRule("node", None, "write", "coord/in"),
+    AclRule("node", None, "write", "election"),
+    AclRule("node", None, "write", "job/#"),
+    AclRule("user", None, "read", "#"),
+    AclRule("user", None, "write", "coord/in"),
+    AclRule("user", _SUBMITTERS, "write", "job/+/spec"),
+    AclRule("user", frozenset({"admin"}), "write", "trust/#"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """Everything a broker of the cluster needs to admit the right principals over TLS.
+
+    `users` maps principal ids to their logins; it is copied into a read-only mapping. The PEM
+    fields are the broker's server certificate and key and the cluster CA that signed them.
+
+    Raises:
+        ValueError: for a cluster name or principal id that cannot be a topic level, an id whose
+            prefix does not match its kind, an empty password, or missing TLS material.
+    """
+
+    cluster: str
+    users: Mapping[str, UserEntry] = field(repr=False)
+    tls_cert_pem: bytes = field(repr=False)
+    tls_key_pem: bytes = field(repr=False)
+    ca_pem: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        """Validate, and freeze `users`."""
+        check_cluster(self.cluster)
+        for principal, entry in self.users.items():
+            check_principal(principal, entry)
+        for name in ("tls_cert_pem", "tls_key_pem", "ca_pem"):
+            if b"-----BEGIN" not in getattr(self, name):
+                raise ValueError(f"{name} must be PEM data")
+        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+
+    def with_users(self, users: Mapping[str, UserEntry]) -> BrokerSecurity:
+        """The same cluster and TLS material with another set of users."""
+        return dataclasses.replace(self, users=users)
+
+
+@dataclass(frozen=True, slots=True)
+class MosquittoFiles:
+    """Where the files that `mosquitto_config` points at are."""
+
+    password_file: Path
+    acl_file: Path
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
+def check_cluster(cluster: str) -> str:
+    """Return `cluster` if it can be one topic level and an ACL file word; raise ValueError if not."""
+    if not _CLUSTER_NAME.fullmatch(cluster) or ".." in cluster:
+        raise ValueError(f"cluster name {cluster!r} must be letters, digits and _ . : = @ -")
+    return cluster
+
+
+def check_principal(principal: str, entry: UserEntry) -> str:
+    """Return `principal` if it is a valid broker username for `entry`; raise ValueError if not."""
+    if entry.kind not in _PREFIX:
+        raise ValueError(f"{principal!r}: kind must be 'node' or 'user', got {entry.kind!r}")
+    if not _PRINCIPAL_ID.fullmatch(principal) or ".." in principal:
+        raise ValueError(f"{principal!r} is not a valid principal id")
+    if not principal.startswith(_PREFIX[entry.kind]):
+        raise ValueError(f"{principal!r}: a {entry.kind} id starts with {_PREFIX[entry.kind]!r}")
+    if not entry.password or any(c in entry.password for c in "\r\n\0"):
+        raise ValueError(f"{principal!r}: the password must be non-empty and on one line")
+    return principal
+
+
+def hash_password(password: str, *, salt: bytes | None = None, iterations: int = _PBKDF2_ITERATIONS) -> str:
+    """Hash `password` the way `mosquitto_passwd` does: `$7$<iterations>$<salt>$<PBKDF2-SHA512>`.
+
+    The iteration count is mosquitto's default; it is low, which is harmless for the random secrets
+    the cluster issues as passwords and keeps a broker's start and reload fast with many principals.
+    """
+    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether `password` matches a `$7$` hash made by `hash_password` or `mosquitto_passwd`."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt, expected = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+    except ValueError:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]))
+    return secrets.compare_digest(digest, expected)
+
+
+def mosquitto_passwords(users: Mapping[str, UserEntry]) -> str:
+    """The text of a mosquitto `password_file` for `users` (freshly salted at every call)."""
+    return "".join(f"{name}:{hash_password(entry.password)}\n" for name, entry in sorted(users.items()))
+
+
+def _rules_for(entry: UserEntry) -> list[AclRule]:
+    return [
+        rule
+        for rule in ACL_RULES
+        if rule.kind == entry.kind and (rule.roles is None or entry.role in rule.roles)
+    ]
+
+
+def _absolute(cluster: str, principal: str, rule: AclRule) -> str:
+    # Expanded per principal rather than written as a mosquitto `pattern`: patterns apply to every
+    # user of the broker, and a user token must not pass for a node's heartbeat.
+    return f"swarm/{cluster}/{rule.topic.replace('%u', principal)}"
+
+
+def mosquitto_acl(cluster: str, users: Mapping[str, UserEntry]) -> str:
+    """The text of a mosquitto `acl_file` granting each principal what `ACL_RULES` gives its kind/role.
+
+    Raises:
+        ValueError: for an invalid cluster name or principal (see `BrokerSecurity`).
+    """
+    check_cluster(cluster)
+    lines = ["# Generated by swarm from its ACL table; rewritten whenever the cluster's users change."]
+    for principal, entry in sorted(users.items()):
+        check_principal(principal, entry)
+        lines += ["", f"user {principal}"]
+        lines += [f"topic {rule.access} {_absolute(cluster, principal, rule)}" for rule in _rules_for(entry)]
+    return "\n".join(lines) + "\n"
+
+
+def _covers(pattern: list[str], topic: list[str]) -> bool:
+    """Whether filter `pattern` matches every topic that `topic` (a name or a filter) can stand for."""
+    for index, level in enumerate(pattern):
+        if level == "#":
+            return True
+        if index >= len(topic):
+            return False
+        if level == "+":
+            if topic[index] == "#":
+                return False
+        elif level != topic[index]:
+            return False
+    return len(pattern) == len(topic)
+
+
+def acl_allows(cluster: str, principal: str, entry: UserEntry, action: AclAction, topic: str) -> bool:
+    """Whether `ACL_RULES` let `principal` publish to, subscribe to or receive from `topic`.
+
+    For "subscribe", `topic` is a filter, allowed only when a readable filter covers all of it.
+    """
+    access = "write" if action == "publish" else "read"
+    if action != "subscribe" and ("+" in topic or "#" in topic):
+        return False
+    wanted = topic.split("/")
+    return any(
+        _covers(_absolute(cluster, principal, rule).split("/"), wanted)
+        for rule in _rules_for(entry)
+        if rule.access == access
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # mkstemp creates the file with mode 0600; the rename makes the change atomic, because mosquitto
+    # rereads these files on SIGHUP and must never see half of one.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a failed clean-up must not hide why the write failed
+            os.unlink(temp)
+        raise
+
+
+def write_mosquitto_files(
+    directory: Path, security: BrokerSecurity, *, probe: tuple[str, str] | None = None
+) -> MosquittoFiles:
+    """Write the password, ACL and TLS files for `security` into `directory` (mode 0600).
+
+    Called again after the users change: every file is replaced atomically. `probe` is one more
+    (username, password) login, outside the principals' namespace and without any ACL entry, so it
+    can log in but neither read nor write: the embedded broker uses it to tell when mosquitto has
+    loaded these files.
+    """
+    files = MosquittoFiles(
+        password_file=directory / "passwd",
+        acl_file=directory / "acl",
+        cafile=directory / "ca.pem",
+        certfile=directory / "server.pem",
+        keyfile=directory / "server.key",
+    )
+    passwords = mosquitto_passwords(security.users)
+    if probe is not None:
+        if _PRINCIPAL_ID.fullmatch(probe[0]) or ":" in probe[0] or not probe[0].isprintable():
+            raise ValueError(f"probe user {probe[0]!r} must be a plain name outside the principals' ids")
+        passwords += f"{probe[0]}:{hash_password(probe[1])}\n"
+    _write_private(files.password_file, passwords.encode())
+    _write_private(files.acl_file, mosquitto_acl(security.cluster, security.users).encode())
+    _write_private(files.cafile, security.ca_pem)
+    _write_private(files.certfile, security.tls_cert_pem)
+    _write_private(files.keyfile, security.tls_key_pem)
+    return files
+
+
+def _default_max_message_bytes() -> int:
+    default = {f.name: f.default for f in dataclasses.fields(NodeConfig)}["max_message_bytes"]
+    assert isinstance(default, int)
+    return default
+
+
+def mosquitto_config(
+    port: int,
+    host: str,
+    log_path: Path,
+    persistence_dir: Path | None = None,
+    *,
+    security: MosquittoFiles | None,
+    max_message_bytes: int | None = None,
+) -> str:
+    """Return a mosquitto.conf for one listener on `host:port`.
+
+    With `security`, the listener speaks TLS only and admits only the users of its password file, as
+    its ACL file allows. `security=None` gives an open, plaintext, anonymous broker: it exists for
+    tests and benchmarks of the transport alone, and must be asked for by name.
 
     The settings that are not mosquitto's defaults, and why:
 
     - `max_queued_messages 0`: by default mosquitto silently drops QoS 1 messages once a client's
-      queue holds 1000, which loses task assignments under load.
+      queue holds 1000, which loses task assignments under load. The queue is bounded in bytes
+      instead (`max_queued_bytes`, `MAX_QUEUED_BYTES`): a count bound cannot tell a heartbeat from a
+      batch, and a device that stays away for an hour must not pile up memory without limit.
+      mosquitto counts in this queue what a client cannot take in flight and what arrives for it
+      while it is offline; with no in-flight limit (below) a connected client queues nothing there.
     - `max_inflight_messages 0`: no cap on unacknowledged QoS 1 messages per client, so a burst is
       not throttled to 20 in flight.
+    - `max_packet_size`: the largest message a node accepts (`NodeConfig.max_message_bytes`) plus
+      `PACKET_MARGIN` for the packet's header and topic; a client that sends more is disconnected
+      before the broker buffers it.
     - `set_tcp_nodelay true`: without it a request/response round trip waits on Nagle's algorithm.
     - `persistent_client_expiration 1h`: nodes keep persistent sessions so that a blip loses nothing;
       without an expiry the broker would queue messages forever for a device that never returns.
+    - `allow_anonymous false`, `password_file`, `acl_file`: every principal logs in as itself and may
+      publish only what `ACL_RULES` allows.
+    - `cafile`/`certfile`/`keyfile`, `tls_version tlsv1.2`: TLS 1.2 or newer with the cluster CA's
+      certificate; no plaintext listener at all.
     - `user root` when run as root (CI containers): otherwise mosquitto drops privileges to user
       `mosquitto`, which cannot open a log or persistence file under a root-owned directory.
     - persistence only when `persistence_dir` is given: a throwaway broker keeps nothing on disk.
@@ -57,17 +394,38 @@ def mosquitto_config(port: int, host: str, log_path: Path, persistence_dir: Path
     if not 0 < port < 65536:
         raise ValueError(f"port must be in 1..65535, got {port}")
     texts = {"host": host, "log_path": str(log_path), "persistence_dir": str(persistence_dir or "")}
+    if security is not None:
+        texts.update({name: str(path) for name, path in dataclasses.asdict(security).items()})
     for what, text in texts.items():
         if "\n" in text or "\r" in text:
             raise ValueError(f"{what} must not contain a line break: {text!r}")
     if host.strip() != host or " " in host:
         raise ValueError(f"host must not contain spaces: {host!r}")
+    if max_message_bytes is None:
+        max_message_bytes = _default_max_message_bytes()
+    if max_message_bytes <= 0:
+        raise ValueError(f"max_message_bytes must be positive, got {max_message_bytes}")
     lines = [
         "# Generated by swarm; rewritten at every start.",
         f"listener {port} {host}".rstrip(),
-        "allow_anonymous true",
+    ]
+    if security is None:
+        lines.append("allow_anonymous true")
+    else:
+        lines += [
+            f"cafile {security.cafile}",
+            f"certfile {security.certfile}",
+            f"keyfile {security.keyfile}",
+            "tls_version tlsv1.2",
+            "allow_anonymous false",
+            f"password_file {security.password_file}",
+            f"acl_file {security.acl_file}",
+        ]
+    lines += [
         "max_queued_messages 0",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
         "max_inflight_messages 0",
+        f"max_packet_size {max_message_bytes + PACKET_MARGIN}",
         "set_tcp_nodelay true",
         "persistent_client_expiration 1h",
     ]
@@ -115,15 +473,16 @@ def client_host(host: str) -> str:
     return host
 
 
-def url_for(host: str, port: int) -> str:
-    """Format an mqtt:// URL, bracketing IPv6 literals."""
+def url_for(host: str, port: int, *, tls: bool = False) -> str:
+    """Format an mqtt:// URL (mqtts:// with `tls`), bracketing IPv6 literals."""
+    scheme = "mqtts" if tls else "mqtt"
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
-        return f"mqtt://{host}:{port}"
+        return f"{scheme}://{host}:{port}"
     if literal.version == 6:
-        return f"mqtt://[{host}]:{port}"
-    return f"mqtt://{host}:{port}"
+        return f"{scheme}://[{host}]:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

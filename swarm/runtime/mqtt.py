@@ -8,6 +8,12 @@
   cover it. SUBSCRIBE and PUBLISH of one client are handled by the broker in the order sent, so a
   subscription made before a publish is in force when the publish is routed.
 
+* Login: a `BrokerLogin` gives the username and password (else those of the URL, if any) and the
+  cluster CA. With a CA the connection is TLS, the chain checked against that CA alone and the host
+  name not at all (the broker is dialled by whatever address mDNS gave; the CA identifies it). An
+  `mqtts://` URL without a CA uses the system's trusted CAs and checks the host name, as for any
+  public TLS server.
+
 Topics given to and yielded by the transport are relative to the cluster prefix `swarm/<cluster>/`.
 """
 
@@ -15,20 +21,57 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
-from swarm.config import parse_broker_url
+from swarm.config import NodeConfig, parse_broker_url
+from swarm.errors import ConfigError
+from swarm.trust.tls import client_context
 
-__all__ = ["Transport", "TransportError"]
+__all__ = ["BrokerLogin", "Transport", "TransportError"]
 
 log = logging.getLogger(__name__)
 
 TransportError = aiomqtt.MqttError
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """How to log in to the broker: username and password (None: those of the URL, or none), and
+    the PEM of the CA that signed the broker's certificate (None: TLS only for an mqtts:// URL)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_pem: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, config: NodeConfig) -> BrokerLogin:
+        """The login that `broker_username`, `broker_password` and `broker_ca` of a config describe.
+
+        Raises:
+            ConfigError: when the CA file cannot be read.
+        """
+        ca_pem = None
+        if config.broker_ca is not None:
+            try:
+                ca_pem = config.broker_ca.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"broker_ca {config.broker_ca}: {exc.strerror or exc}") from None
+        return cls(config.broker_username, config.broker_password, ca_pem)
+
+
+def _tls_context(login: BrokerLogin | None, url_tls: bool) -> ssl.SSLContext | None:
+    if login is not None and login.ca_pem is not None:
+        return client_context(login.ca_pem)
+    if url_tls:
+        return ssl.create_default_context()
+    return None
 
 
 class Transport:
@@ -40,19 +83,32 @@ class Transport:
         cluster: str,
         client_id: str,
         *,
+        login: BrokerLogin | None = None,
         will: tuple[str, bytes] | None = None,
         persistent: bool = True,
         keepalive: int = 10,
     ) -> None:
-        host, port = parse_broker_url(url)
+        """Describe the connection; it opens when the context is entered.
+
+        Raises:
+            ConfigError: for a URL that is not a broker URL.
+            ssl.SSLError: when `login.ca_pem` holds no usable certificate.
+        """
+        address = parse_broker_url(url)
+        username, password = address.username, address.password
+        if login is not None and login.username is not None:
+            username, password = login.username, login.password
         self.prefix = f"swarm/{cluster}/"
         mqtt_will = None
         if will is not None:
             mqtt_will = aiomqtt.Will(self.prefix + will[0], will[1], qos=1, retain=True)
         self._client = aiomqtt.Client(
-            host,
-            port,
+            address.host,
+            address.port,
             identifier=client_id,
+            username=username,
+            password=password,
+            tls_context=_tls_context(login, address.tls),
             clean_session=not persistent,
             will=mqtt_will,
             keepalive=keepalive,
@@ -61,12 +117,14 @@ class Transport:
         )
 
     async def __aenter__(self) -> Self:
+        """Connect; raises `TransportError` when the broker refuses or cannot be reached."""
         await self._client.__aenter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """Disconnect."""
         await self._client.__aexit__(exc_type, exc, tb)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
@@ -91,10 +149,12 @@ class Transport:
         """Stop receiving `topic`."""
         await self._client.unsubscribe(self.prefix + topic)
 
-    async def messages(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Every message received, as (relative topic, payload); ends with `TransportError` on loss."""
+    async def messages(self) -> AsyncIterator[tuple[str, bytes, bool]]:
+        """Every message received, as (relative topic, payload, retained); ends with `TransportError` on
+        loss. `retained` is true for a retained record sent because of a subscription (the broker's stored
+        state, possibly old), false for a message delivered as it was published."""
         cut = len(self.prefix)
         async for message in self._client.messages:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
-            yield message.topic.value[cut:], data
+            yield message.topic.value[cut:], data, bool(message.retain)

@@ -23,7 +23,8 @@ def advertised_host(broker_url: str | None) -> str:
         return explicit
     target = _ANY_ROUTE
     if broker_url:
-        target = parse_broker_url(broker_url)
+        parsed = parse_broker_url(broker_url)
+        target = (parsed.host, parsed.port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(target)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.config import load_config, parse_broker_url
+from swarm.config import BrokerUrl, load_config, parse_broker_url
 from swarm.errors import ConfigError, InvalidSpec
 from swarm.jobspec import load_job_file, parse_requirements, priority_index, render
 from swarm.messages import Requirements
@@ -52,8 +52,14 @@ def test_invalid_config_is_refused_clearly(tmp_path: Path, text: str, needle: st
 
 
 def test_broker_urls() -> None:
-    assert parse_broker_url("mqtt://10.0.0.2:1884") == ("10.0.0.2", 1884)
-    assert parse_broker_url("pi.local") == ("pi.local", 1883)
+    assert parse_broker_url("mqtt://10.0.0.2:1884") == BrokerUrl("10.0.0.2", 1884)
+    assert parse_broker_url("pi.local") == BrokerUrl("pi.local", 1883)
+    assert parse_broker_url("mqtts://n-1ad6b476:p%40ss@pi.local") == BrokerUrl(
+        "pi.local", 8883, tls=True, username="n-1ad6b476", password="p@ss"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_broker_url("https://u-3f2a9c01:secret@pi.local")
+    assert "secret" not in str(info.value)
 
 
 def test_requirements_and_priorities() -> None:
