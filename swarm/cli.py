@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,20 @@ from swarm.core.tracker import JobProgress
 from swarm.errors import SwarmError
 from swarm.jobspec import load_job_file, new_job_id, task_spec
 from swarm.messages import PRIORITIES, SubmitJob, TaskUpdate
+from swarm.trustcli import TRUST_COMMANDS, add_trust_parsers, run_trust_command, show_quota
 
 __all__ = ["main"]
 
+log = logging.getLogger(__name__)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", help="mqtt://host:port (default: $SWARM_BROKER, config, or mDNS)")
+    p.add_argument("--broker", help="mqtts://host:port (default: $SWARM_BROKER, config, or mDNS)")
+    p.add_argument(
+        "--token",
+        help="a token from `swarm token create` (default: $SWARM_TOKEN, or the owner's on the cluster's"
+        " first machine); for `join`, a token from `swarm invite`",
+    )
     p.add_argument("--cluster", help="cluster name (default: $SWARM_CLUSTER, config, or 'default')")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -101,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a task or a job")
     _common(cancel)
     cancel.add_argument("id")
+    add_trust_parsers(sub, _common)
     return parser
 
 
@@ -142,21 +152,26 @@ async def _dispatch(args: argparse.Namespace) -> int:
         flags.update(name=args.name, data_dir=args.data_dir, slots=args.slots, role=args.role)
         if args.no_embedded_broker:
             flags["embedded_broker"] = False
-        return await _join(load_config(args.config, **flags))
+        return await _join(load_config(args.config, **flags), args.token)
     config = load_config(args.config, **flags)
-    handlers = {"status": _status, "submit": _submit, "tasks": _tasks, "cancel": _cancel}
+    if args.command in TRUST_COMMANDS or (args.command == "quota" and args.action in ("set", "unset")):
+        return await run_trust_command(args, config, lambda: _client_broker(config, None))
+    handlers = {"status": _status, "submit": _submit, "tasks": _tasks, "cancel": _cancel, "quota": show_quota}
     from swarm.runtime.client import SwarmClient
+    from swarm.runtime.identity import broker_login, client_credential
 
-    url = await _client_broker(config)
-    async with SwarmClient(url, config.cluster, config.max_message_bytes) as client:
+    credential = client_credential(config.cluster, args.token)
+    url = await _client_broker(config, credential.broker_url or None)
+    login = broker_login(config, credential)
+    async with SwarmClient(url, credential, login=login, max_bytes=config.max_message_bytes) as client:
         if args.command == "submit" and args.what == "mapreduce":
             return await _mapreduce(client, url, args)
         return await handlers[args.command](client, args)
 
 
-async def _client_broker(config: NodeConfig) -> str:
-    if config.broker:
-        return config.broker
+async def _client_broker(config: NodeConfig, known: str | None) -> str:
+    if config.broker or known:
+        return config.broker or str(known)
     from swarm.runtime.discovery import find_broker
 
     url = await find_broker(config.cluster, timeout=max(config.mdns_timeout, 3.0))
@@ -165,10 +180,19 @@ async def _client_broker(config: NodeConfig) -> str:
     return url
 
 
-async def _join(config: NodeConfig) -> int:
+async def _join(config: NodeConfig, token: str | None) -> int:
+    from swarm.runtime.identity import node_credential
     from swarm.runtime.shell import NodeShell
+    from swarm.runtime.storage import NodeStorage
 
-    shell = NodeShell(config)
+    storage = NodeStorage.open(config.data_dir)
+    try:
+        credential = await node_credential(config, storage, token, time.time())
+    except BaseException:
+        storage.close()
+        raise
+    log.info("node %s of cluster %r", credential.id, config.cluster)
+    shell = NodeShell(config, storage, credential)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,5 +1,9 @@
 """Bytes <-> `Envelope`, validated in one place.
 
+Ids (fields typed `swarm.ids.Id`, the envelope's sender and message id) are checked against the one id
+grammar here, so no id from the wire reaches a topic or a path unchecked; integers must be exact in a
+double (|n| < 2**53), which also keeps an epoch from being pushed where its successor cannot be encoded.
+
 Encoding leans on orjson, which serialises slotted dataclasses natively. Decoding walks each body class's
 type hints once, at import, and compiles a converter per field, so validating a message costs a few
 function calls per field rather than a reflective walk per message. Every failure is a `ProtocolError`
@@ -18,11 +22,14 @@ import orjson
 
 from swarm import PROTOCOL_VERSION
 from swarm.errors import ProtocolError
+from swarm.ids import IdMarker, is_id
 from swarm.messages import BODY_TYPES, Envelope
 
-__all__ = ["DEFAULT_MAX_BYTES", "decode", "encode", "peek_sender"]
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_INT", "decode", "encode", "peek_sender"]
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+#: Integers beyond this are refused: they would not survive a JSON reader that uses doubles.
+MAX_INT = 2**53 - 1
 
 Converter = Callable[[Any], Any]
 
@@ -59,7 +66,7 @@ def decode(data: bytes, *, cluster: str | None = None, max_bytes: int = DEFAULT_
     body_type = BODY_TYPES.get(tag) if isinstance(tag, str) else None
     if body_type is None:
         raise ProtocolError(f"unknown message type {tag!r}")
-    sender = _top(raw.get("s"), str, "string", "s")
+    sender = _top_id(raw.get("s"), "s")
     msg_cluster = _top(raw.get("c"), str, "string", "c")
     if cluster is not None and msg_cluster != cluster:
         raise ProtocolError(f"message for cluster {msg_cluster!r} reached cluster {cluster!r}")
@@ -71,21 +78,24 @@ def decode(data: bytes, *, cluster: str | None = None, max_bytes: int = DEFAULT_
         v=PROTOCOL_VERSION,
         cluster=msg_cluster,
         sender=sender,
-        epoch=_top(raw.get("e"), int, "int", "e"),
-        msg_id=_top(raw.get("id"), str, "string", "id"),
+        epoch=_top_epoch(raw.get("e")),
+        msg_id=_top_id(raw.get("id"), "id"),
         body=body,
     )
 
 
 def peek_sender(data: bytes) -> tuple[str, str] | None:
-    """Best effort `(sender, msg_id)` of a message that failed to decode, to tell its sender why."""
+    """Best effort `(sender, msg_id)` of a message that failed to decode, to tell its sender why.
+
+    Only a sender that is a valid id is returned: the caller publishes to that sender's inbox.
+    """
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(raw, dict) and isinstance(raw.get("s"), str):
+    if isinstance(raw, dict) and isinstance(raw.get("s"), str) and is_id(raw["s"]):
         msg_id = raw.get("id")
-        return raw["s"], msg_id if isinstance(msg_id, str) else ""
+        return raw["s"], msg_id if isinstance(msg_id, str) and is_id(msg_id) else ""
     return None
 
 
@@ -115,9 +125,36 @@ def _top(value: Any, kind: type, expected: str, name: str) -> Any:
     return value
 
 
+def _top_id(value: Any, name: str) -> str:
+    if type(value) is not str or not is_id(value):
+        raise ProtocolError(f"{name}: expected an id, got {_shown(value)}")
+    return value
+
+
+def _top_epoch(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        raise ProtocolError(f"e: expected an epoch in 0..2**53-1, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _int(value: Any) -> int:
     if type(value) is not int:
         raise _expected("int", value)
+    if not -MAX_INT <= value <= MAX_INT:
+        raise _Invalid("", f"integer {_shown(value)} out of range")
+    return value
+
+
+def _id(value: Any) -> str:
+    if type(value) is not str:
+        raise _expected("id", value)
+    if not is_id(value):
+        raise _Invalid("", f"not a valid id: {_shown(value)}")
     return value
 
 
@@ -154,6 +191,11 @@ def _converter_for(hint: Any) -> Converter | None:
     """The converter for a type hint; None means any JSON value is accepted as is."""
     if hint is Any:
         return None
+    if typing.get_origin(hint) is typing.Annotated:
+        base, *marks = typing.get_args(hint)
+        if base is str and any(isinstance(m, IdMarker) for m in marks):
+            return _id
+        return _converter_for(base)
     if hint in _SCALARS:
         return _SCALARS[hint]
     origin = typing.get_origin(hint)
@@ -202,7 +244,7 @@ def _tuple_converter(item: Converter | None) -> Converter:
 
 
 def _dataclass_converter(cls: Any) -> Converter:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = [(f.name, _converter_for(hints[f.name]), _has_default(f)) for f in dataclasses.fields(cls)]
     known = frozenset(name for name, _, _ in fields)
 

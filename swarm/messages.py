@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from swarm.devices.capabilities import Capabilities
+from swarm.ids import Id
 
 __all__ = [
     "BODY_TYPES",
@@ -32,6 +33,9 @@ __all__ = [
     "JobRejected",
     "JobState",
     "NodeGone",
+    "QuotaLine",
+    "QuotaQuery",
+    "QuotaReply",
     "Requirements",
     "Results",
     "RetryPolicy",
@@ -44,6 +48,7 @@ __all__ = [
     "TaskUpdate",
     "TasksQuery",
     "TasksReply",
+    "TrustRoster",
     "WorkerReport",
 ]
 
@@ -124,8 +129,8 @@ class CoordinatorAnnounce:
 
     TAG: ClassVar[str] = "coordinator"
     epoch: int
-    coordinator: str
-    standbys: tuple[str, ...] = ()
+    coordinator: Id
+    standbys: tuple[Id, ...] = ()
 
 
 # --- tasks and jobs ----------------------------------------------------------------------------------
@@ -133,7 +138,11 @@ class CoordinatorAnnounce:
 
 @dataclass(frozen=True, slots=True)
 class Requirements:
-    """What a device must have to be given a task."""
+    """What a device must have to be given a task.
+
+    `isolation` is the weakest isolation level the task accepts (see `swarm.devices.capabilities`);
+    `network` asks for network access where the node sandboxes tasks, which otherwise have none.
+    """
 
     min_cores: int = 0
     min_memory_gb: float = 0.0
@@ -144,6 +153,15 @@ class Requirements:
     gpu: bool | None = None
     exclusive: bool = False
     exclude: tuple[str, ...] = ()
+    isolation: str | None = None
+    network: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject an unknown isolation level, whichever way the requirements were built."""
+        if self.isolation is not None:
+            from swarm.devices.capabilities import isolation_rank  # only a named level needs it
+
+            isolation_rank(self.isolation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,27 +183,34 @@ class TaskSpec:
     `previous` key holding their results (the result itself for one predecessor, a list for several).
     """
 
-    task_id: str
+    task_id: Id
     type: str
     payload: dict[str, Any]
     priority: int = 2
     timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     requirements: Requirements = field(default_factory=Requirements)
-    after: tuple[str, ...] = ()
+    after: tuple[Id, ...] = ()
     pipe: bool = False
     pending_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitJob:
-    """Retained on `job/<id>/spec`: the durable record of a submission, kept until the job finishes."""
+    """Retained on `job/<id>/spec`: the durable record of a submission, kept until the job finishes.
+
+    `submitted_by`, `role` and `team` are the submitter's principal id, role and team; every receiver
+    checks them against the certificate the spec was signed with, so the coordinator (and any successor
+    reading the retained spec) can trust them for permissions and quotas.
+    """
 
     TAG: ClassVar[str] = "submit_job"
-    job_id: str
+    job_id: Id
     tasks: tuple[TaskSpec, ...]
     kind: str = "task"
     submitted_by: str = ""
+    role: str = ""
+    team: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +218,7 @@ class JobAccepted:
     """On `job/<id>/events`: a coordinator owns the job."""
 
     TAG: ClassVar[str] = "job_accepted"
-    job_id: str
+    job_id: Id
     tasks: int
 
 
@@ -202,20 +227,21 @@ class JobRejected:
     """On `job/<id>/events`: the job can never run, and why."""
 
     TAG: ClassVar[str] = "job_rejected"
-    job_id: str
+    job_id: Id
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """One attempt of one task, handed to a worker."""
+    """One attempt of one task, handed to a worker; `network` as the task's requirements asked."""
 
-    task_id: str
-    job_id: str
+    task_id: Id
+    job_id: Id
     attempt: int
     type: str
     payload: dict[str, Any]
     timeout: float | None = None
+    network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +262,7 @@ class CancelAttempt:
     """Coordinator -> `node/<id>/in`: stop running this attempt."""
 
     TAG: ClassVar[str] = "cancel_attempt"
-    task_id: str
+    task_id: Id
     attempt: int
 
 
@@ -244,8 +270,8 @@ class CancelAttempt:
 class TaskResult:
     """The outcome of one attempt, as the worker saw it."""
 
-    task_id: str
-    job_id: str
+    task_id: Id
+    job_id: Id
     attempt: int
     kind: OutcomeKind
     result: Any = None
@@ -267,8 +293,8 @@ class Results:
 class TaskRef:
     """An attempt a worker holds (queued or running)."""
 
-    task_id: str
-    job_id: str
+    task_id: Id
+    job_id: Id
     attempt: int
 
 
@@ -286,10 +312,10 @@ class WorkerReport:
 class TaskUpdate:
     """A task's committed final state; committed exactly once per task."""
 
-    task_id: str
+    task_id: Id
     state: TaskState
     attempt: int
-    node: str | None = None
+    node: Id | None = None
     result: Any = None
     error: str | None = None
     started_at: float = 0.0
@@ -302,7 +328,7 @@ class Commit:
     (epoch e, n-th batch): each batch of commits is durable on the broker the moment it is published."""
 
     TAG: ClassVar[str] = "commit"
-    job_id: str
+    job_id: Id
     updates: tuple[TaskUpdate, ...]
 
 
@@ -311,17 +337,20 @@ class JobState:
     """Retained on `job/<id>/state` when a job is over; its commits stay retained on `job/<id>/commits/+`."""
 
     TAG: ClassVar[str] = "job_state"
-    job_id: str
+    job_id: Id
     total: int
     finished: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
-    """Client -> `coord/in`: cancel a task or a whole job by id."""
+    """Client -> `coord/in`: cancel a task or a whole job by id; `by`/`role` as checked against the
+    sender's certificate (only the submitter, an operator or an admin may cancel a job)."""
 
     TAG: ClassVar[str] = "cancel"
-    target: str
+    target: Id
+    by: str = ""
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,20 +359,20 @@ class TasksQuery:
 
     TAG: ClassVar[str] = "tasks_query"
     limit: int = 1000
-    job_id: str | None = None
+    job_id: Id | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSummary:
     """One line of `swarm tasks`."""
 
-    task_id: str
-    job_id: str
+    task_id: Id
+    job_id: Id
     type: str
     state: TaskState
     attempt: int
     priority: int
-    node: str | None = None
+    node: Id | None = None
     reason: str | None = None
 
 
@@ -362,7 +391,7 @@ class Sync:
     made before it was sent has arrived (the broker sends those first)."""
 
     TAG: ClassVar[str] = "sync"
-    ref: str
+    ref: Id
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +401,42 @@ class ErrorReply:
     TAG: ClassVar[str] = "error"
     ref: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaQuery:
+    """Client -> `coord/in`: the quotas of a user or team and what it uses now."""
+
+    TAG: ClassVar[str] = "quota_query"
+    scope_kind: Literal["user", "team"]
+    scope: Id
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLine:
+    """One resource of `swarm quota`: its limit (None: unlimited), what is used, until when it holds."""
+
+    resource: str
+    limit: float | None
+    used: float | None
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReply:
+    """Coordinator -> `node/<client>/in`: the answer to a `QuotaQuery`."""
+
+    TAG: ClassVar[str] = "quota_reply"
+    lines: tuple[QuotaLine, ...]
+    ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustRoster:
+    """Retained on `trust/roster` by an admin: the authority's signed roster (`trust/roster.py`) as JSON."""
+
+    TAG: ClassVar[str] = "trust_roster"
+    roster: str
 
 
 Body = (
@@ -393,6 +458,9 @@ Body = (
     | TasksReply
     | Sync
     | ErrorReply
+    | QuotaQuery
+    | QuotaReply
+    | TrustRoster
 )
 
 BODY_TYPES: dict[str, type[Any]] = {
@@ -416,5 +484,8 @@ BODY_TYPES: dict[str, type[Any]] = {
         TasksReply,
         Sync,
         ErrorReply,
+        QuotaQuery,
+        QuotaReply,
+        TrustRoster,
     )
 }

@@ -33,7 +33,18 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import Effect, Persist, Publish
 from swarm.messages import Claim
 
-__all__ = ["Election", "ElectionOutcome"]
+__all__ = ["MAX_EPOCH_STEP", "Election", "ElectionOutcome", "claim_in_reach"]
+
+#: How far past the highest known epoch a claim may reach. A legitimate claim is one past what its
+#: claimant saw; a node far behind catches up from the coordinator's announcement, which is not bounded
+#: (an announcement comes only from the member it names). Without the bound, one claim of a huge epoch
+#: would leave no epoch above it to claim.
+MAX_EPOCH_STEP = 64
+
+
+def claim_in_reach(epoch: int, known: int) -> bool:
+    """Whether a claim for `epoch` may be taken by someone who knows epoch `known`."""
+    return epoch <= known + MAX_EPOCH_STEP
 
 #: (member id -> state or None); supplied by the node from `Membership`.
 StateOf = Callable[[str], str | None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from swarm.core.quota import Quota
 from swarm.messages import Assignment, Body, Envelope, TaskResult
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Leave",
     "MessageReceived",
     "Persist",
+    "PolicyChanged",
     "Publish",
     "RetainedCleared",
     "RunTask",
@@ -70,7 +72,14 @@ class Leave:
     """The node is shutting down cleanly: hand back work and say goodbye."""
 
 
-Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Connected | Leave
+@dataclass(frozen=True, slots=True)
+class PolicyChanged:
+    """The cluster's signed roster brought quotas (all of them, replacing the previous ones)."""
+
+    quotas: tuple[Quota, ...]
+
+
+Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Connected | Leave | PolicyChanged
 
 
 # --- effects -----------------------------------------------------------------------------------------

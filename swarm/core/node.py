@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from swarm.core.config import CoreConfig
-from swarm.core.election import Election, ElectionOutcome
+from swarm.core.election import MAX_EPOCH_STEP, Election, ElectionOutcome, claim_in_reach
 from swarm.core.events import (
     ClearRetained,
     Connected,
@@ -37,6 +37,7 @@ from swarm.core.events import (
     Event,
     Leave,
     MessageReceived,
+    PolicyChanged,
     Publish,
     RetainedCleared,
     Subscribe,
@@ -45,6 +46,7 @@ from swarm.core.events import (
     Unsubscribe,
 )
 from swarm.core.membership import Member, Membership
+from swarm.core.quota import Quota
 from swarm.core.replica import Replica
 from swarm.core.retry import Rng
 from swarm.core.scheduler import Scheduler, TaskValidator
@@ -62,6 +64,9 @@ from swarm.messages import (
     Heartbeat,
     JobState,
     NodeGone,
+    QuotaLine,
+    QuotaQuery,
+    QuotaReply,
     Results,
     SubmitJob,
     Sync,
@@ -125,6 +130,7 @@ class NodeMachine:
         self.replica = Replica()
         self.worker = Worker(node_id, config)
         self.scheduler: Scheduler | None = None
+        self._quotas: tuple[Quota, ...] = ()
         self._started_at = now
         self._next_heartbeat = now
         self._hb_seq = 0
@@ -148,7 +154,12 @@ class NodeMachine:
     def handle_many(self, events: Iterable[Event], now: float) -> list[Effect]:
         """Process events in order, then place tasks and batch the output once."""
         for event in events:
-            self._dispatch_event(event, now)
+            try:
+                self._dispatch_event(event, now)
+            except Exception:
+                # One message that trips a handler is dropped alone: its batch and the node go on.
+                self.count("handler_errors")
+                log.exception("dropped an event that failed in the core: %.200r", event)
         if not self.left:
             self._follow()
         # Work the coordinator gives its own worker, and results that worker returns to it, are handed
@@ -219,6 +230,10 @@ class NodeMachine:
                 self._on_connected(now)
             case Leave():
                 self._on_leave()
+            case PolicyChanged(quotas):
+                self._quotas = quotas
+                if self.scheduler is not None:
+                    self.scheduler.set_quotas(quotas)
             case _:
                 raise TypeError(f"unknown event {event!r}")
 
@@ -227,6 +242,11 @@ class NodeMachine:
         if isinstance(body, Assign | CancelAttempt | JobState) and env.epoch < self.election.epoch:
             self.count("fenced_messages")
             log.info("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
+            return
+        refusal = self._refusal(topic, env)
+        if refusal is not None:
+            self.count("refused_messages")
+            log.warning("refused %s from %s on %s: %s", type(body).TAG, env.sender, topic, refusal)
             return
         match body:
             case Heartbeat() if self._follows(env.sender):
@@ -263,13 +283,46 @@ class NodeMachine:
                 self.worker.on_assign(body)
             case CancelAttempt(task_id, attempt):
                 self.worker.on_cancel(task_id, attempt)
-            case Results() | WorkerReport() | Cancel() | TasksQuery():
+            case Results() | WorkerReport() | Cancel() | TasksQuery() | QuotaQuery():
                 self._on_coordinator_message(env, now)
             case Sync(ref) if env.sender == self.node_id:
                 self._on_synced(ref, now)
             case _:
                 # Replies and job events meant for clients: nothing for a node to do.
                 pass
+
+    def _refusal(self, topic: str, env: Envelope) -> str | None:
+        """Why `env` may not have come from its (authenticated) sender on `topic`, or None.
+
+        The signature proved who sent it; this checks what depends on protocol state: a member's
+        heartbeat on its own topic only, coordinator traffic from the coordinator of the current epoch
+        only, a claim no more than `MAX_EPOCH_STEP` ahead, records on the topic of their own job.
+        """
+        body, sender, election = env.body, env.sender, self.election
+        match body:
+            case Heartbeat() | NodeGone():
+                return None if topic == f"node/{sender}/hb" else "not on the sender's heartbeat topic"
+            case Claim(epoch) if not claim_in_reach(epoch, election.epoch):
+                return f"claims epoch {epoch}, more than {MAX_EPOCH_STEP} past {election.epoch}"
+            case CoordinatorAnnounce(_, coordinator) if coordinator != sender or topic != "coord":
+                return f"announces {coordinator} as coordinator"
+            case Assign() | CancelAttempt():
+                if topic != f"node/{self.node_id}/in":
+                    return "not on this node's inbox"
+                if sender != election.coordinator or env.epoch != election.epoch:
+                    return f"not from the coordinator of epoch {election.epoch} ({election.coordinator})"
+            case Commit(job_id) | JobState(job_id):
+                if not topic.startswith(f"job/{job_id}/"):
+                    return f"a record of job {job_id} on another job's topic"
+                if env.epoch == election.epoch and election.coordinator not in (None, sender):
+                    return f"not from the coordinator of epoch {election.epoch}"
+            case SubmitJob(job_id) if topic != f"job/{job_id}/spec":
+                return f"the spec of job {job_id} on another topic"
+            case Results() | WorkerReport() | Cancel() | TasksQuery() | QuotaQuery() if topic != "coord/in":
+                return "a coordinator request off coord/in"
+            case Sync() if sender != self.node_id:
+                return "a sync from another node"
+        return None
 
     def _on_coordinator_message(self, env: Envelope, now: float) -> None:
         scheduler = self.scheduler
@@ -281,11 +334,16 @@ class NodeMachine:
                 scheduler.on_results(env.sender, results, now)
             case WorkerReport():
                 scheduler.on_worker_report(env.sender, env.body, now)
-            case Cancel(target):
-                if not scheduler.on_cancel(target, now):
-                    self._reply(env, ErrorReply(env.msg_id, f"no task or job {target!r}"))
+            case Cancel(target, by, role):
+                refusal = scheduler.on_cancel(target, by, role, now)
+                if refusal is not None:
+                    self._reply(env, ErrorReply(env.msg_id, refusal))
             case TasksQuery(limit, job_id):
                 self._reply(env, scheduler.on_tasks_query(limit, job_id, env.msg_id))
+            case QuotaQuery(scope_kind, scope):
+                usage = scheduler.quotas.usage(scope_kind, scope, now)
+                lines = tuple(QuotaLine(u.resource, u.limit, u.used, u.expires_at) for u in usage)
+                self._reply(env, QuotaReply(lines, env.msg_id))
             case _:
                 raise TypeError(f"not a coordinator message: {env.body!r}")
 
@@ -366,7 +424,9 @@ class NodeMachine:
     def _become_coordinator(self, epoch: int, now: float) -> None:
         active = self.replica.active()
         grace = self.config.takeover_grace if active else 0.0
-        scheduler = Scheduler(self.node_id, epoch, self.config, self._rng, self._validator, now + grace)
+        scheduler = Scheduler(
+            self.node_id, epoch, self.config, self._rng, self._validator, now + grace, self._quotas
+        )
         for job, committed in active:
             scheduler.adopt(job, committed, now)
         for member in self.membership.members.values():
@@ -468,7 +528,7 @@ class NodeMachine:
         )
         return Publish(f"node/{self.node_id}/hb", hb, epoch=self.election.epoch, retain=True)
 
-    def _reply(self, env: Envelope, body: ErrorReply | TasksReply) -> None:
+    def _reply(self, env: Envelope, body: ErrorReply | TasksReply | QuotaReply) -> None:
         self._effects.append(Publish(f"node/{env.sender}/in", body, epoch=self.election.epoch))
 
     def count(self, name: str) -> None:

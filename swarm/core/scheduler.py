@@ -43,6 +43,7 @@ from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
 from swarm.core.placement import Candidate, unmet_by_all
+from swarm.core.quota import JobDemand, Quota, QuotaBook
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
 from swarm.core.worker import REPORT_EVERY
@@ -65,6 +66,7 @@ from swarm.messages import (
     TaskUpdate,
     WorkerReport,
 )
+from swarm.trust.roles import allowed, permission_refusal
 
 __all__ = ["Scheduler", "TaskValidator"]
 
@@ -86,6 +88,7 @@ class Scheduler:
         rng: Rng,
         validator: TaskValidator,
         dispatch_after: float = 0.0,
+        quotas: Iterable[Quota] = (),
     ) -> None:
         self.self_id = self_id
         self.epoch = epoch
@@ -111,13 +114,25 @@ class Scheduler:
         self._effects: list[Effect] = []
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
+        self.quotas = QuotaBook(quotas)
+        #: Ready tasks held back because their owner is at a quota, by owner: back in the queue when one
+        #: of the owner's tasks stops running (so they never block the queue for anyone else).
+        self._throttled: dict[str, list[tuple[int, int, str]]] = {}
         self.metrics: dict[str, int] = {}
 
     # --- intake -------------------------------------------------------------------------------------
 
     def adopt(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float) -> None:
-        """Take over a job a previous coordinator accepted; committed tasks stay committed."""
+        """Take over a job a previous coordinator accepted; committed tasks stay committed.
+
+        The submitter's permissions are checked again: the previous coordinator may have died before
+        it checked a spec that was already retained.
+        """
         if job.job_id in self.jobs:
+            return
+        refusal = permission_refusal(job)
+        if refusal is not None:
+            self._reject(job, refusal)
             return
         self._add_job(job, committed, now, announce=False)
 
@@ -128,6 +143,12 @@ class Scheduler:
             return
         try:
             check_job(job)
+            refusal = permission_refusal(job)
+            if refusal is not None:
+                raise InvalidSpec(refusal)
+            over = self.quotas.job_refusal(job.submitted_by, job.team or None, JobDemand.of(job), now)
+            if over is not None:
+                raise InvalidSpec(str(over))
             for spec in job.tasks:
                 if spec.task_id in self.tasks:
                     raise InvalidSpec(
@@ -137,12 +158,16 @@ class Scheduler:
                 if why is not None:
                     raise InvalidSpec(f"task {spec.task_id!r}: {why}")
         except InvalidSpec as exc:
-            self._count("jobs_rejected")
-            log.warning("rejected job %s: %s", job.job_id, exc)
-            self._publish_event(job.job_id, JobRejected(job.job_id, str(exc)))
-            self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
+            self._reject(job, str(exc))
             return
+        self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
         self._add_job(job, {}, now, announce=True)
+
+    def _reject(self, job: SubmitJob, reason: str) -> None:
+        self._count("jobs_rejected")
+        log.warning("rejected job %s: %s", job.job_id, reason)
+        self._publish_event(job.job_id, JobRejected(job.job_id, reason))
+        self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
 
     def _add_job(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float, announce: bool) -> None:
         tasks = {spec.task_id: TaskRecord(spec, job.job_id, "waiting") for spec in job.tasks}
@@ -177,10 +202,20 @@ class Scheduler:
         for res in results:
             ack = TaskRef(res.task_id, res.job_id, res.attempt)
             rec = self.tasks.get(res.task_id)
-            if rec is not None and res.kind == "ok" and rec.state == "queued" and rec.attempt <= res.attempt:
-                # A success of an attempt we did not know ran (an earlier epoch's, reported by nobody yet,
-                # or our own worker's, handed over in memory before its report came back): take it.
+            if (
+                rec is not None
+                and sender == self.self_id
+                and res.kind == "ok"
+                and rec.state == "queued"
+                and rec.attempt <= res.attempt
+            ):
+                # A success of our own worker's attempt, handed over in memory before its report came back:
+                # take it. Another node's attempts we did not know of are adopted from its WorkerReport
+                # only, so a result counts only from the node that holds the attempt.
                 self._adopt(rec, sender, res.attempt, now)
+            if rec is not None and rec.state == "running" and rec.node != sender:
+                self._count("foreign_results")
+                continue
             if rec is None or rec.state != "running" or rec.attempt != res.attempt:
                 self._count("stale_results")
                 self._acks.setdefault(sender, []).append(ack)
@@ -246,20 +281,30 @@ class Scheduler:
         for task_id in sorted(self._held.pop(member.node_id, set())):
             rec = self.tasks[task_id]
             rec.node = None
+            self._unthrottle(rec)
             self._failed_attempt(rec, "lost", f"node {member.node_id} died", now, None, release=False)
 
-    def on_cancel(self, target: str, now: float) -> bool:
-        """Cancel a task, or every unfinished task of a job; False if nothing has that id."""
+    def on_cancel(self, target: str, by: str, role: str, now: float) -> str | None:
+        """Cancel a task, or every unfinished task of a job; the reason if nothing was cancelled.
+
+        Only the job's submitter, or a role with the `cancel_any` permission, may cancel it.
+        """
         if target in self.jobs:
-            recs = list(self.jobs[target].tasks.values())
+            job = self.jobs[target]
+            recs = list(job.tasks.values())
         elif target in self.tasks:
+            job = self.jobs[self.tasks[target].job_id]
             recs = [self.tasks[target]]
         else:
-            return False
+            return f"no task or job {target!r}"
+        owner = job.spec.submitted_by
+        if by != owner and not allowed(role, "cancel_any"):
+            self._count("cancels_refused")
+            return f"{by or 'this sender'} may not cancel job {job.spec.job_id} of {owner}"
         for rec in recs:
             if rec.state not in ("done", "failed", "cancelled"):
                 self._finish(rec, "cancelled", now, error="cancelled by request")
-        return True
+        return None
 
     def on_tasks_query(self, limit: int, job_id: str | None, ref: str) -> TasksReply:
         """The newest tasks first, at most `limit`."""
@@ -322,6 +367,13 @@ class Scheduler:
                 or rec.task_id in self._blocked
             ):
                 continue
+            owner = self.jobs[rec.job_id].spec
+            team = owner.team or None
+            over = self.quotas.start_refusal(owner.submitted_by, team, rec.spec.requirements, now)
+            if over is not None:
+                rec.reason = str(over)
+                self._throttled.setdefault(owner.submitted_by, []).append(item)
+                continue
             target = self._roster.place(rec.spec.requirements)
             if target is None:
                 why = unmet_by_all(rec.spec.requirements, self._roster.candidates())
@@ -360,7 +412,15 @@ class Scheduler:
         self._hold(rec, target.node_id, now)
         payload = piped_payload(rec.spec, self.jobs[rec.job_id].committed)
         self._outbox.setdefault(target.node_id, []).append(
-            Assignment(rec.task_id, rec.job_id, rec.attempt, rec.spec.type, payload, rec.spec.timeout)
+            Assignment(
+                rec.task_id,
+                rec.job_id,
+                rec.attempt,
+                rec.spec.type,
+                payload,
+                rec.spec.timeout,
+                rec.spec.requirements.network,
+            )
         )
 
     def _hold(self, rec: TaskRecord, node: str, now: float) -> None:
@@ -370,6 +430,8 @@ class Scheduler:
             deadline = now + timeout + self._config.failure_timeout
             heapq.heappush(self._deadlines, (deadline, rec.task_id, rec.attempt))
         self._held.setdefault(node, set()).add(rec.task_id)
+        owner = self.jobs[rec.job_id].spec
+        self.quotas.started(rec.task_id, owner.submitted_by, owner.team or None, rec.spec.requirements)
         if rec.spec.requirements.exclusive:
             self._exclusive[node] = self._exclusive.get(node, 0) + 1
         self._touched.add(rec.task_id)
@@ -377,6 +439,7 @@ class Scheduler:
 
     def _release(self, rec: TaskRecord) -> None:
         node = rec.node or ""
+        self._unthrottle(rec)
         held = self._held.get(node)
         if held is not None and rec.task_id in held:
             held.discard(rec.task_id)
@@ -384,6 +447,23 @@ class Scheduler:
                 self._exclusive[node] -= 1
             self._touched.add(rec.task_id)
             self._roster.set_load(node, *self._load(node))
+
+    def set_quotas(self, quotas: Iterable[Quota]) -> None:
+        """The cluster's quotas changed: apply them to what runs now, and try every held-back task again."""
+        for old in self.quotas.quotas():
+            self.quotas.remove_quota(old.scope_kind, old.scope, old.resource)
+        for quota in quotas:
+            self.quotas.set_quota(quota)
+        for items in self._throttled.values():
+            for item in items:
+                heapq.heappush(self._ready, item)
+        self._throttled.clear()
+
+    def _unthrottle(self, rec: TaskRecord) -> None:
+        """`rec` stopped running: its owner's quota has room again for the tasks held back."""
+        if self.quotas.finished(rec.task_id):
+            for item in self._throttled.pop(self.jobs[rec.job_id].spec.submitted_by, ()):
+                heapq.heappush(self._ready, item)
 
     def _block(self, rec: TaskRecord, why: str, now: float) -> None:
         rec.reason = why

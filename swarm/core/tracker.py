@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarm.core.election import claim_in_reach
 from swarm.messages import (
     Claim,
     Commit,
@@ -63,8 +64,10 @@ class JobTracker:
         body = env.body
         match body:
             case Claim(epoch):
-                self.epoch = max(self.epoch, epoch)
-            case CoordinatorAnnounce(epoch, coordinator):
+                # The same rules as a member's (see `election.claim_in_reach` and `node.py`).
+                if claim_in_reach(epoch, self.epoch):
+                    self.epoch = max(self.epoch, epoch)
+            case CoordinatorAnnounce(epoch, coordinator) if coordinator == env.sender:
                 if epoch >= self.epoch:
                     self.epoch, self.coordinator = epoch, coordinator
             case JobAccepted(job_id):

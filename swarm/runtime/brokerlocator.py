@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -21,6 +22,7 @@ from typing import Self
 from swarm.config import NodeConfig
 from swarm.core.retry import Rng
 from swarm.runtime.broker import EmbeddedBroker
+from swarm.runtime.brokerconf import BrokerSecurity
 from swarm.runtime.discovery import advertise_broker, browse_brokers, find_broker
 
 __all__ = ["BrokerLocator"]
@@ -37,10 +39,14 @@ TIE_BREAK_BROWSE_S = 2.5
 class BrokerLocator:
     """Finds or provides the broker; owns the embedded broker and its advertisement while they run."""
 
-    def __init__(self, config: NodeConfig, data_dir: Path, rng: Rng) -> None:
+    def __init__(
+        self, config: NodeConfig, data_dir: Path, rng: Rng, security: Callable[[], BrokerSecurity]
+    ) -> None:
+        """`security` says, when a broker is started, whom it admits and with which TLS material."""
         self._config = config
         self._data_dir = data_dir
         self._rng = rng
+        self._security = security
         self._stack = contextlib.AsyncExitStack()
         self._broker: EmbeddedBroker | None = None
         self._last_url: str | None = None
@@ -80,9 +86,16 @@ class BrokerLocator:
                     return url
             return await self._start_own()
 
+    async def update_security(self, security: BrokerSecurity) -> None:
+        """The roster changed: a broker this node runs admits exactly its principals from now on."""
+        if self._broker is not None:
+            await self._broker.replace_users(security.users)
+
     async def _start_own(self) -> str:
         listen = os.environ.get("SWARM_BROKER_LISTEN", "0.0.0.0")
-        broker = EmbeddedBroker(host=listen, port=0, data_dir=self._data_dir / "broker")
+        broker = EmbeddedBroker(
+            host=listen, port=0, data_dir=self._data_dir / "broker", security=self._security()
+        )
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(broker)
         name = await stack.enter_async_context(

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
-from swarm.codec import decode, encode
+from swarm.codec import encode
 from swarm.core.tracker import JobProgress, JobTracker
 from swarm.errors import ProtocolError, SwarmError
 from swarm.messages import (
@@ -27,13 +28,19 @@ from swarm.messages import (
     ErrorReply,
     Heartbeat,
     NodeGone,
+    QuotaLine,
+    QuotaQuery,
+    QuotaReply,
     SubmitJob,
     TasksQuery,
     TasksReply,
     TaskSummary,
     TaskUpdate,
 )
-from swarm.runtime.mqtt import Transport
+from swarm.runtime.mqtt import BrokerLogin, Transport
+from swarm.trust.credentials import Credential
+from swarm.trust.roles import may_send, permission_refusal
+from swarm.trust.signing import Signer, Verifier
 
 __all__ = ["MemberView", "SwarmClient"]
 
@@ -60,11 +67,26 @@ class MemberView:
 class SwarmClient:
     """A connection to the cluster for one command; an async context manager."""
 
-    def __init__(self, broker_url: str, cluster: str, max_bytes: int = 16 * 1024 * 1024) -> None:
-        self.cluster = cluster
-        self.client_id = f"c-{secrets.token_hex(4)}"
-        self._transport = Transport(broker_url, cluster, self.client_id, persistent=False)
-        self._max_bytes = max_bytes
+    def __init__(
+        self,
+        broker_url: str,
+        credential: Credential,
+        *,
+        login: BrokerLogin | None = None,
+        max_bytes: int = 16 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Connect as `credential`'s principal; `login` overrides its broker login (a user-run broker)."""
+        self.cluster = credential.cluster
+        self.credential = credential
+        # One principal may run several commands at once: each connection is `<principal>.<nonce>`.
+        self.client_id = f"{credential.id}.{secrets.token_hex(4)}"
+        if login is None:
+            login = BrokerLogin(credential.id, credential.broker_password, credential.tls_ca_pem)
+        self._transport = Transport(broker_url, self.cluster, self.client_id, login=login, persistent=False)
+        self._signer = Signer(credential)
+        self._verifier = Verifier(self.cluster, credential.authority_public, max_bytes=max_bytes)
+        self._clock = clock
         self.tracker = JobTracker()
         self.members: dict[str, MemberView] = {}
         self._replies: dict[str, asyncio.Future[Body]] = {}
@@ -98,17 +120,21 @@ class SwarmClient:
         on_update: Callable[[JobProgress, list[TaskUpdate]], None] | None = None,
     ) -> JobProgress:
         """Submit (idempotently, by job id) and, with `wait`, follow the job until it is finished."""
+        cert = self.credential.certificate
+        job = replace(job, submitted_by=cert.id, role=cert.role, team=cert.team)
+        # The coordinator decides, but a refusal it would send is better said here, before anything runs.
+        refusal = may_send(cert.kind, cert.role, SubmitJob.TAG) or permission_refusal(job)
+        if refusal is not None:
+            raise SwarmError(f"token {cert.id}: {refusal}")
         progress = self.tracker.track(job.job_id, len(job.tasks))
-        if not job.submitted_by:
-            job = replace(job, submitted_by=self.client_id)
-        payload = self._encode(job)
+        spec_topic = f"job/{job.job_id}/spec"
         # The broker handles one client's packets in order: once the SUBSCRIBE is on the wire, the spec
         # may follow at once, without waiting a round trip for the SUBACK.
         subscribed = asyncio.ensure_future(
             self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/commits/+")
         )
         await asyncio.sleep(0)
-        self._transport.publish(f"job/{job.job_id}/spec", payload, retain=True)
+        self._transport.publish(spec_topic, self._seal(spec_topic, job), retain=True)
         await subscribed
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -129,12 +155,14 @@ class SwarmClient:
                 await asyncio.wait_for(self._changed.wait(), wait_for)
             except TimeoutError:
                 if not progress.accepted:
-                    # No coordinator took it yet (maybe one is being elected): say it again.
-                    self._transport.publish(f"job/{job.job_id}/spec", payload, retain=True)
+                    # No coordinator took it yet (maybe one is being elected): say it again, as a new
+                    # message (receivers drop a repeated message id as a replay).
+                    self._transport.publish(spec_topic, self._seal(spec_topic, job), retain=True)
 
     async def cancel(self, target: str, timeout: float = 5.0) -> str | None:
         """Cancel a task or job; returns the coordinator's error, or None once it was sent and not refused."""
-        ref = self._send_to_coordinator(Cancel(target))
+        cert = self.credential.certificate
+        ref = self._send_to_coordinator(Cancel(target, by=cert.id, role=cert.role))
         try:
             reply = await self._reply(ref, timeout)
         except TimeoutError:
@@ -152,6 +180,15 @@ class SwarmClient:
         assert isinstance(reply, TasksReply)
         return list(reply.tasks)
 
+    async def quota(self, scope_kind: str, scope: str, timeout: float = 5.0) -> list[QuotaLine]:
+        """A user's or team's quotas and what it uses now, as the coordinator counts them."""
+        ref = self._send_to_coordinator(QuotaQuery(scope_kind, scope))  # type: ignore[arg-type]
+        reply = await self._reply(ref, timeout)
+        if isinstance(reply, ErrorReply):
+            raise SwarmError(reply.reason)
+        assert isinstance(reply, QuotaReply)
+        return list(reply.lines)
+
     # --- members ------------------------------------------------------------------------------------
 
     async def watch_members(self, duration: float) -> dict[str, MemberView]:
@@ -164,9 +201,8 @@ class SwarmClient:
 
     def _send_to_coordinator(self, body: Body) -> str:
         msg_id = f"{self.client_id}-{next(self._msg_ids)}"
-        env = Envelope(1, self.cluster, self.client_id, self.tracker.epoch, msg_id, body)
         self._replies[msg_id] = asyncio.get_running_loop().create_future()
-        self._transport.publish("coord/in", encode(env))
+        self._transport.publish("coord/in", self._seal("coord/in", body, msg_id))
         return msg_id
 
     async def _reply(self, ref: str, timeout: float) -> Body:
@@ -177,19 +213,21 @@ class SwarmClient:
         finally:
             self._replies.pop(ref, None)
 
-    def _encode(self, body: Body) -> bytes:
-        msg_id = f"{self.client_id}-{next(self._msg_ids)}"
-        return encode(Envelope(1, self.cluster, self.client_id, self.tracker.epoch, msg_id, body))
+    def _seal(self, topic: str, body: Body, msg_id: str | None = None) -> bytes:
+        msg_id = msg_id or f"{self.client_id}-{next(self._msg_ids)}"
+        env = Envelope(1, self.cluster, self.client_id, self.tracker.epoch, msg_id, body)
+        return self._signer.seal(topic, encode(env), self._clock())
 
     async def _rx_loop(self) -> None:
-        async for topic, payload in self._transport.messages():
+        async for topic, payload, retained in self._transport.messages():
             if not payload:
                 continue
             try:
-                env = decode(payload, cluster=self.cluster, max_bytes=self._max_bytes)
+                verified = self._verifier.open(topic, payload, retained=retained, now=self._clock())
             except ProtocolError:
+                # Not from the cluster (or not meant for us): never let it reach the tracker.
                 continue
-            self._on_envelope(topic, env)
+            self._on_envelope(topic, verified.envelope)
 
     def _on_envelope(self, topic: str, env: Envelope) -> None:
         body: Any = env.body
@@ -199,7 +237,7 @@ class SwarmClient:
             view.beats += 1
         elif isinstance(body, NodeGone):
             self.members.setdefault(env.sender, MemberView(env.sender, None)).gone = body.reason
-        elif isinstance(body, TasksReply | ErrorReply):
+        elif isinstance(body, TasksReply | QuotaReply | ErrorReply):
             future = self._replies.get(body.ref)
             if future is not None and not future.done():
                 future.set_result(body)

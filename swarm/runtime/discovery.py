@@ -1,7 +1,8 @@
 """Find a cluster's broker on the LAN with mDNS, or advertise one, so `swarm join` needs no address.
 
 Theory of operation: a node that runs a broker registers it as an `_mqtt._tcp.local.` service with
-TXT properties `swarm=1`, `cluster=<name>` and `kind=mosquitto|amqtt`. The MQTT service type is the
+TXT properties `swarm=1`, `cluster=<name>`, `kind=mosquitto|amqtt` and `tls=1` (the broker a node
+starts listens with TLS only). The MQTT service type is the
 standard one, so generic MQTT tools see the broker too; the TXT properties let swarm ignore other
 MQTT brokers and other clusters' brokers on the same LAN. Instance names carry a random suffix so two
 brokers never collide.
@@ -97,7 +98,7 @@ async def advertise_broker(
         f"{instance}.{SERVICE_TYPE}",
         addresses=[ipaddress.ip_address(a).packed for a in addresses],
         port=port,
-        properties={"swarm": "1", "cluster": cluster, "kind": kind},
+        properties={"swarm": "1", "cluster": cluster, "kind": kind, "tls": "1"},
         server=f"swarm-{token}.local.",
     )
     aiozc = AsyncZeroconf(interfaces=mdns_interfaces(interfaces))
@@ -190,7 +191,8 @@ async def _resolve(aiozc: AsyncZeroconf, name: str, cluster: str) -> BrokerAdver
     if address is None:
         return None
     kind = props.get("kind", "")
-    return BrokerAdvert(name=name, url=url_for(address, info.port), cluster=cluster, kind=kind)
+    url = url_for(address, info.port, tls=props.get("tls") == "1")
+    return BrokerAdvert(name=name, url=url, cluster=cluster, kind=kind)
 
 
 def _best_address(candidates: list[str]) -> str | None:

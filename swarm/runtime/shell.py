@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import random
+import secrets
 import shutil
 import time
 from collections.abc import Callable
 
-from swarm.codec import decode, encode, peek_sender
+from swarm.codec import encode
 from swarm.config import NodeConfig
 from swarm.core.events import (
     CancelTask,
@@ -31,6 +33,7 @@ from swarm.core.events import (
     Leave,
     MessageReceived,
     Persist,
+    PolicyChanged,
     Publish,
     RetainedCleared,
     RunTask,
@@ -41,39 +44,89 @@ from swarm.core.events import (
 )
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.probe import load_snapshot, probe_capabilities, refresh_capabilities
-from swarm.errors import ProtocolError, SwarmError
-from swarm.messages import Assignment, Body, Envelope, ErrorReply, NodeGone, TaskResult, TaskSpec
+from swarm.errors import ConfigError, ProtocolError, SwarmError
+from swarm.ids import check_id
+from swarm.messages import (
+    Assignment,
+    Body,
+    Cancel,
+    Envelope,
+    ErrorReply,
+    NodeGone,
+    SubmitJob,
+    TaskResult,
+    TaskSpec,
+    TrustRoster,
+)
 from swarm.registry import Registry
+from swarm.runtime.brokerconf import BrokerSecurity, UserEntry
 from swarm.runtime.brokerlocator import BrokerLocator
 from swarm.runtime.dataserver import DataServer
 from swarm.runtime.executor import Executor
+from swarm.runtime.identity import broker_login, load_roster, save_roster
 from swarm.runtime.mqtt import Transport, TransportError
 from swarm.runtime.netaddr import advertised_host
 from swarm.runtime.storage import NodeStorage
 from swarm.taskapi import DataPlane
+from swarm.trust.audit import refused
+from swarm.trust.authority import Authority, audit_log, authority_dir
+from swarm.trust.credentials import Certificate, Credential
+from swarm.trust.roster import Roster
+from swarm.trust.signing import UNSIGNED_ENV, AuthError, Signer, Verifier, signatures_disabled
 
 __all__ = ["NodeShell"]
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+#: Where an admin publishes the authority's signed roster (retained).
+ROSTER_TOPIC = "trust/roster"
+#: How often a node on the authority's machine looks at the roster file (one stat() call).
+ROSTER_POLL_S = 0.25
 PROBE_INTERVAL = 5.0
 
 
 class NodeShell:
-    """Runs one node until `stop` is set, then leaves the cluster cleanly."""
+    """Runs one node until `stop` is set, then leaves the cluster cleanly.
 
-    def __init__(self, config: NodeConfig, clock: Callable[[], float] = time.time) -> None:
+    `storage` is the node's locked data dir and `credential` its identity in the cluster (see
+    `runtime/identity.py`): every message it sends is signed with it, and every message it receives is
+    checked by `Verifier` before the core sees it.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        storage: NodeStorage,
+        credential: Credential,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self._clock = clock
         self._rng = random.Random()
-        self.storage = NodeStorage.open(config.data_dir)
-        self.node_id = self.storage.node_id
-        self._registry = Registry.from_entry_points(strict=False)
+        self.storage = storage
+        self.node_id = storage.node_id
+        self.credential = credential
+        self._signer = Signer(credential)
+        self._verifier = Verifier(
+            config.cluster, credential.authority_public, max_bytes=config.max_message_bytes
+        )
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        if signatures_disabled():
+            log.warning("message signatures are OFF (%s=1): for measurements only", UNSIGNED_ENV)
+        self._roster = load_roster(storage.data_dir, credential)
+        self._revoked = self._roster is not None and self.node_id in self._roster.revoked
+        if self._roster is not None:
+            self._verifier.update_roster(self._roster)
+            self._events.put_nowait(PolicyChanged(self._roster.quota_list()))
+        self._registry = Registry.from_entry_points(strict=False)
+        # Message ids must not repeat after a restart: receivers drop a repeated id as a replay.
+        self._msg_prefix = f"{self.node_id}-{secrets.token_hex(3)}-"
+        self._audit_log = audit_log(config.cluster)
+        self._last_refusal_audit = float("-inf")
         self._msg_ids = itertools.count()
         self._transport: Transport | None = None
-        self._locator = BrokerLocator(config, self.storage.data_dir, self._rng)
+        self._locator = BrokerLocator(config, self.storage.data_dir, self._rng, self._broker_security)
         self._data_root = self.storage.data_dir / "data"
         status = DeviceStatus(probe_capabilities(config.core.role, data_dir=self.storage.data_dir), 0.0, 0)
         self.machine = NodeMachine(
@@ -89,6 +142,7 @@ class NodeShell:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Join, serve until `stop` is set, leave."""
+        self._audit(self.credential.certificate, "join", self.config.cluster)
         work_dir = self.storage.data_dir / "work"
         work_dir.mkdir(exist_ok=True)
         self._data_root.mkdir(exist_ok=True)
@@ -116,13 +170,25 @@ class NodeShell:
                 log.info("node %s serves bulk data at %s", self.node_id, data.url)
                 # The same port after a restart keeps this node's map outputs reachable at their URLs.
                 self.storage.remember_data_port(data.port)
-                await self._serve(executor, stop)
+                async with asyncio.TaskGroup() as tg:
+                    watcher = None
+                    if Authority.exists(self.config.cluster):
+                        name = f"swarm[{self.config.name}].roster"
+                        watcher = tg.create_task(self._watch_local_roster(), name=name)
+                    await self._serve(executor, stop)
+                    if watcher is not None:
+                        watcher.cancel()
         finally:
             self.storage.close()
 
     async def _serve(self, executor: Executor, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
+            if self._revoked:
+                raise ConfigError(
+                    f"node {self.node_id} was revoked from cluster {self.config.cluster!r}; to join again,"
+                    " get a new token (`swarm invite`) and use a fresh --data-dir"
+                )
             url = await self._locator.locate(rank=self.machine.succession_rank(), failures=failures)
             log.info("node %s (%s) connecting to %s", self.node_id, self.config.name, url)
             lost: BaseException | None = None
@@ -139,11 +205,13 @@ class NodeShell:
                     await asyncio.wait_for(stop.wait(), delay)
 
     async def _connected(self, url: str, executor: Executor, stop: asyncio.Event) -> None:
-        will = (f"node/{self.node_id}/hb", self._encode(NodeGone("connection lost"), 0))
-        async with Transport(url, self.config.cluster, self.node_id, will=will) as transport:
+        hb_topic = f"node/{self.node_id}/hb"
+        will = (hb_topic, self._seal(hb_topic, NodeGone("connection lost"), 0))
+        login = broker_login(self.config, self.credential)
+        async with Transport(url, self.config.cluster, self.node_id, login=login, will=will) as transport:
             self._transport = transport
             self.machine.set_status(self._status(battery=False))
-            await transport.subscribe(*self.machine.subscriptions())
+            await transport.subscribe(ROSTER_TOPIC, *self.machine.subscriptions())
             self._events.put_nowait(Connected())
             name = f"swarm[{self.config.name}]"
             try:
@@ -163,15 +231,24 @@ class NodeShell:
     # --- loops --------------------------------------------------------------------------------------
 
     async def _rx_loop(self, transport: Transport) -> None:
-        async for topic, payload in transport.messages():
+        async for topic, payload, retained in transport.messages():
             if not payload:
                 self._events.put_nowait(RetainedCleared(topic))
                 continue
             try:
-                env = decode(payload, cluster=self.config.cluster, max_bytes=self.config.max_message_bytes)
-            except ProtocolError as exc:
-                self._reject(topic, payload, exc)
+                verified = self._verifier.open(topic, payload, retained=retained, now=self._clock())
+            except AuthError as exc:
+                self._reject(topic, exc)
                 continue
+            except ProtocolError as exc:
+                self._reject(topic, AuthError(str(exc)))
+                continue
+            env = verified.envelope
+            if isinstance(env.body, TrustRoster):
+                await self._on_roster(env.body, verified.certificate)
+                continue
+            if isinstance(env.body, SubmitJob | Cancel) and not retained and self.machine.scheduler:
+                self._audit(verified.certificate, type(env.body).TAG, _target(env.body))
             self._events.put_nowait(MessageReceived(topic, env))
 
     async def _tick_loop(self) -> None:
@@ -211,7 +288,7 @@ class NodeShell:
         for effect in effects:
             match effect:
                 case Publish(topic, body, epoch, retain):
-                    transport.publish(topic, self._encode(body, epoch), retain=retain)
+                    transport.publish(topic, self._seal(topic, body, epoch), retain=retain)
                 case ClearRetained(topic):
                     transport.publish(topic, b"", retain=True)
                 case Subscribe(topic):
@@ -225,13 +302,16 @@ class NodeShell:
                 case CancelTask(task_id, _):
                     executor.cancel(task_id)
                 case DropJobData(job_id):
-                    # Map outputs of a finished job: nobody will fetch them again.
-                    await asyncio.to_thread(shutil.rmtree, self._data_root / "mr" / job_id, True)
+                    # Map outputs of a finished job: nobody will fetch them again. The id passed the id
+                    # grammar at decode time; the check below keeps that true if the grammar ever changes.
+                    target = self._data_root / "mr" / check_id(job_id, "job id")
+                    if target.parent == self._data_root / "mr":
+                        await asyncio.to_thread(shutil.rmtree, target, True)
                 case _:
                     raise TypeError(f"unknown effect {effect!r}")
 
     async def _run_task(self, executor: Executor, a: Assignment) -> None:
-        outcome = await executor.run(a.task_id, a.attempt, a.type, a.payload, a.timeout)
+        outcome = await executor.run(a.task_id, a.attempt, a.type, a.payload, a.timeout, network=a.network)
         result = TaskResult(
             a.task_id,
             a.job_id,
@@ -251,7 +331,7 @@ class NodeShell:
         for effect in effects:
             if isinstance(effect, Publish):
                 await transport.publish_and_wait(
-                    effect.topic, self._encode(effect.body, effect.epoch), retain=effect.retain
+                    effect.topic, self._seal(effect.topic, effect.body, effect.epoch), retain=effect.retain
                 )
             elif isinstance(effect, Unsubscribe):
                 await transport.unsubscribe(effect.topic)
@@ -259,19 +339,88 @@ class NodeShell:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _encode(self, body: Body, epoch: int) -> bytes:
+    def _seal(self, topic: str, body: Body, epoch: int) -> bytes:
         env = Envelope(
-            1, self.config.cluster, self.node_id, epoch, f"{self.node_id}-{next(self._msg_ids)}", body
+            1, self.config.cluster, self.node_id, epoch, f"{self._msg_prefix}{next(self._msg_ids)}", body
         )
-        return encode(env)
+        return self._signer.seal(topic, encode(env), self._clock())
 
-    def _reject(self, topic: str, payload: bytes, exc: ProtocolError) -> None:
+    def _audit(self, who: Certificate | None, action: str, target: str, outcome: str = "ok") -> None:
+        """Record a critical operation in this machine's audit log, off the event loop (appends fsync)."""
+        actor, role = (who.id, who.role) if who else ("?", "unknown")
+        record = functools.partial(
+            self._audit_log.append,
+            time=self._clock(),
+            actor=actor,
+            role=role,
+            node=self.node_id,
+            action=action,
+            target=target[:200],
+            outcome=outcome[:500],
+        )
+        asyncio.get_running_loop().run_in_executor(None, record)
+
+    def _reject(self, topic: str, exc: AuthError) -> None:
+        """Log and count a refused message (audited at most once a second); answer only a sender whose
+        signature was good."""
         self.machine.count("bad_messages")
-        who = peek_sender(payload)
-        log.warning("refused a message on %s from %s: %s", topic, who[0] if who else "?", exc)
-        if who is not None and self._transport is not None and who[0] != self.node_id:
-            body = ErrorReply(who[1], f"refused by {self.node_id}: {exc}")
-            self._transport.publish(f"node/{who[0]}/in", self._encode(body, self.machine.election.epoch))
+        log.warning("refused a message on %s: %s", topic, exc)
+        now = self._clock()
+        if now - self._last_refusal_audit >= 1.0:
+            self._last_refusal_audit = now
+            self._audit(None, "refused", topic, refused(str(exc)))
+        if exc.reply_to is None or self._transport is None or exc.reply_to[0] == self.node_id:
+            return
+        inbox = f"node/{exc.reply_to[0]}/in"
+        body = ErrorReply(exc.reply_to[1], f"refused by {self.node_id}: {exc}")
+        self._transport.publish(inbox, self._seal(inbox, body, self.machine.election.epoch))
+
+    async def _on_roster(self, body: TrustRoster, sender: Certificate) -> None:
+        """A roster published by an admin: taken if its authority signature checks and it is newer."""
+        try:
+            roster = Roster.from_bytes(body.roster.encode(), self.credential.authority_public)
+        except ValueError as exc:
+            log.warning("refused a roster from %s: %s", sender.id, exc)
+            self.machine.count("bad_messages")
+            return
+        await self._apply_roster(roster)
+
+    async def _apply_roster(self, roster: Roster) -> None:
+        """A newer roster: take its revocations, keep it, and let a broker we run admit its principals."""
+        if not self._verifier.update_roster(roster):
+            return
+        self._roster = roster
+        self._events.put_nowait(PolicyChanged(roster.quota_list()))
+        save_roster(self.storage.data_dir, roster)
+        log.info(
+            "roster %d: %d principals, %d revoked", roster.serial, len(roster.principals), len(roster.revoked)
+        )
+        await self._locator.update_security(self._broker_security())
+        if self.node_id in roster.revoked:
+            log.error("this node was revoked from cluster %r", self.config.cluster)
+            self._revoked = True
+
+    async def _watch_local_roster(self) -> None:
+        """On the authority's machine, follow its roster file: a device invited or a node started here is
+        admitted by a broker this node runs before anyone publishes the roster."""
+        path = authority_dir(self.config.cluster) / "roster.json"
+        seen = 0.0
+        while True:
+            with contextlib.suppress(OSError):
+                mtime = path.stat().st_mtime
+                if mtime != seen:
+                    seen = mtime
+                    roster = Roster.from_bytes(path.read_bytes(), self.credential.authority_public)
+                    await self._apply_roster(roster)
+            await asyncio.sleep(ROSTER_POLL_S)
+
+    def _broker_security(self) -> BrokerSecurity:
+        """What a broker this node starts needs: the roster's logins and the cluster's TLS material."""
+        cred = self.credential
+        users = self._roster.broker_users(cred.broker_secret, self._clock()) if self._roster else {}
+        entries = {pid: UserEntry(u.password, u.kind, u.role) for pid, u in users.items()}  # type: ignore[arg-type]
+        entries.setdefault(cred.id, UserEntry(cred.broker_password, "node", "member"))
+        return BrokerSecurity(cred.cluster, entries, cred.tls_cert_pem, cred.tls_key_pem, cred.tls_ca_pem)
 
     def _validate_task(self, spec: TaskSpec) -> str | None:
         # A piped task receives `previous` only when it runs; validate it as it will run.
@@ -288,3 +437,7 @@ class NodeShell:
         snap = load_snapshot(self.storage.data_dir)
         caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
         return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind)
+
+
+def _target(body: SubmitJob | Cancel) -> str:
+    return body.job_id if isinstance(body, SubmitJob) else body.target

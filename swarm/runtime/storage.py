@@ -70,6 +70,15 @@ class NodeStorage:
             self.epoch = epoch
             self._write()
 
+    def adopt_node_id(self, node_id: str) -> None:
+        """Take the id a join token names; only a data dir that never acted (epoch 0) may change its id."""
+        if node_id == self.node_id:
+            return
+        if self.epoch != 0:
+            raise ConfigError(f"data dir {self.data_dir} already belongs to node {self.node_id}")
+        self.node_id = node_id
+        self._write()
+
     def remember_data_port(self, port: int) -> None:
         """Record the data server's port, to listen there again after a restart."""
         if port != self.data_port:

@@ -27,7 +27,7 @@ import pytest
 
 from swarm.core.tracker import JobProgress
 from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
-from tests.integration.nodes import Cluster, CommitObserver, Node, loopback_env, running, swarm_cmd
+from tests.integration.nodes import Cluster, CommitObserver, Node, running, swarm_cmd
 
 pytestmark = pytest.mark.network
 
@@ -49,7 +49,7 @@ BATCH_JOB = "chaos-batch"
 
 @pytest.fixture
 def cluster(mosquitto: object, tmp_path: Path) -> Iterator[Cluster]:
-    with running(tmp_path / "nodes", mosquitto.url, NAMES, slots=SLOTS) as c:  # type: ignore[attr-defined]
+    with running(tmp_path / "nodes", mosquitto, NAMES, slots=SLOTS) as c:
         yield c
 
 
@@ -123,7 +123,7 @@ def _submit(cluster: Cluster, name: str, *args: str) -> Submission:
     full = [*args, "--cluster", cluster.cluster, "--broker", str(cluster.broker), "--wait"]
     stdout, stderr = cluster.root / f"{name}.out", cluster.root / f"{name}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:  # files, not pipes: --wait prints a lot
-        proc = subprocess.Popen(swarm_cmd(*full), stdout=out, stderr=err, env=loopback_env(cluster.root))
+        proc = subprocess.Popen(swarm_cmd(*full), stdout=out, stderr=err, env=cluster.env())
     return Submission(name, proc, stdout, stderr)
 
 
@@ -251,7 +251,7 @@ async def test_sigkill_a_node_every_few_seconds_mapreduce_and_batch_stay_exact(
     inputs = _texts(tmp_path / "in", rng)
     expected_counts = word_counts(inputs)
     expected_results = _batch(tmp_path / "batch.json")
-    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    observer = CommitObserver(cluster)
     mr_progress = observer.tracker.track(MR_JOB, 0)  # its size is known once it is planned
     batch_progress = observer.tracker.track(BATCH_JOB, BATCH_TASKS)
     watch = asyncio.create_task(observer.run())

@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarm.codec import decode
+from swarm.codec import DEFAULT_MAX_BYTES
 from swarm.core.tracker import JobTracker
 from swarm.messages import Commit
-from swarm.runtime.mqtt import Transport
+from swarm.runtime.mqtt import BrokerLogin, Transport
+from swarm.trust.authority import Authority
+from swarm.trust.signing import Verifier
+from tests.conftest import MosquittoServer
 
 
-def loopback_env(home: Path) -> dict[str, str]:
-    """Environment for processes under test: mDNS and any embedded broker on loopback only."""
+def loopback_env(home: Path, broker: MosquittoServer | None = None) -> dict[str, str]:
+    """Environment for processes under test: mDNS and any embedded broker on loopback only, the
+    cluster's secrets under `home`, and the login of a test broker if one is given."""
     env = dict(os.environ)
     env.update(
         SWARM_MDNS_INTERFACES="127.0.0.1",
@@ -32,9 +36,18 @@ def loopback_env(home: Path) -> dict[str, str]:
         SWARM_HOME=str(home),
         PYTHONUNBUFFERED="1",
     )
-    env.pop("SWARM_BROKER", None)
-    env.pop("SWARM_CLUSTER", None)
+    for key in ("SWARM_BROKER", "SWARM_CLUSTER", "SWARM_TOKEN", *_LOGIN_ENV):
+        env.pop(key, None)
+    if broker is not None:
+        env.update(
+            SWARM_BROKER_USERNAME=broker.username,
+            SWARM_BROKER_PASSWORD=broker.password,
+            SWARM_BROKER_CA=str(broker.ca_path),
+        )
     return env
+
+
+_LOGIN_ENV = ("SWARM_BROKER_USERNAME", "SWARM_BROKER_PASSWORD", "SWARM_BROKER_CA")
 
 
 def swarm_cmd(*args: str) -> list[str]:
@@ -71,9 +84,30 @@ class Cluster:
     """Nodes of one cluster against one broker."""
 
     root: Path
-    broker: str | None
+    server: MosquittoServer | None
     cluster: str = "test"
     nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def broker(self) -> str | None:
+        """The test broker's URL, or None when the nodes find or start one themselves."""
+        return self.server.url if self.server else None
+
+    def env(self) -> dict[str, str]:
+        """The environment of this cluster's processes."""
+        return loopback_env(self.root, self.server)
+
+    def verifier(self) -> Verifier:
+        """Checks messages against the cluster's authority, which the first node made under `root`."""
+        authority = Authority.load(self.cluster, home=self.root)
+        return Verifier(self.cluster, authority.public_key, max_bytes=DEFAULT_MAX_BYTES)
+
+    def login(self) -> BrokerLogin | None:
+        """The test broker's login (None: the embedded broker's, from the local admin credential)."""
+        if self.server is not None:
+            return self.server.login()
+        admin = Authority.load(self.cluster, home=self.root).admin_credential()
+        return BrokerLogin(admin.id, admin.broker_password, admin.tls_ca_pem)
 
     def start(self, name: str, *extra: str) -> Node:
         """Start a node; its output goes to a log file under the test's tmp dir."""
@@ -84,7 +118,7 @@ class Cluster:
         if self.broker:
             args += ["--broker", self.broker]
         with log.open("ab") as out:
-            proc = subprocess.Popen(swarm_cmd(*args), stdout=out, stderr=out, env=loopback_env(self.root))
+            proc = subprocess.Popen(swarm_cmd(*args), stdout=out, stderr=out, env=self.env())
         node = Node(name, data_dir, proc, log, extra)
         self.nodes.append(node)
         return node
@@ -108,7 +142,7 @@ class Cluster:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=loopback_env(self.root),
+            env=self.env(),
             check=False,
         )
 
@@ -157,11 +191,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running(root: Path, broker: str, names: list[str], slots: int = 2) -> Iterator[Cluster]:
-    """A cluster of `names` nodes, ready (every node alive, a coordinator acting) until the block ends."""
+def running(
+    root: Path, broker: MosquittoServer, names: list[str], slots: int = 2, *extra: str
+) -> Iterator[Cluster]:
+    """A cluster of `names` nodes, ready (every node alive, a coordinator acting) until the block ends;
+    `extra` are more `swarm join` options for every node."""
     cluster = Cluster(root, broker)
     for name in names:
-        cluster.start(name, "--slots", str(slots))
+        cluster.start(name, "--slots", str(slots), *extra)
     try:
         cluster.wait_ready(alive=len(names))
         yield cluster
@@ -172,9 +209,10 @@ def running(root: Path, broker: str, names: list[str], slots: int = 2) -> Iterat
 class CommitObserver:
     """Counts every commit that passes the epoch gate, per task, as a submitter would see them."""
 
-    def __init__(self, broker: str, cluster: str) -> None:
-        self.broker = broker
-        self.cluster = cluster
+    def __init__(self, cluster: Cluster) -> None:
+        self._of = cluster
+        self.broker = str(cluster.broker)
+        self.cluster = cluster.cluster
         self.tracker = JobTracker()
         self.counts: dict[str, int] = {}
         self._outcomes: dict[str, set[tuple[str, int, str | None, str]]] = {}
@@ -184,13 +222,15 @@ class CommitObserver:
 
     async def run(self) -> None:
         """Follow the cluster until cancelled."""
-        async with Transport(self.broker, self.cluster, "observer", persistent=False) as t:
+        verifier = self._of.verifier()
+        login = self._of.login()
+        async with Transport(self.broker, self.cluster, "observer", login=login, persistent=False) as t:
             await t.subscribe("election", "coord", "job/+/commits/+")
             self.ready.set()
-            async for _, payload in t.messages():
+            async for topic, payload, retained in t.messages():
                 if not payload:
                     continue
-                env = decode(payload, cluster=self.cluster)
+                env = verifier.open(topic, payload, retained=retained, now=time.time()).envelope
                 before = self.tracker.fenced
                 self.tracker.on_envelope(env)
                 if isinstance(env.body, Commit) and self.tracker.fenced == before:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.nodes import Cluster, CommitObserver, loopback_env, running, swarm_cmd
+from tests.integration.nodes import Cluster, CommitObserver, running, swarm_cmd
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture
 def cluster(mosquitto: object, tmp_path: Path) -> Iterator[Cluster]:
-    with running(tmp_path, mosquitto.url, ["node0", "node1", "node2"]) as c:  # type: ignore[attr-defined]
+    with running(tmp_path, mosquitto, ["node0", "node1", "node2"]) as c:
         yield c
 
 
@@ -44,7 +44,7 @@ def _submit_in_background(cluster: Cluster, *args: str) -> subprocess.Popen[str]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=loopback_env(cluster.root),
+        env=cluster.env(),
     )
 
 
@@ -71,7 +71,7 @@ async def _node_running(cluster: Cluster, job_id: str) -> str:
 async def test_sigkill_coordinator_mid_run_every_task_completes_once(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    observer = CommitObserver(cluster)
     watch = asyncio.create_task(observer.run())
     await observer.ready.wait()
     coordinator = cluster.by_id(cluster.status()["coordinator"])
@@ -93,7 +93,7 @@ async def test_sigkill_coordinator_mid_run_every_task_completes_once(
 
 
 async def test_sigkill_node_running_long_task_finishes_elsewhere(cluster: Cluster) -> None:
-    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    observer = CommitObserver(cluster)
     watch = asyncio.create_task(observer.run())
     await observer.ready.wait()
     submit = _submit_in_background(
@@ -138,7 +138,7 @@ def test_failover_within_10s_and_a_submission_made_meanwhile_completes(cluster: 
 
 
 async def test_sigterm_hands_running_work_back_at_once(cluster: Cluster) -> None:
-    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    observer = CommitObserver(cluster)
     watch = asyncio.create_task(observer.run())
     await observer.ready.wait()
     coordinator = cluster.status()["coordinator"]

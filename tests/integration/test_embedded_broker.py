@@ -17,7 +17,7 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def bare(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, broker=None, cluster="zero")
+    c = Cluster(tmp_path, None, cluster="zero")
     try:
         yield c
     finally:

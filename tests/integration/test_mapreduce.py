@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from swarm.mapreduce.locality import machine_id
+from tests.conftest import MosquittoServer
 from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
-from tests.integration.nodes import Cluster, CommitObserver, loopback_env, running, swarm_cmd
+from tests.integration.nodes import Cluster, CommitObserver, running, swarm_cmd
 
 pytestmark = pytest.mark.network
 
@@ -25,9 +26,16 @@ WORDS = ["alpha", "beta", "gamma", "delta", "don't", "x1", "Zeta", "über", "eta
 
 
 @pytest.fixture(scope="module")
-def trio(mosquitto_module: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def trio(mosquitto_module: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("mr")
-    with running(root, mosquitto_module.url, ["a", "b", "c"]) as cluster:  # type: ignore[attr-defined]
+    # Task code runs confined (an unprivileged user, a sandbox where bubblewrap works): a directory it
+    # may write must be allowed by the node's owner, and writable by that user.
+    shared = root / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    config = root / "node.toml"
+    config.write_text(f"[tasks]\nallowed_paths = {json.dumps([str(shared)])}\n")
+    with running(root, mosquitto_module, ["a", "b", "c"], 2, "--config", str(config)) as cluster:
         yield cluster
 
 
@@ -84,7 +92,10 @@ def test_nodes_on_the_submitters_machine_use_its_files_where_allowed(
     config.write_text(f"[tasks]\nallowed_paths = {json.dumps([str(tmp_path / 'job')])}\n")
     (tmp_path / "job").mkdir()
     inputs = _texts(tmp_path / "job")
-    cluster = Cluster(tmp_path / "nodes", mosquitto_module.url, cluster="local")  # type: ignore[attr-defined]
+    # Where the nodes may write the outputs themselves: allowed, and writable by the task user.
+    (tmp_path / "job" / "out").mkdir(mode=0o777)
+    (tmp_path / "job" / "out").chmod(0o777)
+    cluster = Cluster(tmp_path / "nodes", mosquitto_module, cluster="local")
     try:
         for name in ("a", "b"):
             cluster.start(name, "--slots", "2", "--config", str(config))
@@ -174,8 +185,9 @@ def reduce(key, values):
 
 
 def test_each_map_runs_exactly_once_when_nothing_fails(trio: Cluster, tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    marks = trio.root / "shared" / "marks"
+    marks.mkdir(mode=0o777)
+    marks.chmod(0o777)
     app = tmp_path / "marker.py"
     app.write_text(MARKER_APP.replace("{marks!r}", repr(str(marks))))
     inputs = _texts(tmp_path, files=5, seed=6)
@@ -257,7 +269,7 @@ def test_sigkill_of_a_node_during_a_phase_keeps_the_output_exact(
         )
     )
     expected = _word_counts_split(inputs)
-    with running(tmp_path / "nodes", mosquitto.url, ["a", "b", "c"]) as cluster:  # type: ignore[attr-defined]
+    with running(tmp_path / "nodes", mosquitto, ["a", "b", "c"]) as cluster:
         asyncio.run(_kill_during(cluster, app, inputs, tmp_path / "out", phase))
     merged = check_partitioned(read_outputs(tmp_path / "out", 3))
     assert {k: int(v) for k, v in merged.items()} == expected
@@ -271,7 +283,7 @@ def _word_counts_split(paths: list[Path]) -> dict[str, int]:
 
 
 async def _kill_during(cluster: Cluster, app: Path, inputs: list[Path], out: Path, phase: str) -> None:
-    observer = CommitObserver(str(cluster.broker), cluster.cluster)
+    observer = CommitObserver(cluster)
     watch = asyncio.create_task(observer.run())
     await observer.ready.wait()
     coordinator = cluster.status()["coordinator"]
@@ -296,7 +308,7 @@ async def _kill_during(cluster: Cluster, app: Path, inputs: list[Path], out: Pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=loopback_env(cluster.root),
+        env=cluster.env(),
     )
     try:
         deadline = time.monotonic() + 60

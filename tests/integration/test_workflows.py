@@ -19,7 +19,7 @@ pytestmark = pytest.mark.network
 @pytest.fixture(scope="module")
 def pair(mosquitto_module: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("wf")
-    with running(root, mosquitto_module.url, ["a", "b"]) as cluster:  # type: ignore[attr-defined]
+    with running(root, mosquitto_module, ["a", "b"]) as cluster:
         yield cluster
 
 

@@ -45,7 +45,7 @@ def _raw(**over: object) -> bytes:
         (_raw(b={"epoch": "1"}), "claim.epoch: expected int, got str"),
         (_raw(b={"epoch": 1, "x": 2}), "unknown field"),
         (_raw(c="other"), "for cluster 'other'"),
-        (_raw(e=True), "e: expected int, got bool"),
+        (_raw(e=True), "e: expected an epoch in 0..2**53-1, got True"),
         (
             _raw(
                 t="submit_job", b={"job_id": "j", "tasks": [{"task_id": "t", "type": "echo", "payload": []}]}

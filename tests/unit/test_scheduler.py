@@ -211,11 +211,11 @@ def test_cancel_commits_cancelled_and_stops_the_attempt() -> None:
     s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}), TaskSpec("b", "x", {}, after=("a",)))), 0.0)
     place(s, [member("w1")], 0.0)
     s.drain(0.0)
-    assert s.on_cancel("j", 1.0)
+    assert s.on_cancel("j", "", "member", 1.0) is None
     effects = s.drain(1.0)
     assert commits(effects) == {"a": "cancelled", "b": "cancelled"}
     assert of_type(effects, CancelAttempt) == [CancelAttempt("a", 1)]
-    assert not s.on_cancel("nothing", 1.0)
+    assert s.on_cancel("nothing", "", "member", 1.0) == "no task or job 'nothing'"
 
 
 def test_takeover_adopts_running_attempts_and_reported_results() -> None:
@@ -282,7 +282,7 @@ def test_a_record_that_never_comes_back_is_published_again_and_acks_wait_for_it(
 
 def test_a_refusing_device_is_avoided_and_a_task_nobody_allows_waits_with_the_reason() -> None:
     s = sched(pending_timeout=5.0)
-    s.on_submit(SubmitJob("j", (TaskSpec("a", "command", {}),)), 0.0)
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "command", {}),), role="operator"), 0.0)
     place(s, [member("w1")], 0.0)
     s.drain(0.0)
     s.on_results("w1", [TaskResult("a", "j", 1, "refused", error="command is not allowed here")], 0.1)
@@ -306,3 +306,35 @@ def test_a_success_of_an_attempt_the_new_coordinator_did_not_know_ran_is_taken()
     s.adopt(SubmitJob("k", (TaskSpec("b", "x", {}),)), {}, 0.6)
     s.on_results("c2", [TaskResult("b", "k", 1, "error", error="boom")], 0.7)
     assert s.tasks["b"].state == "queued"
+
+
+def test_only_the_submitter_or_an_operator_may_cancel_a_job() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}),), submitted_by="u-1", role="submitter"), 0.0)
+    refusal = s.on_cancel("j", "u-2", "submitter", 1.0)
+    assert refusal is not None and "may not cancel job j of u-1" in refusal
+    assert s.tasks["a"].state != "cancelled"
+    assert s.on_cancel("a", "u-3", "operator", 1.0) is None
+    assert s.tasks["a"].state == "cancelled"
+
+
+def test_a_task_that_runs_its_own_code_needs_the_run_code_permission() -> None:
+    s = sched()
+    spec = TaskSpec("a", "command", {"argv": ["true"]})
+    s.on_submit(SubmitJob("j", (spec,), submitted_by="u-1", role="submitter"), 0.0)
+    effects = s.drain(0.0)
+    rejected = [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, JobRejected)]
+    assert rejected and "lacks the run_code permission" in rejected[0].reason
+    assert "j" not in s.jobs
+
+
+def test_a_result_counts_only_from_the_node_the_attempt_went_to() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}),)), 0.0)
+    place(s, [member("w1"), member("w2")], 0.0)
+    s.drain(0.0)
+    rec = s.tasks["a"]
+    other = "w2" if rec.node == "w1" else "w1"
+    s.on_results(other, [TaskResult("a", "j", rec.attempt, "ok", result="forged")], 1.0)
+    assert rec.state == "running"
+    assert s.metrics["foreign_results"] == 1

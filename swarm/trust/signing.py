@@ -1,0 +1,234 @@
+"""Every message signed by its sender, checked by every receiver.
+
+Theory of operation
+-------------------
+A message on the wire is a signed frame around the envelope's JSON::
+
+    b"SW1" | time (8 bytes, big-endian double) | certificate length (2) | signature (64)
+           | certificate JSON | envelope JSON
+
+The Ed25519 signature covers the topic, the time, the certificate and the envelope, so a message cannot
+be moved to another topic or have its time changed. The receiver (`Verifier.open`):
+
+1. checks the certificate against the cluster's authority (once per certificate: verified certificates
+   are cached by their bytes) and that it is neither revoked nor expired;
+2. checks the signature with the certificate's key;
+3. decodes the envelope (`codec.decode`: ids, types, sizes) and binds it to the certificate: the
+   envelope's sender is the certificate's id (a user's CLI adds `.<nonce>` to tell its connections
+   apart), and the principal's kind and role may send this type of message (`roles.may_send`);
+4. drops replays: a live (not retained) message whose time is further than `window` from the receiver's
+   clock, or whose id this receiver already took from that sender within the window.
+
+Retained messages are the broker's current state (a job's spec, the coordinator's announcement, a
+commit batch), so they are old by design and exempt from the time window; the protocol's own state
+(epochs, attempt numbers, job ids) makes a stale one harmless, as it does for a coordinator deposed
+long ago. What is checked of the sender beyond its identity and role — only the epoch's coordinator
+assigns, a result comes from the node its attempt went to, an epoch rises by a bounded step — depends on
+protocol state and is checked by the core (`core/node.py`, `core/scheduler.py`, `core/election.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from swarm.codec import decode, peek_sender
+from swarm.errors import ProtocolError
+from swarm.messages import Cancel, Envelope, SubmitJob
+from swarm.trust.credentials import Certificate, Credential
+from swarm.trust.roles import may_send
+from swarm.trust.roster import Roster
+
+__all__ = ["MAGIC", "UNSIGNED_ENV", "AuthError", "Signer", "Verified", "Verifier", "signatures_disabled"]
+
+#: Set to "1" only by the benchmarks, to measure the cost of signatures (see `signatures_disabled`).
+UNSIGNED_ENV = "SWARM_BENCH_UNSIGNED"
+
+MAGIC = b"SW1"
+_HEAD = struct.Struct(">3sdH64s")
+#: How far a live message's time may be from the receiver's clock, and how long ids are remembered.
+DEFAULT_WINDOW_S = 300.0
+_MAX_CACHED_CERTS = 4096
+#: Messages signed long before they travel: a node's last will is signed when it connects.
+_SIGNED_AHEAD = frozenset({"node_gone"})
+_MAX_REMEMBERED_IDS = 200_000
+
+
+class AuthError(ProtocolError):
+    """A message failed authentication or authorisation; the text says which check.
+
+    `reply_to` is the (sender, message id) to answer, set only when the signature was good and the
+    message was refused for what it said, not for who sent it: nobody else is ever answered.
+    """
+
+    def __init__(self, message: str, reply_to: tuple[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reply_to = reply_to
+
+
+def signatures_disabled() -> bool:
+    """Whether this process runs with Ed25519 signatures off: only `bench/` sets this, to measure what
+    signing costs. Every other check (certificates, roles, ids, replays) still runs; a node and its
+    peers must agree, since a node with signatures on refuses every unsigned frame."""
+    return os.environ.get(UNSIGNED_ENV) == "1"
+
+
+class Signer:
+    """Signs what one principal sends."""
+
+    def __init__(self, credential: Credential) -> None:
+        self.credential = credential
+        self._key = credential.key()
+        self._cert = orjson.dumps(credential.certificate.to_json())
+        self._sign = not signatures_disabled()
+
+    def seal(self, topic: str, payload: bytes, now: float) -> bytes:
+        """The signed frame of `payload` (an encoded envelope) for `topic`, sent at `now`."""
+        stamp = struct.pack(">d", now)
+        signature = (
+            self._key.sign(b"".join((topic.encode(), b"\0", stamp, self._cert, payload)))
+            if self._sign
+            else bytes(64)
+        )
+        return b"".join((_HEAD.pack(MAGIC, now, len(self._cert), signature), self._cert, payload))
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A message that passed every check: its envelope and who sent it."""
+
+    envelope: Envelope
+    certificate: Certificate
+    sent_at: float
+
+
+class Verifier:
+    """Checks incoming frames against one cluster's authority and roster (see the module doc)."""
+
+    def __init__(
+        self,
+        cluster: str,
+        authority_public: bytes,
+        *,
+        max_bytes: int,
+        window: float = DEFAULT_WINDOW_S,
+    ) -> None:
+        self.cluster = cluster
+        self._authority = authority_public
+        self._max_bytes = max_bytes
+        self._window = window
+        self._certs: OrderedDict[bytes, tuple[Certificate, Ed25519PublicKey]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._revoked: frozenset[str] = frozenset()
+        self._check_signatures = not signatures_disabled()
+        self.roster_serial = -1
+
+    def update_roster(self, roster: Roster) -> bool:
+        """Take a newer roster's revocations; False (nothing changes) for an older or equal serial."""
+        if roster.serial <= self.roster_serial or roster.cluster != self.cluster:
+            return False
+        self.roster_serial = roster.serial
+        self._revoked = frozenset(roster.revoked)
+        for raw in [raw for raw, (cert, _) in self._certs.items() if cert.id in self._revoked]:
+            del self._certs[raw]
+        return True
+
+    def is_revoked(self, principal_id: str) -> bool:
+        """Whether the roster this verifier holds revokes `principal_id`."""
+        return principal_id in self._revoked
+
+    def open(self, topic: str, frame: bytes, *, retained: bool, now: float) -> Verified:
+        """Check a frame and return its envelope; raise `AuthError` or `ProtocolError` saying why not."""
+        if len(frame) > self._max_bytes:
+            raise ProtocolError(f"message of {len(frame)} bytes exceeds the limit of {self._max_bytes}")
+        if len(frame) < _HEAD.size or frame[:3] != MAGIC:
+            raise AuthError("not a signed swarm message")
+        _, sent_at, cert_len, signature = _HEAD.unpack_from(frame)
+        cert_end = _HEAD.size + cert_len
+        raw_cert, payload = frame[_HEAD.size : cert_end], frame[cert_end:]
+        cert, key = self._certificate(raw_cert)
+        try:
+            if self._check_signatures:
+                key.verify(signature, b"".join((topic.encode(), b"\0", frame[3:11], raw_cert, payload)))
+        except InvalidSignature:
+            raise AuthError(f"bad signature on a message claiming to come from {cert.id}") from None
+        if not cert.valid_at(sent_at if retained else now):
+            raise AuthError(f"the certificate of {cert.id} has expired")
+        try:
+            env = decode(payload, cluster=self.cluster, max_bytes=self._max_bytes)
+            self._bind(env, cert)
+            if not retained and type(env.body).TAG not in _SIGNED_AHEAD:
+                self._check_fresh(env, sent_at, now)
+        except ProtocolError as exc:
+            who = peek_sender(payload)
+            bound = who is not None and _speaks_for(cert, who[0])
+            raise AuthError(str(exc), reply_to=who if bound else None) from None
+        return Verified(env, cert, sent_at)
+
+    def _certificate(self, raw: bytes) -> tuple[Certificate, Ed25519PublicKey]:
+        cached = self._certs.get(raw)
+        if cached is not None:
+            return cached
+        try:
+            cert = Certificate.from_json(orjson.loads(raw))
+            cert.verify(self._authority)
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise AuthError(f"certificate refused: {exc}") from None
+        if cert.cluster != self.cluster:
+            raise AuthError(f"certificate of {cert.id} is for cluster {cert.cluster!r}")
+        if cert.id in self._revoked:
+            raise AuthError(f"{cert.id} has been revoked")
+        entry = (cert, Ed25519PublicKey.from_public_bytes(cert.public_key))
+        self._certs[raw] = entry
+        if len(self._certs) > _MAX_CACHED_CERTS:
+            self._certs.popitem(last=False)
+        return entry
+
+    @staticmethod
+    def _bind(env: Envelope, cert: Certificate) -> None:
+        sender, body = env.sender, env.body
+        if not _speaks_for(cert, sender):
+            raise AuthError(f"{cert.id} signed a message that claims to come from {sender}")
+        refusal = may_send(cert.kind, cert.role, type(body).TAG)
+        if refusal is not None:
+            raise AuthError(f"{cert.id}: {refusal}")
+        # What a user's submission or cancel says of its sender is what the coordinator decides on. A
+        # member may relay a user's spec (a coordinator republishes specs a new broker lost).
+        if cert.kind == "node":
+            return
+        if isinstance(body, SubmitJob) and (body.submitted_by, body.role, body.team) != (
+            cert.id,
+            cert.role,
+            cert.team,
+        ):
+            raise AuthError(f"{cert.id}: a submission must name its submitter, role and team as signed")
+        if isinstance(body, Cancel) and (body.by, body.role) != (cert.id, cert.role):
+            raise AuthError(f"{cert.id}: a cancel must name its sender and role as signed")
+
+    def _check_fresh(self, env: Envelope, sent_at: float, now: float) -> None:
+        if abs(now - sent_at) > self._window:
+            raise AuthError(
+                f"message {env.msg_id} from {env.sender} was sent {now - sent_at:+.0f} s from now,"
+                f" outside the {self._window:.0f} s window (a replay, or a clock far off)"
+            )
+        key = (env.sender, env.msg_id)
+        if key in self._seen:
+            raise AuthError(f"message {env.msg_id} from {env.sender} was already received (a replay)")
+        self._seen[key] = sent_at
+        horizon = now - self._window
+        while self._seen and (
+            len(self._seen) > _MAX_REMEMBERED_IDS or next(iter(self._seen.values())) < horizon
+        ):
+            self._seen.popitem(last=False)
+
+
+def _speaks_for(cert: Certificate, sender: str) -> bool:
+    """Whether a message from `sender` may be signed with `cert`: its own id, or one of a user's
+    connections (`<id>.<nonce>`)."""
+    return sender == cert.id or (cert.kind == "user" and sender.startswith(cert.id + "."))
