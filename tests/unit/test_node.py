@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 from swarm.core.config import CoreConfig
-from swarm.core.events import Connected, Effect, MessageReceived, Publish, Tick
+from swarm.core.events import Connected, Effect, MessageReceived, Publish, RunTask, Tick
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
-from swarm.messages import Body, Claim, CoordinatorAnnounce, Envelope, Sync
+from swarm.messages import Assign, Assignment, Body, Claim, CoordinatorAnnounce, Envelope, NodeGone, Sync
 
 CFG = CoreConfig()
 
@@ -59,3 +59,34 @@ def test_a_coordinator_deposed_while_away_does_not_put_its_old_claim_back() -> N
     _deliver(node, "coord", "b", epoch + 1, CoordinatorAnnounce(epoch + 1, "b"), 10.06)
     assert node.scheduler is None
     assert _restated(_deliver(node, "node/a/in", "a", epoch, sync, 10.1)) == set()
+
+
+def _worker_of(coordinator: str, epoch: int) -> NodeMachine:
+    caps = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "w")
+    node = NodeMachine(
+        "w", "w", CFG, random.Random(0), lambda spec: None, DeviceStatus(caps, 0.1, 2048), 0, 0.0
+    )
+    _deliver(node, "coord", coordinator, epoch, CoordinatorAnnounce(epoch, coordinator), 0.1)
+    return node
+
+
+def test_only_the_coordinator_of_the_epoch_assigns_and_only_to_the_inbox() -> None:
+    node = _worker_of("c", 3)
+    work = Assign((Assignment("j.t0", "j", 1, "echo", {}),))
+    for topic, sender, epoch in (("node/w/in", "rogue", 3), ("node/w/in", "c", 4), ("node/x/in", "c", 3)):
+        _deliver(node, topic, sender, epoch, work, 0.2)
+        assert not node.worker.held
+    assert node.metrics["refused_messages"] == 3
+    effects = _deliver(node, "node/w/in", "c", 3, work, 0.3)
+    assert any(isinstance(e, RunTask) for e in effects)
+
+
+def test_a_claim_far_ahead_and_an_announcement_for_another_are_refused() -> None:
+    node = _worker_of("c", 3)
+    _deliver(node, "election", "rogue", 2**53 - 1, Claim(2**53 - 1), 0.2)
+    _deliver(node, "coord", "rogue", 4, CoordinatorAnnounce(4, "c"), 0.3)
+    _deliver(node, "node/c/hb", "rogue", 3, NodeGone("forged"), 0.4)
+    assert node.election.epoch == 3 and node.election.coordinator == "c"
+    assert node.metrics["refused_messages"] == 3
+    _deliver(node, "election", "d", 4, Claim(4), 0.5)  # a claim within reach is taken
+    assert node.election.epoch == 4 and node.election.coordinator == "d"
