@@ -25,11 +25,13 @@ from swarm.errors import ProtocolError
 from swarm.ids import IdMarker, is_id
 from swarm.messages import BODY_TYPES, Envelope
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_INT", "decode", "encode", "peek_sender"]
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_DEPTH", "MAX_INT", "decode", "encode", "peek_sender"]
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: Integers beyond this are refused: they would not survive a JSON reader that uses doubles.
 MAX_INT = 2**53 - 1
+#: Nesting beyond this is refused: orjson cannot write more than 255 levels.
+MAX_DEPTH = 200
 
 Converter = Callable[[Any], Any]
 
@@ -59,6 +61,10 @@ def decode(data: bytes, *, cluster: str | None = None, max_bytes: int = DEFAULT_
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ProtocolError(f"envelope: expected object, got {type(raw).__name__}")
+    # What is decoded must encode again (a coordinator forwards payloads): orjson writes at most
+    # MAX_DEPTH levels. Counting brackets is cheap and rules out deep nesting for nearly every message.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
+        raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
     version = raw.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
@@ -82,6 +88,19 @@ def decode(data: bytes, *, cluster: str | None = None, max_bytes: int = DEFAULT_
         msg_id=_top_id(raw.get("id"), "id"),
         body=body,
     )
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def peek_sender(data: bytes) -> tuple[str, str] | None:
@@ -138,6 +157,10 @@ def _top_epoch(value: Any) -> int:
 
 
 def _shown(value: Any) -> str:
+    """A short picture of a bad value for an error text; containers by type, since repr() of one nested
+    thousands deep would itself fail."""
+    if isinstance(value, list | dict):
+        return f"{type(value).__name__} of {len(value)}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -216,8 +239,8 @@ def _converter_for(hint: Any) -> Converter | None:
         allowed = frozenset(args)
 
         def convert_literal(v: Any) -> Any:
-            if v not in allowed:
-                raise _Invalid("", f"expected one of {sorted(allowed)}, got {v!r}")
+            if type(v) not in (str, int, bool) or v not in allowed:
+                raise _Invalid("", f"expected one of {sorted(allowed)}, got {_shown(v)}")
             return v
 
         return convert_literal

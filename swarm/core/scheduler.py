@@ -125,12 +125,13 @@ class Scheduler:
     def adopt(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float) -> None:
         """Take over a job a previous coordinator accepted; committed tasks stay committed.
 
-        The submitter's permissions are checked again: the previous coordinator may have died before
-        it checked a spec that was already retained.
+        The spec's shape, permissions and task ids are checked as a new submission's are: the previous
+        coordinator may have died before it checked a spec that was already retained. Task types are
+        not: this node may lack a plugin its predecessor had, and the job may be half done.
         """
         if job.job_id in self.jobs:
             return
-        refusal = permission_refusal(job)
+        refusal = self._refusal(job, None)
         if refusal is not None:
             self._reject(job, refusal)
             return
@@ -141,27 +142,34 @@ class Scheduler:
         if job.job_id in self.jobs:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
             return
-        try:
-            check_job(job)
-            refusal = permission_refusal(job)
-            if refusal is not None:
-                raise InvalidSpec(refusal)
-            over = self.quotas.job_refusal(job.submitted_by, job.team or None, JobDemand.of(job), now)
-            if over is not None:
-                raise InvalidSpec(str(over))
-            for spec in job.tasks:
-                if spec.task_id in self.tasks:
-                    raise InvalidSpec(
-                        f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
-                    )
-                why = self._validator(spec)
-                if why is not None:
-                    raise InvalidSpec(f"task {spec.task_id!r}: {why}")
-        except InvalidSpec as exc:
-            self._reject(job, str(exc))
+        refusal = self._refusal(job, now)
+        if refusal is not None:
+            self._reject(job, refusal)
             return
         self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
         self._add_job(job, {}, now, announce=True)
+
+    def _refusal(self, job: SubmitJob, now: float | None) -> str | None:
+        """Why `job` can never run here, or None. Quotas and task types are asked only of a new
+        submission (`now` given), see `adopt`."""
+        try:
+            check_job(job)
+        except InvalidSpec as exc:
+            return str(exc)
+        refusal = permission_refusal(job)
+        if refusal is not None:
+            return refusal
+        if now is not None:
+            over = self.quotas.job_refusal(job.submitted_by, job.team or None, JobDemand.of(job), now)
+            if over is not None:
+                return str(over)
+        for spec in job.tasks:
+            if spec.task_id in self.tasks:
+                return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
+            why = self._validator(spec) if now is not None else None
+            if why is not None:
+                return f"task {spec.task_id!r}: {why}"
+        return None
 
     def _reject(self, job: SubmitJob, reason: str) -> None:
         self._count("jobs_rejected")

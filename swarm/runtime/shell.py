@@ -71,7 +71,7 @@ from swarm.taskapi import DataPlane
 from swarm.trust.audit import refused
 from swarm.trust.authority import Authority, audit_log, authority_dir
 from swarm.trust.credentials import Certificate, Credential
-from swarm.trust.roster import Roster
+from swarm.trust.roster import Roster, broker_password
 from swarm.trust.signing import UNSIGNED_ENV, AuthError, Signer, Verifier, signatures_disabled
 
 __all__ = ["NodeShell"]
@@ -417,8 +417,8 @@ class NodeShell:
     def _broker_security(self) -> BrokerSecurity:
         """What a broker this node starts needs: the roster's logins and the cluster's TLS material."""
         cred = self.credential
-        users = self._roster.broker_users(cred.broker_secret, self._clock()) if self._roster else {}
-        entries = {pid: UserEntry(u.password, u.kind, u.role) for pid, u in users.items()}  # type: ignore[arg-type]
+        active = self._roster.active(self._clock()) if self._roster else []
+        entries = {p.id: UserEntry(broker_password(cred.broker_secret, p.id), p.kind, p.role) for p in active}
         entries.setdefault(cred.id, UserEntry(cred.broker_password, "node", "member"))
         return BrokerSecurity(cred.cluster, entries, cred.tls_cert_pem, cred.tls_key_pem, cred.tls_ca_pem)
 

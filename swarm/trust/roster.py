@@ -19,9 +19,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from swarm.core.quota import Quota
-from swarm.trust.credentials import b64d, b64e, canonical
+from swarm.trust.credentials import Kind, b64d, b64e, canonical
 
-__all__ = ["BrokerUser", "Principal", "Roster", "broker_password"]
+__all__ = ["Principal", "Roster", "broker_password"]
 
 
 def broker_password(secret: bytes, principal_id: str) -> str:
@@ -35,7 +35,7 @@ class Principal:
     """One issued identity, as the roster lists it."""
 
     id: str
-    kind: str
+    kind: Kind
     role: str
     team: str = ""
     name: str = ""
@@ -51,15 +51,6 @@ class Principal:
             "name": self.name,
             "expires": self.expires,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerUser:
-    """One line of a broker's password and ACL files."""
-
-    password: str
-    kind: str
-    role: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +122,7 @@ class Roster:
         """The principal with this id, revoked or not."""
         return next((p for p in self.principals if p.id == principal_id), None)
 
-    def broker_users(self, secret: bytes, now: float) -> dict[str, BrokerUser]:
-        """Who a broker of this cluster lets in: every principal neither revoked nor expired."""
+    def active(self, now: float) -> list[Principal]:
+        """Every principal neither revoked nor expired at `now`: whom a broker of the cluster lets in."""
         revoked = set(self.revoked)
-        return {
-            p.id: BrokerUser(broker_password(secret, p.id), p.kind, p.role)
-            for p in self.principals
-            if p.id not in revoked and (p.expires is None or now < p.expires)
-        }
+        return [p for p in self.principals if p.id not in revoked and (p.expires is None or now < p.expires)]

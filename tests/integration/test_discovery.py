@@ -38,11 +38,11 @@ async def test_advertised_broker_is_found() -> None:
     async with advertise_broker(cluster, "0.0.0.0", 18830, "mosquitto", LOOPBACK) as name:
         assert name.endswith("._mqtt._tcp.local.")
         assert cluster in name
-        assert await find_broker(cluster, timeout=5.0, interfaces=LOOPBACK) == "mqtt://127.0.0.1:18830"
+        assert await find_broker(cluster, timeout=5.0, interfaces=LOOPBACK) == "mqtts://127.0.0.1:18830"
         # One discovery takes over a second with current zeroconf: browse for longer than that.
         adverts = await browse_brokers(cluster, duration=2.5, interfaces=LOOPBACK)
     assert [(a.name, a.url, a.cluster, a.kind) for a in adverts] == [
-        (name, "mqtt://127.0.0.1:18830", cluster, "mosquitto")
+        (name, "mqtts://127.0.0.1:18830", cluster, "mosquitto")
     ]
 
 
@@ -63,7 +63,7 @@ async def test_other_clusters_and_plain_mqtt_brokers_are_ignored() -> None:
             await (await registered)
             assert await find_broker(mine, timeout=1.0, interfaces=LOOPBACK) is None
             # ...although the other cluster's broker was there to be seen:
-            assert await find_broker(theirs, timeout=5.0, interfaces=LOOPBACK) == "mqtt://127.0.0.1:18832"
+            assert await find_broker(theirs, timeout=5.0, interfaces=LOOPBACK) == "mqtts://127.0.0.1:18832"
     finally:
         await aiozc.async_close()
 

@@ -227,7 +227,8 @@ def test_audit_chain_detects_a_tampered_line(cluster: Cluster) -> None:
     assert out.returncode == 0 and "chain intact" in out.stdout, out
     log = cluster.root / "clusters" / cluster.cluster / "audit.log"
     lines = log.read_text().splitlines()
-    lines[0] = lines[0].replace('"token.create"', '"token.revoke"')
+    issued = next(i for i, line in enumerate(lines) if '"token.create"' in line)
+    lines[issued] = lines[issued].replace('"token.create"', '"token.revoke"')
     log.write_text("\n".join(lines) + "\n")
     out = cluster.cli("audit", "--verify")
     assert out.returncode == 1 and "BROKEN" in out.stdout, out
