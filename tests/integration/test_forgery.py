@@ -251,3 +251,20 @@ def test_quota_refusal_through_the_cli(cluster: Cluster, tmp_path: Path) -> None
     assert shown.returncode == 0, shown.stderr
     rows = {line.split()[0]: line.split()[1:3] for line in shown.stdout.splitlines()[2:]}
     assert rows["tasks_per_day"] == ["2", "1"] and rows["cores"] == ["4", "0"], shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("expression", "needle"),
+    [
+        ("['a'*10**6]*10**6", "over the limit"),
+        ("len(sorted([[0]*10**6]*10**6))", "over the limit"),
+        ("(" * 450 + "1" + ")" * 450, "nested too deeply"),
+    ],
+)
+def test_python_eval_bombs_end_with_clear_errors(cluster: Cluster, expression: str, needle: str) -> None:
+    payload = json.dumps({"expression": expression})
+    started = time.monotonic()
+    out = cluster.cli("submit", "task", "python_eval", "--payload", payload, "--max-retries", "0", "--wait")
+    assert out.returncode != 0 and needle in out.stderr + out.stdout, (out.stdout, out.stderr)
+    assert time.monotonic() - started < 60
+    assert all(node.proc.poll() is None for node in cluster.nodes)
