@@ -176,9 +176,19 @@ class JobDemand:
     input_gb: float = 0.0
 
     @classmethod
-    def of(cls, job: SubmitJob, input_gb: float = 0.0) -> JobDemand:
-        """The demand of a submitted job; `input_gb` is what a MapReduce submission declares."""
-        return cls(tuple(task.requirements for task in job.tasks), input_gb)
+    def of(cls, job: SubmitJob) -> JobDemand:
+        """The demand of a submitted job. A MapReduce job's input is the byte ranges its map tasks read
+        (what a map reads is exactly the range its payload names)."""
+        size = 0
+        for task in job.tasks:
+            split = task.payload.get("input") if task.type == "mapreduce.map" else None
+            if (
+                isinstance(split, dict)
+                and isinstance(split.get("start"), int)
+                and isinstance(split.get("end"), int)
+            ):
+                size += max(0, split["end"] - split["start"])
+        return cls(tuple(task.requirements for task in job.tasks), size / 2**30)
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,7 +217,13 @@ def test_rebuild_after_failover_counts_the_adopted_tasks() -> None:
 
 def test_job_demand_of_a_submission() -> None:
     job = SubmitJob("j1", (TaskSpec("t1", "echo", {}, requirements=_req(3, 1.5)), TaskSpec("t2", "echo", {})))
-    assert JobDemand.of(job, input_gb=2.0) == JobDemand((_req(3, 1.5), Requirements()), 2.0)
+    assert JobDemand.of(job) == JobDemand((_req(3, 1.5), Requirements()), 0.0)
+    # A MapReduce job's input is the byte ranges its maps read.
+    maps = tuple(
+        TaskSpec(f"m{i}", "mapreduce.map", {"input": {"start": i * 2**30, "end": (i + 1) * 2**30}})
+        for i in range(2)
+    )
+    assert JobDemand.of(SubmitJob("j2", maps)).input_gb == 2.0
 
 
 # --- properties ----------------------------------------------------------------------------------
