@@ -49,6 +49,7 @@ from swarm.core.roster import Roster
 from swarm.core.worker import REPORT_EVERY
 from swarm.errors import InvalidSpec
 from swarm.messages import (
+    TERMINAL_STATES,
     Assign,
     Assignment,
     CancelAttempt,
@@ -127,7 +128,8 @@ class Scheduler:
 
         The spec's shape, permissions and task ids are checked as a new submission's are: the previous
         coordinator may have died before it checked a spec that was already retained. Task types are
-        not: this node may lack a plugin its predecessor had, and the job may be half done.
+        not: this node may lack a plugin its predecessor had, and the job may be half done. Only final
+        states of the job's own tasks count as committed: a record saying anything else is no commit.
         """
         if job.job_id in self.jobs:
             return
@@ -135,7 +137,11 @@ class Scheduler:
         if refusal is not None:
             self._reject(job, refusal)
             return
-        self._add_job(job, committed, now, announce=False)
+        ours = {spec.task_id for spec in job.tasks}
+        final = {k: u for k, u in committed.items() if k in ours and u.state in TERMINAL_STATES}
+        if len(final) != len(committed):
+            self._count("bad_commits")
+        self._add_job(job, final, now, announce=False)
 
     def on_submit(self, job: SubmitJob, now: float) -> None:
         """A new (or resent) submission: accept it once, or reject it with the reason."""
