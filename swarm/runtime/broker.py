@@ -38,7 +38,7 @@ import signal
 import ssl
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -471,30 +471,21 @@ async def _wait_for_login(
     timeout: float,
 ) -> bool:
     """Poll until `login` is accepted; False when the process exits or time runs out."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.002
-    while loop.time() < deadline:
-        if process.returncode is not None:
-            return False
+
+    async def accepted() -> bool:
         with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
-            if await _login_accepted(host, port, tls, login):
-                return True
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return False
+            return await _login_accepted(host, port, tls, login)
+        return False
+
+    return await _poll(process, accepted, timeout)
 
 
 async def _wait_until_accepting(
     process: asyncio.subprocess.Process, host: str, port: int, timeout: float
 ) -> bool:
     """Poll until the port accepts a connection; False when the process exits or time runs out."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.002
-    while loop.time() < deadline:
-        if process.returncode is not None:
-            return False
+
+    async def accepting() -> bool:
         with contextlib.suppress(OSError, TimeoutError):
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=0.5)
             writer.close()
@@ -503,6 +494,24 @@ async def _wait_until_accepting(
             # The port might belong to a process that took it in the free-port race; ours then
             # exits at once with "address in use".
             return process.returncode is None
+        return False
+
+    return await _poll(process, accepting, timeout)
+
+
+async def _poll(
+    process: asyncio.subprocess.Process, ready: Callable[[], Awaitable[bool]], timeout: float
+) -> bool:
+    """Ask `ready` with a growing pause (2 ms to 50 ms) until it says yes; False when the process exits
+    or time runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.002
+    while loop.time() < deadline:
+        if process.returncode is not None:
+            return False
+        if await ready():
+            return True
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
     return False
