@@ -3,9 +3,16 @@
 `SwarmCluster` starts a mosquitto on a free loopback port (configured by `swarm.runtime.brokerconf`,
 like the tests) and `swarm join` nodes against it, each a separate process with its own data directory
 and log under the given root; leaving the `with` block stops them (a clean leave, then SIGKILL) and
-the broker. `scratch_dir()` is the temporary root a benchmark works in, removed at the end whatever
-happens; `sigterm_as_interrupt()` turns a SIGTERM into the KeyboardInterrupt that triggers that
-clean-up. Everything listens on 127.0.0.1 only.
+the broker. The broker is secured as users get it by default: a password file, an ACL that lets the
+benchmark's one login do anything under `swarm/`, and TLS with a throwaway CA; the nodes and every
+command take that login from the environment, as nodes of a user-run broker do. The first node founds
+the cluster's authority under the root, so this process and the commands act as the owner's admin.
+For measuring what security costs, `tls=False` serves plain TCP (still with passwords and the ACL)
+and `signed=False` turns Ed25519 signatures off in every process of the cluster.
+
+`scratch_dir()` is the temporary root a benchmark works in, removed at the end whatever happens;
+`sigterm_as_interrupt()` turns a SIGTERM into the KeyboardInterrupt that triggers that clean-up.
+Everything listens on 127.0.0.1 only.
 
 For the MapReduce benchmarks, `run_mapreduce()` runs one job exactly as a user would (`python -m
 swarm.cli submit mapreduce ...`, timed from start to exit), then reads the job's committed task
@@ -24,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,11 +46,25 @@ from typing import Any
 
 import psutil
 
-from swarm.codec import decode
+from swarm.codec import DEFAULT_MAX_BYTES
 from swarm.jobspec import new_job_id
 from swarm.messages import Commit, TaskUpdate
-from swarm.runtime.brokerconf import find_mosquitto, free_port, mosquitto_config, port_accepts
-from swarm.runtime.mqtt import Transport
+from swarm.runtime.brokerconf import (
+    MosquittoFiles,
+    UserEntry,
+    find_mosquitto,
+    free_port,
+    mosquitto_config,
+    mosquitto_passwords,
+    port_accepts,
+    url_for,
+)
+from swarm.runtime.client import SwarmClient
+from swarm.runtime.mqtt import BrokerLogin, Transport
+from swarm.trust.authority import Authority
+from swarm.trust.credentials import Credential
+from swarm.trust.signing import UNSIGNED_ENV, Verifier
+from swarm.trust.tls import make_ca, make_server_cert
 
 __all__ = [
     "CLUSTER",
@@ -59,13 +81,20 @@ __all__ = [
     "scratch_dir",
     "sigterm_as_interrupt",
     "size_label",
+    "start_profilers",
     "stop_process",
+    "stop_profilers",
     "top_frames",
 ]
 
 CLUSTER = "bench"
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
+BENCH_USER = "swarm-bench"
+_LOGIN_ENV = ("SWARM_BROKER_USERNAME", "SWARM_BROKER_PASSWORD", "SWARM_BROKER_CA")
+# The lines of `mosquitto_config` that make its listener TLS; a plain-TCP broker is that config without
+# them, so that it keeps every other setting (passwords, ACL, queues) of the secured one.
+_TLS_KEYS = ("cafile", "certfile", "keyfile", "tls_version")
 
 
 def dask_local_cluster() -> Any:
@@ -169,34 +198,79 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class SwarmCluster:
-    """A mosquitto on a free loopback port and `swarm join` worker nodes against it."""
+def _plain_config(conf: str) -> str:
+    """A mosquitto config of `mosquitto_config(..., security=...)` with its listener's TLS taken out."""
+    lines = conf.splitlines(keepends=True)
+    kept = [line for line in lines if line.split(" ", 1)[0] not in _TLS_KEYS]
+    if len(lines) - len(kept) != len(_TLS_KEYS):  # brokerconf changed: do not measure something else
+        raise RuntimeError(f"expected the TLS settings {_TLS_KEYS} in the mosquitto config:\n{conf}")
+    return "".join(kept)
 
-    def __init__(self, root: Path, slots: int, nodes: int = 2, allowed_paths: Sequence[Path] = ()) -> None:
+
+class SwarmCluster:
+    """A secured mosquitto on a free loopback port and `swarm join` worker nodes against it.
+
+    `tls=False` makes the listener plain TCP (with the same passwords and ACL) and `signed=False` turns
+    message signatures off in every process of the cluster; both exist only to measure their cost.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        slots: int,
+        nodes: int = 2,
+        allowed_paths: Sequence[Path] = (),
+        *,
+        tls: bool = True,
+        signed: bool = True,
+    ) -> None:
         self.root = root
         self.allowed_paths = tuple(allowed_paths)
         self.slots = slots
         self.node_count = nodes
+        self.tls = tls
+        self.signed = signed
         self.url = ""
+        self.port = 0
         self.broker: subprocess.Popen[bytes] | None = None
         self.nodes: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
         self.coordinator_name = ""
+        self._password = secrets.token_urlsafe(16)
+        self._ca_pem: bytes | None = None
+        self._authority: Authority | None = None
         self.env = dict(os.environ)
         self.env.update(
             SWARM_MDNS_INTERFACES=HOST,
             SWARM_BROKER_LISTEN=HOST,
+            SWARM_DATA_LISTEN=HOST,
+            SWARM_DATA_HOST=HOST,
             SWARM_HOME=str(root / "home"),
             PYTHONUNBUFFERED="1",
         )
-        for key in ("SWARM_BROKER", "SWARM_CLUSTER", "SWARM_CONFIG"):
+        for key in (
+            "SWARM_BROKER",
+            "SWARM_CLUSTER",
+            "SWARM_CONFIG",
+            "SWARM_TOKEN",
+            UNSIGNED_ENV,
+            *_LOGIN_ENV,
+        ):
             self.env.pop(key, None)
+        # Nodes and commands log in as nodes of a user-run broker do; the CA only when it serves TLS
+        # (a login with a CA makes the client speak TLS whatever the URL says).
+        self.env.update(SWARM_BROKER_USERNAME=BENCH_USER, SWARM_BROKER_PASSWORD=self._password)
+        if tls:
+            self.env["SWARM_BROKER_CA"] = str(root / "broker" / "ca.pem")
+        if not signed:  # every process must agree: a signing node refuses every unsigned frame
+            self.env[UNSIGNED_ENV] = "1"
         # The timed `swarm submit` is a fresh interpreter each run: let it cache its bytecode as an
         # installed package does (pip compiles it at install), instead of compiling ~30 modules per run.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     def __enter__(self) -> SwarmCluster:
         try:
+            self._open_allowed_paths()
             self._start_broker()
             for i in range(1, self.node_count + 1):
                 self._start_node(f"w{i}")
@@ -209,14 +283,53 @@ class SwarmCluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _open_allowed_paths(self) -> None:
+        """Let the task user through the allowed paths, as their owner must: a node running as root runs
+        task code as an unprivileged user, and these are private temporary directories (mode 0700)."""
+        if not self.allowed_paths or os.geteuid() != 0:
+            return
+        for path in self.allowed_paths:
+            path.chmod(path.stat().st_mode | 0o711)  # what is inside is readable already (umask 022)
+
+    def _write_security(self) -> MosquittoFiles:
+        """The broker's password file, ACL and TLS material (a fresh CA), like the tests' broker."""
+        directory = self.root / "broker"
+        directory.mkdir(parents=True, exist_ok=True)
+        ca_pem, ca_key = make_ca(CLUSTER)
+        cert_pem, key_pem = make_server_cert(ca_pem, ca_key)
+        files = MosquittoFiles(
+            password_file=directory / "passwd",
+            acl_file=directory / "acl",
+            cafile=directory / "ca.pem",
+            certfile=directory / "server.pem",
+            keyfile=directory / "server.key",
+        )
+        # One login for nodes and clients alike (not `mosquitto_acl`, which is per principal): what a
+        # principal may send is still checked by every receiver against its signed certificate.
+        files.password_file.write_text(mosquitto_passwords({BENCH_USER: UserEntry(self._password, "user")}))
+        # Reading the broker's publish counters lets `tasks.py` count deliveries (what receivers check).
+        files.acl_file.write_text(
+            f"user {BENCH_USER}\ntopic readwrite swarm/#\ntopic read $SYS/broker/publish/#\n"
+        )
+        files.cafile.write_bytes(ca_pem)
+        files.certfile.write_bytes(cert_pem)
+        files.keyfile.write_bytes(key_pem)
+        files.keyfile.chmod(0o600)
+        self._ca_pem = ca_pem if self.tls else None
+        return files
+
     def _start_broker(self) -> None:
         binary = find_mosquitto()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        files = self._write_security()
         for _ in range(5):  # free_port() releases the port: another process may take it first
             port = free_port(HOST)
             conf = self.root / "mosquitto.conf"
-            conf.write_text(mosquitto_config(port, HOST, self.root / "mosquitto.log"))
+            text = mosquitto_config(port, HOST, self.root / "mosquitto.log", security=files)
+            # Its counters every second instead of every 10 s, so that a count brackets a short run.
+            text += "sys_interval 1\n"
+            conf.write_text(text if self.tls else _plain_config(text))
             proc = subprocess.Popen(
                 [binary, "-c", str(conf)],
                 stdout=subprocess.DEVNULL,
@@ -227,7 +340,8 @@ class SwarmCluster:
             while time.monotonic() < deadline and proc.poll() is None:
                 if port_accepts(HOST, port):
                     self.broker = proc
-                    self.url = f"mqtt://{HOST}:{port}"
+                    self.port = port
+                    self.url = url_for(HOST, port, tls=self.tls)
                     return
                 time.sleep(0.005)
             stop_process(proc)
@@ -249,6 +363,47 @@ class SwarmCluster:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)
         self.nodes.append(proc)
         self.names.append(name)
+
+    def login(self) -> BrokerLogin:
+        """The broker login of this process's connections (the one the nodes have from the env)."""
+        return BrokerLogin(BENCH_USER, self._password, self._ca_pem)
+
+    def admin_credential(self) -> Credential:
+        """The owner's admin credential, from the authority the first node founded under the root."""
+        if self._authority is None:
+            self._authority = Authority.load(CLUSTER, home=self.root / "home")
+        return self._authority.admin_credential()
+
+    @contextlib.contextmanager
+    def signing_env(self) -> Iterator[None]:
+        """This process signs and checks signatures as the cluster's nodes do while the block runs.
+
+        `Signer` and `Verifier` read the switch when they are made: make them inside the block.
+        """
+        previous = os.environ.get(UNSIGNED_ENV)
+        if self.signed:
+            os.environ.pop(UNSIGNED_ENV, None)
+        else:
+            os.environ[UNSIGNED_ENV] = "1"
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(UNSIGNED_ENV, None)
+            else:
+                os.environ[UNSIGNED_ENV] = previous
+
+    def client(self) -> SwarmClient:
+        """A `SwarmClient` (not entered) acting as the cluster's admin, signing as the nodes do."""
+        with self.signing_env():
+            return SwarmClient(
+                self.url, self.admin_credential(), login=self.login(), max_bytes=DEFAULT_MAX_BYTES
+            )
+
+    def verifier(self) -> Verifier:
+        """Checks the cluster's messages against its authority, as the nodes do."""
+        with self.signing_env():
+            return Verifier(CLUSTER, self.admin_credential().authority_public, max_bytes=DEFAULT_MAX_BYTES)
 
     def command(self, command: str, *args: str) -> list[str]:
         """The argv of `python -m swarm.cli COMMAND ARGS...` against this cluster's broker."""
@@ -346,6 +501,11 @@ def run_mapreduce(
 ) -> MapReduceRun:
     """Run one MapReduce job through the CLI and collect its record; RuntimeError if it failed."""
     job_id = new_job_id()
+    if cluster.allowed_paths and os.geteuid() == 0:
+        # Made here rather than by the command, so that the task user (not root) may write the outputs
+        # in place, as the benchmarks describe; otherwise they would be uploaded to the submitter.
+        output.mkdir(parents=True, exist_ok=True)
+        output.chmod(0o777)
     args = ["mapreduce", "--app", app, "--input", *map(str, inputs), "--reduces", str(reduces)]
     args += ["--output", str(output), "--job-id", job_id]
     if split_size:
@@ -366,7 +526,7 @@ def run_mapreduce(
     try:
         if profile_dir is not None:
             targets = {"submitter": [psutil.Process(proc.pid)], **groups}
-            recorders = _start_profilers(targets, profile_dir)
+            recorders = start_profilers(targets, profile_dir)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -375,7 +535,7 @@ def run_mapreduce(
         seconds = time.perf_counter() - t0
         exited = time.time()
     finally:
-        profiles = _stop_profilers(recorders)
+        profiles = stop_profilers(recorders)
         if proc.poll() is None:
             stop_process(proc)
     after = cpu_seconds(groups)
@@ -387,7 +547,7 @@ def run_mapreduce(
         )
     summary: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     total = int(summary["maps"]) + int(summary["reduces"])
-    updates = asyncio.run(_job_record(cluster.url, job_id, total))
+    updates = asyncio.run(_job_record(cluster, job_id, total))
     return MapReduceRun(seconds, summary, updates, submitted, exited, cpu, profiles)
 
 
@@ -398,17 +558,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _job_record(url: str, job_id: str, total: int, timeout: float = 30.0) -> list[TaskUpdate]:
+async def _job_record(
+    cluster: SwarmCluster, job_id: str, total: int, timeout: float = 30.0
+) -> list[TaskUpdate]:
     """The job's committed task updates, read back from the chunks retained on the broker."""
     updates: dict[str, TaskUpdate] = {}
-    async with Transport(url, CLUSTER, f"bench-{job_id}", persistent=False) as transport:
+    verifier = cluster.verifier()
+    login = cluster.login()
+    async with Transport(cluster.url, CLUSTER, f"bench-{job_id}", login=login, persistent=False) as transport:
         await transport.subscribe(f"job/{job_id}/commits/+")
 
         async def collect() -> None:
-            async for _topic, payload in transport.messages():
+            async for topic, payload, retained in transport.messages():
                 if not payload:
                     continue
-                body = decode(payload, cluster=CLUSTER, max_bytes=1 << 26).body
+                body = verifier.open(topic, payload, retained=retained, now=time.time()).envelope.body
                 if isinstance(body, Commit):
                     for update in body.updates:
                         updates.setdefault(update.task_id, update)
@@ -466,7 +630,7 @@ def phase_report(run: MapReduceRun, slots: int) -> list[str]:
 # --- profiling ------------------------------------------------------------------------------------------
 
 
-def _start_profilers(
+def start_profilers(
     groups: dict[str, list[psutil.Process]], directory: Path
 ) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
     """A `py-spy record` per process that can run Python work: the executors' forkserver (the parent
@@ -497,7 +661,7 @@ def _start_profilers(
     return recorders
 
 
-def _stop_profilers(recorders: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> dict[str, Path]:
+def stop_profilers(recorders: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> dict[str, Path]:
     """SIGINT makes py-spy write what it sampled; returns the files that were written."""
     for recorder, _ in recorders.values():
         if recorder.poll() is None:
