@@ -297,13 +297,7 @@ class SwarmCluster:
         directory.mkdir(parents=True, exist_ok=True)
         ca_pem, ca_key = make_ca(CLUSTER)
         cert_pem, key_pem = make_server_cert(ca_pem, ca_key)
-        files = MosquittoFiles(
-            password_file=directory / "passwd",
-            acl_file=directory / "acl",
-            cafile=directory / "ca.pem",
-            certfile=directory / "server.pem",
-            keyfile=directory / "server.key",
-        )
+        files = MosquittoFiles.under(directory)
         # One login for nodes and clients alike (not `mosquitto_acl`, which is per principal): what a
         # principal may send is still checked by every receiver against its signed certificate.
         files.password_file.write_text(mosquitto_passwords({BENCH_USER: UserEntry(self._password, "user")}))

@@ -79,13 +79,7 @@ def _write_security(directory: Path, password: str) -> tuple[MosquittoFiles, byt
     """The fixture's TLS material and its one all-powerful login; returns the files and the CA PEM."""
     ca_pem, ca_key = make_ca("test")
     cert_pem, key_pem = make_server_cert(ca_pem, ca_key)
-    files = MosquittoFiles(
-        password_file=directory / "passwd",
-        acl_file=directory / "acl",
-        cafile=directory / "ca.pem",
-        certfile=directory / "server.pem",
-        keyfile=directory / "server.key",
-    )
+    files = MosquittoFiles.under(directory)
     # Not `mosquitto_acl`: the fixture's one login serves nodes and clients of any cluster.
     users = {_TEST_USER: UserEntry(password, "user", "admin")}
     files.password_file.write_text(mosquitto_passwords(users))

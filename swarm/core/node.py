@@ -64,7 +64,6 @@ from swarm.messages import (
     Heartbeat,
     JobState,
     NodeGone,
-    QuotaLine,
     QuotaQuery,
     QuotaReply,
     Results,
@@ -341,8 +340,7 @@ class NodeMachine:
             case TasksQuery(limit, job_id):
                 self._reply(env, scheduler.on_tasks_query(limit, job_id, env.msg_id))
             case QuotaQuery(scope_kind, scope):
-                usage = scheduler.quotas.usage(scope_kind, scope, now)
-                lines = tuple(QuotaLine(u.resource, u.limit, u.used, u.expires_at) for u in usage)
+                lines = tuple(scheduler.quotas.usage(scope_kind, scope, now))
                 self._reply(env, QuotaReply(lines, env.msg_id))
             case _:
                 raise TypeError(f"not a coordinator message: {env.body!r}")

@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from swarm.messages import Requirements, SubmitJob
+from swarm.messages import QuotaLine, Requirements, SubmitJob
 
 __all__ = [
     "DAY",
@@ -50,7 +50,6 @@ __all__ = [
     "JobDemand",
     "Quota",
     "QuotaBook",
-    "QuotaUsage",
     "Refusal",
     "Resource",
     "RunningTask",
@@ -155,17 +154,6 @@ class Refusal:
 
     def __str__(self) -> str:
         return self.message
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaUsage:
-    """One line of `swarm quota`: a resource, its limit (None: unlimited), what is used and until when
-    the limit holds. `used` is None for `mr_input_gb`, which limits each job rather than a sum."""
-
-    resource: Resource
-    limit: float | None
-    used: float | None
-    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +371,9 @@ class QuotaBook:
 
     # --- reporting ----------------------------------------------------------------------------------
 
-    def usage(self, scope_kind: ScopeKind, scope: str, now: float) -> list[QuotaUsage]:
-        """Every resource of a user or team: its limit in force at `now` (None: unlimited) and its use."""
+    def usage(self, scope_kind: ScopeKind, scope: str, now: float) -> list[QuotaLine]:
+        """Every resource of a user or team: its limit in force at `now` (None: unlimited) and its use
+        (None for `mr_input_gb`, which limits each job rather than a sum), as `swarm quota` shows them."""
         key: _Scope = (scope_kind, scope)
         current = self._usage.get(key, _Usage())
         used: dict[Resource, float | None] = {
@@ -398,9 +387,9 @@ class QuotaBook:
         for resource in RESOURCES:
             quota = self._quotas.get((scope_kind, scope, resource))
             if quota is not None and quota.applies(now):
-                rows.append(QuotaUsage(resource, quota.limit, used[resource], quota.expires_at))
+                rows.append(QuotaLine(resource, quota.limit, used[resource], quota.expires_at))
             else:
-                rows.append(QuotaUsage(resource, None, used[resource]))
+                rows.append(QuotaLine(resource, None, used[resource]))
         return rows
 
     def validate(self) -> None:

@@ -189,6 +189,17 @@ class MosquittoFiles:
     certfile: Path
     keyfile: Path
 
+    @classmethod
+    def under(cls, directory: Path) -> MosquittoFiles:
+        """The files' one set of names, in `directory`."""
+        return cls(
+            password_file=directory / "passwd",
+            acl_file=directory / "acl",
+            cafile=directory / "ca.pem",
+            certfile=directory / "server.pem",
+            keyfile=directory / "server.key",
+        )
+
 
 def check_cluster(cluster: str) -> str:
     """Return `cluster` if it can be one topic level and an ACL file word; raise ValueError if not."""
@@ -323,13 +334,7 @@ def write_mosquitto_files(
     can log in but neither read nor write: the embedded broker uses it to tell when mosquitto has
     loaded these files.
     """
-    files = MosquittoFiles(
-        password_file=directory / "passwd",
-        acl_file=directory / "acl",
-        cafile=directory / "ca.pem",
-        certfile=directory / "server.pem",
-        keyfile=directory / "server.key",
-    )
+    files = MosquittoFiles.under(directory)
     passwords = mosquitto_passwords(security.users)
     if probe is not None:
         if _PRINCIPAL_ID.fullmatch(probe[0]) or ":" in probe[0] or not probe[0].isprintable():

@@ -14,11 +14,10 @@ from swarm.core.quota import (
     JobDemand,
     Quota,
     QuotaBook,
-    QuotaUsage,
     RunningTask,
     ScopeKind,
 )
-from swarm.messages import Requirements, SubmitJob, TaskSpec
+from swarm.messages import QuotaLine, Requirements, SubmitJob, TaskSpec
 
 
 def _req(cores: int = 0, memory_gb: float = 0.0) -> Requirements:
@@ -135,7 +134,7 @@ def test_an_expired_quota_no_longer_applies() -> None:
     book = QuotaBook([Quota("cores", 2, "user", "u-1", expires_at=50.0)])
     assert not book.may_start("u-1", None, _req(4), now=49.9)
     assert book.may_start("u-1", None, _req(4), now=50.0)
-    assert book.usage("user", "u-1", now=50.0)[1] == QuotaUsage("cores", None, 0)
+    assert book.usage("user", "u-1", now=50.0)[1] == QuotaLine("cores", None, 0)
 
 
 def test_set_quota_replaces_and_remove_lifts() -> None:
@@ -175,11 +174,11 @@ def test_usage_lists_every_resource_with_its_limit() -> None:
     book.started("b", "u-2", "lab", _req(1, 0.2))
     book.admit_job("u-1", "lab", _job(_req(), _req()), now=10.0)
     assert book.usage("team", "lab", now=10.0) == [
-        QuotaUsage("concurrent_tasks", None, 2),
-        QuotaUsage("cores", None, 3),
-        QuotaUsage("memory_gb", 32, 0.3, 1e6),
-        QuotaUsage("tasks_per_day", None, 2),
-        QuotaUsage("mr_input_gb", 100, None),
+        QuotaLine("concurrent_tasks", None, 2),
+        QuotaLine("cores", None, 3),
+        QuotaLine("memory_gb", 32, 0.3, 1e6),
+        QuotaLine("tasks_per_day", None, 2),
+        QuotaLine("mr_input_gb", 100, None),
     ]
     assert book.usage("user", "u-1", now=10.0)[1].used == 2
 
