@@ -12,7 +12,7 @@ from types import TracebackType
 
 from swarm.checksum import new_hasher
 
-__all__ = ["AtomicFile", "fsync_directory", "write_all"]
+__all__ = ["AtomicFile", "fsync_directory", "write_all", "write_private"]
 
 #: Direct I/O moves whole blocks at block-aligned offsets from block-aligned memory; 4 KiB satisfies
 #: every common logical block size (512 B and 4 KiB).
@@ -20,6 +20,26 @@ DIRECT_ALIGN = 4096
 #: Bytes an `AtomicFile` collects before each direct write: large enough that the device sees big
 #: sequential writes, small enough to stay in cache between the copy into it and the write.
 DIRECT_STAGE = 4 << 20
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably, readable by its owner only.
+
+    For small secrets and the files that name them (credentials, the authority, a broker's password
+    file): a reader, a restarted process or a SIGHUP'd mosquitto sees the old file or the new one, never
+    half of one. mkstemp makes the temporary file 0600 under a name no concurrent writer shares.
+    """
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a failed clean-up must not hide why the write failed
+            os.unlink(temp)
+        raise
 
 
 def fsync_directory(directory: Path) -> None:

@@ -17,7 +17,6 @@ Security, decided once for both brokers (mosquitto and the amqtt fallback):
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import ipaddress
@@ -26,7 +25,6 @@ import re
 import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from swarm.config import NodeConfig
+from swarm.durable import write_private
 
 __all__ = [
     "ACL_RULES",
@@ -310,20 +309,6 @@ def acl_allows(cluster: str, principal: str, entry: UserEntry, action: AclAction
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    # mkstemp creates the file with mode 0600; the rename makes the change atomic, because mosquitto
-    # rereads these files on SIGHUP and must never see half of one.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # a failed clean-up must not hide why the write failed
-            os.unlink(temp)
-        raise
-
-
 def write_mosquitto_files(
     directory: Path, security: BrokerSecurity, *, probe: tuple[str, str] | None = None
 ) -> MosquittoFiles:
@@ -340,11 +325,11 @@ def write_mosquitto_files(
         if _PRINCIPAL_ID.fullmatch(probe[0]) or ":" in probe[0] or not probe[0].isprintable():
             raise ValueError(f"probe user {probe[0]!r} must be a plain name outside the principals' ids")
         passwords += f"{probe[0]}:{hash_password(probe[1])}\n"
-    _write_private(files.password_file, passwords.encode())
-    _write_private(files.acl_file, mosquitto_acl(security.cluster, security.users).encode())
-    _write_private(files.cafile, security.ca_pem)
-    _write_private(files.certfile, security.tls_cert_pem)
-    _write_private(files.keyfile, security.tls_key_pem)
+    write_private(files.password_file, passwords.encode())
+    write_private(files.acl_file, mosquitto_acl(security.cluster, security.users).encode())
+    write_private(files.cafile, security.ca_pem)
+    write_private(files.certfile, security.tls_cert_pem)
+    write_private(files.keyfile, security.tls_key_pem)
     return files
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import orjson
 
 from swarm.config import NodeConfig
+from swarm.durable import write_private
 from swarm.errors import ConfigError
 from swarm.runtime.mqtt import BrokerLogin
 from swarm.runtime.storage import NodeStorage
-from swarm.trust.authority import Authority, write_private
+from swarm.trust.authority import Authority
 from swarm.trust.credentials import Credential
 from swarm.trust.roles import MEMBER
 from swarm.trust.roster import Roster

@@ -17,6 +17,7 @@ import orjson
 
 from swarm.durable import fsync_directory
 from swarm.errors import ConfigError
+from swarm.trust.authority import swarm_home
 
 __all__ = ["NodeStorage"]
 
@@ -45,7 +46,7 @@ class NodeStorage:
             if lock is None:
                 raise ConfigError(f"data dir {data_dir} is in use by another running node")
             return cls(data_dir, lock)
-        root = Path(os.environ.get("SWARM_HOME", Path.home() / ".swarm"))
+        root = swarm_home()
         for n in range(1024):
             candidate = root / f"node-{n}"
             lock = cls._try_lock(candidate)

@@ -25,6 +25,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from swarm.durable import write_private
 from swarm.errors import ConfigError
 from swarm.ids import check_id
 from swarm.trust.audit import AuditLog
@@ -33,7 +34,7 @@ from swarm.trust.roles import MEMBER, check_role
 from swarm.trust.roster import Principal, Roster, broker_password
 from swarm.trust.tls import make_ca, make_server_cert
 
-__all__ = ["Authority", "audit_log", "authority_dir", "swarm_home", "write_private"]
+__all__ = ["Authority", "audit_log", "authority_dir", "swarm_home"]
 
 _AUTHORITY_FILE = "authority.json"
 _ROSTER_FILE = "roster.json"
@@ -56,17 +57,6 @@ def audit_log(cluster: str) -> AuditLog:
     directory = authority_dir(cluster)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return AuditLog(directory / "audit.log")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner can read, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _raw(key: Ed25519PrivateKey) -> bytes:
