@@ -17,6 +17,7 @@ __all__ = [
     "BODY_TYPES",
     "PRIORITIES",
     "TERMINAL_STATES",
+    "ArtifactPublished",
     "Assign",
     "Assignment",
     "Body",
@@ -26,9 +27,11 @@ __all__ = [
     "Claim",
     "Commit",
     "CoordinatorAnnounce",
+    "DagDefined",
     "Envelope",
     "ErrorReply",
     "Heartbeat",
+    "Inflow",
     "JobAccepted",
     "JobRejected",
     "JobState",
@@ -39,6 +42,7 @@ __all__ = [
     "Requirements",
     "Results",
     "RetryPolicy",
+    "RunStarted",
     "SubmitJob",
     "Sync",
     "TaskRef",
@@ -68,8 +72,9 @@ OutcomeKind = Literal[
     "lost",
     "cancelled",
 ]
-TaskState = Literal["waiting", "queued", "running", "done", "failed", "cancelled"]
-TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+TaskState = Literal["waiting", "queued", "running", "done", "failed", "cancelled", "skipped"]
+#: A skipped task is a workflow step whose incoming conditions did not hold (see `Inflow`).
+TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "skipped"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,8 @@ class Heartbeat:
     seq: int
     broker: str = ""
     counters: dict[str, Any] = field(default_factory=dict)
+    #: The URL of the node's HTTP API, when it serves one.
+    api: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +162,8 @@ class Requirements:
     exclude: tuple[str, ...] = ()
     isolation: str | None = None
     network: bool = False
+    #: A workflow runtime family the device must offer (`Capabilities.runtimes`).
+    runtime: str | None = None
 
     def __post_init__(self) -> None:
         """Reject an unknown isolation level, whichever way the requirements were built."""
@@ -173,6 +182,22 @@ class RetryPolicy:
     base: float = 0.5
     cap: float = 30.0
     jitter: float = 0.1
+    #: The factor of exponential backoff: delay = base * multiplier ** (attempt - 1).
+    multiplier: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Inflow:
+    """One incoming edge of a workflow step: the tasks of the upstream step, the edge's condition, and
+    which of its outputs feed which of this step's inputs (input name -> output name).
+
+    A step fanned out over several tasks (`parallelism`) is one upstream of several `sources`: the edge
+    sees their combined state, and each mapped input receives the list of the shards' values.
+    """
+
+    sources: tuple[Id, ...]
+    condition: str = "SUCCESS"
+    mapping: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +206,9 @@ class TaskSpec:
 
     `after` names tasks of the same job that must be done first; with `pipe`, the payload gains a
     `previous` key holding their results (the result itself for one predecessor, a list for several).
+    A workflow step has `inflows` instead: it waits for its predecessors to be final in any state, and
+    then runs, is skipped or fails by its edges' conditions (`swarm.workflow.gate`), its payload gaining
+    an `inputs` key from their outputs.
     """
 
     task_id: Id
@@ -193,6 +221,7 @@ class TaskSpec:
     after: tuple[Id, ...] = ()
     pipe: bool = False
     pending_timeout: float | None = None
+    inflows: tuple[Inflow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +240,8 @@ class SubmitJob:
     submitted_by: str = ""
     role: str = ""
     team: str = ""
+    #: What the job is beyond its tasks, e.g. a workflow run's {"dag", "version", "trigger"}.
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +470,52 @@ class TrustRoster:
     roster: str
 
 
+# --- workflows -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DagDefined:
+    """Retained on `wf/dag/<dag id>/<version>` by the node whose API took the definition: versions are
+    immutable, so every node keeps the same catalogue (in its history database)."""
+
+    TAG: ClassVar[str] = "dag_defined"
+    dag_id: Id
+    version: str
+    definition: dict[str, Any]
+    created_at: float
+    created_by: str
+    valid: bool
+    #: The definer's role: a scheduled run starts on the definer's behalf, with the definer's rights.
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactPublished:
+    """Retained on `wf/artifact/<name>/<version>`: an artifact's metadata and the data servers (with
+    their capability tokens) that serve its bytes, which peers fetch and check by its SHA-256."""
+
+    TAG: ClassVar[str] = "artifact_published"
+    meta: dict[str, Any]
+    sources: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """Retained on `wf/run/<run id>`: a workflow run (the job of the same id) and why it started. Every
+    node with an API follows the run's job log from here into its history database."""
+
+    TAG: ClassVar[str] = "run_started"
+    run_id: Id
+    dag_id: Id
+    version: str
+    params: dict[str, Any]
+    trigger: str
+    submitted_by: str
+    at: float
+    #: The schedule slot a scheduled run is for (its run id is fixed by it).
+    slot: float | None = None
+
+
 Body = (
     Heartbeat
     | NodeGone
@@ -461,6 +538,9 @@ Body = (
     | QuotaQuery
     | QuotaReply
     | TrustRoster
+    | DagDefined
+    | ArtifactPublished
+    | RunStarted
 )
 
 BODY_TYPES: dict[str, type[Any]] = {
@@ -487,5 +567,8 @@ BODY_TYPES: dict[str, type[Any]] = {
         QuotaQuery,
         QuotaReply,
         TrustRoster,
+        DagDefined,
+        ArtifactPublished,
+        RunStarted,
     )
 }

@@ -46,6 +46,7 @@ def claim_in_reach(epoch: int, known: int) -> bool:
     """Whether a claim for `epoch` may be taken by someone who knows epoch `known`."""
     return epoch <= known + MAX_EPOCH_STEP
 
+
 #: (member id -> state or None); supplied by the node from `Membership`.
 StateOf = Callable[[str], str | None]
 

@@ -1,8 +1,9 @@
 """The coordinator's records of jobs and tasks, with the task lifecycle as a transition table.
 
 A task moves `waiting` (on its predecessors) -> `queued` -> `running` -> `done` | `failed` | `cancelled`,
-and back from `running` to `queued` when an attempt fails and the policy allows another. Any other move is
-a bug and raises `InvalidTransition` with the task's story.
+and back from `running` to `queued` when an attempt fails and the policy allows another; a workflow step
+whose edges' conditions do not hold moves from `waiting` to `skipped`. Any other move is a bug and raises
+`InvalidTransition` with the task's story.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from swarm.errors import InvalidSpec, InvalidTransition
 from swarm.messages import TERMINAL_STATES, SubmitJob, TaskRef, TaskSpec, TaskState, TaskSummary, TaskUpdate
+from swarm.workflow.conditions import parse_condition
+from swarm.workflow.gate import step_inputs
 
 __all__ = ["TRANSITIONS", "JobRecord", "TaskRecord", "check_job", "piped_payload"]
 
@@ -21,6 +24,7 @@ TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
         ("waiting", "queued"),
         ("waiting", "failed"),
         ("waiting", "cancelled"),
+        ("waiting", "skipped"),
         ("queued", "running"),
         ("queued", "failed"),
         ("queued", "cancelled"),
@@ -110,6 +114,10 @@ def check_job(job: SubmitJob) -> None:
     """Raise `InvalidSpec` if the job's shape is wrong: no tasks, duplicate ids, unknown or cyclic deps."""
     if not job.job_id:
         raise InvalidSpec("job has no id")
+    if job.job_id.startswith("_"):
+        raise InvalidSpec(
+            f"job id {job.job_id!r}: ids starting with '_' are reserved for the node's own data"
+        )
     if not job.tasks:
         raise InvalidSpec(f"job {job.job_id} has no tasks")
     ids: dict[str, TaskSpec] = {}
@@ -122,6 +130,7 @@ def check_job(job: SubmitJob) -> None:
         for dep in task.after:
             if dep not in ids:
                 raise InvalidSpec(f"task {task.task_id!r} depends on unknown task {dep!r}")
+        _check_inflows(task)
     _check_acyclic(ids)
 
 
@@ -136,9 +145,24 @@ def _check_task(task: TaskSpec) -> None:
         raise InvalidSpec(f"task {task.task_id!r}: retry settings must not be negative")
     if not 0 <= task.retry.jitter <= 1:
         raise InvalidSpec(f"task {task.task_id!r}: jitter must lie in [0, 1]")
+    if not 1 <= task.retry.multiplier <= 10:
+        raise InvalidSpec(f"task {task.task_id!r}: the backoff multiplier must lie in [1, 10]")
     req = task.requirements
     if req.min_cores < 0 or req.min_memory_gb < 0 or req.min_storage_gb < 0:
         raise InvalidSpec(f"task {task.task_id!r}: requirements must not be negative")
+
+
+def _check_inflows(task: TaskSpec) -> None:
+    """A step's edges name exactly its predecessors, and their conditions parse."""
+    if not task.inflows:
+        return
+    sources = [source for flow in task.inflows for source in flow.sources]
+    if sorted(sources) != sorted(task.after):
+        raise InvalidSpec(f"task {task.task_id!r}: its inflows must name exactly the tasks it comes after")
+    if task.pipe:
+        raise InvalidSpec(f"task {task.task_id!r}: a workflow step takes inputs, not a piped result")
+    for flow in task.inflows:
+        parse_condition(flow.condition)
 
 
 def _check_acyclic(tasks: dict[str, TaskSpec]) -> None:
@@ -162,7 +186,10 @@ def _check_acyclic(tasks: dict[str, TaskSpec]) -> None:
 
 
 def piped_payload(spec: TaskSpec, committed: dict[str, TaskUpdate]) -> dict[str, Any]:
-    """The payload a task runs with: its own, plus its predecessors' results when it pipes them."""
+    """The payload a task runs with: its own, plus its predecessors' results when it pipes them, or the
+    inputs its edges map from them when it is a workflow step."""
+    if spec.inflows:
+        return step_inputs(spec, committed)
     if not spec.pipe or not spec.after:
         return spec.payload
     results = [committed[dep].result for dep in spec.after]

@@ -101,6 +101,7 @@ class DeviceStatus:
     load: float
     free_memory_mb: int
     broker: str = ""
+    api: str = ""
 
 
 class NodeMachine:
@@ -522,6 +523,7 @@ class NodeMachine:
             free_memory_mb=s.free_memory_mb,
             seq=self._hb_seq,
             broker=s.broker,
+            api=s.api,
             counters=self.counters(),
         )
         return Publish(f"node/{self.node_id}/hb", hb, epoch=self.election.epoch, retain=True)

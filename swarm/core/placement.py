@@ -53,6 +53,8 @@ def unmet(req: Requirements, node_id: str, hb: Heartbeat) -> str | None:
         return f"gpu={str(req.gpu).lower()}"
     if req.isolation is not None and not meets_isolation(caps.isolation, req.isolation):
         return f"isolation={req.isolation}"
+    if req.runtime is not None and req.runtime not in caps.runtimes:
+        return f"runtime={req.runtime}"
     return None
 
 

@@ -28,9 +28,9 @@ def should_retry(policy: RetryPolicy, kind: str, attempt: int) -> bool:
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: Rng, requested: float | None = None) -> float:
     """Seconds to wait before attempt `attempt + 1`.
 
-    fixed: base; linear: base * attempt; exponential: base * 2**(attempt-1); then capped, then spread by
-    +-jitter (a fraction) so that many tasks failing together do not retry in lockstep. A delay the task
-    asked for (`Retry(delay=...)`) replaces the computed one but is still capped.
+    fixed: base; linear: base * attempt; exponential: base * multiplier**(attempt-1); then capped, then
+    spread by +-jitter (a fraction) so that many tasks failing together do not retry in lockstep. A delay
+    the task asked for (`Retry(delay=...)`) replaces the computed one but is still capped.
     """
     if requested is not None:
         return min(max(requested, 0.0), policy.cap)
@@ -40,7 +40,7 @@ def backoff_delay(policy: RetryPolicy, attempt: int, rng: Rng, requested: float 
     elif policy.backoff == "linear":
         delay = policy.base * n
     else:
-        delay = policy.base * 2.0 ** min(n - 1, 62)
+        delay = policy.base * policy.multiplier ** min(n - 1, 62)
     delay = min(delay, policy.cap)
     spread = delay * policy.jitter
     return max(0.0, min(policy.cap, delay + (2 * rng.random() - 1) * spread))

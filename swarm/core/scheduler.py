@@ -68,6 +68,7 @@ from swarm.messages import (
     WorkerReport,
 )
 from swarm.trust.roles import allowed, permission_refusal
+from swarm.workflow.gate import decide
 
 __all__ = ["Scheduler", "TaskValidator"]
 
@@ -193,7 +194,13 @@ class Scheduler:
             if rec.task_id in committed:
                 rec.state = committed[rec.task_id].state
                 continue
-            rec.waiting_on = {d for d in rec.spec.after if d not in committed or committed[d].state != "done"}
+            # A workflow step waits for its predecessors to be final; any other task for them to be done.
+            gated = bool(rec.spec.inflows)
+            rec.waiting_on = {
+                d
+                for d in rec.spec.after
+                if d not in committed or (not gated and committed[d].state != "done")
+            }
             for dep in rec.spec.after:
                 tasks[dep].dependents.append(rec.task_id)
         if announce:
@@ -202,7 +209,10 @@ class Scheduler:
             if rec.state != "waiting":
                 continue
             failed = [d for d in rec.spec.after if d in committed and committed[d].state != "done"]
-            if failed:
+            if rec.spec.inflows:
+                if not rec.waiting_on:
+                    self._gate(rec, record, now)
+            elif failed:
                 self._finish(rec, "failed", now, error=f"dependency {failed[0]} did not succeed")
             elif not rec.waiting_on:
                 self._enqueue(rec, now, "ready")
@@ -316,7 +326,7 @@ class Scheduler:
             self._count("cancels_refused")
             return f"{by or 'this sender'} may not cancel job {job.spec.job_id} of {owner}"
         for rec in recs:
-            if rec.state not in ("done", "failed", "cancelled"):
+            if rec.state not in TERMINAL_STATES:
                 self._finish(rec, "cancelled", now, error="cancelled by request")
         return None
 
@@ -545,7 +555,11 @@ class Scheduler:
             dep = job.tasks[dep_id]
             if dep.state != "waiting":
                 continue
-            if state == "done":
+            if dep.spec.inflows:
+                dep.waiting_on.discard(rec.task_id)
+                if not dep.waiting_on:
+                    self._gate(dep, job, now)
+            elif state == "done":
                 dep.waiting_on.discard(rec.task_id)
                 if not dep.waiting_on:
                     self._enqueue(dep, now, f"{rec.task_id} done")
@@ -558,6 +572,14 @@ class Scheduler:
                 )
         if job.finished:
             self._finished_jobs.add(rec.job_id)
+
+    def _gate(self, rec: TaskRecord, job: JobRecord, now: float) -> None:
+        """Every predecessor of a workflow step is final: run it, skip it or fail it by its edges."""
+        verdict, why = decide(rec.spec, job.committed)
+        if verdict == "run":
+            self._enqueue(rec, now, why)
+        else:
+            self._finish(rec, verdict, now, error=why)
 
     def _close(self, job: JobRecord, now: float) -> None:
         """Publish the job's last commits and its final record; forget it here."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "swarm" / "core"
+WORKFLOW = CORE.parent / "workflow"
 FORBIDDEN = {"asyncio", "time", "random", "socket", "aiomqtt", "zeroconf", "threading", "uuid"}
 
 
@@ -21,7 +22,9 @@ def _imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted([*CORE.glob("*.py"), *WORKFLOW.glob("*.py")]), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_core_module_imports_nothing_impure(path: Path) -> None:
     bad = _imported_roots(path) & FORBIDDEN
     assert not bad, f"{path.name} imports {sorted(bad)}"
