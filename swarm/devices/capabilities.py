@@ -61,6 +61,8 @@ class Capabilities:
     role: str
     hostname: str
     isolation: str = "process"
+    #: The workflow runtimes this node offers (PYTHON, SHELL, JVM, MAPREDUCE, SWARM), see `swarm.runtimes`.
+    runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Reject values no real device has, whichever way the object was built."""

@@ -28,11 +28,12 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from swarm.devices.capabilities import Capabilities
+from swarm.taskapi import TaskPolicy
 
 try:
     import psutil as _psutil
@@ -43,9 +44,11 @@ __all__ = [
     "LoadSnapshot",
     "detect_platform",
     "is_termux",
+    "java_executable",
     "load_snapshot",
     "normalise_arch",
     "probe_capabilities",
+    "probe_runtimes",
     "refresh_capabilities",
 ]
 
@@ -115,6 +118,31 @@ def probe_capabilities(
         hostname=socket.gethostname(),
         isolation=isolation if isolation is not None else _isolation(),
     )
+
+
+def java_executable() -> str | None:
+    """The `java` a JVM step would run (from the system's directories, never a task's PATH), or None."""
+    return shutil.which("java", path="/usr/bin:/bin:/usr/local/bin")
+
+
+def probe_runtimes(task_types: Iterable[str], policy: TaskPolicy) -> tuple[str, ...]:
+    """The workflow runtimes this node offers: those whose task plugin it has and can run here.
+
+    SWARM (built-in task types) always; PYTHON and MAPREDUCE with their plugins; JVM with a `java`; SHELL
+    only where the owner allows commands and lists `sh` among them (a shell step is a command).
+    """
+    types = set(task_types)
+    offered = ["SWARM"]
+    if "step.python" in types:
+        offered.append("PYTHON")
+    if "mapreduce.map" in types:
+        offered.append("MAPREDUCE")
+    if "step.jvm" in types and java_executable():
+        offered.append("JVM")
+    shells = {os.path.basename(c) for c in policy.allowed_commands}
+    if "step.shell" in types and policy.allow_command and "sh" in shells:
+        offered.append("SHELL")
+    return tuple(sorted(offered))
 
 
 def refresh_capabilities(

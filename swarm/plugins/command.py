@@ -15,12 +15,14 @@ bytes of each stream and discard the rest, so a chatty program cannot exhaust th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from swarm import __version__
@@ -28,7 +30,16 @@ from swarm.errors import ConfigError, InvalidPayload, TaskRefused
 from swarm.plugins.pathpolicy import require_inside
 from swarm.taskapi import TaskContext
 
-__all__ = ["BASE_ENV", "MAX_OUTPUT", "CommandHandler", "handler", "resolve_commands"]
+__all__ = [
+    "BASE_ENV",
+    "MAX_OUTPUT",
+    "CommandHandler",
+    "ProgramOutput",
+    "allowed_executable",
+    "handler",
+    "resolve_commands",
+    "run_program",
+]
 
 MAX_OUTPUT = 64 * 1024
 #: The whole environment a program starts with, before the payload's own `env`.
@@ -78,8 +89,9 @@ def resolve_commands(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(resolved)
 
 
-def _allowed_executable(program: str, allowed: tuple[str, ...], cwd: str) -> str:
-    """The allowed program `program` names: one of `allowed` by its path or by its file name."""
+def allowed_executable(program: str, allowed: tuple[str, ...], cwd: str) -> str:
+    """The allowed program `program` names: one of `allowed` by its path or by its file name; refused
+    (`TaskRefused`) otherwise."""
     if not allowed:
         raise TaskRefused(
             "command: this node allows no programs; its owner lists them in the config's [tasks] "
@@ -148,36 +160,69 @@ class CommandHandler:
             raise TaskRefused("command: this node does not allow command tasks (allow_command is off)")
         argv: list[str] = payload["argv"]
         cwd = os.path.join(ctx.work_dir, payload.get("cwd") or ".")
-        executable = _allowed_executable(argv[0], policy.allowed_commands, cwd)
+        executable = allowed_executable(argv[0], policy.allowed_commands, cwd)
         cwd = require_inside(cwd, (ctx.work_dir, *policy.allowed_paths), "command: cwd")
         env = {**BASE_ENV, "HOME": ctx.work_dir, **(payload.get("env") or {})}
-        proc = subprocess.Popen(
-            argv,
-            executable=executable,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = _Capture(proc.stdout, MAX_OUTPUT), _Capture(proc.stderr, MAX_OUTPUT)
-        timeout = payload.get("timeout")
-        try:
-            returncode = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise TimeoutError(f"command: {argv[0]} did not finish within {timeout} s") from None
-        for capture in (out, err):
-            capture.thread.join(1.0)  # a grandchild may still hold the pipe open; do not wait for it
+        out = run_program(argv, executable, cwd, env, timeout=payload.get("timeout"))
         return {
-            "returncode": returncode,
-            "stdout": out.text(),
-            "stderr": err.text(),
-            "stdout_truncated": out.truncated,
-            "stderr_truncated": err.truncated,
+            "returncode": out.returncode,
+            "stdout": out.stdout,
+            "stderr": out.stderr,
+            "stdout_truncated": out.stdout_truncated,
+            "stderr_truncated": out.stderr_truncated,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramOutput:
+    """How a program ended and the first `MAX_OUTPUT` bytes of each of its streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+def run_program(
+    argv: list[str],
+    executable: str,
+    cwd: str,
+    env: dict[str, str],
+    *,
+    stdin: bytes = b"",
+    timeout: float | None = None,
+) -> ProgramOutput:
+    """Run a program the policy allowed (no shell), feeding it `stdin`, keeping bounded output."""
+    proc = subprocess.Popen(
+        argv,
+        executable=executable,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = _Capture(proc.stdout, MAX_OUTPUT), _Capture(proc.stderr, MAX_OUTPUT)
+    if stdin:
+        assert proc.stdin is not None
+        # A thread, so that a program that never reads its input cannot block us before the timeout.
+        threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+    try:
+        returncode = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise TimeoutError(f"{argv[0]} did not finish within {timeout} s") from None
+    for capture in (out, err):
+        capture.thread.join(1.0)  # a grandchild may still hold the pipe open; do not wait for it
+    return ProgramOutput(returncode, out.text(), err.text(), out.truncated, err.truncated)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(OSError), pipe:
+        pipe.write(data)
 
 
 handler = CommandHandler()
