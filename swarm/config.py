@@ -96,6 +96,9 @@ class NodeConfig:
     broker_ca: Path | None = None
     memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB
     spill_threshold_mb: int = 256
+    #: Where the HTTP API listens, HOST:PORT (port 0: any free one); empty: no API. Loopback by default,
+    #: as its bearer tokens are credentials: open it to the LAN only behind TLS or on a trusted network.
+    api: str = "127.0.0.1:0"
     policy: TaskPolicy = field(default_factory=TaskPolicy)
     core: CoreConfig = field(default_factory=CoreConfig)
 
@@ -257,4 +260,14 @@ def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
         raise ConfigError(f"invalid configuration: {exc}") from None
     if config.broker is not None:
         parse_broker_url(config.broker)
+    if config.api:
+        parse_listen(config.api)
     return config
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` -> (host, port); a `ConfigError` naming the value otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"api: expected HOST:PORT (e.g. 127.0.0.1:8470, port 0 for any), got {text!r}")
+    return host.strip("[]"), int(port)

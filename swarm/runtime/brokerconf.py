@@ -126,7 +126,8 @@ _SUBMITTERS = frozenset({"submitter", "operator", "admin"})
 #: is refused by every receiver, so another node's topic can be cleared but not spoken for), direct
 #: messages to any node's inbox
 #: (and to users' inboxes, which share the pattern), the coordinator announcement, claims, and the
-#: job log (specs it republishes or clears, commits, events, states). A user submits specs and sends
+#: job log (specs it republishes or clears, commits, events, states), and the workflow records under
+#: `wf/` (definitions, artifacts, runs) its HTTP API takes on behalf of users. A user submits specs and sends
 #: cancels and queries to the coordinator; a viewer may only query; only an admin publishes the
 #: signed roster and revocations under `trust/`. Everyone reads the whole cluster: direct replies to
 #: a user arrive on `node/<its client id>/in`, and messages are signed, so reading reveals no secret.
@@ -138,6 +139,7 @@ ACL_RULES: tuple[AclRule, ...] = (
     AclRule("node", None, "write", "coord/in"),
     AclRule("node", None, "write", "election"),
     AclRule("node", None, "write", "job/#"),
+    AclRule("node", None, "write", "wf/#"),
     AclRule("user", None, "read", "#"),
     AclRule("user", None, "write", "coord/in"),
     AclRule("user", _SUBMITTERS, "write", "job/+/spec"),

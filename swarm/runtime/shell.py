@@ -20,7 +20,10 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
+from swarm.api.auth import TokenVerifier
+from swarm.api.host import ApiHost, BlobServer, status_of
 from swarm.codec import encode
 from swarm.config import NodeConfig
 from swarm.core.events import (
@@ -42,8 +45,9 @@ from swarm.core.events import (
     Tick,
     Unsubscribe,
 )
+from swarm.core.membership import Member
 from swarm.core.node import DeviceStatus, NodeMachine
-from swarm.devices.probe import load_snapshot, probe_capabilities, refresh_capabilities
+from swarm.devices.probe import load_snapshot, probe_capabilities, probe_runtimes, refresh_capabilities
 from swarm.errors import ConfigError, ProtocolError, SwarmError
 from swarm.ids import check_id
 from swarm.messages import (
@@ -128,7 +132,10 @@ class NodeShell:
         self._transport: Transport | None = None
         self._locator = BrokerLocator(config, self.storage.data_dir, self._rng, self._broker_security)
         self._data_root = self.storage.data_dir / "data"
-        status = DeviceStatus(probe_capabilities(config.core.role, data_dir=self.storage.data_dir), 0.0, 0)
+        self._api: ApiHost | None = None
+        caps = probe_capabilities(config.core.role, data_dir=self.storage.data_dir)
+        caps = replace(caps, runtimes=probe_runtimes(self._registry.names(), config.policy))
+        status = DeviceStatus(caps, 0.0, 0)
         self.machine = NodeMachine(
             self.node_id,
             config.name,
@@ -170,7 +177,8 @@ class NodeShell:
                 log.info("node %s serves bulk data at %s", self.node_id, data.url)
                 # The same port after a restart keeps this node's map outputs reachable at their URLs.
                 self.storage.remember_data_port(data.port)
-                async with asyncio.TaskGroup() as tg:
+                async with self._api_host() as api, asyncio.TaskGroup() as tg:
+                    self._api = api
                     watcher = None
                     if Authority.exists(self.config.cluster):
                         name = f"swarm[{self.config.name}].roster"
@@ -180,6 +188,53 @@ class NodeShell:
                         watcher.cancel()
         finally:
             self.storage.close()
+
+    def _api_host(self) -> contextlib.AbstractAsyncContextManager[ApiHost | None]:
+        """The HTTP API, unless the config turns it off."""
+        if not self.config.api:
+            return contextlib.nullcontext()
+        cred = self.credential
+        verifier = TokenVerifier(
+            cred.authority_public,
+            self.config.cluster,
+            lambda principal: self._roster is not None and principal in self._roster.revoked,
+            self._clock,
+        )
+        listen = os.environ.get("SWARM_DATA_LISTEN", "0.0.0.0")
+        blobs = BlobServer(self.storage.data_dir, listen, advertised_host(self.config.broker))
+        return ApiHost(self, self.config.api, self.storage.data_dir, blobs, verifier, self._clock)
+
+    # --- what the HTTP API asks of the node (`swarm.api.service.NodePort`) ----------------------------
+
+    def publish(self, topic: str, body: Body, retain: bool = False) -> None:
+        """Sign and send a message for the API (dropped while the broker is away; records are retained
+        and re-sent by the API's callers when they time out)."""
+        if self._transport is not None:
+            self._transport.publish(
+                topic, self._seal(topic, body, self.machine.election.epoch), retain=retain
+            )
+
+    async def subscribe(self, *topics: str) -> None:
+        """Receive `topics` now and after every reconnect."""
+        if self._api is not None:
+            self._api.follow(topics)
+        if self._transport is not None:
+            await self._transport.subscribe(*topics)
+
+    def members(self) -> list[Member]:
+        """Every member this node knows."""
+        return list(self.machine.membership.members.values())
+
+    def acting(self) -> bool:
+        """Whether this node acts as the coordinator."""
+        return self.machine.scheduler is not None
+
+    def status(self) -> dict[str, object]:
+        """This node's view of the cluster, for the API."""
+        election = self.machine.election
+        return status_of(
+            self.node_id, election.coordinator, election.epoch, self._api.url if self._api else ""
+        )
 
     async def _serve(self, executor: Executor, stop: asyncio.Event) -> None:
         failures = 0
@@ -211,7 +266,10 @@ class NodeShell:
         async with Transport(url, self.config.cluster, self.node_id, login=login, will=will) as transport:
             self._transport = transport
             self.machine.set_status(self._status(battery=False))
-            await transport.subscribe(ROSTER_TOPIC, *self.machine.subscriptions())
+            extra = self._api.subscriptions() if self._api is not None else []
+            await transport.subscribe(ROSTER_TOPIC, *self.machine.subscriptions(), *extra)
+            if self._api is not None:
+                self._api.on_connected()
             self._events.put_nowait(Connected())
             name = f"swarm[{self.config.name}]"
             try:
@@ -249,6 +307,8 @@ class NodeShell:
                 continue
             if isinstance(env.body, SubmitJob | Cancel) and not retained and self.machine.scheduler:
                 self._audit(verified.certificate, type(env.body).TAG, _target(env.body))
+            if self._api is not None and not self._api.offer(topic, env):
+                continue
             self._events.put_nowait(MessageReceived(topic, env))
 
     async def _tick_loop(self) -> None:
@@ -436,7 +496,8 @@ class NodeShell:
         # probed once at start. The battery may take a subprocess (Termux), so not on the event loop.
         snap = load_snapshot(self.storage.data_dir)
         caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
-        return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind)
+        api = self._api.url if self._api is not None else ""
+        return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api)
 
 
 def _target(body: SubmitJob | Cancel) -> str:

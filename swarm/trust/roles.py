@@ -71,6 +71,9 @@ NODE_MESSAGES: frozenset[str] = frozenset(
         "cancel",
         "tasks_query",
         "quota_query",
+        "dag_defined",
+        "artifact_published",
+        "run_started",
     }
 )
 #: What each user message needs.

@@ -1,0 +1,648 @@
+"""The node's side of the HTTP API (`ApiBackend`): definitions, artifacts, runs, history and devices.
+
+It holds no protocol logic of its own. A definition is parsed, checked and analysed by the pure code of
+`swarm.workflow`, stored in this node's history database and published (retained, signed) on
+`wf/dag/<id>/<version>`, which every other node's service stores too. An artifact's bytes stay on the
+node that took them, in its artifact store inside its data-plane directory; its record on
+`wf/artifact/<name>/<version>` tells peers where to fetch it. A run is a job of the task engine
+(`swarm.workflow.compile`): the service publishes `RunStarted` and the job's spec, and every service
+follows the run's job log into its history (`swarm.api.runs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from swarm.api.auth import ApiUser
+from swarm.api.backend import Conflict, Forbidden, Json, NotFound
+from swarm.api.history import History
+from swarm.api.runs import final_run_state, node_row
+from swarm.core.membership import Member
+from swarm.errors import InvalidSpec
+from swarm.messages import (
+    ArtifactPublished,
+    Body,
+    Cancel,
+    Commit,
+    DagDefined,
+    Envelope,
+    JobRejected,
+    JobState,
+    RunStarted,
+)
+from swarm.runtime.artifacts import (
+    ArtifactKind,
+    ArtifactMeta,
+    ArtifactStore,
+    artifact_id,
+    parse_artifact_ref,
+    version_key,
+)
+from swarm.trust.roles import allowed
+from swarm.workflow.analysis import StepEstimate, analyze_flow
+from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run
+from swarm.workflow.insights import Sample, duration_stats, suggest
+from swarm.workflow.model import DagDefinition, DefinitionError, parse_definition, runtime_family
+from swarm.workflow.schedules import Scheduled, check_schedule, due_runs
+from swarm.workflow.validate import ClusterView, MemberView, NodeHistory, validate
+
+__all__ = ["NodePort", "WorkflowService"]
+
+log = logging.getLogger(__name__)
+
+#: The most events a slow stream client may have waiting before it is dropped.
+STREAM_QUEUE = 1000
+#: Seconds a step is assumed to take when there is no history and it names no timeout.
+DEFAULT_STEP_SECONDS = 60.0
+_CODE_RUNTIMES = frozenset({"PYTHON", "SHELL", "JVM"})
+_KINDS = ("python", "shell", "jar")
+
+
+class NodePort(Protocol):
+    """What the service needs of its node."""
+
+    node_id: str
+
+    def publish(self, topic: str, body: Body, retain: bool = False) -> None:
+        """Sign and send a message."""
+        ...
+
+    async def subscribe(self, *topics: str) -> None:
+        """Start receiving topics (they reach `WorkflowService.on_message`)."""
+        ...
+
+    def members(self) -> list[Member]:
+        """The members this node knows, with their last heartbeats."""
+        ...
+
+    def status(self) -> Json:
+        """The node's view of the cluster."""
+        ...
+
+    def acting(self) -> bool:
+        """Whether this node acts as the coordinator (it then starts the scheduled runs)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Run:
+    definition: DagDefinition
+    started: RunStarted
+    states: dict[str, str]
+    cancelled: bool = False
+
+
+class WorkflowService:
+    """`ApiBackend` for one node."""
+
+    def __init__(
+        self,
+        node: NodePort,
+        history: History,
+        store: ArtifactStore,
+        artifact_source: Callable[[str], dict[str, str]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._node = node
+        self._history = history
+        self._clock = clock
+        self._store = store
+        # Where peers fetch a blob of this node's store (URL and capability token) by its SHA-256.
+        self._source_of = artifact_source
+        self._artifacts: dict[tuple[str, str], ArtifactPublished] = {}
+        self._runs: dict[str, _Run] = {}
+        self._scheduled: dict[str, Scheduled] = {}
+        self._last_fired: dict[str, float] = {}
+        self._streams: set[asyncio.Queue[Json | None]] = set()
+
+    # --- the cluster's records ----------------------------------------------------------------------
+
+    def wants(self, topic: str) -> bool:
+        """Whether a message on `topic` is for this service."""
+        if topic.startswith("wf/"):
+            return True
+        parts = topic.split("/")
+        return len(parts) >= 3 and parts[0] == "job" and parts[1] in self._runs
+
+    async def on_message(self, topic: str, env: Envelope) -> None:
+        """A verified message on one of the service's topics."""
+        body = env.body
+        try:
+            match body:
+                case DagDefined():
+                    await asyncio.to_thread(self._store_definition, body)
+                case ArtifactPublished():
+                    meta = ArtifactMeta.from_json(body.meta)
+                    self._artifacts[(meta.name, meta.version)] = body
+                case RunStarted():
+                    await self._follow(body)
+                case Commit(job_id, updates) if job_id in self._runs:
+                    await asyncio.to_thread(self._record_commits, job_id, updates)
+                case JobRejected(job_id, reason) if job_id in self._runs:
+                    await self._finish(job_id, "FAILED", reason)
+                case JobState(job_id, _, finished) if finished and job_id in self._runs:
+                    run = self._runs[job_id]
+                    state = final_run_state(run.definition, run.states, run.cancelled)
+                    await self._finish(job_id, state, None)
+                case _:
+                    pass
+        except (InvalidSpec, ValueError) as exc:
+            log.warning("ignored a workflow record on %s from %s: %s", topic, env.sender, exc)
+
+    def _store_definition(self, body: DagDefined) -> None:
+        self._remember_schedule(body)
+        self._history.put_definition(
+            body.dag_id,
+            body.version,
+            body.definition,
+            body.created_at,
+            body.created_by,
+            body.valid,
+            name=str(body.definition.get("name", "")),
+            description=str(body.definition.get("description", "")),
+        )
+
+    def _remember_schedule(self, body: DagDefined) -> None:
+        """The newest valid version of a DAG decides its schedule."""
+        known = self._scheduled.get(body.dag_id)
+        if not body.valid or (known is not None and version_key(known.version) >= version_key(body.version)):
+            return
+        schedule = parse_definition(body.definition).schedule
+        if schedule.type == "MANUAL":
+            self._scheduled.pop(body.dag_id, None)
+            return
+        self._scheduled[body.dag_id] = Scheduled(
+            body.dag_id, body.version, schedule, body.created_at, body.created_by, body.role
+        )
+
+    async def fire_due(self) -> list[str]:
+        """Start every scheduled run that is due (the acting coordinator's node calls this every second);
+        the run ids started."""
+        started = []
+        for due in due_runs(self._scheduled.values(), self._last_fired, self._clock()):
+            item = due.scheduled
+            self._fired(item.dag_id, due.slot)
+            owner = ApiUser(item.owner, "user", item.role)
+            body = {"runId": due.run_id, "version": item.version}
+            try:
+                await self.start_run(item.dag_id, body, owner, trigger="schedule", slot=due.slot)
+            except (InvalidSpec, Forbidden) as exc:
+                log.warning("scheduled run %s not started: %s", due.run_id, exc)
+                continue
+            started.append(due.run_id)
+        return started
+
+    def _fired(self, dag_id: str, slot: float) -> None:
+        self._last_fired[dag_id] = max(slot, self._last_fired.get(dag_id, slot))
+
+    async def _follow(self, started: RunStarted) -> None:
+        if started.slot is not None:
+            self._fired(started.dag_id, started.slot)
+        if started.run_id in self._runs:
+            return
+        record = await asyncio.to_thread(self._history.definition, started.dag_id, started.version)
+        if record is None:
+            log.warning("run %s of unknown DAG %s@%s", started.run_id, started.dag_id, started.version)
+            return
+        definition = parse_definition(record["definition"])
+        self._runs[started.run_id] = _Run(definition, started, {})
+        await asyncio.to_thread(
+            self._history.put_run,
+            started.run_id,
+            started.dag_id,
+            started.version,
+            "QUEUED",
+            started.at,
+            trigger=started.trigger,
+            params=started.params,
+            submitted_by=started.submitted_by,
+        )
+        run = started.run_id
+        await self._node.subscribe(f"job/{run}/commits/+", f"job/{run}/events", f"job/{run}/state")
+        self._emit({"type": "run", "runId": run, "dagId": started.dag_id, "state": "QUEUED"})
+
+    def _record_commits(self, run_id: str, updates: tuple[Any, ...]) -> None:
+        run = self._runs[run_id]
+        rows = [node_row(run.definition, run_id, u) for u in updates]
+        first = not run.states
+        for row in rows:
+            run.states[row["node_id"]] = row["state"]
+            if row["error"] == "cancelled by request":
+                run.cancelled = True
+        self._history.put_nodes(rows)
+        if first:
+            started = min((r["started_at"] for r in rows if r["started_at"]), default=None)
+            self._history.put_run(
+                run_id, run.started.dag_id, run.started.version, "RUNNING", run.started.at, started_at=started
+            )
+        for row in rows:
+            self._emit(
+                {
+                    "type": "node",
+                    "runId": run_id,
+                    "nodeId": row["node_id"],
+                    "shard": row["shard"],
+                    "state": row["state"],
+                    "device": row["device"],
+                    "error": row["error"],
+                }
+            )
+
+    async def _finish(self, run_id: str, state: str, reason: str | None) -> None:
+        run = self._runs.pop(run_id)
+        started = run.started
+        await asyncio.to_thread(
+            self._history.put_run,
+            run_id,
+            started.dag_id,
+            started.version,
+            state,
+            started.at,
+            finished_at=self._clock(),
+        )
+        if reason:
+            await asyncio.to_thread(self._history.add_log, run_id, "", self._clock(), "ERROR", reason)
+        self._emit(
+            {"type": "run", "runId": run_id, "dagId": started.dag_id, "state": state, "reason": reason}
+        )
+
+    # --- definitions --------------------------------------------------------------------------------
+
+    async def define_dag(self, body: Json, user: ApiUser) -> Json:
+        """Parse, check, analyse and publish a definition version."""
+        definition = parse_definition(body)
+        existing = await asyncio.to_thread(self._history.definition, definition.dag_id, definition.version)
+        if existing is not None and existing["definition"] != definition.to_json():
+            raise Conflict(
+                f"{definition.dag_id} version {definition.version} exists with another body; versions are"
+                " immutable: define a new version",
+                path="version",
+            )
+        result = validate(definition, {}, self._cluster_view(), await self._node_history(definition.dag_id))
+        now = self._clock()
+        if result.is_valid:
+            check_schedule(definition.schedule)
+        record = DagDefined(
+            definition.dag_id,
+            definition.version,
+            definition.to_json(),
+            now,
+            user.id,
+            result.is_valid,
+            user.role,
+        )
+        self._node.publish(f"wf/dag/{definition.dag_id}/{definition.version}", record, retain=True)
+        await asyncio.to_thread(self._store_definition, record)
+        response: Json = {
+            "dagId": definition.dag_id,
+            "version": definition.version,
+            "status": "CREATED" if result.is_valid else "INVALID",
+            "createdAt": _iso(now),
+            "createdBy": user.id,
+            "validationResults": result.to_json(),
+            "notApplied": [{"path": n.path, "reason": n.reason} for n in definition.not_applied],
+        }
+        if _acyclic(definition):
+            analysis = analyze_flow(self._estimates(definition), _edges(definition), self._slots()).to_json()
+            response["estimatedExecutionTime"] = analysis["estimatedExecutionTime"]
+            response["estimatedResourceUsage"] = analysis["estimatedResourceUsage"]
+            response["dataFlowAnalysis"] = {
+                key: analysis[key]
+                for key in ("bottleneckNode", "criticalPath", "parallelizableSections", "layers")
+            }
+        return {
+            **response,
+            "visualizationUrl": f"/dag/visualize/{definition.dag_id}",
+            "nextSteps": ["START_RUN", "SCHEDULE_DEPLOYMENT", "SET_UP_MONITORING"]
+            if result.is_valid
+            else ["FIX_ERRORS"],
+        }
+
+    def _estimates(self, definition: DagDefinition) -> list[StepEstimate]:
+        return [
+            StepEstimate(
+                n.node_id,
+                n.execution.timeout_s / 4 if n.execution.timeout_s else DEFAULT_STEP_SECONDS,
+                n.execution.parallelism,
+                n.resources.cpu_cores,
+                n.resources.memory_mb,
+            )
+            for n in definition.nodes
+        ]
+
+    async def _node_history(self, dag_id: str) -> dict[str, NodeHistory]:
+        samples = await asyncio.to_thread(self._history.samples, dag_id)
+        stats = duration_stats(_samples(samples))
+        return {node: NodeHistory(s.count, s.success_rate, s.mean, s.p95) for node, s in stats.items()}
+
+    def _cluster_view(self) -> ClusterView:
+        views = []
+        for m in self._node.members():
+            hb = m.heartbeat
+            if hb is None or m.state != "alive":
+                continue
+            c = hb.caps
+            views.append(
+                MemberView(
+                    m.node_id,
+                    hb.name,
+                    c.cores,
+                    c.memory_mb,
+                    c.disk_free_gb,
+                    c.gpu,
+                    frozenset(c.runtimes),
+                    {},
+                    hb.slots,
+                )
+            )
+        return ClusterView(tuple(views))
+
+    def _slots(self) -> int:
+        return max(1, sum(m.slots for m in self._cluster_view().members))
+
+    async def list_dags(self) -> list[Json]:
+        """Every DAG with its latest version and last run."""
+        return await asyncio.to_thread(self._history.dags)
+
+    async def get_dag(self, dag_id: str, version: str | None) -> Json | None:
+        """One version (the latest when None)."""
+        return await asyncio.to_thread(self._history.definition, dag_id, version)
+
+    async def dag_versions(self, dag_id: str) -> list[Json]:
+        """Every version of a DAG."""
+        return await asyncio.to_thread(self._history.versions, dag_id)
+
+    # --- runs ---------------------------------------------------------------------------------------
+
+    async def start_run(
+        self, dag_id: str, body: Json, user: ApiUser, trigger: str = "manual", slot: float | None = None
+    ) -> Json:
+        """Compile the definition into a job and submit it, on behalf of `user`. A run id given again is
+        the same run: it is answered, never started twice."""
+        if body.get("runId"):
+            known = await self.get_run(str(body["runId"]))
+            if known is not None:
+                return {**known, "existing": True}
+        record = await asyncio.to_thread(self._history.definition, dag_id, body.get("version"))
+        if record is None:
+            raise NotFound(
+                f"no DAG {dag_id!r}" + (f" version {body['version']}" if body.get("version") else "")
+            )
+        if not record["valid"]:
+            raise InvalidSpec(f"{dag_id} version {record['version']} did not pass its contract check")
+        definition = parse_definition(record["definition"])
+        runtimes = {runtime_family(n.task.runtime) for n in definition.nodes}
+        if runtimes & _CODE_RUNTIMES and not allowed(user.role, "run_code"):
+            raise Forbidden(
+                f"{dag_id} runs code ({', '.join(sorted(runtimes & _CODE_RUNTIMES))}); role {user.role!r}"
+                " lacks the run_code permission (an operator's)"
+            )
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise DefinitionError("params", "expected an object of input names to values")
+        now = self._clock()
+        run_id = body.get("runId") or f"{dag_id}@{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-" + (
+            secrets.token_hex(2)
+        )
+        request = RunRequest(str(run_id), params, user.id, user.role, user.team, trigger)
+        job = compile_run(definition, request, self._resolve)
+        started = RunStarted(job.job_id, dag_id, definition.version, params, trigger, user.id, now, slot)
+        self._node.publish(f"wf/run/{job.job_id}", started, retain=True)
+        await self._follow(started)
+        self._node.publish(f"job/{job.job_id}/spec", job, retain=True)
+        return {
+            "runId": job.job_id,
+            "dagId": dag_id,
+            "version": definition.version,
+            "state": "QUEUED",
+            "tasks": len(job.tasks),
+        }
+
+    def _resolve(self, ref: str) -> ArtifactRef:
+        name, version = parse_artifact_ref(ref)
+        candidates = [v for (n, v) in self._artifacts if n == name and (version is None or v == version)]
+        if not candidates:
+            raise DefinitionError("taskDefinition.artifactId", f"no artifact {ref!r} in the cluster")
+        best = max(candidates, key=version_key)
+        record = self._artifacts[(name, best)]
+        return ArtifactRef(dict(record.meta), tuple(record.sources))
+
+    async def get_run(self, run_id: str) -> Json | None:
+        """A run with its step executions."""
+        return await asyncio.to_thread(self._history.run, run_id)
+
+    async def list_runs(self, dag_id: str | None, limit: int, state: str | None) -> list[Json]:
+        """The newest runs."""
+        return await asyncio.to_thread(self._history.runs, dag_id, limit, state)
+
+    async def cancel_run(self, run_id: str, user: ApiUser) -> Json:
+        """Ask the coordinator to cancel every unfinished task of the run."""
+        run = await self.get_run(run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}")
+        if run.get("submittedBy") not in ("", user.id) and not allowed(user.role, "cancel_any"):
+            raise Forbidden(f"{user.id} may not cancel run {run_id} of {run.get('submittedBy')}")
+        self._node.publish("coord/in", Cancel(run_id, self._node.node_id, "member"))
+        return {**run, "cancelRequested": True}
+
+    async def modify_run(self, run_id: str, body: Json, user: ApiUser) -> Json:
+        """Not available yet: a run's steps are fixed when it starts."""
+        raise Conflict("modifying a running DAG is not supported yet; cancel it and start a new version")
+
+    async def allocate(self, body: Json, user: ApiUser) -> Json:
+        """Not available yet."""
+        raise Conflict("resource allocation is not supported yet; runs are placed when their steps are ready")
+
+    async def history(self, dag_id: str, limit: int) -> Json:
+        """The newest runs of a DAG with their step executions."""
+        runs = await asyncio.to_thread(self._history.runs, dag_id, limit, None)
+        detailed = [await self.get_run(r["runId"]) for r in runs]
+        return {"dagId": dag_id, "runs": [r for r in detailed if r is not None]}
+
+    async def analytics(self, dag_id: str) -> Json:
+        """Per-step statistics and suggestions from measured history."""
+        record = await asyncio.to_thread(self._history.definition, dag_id, None)
+        if record is None:
+            raise NotFound(f"no DAG {dag_id!r}")
+        definition = parse_definition(record["definition"])
+        samples = _samples(await asyncio.to_thread(self._history.samples, dag_id))
+        stats = duration_stats(samples)
+        estimates = [
+            StepEstimate(
+                e.node_id,
+                stats[e.node_id].mean if e.node_id in stats else e.duration_s,
+                e.parallelism,
+                e.cpu_cores,
+                e.memory_mb,
+            )
+            for e in self._estimates(definition)
+        ]
+        edges = _edges(definition)
+        flow = analyze_flow(estimates, edges, self._slots())
+        return {
+            "dagId": dag_id,
+            "version": definition.version,
+            "samples": len(samples),
+            "nodes": {
+                n: {
+                    "runs": s.count,
+                    "meanS": s.mean,
+                    "p50S": s.p50,
+                    "p95S": s.p95,
+                    "successRate": s.success_rate,
+                    "trendSPerRun": s.trend,
+                }
+                for n, s in stats.items()
+            },
+            "dataFlowAnalysis": flow.to_json(),
+            "suggestions": [s.to_json() for s in suggest(estimates, edges, stats, self._slots())],
+        }
+
+    # --- artifacts ----------------------------------------------------------------------------------
+
+    async def push_artifact(
+        self, name: str, version: str, kind: str, filename: str, data: bytes, user: ApiUser
+    ) -> Json:
+        """Keep the bytes here and tell the cluster where to fetch them."""
+        if kind not in _KINDS:
+            raise InvalidSpec(f"kind: expected one of {', '.join(_KINDS)}, got {kind!r}")
+        now = self._clock()
+        put = self._store.put
+        meta = await asyncio.to_thread(
+            put, name, version, cast(ArtifactKind, kind), filename, data, now, user.id
+        )
+        self.announce(meta)
+        return {**meta.to_json(), "artifactId": artifact_id(name, version)}
+
+    def announce(self, meta: ArtifactMeta) -> None:
+        """Tell the cluster that this node serves `meta` (again after a restart: its port may differ)."""
+        record = ArtifactPublished(meta.to_json(), (self._source_of(meta.sha256),))
+        self._artifacts[(meta.name, meta.version)] = record
+        self._node.publish(f"wf/artifact/{meta.name}/{meta.version}", record, retain=True)
+
+    def announce_all(self) -> None:
+        """Announce every artifact this node holds (on every connection: a new broker knows none)."""
+        for meta in self._store.list():
+            self.announce(meta)
+
+    async def list_artifacts(self) -> list[Json]:
+        """Every artifact the cluster knows, newest version first per name."""
+        metas = [ArtifactMeta.from_json(r.meta) for r in self._artifacts.values()]
+        metas.sort(key=lambda m: (m.name, version_key(m.version)), reverse=True)
+        return [{**m.to_json(), "artifactId": m.artifact_id} for m in metas]
+
+    async def get_artifact(self, name: str, version: str | None) -> Json | None:
+        """One version's metadata, or every version's."""
+        found = [a for a in await self.list_artifacts() if a["name"] == name]
+        if version is None:
+            return {"name": name, "versions": found} if found else None
+        return next((a for a in found if a["version"] == version), None)
+
+    async def artifact_source(self, name: str, version: str) -> tuple[str, bytes] | None:
+        """The bytes of an artifact this node holds (the code viewer reads them)."""
+        meta = self._store.get(name, version)
+        if meta is None:
+            return None
+        return meta.filename, await asyncio.to_thread(self._store.blob_path(meta.sha256).read_bytes)
+
+    async def list_standards(self) -> list[Json]:
+        """Task standards are not stored yet."""
+        return []
+
+    async def define_standard(self, body: Json, user: ApiUser) -> Json:
+        """Not available yet."""
+        raise Conflict("task standards cannot be stored yet; reference none in definitions")
+
+    # --- devices and the stream ---------------------------------------------------------------------
+
+    async def devices(self) -> list[Json]:
+        """Every member with its state, capabilities and load."""
+        out = []
+        for m in self._node.members():
+            hb = m.heartbeat
+            entry: Json = {"nodeId": m.node_id, "state": m.state}
+            if hb is not None:
+                c = hb.caps
+                entry.update(
+                    name=hb.name,
+                    slots=hb.slots,
+                    running=hb.running,
+                    load=hb.load,
+                    freeMemoryMB=hb.free_memory_mb,
+                    cores=c.cores,
+                    memoryMB=c.memory_mb,
+                    diskFreeGB=c.disk_free_gb,
+                    platform=c.platform,
+                    arch=c.arch,
+                    gpu=c.gpu,
+                    batteryPercent=c.battery_percent,
+                    charging=c.charging,
+                    isolation=c.isolation,
+                    runtimes=list(c.runtimes),
+                    hostname=c.hostname,
+                )
+            out.append(entry)
+        return out
+
+    def status(self) -> Json:
+        """The node's view of the cluster."""
+        return self._node.status()
+
+    async def subscribe(self) -> AsyncIterator[Json]:
+        """Run and step events as they happen; a client that falls `STREAM_QUEUE` behind is dropped."""
+        queue: asyncio.Queue[Json | None] = asyncio.Queue(STREAM_QUEUE)
+        self._streams.add(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._streams.discard(queue)
+
+    def _emit(self, event: Json) -> None:
+        for queue in list(self._streams):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._streams.discard(queue)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                queue.put_nowait(None)
+
+
+def _acyclic(definition: DagDefinition) -> bool:
+    try:
+        definition.topological_order()
+    except DefinitionError:
+        return False
+    return True
+
+
+def _edges(definition: DagDefinition) -> list[tuple[str, str]]:
+    return [(e.source, e.target) for e in definition.edges]
+
+
+def _samples(rows: list[Json]) -> list[Sample]:
+    return [
+        Sample(
+            r["run_id"],
+            r["node_id"],
+            r["started_at"],
+            r["duration_s"],
+            bool(r["ok"]),
+            r.get("cpu_s", 0.0),
+            r.get("peak_memory_mb", 0.0),
+            device=r.get("device") or "",
+        )
+        for r in rows
+    ]
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))

@@ -1,0 +1,222 @@
+"""DAG workflows end to end: artifacts pushed and fetched peer to peer, a definition through the HTTP API,
+a run with fan-out, data passing and conditions, and its history on every node."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.trust.authority import Authority
+from tests.integration.nodes import Cluster, running
+
+pytestmark = pytest.mark.network
+
+STEPS = """
+def extract(n):
+    return {"rows": list(range(n))}
+
+def square(rows, shard, shards):
+    mine = rows[shard::shards]
+    return {"part": sum(r * r for r in mine)}
+
+def total(parts):
+    return {"sum": sum(parts), "count": len(parts)}
+
+def alarm(sum):
+    raise RuntimeError("never: its edge condition is false")
+
+def report(sum):
+    return {"line": f"sum of squares is {sum}"}
+"""
+
+DAG: dict[str, Any] = {
+    "dagId": "squares",
+    "name": "Sum of squares",
+    "version": "1.0.0",
+    "schedule": {
+        "type": "MANUAL",
+        "retryPolicy": {"maxRetries": 1, "retryInterval": "PT0.2S", "backoffMultiplier": 1.5},
+    },
+    "nodes": [
+        {
+            "nodeId": "extract",
+            "type": "EXTRACT",
+            "taskDefinition": {
+                "artifactId": "squares-steps-v1.0",
+                "entrypoint": "steps:extract",
+                "runtime": "PYTHON_3.11",
+                "inputSchema": {"n": {"type": "INTEGER", "required": True}},
+                "outputSchema": {"rows": {"type": "ARRAY<number>"}},
+            },
+        },
+        {
+            "nodeId": "square",
+            "type": "TRANSFORM",
+            "taskDefinition": {
+                "artifactId": "squares-steps-v1.0",
+                "entrypoint": "steps:square",
+                "runtime": "PYTHON",
+                "inputSchema": {"rows": {"type": "ARRAY<number>", "required": True}},
+                "outputSchema": {"part": {"type": "NUMBER"}},
+            },
+            "executionConfig": {"parallelism": 3, "isMapStage": True, "timeout": "PT1M"},
+        },
+        {
+            "nodeId": "total",
+            "type": "ANALYZE",
+            "taskDefinition": {
+                "artifactId": "squares-steps-v1.0",
+                "entrypoint": "steps:total",
+                "runtime": "PYTHON",
+                "inputSchema": {"parts": {"type": "ARRAY<number>", "required": True}},
+                "outputSchema": {"sum": {"type": "NUMBER"}, "count": {"type": "INTEGER"}},
+            },
+            "executionConfig": {"isReduceStage": True},
+        },
+        {
+            "nodeId": "alarm",
+            "type": "ALERT",
+            "taskDefinition": {
+                "artifactId": "squares-steps-v1.0",
+                "entrypoint": "steps:alarm",
+                "runtime": "PYTHON",
+                "inputSchema": {"sum": {"type": "NUMBER", "required": True}},
+            },
+        },
+        {
+            "nodeId": "report",
+            "type": "LOAD",
+            "taskDefinition": {
+                "artifactId": "squares-steps-v1.0",
+                "entrypoint": "steps:report",
+                "runtime": "PYTHON",
+                "inputSchema": {"sum": {"type": "NUMBER", "required": True}},
+                "outputSchema": {"line": {"type": "STRING"}},
+            },
+        },
+    ],
+    "edges": [
+        {"from": "extract", "to": "square", "dataMapping": {"rows": "rows"}, "condition": "SUCCESS"},
+        {"from": "square", "to": "total", "dataMapping": {"parts": "part"}},
+        {
+            "from": "total",
+            "to": "alarm",
+            "dataMapping": {"sum": "sum"},
+            "condition": "SUCCESS AND output.sum > 10000",
+        },
+        {"from": "total", "to": "report", "dataMapping": {"sum": "sum"}, "condition": "output.count == 3"},
+    ],
+}
+
+
+class Api:
+    """A tiny HTTP client of one node's API."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def trio(mosquitto_module: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("dag")
+    with running(root, mosquitto_module, ["a", "b", "c"]) as cluster:  # type: ignore[arg-type]
+        yield cluster
+
+
+def _apis(cluster: Cluster) -> list[Api]:
+    token = Authority.load(cluster.cluster, home=cluster.root).admin_credential().to_token()
+    status = cluster.status()
+    urls = [n["api"] for n in status["nodes"] if n["api"]]
+    assert status["api"] in urls and len(urls) == 3, status
+    return [Api(url, token) for url in urls]
+
+
+def _wait_run(api: Api, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    run: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        code, run = api.call("GET", f"/api/v1/runs/{run_id}")
+        if code == 200 and run["state"] in ("SUCCESS", "FAILED", "CANCELLED"):
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish: {run}")
+
+
+def test_a_dag_runs_across_the_cluster_with_data_conditions_and_history(
+    trio: Cluster, tmp_path: Path
+) -> None:
+    apis = _apis(trio)
+    first, other = apis[0], apis[-1]
+    code, meta = first.call(
+        "PUT", "/api/v1/artifacts/squares-steps/1.0?kind=python&filename=steps.py", raw=STEPS.encode()
+    )
+    assert code in (200, 201), meta
+    code, defined = first.call("POST", "/api/v1/dag/define", DAG)
+    assert code == 201, defined
+    assert defined["validationResults"]["isValid"], defined
+    assert defined["dataFlowAnalysis"]["criticalPath"] == ["extract", "square", "total", "report"] or defined[
+        "dataFlowAnalysis"
+    ]["criticalPath"][:3] == ["extract", "square", "total"]
+
+    # Started from another node: the definition and the artifact reached it through the broker.
+    deadline = time.monotonic() + 10
+    while other.call("GET", "/api/v1/dags/squares")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    code, started = other.call("POST", "/api/v1/dags/squares/runs", {"params": {"n": 10}})
+    assert code == 202, started
+    run = _wait_run(other, started["runId"])
+    assert run["state"] == "SUCCESS", [(n["nodeId"], n["state"], n["error"]) for n in run["nodes"]]
+    steps = {(n["nodeId"], n["shard"]): n for n in run["nodes"]}
+    assert {k: v["state"] for k, v in steps.items()} == {
+        ("extract", 0): "SUCCESS",
+        ("square", 0): "SUCCESS",
+        ("square", 1): "SUCCESS",
+        ("square", 2): "SUCCESS",
+        ("total", 0): "SUCCESS",
+        ("alarm", 0): "SKIPPED",
+        ("report", 0): "SUCCESS",
+    }
+    assert steps[("total", 0)]["output"] == {"sum": 285, "count": 3}
+    assert steps[("report", 0)]["output"] == {"line": "sum of squares is 285"}
+
+    # Every node's history has the run, whichever node started or coordinated it.
+    for api in apis:
+        assert _wait_run(api, started["runId"], timeout=10)["state"] == "SUCCESS"
+
+
+def test_bad_definitions_get_the_field_path_and_the_node_keeps_serving(trio: Cluster) -> None:
+    api = _apis(trio)[0]
+    bad = json.loads(json.dumps(DAG))
+    bad["nodes"][1]["executionConfig"]["timeout"] = "soon"
+    code, body = api.call("POST", "/api/v1/dag/define", bad)
+    assert code == 400 and body["path"] == "nodes[1].executionConfig.timeout", body
+    cyclic = json.loads(json.dumps(DAG))
+    cyclic["version"] = "9.9.9"
+    cyclic["edges"].append({"from": "report", "to": "extract"})
+    code, body = api.call("POST", "/api/v1/dag/define", cyclic)
+    assert code in (201, 400), body
+    if code == 201:
+        assert not body["validationResults"]["isValid"]
+    code, body = api.call("POST", "/api/v1/dags/nope/runs", {})
+    assert code == 404, body
+    code, _ = api.call("GET", "/api/v1/dags")
+    assert code == 200
