@@ -43,6 +43,7 @@ __all__ = [
     "Results",
     "RetryPolicy",
     "RunStarted",
+    "StandardDefined",
     "SubmitJob",
     "Sync",
     "TaskRef",
@@ -490,6 +491,18 @@ class DagDefined:
 
 
 @dataclass(frozen=True, slots=True)
+class StandardDefined:
+    """Retained on `wf/standard/<name>/<version>`: a task standard (a named, versioned node template)."""
+
+    TAG: ClassVar[str] = "standard_defined"
+    name: Id
+    version: str
+    standard: dict[str, Any]
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class ArtifactPublished:
     """Retained on `wf/artifact/<name>/<version>`: an artifact's metadata and the data servers (with
     their capability tokens) that serve its bytes, which peers fetch and check by its SHA-256."""
@@ -539,6 +552,7 @@ Body = (
     | QuotaReply
     | TrustRoster
     | DagDefined
+    | StandardDefined
     | ArtifactPublished
     | RunStarted
 )
@@ -568,6 +582,7 @@ BODY_TYPES: dict[str, type[Any]] = {
         QuotaReply,
         TrustRoster,
         DagDefined,
+        StandardDefined,
         ArtifactPublished,
         RunStarted,
     )

@@ -87,6 +87,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             level TEXT NOT NULL, message TEXT NOT NULL, UNIQUE (run_id, node_id, at, message))""",
         "CREATE INDEX logs_by_node ON logs (run_id, node_id, at)",
     ),
+    (
+        """CREATE TABLE standards (
+            name TEXT NOT NULL, version TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL,
+            body BLOB NOT NULL, PRIMARY KEY (name, version)) WITHOUT ROWID""",
+    ),
 )
 
 _RUN_UPSERT = """
@@ -219,6 +224,30 @@ class History:
         del record["name"], record["description"]
         record["definition"] = orjson.loads(rows[0]["definition"])
         return record
+
+    def put_standard(
+        self, name: str, version: str, body: dict[str, Any], created_at: float, created_by: str
+    ) -> None:
+        """Record a task standard version (versions are immutable: the first body stays)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO standards VALUES (?, ?, ?, ?, ?) ON CONFLICT (name, version) DO NOTHING",
+                (name, version, created_at, created_by, _dumps(body, "standard")),
+            )
+
+    def standards(self) -> list[dict[str, Any]]:
+        """Every task standard version: name, version, createdAt, createdBy, standard (its JSON)."""
+        rows = self._read("SELECT * FROM standards ORDER BY name, created_at")
+        return [
+            {
+                "name": row["name"],
+                "version": row["version"],
+                "createdAt": row["created_at"],
+                "createdBy": row["created_by"],
+                "standard": orjson.loads(row["body"]),
+            }
+            for row in rows
+        ]
 
     def _latest_version(self, dag_id: str) -> str | None:
         rows = self._read("SELECT version FROM dag_versions WHERE dag_id = ?", (dag_id,))

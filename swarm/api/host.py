@@ -35,7 +35,7 @@ __all__ = ["WORKFLOW_TOPICS", "ApiHost", "BlobServer", "status_of"]
 log = logging.getLogger(__name__)
 
 #: What every node with an API follows: definitions, artifacts and runs.
-WORKFLOW_TOPICS = ("wf/dag/+/+", "wf/artifact/+/+", "wf/run/+")
+WORKFLOW_TOPICS = ("wf/dag/+/+", "wf/standard/+/+", "wf/artifact/+/+", "wf/run/+")
 _FEED_LIMIT = 10_000
 #: How often the acting coordinator's node looks for due scheduled runs.
 SCHEDULE_TICK_S = 1.0

@@ -36,6 +36,7 @@ from swarm.messages import (
     JobRejected,
     JobState,
     RunStarted,
+    StandardDefined,
 )
 from swarm.runtime.artifacts import (
     ArtifactKind,
@@ -51,6 +52,7 @@ from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run
 from swarm.workflow.insights import Sample, duration_stats, suggest
 from swarm.workflow.model import DagDefinition, DefinitionError, parse_definition, runtime_family
 from swarm.workflow.schedules import Scheduled, check_schedule, due_runs
+from swarm.workflow.standards import TaskStandard, parse_standard, with_standards
 from swarm.workflow.validate import ClusterView, MemberView, NodeHistory, validate
 
 __all__ = ["NodePort", "WorkflowService"]
@@ -138,6 +140,9 @@ class WorkflowService:
             match body:
                 case DagDefined():
                     await asyncio.to_thread(self._store_definition, body)
+                case StandardDefined():
+                    parse_standard(body.standard)
+                    await asyncio.to_thread(self._store_standard, body)
                 case ArtifactPublished():
                     meta = ArtifactMeta.from_json(body.meta)
                     self._artifacts[(meta.name, meta.version)] = body
@@ -285,7 +290,8 @@ class WorkflowService:
                 " immutable: define a new version",
                 path="version",
             )
-        result = validate(definition, {}, self._cluster_view(), await self._node_history(definition.dag_id))
+        history = await self._node_history(definition.dag_id)
+        result = validate(definition, await self._standards(), self._cluster_view(), history)
         now = self._clock()
         if result.is_valid:
             check_schedule(definition.schedule)
@@ -397,7 +403,7 @@ class WorkflowService:
             )
         if not record["valid"]:
             raise InvalidSpec(f"{dag_id} version {record['version']} did not pass its contract check")
-        definition = parse_definition(record["definition"])
+        definition = with_standards(parse_definition(record["definition"]), await self._standards())
         runtimes = {runtime_family(n.task.runtime) for n in definition.nodes}
         if runtimes & _CODE_RUNTIMES and not allowed(user.role, "run_code"):
             raise Forbidden(
@@ -553,12 +559,29 @@ class WorkflowService:
         return meta.filename, await asyncio.to_thread(self._store.blob_path(meta.sha256).read_bytes)
 
     async def list_standards(self) -> list[Json]:
-        """Task standards are not stored yet."""
-        return []
+        """Every task standard version."""
+        return await asyncio.to_thread(self._history.standards)
 
     async def define_standard(self, body: Json, user: ApiUser) -> Json:
-        """Not available yet."""
-        raise Conflict("task standards cannot be stored yet; reference none in definitions")
+        """Store a task standard version and publish it; versions are immutable."""
+        standard = parse_standard(body)
+        known = await self._standards()
+        if standard.key in known and known[standard.key].to_json() != standard.to_json():
+            raise Conflict(
+                f"standard {standard.key} exists with another body; define a new version", "version"
+            )
+        record = StandardDefined(standard.name, standard.version, standard.to_json(), self._clock(), user.id)
+        self._node.publish(f"wf/standard/{standard.name}/{standard.version}", record, retain=True)
+        await asyncio.to_thread(self._store_standard, record)
+        return {**standard.to_json(), "key": standard.key}
+
+    def _store_standard(self, body: StandardDefined) -> None:
+        self._history.put_standard(body.name, body.version, body.standard, body.created_at, body.created_by)
+
+    async def _standards(self) -> dict[str, TaskStandard]:
+        rows = await asyncio.to_thread(self._history.standards)
+        parsed = (parse_standard(row["standard"]) for row in rows)
+        return {s.key: s for s in parsed}
 
     # --- devices and the stream ---------------------------------------------------------------------
 

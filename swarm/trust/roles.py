@@ -72,6 +72,7 @@ NODE_MESSAGES: frozenset[str] = frozenset(
         "tasks_query",
         "quota_query",
         "dag_defined",
+        "standard_defined",
         "artifact_published",
         "run_started",
     }

@@ -21,9 +21,17 @@ from typing import Any, Literal, cast
 
 from swarm.ids import is_id
 from swarm.workflow.durations import DefinitionError, FieldReader, format_duration, open_object
-from swarm.workflow.model import DagNode, FieldSpec, is_version, parse_schema, schema_json
+from swarm.workflow.model import DagDefinition, DagNode, FieldSpec, is_version, parse_schema, schema_json
 
-__all__ = ["Category", "ResourceCeiling", "Sla", "TaskStandard", "apply_standard", "parse_standard"]
+__all__ = [
+    "Category",
+    "ResourceCeiling",
+    "Sla",
+    "TaskStandard",
+    "apply_standard",
+    "parse_standard",
+    "with_standards",
+]
 
 Category = Literal["ETL", "ANALYSIS", "ML", "BATCH"]
 _CATEGORIES = ("ETL", "ANALYSIS", "ML", "BATCH")
@@ -197,3 +205,22 @@ def _merge(
         elif name not in theirs:
             merged[name] = spec
     return merged
+
+
+def with_standards(definition: DagDefinition, standards: Mapping[str, TaskStandard]) -> DagDefinition:
+    """The definition as it runs: every node that references a standard made by it (`apply_standard`).
+    A reference to an unknown standard, or a node its standard refuses, is a `DefinitionError`."""
+    nodes = []
+    for i, node in enumerate(definition.nodes):
+        ref = node.task.standard
+        if ref is None:
+            nodes.append(node)
+            continue
+        standard = standards.get(ref)
+        if standard is None:
+            raise DefinitionError(f"nodes[{i}].taskDefinition.standard", f"standard {ref} is not defined")
+        applied, problems = apply_standard(node, standard)
+        if problems:
+            raise DefinitionError(f"nodes[{i}]", "; ".join(problems))
+        nodes.append(applied)
+    return replace(definition, nodes=tuple(nodes))
