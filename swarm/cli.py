@@ -24,6 +24,7 @@ from swarm.errors import SwarmError
 from swarm.jobspec import load_job_file, new_job_id, task_spec
 from swarm.messages import PRIORITIES, SubmitJob, TaskUpdate
 from swarm.trustcli import TRUST_COMMANDS, add_trust_parsers, run_trust_command, show_quota
+from swarm.workflowcli import WORKFLOW_COMMANDS, add_workflow_parsers, run_workflow_command
 
 __all__ = ["main"]
 
@@ -90,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--slots", type=int, help="tasks run at once (default: cores)")
     join.add_argument("--role")
     join.add_argument("--no-embedded-broker", action="store_true", help="never start a broker")
+    join.add_argument("--api", metavar="HOST:PORT", help="where the HTTP API listens (default 127.0.0.1:0)")
+    join.add_argument("--no-api", action="store_true", help="serve no HTTP API")
 
     status = sub.add_parser("status", help="members, coordinator and epoch")
     _common(status)
@@ -111,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     _common(cancel)
     cancel.add_argument("id")
     add_trust_parsers(sub, _common)
+    add_workflow_parsers(sub, _common)
     return parser
 
 
@@ -152,10 +156,13 @@ async def _dispatch(args: argparse.Namespace) -> int:
         flags.update(name=args.name, data_dir=args.data_dir, slots=args.slots, role=args.role)
         if args.no_embedded_broker:
             flags["embedded_broker"] = False
+        flags["api"] = "" if args.no_api else args.api
         return await _join(load_config(args.config, **flags), args.token)
     config = load_config(args.config, **flags)
     if args.command in TRUST_COMMANDS or (args.command == "quota" and args.action in ("set", "unset")):
         return await run_trust_command(args, config, lambda: _client_broker(config, None))
+    if args.command in WORKFLOW_COMMANDS:
+        return await run_workflow_command(args, config, lambda known: _client_broker(config, known))
     handlers = {"status": _status, "submit": _submit, "tasks": _tasks, "cancel": _cancel, "quota": show_quota}
     from swarm.runtime.client import SwarmClient
     from swarm.runtime.identity import broker_login, client_credential
@@ -220,10 +227,17 @@ async def _status(client: Any, args: argparse.Namespace) -> int:
                 "running": hb.running if hb else 0,
                 "slots": hb.slots if hb else 0,
                 "broker": hb.broker if hb else None,
+                "api": (hb.api or None) if hb else None,
                 "counters": hb.counters if hb else {},
             }
         )
-    out = {"coordinator": client.tracker.coordinator, "epoch": client.tracker.epoch, "nodes": nodes}
+    api = next((n["api"] for n in nodes if n["api"] and n["state"] == "alive"), None)
+    out = {
+        "coordinator": client.tracker.coordinator,
+        "epoch": client.tracker.epoch,
+        "api": api,
+        "nodes": nodes,
+    }
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0

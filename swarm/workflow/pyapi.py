@@ -44,6 +44,7 @@ import typing
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, overload
 
 from swarm.ids import is_id
@@ -173,8 +174,12 @@ class Step:
 
     @property
     def entrypoint(self) -> str:
-        """`module:qualname` of the function, how the PYTHON runtime finds it."""
-        return f"{self.fn.__module__}:{self.fn.__qualname__}"
+        """`module:qualname` of the function, how the PYTHON runtime finds it. A step defined in a script
+        run as `__main__` is found by the script's file name, as the artifact that ships it holds it."""
+        module = self.fn.__module__
+        if module == "__main__":
+            module = Path(inspect.getfile(self.fn)).stem
+        return f"{module}:{self.fn.__qualname__}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         builder = _CURRENT.get()

@@ -36,7 +36,7 @@ def loopback_env(home: Path, broker: MosquittoServer | None = None) -> dict[str,
         SWARM_HOME=str(home),
         PYTHONUNBUFFERED="1",
     )
-    for key in ("SWARM_BROKER", "SWARM_CLUSTER", "SWARM_TOKEN", *_LOGIN_ENV):
+    for key in ("SWARM_BROKER", "SWARM_CLUSTER", "SWARM_TOKEN", "SWARM_API", *_LOGIN_ENV):
         env.pop(key, None)
     if broker is not None:
         env.update(
