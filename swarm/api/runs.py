@@ -53,6 +53,8 @@ def node_row(definition: DagDefinition, run_id: str, update: TaskUpdate) -> dict
         "cpu_s": float(usage.get("cpuS", 0.0)),
         "peak_memory_mb": float(usage.get("peakMemoryMB", 0.0)),
         "output_size": int(usage.get("outputBytes", 0)),
+        "bytes_in": int(usage.get("bytesIn", 0)),
+        "bytes_out": int(usage.get("bytesOut", 0)),
         "output": outputs,
         "log_tail": str(result.get("log", "")),
     }

@@ -417,7 +417,8 @@ class WorkflowService:
         run_id = body.get("runId") or f"{dag_id}@{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-" + (
             secrets.token_hex(2)
         )
-        request = RunRequest(str(run_id), params, user.id, user.role, user.team, trigger)
+        token = secrets.token_urlsafe(24)
+        request = RunRequest(str(run_id), params, user.id, user.role, user.team, trigger, token)
         job = compile_run(definition, request, self._resolve)
         started = RunStarted(job.job_id, dag_id, definition.version, params, trigger, user.id, now, slot)
         self._node.publish(f"wf/run/{job.job_id}", started, retain=True)

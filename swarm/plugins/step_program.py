@@ -25,6 +25,7 @@ from swarm import __version__
 from swarm.devices.probe import java_executable
 from swarm.errors import Fatal, InvalidPayload, TaskRefused
 from swarm.plugins.command import BASE_ENV, allowed_executable, run_program
+from swarm.plugins.step_data import resolve_inputs
 from swarm.plugins.step_runtime import check_step_payload, fetch_artifact, measured, step_result
 from swarm.taskapi import TaskContext
 
@@ -45,7 +46,7 @@ class _ProgramStep:
         check_step_payload(payload, self.name)
 
     def _run(self, ctx: TaskContext, payload: dict[str, Any], argv: list[str], executable: str) -> Any:
-        inputs = payload.get("inputs") or payload.get("params") or {}
+        inputs, bytes_in = resolve_inputs(payload)
         env = {**BASE_ENV, "HOME": ctx.work_dir, **_input_env(inputs, payload)}
         stdin = orjson.dumps(inputs) + b"\n"
         with measured() as usage:
@@ -57,7 +58,7 @@ class _ProgramStep:
             tail = "\n".join(out.stderr.splitlines()[-5:])
             raise RuntimeError(f"{self.name}: exit status {out.returncode}: {tail}")
         if not lines:
-            return step_result({}, usage, self.name)
+            return step_result(ctx, payload, {}, usage, self.name, bytes_in)
         try:
             outputs = orjson.loads(lines[-1])
         except orjson.JSONDecodeError:
@@ -65,7 +66,7 @@ class _ProgramStep:
             raise Fatal(
                 f"{self.name}: the last line of output must be a JSON object of outputs, got {last!r}"
             ) from None
-        return step_result(outputs, usage, self.name)
+        return step_result(ctx, payload, outputs, usage, self.name, bytes_in)
 
 
 def _input_env(inputs: dict[str, Any], payload: dict[str, Any]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from swarm import __version__
 from swarm.errors import Fatal, InvalidPayload
+from swarm.plugins.step_data import resolve_inputs
 from swarm.plugins.step_runtime import check_step_payload, fetch_artifact, measured, step_result, store_root
 from swarm.taskapi import TaskContext
 
@@ -47,10 +48,11 @@ class PythonStep:
         """Import the entry point from the artifact and call it with the inputs."""
         root = fetch_artifact(ctx, payload)
         function = _load(root, payload["entrypoint"], store_root(ctx))
-        kwargs = _arguments(function, payload)
+        inputs, bytes_in = resolve_inputs(payload)
+        kwargs = _arguments(function, inputs, payload)
         with measured() as usage:
             outputs = function(**kwargs)
-        return step_result(outputs, usage, self.name)
+        return step_result(ctx, payload, outputs, usage, self.name, bytes_in)
 
 
 def _load(root: Path, entrypoint: str, artifacts_root: Path) -> Any:
@@ -84,10 +86,10 @@ def _forget_other_artifacts(root: Path, artifacts_root: Path) -> None:
             del sys.modules[name]
 
 
-def _arguments(function: Any, payload: dict[str, Any]) -> dict[str, Any]:
+def _arguments(function: Any, inputs: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """The inputs as keyword arguments; a missing required parameter is fatal (another try cannot
     help)."""
-    kwargs: dict[str, Any] = dict(payload.get("inputs") or payload.get("params") or {})
+    kwargs: dict[str, Any] = dict(inputs)
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):

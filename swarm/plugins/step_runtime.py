@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from swarm.errors import Fatal, InvalidPayload, InvalidSpec, Retry
+from swarm.plugins.step_data import spill_outputs
 from swarm.runtime.artifacts import ArtifactMeta, ArtifactStore
 from swarm.runtime.datafetch import FetchError, fetch
 from swarm.runtime.dataserver import JOBS_DIR
@@ -46,11 +47,12 @@ __all__ = [
 #: The data-plane directory (`<data>/mr/<scope>/`) of the node's artifact store, served to peers under
 #: the store's own capability token. Not a valid job id for a submission (`swarm.core.jobs.check_job`).
 ARTIFACT_SCOPE = "_artifacts"
-#: Outputs larger than this, as JSON, fail the step: they would travel through the broker in its commit.
+#: Outputs larger than this, as JSON, after large values went to the data plane, fail the step: they
+#: would travel through the broker in its commit.
 MAX_INLINE_OUTPUT = 1024 * 1024
 _LOG_TAIL = 4096
 _FIELDS = frozenset(
-    {"run", "step", "shard", "shards", "entrypoint", "artifact", "sources", "params", "inputs"}
+    {"run", "step", "shard", "shards", "entrypoint", "artifact", "sources", "params", "inputs", "dataToken"}
 )
 
 
@@ -153,21 +155,26 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def step_result(outputs: Any, usage: Usage, runtime: str) -> dict[str, Any]:
-    """The task result of a step: its outputs (a mapping, bounded in size), usage and log tail."""
+def step_result(
+    ctx: TaskContext, payload: dict[str, Any], outputs: Any, usage: Usage, runtime: str, bytes_in: int = 0
+) -> dict[str, Any]:
+    """The task result of a step: its outputs (a mapping; large values moved to the data plane, see
+    `step_data`), usage and log tail."""
     if outputs is None:
         outputs = {}
     if not isinstance(outputs, dict) or not all(isinstance(k, str) for k in outputs):
         kind = type(outputs).__name__
         raise Fatal(f"{runtime}: a step must return a mapping of output names to values, got {kind}")
     try:
+        outputs, bytes_out = spill_outputs(ctx, payload, outputs)
         size = len(orjson.dumps(outputs))
     except TypeError as exc:
         raise Fatal(f"{runtime}: outputs are not JSON values: {exc}") from None
     if size > MAX_INLINE_OUTPUT:
         raise Fatal(
-            f"{runtime}: outputs of {size} bytes exceed {MAX_INLINE_OUTPUT}; write bulk data to a file"
-            " or the data plane and return its path"
+            f"{runtime}: outputs of {size} bytes exceed {MAX_INLINE_OUTPUT} even with large values on the"
+            " data plane; return fewer values"
         )
     log = "\n".join(usage.log)[-_LOG_TAIL:]
-    return {"outputs": outputs, "usage": {**usage.to_json(), "outputBytes": size}, "log": log}
+    measured = {**usage.to_json(), "outputBytes": size, "bytesIn": bytes_in, "bytesOut": bytes_out}
+    return {"outputs": outputs, "usage": measured, "log": log}

@@ -48,6 +48,7 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
+import hashlib
 import hmac
 import logging
 import os
@@ -94,6 +95,7 @@ __all__ = [
     "JOBS_DIR",
     "Capabilities",
     "DataServer",
+    "job_data_name",
     "read_capability_file",
     "register_capability",
 ]
@@ -137,6 +139,16 @@ _Blocking = Callable[..., Awaitable[Any]]
 
 
 # -- capability tokens ---------------------------------------------------------------------------------
+
+
+def job_data_name(job_id: str) -> str:
+    """The directory name of a job's data under `mr/`: the id itself when it is a servable name, else
+    the id with every other character made `-` and a hash of the id appended (a workflow run's id holds
+    `@`, which a served path may not)."""
+    if is_name(job_id):
+        return job_id
+    digest = hashlib.sha256(job_id.encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', job_id).lstrip('.')[:80]}-{digest}"
 
 
 def register_capability(job_dir: Path, token: str) -> Path:

@@ -65,7 +65,7 @@ from swarm.messages import (
 from swarm.registry import Registry
 from swarm.runtime.brokerconf import BrokerSecurity, UserEntry
 from swarm.runtime.brokerlocator import BrokerLocator
-from swarm.runtime.dataserver import DataServer
+from swarm.runtime.dataserver import JOBS_DIR, DataServer, job_data_name
 from swarm.runtime.executor import Executor
 from swarm.runtime.identity import broker_login, load_roster, save_roster
 from swarm.runtime.mqtt import Transport, TransportError
@@ -364,8 +364,8 @@ class NodeShell:
                 case DropJobData(job_id):
                     # Map outputs of a finished job: nobody will fetch them again. The id passed the id
                     # grammar at decode time; the check below keeps that true if the grammar ever changes.
-                    target = self._data_root / "mr" / check_id(job_id, "job id")
-                    if target.parent == self._data_root / "mr":
+                    target = self._data_root / JOBS_DIR / job_data_name(check_id(job_id, "job id"))
+                    if target.parent == self._data_root / JOBS_DIR:
                         await asyncio.to_thread(shutil.rmtree, target, True)
                 case _:
                     raise TypeError(f"unknown effect {effect!r}")

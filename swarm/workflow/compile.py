@@ -53,6 +53,8 @@ class RunRequest:
     role: str = ""
     team: str = ""
     trigger: str = "manual"
+    #: The capability token of the run's data on the data plane (large outputs between steps).
+    data_token: str | None = None
 
 
 def step_task_ids(run_id: str, node: DagNode) -> tuple[str, ...]:
@@ -75,6 +77,8 @@ def compile_run(
         node = definition.node(node_id)
         family = runtime_family(node.task.runtime)
         base = _payload(definition, node, family, run.run_id, params.get(node_id, {}), resolve)
+        if run.data_token is not None and family != "SWARM":
+            base["dataToken"] = run.data_token
         inflows = tuple(
             Inflow(ids[edge.source], edge.condition, dict(edge.data_mapping))
             for edge in definition.parents(node_id)

@@ -34,6 +34,12 @@ def alarm(sum):
 
 def report(sum):
     return {"line": f"sum of squares is {sum}"}
+
+def produce(size):
+    return {"blob": "x" * size, "small": 1}
+
+def consume(blob, small):
+    return {"length": len(blob), "small": small}
 """
 
 DAG: dict[str, Any] = {
@@ -150,6 +156,13 @@ def _apis(cluster: Cluster) -> list[Api]:
     return [Api(url, token) for url in urls]
 
 
+def _wait_defined(api: Api, dag_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while api.call("GET", f"/api/v1/dags/{dag_id}")[0] != 200:
+        assert time.monotonic() < deadline, f"{dag_id} never reached {api.url}"
+        time.sleep(0.1)
+
+
 def _wait_run(api: Api, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     run: dict[str, Any] = {}
@@ -178,9 +191,7 @@ def test_a_dag_runs_across_the_cluster_with_data_conditions_and_history(
     ]["criticalPath"][:3] == ["extract", "square", "total"]
 
     # Started from another node: the definition and the artifact reached it through the broker.
-    deadline = time.monotonic() + 10
-    while other.call("GET", "/api/v1/dags/squares")[0] != 200 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    _wait_defined(other, "squares")
     code, started = other.call("POST", "/api/v1/dags/squares/runs", {"params": {"n": 10}})
     assert code == 202, started
     run = _wait_run(other, started["runId"])
@@ -201,6 +212,41 @@ def test_a_dag_runs_across_the_cluster_with_data_conditions_and_history(
     # Every node's history has the run, whichever node started or coordinated it.
     for api in apis:
         assert _wait_run(api, started["runId"], timeout=10)["state"] == "SUCCESS"
+
+
+def test_large_outputs_pass_between_steps_on_the_data_plane(trio: Cluster) -> None:
+    apis = _apis(trio)
+    code, _ = apis[0].call(
+        "PUT", "/api/v1/artifacts/big-steps/1.0?kind=python&filename=steps.py", raw=STEPS.encode()
+    )
+    assert code in (200, 201)
+    python = {"artifactId": "big-steps-v1.0", "runtime": "PYTHON"}
+    dag = {
+        "dagId": "big",
+        "version": "1.0.0",
+        "nodes": [
+            {
+                "nodeId": "produce",
+                "taskDefinition": {**python, "entrypoint": "steps:produce", "params": {"size": 400_000}},
+            },
+            {"nodeId": "consume", "taskDefinition": {**python, "entrypoint": "steps:consume"}},
+        ],
+        "edges": [{"from": "produce", "to": "consume", "dataMapping": {"blob": "blob", "small": "small"}}],
+    }
+    code, defined = apis[0].call("POST", "/api/v1/dag/define", dag)
+    assert code == 201 and defined["validationResults"]["isValid"], defined
+    _wait_defined(apis[-1], "big")
+    code, started = apis[-1].call("POST", "/api/v1/dags/big/runs", {})
+    assert code == 202, started
+    run = _wait_run(apis[-1], started["runId"])
+    assert run["state"] == "SUCCESS", [(n["nodeId"], n["state"], n["error"]) for n in run["nodes"]]
+    steps = {n["nodeId"]: n for n in run["nodes"]}
+    # The big value went by reference (its bytes never went through the broker); the small one inline.
+    produced = steps["produce"]["output"]
+    assert set(produced["blob"]) == {"$ref"} and produced["blob"]["$ref"]["size"] == 400_002
+    assert produced["small"] == 1 and steps["produce"]["bytesOut"] == 400_002
+    assert steps["consume"]["output"] == {"length": 400_000, "small": 1}
+    assert steps["consume"]["bytesIn"] == 400_002
 
 
 def test_bad_definitions_get_the_field_path_and_the_node_keeps_serving(trio: Cluster) -> None:

@@ -1,0 +1,99 @@
+"""Large step outputs travel on the data plane, not through the broker.
+
+A step's outputs go into its commit, which every observer of the job reads from the broker. An output
+whose JSON exceeds `INLINE_LIMIT` is instead written to the data plane of the node that ran the step
+(`<data>/mr/<run>/out/<task>.<attempt>.<output>.json`, served to the run's capability token) and replaced
+by a reference::
+
+    {"$ref": {"url": "http://node:port/f/mr/<run>/out/...", "sha256": "...", "size": 12345}}
+
+A downstream step's runtime fetches every reference among its inputs (also inside the list a fanned-out
+upstream hands on), checks its hash and size, and gives the step the value itself, so step code never
+sees a reference. The data lives as long as the run: the node drops a run's directory when its job ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from swarm.errors import Fatal, Retry
+from swarm.runtime.datafetch import FetchError, fetch, file_url
+from swarm.runtime.dataserver import JOBS_DIR, job_data_name, register_capability
+from swarm.taskapi import TaskContext
+
+__all__ = ["INLINE_LIMIT", "MAX_REFERENCED_BYTES", "REF_KEY", "resolve_inputs", "spill_outputs"]
+
+REF_KEY = "$ref"
+#: Outputs whose JSON is larger than this go to the data plane.
+INLINE_LIMIT = 256 * 1024
+#: The largest value a reference may carry (it is read into the step's memory).
+MAX_REFERENCED_BYTES = 256 * 1024 * 1024
+
+
+def spill_outputs(
+    ctx: TaskContext, payload: dict[str, Any], outputs: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """`outputs` with every large value replaced by a reference; and the bytes written."""
+    token = payload.get("dataToken")
+    run = payload.get("run")
+    out: dict[str, Any] = {}
+    written = 0
+    for name, value in outputs.items():
+        data = orjson.dumps(value)
+        if len(data) <= INLINE_LIMIT or not isinstance(token, str) or not isinstance(run, str):
+            out[name] = value
+            continue
+        if len(data) > MAX_REFERENCED_BYTES:
+            raise Fatal(
+                f"output {name} is {len(data)} bytes; at most {MAX_REFERENCED_BYTES} may pass between steps"
+            )
+        job_dir = Path(ctx.data.directory) / JOBS_DIR / job_data_name(run)
+        register_capability(job_dir, token)
+        relative = f"out/{_safe(ctx.task_id)}.{ctx.attempt}.{_safe(name)}.json"
+        path = job_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        url = file_url(ctx.data.url, f"{JOBS_DIR}/{job_data_name(run)}/{relative}")
+        out[name] = {REF_KEY: {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+        written += len(data)
+    return out, written
+
+
+def resolve_inputs(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The step's inputs with every reference replaced by its value; and the bytes fetched."""
+    inputs = payload.get("inputs") or payload.get("params") or {}
+    token = payload.get("dataToken")
+    fetched = [0]
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        if not (isinstance(value, dict) and set(value) == {REF_KEY} and isinstance(value[REF_KEY], dict)):
+            return value
+        ref = value[REF_KEY]
+        if not isinstance(token, str):
+            raise Fatal("an input is a data-plane reference, but the step has no data token")
+        size = ref.get("size")
+        if not isinstance(size, int) or not 0 <= size <= MAX_REFERENCED_BYTES:
+            raise Fatal(f"a reference's size must be 0..{MAX_REFERENCED_BYTES}")
+        try:
+            data = fetch(str(ref.get("url")), token=token, retries=2, timeout=60.0)
+        except FetchError as exc:
+            # The upstream's node may be gone with its data: another attempt will not help until the
+            # upstream is re-run, which only a new run does.
+            raise Retry(f"cannot fetch an input from {ref.get('url')}: {exc}", delay=2.0) from None
+        if len(data) != size or hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+            raise Fatal(f"an input fetched from {ref.get('url')} does not match its hash or size")
+        fetched[0] += len(data)
+        return orjson.loads(data)
+
+    resolved = {name: resolve(value) for name, value in inputs.items()}
+    return resolved, fetched[0]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:100]
