@@ -463,10 +463,10 @@ class History:
         )
         return [dict(row) | {"ok": bool(row["ok"]), "device": row["device"] or ""} for row in rows]
 
-    def prune(self, now: float, keep_days: Mapping[str, int], default_days: int | None = None) -> int:
+    def prune(self, now: float, keep_days: Mapping[str, int], default_days: int | None = None) -> list[str]:
         """Delete finished runs that finished more than their DAG's KEEP_N_DAYS ago (`keep_days[dag_id]`,
-        else `default_days`, else keep them), with their node executions and logs. Return the number of
-        rows deleted from all three tables."""
+        else `default_days`, else keep them), with their node executions and logs. Return the ids of the
+        runs deleted."""
         with self._write() as db:
             dag_ids = [row[0] for row in db.execute("SELECT DISTINCT dag_id FROM runs WHERE rank = 2")]
             doomed: list[str] = []
@@ -482,13 +482,12 @@ class History:
                         (dag_id, cutoff),
                     )
                 ]
-            deleted = 0
             for table in ("logs", "node_executions", "runs"):
                 for start in range(0, len(doomed), 500):  # bounded by SQLite's parameter limit
                     chunk = doomed[start : start + 500]
                     marks = ", ".join("?" * len(chunk))
-                    deleted += db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk).rowcount
-            return deleted
+                    db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
+            return doomed
 
 
 # -- rows to records and back

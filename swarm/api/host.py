@@ -39,6 +39,8 @@ WORKFLOW_TOPICS = ("wf/dag/+/+", "wf/standard/+/+", "wf/artifact/+/+", "wf/run/+
 _FEED_LIMIT = 10_000
 #: How often the acting coordinator's node looks for due scheduled runs.
 SCHEDULE_TICK_S = 1.0
+#: Every this many schedule ticks (an hour), and at start, the history is pruned.
+RETENTION_EVERY = 3600
 
 
 class ApiHost:
@@ -114,14 +116,19 @@ class ApiHost:
         return not topic.startswith("wf/")
 
     async def _fire_schedules(self) -> None:
-        """Only the acting coordinator's node starts scheduled runs (see `swarm.workflow.schedules`)."""
+        """Only the acting coordinator's node starts scheduled runs (see `swarm.workflow.schedules`);
+        every node applies the retention policies to its history now and then."""
+        ticks = 0
         while True:
             await asyncio.sleep(SCHEDULE_TICK_S)
-            if self._port.acting():
-                try:
+            ticks += 1
+            try:
+                if self._port.acting():
                     await self.service.fire_due()
-                except Exception:
-                    log.exception("starting scheduled runs failed; trying again")
+                if ticks % RETENTION_EVERY == 1:
+                    await self.service.apply_retention()
+            except Exception:
+                log.exception("scheduled runs or retention failed; trying again")
 
     async def _consume(self) -> None:
         while True:

@@ -92,6 +92,10 @@ class NodePort(Protocol):
         """Whether this node acts as the coordinator (it then starts the scheduled runs)."""
         ...
 
+    def clear(self, topic: str) -> None:
+        """Delete a retained record."""
+        ...
+
 
 @dataclass(slots=True)
 class _Run:
@@ -203,6 +207,21 @@ class WorkflowService:
                 continue
             started.append(due.run_id)
         return started
+
+    async def apply_retention(self) -> list[str]:
+        """Forget runs older than their DAG's `dataRetentionPolicy` (KEEP_N_DAYS) here; the acting
+        coordinator's node also deletes their retained records, so no new node learns them again."""
+        keep: dict[str, int] = {}
+        for dag in await asyncio.to_thread(self._history.dags):
+            record = await asyncio.to_thread(self._history.definition, dag["dagId"], None)
+            days = parse_definition(record["definition"]).retention_days if record else None
+            if days is not None:
+                keep[dag["dagId"]] = days
+        gone = await asyncio.to_thread(self._history.prune, self._clock(), keep)
+        if self._node.acting():
+            for run_id in gone:
+                self._node.clear(f"wf/run/{run_id}")
+        return gone
 
     def _fired(self, dag_id: str, slot: float) -> None:
         self._last_fired[dag_id] = max(slot, self._last_fired.get(dag_id, slot))

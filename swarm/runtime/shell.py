@@ -225,6 +225,11 @@ class NodeShell:
         """Every member this node knows."""
         return list(self.machine.membership.members.values())
 
+    def clear(self, topic: str) -> None:
+        """Delete a retained record for the API."""
+        if self._transport is not None:
+            self._transport.publish(topic, b"", retain=True)
+
     def acting(self) -> bool:
         """Whether this node acts as the coordinator."""
         return self.machine.scheduler is not None

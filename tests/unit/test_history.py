@@ -285,12 +285,11 @@ def test_prune_deletes_finished_runs_past_their_dags_retention(history: History)
     history.put_run("old-c", "c", "1.0.0", "CANCELLED", 0.0, 0.0, now - 50 * DAY)
     history.put_nodes([node("old-a", "x"), node("old-a", "y"), node("new-a", "x")])
     history.add_log("old-a", "x", 1.0, "INFO", "hello")
-    deleted = history.prune(now, {"a": 7, "b": 30})
-    assert deleted == 4  # old-a, its two node executions and its log line
+    assert history.prune(now, {"a": 7, "b": 30}) == ["old-a"]
     assert {r["runId"] for r in history.runs()} == {"new-a", "old-b", "live-a", "old-c"}
-    assert history.logs("old-a") == []
-    assert history.prune(now, {"a": 7, "b": 30}) == 0
-    assert history.prune(now, {"a": 7, "b": 30}, default_days=30) == 1  # old-c, under the default
+    assert history.logs("old-a") == [] and history.run("old-a") is None  # its executions and logs too
+    assert history.prune(now, {"a": 7, "b": 30}) == []
+    assert history.prune(now, {"a": 7, "b": 30}, default_days=30) == ["old-c"]  # under the default
     assert history.run("new-a") is not None
 
 
