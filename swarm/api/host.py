@@ -76,7 +76,7 @@ class ApiHost:
         shown = "127.0.0.1" if self._host in ("0.0.0.0", "::") else self._host
         self.url = f"http://{shown}:{port}"
         self._consumer = asyncio.create_task(self._consume(), name="swarm.api.feed")
-        self._scheduler = asyncio.create_task(self._fire_schedules(), name="swarm.api.schedules")
+        self._scheduler = asyncio.create_task(self._every_second(), name="swarm.api.periodic")
         log.info("HTTP API at %s/api/v1", self.url)
         return self
 
@@ -115,14 +115,16 @@ class ApiHost:
                 log.warning("workflow feed full: dropped a record on %s", topic)
         return not topic.startswith("wf/")
 
-    async def _fire_schedules(self) -> None:
-        """Only the acting coordinator's node starts scheduled runs (see `swarm.workflow.schedules`);
-        every node applies the retention policies to its history now and then."""
+    async def _every_second(self) -> None:
+        """Every second: device events for the stream; scheduled runs, which only the acting
+        coordinator's node starts (see `swarm.workflow.schedules`); and now and then the retention
+        policies."""
         ticks = 0
         while True:
             await asyncio.sleep(SCHEDULE_TICK_S)
             ticks += 1
             try:
+                self.service.watch_devices()
                 if self._port.acting():
                     await self.service.fire_due()
                 if ticks % RETENTION_EVERY == 1:

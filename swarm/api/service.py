@@ -125,6 +125,7 @@ class WorkflowService:
         self._artifacts: dict[tuple[str, str], ArtifactPublished] = {}
         self._runs: dict[str, _Run] = {}
         self._scheduled: dict[str, Scheduled] = {}
+        self._devices_seen: dict[str, tuple[Any, ...]] = {}
         self._last_fired: dict[str, float] = {}
         self._streams: set[asyncio.Queue[Json | None]] = set()
 
@@ -607,6 +608,22 @@ class WorkflowService:
 
     async def devices(self) -> list[Json]:
         """Every member with its state, capabilities and load."""
+        return self._device_entries()
+
+    def watch_devices(self) -> None:
+        """Emit a `device` event for every member whose state, work or load changed since the last call
+        (the host calls this every second; heartbeats bring the changes)."""
+        seen: dict[str, tuple[Any, ...]] = {}
+        for entry in self._device_entries():
+            key = (entry["state"], entry.get("running"), round(entry.get("load", 0.0), 2))
+            seen[entry["nodeId"]] = key
+            if self._devices_seen.get(entry["nodeId"]) != key:
+                self._emit({"type": "device", **entry})
+        for gone in set(self._devices_seen) - set(seen):
+            self._emit({"type": "device", "nodeId": gone, "state": "forgotten"})
+        self._devices_seen = seen
+
+    def _device_entries(self) -> list[Json]:
         out = []
         for m in self._node.members():
             hb = m.heartbeat
