@@ -37,6 +37,7 @@ from swarm.messages import (
     JobState,
     RunStarted,
     StandardDefined,
+    SubmitJob,
 )
 from swarm.runtime.artifacts import (
     ArtifactKind,
@@ -47,6 +48,14 @@ from swarm.runtime.artifacts import (
     version_key,
 )
 from swarm.trust.roles import allowed
+from swarm.workflow.allocation import (
+    DEFAULT_HOLD_S,
+    AllocationRequest,
+    allocation_response,
+    apply_allocation,
+    parse_allocation,
+    plan_allocation,
+)
 from swarm.workflow.analysis import StepEstimate, analyze_flow
 from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run
 from swarm.workflow.insights import Sample, duration_stats, suggest
@@ -61,6 +70,8 @@ log = logging.getLogger(__name__)
 
 #: The most events a slow stream client may have waiting before it is dropped.
 STREAM_QUEUE = 1000
+#: Seconds after which a scheduled run's records that never came back from the broker are sent again.
+RESEND_AFTER_S = 5.0
 #: Seconds a step is assumed to take when there is no history and it names no timeout.
 DEFAULT_STEP_SECONDS = 60.0
 _CODE_RUNTIMES = frozenset({"PYTHON", "SHELL", "JVM"})
@@ -98,6 +109,18 @@ class NodePort(Protocol):
 
 
 @dataclass(slots=True)
+class _Allocation:
+    """An allocation this node's API made: pinned placement for one run of `dag_id`, until `expires`."""
+
+    dag_id: str
+    version: str
+    request: AllocationRequest
+    members: dict[str, str]
+    expires: float
+    used_by: str | None = None
+
+
+@dataclass(slots=True)
 class _Run:
     definition: DagDefinition
     started: RunStarted
@@ -126,8 +149,11 @@ class WorkflowService:
         self._runs: dict[str, _Run] = {}
         self._scheduled: dict[str, Scheduled] = {}
         self._devices_seen: dict[str, tuple[Any, ...]] = {}
+        #: Scheduled runs sent but not yet heard back from the broker: (record, job, when sent).
+        self._unconfirmed: dict[str, tuple[RunStarted, SubmitJob, float]] = {}
         self._last_fired: dict[str, float] = {}
         self._streams: set[asyncio.Queue[Json | None]] = set()
+        self._allocations: dict[str, _Allocation] = {}
 
     # --- the cluster's records ----------------------------------------------------------------------
 
@@ -152,6 +178,11 @@ class WorkflowService:
                     meta = ArtifactMeta.from_json(body.meta)
                     self._artifacts[(meta.name, meta.version)] = body
                 case RunStarted():
+                    # A slot counts as fired once its record came back from the broker, not when it was
+                    # sent: a record lost on the way is sent again (`fire_due`).
+                    if body.slot is not None:
+                        self._fired(body.dag_id, body.slot)
+                        self._unconfirmed.pop(body.run_id, None)
                     await self._follow(body)
                 case Commit(job_id, updates) if job_id in self._runs:
                     await asyncio.to_thread(self._record_commits, job_id, updates)
@@ -196,15 +227,26 @@ class WorkflowService:
         """Start every scheduled run that is due (the acting coordinator's node calls this every second);
         the run ids started."""
         started = []
-        for due in due_runs(self._scheduled.values(), self._last_fired, self._clock()):
+        now = self._clock()
+        for due in due_runs(self._scheduled.values(), self._last_fired, now):
             item = due.scheduled
-            self._fired(item.dag_id, due.slot)
+            pending = self._unconfirmed.get(due.run_id)
+            if pending is not None:
+                # Fired, but its record has not come back from the broker: it may have been lost (a
+                # broker restart, a one-way partition). Send the same records again, same run id.
+                if now - pending[2] >= RESEND_AFTER_S:
+                    self._node.publish(f"wf/run/{due.run_id}", pending[0], retain=True)
+                    self._node.publish(f"job/{due.run_id}/spec", pending[1], retain=True)
+                    self._unconfirmed[due.run_id] = (pending[0], pending[1], now)
+                continue
             owner = ApiUser(item.owner, "user", item.role)
             body = {"runId": due.run_id, "version": item.version}
             try:
                 await self.start_run(item.dag_id, body, owner, trigger="schedule", slot=due.slot)
             except (InvalidSpec, Forbidden) as exc:
+                # It would fail the same way every second: this slot is given up, said once.
                 log.warning("scheduled run %s not started: %s", due.run_id, exc)
+                self._fired(item.dag_id, due.slot)
                 continue
             started.append(due.run_id)
         return started
@@ -228,8 +270,6 @@ class WorkflowService:
         self._last_fired[dag_id] = max(slot, self._last_fired.get(dag_id, slot))
 
     async def _follow(self, started: RunStarted) -> None:
-        if started.slot is not None:
-            self._fired(started.dag_id, started.slot)
         if started.run_id in self._runs:
             return
         record = await asyncio.to_thread(self._history.definition, started.dag_id, started.version)
@@ -411,7 +451,12 @@ class WorkflowService:
         self, dag_id: str, body: Json, user: ApiUser, trigger: str = "manual", slot: float | None = None
     ) -> Json:
         """Compile the definition into a job and submit it, on behalf of `user`. A run id given again is
-        the same run: it is answered, never started twice."""
+        the same run: it is answered, never started twice. With an `allocationId` (see `allocate`), the
+        allocation's version and executionId are the defaults and its placements are applied."""
+        allocation = self._allocation_for(body.get("allocationId"), dag_id)
+        if allocation is not None:
+            defaults = {"version": allocation.version, "runId": allocation.request.execution_id}
+            body = {**{k: v for k, v in defaults.items() if v}, **body}
         if body.get("runId"):
             known = await self.get_run(str(body["runId"]))
             if known is not None:
@@ -440,10 +485,17 @@ class WorkflowService:
         token = secrets.token_urlsafe(24)
         request = RunRequest(str(run_id), params, user.id, user.role, user.team, trigger, token)
         job = compile_run(definition, request, self._resolve)
+        if allocation is not None:
+            if allocation.used_by not in (None, job.job_id):
+                raise Conflict(f"allocation {body['allocationId']} was used by run {allocation.used_by}")
+            job = apply_allocation(job, definition, allocation.request, allocation.members)
+            allocation.used_by = job.job_id
         started = RunStarted(job.job_id, dag_id, definition.version, params, trigger, user.id, now, slot)
         self._node.publish(f"wf/run/{job.job_id}", started, retain=True)
-        await self._follow(started)
         self._node.publish(f"job/{job.job_id}/spec", job, retain=True)
+        if slot is not None:
+            self._unconfirmed[job.job_id] = (started, job, now)
+        await self._follow(started)
         return {
             "runId": job.job_id,
             "dagId": dag_id,
@@ -484,8 +536,69 @@ class WorkflowService:
         raise Conflict("modifying a running DAG is not supported yet; cancel it and start a new version")
 
     async def allocate(self, body: Json, user: ApiUser) -> Json:
-        """Not available yet."""
-        raise Conflict("resource allocation is not supported yet; runs are placed when their steps are ready")
+        """Seed 004's allocation: choose a live member for each step named (`swarm.workflow.allocation`,
+        whose docstring says what it holds: pinned placement for a run started with its id before it
+        expires, not reserved capacity). Kept on this node only: start the run through this node's API."""
+        request = parse_allocation(body)
+        if request.preemption_allowed and not allowed(user.role, "cancel_any"):
+            # Preempting stops other people's running attempts, as cancelling them would.
+            raise Forbidden(
+                f"priorityConfig.preemptionAllowed: role {user.role!r} lacks the cancel_any permission"
+                " (an operator's)"
+            )
+        record = await asyncio.to_thread(self._history.definition, request.dag_id, None)
+        if record is None:
+            raise NotFound(f"no DAG {request.dag_id!r}")
+        if not record["valid"]:
+            raise InvalidSpec(f"{request.dag_id} version {record['version']} did not pass its contract check")
+        definition = with_standards(parse_definition(record["definition"]), await self._standards())
+        now = self._clock()
+        for key, old in list(self._allocations.items()):
+            if old.expires <= now:
+                del self._allocations[key]
+        expires = request.deadline if request.deadline is not None else now + DEFAULT_HOLD_S
+        if expires <= now:
+            raise DefinitionError(
+                "schedulingConstraints.executionDeadline", f"{_iso(expires)} is not in the future"
+            )
+        allocation_id = request.allocation_id or f"alloc-{secrets.token_hex(6)}"
+        known = self._allocations.get(allocation_id)
+        if known is not None and known.used_by is not None:
+            raise Conflict(f"allocation {allocation_id} was used by run {known.used_by}", path="allocationId")
+        live = [(m.node_id, m.heartbeat) for m in self._node.members() if m.state == "alive" and m.heartbeat]
+        plan = plan_allocation(request, definition, live)
+        if plan.status != "REJECTED":
+            self._allocations[allocation_id] = _Allocation(
+                request.dag_id, definition.version, request, plan.members(), expires
+            )
+        flow = analyze_flow(self._estimates(definition), _edges(definition), self._slots())
+        placed = plan.status != "REJECTED"
+        return allocation_response(
+            allocation_id,
+            request,
+            plan,
+            definition.version,
+            _iso(now),
+            _iso(expires),
+            _iso(now) if placed else None,
+            _iso(now + flow.estimated_seconds) if placed else None,
+        )
+
+    def _allocation_for(self, allocation_id: object, dag_id: str) -> _Allocation | None:
+        """The unexpired allocation a run start names, or None when it names none."""
+        if allocation_id is None:
+            return None
+        if not isinstance(allocation_id, str):
+            raise DefinitionError("allocationId", "expected a string")
+        allocation = self._allocations.get(allocation_id)
+        if allocation is None or allocation.expires <= self._clock():
+            raise NotFound(
+                f"no allocation {allocation_id!r} on this node (allocations are kept by the node that made"
+                " them, until they expire)"
+            )
+        if allocation.dag_id != dag_id:
+            raise Conflict(f"allocation {allocation_id} is for DAG {allocation.dag_id}, not {dag_id}")
+        return allocation
 
     async def history(self, dag_id: str, limit: int) -> Json:
         """The newest runs of a DAG with their step executions."""

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
+from swarm.sim.dags import submit_random_runs
 from swarm.sim.faults import NetRates
 from swarm.sim.invariants import Checker
 from swarm.sim.mapreduce import generate_corpus
 from swarm.sim.scenario import FaultEvent, Scenario, Workload
+from swarm.sim.schedules import CronDriver
 from swarm.sim.world import SimNode, SimWorld
 
 __all__ = ["SimReport", "replay_command", "run_scenario"]
@@ -46,6 +48,7 @@ class SimReport:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     liveness_checked: bool = True
     mapreduce: dict[str, int] = field(default_factory=dict)
+    dags: dict[str, int] = field(default_factory=dict)
 
     @property
     def coordinator_changes(self) -> int:
@@ -96,8 +99,9 @@ def run_scenario(
     if liveness:
         run.undo_faults()
         limit = scenario.duration + scenario.drain if until is None else until
-        world.run_until(limit, stop=lambda: checker.done() >= checker.submitted)
+        world.run_until(limit, stop=lambda: checker.done() >= checker.submitted and run.schedules_settled())
         checker.final_check()
+        run.check_dags()
     return run.report(seed, time.perf_counter() - started, liveness)
 
 
@@ -111,6 +115,8 @@ class _Run:
         self.faults: list[str] = []
         self.groups: dict[str, str] = {}
         self.churning = True
+        self.cron: list[CronDriver] = []
+        self.dag_stats: dict[str, int] = {}
 
     def start(self) -> None:
         w, sc = self.world, self.sc
@@ -138,6 +144,9 @@ class _Run:
     def _submit(self, index: int, load: Workload) -> None:
         if load.kind == "mapreduce":
             self._submit_mapreduce(index, load)
+            return
+        if load.kind == "dag":
+            self._submit_dags(index, load)
             return
         rng = self.world.rng
         per_job = max(load.tasks // load.jobs, 1)
@@ -169,6 +178,71 @@ class _Run:
             # Stamped with the submitter as `SwarmClient.submit` stamps it.
             self.checker.submit(dataclasses.replace(job, submitted_by=self.checker.client_id))
         w.note(f"submitted {load.jobs} MapReduce job(s) of {load.maps} maps and {load.reduces} reduces")
+
+    def _submit_dags(self, index: int, load: Workload) -> None:
+        """Runs of random DAGs (swarm.sim.dags), or, with `cron`, DAGs scheduled from now on."""
+        w = self.world
+        if load.cron:
+            shape = {
+                "max_steps": load.steps,
+                "fan_out": load.fan_out,
+                "max_retries": load.max_retries,
+                "cost": load.cost,
+                "fail_p": load.fail_p,
+            }
+            for j in range(load.jobs):
+                driver = CronDriver.create(
+                    w,
+                    self.checker,
+                    f"w{index}-cron{j}",
+                    load.cron,
+                    load.catchup,
+                    w.now,
+                    self.sc.duration,
+                    shape,
+                )
+                self.cron.append(driver)
+                driver.start()
+            w.note(f"scheduled {load.jobs} DAG(s) at {load.cron!r}")
+            return
+        jobs = submit_random_runs(
+            w.rng,
+            w.dags,
+            f"w{index}",
+            load.jobs,
+            load.steps,
+            load.fan_out,
+            load.max_retries,
+            load.cost,
+            load.fail_p,
+            self.checker.client_id,
+        )
+        for job in jobs:
+            self.checker.submit(job)
+        w.note(f"submitted {load.jobs} DAG run(s), {sum(len(j.tasks) for j in jobs)} tasks")
+
+    def schedules_settled(self) -> bool:
+        """Whether every scheduled slot has been submitted (the drain waits for that too)."""
+        return all(driver.settled() for driver in self.cron)
+
+    def check_dags(self) -> None:
+        """The DAG invariant (swarm.sim.dags) and the schedule invariant (swarm.sim.schedules)."""
+        w, c = self.world, self.checker
+        if not w.dags.runs and not self.cron:
+            return
+        committed = {job_id: progress.updates for job_id, progress in c.tracker.jobs.items()}
+        problems, stats = w.dags.check(committed)
+        for driver in self.cron:
+            problems += driver.check(c.tracker.jobs)
+            for key, value in driver.stats().items():
+                stats[key] = stats.get(key, 0) + value
+        self.dag_stats = stats
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            first = problems[0].split(" ")[0]
+            # A problem of one task starts with its id (`<run id>.<step>`); a schedule's with a run id.
+            task_id = first if "." in first.rpartition("@")[2] else None
+            c._violation(f"DAG invariant: {problems[0]}{more}", task_id=task_id)
 
     # --- faults -------------------------------------------------------------------------------------
 
@@ -326,4 +400,5 @@ class _Run:
                 if w.mapreduce.jobs
                 else {}
             ),
+            dags=self.dag_stats,
         )

@@ -15,7 +15,8 @@ from typing import Any
 
 from swarm.core.config import CoreConfig
 from swarm.devices.profiles import BUILTIN_PROFILES, DeviceProfile
-from swarm.errors import ConfigError
+from swarm.errors import ConfigError, InvalidSpec
+from swarm.workflow.cron import CronExpr
 
 __all__ = [
     "SCENARIO_DIR",
@@ -31,10 +32,18 @@ __all__ = [
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
 FAULT_KINDS = ("crash", "leave", "partition", "slow", "broker-restart", "network")
-WORKLOAD_KINDS = ("batch", "mapreduce")
+WORKLOAD_KINDS = ("batch", "mapreduce", "dag")
 #: Keys only a batch workload takes, and keys only a MapReduce one takes (and needs).
 _BATCH_KEYS = ("tasks", "priority", "fail_p")
 _MAPREDUCE_KEYS = ("maps", "reduces", "words")
+#: The keys of each kind; any other kind's key is refused. A DAG workload needs `steps`.
+_KIND_KEYS = {
+    "batch": _BATCH_KEYS,
+    "mapreduce": _MAPREDUCE_KEYS,
+    "dag": ("steps", "fan_out", "fail_p", "cron", "catchup"),
+}
+_REQUIRED = {"batch": ("tasks",), "mapreduce": _MAPREDUCE_KEYS, "dag": ("steps",)}
+CATCHUP = ("NONE", "LATEST", "ALL")
 #: Seconds of one map and one reduce on a speed-1 device when a MapReduce workload gives no `cost`.
 MAPREDUCE_COST = (0.2, 1.0)
 PARTITION_MODES = ("cut", "in", "out")
@@ -59,6 +68,10 @@ class Workload:
     * "mapreduce": `jobs` word counts (`swarm.sim.mapreduce`), each of `maps` map and `reduces` reduce
       tasks over a corpus of `words` words generated from the run's seed; `cost` is then the seconds
       of one map and of one reduce on a speed-1 device.
+    * "dag": `jobs` runs of random DAGs (`swarm.sim.dags`) of 2 to `steps` steps, fanned out up to
+      `fan_out`, each step doomed to fail with `fail_p`; `cost` is a step's range of seconds. With a
+      `cron` expression, `jobs` DAGs are scheduled instead (`swarm.sim.schedules`): created at `at`,
+      every slot up to the scenario's `duration` fires once, with the `catchup` policy.
     """
 
     at: float
@@ -73,12 +86,18 @@ class Workload:
     maps: int = 0
     reduces: int = 0
     words: int = 0
+    steps: int = 0
+    fan_out: int = 3
+    cron: str = ""
+    catchup: str = "ALL"
 
     @property
     def task_count(self) -> int:
         """Tasks this workload submits in all."""
         if self.kind == "mapreduce":
             return self.jobs * (self.maps + self.reduces)
+        if self.kind == "dag":
+            return self.jobs * self.steps  # at most, before fan-out; scheduled runs repeat it per slot
         return max(self.tasks // self.jobs, 1) * self.jobs
 
 
@@ -248,14 +267,15 @@ def _workload(i: int, t: dict[str, Any]) -> Workload:
     if kind not in WORKLOAD_KINDS:
         raise ValueError(f"{where}kind must be one of {', '.join(WORKLOAD_KINDS)}, got {kind!r}")
     # A key of the other kind would be silently ignored: refuse it, like any unknown key.
-    stray = sorted(set(t) & set(_MAPREDUCE_KEYS if kind == "batch" else _BATCH_KEYS))
+    others = {key for k, keys in _KIND_KEYS.items() if k != kind for key in keys} - set(_KIND_KEYS[kind])
+    stray = sorted(set(t) & others)
     if stray:
         raise ValueError(f"{where}{stray[0]} does not apply to kind = {kind!r}")
     table = dict(t)
     # A MapReduce cost is [map, reduce], not a [low, high] range: any order is fine.
     cost = table.pop("cost", None) if kind == "mapreduce" else None
     load: Workload = _from_table(Workload, where, table)
-    required = ("tasks",) if kind == "batch" else _MAPREDUCE_KEYS
+    required = _REQUIRED[kind]
     for key in ("jobs", *required):
         if key in required and key not in t:
             raise ValueError(f"{where}{key} is required (kind = {kind!r})")
@@ -267,6 +287,16 @@ def _workload(i: int, t: dict[str, Any]) -> Workload:
         if not (isinstance(cost, list) and len(cost) == 2 and all(_is_num(v) and v >= 0 for v in cost)):
             raise ValueError(f"{where}cost must be [map seconds, reduce seconds], both >= 0, got {cost!r}")
         load = dataclasses.replace(load, cost=(float(cost[0]), float(cost[1])))
+    if kind == "dag":
+        if load.fail_p > 1:
+            raise ValueError(f"{where}fail_p must be in [0, 1], got {load.fail_p}")
+        if load.catchup not in CATCHUP:
+            raise ValueError(f"{where}catchup must be one of {', '.join(CATCHUP)}, got {load.catchup!r}")
+        if load.cron:
+            try:
+                CronExpr.parse(load.cron)
+            except InvalidSpec as exc:
+                raise ValueError(f"{where}cron: {exc}") from None
     return load
 
 
@@ -306,7 +336,7 @@ def _from_table(cls: Any, where: str, t: dict[str, Any]) -> Any:
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
         raise ValueError(f"{where}{missing[0]} is required")
-    for key in ("jobs", "tasks", "max_retries", "maps", "reduces", "words"):
+    for key in ("jobs", "tasks", "max_retries", "maps", "reduces", "words", "steps", "fan_out"):
         if key in values:
             values[key] = int(values[key])
     return cls(**values)

@@ -47,6 +47,7 @@ from swarm.devices.capabilities import Capabilities
 from swarm.devices.profiles import DeviceProfile
 from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
 from swarm.sim.broker import SimBroker
+from swarm.sim.dags import DAG_STEP, SimDags
 from swarm.sim.faults import LinkMode, NetFaults
 from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
 from swarm.sim.simnode import DEFAULT_PROFILE, SimNode
@@ -57,7 +58,11 @@ CoreErrorHook = Callable[["SimNode", Event, Exception], None]
 
 
 def _accept_all(spec: TaskSpec) -> str | None:
-    return None if spec.type in ("echo", "sleep", *MAPREDUCE_TYPES) else f"unknown task type {spec.type!r}"
+    return (
+        None
+        if spec.type in ("echo", "sleep", DAG_STEP, *MAPREDUCE_TYPES)
+        else f"unknown task type {spec.type!r}"
+    )
 
 
 class SimWorld:
@@ -88,6 +93,8 @@ class SimWorld:
         self._hash = hashlib.blake2b(digest_size=16)
         # MapReduce jobs: the submitter's inputs and outputs, and the two task types (swarm.sim.mapreduce).
         self.mapreduce = SimMapReduce(self.nodes, lambda: self.now)
+        # DAG steps: outcomes fixed by (seed, task, attempt), and the runs to check (swarm.sim.dags).
+        self.dags = SimDags(seed)
 
     # --- clock --------------------------------------------------------------------------------------
 
@@ -243,6 +250,14 @@ class SimWorld:
 
         self.schedule(self.now + down, back)
 
+    def publish_as(self, node_id: str, topic: str, body: Any, retain: bool) -> bool:
+        """Publish `body` from a node's own connection (as its services do); False when it is lost."""
+        node = self.nodes[node_id]
+        env = self._envelope(node_id, body, 0)
+        sent = node.up and node.connected and self.broker.publish(node_id, topic, env, retain)
+        self.note(f"{node_id} publishes {topic} ({'sent' if sent else 'lost'})")
+        return sent
+
     def coordinators(self) -> list[SimNode]:
         """Live nodes that currently act as coordinator."""
         return [n for n in self.nodes.values() if n.up and n.machine.scheduler is not None]
@@ -267,7 +282,18 @@ class SimWorld:
     def _status(node_id: str, p: DeviceProfile) -> DeviceStatus:
         battery = 80 if p.battery else None
         caps = Capabilities(
-            p.cores, p.memory_mb, 32.0, "linux", "x86_64", False, battery, None, False, "worker", node_id
+            p.cores,
+            p.memory_mb,
+            32.0,
+            "linux",
+            "x86_64",
+            False,
+            battery,
+            None,
+            False,
+            "worker",
+            node_id,
+            runtimes=("SWARM",),
         )
         return DeviceStatus(caps, 0.1, p.memory_mb // 2, "sim")
 
@@ -378,7 +404,11 @@ class SimWorld:
     def _run(self, node: SimNode, a: Assignment) -> None:
         payload: dict[str, Any] = a.payload
         outcome: Callable[[], Any] | None = None  # makes the result as the attempt ends (echo: the payload)
-        if a.type in MAPREDUCE_TYPES:
+        fails: bool | None = None
+        if a.type == DAG_STEP:
+            cost, fails, result = self.dags.start(a)
+            duration, outcome = cost / node.speed, lambda: result
+        elif a.type in MAPREDUCE_TYPES:
             cost, outcome = self.mapreduce.start(node, a)
             duration = cost / node.speed
         elif a.type == "sleep":
@@ -388,7 +418,7 @@ class SimWorld:
         else:
             duration = (0.005 + self.rng.random() * 0.05) / node.speed
         duration *= node.slow
-        failed = self.rng.random() < float(payload.get("fail_p", 0.0))
+        failed = self.rng.random() < float(payload.get("fail_p", 0.0)) if fails is None else fails
         started = self.now + node.skew
         key = (a.task_id, a.attempt)
         token = next(self._seq)

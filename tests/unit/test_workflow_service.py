@@ -178,7 +178,17 @@ async def test_a_cron_schedule_fires_each_slot_once(setup: Any) -> None:
     clock.now += 11 * 60
     assert await service.fire_due() == ["d@20270101T0005Z", "d@20270101T0010Z"]
     assert await service.fire_due() == []
-    assert [job.job_id for job in node.bodies(SubmitJob)] == ["d@20270101T0005Z", "d@20270101T0010Z"]
+    fired = ["d@20270101T0005Z", "d@20270101T0010Z"]
+    assert [job.job_id for job in node.bodies(SubmitJob)] == fired
+    # Their records never came back from the broker: after a while they are sent again, same run ids.
+    clock.now += 10
+    assert await service.fire_due() == []
+    assert [job.job_id for job in node.bodies(SubmitJob)] == fired + fired
+    for started in node.bodies(RunStarted)[:2]:  # now the broker echoes them: confirmed, never resent
+        await service.on_message(f"wf/run/{started.run_id}", _envelope(started))
+    clock.now += 10
+    await service.fire_due()
+    assert len(node.bodies(SubmitJob)) == 4
     # A successor that only saw the retained RunStarted records continues after them.
     successor = WorkflowService(node, service._history, service._store, lambda _: {}, clock)
     await successor.on_message("wf/dag/d/1.0.0", _envelope(node.bodies(DagDefined)[0]))
