@@ -37,6 +37,10 @@ class Worker:
         self._queue: deque[Assignment] = deque()
         self.held: dict[str, Assignment] = {}
         self.running: set[tuple[str, int]] = set()
+        #: Running attempts this worker was told to stop, until the executor reports them ended. A new
+        #: coordinator counts attempts afresh, so one of these may have a higher number than the attempt
+        #: now held for the same task.
+        self._stopping: set[tuple[str, int]] = set()
         self._unacked: dict[str, tuple[TaskResult, float]] = {}
         self._outbox: list[TaskResult] = []
         self._effects: list[Effect] = []
@@ -66,12 +70,14 @@ class Worker:
             return
         if (task_id, attempt) in self.running:
             self._effects.append(CancelTask(task_id, attempt))
+            self._stopping.add((task_id, attempt))
         self.held.pop(task_id, None)
 
     def on_finished(self, result: TaskResult, now: float) -> None:
         """An attempt ended: report it (unless it was superseded) and start the next one."""
         a = self.held.get(result.task_id)
         self.running.discard((result.task_id, result.attempt))
+        self._stopping.discard((result.task_id, result.attempt))
         if a is not None and a.attempt == result.attempt:
             del self.held[result.task_id]
             if result.kind != "cancelled":
@@ -97,6 +103,7 @@ class Worker:
         self.held.clear()
         self._queue.clear()
         self.running.clear()
+        self._stopping.clear()
         return returned
 
     def tick(self, now: float) -> None:
@@ -123,8 +130,11 @@ class Worker:
             self._effects.append(RunTask(a))
 
     def validate(self) -> None:
-        """Invariants: a running attempt is never newer than the one held; slots are respected."""
+        """Invariants: a running attempt is the one held for its task, or one being stopped; an attempt
+        being stopped is running; slots are respected (stopping attempts still hold theirs)."""
         for task_id, attempt in self.running:
             held = self.held.get(task_id)
-            assert held is None or held.attempt >= attempt, (task_id, attempt)
+            current = held is not None and held.attempt == attempt
+            assert current or (task_id, attempt) in self._stopping, (task_id, attempt)
+        assert self._stopping <= self.running, sorted(self._stopping - self.running)
         assert len(self.running) <= self._config.slots, len(self.running)

@@ -1,0 +1,1 @@
+"""Demonstrations that build a whole scenario from nothing on a running (or self-started) cluster."""
