@@ -11,8 +11,7 @@ workers and a job in flight.
 
 Each envelope goes through `encode` and `decode`, as on the wire, so only what the codec accepts reaches
 the machine (the codec has fuzz tests of its own). Bugs this fuzzer found have tests of their own at the
-end; those still open are `xfail`, and the fuzzer passes over exactly them (`_known_bug`) so that it goes
-on looking for others.
+end.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import traceback
 import types
 import typing
 from collections.abc import Iterator
@@ -489,30 +487,10 @@ def test_random_messages_never_break_the_node(start: str, data: st.DataObject, f
         try:
             effects = node.handle(event, now)
         except Exception as exc:
-            if _known_bug(exc, node):
-                reject()
             where = "\n  ".join(story[-12:])
             raise AssertionError(f"handle raised {type(exc).__name__}: {exc}\nafter:\n  {where}") from exc
         published = [e for e in effects if isinstance(e, Publish)][-8:] or published
-        try:
-            _check(node, effects, failures, story)
-        except AssertionError as exc:
-            if _known_bug(exc, node):
-                reject()
-            raise
-
-
-def _known_bug(exc: BaseException, node: NodeMachine) -> str | None:
-    """Which reported, not yet fixed, bug `exc` is, if any. Each has a `test_known_*` test below that
-    passes once it is fixed (then its entry here can go); the fuzzer passes over these so that it goes
-    on looking for others."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        names = {(f.name, f.filename.rsplit("/", 1)[-1]) for f in traceback.extract_tb(cause.__traceback__)}
-        if ("validate", "worker.py") in names:
-            return "worker-attempt-order"
-        cause = cause.__cause__
-    return None
+        _check(node, effects, failures, story)
 
 
 def _elected(node: NodeMachine, now: float) -> float:
@@ -526,13 +504,10 @@ def _elected(node: NodeMachine, now: float) -> float:
     return now
 
 
-# --- reported bugs, still open: each test passes once its bug is fixed ------------------------------
+# --- bugs the fuzzer found -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False, reason="reported: Worker.validate after cancel and re-assign of a lower attempt"
-)
-def test_known_a_lower_attempt_assigned_while_a_cancelled_one_still_runs() -> None:
+def test_a_lower_attempt_assigned_while_a_cancelled_one_still_runs() -> None:
     # A coordinator assigns attempt 3 and cancels it; before the kill completes, the coordinator of the
     # next epoch (which counts attempts from scratch) assigns attempt 1 of the same task here.
     node, now = _worker()
