@@ -13,6 +13,8 @@ The TOML file (``--config FILE``, or ``$SWARM_CONFIG``, or ``~/.config/swarm/con
     broker_username = "n-1ad6b476"   # also $SWARM_BROKER_USERNAME; the login at a broker you run
     broker_password = "..."          # also $SWARM_BROKER_PASSWORD (or user:password@ in the URL)
     broker_ca = "~/.config/swarm/broker-ca.pem"  # also $SWARM_BROKER_CA: the CA of its TLS certificate
+    labels = {zone = "east", security = "public"}   # or ["zone=east"]; also `swarm join --label k=v`
+    taints = ["dedicated=gpu:NoSchedule"]  # KEY[=VALUE][:NoSchedule|PreferNoSchedule]; `--taint`
 
     [tasks]
     allow_command = false     # true/false only (a quoted "false" is an error, not a yes)
@@ -53,6 +55,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from swarm.core.config import CoreConfig, PlacementWeights
+from swarm.devices.capabilities import Taint, parse_label, parse_taint
 from swarm.errors import ConfigError
 from swarm.plugins.command import resolve_commands
 from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S, TaskPolicy
@@ -101,6 +104,9 @@ class NodeConfig:
     api: str = "127.0.0.1:0"
     policy: TaskPolicy = field(default_factory=TaskPolicy)
     core: CoreConfig = field(default_factory=CoreConfig)
+    #: The owner's labels (sorted key/value pairs) and taints, announced in the node's capabilities.
+    labels: tuple[tuple[str, str], ...] = ()
+    taints: tuple[Taint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,36 @@ def _tasks_section(tasks: dict[str, Any]) -> tuple[TaskPolicy, int | None]:
     return policy, None if memory is None else int(memory)
 
 
+def _labels(value: Any) -> tuple[tuple[str, str], ...]:
+    """`[node] labels` (a table or a list of "k=v") or `--label` values -> sorted pairs."""
+    if isinstance(value, dict):
+        items = [f"{k}={v}" for k, v in value.items()]
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        raise ConfigError(f"[node] labels must be a table or a list of KEY=VALUE strings, got {value!r}")
+    out: dict[str, str] = {}
+    for item in items:
+        try:
+            key, text = parse_label(item)
+        except ValueError as exc:
+            raise ConfigError(f"[node] labels: {exc}") from None
+        if key in out and out[key] != text:
+            raise ConfigError(f"[node] labels: {key!r} given twice ({out[key]!r} and {text!r})")
+        out[key] = text
+    return tuple(sorted(out.items()))
+
+
+def _taints(value: Any) -> tuple[Taint, ...]:
+    """`[node] taints` or `--taint` values (KEY[=VALUE][:Effect]) -> taints."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[node] taints must be a list of KEY=VALUE:Effect strings, got {value!r}")
+    try:
+        return tuple(dict.fromkeys(parse_taint(v) for v in value))
+    except ValueError as exc:
+        raise ConfigError(f"[node] taints: {exc}") from None
+
+
 def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
     """Build the configuration; flags whose value is None do not override anything."""
     data = _read_toml(path or _default_config_path())
@@ -248,6 +284,10 @@ def load_config(path: Path | None = None, **flags: Any) -> NodeConfig:
         weights = PlacementWeights(**placement)
         core = CoreConfig(weights=weights, **core_kwargs)
         policy, memory = _tasks_section(tasks)
+        if "labels" in node:
+            node["labels"] = _labels(node["labels"])
+        if "taints" in node:
+            node["taints"] = _taints(node["taints"])
         for key in ("data_dir", "broker_ca"):
             if node.get(key) is not None:
                 node[key] = Path(node[key]).expanduser()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.capabilities import Capabilities, Toleration, check_labels
 from swarm.ids import Id
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "TaskUpdate",
     "TasksQuery",
     "TasksReply",
+    "Toleration",
     "TrustRoster",
     "WorkerReport",
 ]
@@ -150,6 +151,12 @@ class Requirements:
 
     `isolation` is the weakest isolation level the task accepts (see `swarm.devices.capabilities`);
     `network` asks for network access where the node sandboxes tasks, which otherwise have none.
+
+    Constraints (see `swarm.core.placement`): `labels` the member must carry, all of them; `tolerations`
+    of its taints; `avoid` task ids of the same job whose current or last member this task must not
+    share (anti-affinity); `pin` the members an allocation chose (used while one of them is alive and
+    qualifies); `preempt` lets the task, when nothing has room, take the place of one running attempt
+    of strictly lower priority whose task is `preemptible`.
     """
 
     min_cores: int = 0
@@ -165,9 +172,17 @@ class Requirements:
     network: bool = False
     #: A workflow runtime family the device must offer (`Capabilities.runtimes`).
     runtime: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    avoid: tuple[Id, ...] = ()
+    pin: tuple[Id, ...] = ()
+    preempt: bool = False
+    preemptible: bool = True
 
     def __post_init__(self) -> None:
-        """Reject an unknown isolation level, whichever way the requirements were built."""
+        """Reject an unknown isolation level or malformed labels, whichever way the requirements were
+        built."""
+        check_labels(self.labels, "required label")
         if self.isolation is not None:
             from swarm.devices.capabilities import isolation_rank  # only a named level needs it
 

@@ -9,14 +9,18 @@ so placing a task costs the same in a cluster of ten or of five thousand:
   travel in batches instead of one task per message.
 * A task is scored (`placement.choose`) against the first `placement_sample` open members that meet its
   requirements, which then move to the back of the rotation, so every open member is looked at in turn.
+* A task pinned to members (`Requirements.pin`, from an allocation) is scored against those of them that
+  are alive and qualify, whether open or not, and waits for one of them to have room; only when none
+  of them is alive and qualifies is it placed like any other task.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from swarm.core.config import CoreConfig
-from swarm.core.placement import Candidate, choose, unmet
+from swarm.core.placement import Candidate, choose, pinned, unmet
 from swarm.messages import Heartbeat, Requirements
 
 __all__ = ["Roster"]
@@ -78,18 +82,24 @@ class Roster:
         """Every live member, for asking whether any could ever run a task."""
         return list(self._members.values())
 
-    def place(self, req: Requirements) -> Candidate | None:
-        """The best of the next `placement_sample` open members that meet `req`; those looked at go to the
-        back of the rotation."""
+    def place(self, req: Requirements, avoid: Mapping[str, str] | None = None) -> Candidate | None:
+        """The best of the next `placement_sample` open members that meet `req` (and are not in `avoid`,
+        see `placement.unmet`); those looked at go to the back of the rotation. A pinned task is placed
+        among its pinned members only, while one of them is alive and qualifies."""
+        if req.pin:
+            members = [self._members[n] for n in req.pin if n in self._members]
+            chosen = pinned(req, members, avoid)
+            if chosen and unmet(req, chosen[0].node_id, chosen[0].heartbeat, avoid) is None:
+                return choose(req, chosen, self._config.weights, avoid)
         sample: list[Candidate] = []
         looked: list[str] = []
         for node_id in self._open:
             looked.append(node_id)
             c = self._members[node_id]
-            if not (req.exclusive and c.held) and unmet(req, node_id, c.heartbeat) is None:
+            if not (req.exclusive and c.held) and unmet(req, node_id, c.heartbeat, avoid) is None:
                 sample.append(c)
                 if len(sample) >= self._config.placement_sample:
                     break
         for node_id in looked:
             self._open.move_to_end(node_id)
-        return choose(req, sample, self._config.weights)
+        return choose(req, sample, self._config.weights, avoid)

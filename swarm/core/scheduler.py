@@ -27,6 +27,19 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
   with the next batch a tick later: an idle cluster answers at once, a busy one publishes a few large
   records per second instead of one per result message, which a standby or a claimant would have to
   read back.
+* Constraints. A task's required labels, tolerated taints and pinned members are properties of the
+  task and the member (`placement.unmet`); anti-affinity is the scheduler's, which knows where each task
+  of a job runs or last ran: a task whose requirements `avoid` other tasks is not placed on their members.
+* Preemption. A ready task whose requirements allow it to `preempt` goes to a qualifying member with a
+  free execution slot (fewer attempts held than slots) when there is one; otherwise it cancels one
+  attempt of strictly lower priority (larger number) whose task is `preemptible`, on a member where
+  that frees an execution slot (it holds no prefetched attempts beyond its slots: the worker's queue is
+  first in, first out, so evicting one of many would not start the urgent task), and takes its place;
+  otherwise it is placed like any task. The victim
+  is requeued at once and its attempt does not count against its retries (the attempt number still
+  grows, so its late result is dropped as stale). Bounded: at most one attempt is preempted per
+  placement, a few urgent tasks are considered per dispatch, and the attempt that follows a preemption
+  cannot itself be preempted, so two tasks never take turns evicting each other.
 """
 
 from __future__ import annotations
@@ -42,13 +55,14 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
-from swarm.core.placement import Candidate, unmet_by_all
+from swarm.core.placement import Candidate, choose, pinned, unmet, unmet_by_all
 from swarm.core.quota import JobDemand, Quota, QuotaBook
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
 from swarm.core.worker import REPORT_EVERY
 from swarm.errors import InvalidSpec
 from swarm.messages import (
+    PRIORITIES,
     TERMINAL_STATES,
     Assign,
     Assignment,
@@ -73,6 +87,9 @@ from swarm.workflow.gate import decide
 __all__ = ["Scheduler", "TaskValidator"]
 
 log = logging.getLogger(__name__)
+
+#: How many of the most urgent ready tasks a dispatch considers for preemption when no member has room.
+PREEMPT_LOOKAHEAD = 8
 
 
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
@@ -120,6 +137,10 @@ class Scheduler:
         #: Ready tasks held back because their owner is at a quota, by owner: back in the queue when one
         #: of the owner's tasks stops running (so they never block the queue for anyone else).
         self._throttled: dict[str, list[tuple[int, int, str]]] = {}
+        #: Preempted attempts per task: they do not count against its retries.
+        self._preemptions: dict[str, int] = {}
+        #: Task -> its attempt that may not be preempted (the one after a preemption).
+        self._protected: dict[str, int] = {}
         self.metrics: dict[str, int] = {}
 
     # --- intake -------------------------------------------------------------------------------------
@@ -398,9 +419,12 @@ class Scheduler:
                 rec.reason = str(over)
                 self._throttled.setdefault(owner.submitted_by, []).append(item)
                 continue
-            target = self._roster.place(rec.spec.requirements)
+            avoid = self._avoid(rec)
+            if rec.spec.requirements.preempt and self._preempt_for(rec, avoid, now):
+                continue
+            target = self._roster.place(rec.spec.requirements, avoid)
             if target is None:
-                why = unmet_by_all(rec.spec.requirements, self._roster.candidates())
+                why = unmet_by_all(rec.spec.requirements, self._roster.candidates(), avoid)
                 if why is None:
                     deferred.append(item)
                 else:
@@ -409,6 +433,102 @@ class Scheduler:
             self._assign(rec, target, now)
         for item in deferred:
             heapq.heappush(self._ready, item)
+        if self._ready and not self._roster.has_room:
+            self._preempt_pass(now)
+
+    def _avoid(self, rec: TaskRecord) -> dict[str, str] | None:
+        """Anti-affinity: the members where the tasks `rec` avoids run or last ran -> those tasks."""
+        names = rec.spec.requirements.avoid
+        if not names:
+            return None
+        out: dict[str, str] = {}
+        for task_id in names:
+            other = self.tasks.get(task_id)
+            if other is not None and other.node is not None and other.job_id == rec.job_id:
+                out.setdefault(other.node, task_id)
+        return out
+
+    def _preempt_pass(self, now: float) -> None:
+        """No member is open: the most urgent ready tasks that may preempt try to."""
+        for item in heapq.nsmallest(PREEMPT_LOOKAHEAD, self._ready):
+            rec = self.tasks.get(item[2])
+            if (
+                rec is None
+                or not rec.spec.requirements.preempt
+                or rec.state != "queued"
+                or rec.not_before is not None
+                or rec.task_id in self._blocked
+            ):
+                continue
+            owner = self.jobs[rec.job_id].spec
+            if self.quotas.start_refusal(owner.submitted_by, owner.team or None, rec.spec.requirements, now):
+                continue
+            avoid = self._avoid(rec)
+            if unmet_by_all(rec.spec.requirements, self._roster.candidates(), avoid) is None:
+                self._preempt_for(rec, avoid, now)
+
+    def _preempt_for(self, rec: TaskRecord, avoid: dict[str, str] | None, now: float) -> bool:
+        """Start `rec` at once: on a qualifying member with a free execution slot, or else in the place of
+        one attempt of lower priority; whether it was placed (its ready entry is then skipped as stale).
+        When neither is possible it is placed like any task (and may wait in a member's queue)."""
+        req = rec.spec.requirements
+        qualified = [
+            c
+            for c in pinned(req, self._roster.candidates(), avoid)
+            if unmet(req, c.node_id, c.heartbeat, avoid) is None
+        ]
+        # Attempts beyond a member's slots wait in its queue (first in, first out): only a member that
+        # holds fewer attempts than it has slots starts this one now.
+        idle = [c for c in qualified if c.held < c.heartbeat.slots]
+        target = choose(req, idle, self._config.weights, avoid)
+        if target is not None:
+            self._assign(rec, target, now)
+            return True
+        best: tuple[tuple[int, float, str], TaskRecord, Candidate] | None = None
+        for c in qualified:
+            for task_id in self._held.get(c.node_id, ()):
+                victim = self.tasks[task_id]
+                if not self._may_preempt(victim, rec, c):
+                    continue
+                # Lowest priority first, then the newest attempt (the least work lost), then the id.
+                key = (-victim.spec.priority, -victim.assigned_at, task_id)
+                if best is None or key < best[0]:
+                    best = (key, victim, c)
+        if best is None:
+            return False
+        _, victim, target = best
+        self._preempt(victim, rec, now)
+        self._assign(rec, target, now)
+        return True
+
+    def _may_preempt(self, victim: TaskRecord, urgent: TaskRecord, c: Candidate) -> bool:
+        """Whether cancelling `victim`'s attempt on `c` is allowed and frees room there for `urgent`."""
+        if (
+            victim.state != "running"
+            or victim.spec.priority <= urgent.spec.priority
+            or not victim.spec.requirements.preemptible
+            or self._protected.get(victim.task_id) == victim.attempt
+        ):
+            return False
+        held_after = c.held - 1
+        exclusive_after = self._exclusive.get(c.node_id, 0) - (1 if victim.spec.requirements.exclusive else 0)
+        # One victim must free an execution slot: a member with prefetched attempts queued is no target.
+        if exclusive_after > 0 or held_after >= min(c.limit, c.heartbeat.slots):
+            return False
+        return not (urgent.spec.requirements.exclusive and held_after > 0)
+
+    def _preempt(self, victim: TaskRecord, by: TaskRecord, now: float) -> None:
+        """Cancel `victim`'s attempt and requeue it without spending one of its retries."""
+        self._effects.append(self._cancel_effect(victim))
+        self._release(victim)
+        self._preemptions[victim.task_id] = self._preemptions.get(victim.task_id, 0) + 1
+        self._protected[victim.task_id] = victim.attempt + 1
+        victim.reason = (
+            f"attempt {victim.attempt} preempted by {by.task_id} (priority {PRIORITIES[by.spec.priority]})"
+        )
+        victim.move("queued", now, victim.reason)
+        self._count("preemptions")
+        self._push_ready(victim)
 
     def _load(self, node_id: str) -> tuple[int, bool]:
         """How many attempts the member holds, and whether one of them wants the device to itself."""
@@ -419,7 +539,7 @@ class Scheduler:
         candidates = self._roster.candidates()
         for task_id in sorted(self._blocked):
             rec = self.tasks[task_id]
-            why = unmet_by_all(rec.spec.requirements, candidates)
+            why = unmet_by_all(rec.spec.requirements, candidates, self._avoid(rec))
             if why is None:
                 self._blocked.discard(task_id)
                 rec.blocked_since = None
@@ -507,8 +627,10 @@ class Scheduler:
     ) -> None:
         if release:
             self._release(rec)
-        if should_retry(rec.spec.retry, kind, rec.attempt):
-            delay = backoff_delay(rec.spec.retry, rec.attempt, self._rng, retry_after)
+        # Preempted attempts were not the task's fault: they spend none of its retries.
+        counted = rec.attempt - self._preemptions.get(rec.task_id, 0)
+        if should_retry(rec.spec.retry, kind, counted):
+            delay = backoff_delay(rec.spec.retry, counted, self._rng, retry_after)
             rec.reason = f"attempt {rec.attempt} {kind}: {error.splitlines()[-1] if error else kind}"
             rec.move("queued", now, rec.reason)
             self._count("retries")
@@ -590,6 +712,8 @@ class Scheduler:
         self._effects.append(ClearRetained(f"job/{job_id}/spec"))
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
+            self._preemptions.pop(task_id, None)
+            self._protected.pop(task_id, None)
         del self.jobs[job_id]
         self._count("jobs_finished")
 

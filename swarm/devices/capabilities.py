@@ -18,9 +18,40 @@ task that requires a level runs on any node that gives that level or a stronger 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ISOLATION_LEVELS", "Capabilities", "isolation_rank", "meets_isolation"]
+__all__ = [
+    "AUTO_TAINT_PREFIX",
+    "BATTERY_LOW_PERCENT",
+    "HOT_CELSIUS",
+    "ISOLATION_LEVELS",
+    "TAINT_EFFECTS",
+    "Capabilities",
+    "Taint",
+    "Toleration",
+    "automatic_taints",
+    "check_labels",
+    "isolation_rank",
+    "meets_isolation",
+    "parse_label",
+    "parse_taint",
+    "tolerated",
+]
+
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule"]
+#: The effects a taint may have: NoSchedule excludes, PreferNoSchedule lowers the score.
+TAINT_EFFECTS: tuple[str, ...] = ("NoSchedule", "PreferNoSchedule")
+#: Keys of taints the node sets itself; owners may not use this prefix.
+AUTO_TAINT_PREFIX = "swarm.io/"
+#: Below this charge, off the charger, a device takes no new work.
+BATTERY_LOW_PERCENT = 20.0
+#: From this temperature of its hottest thermal zone a device is avoided when others can take the work.
+HOT_CELSIUS = 85.0
+
+_KEY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?")
+_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 
 #: The isolation levels, weakest to strongest: the one place that orders them.
 ISOLATION_LEVELS: tuple[str, ...] = ("process", "user", "sandbox")
@@ -38,6 +69,130 @@ def isolation_rank(level: str) -> int:
 def meets_isolation(have: str, want: str) -> bool:
     """Whether a node giving isolation `have` may run a task that requires `want`."""
     return isolation_rank(have) >= isolation_rank(want)
+
+
+def _check_key(key: str, what: str) -> None:
+    if not _KEY.fullmatch(key):
+        raise ValueError(
+            f"{what} key {key!r}: letters, digits and . _ / - (starting and ending with a letter or digit,"
+            " at most 128 characters)"
+        )
+
+
+def _check_value(value: str, what: str) -> None:
+    if not _VALUE.fullmatch(value):
+        raise ValueError(
+            f"{what} value {value!r}: letters, digits and . _ - (starting and ending with a letter or digit,"
+            " at most 63 characters)"
+        )
+
+
+def check_labels(labels: tuple[tuple[str, str], ...], what: str = "label") -> None:
+    """Raise ValueError unless `labels` are well-formed (key, value) pairs, sorted, each key once."""
+    for pair in labels:
+        if len(pair) != 2:
+            raise ValueError(f"{what}: expected a [key, value] pair, got {list(pair)!r}")
+        _check_key(pair[0], what)
+        _check_value(pair[1], what)
+    keys = [k for k, _ in labels]
+    if keys != sorted(set(keys)):
+        raise ValueError(f"{what}s must be sorted by key, each key once, got keys {keys}")
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """`key=value` -> (key, value); ValueError saying what is wrong."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"label {text!r}: expected KEY=VALUE, e.g. zone=east")
+    _check_key(key, "label")
+    _check_value(value, "label")
+    return key, value
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    """Repels tasks that do not tolerate it: `effect` NoSchedule excludes, PreferNoSchedule lowers the
+    member's score."""
+
+    key: str
+    value: str = ""
+    effect: TaintEffect = "NoSchedule"
+
+    def __post_init__(self) -> None:
+        """Reject a malformed key, value or effect."""
+        _check_key(self.key, "taint")
+        _check_value(self.value, "taint")
+        if self.effect not in TAINT_EFFECTS:
+            raise ValueError(f"taint effect {self.effect!r}: expected one of {', '.join(TAINT_EFFECTS)}")
+
+    @property
+    def text(self) -> str:
+        """`key=value:Effect` (or `key:Effect` without a value), as `--taint` takes it."""
+        return f"{self.key}{'=' + self.value if self.value else ''}:{self.effect}"
+
+
+def parse_taint(text: str, *, automatic: bool = False) -> Taint:
+    """`key=value:Effect` or `key:Effect` (`:Effect` may be left out: NoSchedule). Keys under
+    `swarm.io/` are the node's own, refused unless `automatic`."""
+    body, sep, effect = text.rpartition(":")
+    if not sep or effect not in TAINT_EFFECTS:
+        body, effect = text, "NoSchedule"
+    key, _, value = body.partition("=")
+    if key.startswith(AUTO_TAINT_PREFIX) and not automatic:
+        raise ValueError(f"taint {text!r}: keys under {AUTO_TAINT_PREFIX} are set by the node itself")
+    return Taint(key, value, effect)  # type: ignore[arg-type]  # checked in __post_init__
+
+
+@dataclass(frozen=True, slots=True)
+class Toleration:
+    """Lets a task go where a matching taint is: by key and value (Equal) or key alone (Exists), for one
+    effect or, with `effect` empty, for any; an empty key with Exists tolerates every taint."""
+
+    key: str = ""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: str = ""
+
+    def __post_init__(self) -> None:
+        """Reject a toleration that could never match, or a malformed one."""
+        if self.operator not in ("Equal", "Exists"):
+            raise ValueError(f"toleration operator {self.operator!r}: expected Equal or Exists")
+        if self.key:
+            _check_key(self.key, "toleration")
+        elif self.operator != "Exists":
+            raise ValueError("a toleration without a key must use operator Exists (it tolerates every taint)")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        _check_value(self.value, "toleration")
+        if self.effect and self.effect not in TAINT_EFFECTS:
+            raise ValueError(
+                f"toleration effect {self.effect!r}: expected one of {', '.join(TAINT_EFFECTS)} or none"
+            )
+
+    def matches(self, taint: Taint) -> bool:
+        """Whether this toleration lets a task past `taint`."""
+        if self.effect and self.effect != taint.effect:
+            return False
+        if not self.key:
+            return True
+        return self.key == taint.key and (self.operator == "Exists" or self.value == taint.value)
+
+
+def tolerated(tolerations: tuple[Toleration, ...], taint: Taint) -> bool:
+    """Whether any of `tolerations` matches `taint`."""
+    return any(t.matches(taint) for t in tolerations)
+
+
+def automatic_taints(
+    battery_percent: float | None, charging: bool | None, temperature_c: float | None
+) -> tuple[Taint, ...]:
+    """The taints a device's state calls for now (see the module docstring)."""
+    out: list[Taint] = []
+    if battery_percent is not None and battery_percent < BATTERY_LOW_PERCENT and not charging:
+        out.append(Taint(f"{AUTO_TAINT_PREFIX}battery-low", "", "NoSchedule"))
+    if temperature_c is not None and temperature_c >= HOT_CELSIUS:
+        out.append(Taint(f"{AUTO_TAINT_PREFIX}thermal-hot", "", "PreferNoSchedule"))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +218,10 @@ class Capabilities:
     isolation: str = "process"
     #: The workflow runtimes this node offers (PYTHON, SHELL, JVM, MAPREDUCE, SWARM), see `swarm.runtimes`.
     runtimes: tuple[str, ...] = ()
+    #: The owner's labels, sorted (key, value) pairs.
+    labels: tuple[tuple[str, str], ...] = ()
+    #: The owner's taints and the automatic ones (keys under `swarm.io/`).
+    taints: tuple[Taint, ...] = ()
 
     def __post_init__(self) -> None:
         """Reject values no real device has, whichever way the object was built."""
@@ -83,3 +242,11 @@ class Capabilities:
             isolation_rank(self.isolation)
         except ValueError as exc:
             raise ValueError(f"capabilities: field 'isolation': {exc}") from None
+        try:
+            check_labels(self.labels)
+        except ValueError as exc:
+            raise ValueError(f"capabilities: field 'labels': {exc}") from None
+
+    def label_map(self) -> dict[str, str]:
+        """The labels as a mapping."""
+        return dict(self.labels)

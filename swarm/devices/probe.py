@@ -9,6 +9,10 @@ Termux may have no psutil wheel: cores from the CPU affinity mask or `os.cpu_cou
 `/proc/meminfo` or `sysconf`, disk from `shutil.disk_usage`. A probe that fails degrades to a
 conservative value (no battery, no GPU, zero free memory) rather than stopping the node.
 
+Automatic taints (`swarm.devices.capabilities.automatic_taints`: a low battery off the charger, a hot
+device) are computed from the battery and the hottest thermal zone (Linux sysfs, one small read per
+zone) at start-up and again on every battery reading, keeping the owner's own taints as they are.
+
 The isolation a node gives its tasks is the executor's to know (`swarm.runtime.executor_proc`); the
 probe asks the same detection the executor runs when it starts, unless the caller passes the level the
 executor reported.
@@ -32,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.capabilities import AUTO_TAINT_PREFIX, Capabilities, Taint, automatic_taints
 from swarm.taskapi import TaskPolicy
 
 try:
@@ -50,6 +54,7 @@ __all__ = [
     "probe_capabilities",
     "probe_runtimes",
     "refresh_capabilities",
+    "temperature_c",
 ]
 
 _MIB = 1024 * 1024
@@ -91,13 +96,19 @@ class LoadSnapshot(NamedTuple):
 
 
 def probe_capabilities(
-    role: str = "worker", *, data_dir: Path | None = None, isolation: str | None = None
+    role: str = "worker",
+    *,
+    data_dir: Path | None = None,
+    isolation: str | None = None,
+    labels: tuple[tuple[str, str], ...] = (),
+    taints: tuple[Taint, ...] = (),
 ) -> Capabilities:
     """Probe this device once, for the capabilities its heartbeats announce.
 
     `data_dir` is where the node stores task data; its file system is the one whose free space
     matters (the home directory when not given). `isolation` is the level the executor gives tasks;
-    None detects it (one short bubblewrap start, see `detect_isolation`).
+    None detects it (one short bubblewrap start, see `detect_isolation`). `labels` and `taints` are the
+    owner's (`swarm join --label/--taint`); the automatic taints are added to them.
     """
     env = os.environ
     termux = is_termux(env)
@@ -117,7 +128,28 @@ def probe_capabilities(
         role=role,
         hostname=socket.gethostname(),
         isolation=isolation if isolation is not None else _isolation(),
+        labels=tuple(sorted(dict(labels).items())),
+        taints=_with_automatic(taints, battery_percent, charging),
     )
+
+
+def _with_automatic(
+    taints: tuple[Taint, ...], battery_percent: float | None, charging: bool | None
+) -> tuple[Taint, ...]:
+    own = tuple(t for t in taints if not t.key.startswith(AUTO_TAINT_PREFIX))
+    return own + automatic_taints(battery_percent, charging, temperature_c())
+
+
+def temperature_c(root: Path = Path("/sys/class/thermal")) -> float | None:
+    """The hottest thermal zone in degrees Celsius (Linux sysfs), or None where none is readable."""
+    hottest: float | None = None
+    for zone in sorted(root.glob("thermal_zone*/temp")):
+        with contextlib.suppress(OSError, ValueError):
+            # The kernel reports millidegrees; some zones (absent sensors) read negative or fail.
+            value = int(zone.read_text().strip()) / 1000.0
+            if 0.0 < value < 200.0 and (hottest is None or value > hottest):
+                hottest = value
+    return hottest
 
 
 def java_executable() -> str | None:
@@ -159,7 +191,11 @@ def refresh_capabilities(
         return dataclasses.replace(caps, disk_free_gb=disk_free_gb)
     battery_percent, charging = _battery(caps.termux)
     return dataclasses.replace(
-        caps, disk_free_gb=disk_free_gb, battery_percent=battery_percent, charging=charging
+        caps,
+        disk_free_gb=disk_free_gb,
+        battery_percent=battery_percent,
+        charging=charging,
+        taints=_with_automatic(caps.taints, battery_percent, charging),
     )
 
 

@@ -45,6 +45,8 @@ OPS = frozenset({"read", "write", "append", "list", "stat", "delete", "mkdir"})
 MAX_READ = 1024 * 1024
 MAX_WRITE = 16 * 1024 * 1024
 MAX_ENTRIES = 10_000
+
+
 def split_beneath(path: str, roots: tuple[str, ...]) -> tuple[str, list[str]] | None:
     """(root, names below it) for the allowed root that `path` lies in, as spelled; None when none.
 

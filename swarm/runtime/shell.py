@@ -133,7 +133,9 @@ class NodeShell:
         self._locator = BrokerLocator(config, self.storage.data_dir, self._rng, self._broker_security)
         self._data_root = self.storage.data_dir / "data"
         self._api: ApiHost | None = None
-        caps = probe_capabilities(config.core.role, data_dir=self.storage.data_dir)
+        caps = probe_capabilities(
+            config.core.role, data_dir=self.storage.data_dir, labels=config.labels, taints=config.taints
+        )
         caps = replace(caps, runtimes=probe_runtimes(self._registry.names(), config.policy))
         status = DeviceStatus(caps, 0.0, 0)
         self.machine = NodeMachine(

@@ -30,7 +30,7 @@ from typing import Any
 from swarm.messages import PRIORITIES, Inflow, Requirements, RetryPolicy, SubmitJob, TaskSpec
 from swarm.workflow.model import DagDefinition, DagNode, DefinitionError, runtime_family
 
-__all__ = ["STEP_TYPES", "ArtifactRef", "RunRequest", "compile_run", "step_task_ids"]
+__all__ = ["STEP_TYPES", "ArtifactRef", "RunRequest", "compile_run", "step_requirements", "step_task_ids"]
 
 STEP_TYPES: dict[str, str] = {"PYTHON": "step.python", "SHELL": "step.shell", "JVM": "step.jvm"}
 
@@ -166,6 +166,12 @@ def _entrypoint(node: DagNode, family: str, artifact: ArtifactRef, path: str) ->
             raise DefinitionError(f"{path}.entrypoint", "a PYTHON entry point is 'module:function'")
         return f"{module}:{function}"
     return entry
+
+
+def step_requirements(node: DagNode) -> Requirements:
+    """Where a step's tasks may run, from its runtime and `resourceRequirements` (an allocation adds its
+    constraints to these, see `swarm.workflow.allocation`)."""
+    return _requirements(node, runtime_family(node.task.runtime))
 
 
 def _requirements(node: DagNode, family: str) -> Requirements:
