@@ -119,7 +119,8 @@ class SwarmClient:
         timeout: float | None = None,
         on_update: Callable[[JobProgress, list[TaskUpdate]], None] | None = None,
     ) -> JobProgress:
-        """Submit (idempotently, by job id) and, with `wait`, follow the job until it is finished."""
+        """Submit (idempotently, by job id) and, with `wait`, follow the job until it is finished;
+        `on_update(progress, fresh)` hears of the acceptance and of every batch of final task states."""
         cert = self.credential.certificate
         job = replace(job, submitted_by=cert.id, role=cert.role, team=cert.team)
         # The coordinator decides, but a refusal it would send is better said here, before anything runs.
@@ -139,9 +140,13 @@ class SwarmClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         seen = 0
+        told_accepted = False
         while True:
             self._changed.clear()
-            if on_update is not None and len(progress.updates) != seen:
+            # Called once when a coordinator accepts the job, and with every batch of fresh updates.
+            newly_accepted = progress.accepted and not told_accepted
+            if on_update is not None and (len(progress.updates) != seen or newly_accepted):
+                told_accepted = progress.accepted
                 fresh = list(progress.updates.values())[seen:]
                 seen = len(progress.updates)
                 on_update(progress, fresh)
