@@ -22,6 +22,7 @@ from swarm.api.auth import TokenVerifier
 from swarm.api.backend import Json
 from swarm.api.history import History
 from swarm.api.service import NodePort, WorkflowService
+from swarm.cockpit import STATIC_DIR
 from swarm.config import parse_listen
 from swarm.durable import write_private
 from swarm.messages import Envelope
@@ -54,12 +55,13 @@ class ApiHost:
         blobs: BlobServer,
         verifier: TokenVerifier,
         clock: Callable[[], float],
+        member_timeout: float,
     ) -> None:
         self._host, self._listen_port = parse_listen(listen)
         self._history = History(data_dir / "history.sqlite")
         self._blobs = blobs
         store = ArtifactStore(data_dir / "artifacts")
-        self.service = WorkflowService(port, self._history, store, blobs.source, clock)
+        self.service = WorkflowService(port, self._history, store, blobs.source, clock, member_timeout)
         self._verifier = verifier
         self._feed: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue(_FEED_LIMIT)
         self._followed: set[str] = set()
@@ -71,7 +73,7 @@ class ApiHost:
 
     async def __aenter__(self) -> ApiHost:
         await self._blobs.__aenter__()
-        app = make_app(self.service, self._verifier)
+        app = make_app(self.service, self._verifier, static_dir=STATIC_DIR)
         self._runner, port = await serve(app, self._host, self._listen_port)
         shown = "127.0.0.1" if self._host in ("0.0.0.0", "::") else self._host
         self.url = f"http://{shown}:{port}"
@@ -105,6 +107,14 @@ class ApiHost:
         """Remember topics the service subscribed to, for the next connection."""
         self._followed.update(topics)
 
+    def holds(self, topic: str) -> bool:
+        """Whether the API subscribed to `topic` (the node's core must then not unsubscribe it)."""
+        return topic in self._followed
+
+    def release(self, topics: tuple[str, ...]) -> None:
+        """Forget topics the service no longer follows."""
+        self._followed.difference_update(topics)
+
     def offer(self, topic: str, env: Envelope) -> bool:
         """A verified message: queued for the service if it wants it. Returns whether the node's core
         should see it too (everything but the `wf/` records, which are the service's alone)."""
@@ -125,6 +135,7 @@ class ApiHost:
             ticks += 1
             try:
                 self.service.watch_devices()
+                await self.service.forget_members_if_idle()
                 if self._port.acting():
                     await self.service.fire_due()
                 if ticks % RETENTION_EVERY == 1:

@@ -23,8 +23,9 @@ from typing import Any, Protocol, cast
 from swarm.api.auth import ApiUser
 from swarm.api.backend import Conflict, Forbidden, Json, NotFound
 from swarm.api.history import History
+from swarm.api.members import IDLE_S, MemberTable
 from swarm.api.runs import final_run_state, node_row
-from swarm.core.membership import Member
+from swarm.core.node import EVERY_HEARTBEAT
 from swarm.errors import InvalidSpec
 from swarm.messages import (
     ArtifactPublished,
@@ -33,8 +34,10 @@ from swarm.messages import (
     Commit,
     DagDefined,
     Envelope,
+    Heartbeat,
     JobRejected,
     JobState,
+    NodeGone,
     RunStarted,
     StandardDefined,
     SubmitJob,
@@ -70,6 +73,8 @@ log = logging.getLogger(__name__)
 
 #: The most events a slow stream client may have waiting before it is dropped.
 STREAM_QUEUE = 1000
+#: Seconds to let retained heartbeats arrive when the API starts following them.
+MEMBERS_SETTLE_S = 0.3
 #: Seconds after which a scheduled run's records that never came back from the broker are sent again.
 RESEND_AFTER_S = 5.0
 #: Seconds a step is assumed to take when there is no history and it names no timeout.
@@ -91,8 +96,8 @@ class NodePort(Protocol):
         """Start receiving topics (they reach `WorkflowService.on_message`)."""
         ...
 
-    def members(self) -> list[Member]:
-        """The members this node knows, with their last heartbeats."""
+    async def unsubscribe(self, *topics: str) -> None:
+        """Stop receiving topics the service subscribed to (unless the node's core follows them too)."""
         ...
 
     def status(self) -> Json:
@@ -138,6 +143,7 @@ class WorkflowService:
         store: ArtifactStore,
         artifact_source: Callable[[str], dict[str, str]],
         clock: Callable[[], float] = time.time,
+        member_timeout: float = 6.0,
     ) -> None:
         self._node = node
         self._history = history
@@ -149,6 +155,9 @@ class WorkflowService:
         self._runs: dict[str, _Run] = {}
         self._scheduled: dict[str, Scheduled] = {}
         self._devices_seen: dict[str, tuple[Any, ...]] = {}
+        self._members = MemberTable(member_timeout)
+        #: When the API last needed every member (None: it does not follow their heartbeats now).
+        self._members_used: float | None = None
         #: Scheduled runs sent but not yet heard back from the broker: (record, job, when sent).
         self._unconfirmed: dict[str, tuple[RunStarted, SubmitJob, float]] = {}
         self._last_fired: dict[str, float] = {}
@@ -162,6 +171,8 @@ class WorkflowService:
         if topic.startswith("wf/"):
             return True
         parts = topic.split("/")
+        if self._members_used is not None and len(parts) == 3 and parts[0] == "node" and parts[2] == "hb":
+            return True
         return len(parts) >= 3 and parts[0] == "job" and parts[1] in self._runs
 
     async def on_message(self, topic: str, env: Envelope) -> None:
@@ -169,6 +180,8 @@ class WorkflowService:
         body = env.body
         try:
             match body:
+                case Heartbeat() | NodeGone():
+                    self._members.on_envelope(env, self._clock())
                 case DagDefined():
                     await asyncio.to_thread(self._store_definition, body)
                 case StandardDefined():
@@ -351,6 +364,7 @@ class WorkflowService:
                 path="version",
             )
         history = await self._node_history(definition.dag_id)
+        await self.need_members()
         result = validate(definition, await self._standards(), self._cluster_view(), history)
         now = self._clock()
         if result.is_valid:
@@ -410,7 +424,7 @@ class WorkflowService:
 
     def _cluster_view(self) -> ClusterView:
         views = []
-        for m in self._node.members():
+        for m in self._members.members(self._clock()):
             hb = m.heartbeat
             if hb is None or m.state != "alive":
                 continue
@@ -540,6 +554,7 @@ class WorkflowService:
         whose docstring says what it holds: pinned placement for a run started with its id before it
         expires, not reserved capacity). Kept on this node only: start the run through this node's API."""
         request = parse_allocation(body)
+        await self.need_members()
         if request.preemption_allowed and not allowed(user.role, "cancel_any"):
             # Preempting stops other people's running attempts, as cancelling them would.
             raise Forbidden(
@@ -565,7 +580,11 @@ class WorkflowService:
         known = self._allocations.get(allocation_id)
         if known is not None and known.used_by is not None:
             raise Conflict(f"allocation {allocation_id} was used by run {known.used_by}", path="allocationId")
-        live = [(m.node_id, m.heartbeat) for m in self._node.members() if m.state == "alive" and m.heartbeat]
+        live = [
+            (m.node_id, m.heartbeat)
+            for m in self._members.members(self._clock())
+            if m.state == "alive" and m.heartbeat
+        ]
         plan = plan_allocation(request, definition, live)
         if plan.status != "REJECTED":
             self._allocations[allocation_id] = _Allocation(
@@ -608,6 +627,7 @@ class WorkflowService:
 
     async def analytics(self, dag_id: str) -> Json:
         """Per-step statistics and suggestions from measured history."""
+        await self.need_members()
         record = await asyncio.to_thread(self._history.definition, dag_id, None)
         if record is None:
             raise NotFound(f"no DAG {dag_id!r}")
@@ -719,13 +739,32 @@ class WorkflowService:
 
     # --- devices and the stream ---------------------------------------------------------------------
 
+    async def need_members(self) -> None:
+        """Follow every member's heartbeat from now on, if not already (see `swarm.api.members`): on the
+        first call the retained heartbeats arrive within a broker round trip, waited for here."""
+        first = self._members_used is None
+        self._members_used = self._clock()
+        if first:
+            await self._node.subscribe(EVERY_HEARTBEAT)
+            await asyncio.sleep(MEMBERS_SETTLE_S)
+
+    async def forget_members_if_idle(self) -> None:
+        """Stop following heartbeats after `IDLE_S` without a request that needs them or a stream."""
+        used = self._members_used
+        if used is not None and not self._streams and self._clock() - used > IDLE_S:
+            self._members_used = None
+            await self._node.unsubscribe(EVERY_HEARTBEAT)
+
     async def devices(self) -> list[Json]:
         """Every member with its state, capabilities and load."""
+        await self.need_members()
         return self._device_entries()
 
     def watch_devices(self) -> None:
         """Emit a `device` event for every member whose state, work or load changed since the last call
         (the host calls this every second; heartbeats bring the changes)."""
+        if not self._streams:
+            return
         seen: dict[str, tuple[Any, ...]] = {}
         for entry in self._device_entries():
             key = (entry["state"], entry.get("running"), round(entry.get("load", 0.0), 2))
@@ -738,7 +777,7 @@ class WorkflowService:
 
     def _device_entries(self) -> list[Json]:
         out = []
-        for m in self._node.members():
+        for m in self._members.members(self._clock()):
             hb = m.heartbeat
             entry: Json = {"nodeId": m.node_id, "state": m.state}
             if hb is not None:
@@ -772,6 +811,7 @@ class WorkflowService:
         """Run and step events as they happen; a client that falls `STREAM_QUEUE` behind is dropped."""
         queue: asyncio.Queue[Json | None] = asyncio.Queue(STREAM_QUEUE)
         self._streams.add(queue)
+        await self.need_members()
         try:
             while (event := await queue.get()) is not None:
                 yield event

@@ -45,7 +45,6 @@ from swarm.core.events import (
     Tick,
     Unsubscribe,
 )
-from swarm.core.membership import Member
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.probe import load_snapshot, probe_capabilities, probe_runtimes, refresh_capabilities
 from swarm.errors import ConfigError, ProtocolError, SwarmError
@@ -204,7 +203,8 @@ class NodeShell:
         )
         listen = os.environ.get("SWARM_DATA_LISTEN", "0.0.0.0")
         blobs = BlobServer(self.storage.data_dir, listen, advertised_host(self.config.broker))
-        return ApiHost(self, self.config.api, self.storage.data_dir, blobs, verifier, self._clock)
+        timeout = self.config.core.failure_timeout
+        return ApiHost(self, self.config.api, self.storage.data_dir, blobs, verifier, self._clock, timeout)
 
     # --- what the HTTP API asks of the node (`swarm.api.service.NodePort`) ----------------------------
 
@@ -223,9 +223,15 @@ class NodeShell:
         if self._transport is not None:
             await self._transport.subscribe(*topics)
 
-    def members(self) -> list[Member]:
-        """Every member this node knows."""
-        return list(self.machine.membership.members.values())
+    async def unsubscribe(self, *topics: str) -> None:
+        """Stop receiving `topics` for the API, except those the core follows itself."""
+        if self._api is not None:
+            self._api.release(topics)
+        core = set(self.machine.subscriptions())
+        if self._transport is not None:
+            for topic in topics:
+                if topic not in core:
+                    await self._transport.unsubscribe(topic)
 
     def clear(self, topic: str) -> None:
         """Delete a retained record for the API."""
@@ -361,7 +367,9 @@ class NodeShell:
                 case Subscribe(topic):
                     await transport.subscribe(topic)
                 case Unsubscribe(topic):
-                    await transport.unsubscribe(topic)
+                    # The API may follow the same topic (every heartbeat, while it is in use).
+                    if self._api is None or not self._api.holds(topic):
+                        await transport.unsubscribe(topic)
                 case Persist(epoch):
                     self.storage.persist_epoch(epoch)
                 case RunTask(assignment):

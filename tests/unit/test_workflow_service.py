@@ -23,6 +23,7 @@ from swarm.messages import (
     Envelope,
     Heartbeat,
     JobState,
+    NodeGone,
     RunStarted,
     SubmitJob,
     TaskUpdate,
@@ -53,8 +54,8 @@ class FakeNode:
     async def subscribe(self, *topics: str) -> None:
         self.subscribed.extend(topics)
 
-    def members(self) -> list[Member]:
-        return [self.member]
+    async def unsubscribe(self, *topics: str) -> None:
+        self.subscribed = [t for t in self.subscribed if t not in topics]
 
     def status(self) -> dict[str, Any]:
         return {"node": self.node_id}
@@ -92,6 +93,11 @@ def setup(tmp_path: Path) -> tuple[WorkflowService, FakeNode, Clock]:
     return service, node, clock
 
 
+async def heard(service: WorkflowService, node: FakeNode) -> None:
+    """The member's heartbeat reaches the service (which follows heartbeats while the API is in use)."""
+    await service.on_message("node/n-1/hb", Envelope(1, "c", "n-1", 1, "hb", node.member.heartbeat))
+
+
 def dag(version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
     python = {"artifactId": "steps-v1.0", "runtime": "PYTHON"}
     return {
@@ -109,6 +115,7 @@ def dag(version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
 
 async def test_define_publishes_an_immutable_version_with_its_analysis(setup: Any) -> None:
     service, node, _ = setup
+    await heard(service, node)
     answer = await service.define_dag(dag(), OPERATOR)
     assert answer["status"] == "CREATED" and answer["validationResults"]["isValid"]
     assert answer["dataFlowAnalysis"]["criticalPath"][0] == "a"
@@ -124,6 +131,7 @@ async def test_define_publishes_an_immutable_version_with_its_analysis(setup: An
 
 async def test_a_run_needs_run_code_and_becomes_one_job(setup: Any, tmp_path: Path) -> None:
     service, node, _ = setup
+    await heard(service, node)
     await service.push_artifact("steps", "1.0", "python", "steps.py", b"def a(): return {}\n", OPERATOR)
     assert node.bodies(ArtifactPublished)
     await service.define_dag(dag(), OPERATOR)
@@ -199,19 +207,24 @@ async def test_a_cron_schedule_fires_each_slot_once(setup: Any) -> None:
     assert successor._last_fired["d"] == calendar.timegm((2027, 1, 1, 0, 15, 0))
 
 
-async def test_device_events_report_changes_only(setup: Any) -> None:
-    service, node, _ = setup
+async def test_devices_follow_heartbeats_only_while_the_api_is_used(setup: Any) -> None:
+    service, node, clock = setup
     events = service.subscribe()
     first = asyncio.ensure_future(anext(events))
-    await asyncio.sleep(0)  # the stream is subscribed once the consumer waits on it
+    await asyncio.sleep(0)
+    assert "node/+/hb" in node.subscribed  # a stream client needs every member
+    await heard(service, node)
     service.watch_devices()
-    event = await asyncio.wait_for(first, 1)
+    event = await asyncio.wait_for(first, 2)
     assert event["type"] == "device" and event["nodeId"] == "n-1" and event["state"] == "alive"
     service.watch_devices()  # nothing changed: no event
-    node.member.state = "dead"
+    await service.on_message("node/n-1/hb", Envelope(1, "c", "n-1", 1, "bye", NodeGone("left")))
     service.watch_devices()
     assert (await asyncio.wait_for(anext(events), 1))["state"] == "dead"
     await events.aclose()
+    clock.now += 301  # idle, no stream: heartbeats are no longer followed
+    await service.forget_members_if_idle()
+    assert "node/+/hb" not in node.subscribed
 
 
 async def test_retention_forgets_old_runs_and_clears_their_records(setup: Any) -> None:
