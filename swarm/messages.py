@@ -44,6 +44,7 @@ __all__ = [
     "RetryPolicy",
     "RunStarted",
     "StandardDefined",
+    "Started",
     "SubmitJob",
     "Sync",
     "TaskRef",
@@ -53,6 +54,7 @@ __all__ = [
     "TaskUpdate",
     "TasksQuery",
     "TasksReply",
+    "TasksStarted",
     "Toleration",
     "TrustRoster",
     "WorkerReport",
@@ -267,6 +269,25 @@ class JobAccepted:
     TAG: ClassVar[str] = "job_accepted"
     job_id: Id
     tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """An attempt the coordinator placed: which, and on which node."""
+
+    task_id: Id
+    attempt: int
+    node: Id
+
+
+@dataclass(frozen=True, slots=True)
+class TasksStarted:
+    """On `job/<id>/events`, for a workflow run only: attempts the coordinator just placed, so that
+    whoever shows the run sees its steps running, not only their ends."""
+
+    TAG: ClassVar[str] = "tasks_started"
+    job_id: Id
+    started: tuple[Started, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,6 +572,7 @@ Body = (
     | CoordinatorAnnounce
     | SubmitJob
     | JobAccepted
+    | TasksStarted
     | JobRejected
     | Assign
     | CancelAttempt
@@ -581,6 +603,7 @@ BODY_TYPES: dict[str, type[Any]] = {
         CoordinatorAnnounce,
         SubmitJob,
         JobAccepted,
+        TasksStarted,
         JobRejected,
         Assign,
         CancelAttempt,

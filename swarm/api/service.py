@@ -24,7 +24,7 @@ from swarm.api.auth import ApiUser
 from swarm.api.backend import Conflict, Forbidden, Json, NotFound
 from swarm.api.history import History
 from swarm.api.members import IDLE_S, MemberTable
-from swarm.api.runs import final_run_state, node_row
+from swarm.api.runs import final_run_state, node_row, step_of
 from swarm.core.node import EVERY_HEARTBEAT
 from swarm.errors import InvalidSpec
 from swarm.messages import (
@@ -40,7 +40,9 @@ from swarm.messages import (
     NodeGone,
     RunStarted,
     StandardDefined,
+    Started,
     SubmitJob,
+    TasksStarted,
 )
 from swarm.runtime.artifacts import (
     ArtifactKind,
@@ -131,6 +133,8 @@ class _Run:
     started: RunStarted
     states: dict[str, str]
     cancelled: bool = False
+    #: Whether the history already shows the run RUNNING.
+    running: bool = False
 
 
 class WorkflowService:
@@ -199,6 +203,8 @@ class WorkflowService:
                     await self._follow(body)
                 case Commit(job_id, updates) if job_id in self._runs:
                     await asyncio.to_thread(self._record_commits, job_id, updates)
+                case TasksStarted(job_id, started) if job_id in self._runs:
+                    await asyncio.to_thread(self._record_started, job_id, started)
                 case JobRejected(job_id, reason) if job_id in self._runs:
                     await self._finish(job_id, "FAILED", reason)
                 case JobState(job_id, _, finished) if finished and job_id in self._runs:
@@ -309,13 +315,40 @@ class WorkflowService:
     def _record_commits(self, run_id: str, updates: tuple[Any, ...]) -> None:
         run = self._runs[run_id]
         rows = [node_row(run.definition, run_id, u) for u in updates]
-        first = not run.states
         for row in rows:
             run.states[row["node_id"]] = row["state"]
             if row["error"] == "cancelled by request":
                 run.cancelled = True
+        self._record(run, rows)
+
+    def _record_started(self, run_id: str, started: tuple[Started, ...]) -> None:
+        """Steps the coordinator just started: RUNNING in the history (a final state later replaces it,
+        never the other way round) and on the stream."""
+        run = self._runs[run_id]
+        now = self._clock()
+        rows = []
+        for attempt in started:
+            node_id, shard = step_of(run.definition, run_id, attempt.task_id)
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "node_id": node_id,
+                    "shard": shard,
+                    "state": "running",
+                    "attempt": attempt.attempt,
+                    "device": attempt.node,
+                    "started_at": now,
+                    "finished_at": 0.0,
+                    "error": None,
+                }
+            )
+        self._record(run, rows)
+
+    def _record(self, run: _Run, rows: list[Json]) -> None:
+        run_id = run.started.run_id
         self._history.put_nodes(rows)
-        if first:
+        if not run.running:
+            run.running = True
             started = min((r["started_at"] for r in rows if r["started_at"]), default=None)
             self._history.put_run(
                 run_id, run.started.dag_id, run.started.version, "RUNNING", run.started.at, started_at=started

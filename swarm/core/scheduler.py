@@ -71,11 +71,13 @@ from swarm.messages import (
     JobAccepted,
     JobRejected,
     JobState,
+    Started,
     SubmitJob,
     TaskRef,
     TaskResult,
     TaskSpec,
     TasksReply,
+    TasksStarted,
     TaskState,
     TaskSummary,
     TaskUpdate,
@@ -126,6 +128,7 @@ class Scheduler:
         self._exclusive: dict[str, int] = {}
         self._roster = Roster(config)
         self._outbox: dict[str, list[Assignment]] = {}
+        self._started: dict[str, list[Started]] = {}
         self._acks: dict[str, list[TaskRef]] = {}
         self._next_ack_flush = 0.0
         self._touched: set[str] = set()
@@ -555,6 +558,9 @@ class Scheduler:
         rec.move("running", now, f"assigned to {target.node_id}")
         self._hold(rec, target.node_id, now)
         payload = piped_payload(rec.spec, self.jobs[rec.job_id].committed)
+        if self.jobs[rec.job_id].spec.kind == "dag":
+            started = Started(rec.task_id, rec.attempt, target.node_id)
+            self._started.setdefault(rec.job_id, []).append(started)
         self._outbox.setdefault(target.node_id, []).append(
             Assignment(
                 rec.task_id,
@@ -785,8 +791,14 @@ class Scheduler:
             for acks in (self._acks.pop(node, ()),)
         ]
         effects.extend(self._effects)
+        # A workflow run's steps are shown running as they start (one event per job per drain).
+        effects.extend(
+            Publish(f"job/{job_id}/events", TasksStarted(job_id, tuple(started)), epoch=self.epoch)
+            for job_id, started in self._started.items()
+        )
         self._effects = []
         self._outbox = {}
+        self._started = {}
         return effects
 
     def validate(self, everything: bool = False) -> None:

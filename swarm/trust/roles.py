@@ -63,6 +63,7 @@ NODE_MESSAGES: frozenset[str] = frozenset(
         "job_state",
         "job_accepted",
         "job_rejected",
+        "tasks_started",
         "tasks_reply",
         "quota_reply",
         "sync",

@@ -9,7 +9,7 @@ import pytest
 from swarm.core.events import Publish
 from swarm.core.scheduler import Scheduler
 from swarm.errors import InvalidSpec
-from swarm.messages import Assign, Inflow, SubmitJob, TaskResult, TaskSpec, TaskUpdate
+from swarm.messages import Assign, Inflow, Started, SubmitJob, TaskResult, TaskSpec, TasksStarted, TaskUpdate
 from swarm.workflow.gate import combined_state, decide
 from tests.unit.test_scheduler import assigned, commits, member, place, sched
 
@@ -171,3 +171,12 @@ def test_reserved_job_ids_are_refused() -> None:
 
     with pytest.raises(InvalidSpec, match="reserved"):
         check_job(SubmitJob("_artifacts", (TaskSpec("a", "echo", {}),)))
+
+
+def test_a_workflow_runs_steps_are_announced_as_they_start() -> None:
+    s = sched()
+    s.on_submit(SubmitJob("r", (step("r.a"), step("r.b", edge("r.a"))), kind="dag"), 0.0)
+    s.on_submit(SubmitJob("plain", (TaskSpec("plain.t", "echo", {}),)), 0.0)
+    place(s, [member("w1", slots=8)], 0.0)
+    events = [e.body for e in s.drain(0.0) if isinstance(e, Publish) and isinstance(e.body, TasksStarted)]
+    assert events == [TasksStarted("r", (Started("r.a", 1, "w1"),))]  # the plain job says nothing
