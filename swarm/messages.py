@@ -17,6 +17,7 @@ __all__ = [
     "BODY_TYPES",
     "PRIORITIES",
     "TERMINAL_STATES",
+    "Amend",
     "ArtifactPublished",
     "Assign",
     "Assignment",
@@ -422,6 +423,19 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Amend:
+    """To the coordinator, from the node whose API took the request: change a running job (a workflow
+    run) by skipping tasks not started yet and adding tasks, on behalf of `by` with `role`."""
+
+    TAG: ClassVar[str] = "amend"
+    job_id: Id
+    skip: tuple[Id, ...] = ()
+    add: tuple[TaskSpec, ...] = ()
+    by: str = ""
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TasksQuery:
     """Client -> `coord/in`: list tasks; the answer goes to the sender's inbox."""
 
@@ -581,6 +595,7 @@ Body = (
     | Commit
     | JobState
     | Cancel
+    | Amend
     | TasksQuery
     | TasksReply
     | Sync
@@ -612,6 +627,7 @@ BODY_TYPES: dict[str, type[Any]] = {
         Commit,
         JobState,
         Cancel,
+        Amend,
         TasksQuery,
         TasksReply,
         Sync,

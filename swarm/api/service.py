@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
 from swarm.api.auth import ApiUser
@@ -28,6 +28,7 @@ from swarm.api.runs import final_run_state, node_row, step_of
 from swarm.core.node import EVERY_HEARTBEAT
 from swarm.errors import InvalidSpec
 from swarm.messages import (
+    Amend,
     ArtifactPublished,
     Body,
     Cancel,
@@ -62,9 +63,9 @@ from swarm.workflow.allocation import (
     plan_allocation,
 )
 from swarm.workflow.analysis import StepEstimate, analyze_flow
-from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run
+from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run, step_task_ids
 from swarm.workflow.insights import Sample, duration_stats, suggest
-from swarm.workflow.model import DagDefinition, DefinitionError, parse_definition, runtime_family
+from swarm.workflow.model import DagDefinition, DagNode, DefinitionError, parse_definition, runtime_family
 from swarm.workflow.schedules import Scheduled, check_schedule, due_runs
 from swarm.workflow.standards import TaskStandard, parse_standard, with_standards
 from swarm.workflow.validate import ClusterView, MemberView, NodeHistory, validate
@@ -135,6 +136,8 @@ class _Run:
     cancelled: bool = False
     #: Whether the history already shows the run RUNNING.
     running: bool = False
+    #: The capability token of the run's data (known where the run was started: added steps share it).
+    data_token: str = ""
 
 
 class WorkflowService:
@@ -543,6 +546,8 @@ class WorkflowService:
         if slot is not None:
             self._unconfirmed[job.job_id] = (started, job, now)
         await self._follow(started)
+        if job.job_id in self._runs:
+            self._runs[job.job_id].data_token = token
         return {
             "runId": job.job_id,
             "dagId": dag_id,
@@ -579,8 +584,64 @@ class WorkflowService:
         return {**run, "cancelRequested": True}
 
     async def modify_run(self, run_id: str, body: Json, user: ApiUser) -> Json:
-        """Not available yet: a run's steps are fixed when it starts."""
-        raise Conflict("modifying a running DAG is not supported yet; cancel it and start a new version")
+        """Change a running run: `{"skip": [nodeId, ...], "add": {"nodes": [...], "edges": [...]}}`.
+        Skipped steps must not have started; added steps are seed-shaped nodes, and added edges may only
+        lead into added steps (a started step's inputs cannot change). The coordinator applies it, or
+        refuses it (logged) when a step started meanwhile."""
+        run = self._runs.get(run_id)
+        if run is None:
+            raise Conflict(f"run {run_id!r} is not running here (finished, or unknown to this node)")
+        if run.started.submitted_by not in ("", user.id) and not allowed(user.role, "cancel_any"):
+            raise Forbidden(f"{user.id} may not change run {run_id} of {run.started.submitted_by}")
+        definition = run.definition
+        skip: list[str] = []
+        for i, node_id in enumerate(body.get("skip") or ()):
+            if not definition.has_node(node_id):
+                raise NotFound(f"run {run_id} has no step {node_id!r}", path=f"skip[{i}]")
+            if node_id in run.states:
+                raise Conflict(f"step {node_id} already ended ({run.states[node_id]})", path=f"skip[{i}]")
+            skip.extend(step_task_ids(run_id, definition.node(node_id)))
+        added, amended = await self._added_steps(run, body.get("add") or {}, user)
+        job = SubmitJob(run_id, (), submitted_by=user.id, role=user.role)
+        if added:
+            token = run.data_token or secrets.token_urlsafe(24)
+            request = RunRequest(run_id, {}, user.id, user.role, user.team, "amend", token)
+            new = {n.node_id for n in added}
+            tasks = compile_run(amended, request, self._resolve).tasks
+            job = replace(job, tasks=tuple(t for t in tasks if step_of(amended, run_id, t.task_id)[0] in new))
+            run.definition = amended
+        self._node.publish("coord/in", Amend(run_id, tuple(skip), job.tasks, user.id, user.role))
+        return {
+            "runId": run_id,
+            "skipRequested": sorted(body.get("skip") or ()),
+            "added": sorted(n.node_id for n in added),
+        }
+
+    async def _added_steps(self, run: _Run, add: Json, user: ApiUser) -> tuple[list[DagNode], DagDefinition]:
+        """The steps `add` defines, and the run's definition with them, checked like a definition."""
+        nodes, edges = add.get("nodes") or [], add.get("edges") or []
+        if not nodes:
+            if edges:
+                raise DefinitionError("add.edges", "edges may only lead into added steps")
+            return [], run.definition
+        merged = run.definition.to_json()
+        merged["nodes"] = [*merged["nodes"], *nodes]
+        merged["edges"] = [*merged.get("edges", []), *edges]
+        amended = parse_definition(merged)
+        new = {str(n.get("nodeId")) for n in nodes if isinstance(n, dict)}
+        for i, edge in enumerate(amended.edges[len(run.definition.edges) :]):
+            if edge.target not in new:
+                raise DefinitionError(f"add.edges[{i}].to", "edges may only lead into added steps")
+        await self.need_members()
+        result = validate(amended, await self._standards(), self._cluster_view(), None)
+        if not result.is_valid:
+            first = result.errors[0]
+            raise DefinitionError(f"add.nodes[{first.node_id}]", first.message)
+        added = [amended.node(node_id) for node_id in sorted(new)]
+        families = {runtime_family(n.task.runtime) for n in added}
+        if families & _CODE_RUNTIMES and not allowed(user.role, "run_code"):
+            raise Forbidden(f"the added steps run code; role {user.role!r} lacks the run_code permission")
+        return added, amended
 
     async def allocate(self, body: Json, user: ApiUser) -> Json:
         """Seed 004's allocation: choose a live member for each step named (`swarm.workflow.allocation`,

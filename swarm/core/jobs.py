@@ -28,6 +28,7 @@ TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
         ("queued", "running"),
         ("queued", "failed"),
         ("queued", "cancelled"),
+        ("queued", "skipped"),
         ("running", "queued"),
         ("running", "done"),
         ("running", "failed"),

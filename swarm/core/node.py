@@ -53,6 +53,7 @@ from swarm.core.scheduler import Scheduler, TaskValidator
 from swarm.core.worker import REPORT_EVERY, Worker
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
+    Amend,
     Assign,
     Cancel,
     CancelAttempt,
@@ -283,7 +284,7 @@ class NodeMachine:
                 self.worker.on_assign(body)
             case CancelAttempt(task_id, attempt):
                 self.worker.on_cancel(task_id, attempt)
-            case Results() | WorkerReport() | Cancel() | TasksQuery() | QuotaQuery():
+            case Results() | WorkerReport() | Cancel() | Amend() | TasksQuery() | QuotaQuery():
                 self._on_coordinator_message(env, now)
             case Sync(ref) if env.sender == self.node_id:
                 self._on_synced(ref, now)
@@ -318,7 +319,9 @@ class NodeMachine:
                     return f"not from the coordinator of epoch {election.epoch}"
             case SubmitJob(job_id) if topic != f"job/{job_id}/spec":
                 return f"the spec of job {job_id} on another topic"
-            case Results() | WorkerReport() | Cancel() | TasksQuery() | QuotaQuery() if topic != "coord/in":
+            case Results() | WorkerReport() | Cancel() | Amend() | TasksQuery() | QuotaQuery() if (
+                topic != "coord/in"
+            ):
                 return "a coordinator request off coord/in"
             case Sync() if sender != self.node_id:
                 return "a sync from another node"
@@ -337,6 +340,11 @@ class NodeMachine:
             case Cancel(target, by, role):
                 refusal = scheduler.on_cancel(target, by, role, now)
                 if refusal is not None:
+                    self._reply(env, ErrorReply(env.msg_id, refusal))
+            case Amend():
+                refusal = scheduler.on_amend(env.body, now)
+                if refusal is not None:
+                    log.warning("refused to amend job %s: %s", env.body.job_id, refusal)
                     self._reply(env, ErrorReply(env.msg_id, refusal))
             case TasksQuery(limit, job_id):
                 self._reply(env, scheduler.on_tasks_query(limit, job_id, env.msg_id))

@@ -64,6 +64,7 @@ from swarm.errors import InvalidSpec
 from swarm.messages import (
     PRIORITIES,
     TERMINAL_STATES,
+    Amend,
     Assign,
     Assignment,
     CancelAttempt,
@@ -209,10 +210,19 @@ class Scheduler:
         self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
 
     def _add_job(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float, announce: bool) -> None:
-        tasks = {spec.task_id: TaskRecord(spec, job.job_id, "waiting") for spec in job.tasks}
         # Adopted commits are published again under this epoch, which late joiners' gates accept.
-        record = JobRecord(job, tasks, committed=dict(committed), unpublished=list(committed.values()))
+        record = JobRecord(job, {}, committed=dict(committed), unpublished=list(committed.values()))
         self.jobs[job.job_id] = record
+        if announce:
+            self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
+        self._add_tasks(record, job.tasks, now)
+
+    def _add_tasks(self, record: JobRecord, specs: Iterable[TaskSpec], now: float) -> None:
+        """Track `specs` as tasks of `record` (a new job's, or those an amendment adds): wire them to
+        their predecessors and start, gate or fail those whose predecessors are final already."""
+        committed = record.committed
+        tasks = {spec.task_id: TaskRecord(spec, record.spec.job_id, "waiting") for spec in specs}
+        record.tasks.update(tasks)
         self.tasks.update(tasks)
         for rec in tasks.values():
             if rec.task_id in committed:
@@ -226,9 +236,7 @@ class Scheduler:
                 if d not in committed or (not gated and committed[d].state != "done")
             }
             for dep in rec.spec.after:
-                tasks[dep].dependents.append(rec.task_id)
-        if announce:
-            self._publish_event(job.job_id, JobAccepted(job.job_id, len(tasks)))
+                record.tasks[dep].dependents.append(rec.task_id)
         for rec in tasks.values():
             if rec.state != "waiting":
                 continue
@@ -241,7 +249,49 @@ class Scheduler:
             elif not rec.waiting_on:
                 self._enqueue(rec, now, "ready")
         if record.finished:
-            self._finished_jobs.add(job.job_id)
+            self._finished_jobs.add(record.spec.job_id)
+
+    def on_amend(self, amend: Amend, now: float) -> str | None:
+        """Change a running job: skip tasks not started yet, add tasks (workflow steps added to a run);
+        the reason when nothing was changed. The amended spec is published as the job's retained spec,
+        so a successor coordinator adopts the job as amended."""
+        job = self.jobs.get(amend.job_id)
+        if job is None:
+            return f"no running job {amend.job_id!r}"
+        owner = job.spec.submitted_by
+        if amend.by != owner and not allowed(amend.role, "cancel_any"):
+            return f"{amend.by or 'this sender'} may not change job {amend.job_id} of {owner}"
+        for task_id in amend.skip:
+            rec = job.tasks.get(task_id)
+            if rec is None or rec.state not in ("waiting", "queued"):
+                state = "unknown" if rec is None else rec.state
+                return f"cannot skip {task_id}: only a task not started yet can be skipped (it is {state})"
+        amended = replace(job.spec, tasks=(*job.spec.tasks, *amend.add))
+        refusal = self._amend_refusal(amended, amend.add)
+        if refusal is not None:
+            return refusal
+        for task_id in amend.skip:
+            self._finish(job.tasks[task_id], "skipped", now, error="skipped by request")
+        if amend.add:
+            job.spec = amended
+            self._add_tasks(job, amend.add, now)
+            spec = Publish(f"job/{amend.job_id}/spec", amended, epoch=self.epoch, retain=True)
+            self._effects.append(spec)
+        self._count("amendments")
+        return None
+
+    def _amend_refusal(self, amended: SubmitJob, added: Iterable[TaskSpec]) -> str | None:
+        try:
+            check_job(amended)
+        except InvalidSpec as exc:
+            return str(exc)
+        for spec in added:
+            if spec.task_id in self.tasks:
+                return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
+            why = self._validator(spec)
+            if why is not None:
+                return f"task {spec.task_id!r}: {why}"
+        return permission_refusal(amended)
 
     # --- results and reports ------------------------------------------------------------------------
 

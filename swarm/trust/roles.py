@@ -64,6 +64,7 @@ NODE_MESSAGES: frozenset[str] = frozenset(
         "job_accepted",
         "job_rejected",
         "tasks_started",
+        "amend",
         "tasks_reply",
         "quota_reply",
         "sync",

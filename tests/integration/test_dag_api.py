@@ -249,6 +249,48 @@ def test_large_outputs_pass_between_steps_on_the_data_plane(trio: Cluster) -> No
     assert steps["consume"]["bytesIn"] == 400_002
 
 
+def test_a_running_dag_is_modified_and_its_steps_show_running(trio: Cluster) -> None:
+    apis = _apis(trio)
+    swarm = {"runtime": "SWARM"}
+    dag = {
+        "dagId": "modified",
+        "version": "1.0.0",
+        "nodes": [
+            {"nodeId": "slow", "taskDefinition": {**swarm, "entrypoint": "sleep", "params": {"seconds": 2}}},
+            {"nodeId": "kept", "taskDefinition": {**swarm, "entrypoint": "echo"}},
+            {"nodeId": "dropped", "taskDefinition": {**swarm, "entrypoint": "echo"}},
+        ],
+        "edges": [{"from": "slow", "to": "kept"}, {"from": "slow", "to": "dropped"}],
+    }
+    api = apis[0]
+    assert api.call("POST", "/api/v1/dag/define", dag)[0] == 201
+    code, started = api.call("POST", "/api/v1/dags/modified/runs", {})
+    assert code == 202, started
+    run_id = started["runId"]
+    deadline = time.monotonic() + 10
+    while True:  # the first step shows RUNNING before it ends
+        run = api.call("GET", f"/api/v1/runs/{run_id}")[1]
+        if any(n["nodeId"] == "slow" and n["state"] == "RUNNING" for n in run["nodes"]):
+            break
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+    added = {
+        "nodeId": "added",
+        "taskDefinition": {**swarm, "entrypoint": "echo", "params": {"message": "new"}},
+    }
+    change = {"skip": ["dropped"], "add": {"nodes": [added], "edges": [{"from": "slow", "to": "added"}]}}
+    code, answer = api.call("PATCH", f"/api/v1/runs/{run_id}", change)
+    assert code == 200 and answer["added"] == ["added"], answer
+    code, refused = api.call(
+        "PATCH", f"/api/v1/runs/{run_id}", {"add": {"nodes": [], "edges": [{"from": "slow", "to": "kept"}]}}
+    )
+    assert code == 400 and refused["path"] == "add.edges", refused
+    run = _wait_run(api, run_id)
+    states = {n["nodeId"]: n["state"] for n in run["nodes"]}
+    assert states == {"slow": "SUCCESS", "kept": "SUCCESS", "dropped": "SKIPPED", "added": "SUCCESS"}, run
+    assert next(n for n in run["nodes"] if n["nodeId"] == "added")["output"] == {"message": "new"}
+
+
 def test_bad_definitions_get_the_field_path_and_the_node_keeps_serving(trio: Cluster) -> None:
     api = _apis(trio)[0]
     bad = json.loads(json.dumps(DAG))

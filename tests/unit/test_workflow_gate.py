@@ -9,7 +9,17 @@ import pytest
 from swarm.core.events import Publish
 from swarm.core.scheduler import Scheduler
 from swarm.errors import InvalidSpec
-from swarm.messages import Assign, Inflow, Started, SubmitJob, TaskResult, TaskSpec, TasksStarted, TaskUpdate
+from swarm.messages import (
+    Amend,
+    Assign,
+    Inflow,
+    Started,
+    SubmitJob,
+    TaskResult,
+    TaskSpec,
+    TasksStarted,
+    TaskUpdate,
+)
 from swarm.workflow.gate import combined_state, decide
 from tests.unit.test_scheduler import assigned, commits, member, place, sched
 
@@ -180,3 +190,24 @@ def test_a_workflow_runs_steps_are_announced_as_they_start() -> None:
     place(s, [member("w1", slots=8)], 0.0)
     events = [e.body for e in s.drain(0.0) if isinstance(e, Publish) and isinstance(e.body, TasksStarted)]
     assert events == [TasksStarted("r", (Started("r.a", 1, "w1"),))]  # the plain job says nothing
+
+
+def test_a_running_job_is_amended_skipping_unstarted_steps_and_adding_new_ones() -> None:
+    s = sched()
+    tasks = (step("r.a"), step("r.b", edge("r.a")), step("r.c", edge("r.a")))
+    s.on_submit(SubmitJob("r", tasks, kind="dag", submitted_by="u1"), 0.0)
+    place(s, [member("w1", slots=8)], 0.0)
+    s.drain(0.0)  # r.a runs now
+    added = step("r.d", edge("r.a", x="v"))
+    assert s.on_amend(Amend("r", ("r.a",), (), "u1", "submitter"), 0.1) is not None  # started already
+    assert s.on_amend(Amend("r", ("r.c",), (), "u2", "submitter"), 0.1) is not None  # not the owner's
+    assert s.on_amend(Amend("r", ("r.c",), (added,), "u1", "submitter"), 0.1) is None
+    effects = s.drain(0.1)
+    assert commits(effects) == {"r.c": "skipped"}
+    (spec,) = [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, SubmitJob)]
+    assert [t.task_id for t in spec.tasks] == ["r.a", "r.b", "r.c", "r.d"]  # durable for a successor
+    s.on_results("w1", [result("r.a", v=5)], 1.0)
+    run = run_to_end(s, {"r.b": result("r.b"), "r.d": result("r.d")}, now=1.0)
+    assert run.states == {"r.a": "done", "r.b": "done", "r.d": "done"}
+    assert run.payloads["r.d"]["inputs"] == {"x": 5}
+    assert s.on_amend(Amend("r", (), (step("r.e"),), "u1", "submitter"), 9.0) is not None  # finished
