@@ -22,8 +22,15 @@ or the slowest one's name). Everything here is a pure function of samples; nothi
   computed by re-running `analyze_flow` with the step's parallelism raised (work conserved: per-shard
   duration scales down by p/p'); suggested only when the estimated makespan drops by at least
   `min_gain_ratio` (10 %). RIGHTSIZE_CPU / RIGHTSIZE_MEMORY when use < 50 % of the request;
-  INVESTIGATE_FAILURES when the success rate < 90 %; SLOW_DEVICE when one device's mean duration for a
-  step exceeds 1.5x the mean on the other devices. Statistics need `min_runs` (5) runs before they count.
+  INVESTIGATE_FAILURES when the success rate < 90 %. SLOW_DEVICE pools the steps: each recent run of a
+  step is measured against that step's usual duration (its 25th percentile, a baseline a slowdown of
+  part of its history does not move), and a device whose recent runs take a median 1.5x their steps'
+  usual time, while the cluster's median ratio stays near 1, is slow; every step that ran on it at least
+  twice recently, at 1.5x or more, gets the suggestion. Comparing a step's devices with each other
+  instead finds nothing when, as in a small swarm, a step keeps running on the same device. Statistics
+  need `min_runs` (5) runs before they count.
+- `alerts`: every run's anomaly against the runs before it, leaving alerted runs out of the baseline (a
+  baseline that absorbs anomalies stops seeing them after two or three).
 - Scores: `suggestion_accuracy` returns precision, recall and F1 of (node, action) pairs against the
   injected faults; the seed's "suggestion accuracy" figure is the F1 (precision alone would reward
   saying nothing). `anomaly_scores` returns precision and recall of (run, node) alerts; the seed's
@@ -36,7 +43,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from swarm.workflow.analysis import StepEstimate, analyze_flow
@@ -48,6 +55,7 @@ __all__ = [
     "Score",
     "Stats",
     "Suggestion",
+    "alerts",
     "anomaly_scores",
     "detect_anomalies",
     "duration_stats",
@@ -99,7 +107,10 @@ class Stats:
     requested_cpu: float = 0.0
     requested_memory_mb: float = 0.0
     peak_memory_mb: float = 0.0
-    device_means: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    #: The step's usual duration: the 25th percentile of its successful runs.
+    usual: float = 0.0
+    #: (device, duration) of the last `window` runs that name a device, oldest first.
+    recent_devices: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +168,6 @@ def _stats(node: str, runs: list[Sample], window: int) -> Stats:
     basis = ok or runs
     durations = sorted(s.duration_s for s in basis)
     recent = basis[-window:]
-    devices: dict[str, list[float]] = defaultdict(list)
-    for s in basis:
-        if s.device:
-            devices[s.device].append(s.duration_s)
     cpu_capacity = sum(s.duration_s * s.requested_cpu * s.parallelism for s in recent if s.cpu_s > 0)
     cpu_used = sum(s.cpu_s for s in recent if s.cpu_s > 0)
     mem = [s for s in recent if s.peak_memory_mb > 0 and s.requested_memory_mb > 0]
@@ -179,7 +186,8 @@ def _stats(node: str, runs: list[Sample], window: int) -> Stats:
         requested_cpu=last.requested_cpu,
         requested_memory_mb=last.requested_memory_mb,
         peak_memory_mb=max((s.peak_memory_mb for s in recent), default=0.0),
-        device_means={d: (statistics.fmean(xs), len(xs)) for d, xs in sorted(devices.items())},
+        usual=_percentile(durations, 0.25),
+        recent_devices=tuple((s.device, s.duration_s) for s in recent if s.device),
     )
 
 
@@ -246,6 +254,7 @@ def suggest(
         if st.count >= min_runs:
             out.extend(_resources(node, st))
             out.extend(_reliability(node, st))
+    out.extend(_slow_devices(stats, min_runs))
     out.sort(key=lambda s: (-s.expected_gain_s, s.action, s.node_id))
     return out
 
@@ -260,8 +269,10 @@ def _parallelism(
     candidates: int,
 ) -> list[Suggestion]:
     # Measured wall time replaces the declared estimate; it includes the waves, so divide them back out.
+    # The usual duration (25th percentile), not the mean: a slow device or a few slow runs are no reason
+    # to split a step.
     measured = [
-        replace(s, duration_s=stats[s.node_id].mean / math.ceil(s.parallelism / slots))
+        replace(s, duration_s=stats[s.node_id].usual / math.ceil(s.parallelism / slots))
         if s.node_id in stats and stats[s.node_id].count >= min_runs
         else s
         for s in steps
@@ -317,18 +328,78 @@ def _reliability(node: str, st: Stats) -> list[Suggestion]:
         failed = round(st.count * (1 - st.success_rate))
         message = f"{failed} of its last {st.count} runs failed ({st.success_rate:.0%} success)"
         out.append(Suggestion(node, message, "INVESTIGATE_FAILURES"))
-    for device, (mean, count) in st.device_means.items():
-        others = [(m, c) for d, (m, c) in st.device_means.items() if d != device]
-        other_count = sum(c for _, c in others)
-        if count < 2 or other_count < 2:
+    return out
+
+
+SLOW_RATIO = 1.5
+
+
+def _slow_devices(stats: Mapping[str, Stats], min_runs: int) -> list[Suggestion]:
+    """SLOW_DEVICE (see the module docstring): a step's runs on one device against its runs elsewhere,
+    or, where it ran nowhere else, against its usual time, when other steps slowed down there too."""
+    found: dict[tuple[str, str], tuple[float, float]] = {}  # (step, device) -> (factor, seconds lost)
+    ratios: dict[str, list[tuple[str, float, float]]] = defaultdict(list)  # device -> (step, ratio, s)
+    for node, st in stats.items():
+        if st.count < min_runs or st.usual <= 0:
             continue
-        other_mean = sum(m * c for m, c in others) / other_count
-        if other_mean > 0 and mean > 1.5 * other_mean:
-            message = (
-                f"runs on {device} take {mean / other_mean:.1f}x as long as elsewhere "
-                f"({mean:.1f}s vs {other_mean:.1f}s); check or avoid that device"
+        on: dict[str, list[float]] = defaultdict(list)
+        for device, duration in st.recent_devices:
+            on[device].append(duration)
+            ratios[device].append((node, duration / st.usual, duration - st.usual))
+        for device, there in on.items():
+            elsewhere = [x for d, xs in on.items() if d != device for x in xs]
+            if len(there) >= 2 and len(elsewhere) >= 2:
+                mean, other = statistics.fmean(there), statistics.fmean(elsewhere)
+                if other > 0 and mean >= SLOW_RATIO * other:
+                    found[(node, device)] = (mean / other, mean - other)
+    for device, runs in ratios.items():
+        # Against the other devices' runs: the slow device may be the one that ran most of the work.
+        others = [r for d, rs in ratios.items() if d != device for _, r, _ in rs]
+        typical = statistics.median(others) if others else 1.0
+        if len(runs) < 2 or statistics.median(r for _, r, _ in runs) < SLOW_RATIO * typical:
+            continue
+        count: dict[str, int] = defaultdict(int)
+        slow: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for node, ratio, lost in runs:
+            count[node] += 1
+            if ratio >= SLOW_RATIO * typical:
+                slow[node].append((ratio, lost))
+        for node, seen in slow.items():
+            # One slow run is enough once the step ran there twice: the device, not the run, is slow.
+            if count[node] >= 2 and (node, device) not in found:
+                found[(node, device)] = (
+                    statistics.median(r for r, _ in seen),
+                    statistics.fmean(x for _, x in seen),
+                )
+    return [
+        Suggestion(
+            node,
+            f"its runs on {device} take {factor:.1f}x as long as elsewhere or as usual: check or avoid it",
+            "SLOW_DEVICE",
+            lost,
+        )
+        for (node, device), (factor, lost) in sorted(found.items())
+    ]
+
+
+def alerts(samples: Iterable[Sample], variance: float = 0.3, *, min_slack_s: float = 2.0) -> list[Alert]:
+    """Each run's alert, if any, against the earlier runs of its step that were not alerted on."""
+    by_node: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_node[s.node_id].append(s)
+    out: list[Alert] = []
+    for node, runs in sorted(by_node.items()):
+        normal: list[Sample] = []
+        for s in sorted(runs, key=lambda s: s.started_at):
+            alert = (
+                detect_anomalies(_stats(node, normal, len(normal)), s, variance, min_slack_s=min_slack_s)
+                if normal
+                else None
             )
-            out.append(Suggestion(node, message, "SLOW_DEVICE", mean - other_mean))
+            if alert is None:
+                normal.append(s)
+            else:
+                out.append(alert)
     return out
 
 

@@ -191,7 +191,7 @@ def test_utilisation_and_devices() -> None:
     st = duration_stats(samples)["n"]
     assert st.cpu_utilization == pytest.approx(0.2)
     assert st.memory_utilization == pytest.approx(0.25)
-    assert st.device_means == {"x": (10.0, 2), "y": (10.0, 2)}
+    assert st.recent_devices == (("x", 10), ("y", 10), ("x", 10), ("y", 10)) and st.usual == 10
     assert duration_stats([run(0)])["n"].cpu_utilization is None
 
 
