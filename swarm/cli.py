@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--no-embedded-broker", action="store_true", help="never start a broker")
     join.add_argument("--api", metavar="HOST:PORT", help="where the HTTP API listens (default 127.0.0.1:0)")
     join.add_argument("--no-api", action="store_true", help="serve no HTTP API")
+    join.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label tasks can require")
+    join.add_argument(
+        "--taint", action="append", metavar="KEY=VALUE:EFFECT", help="NoSchedule or PreferNoSchedule"
+    )
 
     status = sub.add_parser("status", help="members, coordinator and epoch")
     _common(status)
@@ -115,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
     add_trust_parsers(sub, _common)
     add_workflow_parsers(sub, _common)
+    from swarm.cockpit.cli import add_cockpit_parser
+
+    add_cockpit_parser(sub, _common)
+    from swarm.demo.sales import add_demo_parser
+
+    add_demo_parser(sub, _common)
     return parser
 
 
@@ -154,6 +164,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     flags: dict[str, Any] = {"broker": args.broker, "cluster": args.cluster}
     if args.command == "join":
         flags.update(name=args.name, data_dir=args.data_dir, slots=args.slots, role=args.role)
+        flags.update(labels=args.label, taints=args.taint)
         if args.no_embedded_broker:
             flags["embedded_broker"] = False
         flags["api"] = "" if args.no_api else args.api
@@ -161,6 +172,14 @@ async def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.config, **flags)
     if args.command in TRUST_COMMANDS or (args.command == "quota" and args.action in ("set", "unset")):
         return await run_trust_command(args, config, lambda: _client_broker(config, None))
+    if args.command == "demo":
+        from swarm.demo.sales import run_demo_command
+
+        return await run_demo_command(args, config)
+    if args.command == "cockpit":
+        from swarm.cockpit.cli import run_cockpit_command
+
+        return await run_cockpit_command(args, config, lambda known: _client_broker(config, known))
     if args.command in WORKFLOW_COMMANDS:
         return await run_workflow_command(args, config, lambda known: _client_broker(config, known))
     handlers = {"status": _status, "submit": _submit, "tasks": _tasks, "cancel": _cancel, "quota": show_quota}
@@ -177,14 +196,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _client_broker(config: NodeConfig, known: str | None) -> str:
-    if config.broker or known:
-        return config.broker or str(known)
-    from swarm.runtime.discovery import find_broker
+    from swarm.runtime.discovery import resolve_broker
 
-    url = await find_broker(config.cluster, timeout=max(config.mdns_timeout, 3.0))
-    if url is None:
-        raise SwarmError(f"no broker for cluster {config.cluster!r} found over mDNS; give --broker")
-    return url
+    return await resolve_broker(config, known)
 
 
 async def _join(config: NodeConfig, token: str | None) -> int:

@@ -64,7 +64,7 @@ from swarm.workflow.allocation import (
 )
 from swarm.workflow.analysis import StepEstimate, analyze_flow
 from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run, step_task_ids
-from swarm.workflow.insights import Sample, duration_stats, suggest
+from swarm.workflow.insights import Alert, Sample, alerts, duration_stats, suggest
 from swarm.workflow.model import DagDefinition, DagNode, DefinitionError, parse_definition, runtime_family
 from swarm.workflow.schedules import Scheduled, check_schedule, due_runs
 from swarm.workflow.standards import TaskStandard, parse_standard, with_standards
@@ -386,6 +386,11 @@ class WorkflowService:
         self._emit(
             {"type": "run", "runId": run_id, "dagId": started.dag_id, "state": state, "reason": reason}
         )
+        # Duration anomalies of this run against the DAG's history, for whoever watches.
+        samples = _samples(await asyncio.to_thread(self._history.samples, started.dag_id))
+        for alert in alerts(samples):
+            if alert.run_id == run_id:
+                self._emit({"type": "alert", **_alert_json(alert)})
 
     # --- definitions --------------------------------------------------------------------------------
 
@@ -757,6 +762,7 @@ class WorkflowService:
             },
             "dataFlowAnalysis": flow.to_json(),
             "suggestions": [s.to_json() for s in suggest(estimates, edges, stats, self._slots())],
+            "alerts": [_alert_json(a) for a in alerts(samples)],
         }
 
     # --- artifacts ----------------------------------------------------------------------------------
@@ -921,6 +927,18 @@ class WorkflowService:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
                 queue.put_nowait(None)
+
+
+def _alert_json(alert: Alert) -> Json:
+    return {
+        "runId": alert.run_id,
+        "nodeId": alert.node_id,
+        "kind": alert.kind,
+        "durationS": round(alert.duration_s, 3),
+        "expectedS": round(alert.expected_s, 3),
+        "deviation": round(alert.deviation, 3),
+        "message": alert.message,
+    }
 
 
 def _acyclic(definition: DagDefinition) -> bool:
