@@ -148,6 +148,8 @@ class ApiHost:
             topic, env = await self._feed.get()
             try:
                 await self.service.on_message(topic, env)
+                if self._feed.empty():
+                    await self.service.flush()
             except Exception:
                 log.exception("the workflow service failed on a message on %s; continuing", topic)
 

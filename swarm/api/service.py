@@ -162,6 +162,8 @@ class WorkflowService:
         self._runs: dict[str, _Run] = {}
         self._scheduled: dict[str, Scheduled] = {}
         self._devices_seen: dict[str, tuple[Any, ...]] = {}
+        self._pending_rows: list[Json] = []
+        self._pending_runs: list[tuple[RunStarted, float | None]] = []
         self._members = MemberTable(member_timeout)
         #: When the API last needed every member (None: it does not follow their heartbeats now).
         self._members_used: float | None = None
@@ -205,9 +207,9 @@ class WorkflowService:
                         self._unconfirmed.pop(body.run_id, None)
                     await self._follow(body)
                 case Commit(job_id, updates) if job_id in self._runs:
-                    await asyncio.to_thread(self._record_commits, job_id, updates)
+                    self._record_commits(job_id, updates)
                 case TasksStarted(job_id, started) if job_id in self._runs:
-                    await asyncio.to_thread(self._record_started, job_id, started)
+                    self._record_started(job_id, started)
                 case JobRejected(job_id, reason) if job_id in self._runs:
                     await self._finish(job_id, "FAILED", reason)
                 case JobState(job_id, _, finished) if finished and job_id in self._runs:
@@ -348,14 +350,13 @@ class WorkflowService:
         self._record(run, rows)
 
     def _record(self, run: _Run, rows: list[Json]) -> None:
+        """Queue step executions for the history (`flush` writes them) and tell the stream now."""
         run_id = run.started.run_id
-        self._history.put_nodes(rows)
+        self._pending_rows.extend(rows)
         if not run.running:
             run.running = True
             started = min((r["started_at"] for r in rows if r["started_at"]), default=None)
-            self._history.put_run(
-                run_id, run.started.dag_id, run.started.version, "RUNNING", run.started.at, started_at=started
-            )
+            self._pending_runs.append((run.started, started))
         for row in rows:
             self._emit(
                 {
@@ -369,7 +370,25 @@ class WorkflowService:
                 }
             )
 
+    async def flush(self) -> None:
+        """Write the queued step executions in one transaction. The host calls this whenever its feed
+        of messages runs dry, so under load many commit records share one write; every read of the
+        history flushes first."""
+        rows, runs = self._pending_rows, self._pending_runs
+        if not rows and not runs:
+            return
+        self._pending_rows, self._pending_runs = [], []
+        await asyncio.to_thread(self._write_pending, rows, runs)
+
+    def _write_pending(self, rows: list[Json], runs: list[tuple[RunStarted, float | None]]) -> None:
+        for started, first_step in runs:
+            self._history.put_run(
+                started.run_id, started.dag_id, started.version, "RUNNING", started.at, started_at=first_step
+            )
+        self._history.put_nodes(rows)
+
     async def _finish(self, run_id: str, state: str, reason: str | None) -> None:
+        await self.flush()
         run = self._runs.pop(run_id)
         started = run.started
         await asyncio.to_thread(
@@ -572,10 +591,12 @@ class WorkflowService:
 
     async def get_run(self, run_id: str) -> Json | None:
         """A run with its step executions."""
+        await self.flush()
         return await asyncio.to_thread(self._history.run, run_id)
 
     async def list_runs(self, dag_id: str | None, limit: int, state: str | None) -> list[Json]:
         """The newest runs."""
+        await self.flush()
         return await asyncio.to_thread(self._history.runs, dag_id, limit, state)
 
     async def cancel_run(self, run_id: str, user: ApiUser) -> Json:
