@@ -24,7 +24,13 @@ from swarm.trust.credentials import Credential
 from swarm.workflow.durations import DefinitionError
 from swarm.workflow.model import load_definition
 
-__all__ = ["WORKFLOW_COMMANDS", "add_workflow_parsers", "run_workflow_command"]
+__all__ = [
+    "WORKFLOW_COMMANDS",
+    "add_workflow_parsers",
+    "describe_definition",
+    "discover_api",
+    "run_workflow_command",
+]
 
 WORKFLOW_COMMANDS = frozenset({"dag", "artifact"})
 #: Seconds to listen for heartbeats naming an API before giving up.
@@ -99,7 +105,7 @@ async def run_workflow_command(args: argparse.Namespace, config: NodeConfig, fin
         from swarm.runtime.identity import client_credential
 
         credential = client_credential(config.cluster, args.token)
-        url = args.api or os.environ.get("SWARM_API") or await _discover(config, credential, find_broker)
+        url = args.api or os.environ.get("SWARM_API") or await discover_api(config, credential, find_broker)
         client = ApiClient(url, credential.to_token())
         command = _COMMANDS[(args.command, args.action)]
         return command(client, args)
@@ -115,7 +121,7 @@ async def run_workflow_command(args: argparse.Namespace, config: NodeConfig, fin
         return 1
 
 
-async def _discover(config: NodeConfig, credential: Credential, find_broker: FindBroker) -> str:
+async def discover_api(config: NodeConfig, credential: Credential, find_broker: FindBroker) -> str:
     """The API URL of the first alive member (by id) whose heartbeat names one."""
     import asyncio
 
@@ -179,26 +185,34 @@ def _define(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(answer)
         return 0 if valid else 1
-    print(f"{answer.get('dagId')} {answer.get('version')}: {answer.get('status')}")
+    for line in describe_definition(answer):
+        print(line)
+    return 0 if valid else 1
+
+
+def describe_definition(answer: Json) -> list[str]:
+    """A define answer as lines for people: status, critical path, bottleneck, estimate, parallel
+    sections, then every error, warning, suggestion and field not applied."""
+    lines = [f"{answer.get('dagId')} {answer.get('version')}: {answer.get('status')}"]
     flow = answer.get("dataFlowAnalysis") or {}
     if flow.get("criticalPath"):
-        print(f"  critical path:  {' -> '.join(flow['criticalPath'])}")
+        lines.append(f"  critical path:  {' -> '.join(flow['criticalPath'])}")
     if flow.get("bottleneckNode"):
-        print(f"  bottleneck:     {flow['bottleneckNode']}")
+        lines.append(f"  bottleneck:     {flow['bottleneckNode']}")
     if answer.get("estimatedExecutionTime"):
-        print(f"  estimated time: {answer['estimatedExecutionTime']}")
-    results = answer.get("validationResults", {})
+        lines.append(f"  estimated time: {answer['estimatedExecutionTime']}")
+    for section in flow.get("parallelizableSections") or ():
+        nodes = ", ".join(section.get("nodes", []))
+        lines.append(f"  parallel:       {nodes} (up to {section.get('maxParallelism')})")
+    results = answer.get("validationResults") or {}
     for title in ("errors", "warnings", "suggestions"):
-        items = results.get(title) or []
-        if items:
-            print(f"{title}:")
-        for item in items:
+        for item in results.get(title) or ():
             where = f"{item['nodeId']}: " if item.get("nodeId") else ""
             action = f" [{item['action']}]" if item.get("action") else ""
-            print(f"  {where}{item.get('message')}{action}")
-    for note in answer.get("notApplied") or []:
-        print(f"not applied: {note.get('path')}: {note.get('reason')}")
-    return 0 if valid else 1
+            lines.append(f"  {title[:-1]}: {where}{item.get('message')}{action}")
+    for note in answer.get("notApplied") or ():
+        lines.append(f"  not applied: {note.get('path')}: {note.get('reason')}")
+    return lines
 
 
 def _dag_list(client: ApiClient, args: argparse.Namespace) -> int:

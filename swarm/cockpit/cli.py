@@ -45,11 +45,11 @@ async def run_cockpit_command(
 ) -> int:
     """Print the cockpit URL (and open it with `--open`); the exit status."""
     from swarm.runtime.identity import client_credential
-    from swarm.workflowcli import _discover
+    from swarm.workflowcli import discover_api
 
     try:
         credential = client_credential(config.cluster, args.token)
-        api = args.api or os.environ.get("SWARM_API") or await _discover(config, credential, find_broker)
+        api = args.api or os.environ.get("SWARM_API") or await discover_api(config, credential, find_broker)
     except (SwarmError, TimeoutError, OSError) as exc:
         print(f"swarm: {exc}", file=sys.stderr)
         return 1

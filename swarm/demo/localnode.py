@@ -103,28 +103,13 @@ class LocalNode:
 async def cluster_api(config: NodeConfig, token: str | None) -> tuple[str, str] | None:
     """(API URL, token) of an alive member of the configured cluster, or None when this machine has no
     credential for it or no member serves an API within a few seconds."""
-    import asyncio
-
-    from swarm.runtime.client import SwarmClient
-    from swarm.runtime.discovery import find_broker
-    from swarm.runtime.identity import broker_login, client_credential
+    from swarm.runtime.discovery import resolve_broker
+    from swarm.runtime.identity import client_credential
+    from swarm.workflowcli import discover_api
 
     try:
         credential = client_credential(config.cluster, token)
-    except SwarmError:
-        return None
-    broker = config.broker or credential.broker_url or await find_broker(config.cluster, timeout=3.0)
-    if not broker:
-        return None
-    login = broker_login(config, credential)
-    try:
-        async with SwarmClient(broker, credential, login=login, max_bytes=config.max_message_bytes) as client:
-            await client.watch_members(0.5)
-            for _ in range(30):
-                for view in sorted(client.members.values(), key=lambda v: v.node_id):
-                    if view.state == "alive" and view.heartbeat is not None and view.heartbeat.api:
-                        return str(view.heartbeat.api), credential.to_token()
-                await asyncio.sleep(0.1)
+        url = await discover_api(config, credential, lambda known: resolve_broker(config, known))
     except (SwarmError, OSError):
         return None
-    return None
+    return url, credential.to_token()

@@ -48,6 +48,7 @@ from swarm.demo.salesdag import (
 )
 from swarm.errors import SwarmError
 from swarm.runtime.artifacts import pack
+from swarm.workflowcli import describe_definition
 
 __all__ = ["DemoOptions", "DemoResult", "add_demo_parser", "run_demo", "run_demo_command"]
 
@@ -195,7 +196,8 @@ def run_demo(
     say("3. DAG definition (POST /api/v1/dag/define)")
     definition = build_definition(options.shards, steps_id, jar_id)
     defined = client.define(definition)
-    _print_definition(defined, say)
+    for line in describe_definition(defined):
+        say("  " + line)
     if not defined.get("validationResults", {}).get("isValid"):
         raise SwarmError(f"the demo DAG was refused: {defined.get('validationResults')}")
 
@@ -264,30 +266,6 @@ def _result(run: Json, defined: Json, jvm: bool) -> DemoResult:
         run=run,
         jvm_used=jvm,
     )
-
-
-def _print_definition(defined: Json, say: Callable[[str], None]) -> None:
-    say(f"   {defined.get('dagId')} {defined.get('version')}: {defined.get('status')}")
-    flow = defined.get("dataFlowAnalysis") or {}
-    if flow.get("criticalPath"):
-        say(f"   critical path:  {' -> '.join(flow['criticalPath'])}")
-    if flow.get("bottleneckNode"):
-        say(f"   bottleneck:     {flow['bottleneckNode']}")
-    if defined.get("estimatedExecutionTime"):
-        say(f"   estimated time: {defined['estimatedExecutionTime']}")
-    for section in flow.get("parallelizableSections") or ():
-        say(
-            f"   parallel:       {', '.join(section.get('nodes', []))}"
-            f" (up to {section.get('maxParallelism')})"
-        )
-    results = defined.get("validationResults") or {}
-    for title in ("errors", "warnings", "suggestions"):
-        for item in results.get(title) or ():
-            where = f"{item['nodeId']}: " if item.get("nodeId") else ""
-            action = f" [{item['action']}]" if item.get("action") else ""
-            say(f"   {title[:-1]}: {where}{item.get('message')}{action}")
-    for note in defined.get("notApplied") or ():
-        say(f"   not applied: {note.get('path')}: {note.get('reason')}")
 
 
 def _print_results(result: DemoResult, say: Callable[[str], None]) -> None:
