@@ -7,13 +7,26 @@ import { createApi } from "./api.js";
 import { canSubmit, forgetToken, storeToken, takeToken, tokenIdentity } from "./auth.js";
 import { layoutDag, randomDag } from "./layout.js";
 import { FINAL_RUN_STATES, RunState, criticalPath, graphFromDefinition } from "./model.js";
+import { paletteCommands } from "./commands.js";
+import { Designer } from "./designer.js";
+import { Palette } from "./palette.js";
+import { artifactsPanel } from "./panels/artifacts.js";
 import { renderDetail, renderTooltip } from "./panels/detail.js";
+import { devicesPanel } from "./panels/devices.js";
+import { historyPanel } from "./panels/history.js";
+import { mapReducePanel } from "./panels/mapreduce.js";
+import { monitorPanel } from "./panels/monitor.js";
 import { mountPanels } from "./panels/registry.js";
 import { runsPanel } from "./panels/runs.js";
+import { suggestionsPanel } from "./panels/suggestions.js";
 import { connectStream } from "./stream.js";
+import { VIEWS, applyView, mountTabs } from "./views.js";
 
-/** The panels on the left, in order (see panels/registry.js to add one). */
-const PANELS = [runsPanel];
+/** The panels on the left, in order (see panels/registry.js to add one); `view` says which tab shows it. */
+const PANELS = [
+  Object.assign(Object.create(runsPanel), { view: "monitor" }),
+  monitorPanel, devicesPanel, suggestionsPanel, historyPanel, mapReducePanel, artifactsPanel,
+];
 const $ = (id) => document.getElementById(id);
 
 class Cockpit {
@@ -40,6 +53,10 @@ class Cockpit {
     this.timings = {};
     this.stream = null;
     this.mounted = false;
+    this.view = "monitor";
+    this.palette = null;
+    this.designer = null;
+    this.definitionShown = null;
   }
 
   on(name, fn) {
@@ -93,15 +110,39 @@ class Cockpit {
     this.identity = await tokenIdentity(this.token);
     this.canSubmit = canSubmit(this.identity?.role ?? null);
     $("who").textContent = this.identity ? `${this.identity.id} · ${this.identity.role}` : "";
-    if (!this.mounted) { mountPanels($("panels"), PANELS, this); this.mounted = true; }
+    if (!this.mounted) { this.mount(); this.mounted = true; }
     this.stream = connectStream(() => this.token, {
       onEvent: (event) => this.onEvent(event),
       onStatus: (status) => { $("conn").textContent = status; $("conn").classList.toggle("live", status === "live"); },
-      onReconnect: () => { this.refreshLists(); if (this.selectedRunId) this.selectRun(this.selectedRunId); },
+      onReconnect: () => { this.refreshLists(); this.emit("reconnect"); if (this.selectedRunId) this.selectRun(this.selectedRunId); },
     });
     await this.refreshLists();
+    this.emit("ready");
     this.ready = true;
   }
+
+  /** The panels, the view tabs, the designer and the command palette (once, after login). */
+  mount() {
+    mountPanels($("panels"), PANELS, this);
+    for (const panel of PANELS) $(`panel-${panel.id}`).dataset.view = panel.view ?? "monitor";
+    mountTabs($("views"), (id) => this.showView(id));
+    this.designer = new Designer($("designer"), this);
+    this.designer.saveButton.disabled = !this.canSubmit;
+    this.palette = new Palette($("palette"), () => this.commands());
+    $("open-palette").addEventListener("click", () => this.palette.open());
+    this.showView(this.view);
+  }
+
+  /** Switch the view (tabs, keys 1-5, the palette); the designer reloads its library when shown. */
+  showView(id) {
+    this.view = applyView(id, { nav: $("views"), panels: $("panels"), designer: $("designer") });
+    if (this.view === "designer") this.designer?.loadLibrary();
+    this.emit("view", this.view);
+    return this.view;
+  }
+
+  /** The command palette's commands (see commands.js). */
+  commands() { return paletteCommands(this, $("detail")); }
 
   async initUniverse() {
     const { Universe, webgl2Available } = await import("./universe.js");
@@ -134,9 +175,18 @@ class Cockpit {
 
   bindKeys() {
     document.addEventListener("keydown", (event) => {
-      if (event.target instanceof HTMLInputElement) return;
+      if ((event.ctrlKey || event.metaKey) && (event.key === "k" || event.key === "K")) {
+        event.preventDefault();
+        if (this.palette?.isOpen) this.palette.close(); else this.palette?.open();
+        return;
+      }
+      const t = event.target;
+      if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t instanceof HTMLSelectElement) return;
+      if (event.ctrlKey || event.metaKey || event.altKey) return;
       if (event.key === "Escape") $("detail").hidden = true;
       if (event.key === "v" || event.key === "V") this.toggleView();
+      const view = VIEWS.find((v) => v.key === event.key);
+      if (view) this.showView(view.id);
     });
   }
 
@@ -159,9 +209,10 @@ class Cockpit {
   async refreshLists() {
     try {
       const [dags, runs] = await Promise.all([this.api.get("/api/v1/dags"), this.api.get("/api/v1/runs?limit=50")]);
+      this.dags = dags.dags;
+      this.runs = runs.runs;
       this.emit("dags", dags.dags);
       this.emit("runs", runs.runs);
-      this.runs = runs.runs;
     } catch (err) {
       this.toast(`cannot list runs: ${err.message}`);
     }
@@ -189,6 +240,7 @@ class Cockpit {
       this.showGraph(definition);
       this.runState = null;
       this.recolour();
+      this.emit("dag", { dagId, version: definition.version, definition });
       $("run-title").textContent = `${dagId} v${definition.version} · defined · following its runs`;
     } catch (err) {
       this.toast(`cannot load ${dagId}: ${err.message}`);
@@ -207,6 +259,7 @@ class Cockpit {
         const definition = await this.definition(run.dagId, run.version);
         this.showGraph(definition);
         this.graphKey = key;
+        this.emit("dag", { dagId: run.dagId, version: run.version, definition });
       }
       this.run = run;
       this.runState = new RunState(this.graph, runId);
@@ -242,6 +295,7 @@ class Cockpit {
       this.runState?.applySnapshot(run);
     }
     renderDetail($("detail"), this.graph, i, run, this.runState ? this.runState.nodeState(i) : "DEFINED");
+    if (this.definitionShown) this.emit("step", { definition: this.definitionShown, nodeId });
   }
 
   hover(x, y) {
@@ -316,6 +370,7 @@ class Cockpit {
     const t1 = performance.now();
     this.graph = graph;
     this.layout = layout;
+    this.definitionShown = definition;
     this.graphKey = `${graph.dagId}@${graph.version}`;
     this.shown = new Array(graph.ids.length).fill(null);
     this.seen = new Map();
@@ -417,6 +472,13 @@ window.__cockpit = {
   startRun: (dagId, params) => cockpit.startRun(dagId, params),
   bench: (n, seed) => cockpit.bench(n, seed),
   setMode: (mode) => { cockpit.universe?.setMode(mode); return cockpit.universe?.mode; },
+  /** Feed events through the page's own stream path (benchmarks: no cluster needed). */
+  inject: (events) => { for (const event of events) cockpit.onEvent(event); return events.length; },
+  showView: (id) => cockpit.showView(id),
+  get view() { return cockpit.view; },
+  get designer() { return cockpit.designer; },
+  get palette() { return cockpit.palette; },
+  panel: (id) => document.getElementById(`panel-${id}`),
 };
 cockpit.start().catch((err) => {
   console.error("cockpit failed to start", err);

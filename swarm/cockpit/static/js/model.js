@@ -1,10 +1,10 @@
 // The cockpit's view of a DAG and of one run of it: node indices, resources, live step states, the
 // critical path and the bottleneck. Pure (no DOM, no three.js).
 //
-// The API reports a step's FINAL states only (from the job log's commits: the seed's SUCCESS, FAILED,
-// SKIPPED, CANCELLED); there is no "started" event yet. So a step that is not final but whose parents all
-// are is shown as "running" (it runs, or waits for a slot): that is what the cyan means until the
-// engine reports starts.
+// The stream reports a step's start (a `node` event with state RUNNING when the coordinator announces
+// the attempt) and its final state (SUCCESS, FAILED, SKIPPED, CANCELLED). A step whose parents are all
+// final but that has no record yet is still drawn as "running": a fallback for the moment between its
+// parents finishing and its start being announced (or for a node whose API missed the announcement).
 
 const PRIORITY_LIFT = { urgent: 2, high: 1, normal: 0, low: -1, background: -2 };
 const ENGINE_STATES = {
