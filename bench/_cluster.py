@@ -47,6 +47,7 @@ from typing import Any
 import psutil
 
 from swarm.codec import DEFAULT_MAX_BYTES
+from swarm.eventloop import LOOP_ENV
 from swarm.jobspec import new_job_id
 from swarm.messages import Commit, TaskUpdate
 from swarm.runtime.brokerconf import (
@@ -223,6 +224,7 @@ class SwarmCluster:
         *,
         tls: bool = True,
         signed: bool = True,
+        loop: str = "uvloop",
     ) -> None:
         self.root = root
         self.allowed_paths = tuple(allowed_paths)
@@ -264,6 +266,9 @@ class SwarmCluster:
             self.env["SWARM_BROKER_CA"] = str(root / "broker" / "ca.pem")
         if not signed:  # every process must agree: a signing node refuses every unsigned frame
             self.env[UNSIGNED_ENV] = "1"
+        self.env.pop(LOOP_ENV, None)
+        if loop == "asyncio":  # the nodes run on asyncio's own loop instead of uvloop
+            self.env[LOOP_ENV] = "asyncio"
         # The timed `swarm submit` is a fresh interpreter each run: let it cache its bytecode as an
         # installed package does (pip compiles it at install), instead of compiling ~30 modules per run.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)

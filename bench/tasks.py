@@ -17,15 +17,16 @@ What it measures, all in one run so the figures share the same hardware and load
 
 Swarm's targets are printed next to the figures: >= 3,000 tasks/s, p50 start < 2 ms, p99 start < 20 ms.
 
-Swarm is measured in four configurations, each on a cluster of its own (`--security` picks some):
+Swarm is measured in five configurations, each on a cluster of its own (`--security` picks some):
 
 - signed+TLS: the default, what users get: every message signed with Ed25519 and checked by every
   receiver, and the broker reached over TLS with a password and an ACL;
 - unsigned+TLS and signed+plain: one of the two taken away (plain TCP keeps the password and the ACL);
-- unsigned+plain: both taken away, the baseline.
+- unsigned+plain: both taken away, the baseline;
+- signed+TLS on asyncio's own event loop instead of uvloop (`SWARM_LOOP=asyncio`), what uvloop gives.
 
 Signatures are turned off with `SWARM_BENCH_UNSIGNED=1` in every process of the cluster and in this
-one; every other check stays. The four clusters run at once and take turns run by run, `--rounds`
+one; every other check stays. The clusters run at once and take turns run by run, `--rounds`
 times (default 3), so that whatever else loads the machine falls on all of them; the best throughput
 of each counts (every round's is printed) and latency pools every round. The report then prints what
 security costs against unsigned+plain, in % of throughput and of p50 start, what signatures alone
@@ -131,6 +132,7 @@ class Security:
     label: str
     signed: bool
     tls: bool
+    loop: str = "uvloop"  # the nodes' event loop; "asyncio" measures what uvloop gives
 
 
 SECURITIES = (
@@ -138,6 +140,7 @@ SECURITIES = (
     Security("unsigned+tls", "unsigned+TLS", signed=False, tls=True),
     Security("signed+plain", "signed+plain", signed=True, tls=False),
     Security("unsigned+plain", "unsigned+plain", signed=False, tls=False),
+    Security("signed+tls+asyncio", "signed+TLS, asyncio loop", signed=True, tls=True, loop="asyncio"),
 )
 SECURITY = {s.name: s for s in SECURITIES}
 SECURED = SECURITY["signed+tls"]
@@ -920,7 +923,9 @@ class SwarmConfigurations:
     def _start(self, security: Security, warmup_tasks: int) -> None:
         workdir = Path(tempfile.mkdtemp(prefix=f"{security.name}-slots{self.slots}-", dir=self.root))
         t0 = time.perf_counter()
-        cluster = SwarmCluster(workdir, self.slots, tls=security.tls, signed=security.signed)
+        cluster = SwarmCluster(
+            workdir, self.slots, tls=security.tls, signed=security.signed, loop=security.loop
+        )
         self._stack.enter_context(cluster)
         say(f"  ready in {time.perf_counter() - t0:.1f}s ({cluster.url}); warming up")
         asyncio.run(swarm_sequential(cluster, WARMUP_SEQUENTIAL))

@@ -2,6 +2,7 @@
 
 Every command that talks to a cluster takes `--broker` and `--cluster`, which also come from
 `$SWARM_BROKER` / `$SWARM_CLUSTER` and the config file; without a broker, clients look for one over mDNS.
+A machine keeps its cluster secrets and node data under `$SWARM_HOME` (default `~/.swarm`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,25 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from swarm import eventloop
 from swarm.config import NodeConfig, load_config
-from swarm.core.tracker import JobProgress
 from swarm.errors import SwarmError
 from swarm.jobspec import load_job_file, new_job_id, task_spec
-from swarm.messages import PRIORITIES, SubmitJob, TaskUpdate
+from swarm.messages import PRIORITIES, SubmitJob
+from swarm.submitcli import (
+    NO_COORDINATOR,
+    print_json,
+    run_cancel,
+    run_mapreduce_command,
+    run_result,
+    submit_job,
+)
 from swarm.trustcli import TRUST_COMMANDS, add_trust_parsers, run_trust_command, show_quota
 from swarm.workflowcli import WORKFLOW_COMMANDS, add_workflow_parsers, run_workflow_command
 
@@ -46,23 +56,36 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _add_submit(sub: Any) -> None:
     submit = sub.add_parser("submit", help="submit work")
     submit_sub = submit.add_subparsers(dest="what", required=True)
-    task = submit_sub.add_parser("task", help="one task")
+    task = submit_sub.add_parser(
+        "task",
+        help="one task",
+        epilog='examples:\n  swarm submit task echo --payload \'{"message": "hi"}\' --wait\n'
+        '  swarm submit task python_eval --payload \'{"expression": "6 * 7"}\' --require min_cores=2\n'
+        f"\ntask types installed here: {', '.join(_task_types()) or 'none'}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(task)
-    task.add_argument("type")
+    task.add_argument("type", help="a task type (listed below)")
     task.add_argument("--payload", default="{}", help="JSON object")
     task.add_argument("--priority", choices=PRIORITIES, default="normal")
     task.add_argument("--timeout", type=float)
     task.add_argument("--max-retries", type=int, default=3)
-    task.add_argument("--require", action="append", default=[], metavar="KEY=VALUE")
+    task.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="min_cores, min_memory_gb, platform, arch, role, gpu, isolation, network (docs/jobs.md)",
+    )
     task.add_argument("--pending-timeout", type=float, help="fail if no member can run it for this long")
     task.add_argument("--job-id", help="idempotency key: resubmitting it never runs the task twice")
-    task.add_argument("--wait", action="store_true")
+    _wait_flags(task)
     batch = submit_sub.add_parser("batch", help="a batch, chain or group from a JSON/YAML file")
     _common(batch)
     batch.add_argument("file", type=Path)
     batch.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     batch.add_argument("--job-id")
-    batch.add_argument("--wait", action="store_true")
+    _wait_flags(batch)
 
     mr = submit_sub.add_parser("mapreduce", help="a MapReduce job over local input files")
     _common(mr)
@@ -78,18 +101,69 @@ def _add_submit(sub: Any) -> None:
     mr.add_argument("--timeout", type=float, help="per task")
     mr.add_argument("--job-id")
     mr.add_argument("--wait", action="store_true", help="show progress (the command always runs to the end)")
+    mr.add_argument("--json", action="store_true", help="print the summary as indented JSON")
+    mr.add_argument("--wait-for-cluster", action="store_true", help=argparse.SUPPRESS)
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="follow the job to its end, with progress")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument(
+        "--wait-for-cluster",
+        action="store_true",
+        help="wait for a coordinator instead of giving up after a few seconds without one",
+    )
+
+
+def _task_types() -> list[str]:
+    """The task types installed here, from entry point names only (nothing imported)."""
+    import importlib.metadata
+
+    from swarm.registry import ENTRY_POINT_GROUP
+
+    return sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("swarm-cluster")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+_EXAMPLES = """examples:
+  swarm join                                   run a node here (the first one creates the cluster)
+  swarm status                                 members, coordinator and epoch
+  swarm submit task echo --payload '{"message": "hi"}' --wait
+  swarm submit mapreduce --app wordcount --input a.txt --reduces 2 --output out --wait
+  swarm tasks --job JOB                        where a job's tasks are, and why they wait or failed
+  swarm result JOB                             a job's results, later and from any machine
+  swarm service install                        a systemd unit running `swarm join`
+
+The node that started the cluster's broker is special: while it runs, it carries the broker; when it
+leaves, the others start a new broker within about 7 seconds and the cluster goes on."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swarm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="swarm",
+        description=__doc__,
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"swarm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     join = sub.add_parser("join", help="run a node on this device")
     _common(join)
-    join.add_argument("--name")
-    join.add_argument("--data-dir", type=Path)
+    join.add_argument("--name", help="a name shown by `swarm status` (default: the host name)")
+    join.add_argument(
+        "--data-dir", type=Path, help="where the node keeps its state (default: $SWARM_HOME/node-<n>)"
+    )
     join.add_argument("--slots", type=int, help="tasks run at once (default: cores)")
-    join.add_argument("--role")
+    join.add_argument("--role", help="a role tasks can require with --require role=ROLE (e.g. gpu, storage)")
     join.add_argument("--no-embedded-broker", action="store_true", help="never start a broker")
     join.add_argument("--api", metavar="HOST:PORT", help="where the HTTP API listens (default 127.0.0.1:0)")
     join.add_argument("--no-api", action="store_true", help="serve no HTTP API")
@@ -116,7 +190,17 @@ def _parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", help="cancel a task or a job")
     _common(cancel)
-    cancel.add_argument("id")
+    cancel.add_argument("id", help="a job id or a task id")
+    cancel.add_argument("--json", action="store_true")
+
+    result = sub.add_parser("result", help="a job's results and errors, from the broker's record of it")
+    _common(result)
+    result.add_argument("job", help="the job id `swarm submit` printed")
+    result.add_argument("--json", action="store_true", help="every task with result, error and attempt")
+    result.add_argument("--listen", type=float, default=0.5, help=argparse.SUPPRESS)
+    from swarm.servicecli import add_service_parser
+
+    add_service_parser(sub)
     add_trust_parsers(sub, _common)
     add_workflow_parsers(sub, _common)
     from swarm.cockpit.cli import add_cockpit_parser
@@ -146,12 +230,34 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(_dispatch(args))
-    except SwarmError as exc:
-        print(f"swarm: {exc}", file=sys.stderr)
-        return 2
+        return eventloop.run(_dispatch(args))
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  # every expected failure becomes one line; a bug keeps its traceback
+        message, status = _explain(exc, args)
+        if message is None:
+            raise
+        print(f"swarm: {message}", file=sys.stderr)
+        return status
+
+
+def _explain(exc: BaseException, args: argparse.Namespace) -> tuple[str | None, int]:
+    """The one line, and exit status, for a failure a user can fix; (None, 0) for a bug."""
+    from swarm.runtime.mqtt import TransportError
+    from swarm.submitcli import NoCoordinator
+
+    if isinstance(exc, NoCoordinator):
+        return str(exc), NO_COORDINATOR
+    if isinstance(exc, SwarmError):
+        return str(exc), 2
+    if isinstance(exc, TimeoutError):
+        return f"{exc or 'timed out'} (start one with `swarm join`)", NO_COORDINATOR
+    if isinstance(exc, TransportError | ConnectionError):
+        where = getattr(args, "broker", None) or "the cluster's broker"
+        return f"cannot reach the broker at {where}: {exc} (is it running? check --broker)", NO_COORDINATOR
+    if isinstance(exc, FileExistsError | NotADirectoryError | PermissionError | FileNotFoundError):
+        return f"{exc.strerror or exc}: {exc.filename}", 2
+    return None, 0
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -169,6 +275,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             flags["embedded_broker"] = False
         flags["api"] = "" if args.no_api else args.api
         return await _join(load_config(args.config, **flags), args.token)
+    if args.command == "service":
+        from swarm.servicecli import run_service_command
+
+        return run_service_command(args)
     config = load_config(args.config, **flags)
     if args.command in TRUST_COMMANDS or (args.command == "quota" and args.action in ("set", "unset")):
         return await run_trust_command(args, config, lambda: _client_broker(config, None))
@@ -182,7 +292,16 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await run_cockpit_command(args, config, lambda known: _client_broker(config, known))
     if args.command in WORKFLOW_COMMANDS:
         return await run_workflow_command(args, config, lambda known: _client_broker(config, known))
-    handlers = {"status": _status, "submit": _submit, "tasks": _tasks, "cancel": _cancel, "quota": show_quota}
+    handlers = {
+        "status": _status,
+        "submit": _submit,
+        "tasks": _tasks,
+        "cancel": run_cancel,
+        "result": run_result,
+        "quota": show_quota,
+    }
+    if args.command == "submit" and args.what == "mapreduce":
+        _check_output(args.output)
     from swarm.runtime.client import SwarmClient
     from swarm.runtime.identity import broker_login, client_credential
 
@@ -191,7 +310,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     login = broker_login(config, credential)
     async with SwarmClient(url, credential, login=login, max_bytes=config.max_message_bytes) as client:
         if args.command == "submit" and args.what == "mapreduce":
-            return await _mapreduce(client, url, args)
+            return await run_mapreduce_command(client, url, args)
         return await handlers[args.command](client, args)
 
 
@@ -209,11 +328,11 @@ async def _join(config: NodeConfig, token: str | None) -> int:
     storage = NodeStorage.open(config.data_dir)
     try:
         credential = await node_credential(config, storage, token, time.time())
+        log.info("node %s of cluster %r", credential.id, config.cluster)
+        shell = NodeShell(config, storage, credential)
     except BaseException:
         storage.close()
         raise
-    log.info("node %s of cluster %r", credential.id, config.cluster)
-    shell = NodeShell(config, storage, credential)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -269,21 +388,6 @@ async def _status(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer(total: int) -> Any:
-    tty = sys.stderr.isatty()
-
-    def show(progress: JobProgress, fresh: list[TaskUpdate]) -> None:
-        done = sum(1 for u in progress.updates.values() if u.state == "done")
-        failed = len(progress.updates) - done
-        width = 30
-        filled = int(width * len(progress.updates) / max(total, 1))
-        bar = "#" * filled + "." * (width - filled)
-        line = f"[{bar}] {len(progress.updates)}/{total} done={done} failed={failed}"
-        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    return show
-
-
 async def _submit(client: Any, args: argparse.Namespace) -> int:
     if args.what == "task":
         try:
@@ -307,92 +411,20 @@ async def _submit(client: Any, args: argparse.Namespace) -> int:
     else:
         variables = dict(v.partition("=")[::2] for v in args.var)
         job = load_job_file(args.file, variables, args.job_id)
-    progress = await client.submit(
-        job, wait=args.wait, on_update=_progress_printer(len(job.tasks)) if args.wait else None
-    )
-    if not args.wait:
-        print(job.job_id)
-        return 0
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    return _print_outcome(job, progress)
+    return await submit_job(client, job, args)
 
 
-def _print_outcome(job: SubmitJob, progress: JobProgress) -> int:
-    if progress.rejected is not None:
-        print(f"swarm: job {job.job_id} rejected: {progress.rejected}", file=sys.stderr)
-        return 1
-    updates = [progress.updates[t.task_id] for t in job.tasks]
-    if job.kind == "task":
-        u = updates[0]
-        if u.state == "done":
-            print(orjson.dumps(u.result).decode())
-            return 0
-        print(f"swarm: task {u.task_id} {u.state}: {u.error}", file=sys.stderr)
-        return 1
-    out = {
-        "job_id": job.job_id,
-        "ok": progress.ok,
-        "tasks": [{"id": u.task_id, "state": u.state, "result": u.result, "error": u.error} for u in updates],
-    }
-    print(orjson.dumps(out).decode())
-    return 0 if progress.ok else 1
-
-
-async def _mapreduce(client: Any, url: str, args: argparse.Namespace) -> int:
-    from swarm.mapreduce.app import resolve_app
-    from swarm.mapreduce.plan import DEFAULT_SPLIT, MapReduceSpec
-    from swarm.mapreduce.submit import MapReduceProgress, run_mapreduce
-
-    spec = MapReduceSpec(
-        app=resolve_app(args.app),
-        inputs=tuple(args.input),
-        reducers=args.reduces,
-        params=dict(p.partition("=")[::2] for p in args.param),
-        split_size=args.split_size or DEFAULT_SPLIT,
-        combiner=args.combiner,
-        compress=args.compress,
-        max_retries=args.max_retries,
-        timeout=args.timeout,
-    )
-    tty = sys.stderr.isatty()
-
-    def show(p: MapReduceProgress) -> None:
-        if args.wait:
-            line = (
-                f"map {p.maps_done}/{p.maps}  reduce {p.reduces_done}/{p.reduces}  "
-                f"shuffled {p.shuffled / 1e6:.1f} MB  failed {p.failed}"
-            )
-            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    job_id = args.job_id or new_job_id()
-    progress, shown = await run_mapreduce(client, url, job_id, spec, args.output, show)
-    if tty and args.wait:
-        print(file=sys.stderr)
-    failed = [u for u in progress.updates.values() if u.state != "done"]
-    if progress.rejected or failed:
-        reason = progress.rejected or f"{failed[0].task_id} {failed[0].state}: {failed[0].error}"
-        print(f"swarm: mapreduce job {job_id} failed: {reason}", file=sys.stderr)
-        return 1
-    print(
-        orjson.dumps(
-            {
-                "job_id": job_id,
-                "output": str(args.output),
-                "maps": shown.maps,
-                "reduces": shown.reduces,
-                "shuffled_bytes": shown.shuffled,
-                "splits_read_locally": shown.read_locally,
-                "outputs_written_locally": shown.written_locally,
-            }
-        ).decode()
-    )
-    return 0
+def _check_output(output: Path) -> None:
+    """A MapReduce output must be a directory (or not exist yet): say so before anything runs."""
+    if output.exists() and not output.is_dir():
+        raise SwarmError(f"--output {output} is a file; name a directory (it is created if missing)")
 
 
 async def _tasks(client: Any, args: argparse.Namespace) -> int:
     await asyncio.sleep(0.2)  # let the retained coordinator record arrive
     tasks = await client.tasks(args.limit, args.job)
+    errors = await _errors_of_failed(client, tasks)
+    tasks = [replace(t, reason=t.reason or errors.get(t.task_id)) for t in tasks]
     if args.json:
         rows = [
             {
@@ -407,7 +439,7 @@ async def _tasks(client: Any, args: argparse.Namespace) -> int:
             }
             for t in tasks
         ]
-        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        print_json(rows)
         return 0
     print(f"{'TASK':<32}{'TYPE':<14}{'STATE':<10}{'TRY':>4}  {'NODE':<14}REASON")
     for t in tasks:
@@ -418,14 +450,21 @@ async def _tasks(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _cancel(client: Any, args: argparse.Namespace) -> int:
-    await asyncio.sleep(0.2)
-    error = await client.cancel(args.id)
-    if error:
-        print(f"swarm: {error}", file=sys.stderr)
-        return 1
-    print(f"cancel requested for {args.id}")
-    return 0
+async def _errors_of_failed(client: Any, tasks: list[Any]) -> dict[str, str]:
+    """The first error line of each failed task without a reason, from its job's retained commits."""
+    from swarm.submitcli import first_line
+
+    jobs = sorted({t.job_id for t in tasks if t.state == "failed" and not t.reason})[:_MAX_JOBS_LOOKED_UP]
+    errors: dict[str, str] = {}
+    fetched = await asyncio.gather(*(client.fetch_job(job_id, listen=0.3) for job_id in jobs))
+    for _, progress in fetched:
+        for u in progress.updates.values():
+            if u.state == "failed":
+                errors[u.task_id] = first_line(u.error)
+    return errors
+
+
+_MAX_JOBS_LOOKED_UP = 20
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ one would make two nodes of one swarm run different code for the same task type.
 
 A strict registry (the default) raises `PluginError` at the first problem. A lenient one logs the problem,
 skips that plugin and keeps the message in `problems`, so a node can still serve every other task type.
+Leniency stops at swarm's own task types (entry points into the `swarm` package): when one of those does
+not load, the installation itself is broken (typically the wrong `swarm` was imported, say a checkout in
+the working directory shadowing the installed one), and `builtin_problems` lists them so that the node
+refuses to serve instead of joining with no task types at all.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Protocol
 from swarm.errors import ConfigError, UnknownTaskType
 from swarm.taskapi import TaskHandler
 
-__all__ = ["ENTRY_POINT_GROUP", "EntryPointLike", "PluginError", "Registry"]
+__all__ = ["ENTRY_POINT_GROUP", "EntryPointLike", "PluginError", "Registry", "is_builtin"]
 
 ENTRY_POINT_GROUP = "swarm.tasks"
 
@@ -91,22 +95,32 @@ def _check_handler(obj: Any, name: str) -> str | None:
     return None
 
 
+def is_builtin(ep: EntryPointLike) -> bool:
+    """Whether an entry point names code inside the `swarm` package itself (a built-in task type)."""
+    module = ep.value.partition(":")[0].strip()
+    return module == "swarm" or module.startswith("swarm.")
+
+
 class Registry:
     """Task handlers by name, validated at start-up; see the module docstring for the rules."""
 
-    def __init__(self, *, strict: bool = True) -> None:
-        """Create an empty registry; `strict=False` skips broken plugins instead of raising."""
+    def __init__(self, *, strict: bool = True, quiet: bool = False) -> None:
+        """Create an empty registry; `strict=False` skips broken plugins instead of raising, and `quiet`
+        keeps the skipped ones out of the log (a worker reports them to its node, which logs them)."""
         self.strict = strict
+        self.quiet = quiet
         self.problems: list[str] = []
+        #: The problems of swarm's own task types: a node with any of these must not serve.
+        self.builtin_problems: list[str] = []
         self._handlers: dict[str, TaskHandler] = {}
         self._origins: dict[str, str] = {}
 
     @classmethod
     def from_entry_points(
-        cls, eps: Iterable[EntryPointLike] | None = None, *, strict: bool = True
+        cls, eps: Iterable[EntryPointLike] | None = None, *, strict: bool = True, quiet: bool = False
     ) -> Registry:
         """Build a registry from the installed `swarm.tasks` entry points, or from `eps` (fakes in tests)."""
-        registry = cls(strict=strict)
+        registry = cls(strict=strict, quiet=quiet)
         registry.load_entry_points(eps)
         return registry
 
@@ -123,8 +137,11 @@ class Registry:
             except PluginError as exc:
                 if self.strict:
                     raise
-                log.error("skipping task plugin: %s", exc)
+                if not self.quiet:
+                    log.error("skipping task plugin: %s", exc)
                 self.problems.append(str(exc))
+                if is_builtin(ep):
+                    self.builtin_problems.append(str(exc))
                 continue
             count += 1
         return count

@@ -126,6 +126,13 @@ class App:
             raise InvalidSpec(f"app {name}: PARTITIONER must be 'hash' or 'range'")
         if self.partitioner == "range" and not callable(getattr(module, "sample_keys", None)):
             raise InvalidSpec(f"app {name}: range partitioning needs sample_keys(data, params)")
+        check_params: Callable[[dict[str, str]], None] | None = getattr(module, "check_params", None)
+        if check_params is not None:
+            # Wrong parameters are the submitter's to fix: say so now, not in a task's traceback.
+            try:
+                check_params(params)
+            except (TypeError, ValueError) as exc:
+                raise InvalidSpec(f"app {name}: {exc}") from None
 
     def with_combiner(self, combiner: str | None) -> App:
         """The same app with `--combiner` overriding its own."""
@@ -138,7 +145,9 @@ class App:
     def map(self, filename: str, data: bytes) -> tuple[Keys, Values]:
         """Run the app's map over one split and return (keys, values) arrays."""
         if self.vectorized:
-            keys, values = self._m.map_arrays(filename, data, self.params)
+            keys, values = _deterministic(
+                self.name, "map_arrays", self._m.map_arrays, filename, data, self.params
+            )
             keys = np.asarray(keys)
             values = np.asarray(values)
             if keys.dtype.kind != "S":
@@ -148,7 +157,9 @@ class App:
             if len(keys) != len(values):
                 raise Fatal(f"app {self.name}: map_arrays returned {len(keys)} keys but {len(values)} values")
             return keys, values
-        pairs = self._m.map(filename, data.decode("utf-8", errors="replace"))
+        pairs = _deterministic(
+            self.name, "map", self._m.map, filename, data.decode("utf-8", errors="replace")
+        )
         try:
             return _pairs_to_arrays(self.name, pairs)
         except TypeError as exc:
@@ -208,6 +219,15 @@ def format_lines(keys: Keys, values: Values) -> bytes:
         vals = values.astype(np.bytes_)
     lines = np.strings.add(np.strings.add(keys, b" "), vals)
     return b"\n".join(lines.tolist()) + b"\n"
+
+
+def _deterministic(name: str, what: str, func: Callable[..., Any], *args: Any) -> Any:
+    """Call an app function; a TypeError or ValueError it raises comes from its code and its input,
+    which a retry gives it again, so the task fails at once (`Fatal`) with the error's first line."""
+    try:
+        return func(*args)
+    except (TypeError, ValueError) as exc:
+        raise Fatal(f"app {name}: {what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _pairs_to_arrays(name: str, pairs: Any) -> tuple[Keys, Values]:

@@ -35,7 +35,7 @@ from swarm.runtime.client import SwarmClient
 from swarm.runtime.dataserver import DataServer
 from swarm.runtime.netaddr import advertised_host
 
-__all__ = ["MapReduceProgress", "run_mapreduce"]
+__all__ = ["MapReduceProgress", "clear_old_outputs", "run_mapreduce"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,17 @@ class MapReduceProgress:
                 self.written_locally += bool((u.result or {}).get("local_output"))
 
 
+def clear_old_outputs(output: Path) -> list[Path]:
+    """Remove the `mr-out-*` files an earlier job left in `output` and return them.
+
+    Reducers replace `mr-out-0` ... `mr-out-<R-1>`, but an earlier run with more reducers leaves its
+    higher-numbered files, which a reader of `mr-out-*` would take for this job's output."""
+    old = sorted(p for p in output.glob("mr-out-*") if p.is_file() or p.is_symlink())
+    for path in old:
+        path.unlink()
+    return old
+
+
 async def run_mapreduce(
     client: SwarmClient,
     broker_url: str,
@@ -84,6 +95,13 @@ async def run_mapreduce(
     budget = upload_budget(spec)
     token = new_capability()
     output.mkdir(parents=True, exist_ok=True)
+    stale = clear_old_outputs(output)
+    if stale:
+        log.warning(
+            "removed %d mr-out-* file(s) of an earlier run from %s, so that the output is this job's alone",
+            len(stale),
+            output,
+        )
     aliases = {f"in/{k}": path.resolve() for k, path in enumerate(spec.inputs)}
     host = advertised_host(broker_url)
     shown = MapReduceProgress(len(splits), spec.reducers)

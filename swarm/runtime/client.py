@@ -21,12 +21,14 @@ from typing import Any, Self
 from swarm.codec import encode
 from swarm.core.tracker import JobProgress, JobTracker
 from swarm.errors import ProtocolError, SwarmError
+from swarm.ids import check_id, is_id
 from swarm.messages import (
     Body,
     Cancel,
     Envelope,
     ErrorReply,
     Heartbeat,
+    JobState,
     NodeGone,
     QuotaLine,
     QuotaQuery,
@@ -45,6 +47,8 @@ from swarm.trust.signing import Signer, Verifier
 __all__ = ["MemberView", "SwarmClient"]
 
 ACK_TIMEOUT = 2.0
+#: The task count of a job followed without knowing its spec: it never looks finished.
+_UNBOUNDED = 1 << 30
 
 
 @dataclass(slots=True)
@@ -93,6 +97,10 @@ class SwarmClient:
         self._changed = asyncio.Event()
         self._msg_ids = itertools.count()
         self._rx: asyncio.Task[None] | None = None
+        #: Retained job specs heard (`fetch_job`, and the refusal of a reused job id in `submit`).
+        self._specs: dict[str, SubmitJob] = {}
+        #: Task counts of finished jobs, from their retained `JobState` (their specs are cleared).
+        self._totals: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -165,14 +173,75 @@ class SwarmClient:
                     self._transport.publish(spec_topic, self._seal(spec_topic, job), retain=True)
 
     async def cancel(self, target: str, timeout: float = 5.0) -> str | None:
-        """Cancel a task or job; returns the coordinator's error, or None once it was sent and not refused."""
+        """Cancel a task or job; returns the coordinator's error, or None once it was not refused.
+
+        A successful cancel has no reply of its own: it shows as the `cancelled` commit of the target's
+        tasks, which ends the wait at once (else the wait ends after `timeout`, not refused)."""
         cert = self.credential.certificate
+        jobs = [target] + ([target.rsplit(".", 1)[0]] if "." in target else [])
+        jobs = [j for j in jobs if is_id(j)]
+        for job_id in jobs:
+            self.tracker.track(job_id, _UNBOUNDED)
+        if jobs:
+            await self._transport.subscribe(*(f"job/{j}/commits/+" for j in jobs))
         ref = self._send_to_coordinator(Cancel(target, by=cert.id, role=cert.role))
+        reply = self._replies[ref]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            reply = await self._reply(ref, timeout)
-        except TimeoutError:
-            return None
-        return reply.reason if isinstance(reply, ErrorReply) else None
+            while not reply.done() and not self._cancel_seen(target, jobs):
+                self._changed.clear()
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                changed: asyncio.Future[Any] = asyncio.ensure_future(self._changed.wait())
+                waiting: set[asyncio.Future[Any]] = {changed, reply}
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+        finally:
+            self._replies.pop(ref, None)
+            for job_id in jobs:
+                self.tracker.jobs.pop(job_id, None)
+        if reply.done():
+            body = reply.result()
+            return body.reason if isinstance(body, ErrorReply) else None
+        return None
+
+    def _cancel_seen(self, target: str, jobs: list[str]) -> bool:
+        for job_id in jobs:
+            progress = self.tracker.jobs.get(job_id)
+            for update in progress.updates.values() if progress else ():
+                if update.state == "cancelled" and target in (update.task_id, job_id):
+                    return True
+        return False
+
+    async def withdraw(self, job_id: str) -> None:
+        """Take back the retained spec of a job no coordinator accepted, so that it never runs."""
+        await self._transport.publish_and_wait(f"job/{check_id(job_id, 'job id')}/spec", b"", retain=True)
+
+    async def fetch_job(self, job_id: str, listen: float = 0.5) -> tuple[SubmitJob | None, JobProgress]:
+        """The retained spec of a job and every task result committed so far (a job's commits are
+        retained on the broker), heard for `listen` seconds; (None, empty progress) if unknown.
+
+        A finished job's spec is no longer retained (the coordinator clears it): then the spec is None
+        and the progress's `total` comes from the job's retained final state."""
+        check_id(job_id, "job id")
+        self._specs.pop(job_id, None)
+        if job_id in self.tracker.jobs:
+            raise SwarmError(f"job {job_id} is being followed already")
+        progress = self.tracker.track(job_id, _UNBOUNDED)
+        await self._transport.subscribe(
+            f"job/{job_id}/spec", f"job/{job_id}/state", f"job/{job_id}/commits/+"
+        )
+        await asyncio.sleep(listen)
+        spec = self._specs.get(job_id)
+        # A snapshot: a later `submit` of this job id must track it afresh, with its own task count.
+        del self.tracker.jobs[job_id]
+        if spec is not None:
+            progress.total = len(spec.tasks)
+        elif job_id in self._totals:
+            progress.total = self._totals[job_id]
+        return spec, progress
 
     async def tasks(
         self, limit: int = 1000, job_id: str | None = None, timeout: float = 5.0
@@ -242,6 +311,10 @@ class SwarmClient:
             view.beats += 1
         elif isinstance(body, NodeGone):
             self.members.setdefault(env.sender, MemberView(env.sender, None)).gone = body.reason
+        elif isinstance(body, SubmitJob):
+            self._specs[body.job_id] = body
+        elif isinstance(body, JobState):
+            self._totals[body.job_id] = body.total
         elif isinstance(body, TasksReply | QuotaReply | ErrorReply):
             future = self._replies.get(body.ref)
             if future is not None and not future.done():

@@ -791,13 +791,26 @@ def _relpath(relpath: str) -> str:
 
 
 async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, length: int) -> None:
-    """Send `length` bytes of `file` from `start`, by `sendfile` where the loop can, in bounded chunks."""
+    """Send `length` bytes of `file` from `start`, by `sendfile` where the loop can (uvloop cannot: then
+    by reads and writes), in bounded chunks."""
     await writer.drain()
     loop = asyncio.get_running_loop()
     offset, end = start, start + length
+    zero_copy = True
     while offset < end:
+        size = min(SEND_CHUNK, end - offset)
         async with asyncio.timeout(IO_TIMEOUT_S):  # a stalled reader must not hold a transfer slot forever
-            sent = await loop.sendfile(writer.transport, file, offset, min(SEND_CHUNK, end - offset))
+            if zero_copy:
+                try:
+                    sent = await loop.sendfile(writer.transport, file, offset, size)
+                except NotImplementedError:
+                    zero_copy = False
+                    continue
+            else:
+                block = await loop.run_in_executor(None, os.pread, file.fileno(), size, offset)
+                writer.write(block)
+                await writer.drain()
+                sent = len(block)
         if sent == 0:  # the file shrank under us: close early, the client sees a short body and retries
             raise ConnectionError(f"file ended {end - offset} bytes early")
         offset += sent

@@ -90,9 +90,10 @@ from swarm.runtime.executor_proc import (
     is_root,
     python_paths,
     runnable_levels,
+    start_fork_server,
     task_user,
 )
-from swarm.runtime.executor_worker import TaskUser, WorkerConfig
+from swarm.runtime.executor_worker import TaskUser, WorkerConfig, swarm_package_dir
 from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DataPlane, TaskPolicy
 
 __all__ = ["Executor", "Outcome", "OutcomeKind"]
@@ -391,6 +392,7 @@ class Executor:
             user=self._user,
             sandboxed=self._sandbox is not None,
             sys_path=tuple(sys.path),
+            swarm_dir=swarm_package_dir(),
         )
         self._files = concurrent.futures.ThreadPoolExecutor(_FILE_THREADS, thread_name_prefix="swarm-files")
         self._open = True
@@ -429,11 +431,16 @@ class Executor:
 
     async def _start_pool(self, network: bool) -> None:
         pool = self._pools[network]
+        if self._sandbox is None:
+            await asyncio.to_thread(start_fork_server, self._mp)
         started = await asyncio.gather(*(self._spawn(s) for s in pool), return_exceptions=True)
         for slot, worker in zip(pool, started, strict=True):
             if isinstance(worker, WorkerProcess):
                 slot.worker = worker
                 self._network_types.update(worker.hello.get("network_types", ()))
+        problems = next((w.hello.get("problems") for w in started if isinstance(w, WorkerProcess)), None)
+        for problem in problems or ():
+            log.debug("workers skip a task plugin (the node's registry logged it too): %s", problem)
         failures = [w for w in started if isinstance(w, BaseException)]
         if failures:
             await self.close()

@@ -249,6 +249,32 @@ def python_paths() -> tuple[str, ...]:
     return tuple(dict.fromkeys(os.path.abspath(c) for c in candidates if c and os.path.exists(c)))
 
 
+def start_fork_server(mp: Any) -> None:
+    """Start `mp`'s fork server (if it is the forkserver context) without the working directory on its
+    import path.
+
+    The server runs `python -c ...`, which puts the working directory first on `sys.path`, and imports
+    the worker code before any worker can correct its path: started from a directory that holds a
+    checkout named `swarm` (a home directory, under systemd or Termux), it would import that directory
+    as a namespace package instead of the installed `swarm`, and every worker would lose its task types.
+    `PYTHONSAFEPATH` (Python 3.11+) leaves the working directory out; it is set only while the server
+    starts. Nothing happens if the server already runs.
+    """
+    if mp.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
+
+
 class _Process(Protocol):
     """The part of `multiprocessing.process.BaseProcess` that `WorkerProcess` uses."""
 

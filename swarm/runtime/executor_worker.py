@@ -10,11 +10,13 @@ to the task user (supplementary groups, group, user, and `no_new_privs` so no se
 give them back), it replaces the node's environment with a minimal one (the node's variables may hold
 credentials), and drops relative `sys.path` entries (they would name the task's work directory, where a
 task could plant a module for the next). Only then does it load its `Registry` (plugins are task code
-too), cap its address space, and answer `{"ready": true}`, or `{"ready": false, "error": ...}` if it
-cannot serve (for instance because the task user cannot reach its directories), which the parent turns
-into a start-up error. Then it loops: receive one request (orjson bytes), run it, send one reply (orjson
-bytes), until the pipe reaches end of file, which means the parent is gone or shutting down. A task still
-running then is killed at once (`_die_with_node`), not left to finish unseen.
+too), cap its address space, and answer `{"ready": true}` (with its task types and the plugins it
+skipped, which the node logs), or `{"ready": false, "error": ...}` if it cannot serve, which the parent
+turns into a start-up error: the task user cannot reach its directories, the worker imported another
+`swarm` package than the node did, or one of swarm's own task types does not load. Then it loops:
+receive one request (orjson bytes), run it, send one reply (orjson bytes), until the pipe reaches end
+of file, which means the parent is gone or shutting down. A task still running then is killed at once
+(`_die_with_node`), not left to finish unseen.
 
 Each request names the attempt's private work directory, made by the parent: the attempt runs there, with
 `HOME` and `TMPDIR` pointing at it. Afterwards the worker goes back to its own directory; a sandboxed
@@ -62,6 +64,7 @@ __all__ = [
     "main",
     "run_one",
     "sandbox_main",
+    "swarm_package_dir",
 ]
 
 MAX_ERROR_CHARS = 16_000
@@ -112,12 +115,41 @@ class WorkerConfig:
     user: TaskUser | None = None
     sandboxed: bool = False
     sys_path: tuple[str, ...] = ()
+    #: The directory of the node's `swarm` package: the worker must have imported the same one.
+    swarm_dir: str = ""
+
+
+def swarm_package_dir() -> str:
+    """Where this process imported the `swarm` package from ("" for a namespace package, which has no
+    `__init__.py`: a directory named swarm that merely shadows the real package)."""
+    import swarm
+
+    return os.path.dirname(os.path.abspath(swarm.__file__)) if getattr(swarm, "__file__", None) else ""
+
+
+def _check_same_swarm(config: WorkerConfig) -> None:
+    """Refuse to serve with another `swarm` than the node's: its task types would not be the node's."""
+    if not config.swarm_dir:
+        return
+    mine = swarm_package_dir()
+    if mine != config.swarm_dir:
+        found = mine or "a directory without __init__.py (a checkout's parent on the import path?)"
+        raise RuntimeError(
+            f"this worker imported the swarm package from {found}, the node from {config.swarm_dir}; "
+            "start the node from another working directory"
+        )
 
 
 def load_registry(factory: str | None, strict: bool = True) -> Any:
-    """Build the worker's registry: the installed plugins, or `module:callable` (used by tests)."""
+    """Build the worker's registry: the installed plugins, or `module:callable` (used by tests).
+
+    A lenient registry stays quiet (the node logs what the hello reports) but still refuses to serve
+    when one of swarm's own task types does not load."""
     if factory is None:
-        return Registry.from_entry_points(strict=strict)
+        registry = Registry.from_entry_points(strict=strict, quiet=True)
+        if registry.builtin_problems:
+            raise RuntimeError(f"swarm's own task types do not load: {registry.builtin_problems[0]}")
+        return registry
     module_name, _, attr_path = factory.partition(":")
     obj: Any = importlib.import_module(module_name)
     for attr in attr_path.split("."):
@@ -451,10 +483,12 @@ def main(conn: Connection, config: WorkerConfig) -> None:
     _die_with_node(conn)
     try:
         _confine(config)
+        _check_same_swarm(config)
         registry = load_registry(config.registry_factory, config.strict_plugins)
         limit_memory(config.memory_limit_mb)
         hello = {"ready": True, "pid": os.getpid(), "types": registry.names()}
         hello["network_types"] = _network_types(registry)
+        hello["problems"] = list(getattr(registry, "problems", ()))
     except BaseException as exc:
         conn.send_bytes(orjson.dumps({"ready": False, "error": f"{type(exc).__name__}: {exc}"}))
         return

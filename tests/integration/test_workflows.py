@@ -94,7 +94,17 @@ def test_timeout_is_retried_then_fails_with_the_reason(pair: Cluster) -> None:
 
 def test_unschedulable_task_shows_why_then_fails(pair: Cluster) -> None:
     proc_out = pair.cli(
-        "submit", "task", "echo", "--require", "min_cores=999", "--pending-timeout", "3", "--job-id", "huge-1"
+        "submit",
+        "task",
+        "echo",
+        "--require",
+        "min_cores=999",
+        "--pending-timeout",
+        "3",
+        "--job-id",
+        "huge-1",
+        # Without it, the client refuses what no member it hears can run (tests/integration/test_newcomer.py).
+        "--wait-for-cluster",
     )
     assert proc_out.returncode == 0, proc_out.stderr
     time.sleep(0.8)

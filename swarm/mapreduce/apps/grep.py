@@ -12,6 +12,17 @@ from typing import Any
 import numpy as np
 
 
+def check_params(params: dict[str, str]) -> None:
+    """At submit time: a pattern is given and compiles."""
+    pattern = params.get("pattern")
+    if not pattern:
+        raise ValueError("grep needs --param pattern=REGEX")
+    try:
+        re.compile(pattern.encode())
+    except re.error as exc:
+        raise ValueError(f"pattern {pattern!r} is not a regular expression: {exc}") from None
+
+
 def map_arrays(filename: str, data: bytes, params: dict[str, str]) -> tuple[Any, Any]:
     """Matching lines, found by one regex scan; line numbers from newline positions, vectorised."""
     pattern = params.get("pattern")
