@@ -10,13 +10,14 @@ import random
 import pytest
 
 from swarm.core import placement
-from swarm.core.config import CoreConfig
+from swarm.core.config import CoreConfig, PlacementWeights
 from swarm.core.membership import Member
 from swarm.core.node import EVERY_HEARTBEAT, JOB_LOG
+from swarm.core.placement import Candidate
 from swarm.core.scheduler import Scheduler
 from swarm.devices.capabilities import Capabilities
 from swarm.devices.profiles import BUILTIN_PROFILES
-from swarm.messages import Heartbeat, SubmitJob, TaskSpec
+from swarm.messages import Heartbeat, Requirements, SubmitJob, TaskSpec
 from swarm.sim.bench import scheduling_cost
 from swarm.sim.world import SimWorld
 
@@ -64,7 +65,11 @@ def _member(node_id: str) -> Member:
 def test_placing_a_task_scores_a_bounded_sample_of_members(monkeypatch: pytest.MonkeyPatch) -> None:
     scored: list[str] = []
     score = placement.score
-    monkeypatch.setattr(placement, "score", lambda c, w: scored.append(c.node_id) or score(c, w))
+    def counted(c: Candidate, w: PlacementWeights, req: Requirements | None = None) -> float:
+        scored.append(c.node_id)
+        return score(c, w, req)
+
+    monkeypatch.setattr(placement, "score", counted)
     s = Scheduler("c", 1, CFG, random.Random(0), lambda spec: None)
     for i in range(2000):
         s.on_member(_member(f"n{i:04d}"), 0.0)
