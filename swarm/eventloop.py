@@ -19,7 +19,7 @@ _T = TypeVar("_T")
 
 
 def loop_name() -> str:
-    """"uvloop" or "asyncio": the loop `run` will use."""
+    """The loop `run` will use: "uvloop" or "asyncio"."""
     if os.environ.get(LOOP_ENV, "").lower() == "asyncio":
         return "asyncio"
     try:

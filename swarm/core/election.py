@@ -21,6 +21,13 @@ within the election timeout is followed by a claim for the next epoch. A node cl
 follows every heartbeat and the whole job log (`may_claim`, which the node arranges once
 `wants_to_claim`): its own claim, echoed back, then arrives after every retained heartbeat and commit,
 so the winner's member table and replica are complete when it starts acting.
+
+Under overload (many nodes on a saturated CPU, `docs/election.md` says what went wrong) every wait above is
+multiplied by the node's `patience` (`Membership.patience`, 1 when its own loop is on time): a claim
+takes as long as the claimant's and the observers' lag to be seen, so the turns are spread that much
+wider, and a claimant does not claim the next epoch while its own claim has not come back through the
+broker (within the patient election timeout): a claim is answered by its echo, and claiming again before
+it only deposes whoever won meanwhile.
 """
 
 from __future__ import annotations
@@ -80,11 +87,18 @@ class Election:
         self._claimed_epoch = 0
         self._need_since: float | None = None
         self._turn_since: float | None = None
+        # When the claim that named the current coordinator arrived (None: named by an announcement).
+        self._named_at: float | None = None
 
     @property
     def startup_wait(self) -> float:
         """How long a fresh node listens before it may claim: long enough to learn the current epoch."""
         return 2 * self._config.heartbeat_interval + self._config.tick_interval
+
+    @property
+    def echo_pending(self) -> bool:
+        """Whether this node's last claim has not come back through the broker yet."""
+        return self._claimed_epoch > self.epoch
 
     def on_claim(self, sender: str, epoch: int, now: float) -> ElectionOutcome:
         """A claim arrived; the first one for a new epoch decides it."""
@@ -102,6 +116,7 @@ class Election:
             self.coordinator = self._self_id
             return ElectionOutcome(effects, elected=epoch, deposed=deposed)
         self.coordinator = sender
+        self._named_at = now
         return ElectionOutcome(effects, deposed=deposed)
 
     def on_announce(self, epoch: int, coordinator: str, standbys: tuple[str, ...] = ()) -> ElectionOutcome:
@@ -115,6 +130,8 @@ class Election:
             effects.append(Persist(epoch))
         self._first_claim.setdefault(epoch, coordinator)
         deposed = self._step_down_below(epoch) if coordinator != self._self_id else False
+        if coordinator != self.coordinator:
+            self._named_at = None
         self.coordinator = coordinator
         return ElectionOutcome(effects, deposed=deposed)
 
@@ -128,28 +145,28 @@ class Election:
         """Whether this node wants to claim, or its claim has not come back yet: either way it may win,
         so it must go on following everything (a claim echoed after the node stopped would find its
         replica emptied)."""
-        return self.wants_to_claim or self._claimed_epoch > self.epoch
+        return self.wants_to_claim or self.echo_pending
 
-    def tick(self, now: float, state_of: StateOf, may_claim: bool) -> ElectionOutcome:
+    def tick(self, now: float, state_of: StateOf, may_claim: bool, patience: float = 1.0) -> ElectionOutcome:
         """Claim the next epoch when no coordinator acts and it is this node's turn.
 
         `may_claim` says the node follows every heartbeat and the whole job log; until it does, reaching
-        its turn only sets `wants_to_claim`.
+        its turn only sets `wants_to_claim`. `patience` (at least 1) stretches every wait: the node's own
+        loop is late by about that many times the usual, and so is every claim it sees.
         """
-        if self.acting_epoch is not None or now - self._started_at < self.startup_wait:
+        patience = max(patience, 1.0)
+        if self.acting_epoch is not None or now - self._started_at < self.startup_wait * patience:
             return ElectionOutcome([])
-        if self._coordinator_may_be_acting(now, state_of):
+        if self._coordinator_may_be_acting(now, state_of, patience):
             self._need_since = self._turn_since = None
             return ElectionOutcome([])
         if self._need_since is None:
             self._need_since = now
-        if now - self._need_since < self._turn_delay(state_of):
+        if now - self._need_since < self._turn_delay(state_of) * patience:
             return ElectionOutcome([])
         if self._turn_since is None:
             self._turn_since = now
-        if not may_claim or (
-            self._claimed_at is not None and now - self._claimed_at < self._config.election_timeout
-        ):
+        if not may_claim or self._waiting_for_claim(now, patience):
             return ElectionOutcome([])
         # `epoch` moves only when a claim or announcement arrives: raising it here would make the gate
         # drop commits of the current epoch that every other member still counts.
@@ -158,6 +175,17 @@ class Election:
         self._claimed_at = now
         self.coordinator = None
         return ElectionOutcome([Persist(epoch), Publish("election", Claim(epoch), epoch=epoch, retain=True)])
+
+    def _waiting_for_claim(self, now: float, patience: float) -> bool:
+        """Whether our last claim may still produce a coordinator: it has not timed out, or (on a slow node)
+        it has not even come back yet. Its echo answers it unless the connection lost it, hence the bound."""
+        if self._claimed_at is None:
+            return False
+        waited = now - self._claimed_at
+        timeout = self._config.election_timeout * patience
+        if self.echo_pending and patience > 1.0:
+            return waited < 2 * timeout
+        return waited < timeout
 
     def _turn_delay(self, state_of: StateOf) -> float:
         """How long after finding no coordinator this node waits before claiming: live standbys one step
@@ -172,7 +200,7 @@ class Election:
         spread = zlib.crc32(self._self_id.encode()) / 2**32 * hb + (hb if self.on_battery else 0.0)
         return (len(standbys) * step if self.standbys else 0.0) + spread
 
-    def _coordinator_may_be_acting(self, now: float, state_of: StateOf) -> bool:
+    def _coordinator_may_be_acting(self, now: float, state_of: StateOf, patience: float) -> bool:
         if self.coordinator is None:
             return False
         if self.coordinator == self._self_id:
@@ -180,8 +208,10 @@ class Election:
             return self.acting_epoch is not None
         state = state_of(self.coordinator)
         if state is None:
-            # Named by a retained announcement but never heard from: give it the failure timeout.
-            return now - self._started_at < self._config.failure_timeout
+            # Named but never heard from: give it the failure timeout, from when its claim came (it is
+            # busy winning) or, named by a retained announcement, from when this node started.
+            since = self._started_at if self._named_at is None else max(self._named_at, self._started_at)
+            return now - since < self._config.failure_timeout * patience
         return state != "dead"
 
     def forget_coordinator(self, node_id: str) -> None:

@@ -9,6 +9,18 @@ only when `failure_timeout` passes without a heartbeat. A node that reconnects w
 (a Wi-Fi blip) therefore never dies, and nothing of its is re-queued. A member that misses two heartbeats is
 suspect too. Dead members are forgotten after `forget_dead_after`.
 
+A slow observer (Lifeguard, the local-health extensions of SWIM in HashiCorp's memberlist): a node whose own
+event loop runs late sees every heartbeat late, and would declare healthy members dead. So two things stand
+in for the node's own health. First, silence is measured at the time the tick was *due*, `now - lag`:
+whatever arrived before then has been handled (the loop handles events in order), so time the node spent
+catching up is not counted against anyone. Second, a local health score, `health` (0 to `MAX_HEALTH`),
+rises with the lag (one point per heartbeat interval of lag) and decays by one point per second of
+timely ticks; the silence a member is allowed before it is suspect or dead is multiplied by
+`patience = 1 + health`. A last will is the broker's own, independent view that the connection is gone;
+it shrinks the dead timeout back to the plain `failure_timeout` (Lifeguard's dynamic suspicion timeout,
+with the broker as the one confirming witness), so a SIGKILLed coordinator is replaced about as fast on
+a loaded node as on an idle one.
+
 `tick` and the `on_*` handlers return the members whose state changed, so the node can tell the election
 and the scheduler.
 """
@@ -21,9 +33,14 @@ from typing import Literal
 from swarm.core.config import CoreConfig
 from swarm.messages import Heartbeat
 
-__all__ = ["Member", "MemberState", "Membership"]
+__all__ = ["MAX_HEALTH", "Member", "MemberState", "Membership"]
 
 MemberState = Literal["alive", "suspect", "dead"]
+
+#: The local health score's ceiling: timeouts grow at most ninefold (memberlist's default).
+MAX_HEALTH = 8.0
+#: Points of local health recovered per second of timely ticks.
+HEALTH_DECAY_PER_S = 1.0
 
 
 @dataclass(slots=True)
@@ -35,6 +52,8 @@ class Member:
     last_seen: float
     state: MemberState = "alive"
     state_since: float = 0.0
+    #: The broker sent this member's last will since its last heartbeat.
+    will: bool = False
 
 
 class Membership:
@@ -45,6 +64,9 @@ class Membership:
         self._config = config
         self.members: dict[str, Member] = {}
         self._forgotten: list[str] = []
+        self.lag = 0.0
+        self.health = 0.0
+        self._health_at = 0.0
 
     def on_heartbeat(self, node_id: str, hb: Heartbeat, now: float) -> list[Member]:
         """Record a heartbeat; a suspect or dead member that speaks again is alive."""
@@ -54,6 +76,7 @@ class Membership:
             return [member]
         member.heartbeat = hb
         member.last_seen = now
+        member.will = False
         if member.state != "alive":
             member.state, member.state_since = "alive", now
             return [member]
@@ -69,21 +92,42 @@ class Membership:
             # A retained will of a node we never saw alive: remember it only as dead.
             self.members[node_id] = Member(node_id, None, now, "dead", now)
             return []
+        member.will = True
         new_state: MemberState = "dead" if reason == "left" else "suspect"
         if member.state == "alive" or (new_state == "dead" and member.state != "dead"):
             member.state, member.state_since = new_state, now
             return [member]
         return []
 
+    @property
+    def patience(self) -> float:
+        """How many times the usual silence this node allows others, given its own health (1 when well)."""
+        return 1.0 + self.health
+
+    def note_lag(self, lag: float, now: float) -> None:
+        """This node's own loop lag, measured by the shell at a tick: how late the tick was handled."""
+        lag = max(lag, 0.0)
+        recovered = max(now - self._health_at, 0.0) * HEALTH_DECAY_PER_S
+        self._health_at = now
+        self.health = min(
+            MAX_HEALTH, max(self.health - recovered, lag / self._config.heartbeat_interval, 0.0)
+        )
+        self.lag = lag
+
     def tick(self, now: float) -> list[Member]:
         """Apply the suspect and failure timeouts; forget long-dead members."""
         changed: list[Member] = []
-        suspect_after = 2 * self._config.heartbeat_interval + self._config.tick_interval
+        cfg = self._config
+        patience = self.patience
+        suspect_after = (2 * cfg.heartbeat_interval + cfg.tick_interval) * patience
+        # Silence counts up to when this tick was due: what arrived before then has been handled.
+        seen_until = now - self.lag
         for node_id, member in list(self.members.items()):
             if node_id == self._self_id:
                 continue
-            silent = now - member.last_seen
-            if member.state != "dead" and silent >= self._config.failure_timeout:
+            silent = seen_until - member.last_seen
+            dead_after = cfg.failure_timeout if member.will else cfg.failure_timeout * patience
+            if member.state != "dead" and silent >= dead_after:
                 member.state, member.state_since = "dead", now
                 changed.append(member)
             elif member.state == "alive" and silent >= suspect_after:

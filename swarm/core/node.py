@@ -79,6 +79,10 @@ __all__ = ["EVERY_HEARTBEAT", "JOB_LOG", "NODE_SUBSCRIPTIONS", "DeviceStatus", "
 
 log = logging.getLogger(__name__)
 
+#: Other members' state changes are summed up in one line at most this often (seconds): under churn or
+#: overload a line per member per flap on every node was itself a large share of the load.
+MEMBER_LOG_EVERY = 10.0
+
 #: Topics every node follows; `{self}` is replaced by the node id.
 NODE_SUBSCRIPTIONS: tuple[str, ...] = (
     "node/{self}/in",
@@ -143,6 +147,8 @@ class NodeMachine:
         self._next_report = now
         self._syncs = 0
         self._effects: list[Effect] = []
+        self._member_changes: dict[str, int] = {}
+        self._next_member_log = now
         self.metrics: dict[str, int] = {}
         self.left = False
 
@@ -201,6 +207,11 @@ class NodeMachine:
                 kept.append(effect)
         self._effects = kept
         return delivered
+
+    def note_loop_lag(self, lag: float, now: float) -> None:
+        """The shell measured how late its tick is handled (seconds): how long this node's own loop keeps
+        what arrives waiting. The failure detector and the election scale their patience by it."""
+        self.membership.note_lag(lag, now)
 
     def set_status(self, status: DeviceStatus) -> None:
         """The shell measured the device again."""
@@ -362,13 +373,16 @@ class NodeMachine:
     def _on_tick(self, now: float) -> None:
         self._on_member_changes(self.membership.tick(now), now)
         may_claim = {EVERY_HEARTBEAT, JOB_LOG} <= self._following
-        self._apply_election(self.election.tick(now, self.membership.state_of, may_claim), now)
+        patience = self.membership.patience
+        self._apply_election(self.election.tick(now, self.membership.state_of, may_claim, patience), now)
         if now >= self._next_heartbeat and not self.left:
             self._next_heartbeat = now + self.config.heartbeat_interval
             self._effects.append(self._heartbeat())
         self.worker.tick(now)
         if now >= self._next_report and self.election.coordinator not in (None, self.node_id):
             self._report(now)
+        if self._member_changes and now >= self._next_member_log:
+            self._log_member_changes(now)
         expired = self.replica.expired(now, self.config.finished_job_retention)
         forgotten = self.membership.take_forgotten()
         if self.scheduler is not None:
@@ -421,6 +435,10 @@ class NodeMachine:
 
     def _apply_election(self, outcome: ElectionOutcome, now: float) -> None:
         self._effects.extend(outcome.effects)
+        for effect in outcome.effects:
+            if isinstance(effect, Publish) and isinstance(effect.body, Claim):
+                # Rare (one per election, per claimant) and what a slow failover is read from.
+                log.info("claiming epoch %d (patience %.1f)", effect.body.epoch, self.membership.patience)
         if outcome.deposed and self.scheduler is not None:
             log.warning("deposed as coordinator of epoch %d", self.scheduler.epoch)
             self.scheduler = None
@@ -507,10 +525,21 @@ class NodeMachine:
         self._next_report = now + REPORT_EVERY * self.config.heartbeat_interval
         self._effects.append(self.worker.report(self.election.epoch))
 
+    def _log_member_changes(self, now: float) -> None:
+        """One line for every change since the last: "members: 12 suspect, 3 alive (97 of 100 alive)"."""
+        changes = ", ".join(f"{n} {state}" for state, n in sorted(self._member_changes.items()))
+        alive = sum(m.state == "alive" for m in self.membership.members.values())
+        log.info("members: %s (%d of %d alive)", changes, alive, len(self.membership.members))
+        self._member_changes = {}
+        self._next_member_log = now + MEMBER_LOG_EVERY
+
     def _on_member_changes(self, changed: list[Member], now: float) -> None:
         scheduler = self.scheduler
         for member in changed:
-            log.info("member %s is %s", member.node_id, member.state)
+            log.debug("member %s is %s", member.node_id, member.state)
+            self._member_changes[member.state] = self._member_changes.get(member.state, 0) + 1
+            if member.node_id == self.election.coordinator and member.state != "alive":
+                log.info("coordinator %s is %s", member.node_id, member.state)
             if scheduler is not None:
                 scheduler.on_member(member, now)
         if changed and scheduler is not None:

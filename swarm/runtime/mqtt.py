@@ -7,6 +7,15 @@
   goes on; a publish that fails is logged, and the protocol's resends (worker reports, client retries)
   cover it. SUBSCRIBE and PUBLISH of one client are handled by the broker in the order sent, so a
   subscription made before a publish is in force when the publish is routed.
+* Subscribing does not wait either (`subscribe_nowait`): for the reason above the order is kept without
+  the SUBACK, and waiting for it put a 10 s timeout on a busy loop. Under overload that timeout fired
+  ("Operation timed out"), tore the connection down, and the resubscription brought every retained
+  record again: a reconnect storm that fed itself (issue 16, `docs/election.md`). A refused
+  subscription is logged when its SUBACK arrives.
+* Keepalive 30 s and a 30 s timeout for what still waits (connecting, the last words): paho answers
+  keepalives from the node's event loop, and heartbeats count as traffic, so the broker drops a node
+  only after its loop has sent nothing for 45 s; failure detection itself rests on heartbeats and the
+  will, not on the keepalive.
 
 * Login: a `BrokerLogin` gives the username and password (else those of the URL, if any) and the
   cluster CA. With a CA the connection is TLS, the chain checked against that CA alone and the host
@@ -19,6 +28,8 @@ Topics given to and yielded by the transport are relative to the cluster prefix 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -29,16 +40,20 @@ from typing import Self
 
 import aiomqtt
 import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from swarm.config import NodeConfig, parse_broker_url
 from swarm.errors import ConfigError
 from swarm.trust.tls import client_context
 
-__all__ = ["BrokerLogin", "Transport", "TransportError"]
+__all__ = ["KEEPALIVE_S", "BrokerLogin", "Transport", "TransportError"]
 
 log = logging.getLogger(__name__)
 
 TransportError = aiomqtt.MqttError
+
+#: MQTT keepalive, and the timeout of the few operations that wait for the broker (seconds).
+KEEPALIVE_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +101,7 @@ class Transport:
         login: BrokerLogin | None = None,
         will: tuple[str, bytes] | None = None,
         persistent: bool = True,
-        keepalive: int = 10,
+        keepalive: int = KEEPALIVE_S,
     ) -> None:
         """Describe the connection; it opens when the context is entered.
 
@@ -112,6 +127,7 @@ class Transport:
             clean_session=not persistent,
             will=mqtt_will,
             keepalive=keepalive,
+            timeout=float(max(keepalive, 10)),
             max_queued_outgoing_messages=0,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
@@ -149,6 +165,32 @@ class Transport:
         """Stop receiving `topic`."""
         await self._client.unsubscribe(self.prefix + topic)
 
+    def subscribe_nowait(self, *topics: str) -> None:
+        """Subscribe at QoS 1 without waiting for the SUBACK; in force for everything published after.
+
+        Raises:
+            TransportError: when the connection is gone.
+        """
+        client = self._client._client
+        rc, mid = client.subscribe([(self.prefix + topic, 1) for topic in topics])
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise TransportError(f"subscribe {', '.join(topics)}: {mqtt.error_string(rc)}")
+        # aiomqtt matches every SUBACK to a waiter; give it one that only checks the answer.
+        acked: asyncio.Future[tuple[int, ...] | list[ReasonCode]] = asyncio.get_running_loop().create_future()
+        acked.add_done_callback(functools.partial(_check_suback, topics))
+        self._client._pending_subscribes[mid] = acked
+
+    def unsubscribe_nowait(self, topic: str) -> None:
+        """Stop receiving `topic` without waiting for the UNSUBACK.
+
+        Raises:
+            TransportError: when the connection is gone.
+        """
+        rc, mid = self._client._client.unsubscribe(self.prefix + topic)
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise TransportError(f"unsubscribe {topic}: {mqtt.error_string(rc)}")
+        self._client._pending_unsubscribes[mid] = asyncio.Event()
+
     async def messages(self) -> AsyncIterator[tuple[str, bytes, bool]]:
         """Every message received, as (relative topic, payload, retained); ends with `TransportError` on
         loss. `retained` is true for a retained record sent because of a subscription (the broker's stored
@@ -158,3 +200,12 @@ class Transport:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             yield message.topic.value[cut:], data, bool(message.retain)
+
+
+def _check_suback(topics: tuple[str, ...], acked: asyncio.Future[tuple[int, ...] | list[ReasonCode]]) -> None:
+    """Log a subscription the broker refused (an ACL, a full session) when its SUBACK arrives."""
+    if acked.cancelled() or acked.exception() is not None:
+        return
+    for topic, code in zip(topics, acked.result(), strict=False):
+        if getattr(code, "is_failure", False):
+            log.warning("the broker refused the subscription to %s: %s", topic, code)

@@ -5,12 +5,20 @@ One `asyncio.TaskGroup` per connection runs the named tasks `swarm[<name>].rx` (
 `.tick` (the clock), `.probe` (device status) and `.core` (feed events to the machine in batches and
 carry out its effects). When the broker connection is lost, the node reconnects with jittered backoff; if
 the broker was found over mDNS (or started by this node), it looks again and, finding none, starts one.
+
+Loop lag (issue 16): a tick carries the time it was due, and the next one is not queued before the core
+has handled it, so the core loop knows how late each tick is handled: how long anything that reaches
+this node waits before the core sees it. It hands that lag to the core (`NodeMachine.note_loop_lag`)
+before the batch holding the tick, and the core's failure detector and election scale their patience
+by it (`docs/election.md`). Subscriptions do not wait for the broker's acknowledgement
+(`Transport.subscribe_nowait`): a timeout there used to drop the connection of a busy node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import itertools
 import logging
@@ -82,6 +90,11 @@ __all__ = ["NodeShell"]
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+#: Reconnect backoff: "full jitter" between 0 and min(cap, base x 2^failures), plus a floor, so that a
+#: hundred nodes cut off together come back spread out instead of all at once.
+RECONNECT_BASE_S = 0.5
+RECONNECT_CAP_S = 15.0
+RECONNECT_FLOOR_S = 0.1
 #: Where an admin publishes the authority's signed roster (retained).
 ROSTER_TOPIC = "trust/roster"
 #: How often a node on the authority's machine looks at the roster file (one stat() call).
@@ -115,6 +128,9 @@ class NodeShell:
             config.cluster, credential.authority_public, max_bytes=config.max_message_bytes
         )
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        # The queued tick's due time (loop clock), and whether the core has handled it.
+        self._tick_due = 0.0
+        self._tick_handled = asyncio.Event()
         if signatures_disabled():
             log.warning("message signatures are OFF (%s=1): for measurements only", UNSIGNED_ENV)
         self._roster = load_roster(storage.data_dir, credential)
@@ -123,6 +139,14 @@ class NodeShell:
             self._verifier.update_roster(self._roster)
             self._events.put_nowait(PolicyChanged(self._roster.quota_list()))
         self._registry = Registry.from_entry_points(strict=False)
+        #: Whether the current broker connection was ever up (a log line says "lost" only then).
+        self._link_up = False
+        if self._registry.builtin_problems:
+            # A node without swarm's own task types would join, even coordinate, and fail every task.
+            raise ConfigError(
+                f"swarm's own task types do not load, so this node does not join: "
+                f"{self._registry.builtin_problems[0]} (is another `swarm` on the import path?)"
+            )
         # Message ids must not repeat after a restart: receivers drop a repeated id as a replay.
         self._msg_prefix = f"{self.node_id}-{secrets.token_hex(3)}-"
         self._audit_log = audit_log(config.cluster)
@@ -260,6 +284,7 @@ class NodeShell:
             url = await self._locator.locate(rank=self.machine.succession_rank(), failures=failures)
             log.info("node %s (%s) connecting to %s", self.node_id, self.config.name, url)
             lost: BaseException | None = None
+            self._link_up = False
             try:
                 await self._connected(url, executor, stop)
                 failures = 0
@@ -267,8 +292,8 @@ class NodeShell:
                 lost = group.exceptions[0]
             if lost is not None:
                 failures += 1
-                delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * (0.5 + self._rng.random())
-                log.warning("broker connection lost (%s); retrying in %.1fs", lost, delay)
+                delay = reconnect_delay(failures, self._rng)
+                log.warning("%s; retrying in %.1fs", _link_problem(lost, url, self._link_up), delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
 
@@ -278,6 +303,7 @@ class NodeShell:
         login = broker_login(self.config, self.credential)
         async with Transport(url, self.config.cluster, self.node_id, login=login, will=will) as transport:
             self._transport = transport
+            self._link_up = True
             self.machine.set_status(self._status(battery=False))
             extra = self._api.subscriptions() if self._api is not None else []
             await transport.subscribe(ROSTER_TOPIC, *self.machine.subscriptions(), *extra)
@@ -325,10 +351,18 @@ class NodeShell:
             self._events.put_nowait(MessageReceived(topic, env))
 
     async def _tick_loop(self) -> None:
+        """A tick every `tick_interval`, each due an interval after the last, never queued before the last
+        was handled: a busy core gets one tick per pass over its backlog, not a pile of them."""
+        loop = asyncio.get_running_loop()
         interval = self.config.core.tick_interval
+        due = loop.time()
         while True:
+            self._tick_due = due
+            self._tick_handled.clear()
             self._events.put_nowait(Tick())
-            await asyncio.sleep(interval)
+            await self._tick_handled.wait()
+            due = max(due + interval, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     async def _probe_loop(self) -> None:
         while True:
@@ -343,14 +377,22 @@ class NodeShell:
             await asyncio.sleep(0)
             while len(batch) < MAX_BATCH and not self._events.empty():
                 batch.append(self._events.get_nowait())
+            ticked = any(isinstance(event, Tick) for event in batch)
             try:
-                effects = self.machine.handle_many(batch, self._clock())
+                now = self._clock()
+                if ticked:
+                    lag = asyncio.get_running_loop().time() - self._tick_due
+                    self.machine.note_loop_lag(lag, now)
+                effects = self.machine.handle_many(batch, now)
             except Exception:
                 # A bug in the core must not take the device out of the cluster: log it loudly, count
                 # it, and go on with the next events (the simulator is where such bugs get found).
                 log.exception("the protocol core failed on %d event(s); continuing", len(batch))
                 self.machine.count("core_errors")
                 continue
+            finally:
+                if ticked:
+                    self._tick_handled.set()
             await self._carry_out(effects, executor, tg)
 
     # --- effects ------------------------------------------------------------------------------------
@@ -365,11 +407,13 @@ class NodeShell:
                 case ClearRetained(topic):
                     transport.publish(topic, b"", retain=True)
                 case Subscribe(topic):
-                    await transport.subscribe(topic)
+                    # In force for whatever we publish next (the broker keeps one client's order); waiting
+                    # for the acknowledgement only put a timeout on a busy loop.
+                    transport.subscribe_nowait(topic)
                 case Unsubscribe(topic):
                     # The API may follow the same topic (every heartbeat, while it is in use).
                     if self._api is None or not self._api.holds(topic):
-                        await transport.unsubscribe(topic)
+                        transport.unsubscribe_nowait(topic)
                 case Persist(epoch):
                     self.storage.persist_epoch(epoch)
                 case RunTask(assignment):
@@ -515,5 +559,25 @@ class NodeShell:
         return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api)
 
 
+def reconnect_delay(failures: int, rng: random.Random) -> float:
+    """Seconds to wait before reconnecting after `failures` lost connections in a row: bounded, with
+    full jitter, so a reconnect storm of many nodes does not knock the broker over."""
+    ceiling = min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2.0 ** min(failures, 16))
+    return RECONNECT_FLOOR_S + rng.random() * ceiling
+
+
 def _target(body: SubmitJob | Cancel) -> str:
     return body.job_id if isinstance(body, SubmitJob) else body.target
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.EACCES, errno.EPERM})
+
+
+def _link_problem(exc: BaseException, url: str, was_up: bool) -> str:
+    """One log line for why the broker loop restarts, saying what to do: a local file that cannot be
+    written is not a broker outage, and a broker never reached was not "lost"."""
+    if isinstance(exc, OSError) and exc.filename and exc.errno in _DISK_ERRNOS:
+        return f"cannot write {exc.filename}: {exc.strerror}; free space or fix permissions of the data dir"
+    if not was_up:
+        return f"cannot reach the broker at {url} ({exc}); is it running and reachable from here?"
+    return f"broker connection to {url} lost ({exc})"

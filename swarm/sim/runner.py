@@ -87,7 +87,7 @@ def run_scenario(
     started = time.perf_counter()
     if nodes is not None:
         scenario = scenario.with_nodes(nodes)
-    world = SimWorld(seed, scenario.core_config(), max_queued=scenario.max_queued)
+    world = SimWorld(seed, scenario.core_config(), max_queued=scenario.max_queued, cpu=scenario.cpu)
     checker = Checker(world, replay_command(scenario.name, seed, nodes, until))
     run = _Run(scenario, world, checker)
     if setup is not None:
@@ -321,6 +321,13 @@ class _Run:
             w.restart_broker(f.duration or 1.0, f.keep_retained and self.sc.keep_retained, f.keep_sessions)
             self.faults.append(w.trace[-1])
             return
+        if f.kind == "load":
+            w.set_background(f.factor)
+            self.faults.append(w.trace[-1])
+            if f.duration:
+                base = self.sc.cpu.background if self.sc.cpu else 0.0
+                w.schedule(w.now + f.duration, lambda: w.set_background(base))
+            return
         if f.kind == "network":
             w.net.rates = NetRates(f.drop, f.duplicate, f.delay, f.delay_s, f.reorder)
             w.note(f"network faults {w.net.rates}")
@@ -352,6 +359,8 @@ class _Run:
         w = self.world
         self.churning = False
         w.net.rates = NetRates()
+        if w.cpu is not None:
+            w.set_background(w.cpu.background)
         for node in w.nodes.values():
             if node.link is not None:
                 w.heal(node.node_id)

@@ -16,6 +16,7 @@ from typing import Any
 from swarm.core.config import CoreConfig
 from swarm.devices.profiles import BUILTIN_PROFILES, DeviceProfile
 from swarm.errors import ConfigError, InvalidSpec
+from swarm.sim.cpu import CpuModel
 from swarm.workflow.cron import CronExpr
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
-FAULT_KINDS = ("crash", "leave", "partition", "slow", "broker-restart", "network")
+FAULT_KINDS = ("crash", "leave", "partition", "slow", "broker-restart", "network", "load")
 WORKLOAD_KINDS = ("batch", "mapreduce", "dag")
 #: Keys only a batch workload takes, and keys only a MapReduce one takes (and needs).
 _BATCH_KEYS = ("tasks", "priority", "fail_p")
@@ -150,6 +151,7 @@ class Scenario:
     keep_retained: bool = True
     max_queued: int | None = None
     session_expiry: float | None = None
+    cpu: CpuModel | None = None
 
     @property
     def node_count(self) -> int:
@@ -207,6 +209,7 @@ _TOP = {
     "rates",
     "config",
     "broker",
+    "cpu",
 }
 
 
@@ -231,12 +234,22 @@ def _scenario(doc: dict[str, Any], stem: str) -> Scenario:
         keep_retained=bool(broker.get("keep_retained", True)),
         max_queued=broker.get("max_queued"),
         session_expiry=broker.get("session_expiry"),
+        cpu=_cpu(doc["cpu"]) if "cpu" in doc else None,
     )
     try:
         scenario.core_config()
     except (ConfigError, TypeError) as exc:
         raise ValueError(f"config: {exc}") from exc
     return scenario
+
+
+def _cpu(value: Any) -> CpuModel:
+    """The `[cpu]` table: shared hosts and what a step costs (`swarm.sim.cpu`)."""
+    model: CpuModel = _from_table(CpuModel, "cpu.", _table(value, "cpu"))
+    for key in ("hosts", "cores"):
+        if not isinstance(value.get(key, 1), int):
+            raise ValueError(f"cpu.{key} must be a whole number, got {value[key]!r}")
+    return model
 
 
 def _group(i: int, t: dict[str, Any]) -> DeviceGroup:
@@ -307,6 +320,8 @@ def _fault(i: int, t: dict[str, Any]) -> FaultEvent:
         raise ValueError(f"{where}kind must be one of {', '.join(FAULT_KINDS)}, got {fault.kind!r}")
     if fault.mode not in PARTITION_MODES:
         raise ValueError(f"{where}mode must be one of {', '.join(PARTITION_MODES)}, got {fault.mode!r}")
+    if fault.kind == "load" and not 0.0 <= fault.factor < 1.0:
+        raise ValueError(f"{where}factor must be in [0, 1) for kind = 'load' (a share of the cores)")
     return fault
 
 
@@ -336,7 +351,18 @@ def _from_table(cls: Any, where: str, t: dict[str, Any]) -> Any:
     missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
     if missing:
         raise ValueError(f"{where}{missing[0]} is required")
-    for key in ("jobs", "tasks", "max_retries", "maps", "reduces", "words", "steps", "fan_out"):
+    for key in (
+        "jobs",
+        "tasks",
+        "max_retries",
+        "maps",
+        "reduces",
+        "words",
+        "steps",
+        "fan_out",
+        "hosts",
+        "cores",
+    ):
         if key in values:
             values[key] = int(values[key])
     return cls(**values)

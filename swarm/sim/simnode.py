@@ -13,6 +13,7 @@ from swarm.core.events import Event, MessageReceived, TaskFinished
 from swarm.core.node import NodeMachine
 from swarm.devices.profiles import DeviceProfile
 from swarm.mapreduce.kernels import Keys, Values
+from swarm.sim.cpu import Host
 from swarm.sim.faults import LinkMode
 
 __all__ = ["DEFAULT_PROFILE", "LOG_LENGTH", "SimNode"]
@@ -47,6 +48,12 @@ class SimNode:
     busy: float = 0.0
     up_since: float = 0.0
     uptime: float = 0.0
+    # Shared CPUs (swarm.sim.cpu): the host this node runs on, when its loop is next free, the worst lag
+    # of its ticks, and how often the broker dropped it for a missed keepalive.
+    host: Host | None = None
+    cpu_free: float = 0.0
+    max_lag: float = 0.0
+    keepalive_drops: int = 0
 
     def story(self) -> list[str]:
         """The node's last steps, oldest first: what it was told and how many effects it answered with."""

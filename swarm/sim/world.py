@@ -10,6 +10,11 @@ Connections follow the shell: on every (re)connect the node subscribes to `machi
 then gets `Connected`; a resumed MQTT session then delivers what queued while the node was away. Faults
 (crash and restart, partitions, slow nodes, clock skew, broker restart) are methods here; which message a
 network fault hits is decided in `swarm.sim.faults`.
+
+With a CPU model (`swarm.sim.cpu`, a scenario's `[cpu]` table) nodes share hosts and every step costs
+CPU time: a node's events are handled when its host gets to them, its ticks late by the host's backlog
+(the lag is handed to the core as the shell hands it), and a node whose loop stays silent longer than
+the broker's keepalive allows is dropped by the broker and reconnects.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from swarm.devices.capabilities import Capabilities
 from swarm.devices.profiles import DeviceProfile
 from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
 from swarm.sim.broker import SimBroker
+from swarm.sim.cpu import CpuModel, Host
 from swarm.sim.dags import DAG_STEP, SimDags
 from swarm.sim.faults import LinkMode, NetFaults
 from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
@@ -69,7 +75,12 @@ class SimWorld:
     """The virtual clock, the broker, the nodes and their faults."""
 
     def __init__(
-        self, seed: int, config: CoreConfig, cluster: str = "sim", max_queued: int | None = None
+        self,
+        seed: int,
+        config: CoreConfig,
+        cluster: str = "sim",
+        max_queued: int | None = None,
+        cpu: CpuModel | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
@@ -95,6 +106,10 @@ class SimWorld:
         self.mapreduce = SimMapReduce(self.nodes, lambda: self.now)
         # DAG steps: outcomes fixed by (seed, task, attempt), and the runs to check (swarm.sim.dags).
         self.dags = SimDags(seed)
+        self.cpu = cpu
+        #: Whether nodes learn their loop lag, as the shell tells them (off: the core cannot tell it is late).
+        self.report_lag = True
+        self.hosts = [Host(f"host-{i}", cpu.cores, cpu.background) for i in range(cpu.hosts)] if cpu else []
 
     # --- clock --------------------------------------------------------------------------------------
 
@@ -160,6 +175,8 @@ class SimWorld:
         )
         node.machine.status = self._status(node_id, profile)
         node.disk = disk if disk is not None else {}
+        if self.hosts:
+            node.host = self.hosts[len(self.nodes) % len(self.hosts)]
         self.nodes[node_id] = node
         if profile.loss:
             self.net.loss[node_id] = profile.loss
@@ -182,7 +199,7 @@ class SimWorld:
         node = self.nodes[node_id]
         if not node.up:
             return
-        self._step(node, Leave())
+        self._step(node, Leave(), at_once=True)
         self._down(node)
         self.broker.disconnect(node_id, clean=True)
         self.note(f"leave {node_id}")
@@ -226,6 +243,12 @@ class SimWorld:
         """Scale the node's task durations by `factor` (1.0 is normal) from now on."""
         self.nodes[node_id].slow = factor
         self.note(f"slow {node_id} x{factor:g}")
+
+    def set_background(self, share: float) -> None:
+        """Other work takes `share` of every host's cores from now on (shared CPUs only)."""
+        for host in self.hosts:
+            host.background = share
+        self.note(f"load {share:g}")
 
     def restart_broker(self, down: float, keep_retained: bool, keep_sessions: bool = False) -> None:
         """The broker dies and is back after `down` seconds; retained records and sessions survive only
@@ -346,6 +369,9 @@ class SimWorld:
     def _schedule_tick(self, node: SimNode) -> None:
         incarnation = node.incarnation
         interval = self.config.tick_interval
+        if node.host is not None:
+            self.schedule(self.now + self.rng.random() * interval, lambda: self._late_tick(node, self.now))
+            return
 
         def tick() -> None:
             if node.up and node.incarnation == incarnation:
@@ -354,7 +380,55 @@ class SimWorld:
 
         self.schedule(self.now + self.rng.random() * interval, tick)
 
-    def _step(self, node: SimNode, event: Event) -> None:
+    def _late_tick(self, node: SimNode, due: float) -> None:
+        """A tick due now on a shared CPU, as the shell schedules it: handled when the node's loop gets to
+        it, the next one due an interval later but never before this one was handled."""
+        host, incarnation = node.host, node.incarnation
+        assert host is not None and self.cpu is not None
+        if not (node.up and node.incarnation == incarnation):
+            return
+        done = host.run(max(self.now, node.cpu_free), self.cpu.event_ms)
+        node.cpu_free = done
+
+        def handle() -> None:
+            if not (node.up and node.incarnation == incarnation):
+                return
+            lag = self.now - due
+            node.max_lag = max(node.max_lag, lag)
+            assert self.cpu is not None
+            if lag > 1.5 * self.cpu.keepalive_s and node.connected:
+                # Nothing left the node for longer than the keepalive allows: the broker drops it.
+                node.keepalive_drops += 1
+                node.connected = False
+                self.broker.disconnect(node.node_id, clean=False)
+                self.note(f"keepalive {node.node_id} (lag {lag:.1f}s)")
+                self._reconnect_later(node, clean=False)
+            if self.report_lag:
+                node.machine.note_loop_lag(lag, self.now + node.skew)
+            self._handle(node, Tick())
+            next_due = max(due + self.config.tick_interval, self.now)
+            self.schedule(next_due, lambda: self._late_tick(node, next_due))
+
+        self.schedule(done, handle)
+
+    def _step(self, node: SimNode, event: Event, at_once: bool = False) -> None:
+        """Handle `event` now, or, on a shared CPU, once the node's loop and its host get to it."""
+        host, cpu = node.host, self.cpu
+        if host is None or cpu is None or at_once:
+            self._handle(node, event)
+            return
+        cost = cpu.message_ms if isinstance(event, MessageReceived) else cpu.event_ms
+        done = host.run(max(self.now, node.cpu_free), cost)
+        node.cpu_free = done
+        incarnation = node.incarnation
+
+        def handle() -> None:
+            if node.up and node.incarnation == incarnation:
+                self._handle(node, event)
+
+        self.schedule(done, handle)
+
+    def _handle(self, node: SimNode, event: Event) -> None:
         self.events_processed += 1
         try:
             effects = node.machine.handle(event, self.now + node.skew)
@@ -363,6 +437,9 @@ class SimWorld:
             self._hash.update(
                 f"{self.now:.6f} {node.node_id} {type(event).__name__} {msg} {len(effects)}\n".encode()
             )
+            if node.host is not None and self.cpu is not None and effects:
+                # Signing and sending takes the loop's time too: the node's next events wait for it.
+                node.cpu_free = node.host.run(max(self.now, node.cpu_free), self.cpu.effect_ms * len(effects))
             for effect in effects:
                 self._apply(node, effect)
             node.machine.validate()
@@ -393,7 +470,9 @@ class SimWorld:
                 self._run(node, a)
             case CancelTask(task_id, attempt):
                 if node.running.pop((task_id, attempt), None) is not None:
-                    self._step(node, TaskFinished(TaskResult(task_id, "", attempt, "cancelled")))
+                    self._step(
+                        node, TaskFinished(TaskResult(task_id, "", attempt, "cancelled")), at_once=True
+                    )
             case _:
                 raise TypeError(f"unknown effect {effect!r}")
 

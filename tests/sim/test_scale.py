@@ -65,6 +65,7 @@ def _member(node_id: str) -> Member:
 def test_placing_a_task_scores_a_bounded_sample_of_members(monkeypatch: pytest.MonkeyPatch) -> None:
     scored: list[str] = []
     score = placement.score
+
     def counted(c: Candidate, w: PlacementWeights, req: Requirements | None = None) -> float:
         scored.append(c.node_id)
         return score(c, w, req)

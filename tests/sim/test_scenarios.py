@@ -19,8 +19,9 @@ from swarm.sim.scenario import load_scenario, named_scenarios
 SEEDS = 200
 
 #: Scenarios too large for CI; `swarm sim run --scenario thousand-node` runs it (about 40 s).
-#: Swept elsewhere or too large for 200 seeds here: cron-failover has 50 seeds in test_sim_dags.py.
-LARGE = {"thousand-node", "cron-failover"}
+#: Swept elsewhere or too large for 200 seeds here: cron-failover (50 seeds in test_sim_dags.py) and
+#: overload (200 seeds in test_overload.py).
+LARGE = {"thousand-node", "cron-failover", "overload"}
 
 
 def _run(job: tuple[str, int]) -> SimReport:

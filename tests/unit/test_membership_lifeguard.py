@@ -1,0 +1,187 @@
+"""A slow observer (issue 16): the node's own loop lag makes it patient instead of declaring others dead."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from swarm.core.config import CoreConfig
+from swarm.core.election import Election
+from swarm.core.events import MessageReceived, Publish, Tick
+from swarm.core.membership import MAX_HEALTH, Membership
+from swarm.core.node import DeviceStatus, NodeMachine
+from swarm.devices.capabilities import Capabilities
+from swarm.messages import Claim, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
+from swarm.runtime.shell import RECONNECT_CAP_S, RECONNECT_FLOOR_S, reconnect_delay
+
+CFG = CoreConfig()
+CAPS = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
+HB = Heartbeat("p", CAPS, 1, 0, 0.0, 512, 1)
+
+
+def _table(*ids: str) -> Membership:
+    m = Membership("self", CFG)
+    for node_id in ids:
+        m.on_heartbeat(node_id, HB, 0.0)
+    return m
+
+
+def test_a_healthy_node_keeps_the_plain_timeouts() -> None:
+    m = _table("p")
+    m.note_lag(0.01, 0.0)
+    assert m.patience == pytest.approx(1.02)
+    m.note_lag(0.0, 10.0)
+    assert m.patience == 1.0
+    m.tick(CFG.failure_timeout - 0.01)
+    assert m.state_of("p") == "suspect"
+    m.tick(CFG.failure_timeout)
+    assert m.state_of("p") == "dead"
+
+
+def test_time_spent_catching_up_is_not_counted_as_silence() -> None:
+    """The tick was due at 1.0 but handled at 9.0: what arrived before 1.0 has been handled, no more."""
+    m = _table("p")
+    m.note_lag(8.0, 9.0)
+    assert m.tick(9.0) == []
+    assert m.state_of("p") == "alive"
+
+
+def test_a_lagging_node_waits_longer_before_declaring_anyone_dead() -> None:
+    m = _table("p", "q")
+    m.note_lag(1.0, 0.5)  # one second late: two heartbeat intervals, so three times the patience
+    assert m.patience == pytest.approx(3.0)
+    m.lag = 0.0  # the next tick is on time, but the health score stays up
+    m.tick(CFG.failure_timeout + 0.5)
+    assert m.state_of("p") == "suspect"
+    m.on_heartbeat("q", HB, CFG.failure_timeout + 0.5)
+    assert m.state_of("q") == "alive"
+
+
+def test_health_is_capped_and_recovers_with_timely_ticks() -> None:
+    m = Membership("self", CFG)
+    m.note_lag(60.0, 0.0)
+    assert m.health == MAX_HEALTH
+    m.note_lag(0.0, 3.0)
+    assert m.health == pytest.approx(MAX_HEALTH - 3.0)
+    m.note_lag(0.0, 100.0)
+    assert m.health == 0.0 and m.patience == 1.0
+
+
+def test_a_negative_lag_counts_as_none() -> None:
+    m = Membership("self", CFG)
+    m.note_lag(-5.0, 1.0)
+    assert m.lag == 0.0 and m.health == 0.0
+
+
+def test_a_last_will_confirms_the_suspicion_so_death_comes_at_the_plain_timeout() -> None:
+    """The broker saw the connection drop: an independent witness, so the lag does not stretch it."""
+    m = _table("p", "q")
+    m.note_lag(2.0, 0.0)
+    m.lag = 0.0
+    m.on_gone("p", "connection lost", 0.1)
+    m.tick(CFG.failure_timeout)
+    assert (m.state_of("p"), m.state_of("q")) == ("dead", "alive")
+    # A heartbeat after the will withdraws it: the member is alive, and plain silence rules again.
+    m.on_gone("q", "connection lost", 3.5)
+    m.on_heartbeat("q", HB, 3.6)
+    m.tick(3.6 + CFG.failure_timeout)
+    assert m.state_of("q") != "dead"
+
+
+def _dead(node_id: str) -> str | None:
+    return "dead" if node_id == "c" else "alive"
+
+
+def _first_claim(e: Election, start: float, patience: float, until: float) -> float | None:
+    t = start
+    while t <= until:
+        if e.tick(t, _dead, True, patience).effects:
+            return t
+        t = round(t + CFG.tick_interval, 6)
+    return None
+
+
+def test_a_patient_node_takes_its_turn_that_many_times_later() -> None:
+    quick, slow = Election("d", CFG, 0, now=0.0), Election("d", CFG, 0, now=0.0)
+    for e in (quick, slow):
+        e.on_announce(1, "c", ("a", "b"))
+    at_once = _first_claim(quick, 5.0, 1.0, 30.0)
+    later = _first_claim(slow, 5.0, 4.0, 30.0)
+    assert at_once is not None and later is not None
+    assert later - 5.0 >= 4 * (at_once - 5.0) - CFG.tick_interval
+
+
+def test_a_lagging_claimant_waits_for_its_claim_to_come_back_before_claiming_again() -> None:
+    """Claiming the next epoch before the echo only deposes whoever won meanwhile."""
+    e = Election("a", CFG, 0, now=0.0)
+    first = _first_claim(e, 5.0, 2.0, 10.0)  # its claim for epoch 1
+    assert first is not None and e.echo_pending
+    timeout = CFG.election_timeout * 2.0
+    assert not e.tick(first + timeout + 0.1, _dead, True, 2.0).effects  # the echo is only late
+    assert e.tick(first + 2 * timeout, _dead, True, 2.0).effects  # lost after all: claim again
+    # A healthy node keeps the plain election timeout.
+    h = Election("a", CFG, 0, now=0.0)
+    first = _first_claim(h, 5.0, 1.0, 10.0)
+    assert first is not None
+    assert h.tick(first + CFG.election_timeout, _dead, True).effects
+
+
+def test_a_claim_seen_holds_others_back_for_the_patient_failure_timeout() -> None:
+    e = Election("z", CFG, 1, now=0.0)
+    e.on_announce(1, "c")
+    e.on_claim("x", 2, 10.0)  # x claims; z does not follow x yet (state None)
+    unknown = {"c": "dead"}
+    assert not e.tick(10.0 + CFG.failure_timeout * 2 - 0.1, unknown.get, True, 2.0).effects
+    assert not e.wants_to_claim
+
+
+def _node(node_id: str = "a") -> NodeMachine:
+    status = DeviceStatus(CAPS, 0.1, 2048)
+    return NodeMachine(node_id, node_id, CFG, random.Random(0), lambda spec: None, status, 0, 0.0)
+
+
+def _msg(
+    topic: str, sender: str, body: Heartbeat | NodeGone | CoordinatorAnnounce | Claim
+) -> MessageReceived:
+    return MessageReceived(topic, Envelope(1, "c", sender, 1, f"{sender}-{topic}", body))
+
+
+def test_a_node_told_its_lag_does_not_fail_over_a_coordinator_it_is_late_to_hear() -> None:
+    node = _node()
+    node.handle_many([_msg("coord", "c", CoordinatorAnnounce(1, "c")), _msg("node/c/hb", "c", HB)], 1.0)
+    node.note_loop_lag(6.0, 8.0)  # the loop was stalled: the tick due at 2.0 is handled at 8.0
+    effects = node.handle(Tick(), 8.0)
+    assert node.membership.state_of("c") == "alive"
+    assert not [e for e in effects if isinstance(e, Publish) and isinstance(e.body, Claim)]
+
+
+def test_member_changes_are_summed_up_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    node, now = _node(), 0.0
+    claims: list[Claim] = []
+    while not claims:  # no coordinator: the node claims, and its echo makes it act (it follows everyone)
+        now += CFG.tick_interval
+        claims = [
+            e.body for e in node.handle(Tick(), now) if isinstance(e, Publish) and isinstance(e.body, Claim)
+        ]
+    node.handle(_msg("election", "a", claims[0]), now)
+    assert node.scheduler is not None
+    caplog.set_level(logging.INFO, logger="swarm.core.node")
+    node.handle_many([_msg(f"node/m{i}/hb", f"m{i}", HB) for i in range(12)], now)
+    node.handle_many([_msg(f"node/m{i}/hb", f"m{i}", NodeGone("connection lost")) for i in range(12)], now)
+    node.handle(Tick(), now + 20.0)
+    lines = [r.getMessage() for r in caplog.records if "member" in r.getMessage()]
+    assert not [line for line in lines if line.startswith("member m")]
+    assert any("12 suspect" in line for line in lines), lines
+    assert len(lines) <= 2, lines
+
+
+def test_reconnect_backoff_is_jittered_and_bounded() -> None:
+    rng = random.Random(1)
+    first = [reconnect_delay(1, rng) for _ in range(200)]
+    assert min(first) >= RECONNECT_FLOOR_S and max(first) <= RECONNECT_FLOOR_S + 1.0
+    assert len({round(d, 3) for d in first}) > 150  # spread out, not in lockstep
+    late = [reconnect_delay(50, rng) for _ in range(200)]
+    assert max(late) <= RECONNECT_FLOOR_S + RECONNECT_CAP_S
+    assert sum(late) / len(late) > RECONNECT_CAP_S / 4
