@@ -71,7 +71,7 @@ def test_acl_file_grants_each_kind_its_topics() -> None:
         "topic write swarm/home/coord/in",
         "topic write swarm/home/election",
         "topic write swarm/home/job/#",
-            "topic write swarm/home/wf/#",
+        "topic write swarm/home/wf/#",
     ]
     assert blocks["user u-3f2a9c01"] == [
         "topic read swarm/home/#",
