@@ -16,8 +16,6 @@ export const COLOURS = {
   skipped: "#4b4266",
   critical: "#b388ff",
   edge: "#00d1ff",
-  bgTop: "#05070d",
-  bgBottom: "#0a0c15",
 };
 const MAX_LABELS = 150;
 const MAX_PARTICLES = 4000;
@@ -40,7 +38,12 @@ export class Universe {
   constructor(canvas, labels) {
     this.canvas = canvas;
     this.labelLayer = labels;
-    this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true, powerPreference: "high-performance" });
+    // No multisampling and a transparent canvas over the page's own gradient and grid (cockpit.css): on
+    // software GL both cost more than the scene itself (rotation at 1,000 nodes: 7.6 -> 14+ fps).
+    this.renderer = new THREE.WebGLRenderer({
+      canvas, antialias: false, alpha: true, powerPreference: "high-performance",
+    });
+    this.renderer.setClearColor(0x000000, 0);
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
     this.scene = new THREE.Scene();
     this.perspective = new THREE.PerspectiveCamera(50, 1, 0.1, 20000);
@@ -69,33 +72,10 @@ export class Universe {
     this.lastFrame = 0;
     this.frames = 0;
     this.mode = "3d";
-    this.setBackground();
     this.resize();
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.loop = this.loop.bind(this);
     requestAnimationFrame(this.loop);
-  }
-
-  /** The background: seed 004's gradient (#05070d -> #0a0c15) with a faint grid, drawn behind the scene. */
-  setBackground() {
-    const paint = document.createElement("canvas");
-    paint.width = 512;
-    paint.height = 512;
-    const g = paint.getContext("2d");
-    const gradient = g.createLinearGradient(0, 0, 0, 512);
-    gradient.addColorStop(0, COLOURS.bgTop);
-    gradient.addColorStop(1, COLOURS.bgBottom);
-    g.fillStyle = gradient;
-    g.fillRect(0, 0, 512, 512);
-    g.strokeStyle = "rgba(0, 209, 255, 0.05)";
-    g.lineWidth = 1;
-    for (let p = 0.5; p < 512; p += 32) {
-      g.beginPath(); g.moveTo(p, 0); g.lineTo(p, 512); g.stroke();
-      g.beginPath(); g.moveTo(0, p); g.lineTo(512, p); g.stroke();
-    }
-    const texture = new THREE.CanvasTexture(paint);
-    texture.colorSpace = THREE.SRGBColorSpace;
-    this.scene.background = texture;
   }
 
   resize() {
@@ -262,8 +242,8 @@ export class Universe {
       const el = this.labels[i];
       if (v.z > 1 || v.z < -1) { el.style.display = "none"; continue; }
       el.style.display = "";
-      el.style.left = `${((v.x + 1) / 2) * w}px`;
-      el.style.top = `${((1 - v.y) / 2) * h}px`;
+      // A transform moves the label without a layout of the page (left/top would lay out every frame).
+      el.style.transform = `translate(${((v.x + 1) / 2) * w}px, ${((1 - v.y) / 2) * h}px) translate(-50%, -160%)`;
     }
   }
 
