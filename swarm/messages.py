@@ -21,6 +21,7 @@ __all__ = [
     "ArtifactPublished",
     "Assign",
     "Assignment",
+    "AttemptsSpent",
     "Body",
     "Cancel",
     "CancelAttempt",
@@ -392,13 +393,25 @@ class TaskUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptsSpent:
+    """Attempts a task that is not final yet has used, `preempted` of them by preemption (which spend
+    none of its retries): carried in the job log so that a successor coordinator goes on counting."""
+
+    task_id: Id
+    attempt: int
+    preempted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     """Final states the coordinator of `Envelope.epoch` committed, retained on `job/<id>/commits/<e>.<n>`
-    (epoch e, n-th batch): each batch of commits is durable on the broker the moment it is published."""
+    (epoch e, n-th batch): each batch of commits is durable on the broker the moment it is published.
+    `spent` records the attempts of tasks that failed or were preempted and will be tried again."""
 
     TAG: ClassVar[str] = "commit"
     job_id: Id
     updates: tuple[TaskUpdate, ...]
+    spent: tuple[AttemptsSpent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.errors import InvalidSpec, InvalidTransition
-from swarm.messages import TERMINAL_STATES, SubmitJob, TaskRef, TaskSpec, TaskState, TaskSummary, TaskUpdate
+from swarm.messages import (
+    TERMINAL_STATES,
+    AttemptsSpent,
+    SubmitJob,
+    TaskRef,
+    TaskSpec,
+    TaskState,
+    TaskSummary,
+    TaskUpdate,
+)
 from swarm.workflow.conditions import parse_condition
 from swarm.workflow.gate import step_inputs
 
@@ -91,6 +100,8 @@ class JobRecord:
     tasks: dict[str, TaskRecord]
     committed: dict[str, TaskUpdate] = field(default_factory=dict)
     unpublished: list[TaskUpdate] = field(default_factory=list)
+    #: Attempts spent by tasks to be tried again, not yet in the job log (the newest per task).
+    unpublished_spent: dict[str, AttemptsSpent] = field(default_factory=dict)
     batches: int = 0
     published_at: float = float("-inf")
     #: Results whose commits are not yet published: (worker, attempt) acknowledged once they are.

@@ -281,8 +281,8 @@ class NodeMachine:
                         self._effects.append(ClearRetained(f"job/{body.job_id}/spec"))
                 elif self.scheduler is not None:
                     self.scheduler.on_submit(body, now)
-            case Commit(job_id, updates):
-                self.replica.on_commits(job_id, updates, topic, env.epoch)
+            case Commit(job_id, updates, spent):
+                self.replica.on_commits(job_id, updates, spent, topic, env.epoch)
                 if self.scheduler is not None and env.sender == self.node_id:
                     self.scheduler.on_echo(topic)
             case JobState(job_id, _, finished):
@@ -452,8 +452,8 @@ class NodeMachine:
         scheduler = Scheduler(
             self.node_id, epoch, self.config, self._rng, self._validator, now + grace, self._quotas
         )
-        for job, committed in active:
-            scheduler.adopt(job, committed, now)
+        for job, committed, spent in active:
+            scheduler.adopt(job, committed, now, spent)
         for member in self.membership.members.values():
             scheduler.on_member(member, now)
         self.scheduler = scheduler

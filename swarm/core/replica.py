@@ -11,21 +11,26 @@ publishes it again under its own epoch, so observers, whose gates dropped a reco
 coordinator, count the task exactly once then (`docs/election.md`). The simulator found why the gate
 cannot stay: a claimant that read a retained record of epoch 2 after seeing claims 3 and 4 dropped it,
 and ran the task again.
+
+The same records carry the attempts that tasks not yet final have spent; of those, the highest attempt
+stands, so a successor numbers the next attempt after it and counts the retries already used.
 """
 
 from __future__ import annotations
 
-from swarm.messages import SubmitJob, TaskUpdate
+from swarm.messages import AttemptsSpent, SubmitJob, TaskUpdate
 
 __all__ = ["Replica"]
 
 
 class Replica:
-    """Jobs known to be accepted but not finished, what of them is committed, and recently finished ids."""
+    """Jobs known to be accepted but not finished, what of them is committed or spent, and recently
+    finished ids."""
 
     def __init__(self) -> None:
         self.specs: dict[str, SubmitJob] = {}
         self.committed: dict[str, dict[str, tuple[int, TaskUpdate]]] = {}
+        self.spent: dict[str, dict[str, AttemptsSpent]] = {}
         self.records: dict[str, set[str]] = {}
         self.finished: dict[str, tuple[float, set[str]]] = {}
 
@@ -40,9 +45,16 @@ class Replica:
         """The spec was deleted: the job finished or was rejected."""
         self.specs.pop(job_id, None)
 
-    def on_commits(self, job_id: str, updates: tuple[TaskUpdate, ...], topic: str, epoch: int) -> None:
+    def on_commits(
+        self,
+        job_id: str,
+        updates: tuple[TaskUpdate, ...],
+        spent: tuple[AttemptsSpent, ...],
+        topic: str,
+        epoch: int,
+    ) -> None:
         """Count a retained batch of commits (at `topic`, of `epoch`); per task, the highest epoch stands
-        (the first of equal ones)."""
+        (the first of equal ones). Of the attempts spent, the highest stands."""
         if job_id in self.finished:
             self.finished[job_id][1].add(topic)
             return
@@ -52,10 +64,16 @@ class Replica:
             known = table.get(update.task_id)
             if known is None or known[0] < epoch:
                 table[update.task_id] = (epoch, update)
+        attempts = self.spent.setdefault(job_id, {})
+        for used in spent:
+            before = attempts.get(used.task_id)
+            if before is None or before.attempt < used.attempt:
+                attempts[used.task_id] = used
 
     def forget_commits(self) -> None:
         """This member stops following the job log: what it holds would only go stale."""
         self.committed.clear()
+        self.spent.clear()
         self.records.clear()
 
     def on_finished(self, job_id: str, now: float) -> None:
@@ -64,15 +82,20 @@ class Replica:
             self.finished[job_id] = (now, self.records.pop(job_id, set()))
         self.specs.pop(job_id, None)
         self.committed.pop(job_id, None)
+        self.spent.pop(job_id, None)
 
     def finished_since(self, since: float) -> list[str]:
         """Jobs whose end we learned at or after `since`, in id order."""
         return sorted(j for j, (at, _) in self.finished.items() if at >= since)
 
-    def active(self) -> list[tuple[SubmitJob, dict[str, TaskUpdate]]]:
-        """Unfinished jobs with their commits, in id order."""
+    def active(self) -> list[tuple[SubmitJob, dict[str, TaskUpdate], dict[str, AttemptsSpent]]]:
+        """Unfinished jobs with their commits and the attempts their other tasks spent, in id order."""
         return [
-            (self.specs[j], {t: u for t, (_, u) in self.committed.get(j, {}).items()})
+            (
+                self.specs[j],
+                {t: u for t, (_, u) in self.committed.get(j, {}).items()},
+                dict(self.spent.get(j, {})),
+            )
             for j in sorted(self.specs)
         ]
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -67,6 +67,7 @@ from swarm.messages import (
     Amend,
     Assign,
     Assignment,
+    AttemptsSpent,
     CancelAttempt,
     Commit,
     JobAccepted,
@@ -149,8 +150,15 @@ class Scheduler:
 
     # --- intake -------------------------------------------------------------------------------------
 
-    def adopt(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float) -> None:
-        """Take over a job a previous coordinator accepted; committed tasks stay committed.
+    def adopt(
+        self,
+        job: SubmitJob,
+        committed: dict[str, TaskUpdate],
+        now: float,
+        spent: Mapping[str, AttemptsSpent] | None = None,
+    ) -> None:
+        """Take over a job a previous coordinator accepted; committed tasks stay committed, and the others
+        go on from the attempts they `spent` (their next attempt numbered after it, their retries used).
 
         The spec's shape, permissions and task ids are checked as a new submission's are: the previous
         coordinator may have died before it checked a spec that was already retained. Task types are
@@ -167,7 +175,7 @@ class Scheduler:
         final = {k: u for k, u in committed.items() if k in ours and u.state in TERMINAL_STATES}
         if len(final) != len(committed):
             self._count("bad_commits")
-        self._add_job(job, final, now, announce=False)
+        self._add_job(job, final, now, announce=False, spent=spent or {})
 
     def on_submit(self, job: SubmitJob, now: float) -> None:
         """A new (or resent) submission: accept it once, or reject it with the reason."""
@@ -209,19 +217,38 @@ class Scheduler:
         self._publish_event(job.job_id, JobRejected(job.job_id, reason))
         self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
 
-    def _add_job(self, job: SubmitJob, committed: dict[str, TaskUpdate], now: float, announce: bool) -> None:
+    def _add_job(
+        self,
+        job: SubmitJob,
+        committed: dict[str, TaskUpdate],
+        now: float,
+        announce: bool,
+        spent: Mapping[str, AttemptsSpent] | None = None,
+    ) -> None:
         # Adopted commits are published again under this epoch, which late joiners' gates accept.
         record = JobRecord(job, {}, committed=dict(committed), unpublished=list(committed.values()))
         self.jobs[job.job_id] = record
         if announce:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
-        self._add_tasks(record, job.tasks, now)
+        self._add_tasks(record, job.tasks, now, spent or {})
 
-    def _add_tasks(self, record: JobRecord, specs: Iterable[TaskSpec], now: float) -> None:
+    def _add_tasks(
+        self,
+        record: JobRecord,
+        specs: Iterable[TaskSpec],
+        now: float,
+        spent: Mapping[str, AttemptsSpent] | None = None,
+    ) -> None:
         """Track `specs` as tasks of `record` (a new job's, or those an amendment adds): wire them to
         their predecessors and start, gate or fail those whose predecessors are final already."""
         committed = record.committed
         tasks = {spec.task_id: TaskRecord(spec, record.spec.job_id, "waiting") for spec in specs}
+        for used in (spent or {}).values():
+            rec = tasks.get(used.task_id)
+            if rec is not None and used.task_id not in committed:
+                rec.attempt = used.attempt
+                if used.preempted:
+                    self._preemptions[used.task_id] = used.preempted
         record.tasks.update(tasks)
         self.tasks.update(tasks)
         for rec in tasks.values():
@@ -580,6 +607,7 @@ class Scheduler:
             f"attempt {victim.attempt} preempted by {by.task_id} (priority {PRIORITIES[by.spec.priority]})"
         )
         victim.move("queued", now, victim.reason)
+        self._note_spent(victim)
         self._count("preemptions")
         self._push_ready(victim)
 
@@ -689,6 +717,7 @@ class Scheduler:
             delay = backoff_delay(rec.spec.retry, counted, self._rng, retry_after)
             rec.reason = f"attempt {rec.attempt} {kind}: {error.splitlines()[-1] if error else kind}"
             rec.move("queued", now, rec.reason)
+            self._note_spent(rec)
             self._count("retries")
             if delay > 0:
                 rec.not_before = now + delay
@@ -792,16 +821,24 @@ class Scheduler:
     def _publish_event(self, job_id: str, body: JobAccepted | JobRejected) -> None:
         self._effects.append(Publish(f"job/{job_id}/events", body, epoch=self.epoch))
 
+    def _note_spent(self, rec: TaskRecord) -> None:
+        """`rec` will be tried again: its attempts so far go into the job log with the next commits."""
+        spent = AttemptsSpent(rec.task_id, rec.attempt, self._preemptions.get(rec.task_id, 0))
+        self.jobs[rec.job_id].unpublished_spent[rec.task_id] = spent
+
     def _flush_commits(self, job: JobRecord, now: float, force: bool = False) -> None:
         """Commits become durable the moment they are published: each batch is its own retained record."""
-        if job.unpublished and (force or now - job.published_at >= self._config.tick_interval):
+        pending = job.unpublished or job.unpublished_spent
+        if pending and (force or now - job.published_at >= self._config.tick_interval):
             job.published_at = now
             job_id = job.spec.job_id
             topic = f"job/{job_id}/commits/{self.epoch}.{job.batches}"
             job.batches += 1
-            record = Publish(topic, Commit(job_id, tuple(job.unpublished)), epoch=self.epoch, retain=True)
-            self._publish_record(record, now)
+            spent = tuple(job.unpublished_spent.values())
+            body = Commit(job_id, tuple(job.unpublished), spent)
+            self._publish_record(Publish(topic, body, epoch=self.epoch, retain=True), now)
             job.unpublished = []
+            job.unpublished_spent = {}
         if not job.unpublished:
             for node, ack in job.unpublished_acks:
                 self._acks.setdefault(node, []).append(ack)
@@ -822,6 +859,9 @@ class Scheduler:
                 Publish(f"job/{job.spec.job_id}/spec", job.spec, epoch=self.epoch, retain=True)
             )
             job.unpublished = list(job.committed.values())
+            for rec in job.tasks.values():
+                if rec.attempt and rec.task_id not in job.committed:
+                    self._note_spent(rec)
 
     # --- output -------------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ Checked as the run goes (a violation stops it at once):
    job events exactly like `swarm submit` (`JobTracker`), and a second commit *message* of a task that
    passes the gate is a violation (a redelivered copy of the same message is not: QoS 1 duplicates).
 3. No accepted job is lost across coordinator changes: when a node starts acting, every job the
-   observer saw accepted and not yet finished must be in its scheduler (adopted from its replica).
+   observer saw accepted and not yet finished must be in its scheduler (adopted from its replica), and
+   every task of it goes on from the attempts the job log says it spent (its attempt number no lower).
 4. At the end of a run, every accepted task has completed or failed with a reason.
 5. A MapReduce job (`swarm.sim.mapreduce`) ends with every task done, and its outputs, once the
    observer has seen it finish, are the word count of its corpus computed here apart from the engine:
@@ -33,7 +34,7 @@ import numpy as np
 
 from swarm.core.tracker import JobTracker
 from swarm.mapreduce.kernels import partition_of
-from swarm.messages import Commit, Envelope, JobAccepted, SubmitJob, TaskUpdate
+from swarm.messages import TERMINAL_STATES, Commit, Envelope, JobAccepted, SubmitJob, TaskUpdate
 from swarm.sim.mapreduce import SimJob, reference_counts
 from swarm.sim.world import SimNode, SimWorld
 
@@ -67,6 +68,8 @@ class Checker:
     acting: dict[int, str] = field(default_factory=dict)
     accepted_at: dict[str, float] = field(default_factory=dict)
     first_commit: dict[str, _Commit] = field(default_factory=dict)
+    #: Task -> (when seen, the highest attempt the job log says it spent).
+    spent: dict[str, tuple[float, int]] = field(default_factory=dict)
     outside_design: list[str] = field(default_factory=list)
     mapreduce_checked: set[str] = field(default_factory=set)
     checks: int = 0
@@ -107,6 +110,10 @@ class Checker:
         before = self.tracker.fenced
         fresh = self.tracker.on_envelope(env)
         self.finished += len(fresh)
+        if isinstance(body, Commit):
+            for used in body.spent:
+                if used.attempt > self.spent.get(used.task_id, (0.0, 0))[1]:
+                    self.spent[used.task_id] = (self.world.now, used.attempt)
         if isinstance(body, Commit) and "/commits/" in topic and self.tracker.fenced == before:
             self.checks += 1
             self._count_commits(env, body)
@@ -165,6 +172,17 @@ class Checker:
                 self._breach(
                     f"job {job_id}, accepted at {at:.3f}, is unknown to the new coordinator "
                     f"{node.node_id} of epoch {scheduler.epoch}",
+                    nodes=[node.node_id],
+                )
+        for task_id, (at, attempt) in sorted(self.spent.items()):
+            rec = scheduler.tasks.get(task_id)
+            if rec is None or at > settled or rec.state in TERMINAL_STATES:
+                continue
+            if rec.attempt < attempt:
+                self._breach(
+                    f"task {task_id} spent attempt {attempt} by {at:.3f}, but the new coordinator "
+                    f"{node.node_id} of epoch {scheduler.epoch} counts {rec.attempt}",
+                    task_id=task_id,
                     nodes=[node.node_id],
                 )
 

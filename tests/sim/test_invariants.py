@@ -71,11 +71,21 @@ def test_unstaggered_claims_alone_stay_safe(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_lost_job_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    def forgetful(self: Replica) -> list[tuple[SubmitJob, dict[str, TaskUpdate]]]:
+    def forgetful(self: Replica) -> list[tuple[SubmitJob, dict[str, TaskUpdate], dict[str, Any]]]:
         return []  # a successor that adopts nothing from its replica
 
     monkeypatch.setattr(Replica, "active", forgetful)
     assert "is unknown to the new coordinator" in _violation("coordinator-crash", 0)
+
+
+def test_attempts_counted_from_scratch_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    adopt = Scheduler.adopt
+
+    def from_scratch(self: Scheduler, job: SubmitJob, committed: Any, now: float, spent: Any = None) -> None:
+        adopt(self, job, committed, now)  # a successor that ignores the attempts the job log carries
+
+    monkeypatch.setattr(Scheduler, "adopt", from_scratch)
+    assert "but the new coordinator" in _violation("flaky-network", 2)
 
 
 CRASH_ONE = """

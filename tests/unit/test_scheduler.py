@@ -9,10 +9,12 @@ import pytest
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.membership import Member
+from swarm.core.replica import Replica
 from swarm.core.scheduler import Scheduler
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
     Assign,
+    AttemptsSpent,
     CancelAttempt,
     Commit,
     Heartbeat,
@@ -163,6 +165,49 @@ def test_retry_backs_off_then_succeeds_and_stale_results_are_dropped() -> None:
     assert s.metrics["stale_results"] == 1
     s.on_results("w1", [ok("a", attempt=2)], 1.4)
     assert commits(s.drain(1.4)) == {"a": "done"}
+
+
+def test_a_successor_goes_on_counting_attempts_and_retries() -> None:
+    """Attempts and retries spent travel in the job log: a new coordinator numbers the next attempt after
+    them and grants only the retries left (it used to start every unfinished task at attempt 1)."""
+    policy = RetryPolicy(max_retries=2, backoff="fixed", base=0.0, jitter=0.0)
+    job = SubmitJob("j", (TaskSpec("a", "x", {}, retry=policy), TaskSpec("b", "x", {})))
+    first = sched()
+    first.on_submit(job, 0.0)
+    replica = Replica()
+    replica.on_spec(job)
+    for attempt in (1, 2):
+        place(first, [member("w1")], attempt)
+        first.drain(attempt)
+        first.on_results("w1", [TaskResult("a", "j", attempt, "error", error="flaky")], attempt + 0.1)
+        for record in of_type(first.drain(attempt + 0.5), Commit):
+            assert isinstance(record, Commit)
+            replica.on_commits("j", record.updates, record.spent, f"job/j/commits/1.{attempt}", 1)
+    assert replica.spent["j"]["a"] == AttemptsSpent("a", 2, 0)
+    [(spec, committed, spent)] = replica.active()
+    assert "b" not in spent, "a task that never failed spent nothing worth a record"
+    successor = Scheduler("c2", 2, CoreConfig(), random.Random(0), lambda spec: None)
+    successor.adopt(spec, committed, 10.0, spent)
+    place(successor, [member("w1")], 10.0)
+    assert sorted(assigned(successor.drain(10.0))["w1"]) == [("a", 3), ("b", 1)]
+    successor.on_results("w1", [TaskResult("a", "j", 3, "error", error="flaky")], 10.1)
+    assert commits(successor.drain(10.1)) == {"a": "failed"}, "its last retry was already spent"
+
+
+def test_preempted_attempts_are_carried_without_spending_retries() -> None:
+    job = SubmitJob("j", (TaskSpec("a", "x", {}, retry=RetryPolicy(max_retries=0)),))
+    replica = Replica()
+    replica.on_commits("j", (), (AttemptsSpent("a", 2, 2),), "job/j/commits/1.0", 1)
+    replica.on_commits("j", (), (AttemptsSpent("a", 1, 1),), "job/j/commits/1.1", 1)  # older, overtaken
+    replica.on_spec(job)
+    [(spec, committed, spent)] = replica.active()
+    successor = Scheduler("c2", 2, CoreConfig(), random.Random(0), lambda spec: None)
+    successor.adopt(spec, committed, 0.0, spent)
+    place(successor, [member("w1")], 0.0)
+    assert assigned(successor.drain(0.0)) == {"w1": [("a", 3)]}
+    # Attempt 3 is the first that counts (two were preempted): with no retries it fails for good.
+    successor.on_results("w1", [TaskResult("a", "j", 3, "error", error="flaky")], 0.1)
+    assert commits(successor.drain(0.1)) == {"a": "failed"}
 
 
 def test_dead_worker_tasks_move_elsewhere() -> None:
