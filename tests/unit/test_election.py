@@ -68,11 +68,13 @@ def test_standbys_claim_first_in_the_announced_order() -> None:
     b.on_announce(1, "c", ("a", "b"))
     assert b.tick(5.0, c_dead, True).effects == []  # a goes first
     assert b.tick(5.0 + CFG.heartbeat_interval / 2, c_dead, True).effects[0] == Persist(2)
-    # A node that is no standby waits for them all, and claims only once it follows everything.
+    # A node that is no standby waits for them all and then an election timeout (their time to win), and
+    # claims only once it follows everything.
     d = Election("d", CFG, 0, now=0.0)
     d.on_announce(1, "c", ("a", "b"))
     assert d.tick(5.0, c_dead, False).effects == [] and not d.wants_to_claim
-    later = 5.0 + CFG.heartbeat_interval * 2
+    assert d.tick(5.0 + CFG.election_timeout, c_dead, False).effects == [] and not d.wants_to_claim
+    later = 5.0 + CFG.heartbeat_interval * 2 + CFG.election_timeout
     assert d.tick(later, c_dead, False).effects == [] and d.wants_to_claim
     assert d.tick(later + CFG.tick_interval, c_dead, True).effects[0] == Persist(2)
 
