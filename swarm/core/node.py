@@ -252,8 +252,9 @@ class NodeMachine:
     def _on_message(self, topic: str, env: Envelope, now: float) -> None:
         body = env.body
         if isinstance(body, Assign | CancelAttempt | JobState) and env.epoch < self.election.epoch:
+            # Routine (a restart reads every finished job's retained state): counted, not one line each.
             self.count("fenced_messages")
-            log.info("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
+            log.debug("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
             return
         refusal = self._refusal(topic, env)
         if refusal is not None:

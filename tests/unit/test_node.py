@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import random
+
+import pytest
 
 from swarm.core.config import CoreConfig
 from swarm.core.events import Connected, Effect, MessageReceived, Publish, RunTask, Tick
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
-from swarm.messages import Assign, Assignment, Body, Claim, CoordinatorAnnounce, Envelope, NodeGone, Sync
+from swarm.messages import (
+    Assign,
+    Assignment,
+    Body,
+    Claim,
+    CoordinatorAnnounce,
+    Envelope,
+    JobState,
+    NodeGone,
+    Sync,
+)
 
 CFG = CoreConfig()
 
@@ -90,3 +103,17 @@ def test_a_claim_far_ahead_and_an_announcement_for_another_are_refused() -> None
     assert node.metrics["refused_messages"] == 3
     _deliver(node, "election", "d", 4, Claim(4), 0.5)  # a claim within reach is taken
     assert node.election.epoch == 4 and node.election.coordinator == "d"
+
+
+def test_records_of_older_epochs_are_dropped_without_an_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A restart reads every finished job's retained state, each of an older epoch: dropping them is
+    routine, counted in the node's metrics and logged at debug level, not one info line each."""
+    node = _coordinator()
+    epoch = node.election.epoch
+    _deliver(node, "election", "b", epoch + 5, Claim(epoch + 5), 1.0)
+    with caplog.at_level(logging.DEBUG, logger="swarm.core.node"):
+        for n in range(10):
+            _deliver(node, f"job/j{n}/state", "a", epoch, JobState(f"j{n}", 1), 1.1 + n / 100)
+    assert node.metrics["fenced_messages"] == 10
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "stale epoch" in r.message]
+    assert len([r for r in caplog.records if "stale epoch" in r.message]) == 10
