@@ -198,6 +198,10 @@ class Election:
         way only multiply that load on the broker and the CPU. 50 real nodes on two cores claimed
         together that way, and the standby that claimed first took 24 s to act.
         """
+        if self.coordinator == self._self_id:
+            # Named by a retained announcement of this node's previous life: its heartbeats make the
+            # others think the coordinator alive, so nobody else will claim.
+            return 0.0
         step = self._config.heartbeat_interval / 2
         standbys = [s for s in self.standbys if state_of(s) != "dead"]
         if self._self_id in standbys:

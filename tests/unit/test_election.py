@@ -141,3 +141,12 @@ def test_a_claimant_stays_claiming_until_its_claim_comes_back() -> None:
     b.on_claim("c", 2, 5.5)  # a higher claim: b's own, when it comes back, is ignored
     b.tick(5.6, lambda n: "alive", True)
     assert not b.claiming
+
+
+def test_a_restarted_coordinator_claims_at_once() -> None:
+    """Its own retained announcement names it, and its heartbeats make everyone else see the coordinator
+    alive: it is the only one who can claim, so it does not wait behind the standbys."""
+    a = Election("a", CFG, 1, now=0.0)
+    a.on_announce(1, "a", ("b", "c"))
+    start = a.startup_wait + CFG.tick_interval
+    assert a.tick(start, lambda n: "alive", True).effects[0] == Persist(2)
