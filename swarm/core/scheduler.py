@@ -175,7 +175,7 @@ class Scheduler:
         final = {k: u for k, u in committed.items() if k in ours and u.state in TERMINAL_STATES}
         if len(final) != len(committed):
             self._count("bad_commits")
-        self._add_job(job, final, now, announce=False, spent=spent or {})
+        self._add_job(job, final, now, announce=False, spent=spent)
 
     def on_submit(self, job: SubmitJob, now: float) -> None:
         """A new (or resent) submission: accept it once, or reject it with the reason."""
@@ -230,7 +230,7 @@ class Scheduler:
         self.jobs[job.job_id] = record
         if announce:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
-        self._add_tasks(record, job.tasks, now, spent or {})
+        self._add_tasks(record, job.tasks, now, spent)
 
     def _add_tasks(
         self,
