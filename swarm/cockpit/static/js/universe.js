@@ -39,7 +39,7 @@ export class Universe {
     this.canvas = canvas;
     this.labelLayer = labels;
     // No multisampling and a transparent canvas over the page's own gradient and grid (cockpit.css): on
-    // software GL both cost more than the scene itself (rotation at 1,000 nodes: 7.6 -> 14+ fps).
+    // software GL both cost more than the scene itself (rotating 1,000 nodes: 7.6 -> 14 fps).
     this.renderer = new THREE.WebGLRenderer({
       canvas, antialias: false, alpha: true, powerPreference: "high-performance",
     });
