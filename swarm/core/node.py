@@ -9,14 +9,16 @@ replica keeps each task's record of the highest epoch (`replica.py` says why). T
 machine that owns it. After every batch of events the scheduler (if this node acts) places ready tasks,
 and the effects of all machines are collected, assignments and results batched per destination.
 
-Following. Every node subscribes to (relative to `swarm/<cluster>/`) `node/<self>/in`, `election`, `coord`,
-`job/+/spec` and `job/+/state`, and to `coord/in` while it acts as coordinator. Every heartbeat
-(`node/+/hb`) is followed only by the coordinator and by a node whose turn to claim has come; the job log
-(`job/+/commits/+`) also by the standbys the coordinator names, so that one of them takes over with its
-replica warm. Everyone else follows the coordinator's heartbeat alone. So a cluster of N members carries
-O(N) heartbeat and commit deliveries instead of O(N^2). A node starts following by subscribing, and the
-retained records that brings (every live member's heartbeat, every commit batch) reach it before anything
-it publishes afterwards comes back to it: that is why a claim, echoed, finds the claimant's member table
+Following. Every node subscribes to (relative to `swarm/<cluster>/`) `node/<self>/in`, `election`, `coord`
+and `job/+/state`, and to `coord/in` while it acts as coordinator. Every heartbeat (`node/+/hb`) is followed
+only by the coordinator and by a node whose turn to claim has come; the job log (the specs `job/+/spec` and
+the commits `job/+/commits/+`) also by the standbys the coordinator names, so that one of them takes over
+with its replica warm. Only those need a job's spec: it is there to adopt the job, and decoding a large
+one on every member cost each of them seconds of CPU on a saturated machine (`docs/election.md`). Everyone
+else follows the coordinator's heartbeat alone. So a cluster of N members carries O(N) heartbeat and
+commit deliveries instead of O(N^2). A node starts following by subscribing, and the retained records that
+brings (every live member's heartbeat, every spec and commit batch) reach it before anything it publishes
+afterwards comes back to it: that is why a claim, echoed, finds the claimant's member table
 and replica complete (see `election.py`).
 """
 
@@ -75,7 +77,7 @@ from swarm.messages import (
     WorkerReport,
 )
 
-__all__ = ["EVERY_HEARTBEAT", "JOB_LOG", "NODE_SUBSCRIPTIONS", "DeviceStatus", "NodeMachine"]
+__all__ = ["EVERY_HEARTBEAT", "JOB_LOG", "JOB_SPECS", "NODE_SUBSCRIPTIONS", "DeviceStatus", "NodeMachine"]
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,13 @@ NODE_SUBSCRIPTIONS: tuple[str, ...] = (
     "node/{self}/in",
     "election",
     "coord",
-    "job/+/spec",
     "job/+/state",
 )
 
 #: Every member's heartbeat: the coordinator and claimants follow it.
 EVERY_HEARTBEAT = "node/+/hb"
-#: The job log: the coordinator, its standbys and claimants follow it.
+#: The job log, specs and commits: the coordinator, its standbys and claimants follow it.
+JOB_SPECS = "job/+/spec"
 JOB_LOG = "job/+/commits/+"
 
 
@@ -373,7 +375,7 @@ class NodeMachine:
 
     def _on_tick(self, now: float) -> None:
         self._on_member_changes(self.membership.tick(now), now)
-        may_claim = {EVERY_HEARTBEAT, JOB_LOG} <= self._following
+        may_claim = {EVERY_HEARTBEAT, JOB_SPECS, JOB_LOG} <= self._following
         patience = self.membership.patience
         self._apply_election(self.election.tick(now, self.membership.state_of, may_claim, patience), now)
         if now >= self._next_heartbeat and not self.left:
@@ -495,7 +497,7 @@ class NodeMachine:
         elif e.coordinator is not None and e.coordinator != self.node_id:
             wanted.add(f"node/{e.coordinator}/hb")
         if everything or self.node_id in e.standbys:
-            wanted.add(JOB_LOG)
+            wanted |= {JOB_SPECS, JOB_LOG}
         if wanted == self._following:
             return
         self._effects.extend(Unsubscribe(t) for t in sorted(self._following - wanted))
@@ -504,7 +506,7 @@ class NodeMachine:
         if EVERY_HEARTBEAT in self._following - wanted:
             self.membership.keep_only(e.coordinator)
         if JOB_LOG in self._following - wanted:
-            self.replica.forget_commits()
+            self.replica.forget_log()
         self._following = wanted
 
     def succession_rank(self) -> int:

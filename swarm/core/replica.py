@@ -1,7 +1,7 @@
-"""Every member's copy of the durable job log: specs, commits and final states as the broker delivered them.
+"""A member's copy of the durable job log: specs, commits and final states as the broker delivered them.
 
-All members follow `job/+/spec` and `job/+/state`; the coordinator, its standbys and would-be claimants
-also follow `job/+/commits/+` (see `node.py`).
+All members follow `job/+/state`; the coordinator, its standbys and would-be claimants also follow
+`job/+/spec` and `job/+/commits/+` (see `node.py`).
 
 Commit records pass no epoch gate here: a claimant reads most of them as retained records when it
 subscribes, after it may already have seen higher claims, so their epochs say nothing about whether
@@ -70,8 +70,9 @@ class Replica:
             if before is None or before.attempt < used.attempt:
                 attempts[used.task_id] = used
 
-    def forget_commits(self) -> None:
-        """This member stops following the job log: what it holds would only go stale."""
+    def forget_log(self) -> None:
+        """This member stops following the job log: what it holds of it would only go stale."""
+        self.specs.clear()
         self.committed.clear()
         self.spent.clear()
         self.records.clear()

@@ -85,7 +85,7 @@ def test_attempts_counted_from_scratch_are_caught(monkeypatch: pytest.MonkeyPatc
         adopt(self, job, committed, now)  # a successor that ignores the attempts the job log carries
 
     monkeypatch.setattr(Scheduler, "adopt", from_scratch)
-    assert "but the new coordinator" in _violation("flaky-network", 2)
+    assert "but the new coordinator" in _violation("dags", 0)
 
 
 CRASH_ONE = """
