@@ -164,15 +164,16 @@ async def _accepted(
 
 async def _check_reuse(client: Any, job: SubmitJob) -> None:
     """An explicit job id that names other work is refused while that job runs (its spec is retained);
-    a finished job keeps no spec to compare with, so resubmitting its id returns its earlier result,
-    which is said rather than refused (documented in docs/jobs.md)."""
+    resubmitting the id of a finished job returns its earlier result, which is said rather than refused
+    (documented in docs/jobs.md)."""
     old, progress = await client.fetch_job(job.job_id, listen=0.3)
-    if old is not None and old.tasks != job.tasks:
+    ran = progress.updates and (old is None or progress.finished)
+    if old is not None and old.tasks != job.tasks and not ran:
         raise SwarmError(
             f"job id {job.job_id} is in use by a running job with other tasks; choose another --job-id "
             f"(`swarm result {job.job_id}` shows that job)"
         )
-    if old is None and progress.updates:
+    if ran:
         print(
             f"swarm: job id {job.job_id} already ran; this shows its earlier result and runs nothing "
             "(choose another --job-id to run this work)",

@@ -13,13 +13,14 @@ A slow observer (Lifeguard, the local-health extensions of SWIM in HashiCorp's m
 event loop runs late sees every heartbeat late, and would declare healthy members dead. So two things stand
 in for the node's own health. First, silence is measured at the time the tick was *due*, `now - lag`:
 whatever arrived before then has been handled (the loop handles events in order), so time the node spent
-catching up is not counted against anyone. Second, a local health score, `health` (0 to `MAX_HEALTH`),
-rises with the lag (one point per heartbeat interval of lag) and decays by one point per second of
-timely ticks; the silence a member is allowed before it is suspect or dead is multiplied by
-`patience = 1 + health`. A last will is the broker's own, independent view that the connection is gone;
-it shrinks the dead timeout back to the plain `failure_timeout` (Lifeguard's dynamic suspicion timeout,
-with the broker as the one confirming witness), so a SIGKILLed coordinator is replaced about as fast on
-a loaded node as on an idle one.
+catching up is not counted against anyone. Second, a local health score, `health` (0 to `MAX_HEALTH`), rises
+with the lag (one point per heartbeat interval of lag) and decays by one point per second of timely ticks;
+the delay of the node's own heartbeats through the broker, when it follows them, counts the same way (a
+starved broker makes every message late). The silence a member is allowed before it is suspect or dead is
+multiplied by `patience = 1 + health`. A last will is the broker's own, independent view that the connection
+is gone; it shrinks the dead timeout back to the plain `failure_timeout` (Lifeguard's dynamic suspicion
+timeout, with the broker as the one confirming witness), so a SIGKILLed coordinator is replaced about as
+fast on a loaded node as on an idle one.
 
 `tick` and the `on_*` handlers return the members whose state changed, so the node can tell the election
 and the scheduler.
@@ -106,13 +107,21 @@ class Membership:
 
     def note_lag(self, lag: float, now: float) -> None:
         """This node's own loop lag, measured by the shell at a tick: how late the tick was handled."""
-        lag = max(lag, 0.0)
+        self.lag = max(lag, 0.0)
+        self._raise_health(self.lag, now)
+
+    def note_echo(self, delay: float, now: float) -> None:
+        """How long one of this node's heartbeats took to come back through the broker. Everything others
+        send is that late too, so it counts against the node's health as loop lag does; it does not move
+        the point up to which silence is measured, since the node has handled all that reached it."""
+        self._raise_health(max(delay, 0.0), now)
+
+    def _raise_health(self, delay: float, now: float) -> None:
         recovered = max(now - self._health_at, 0.0) * HEALTH_DECAY_PER_S
         self._health_at = now
         self.health = min(
-            MAX_HEALTH, max(self.health - recovered, lag / self._config.heartbeat_interval, 0.0)
+            MAX_HEALTH, max(self.health - recovered, delay / self._config.heartbeat_interval, 0.0)
         )
-        self.lag = lag
 
     def tick(self, now: float) -> list[Member]:
         """Apply the suspect and failure timeouts; forget long-dead members."""

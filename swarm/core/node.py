@@ -98,6 +98,8 @@ EVERY_HEARTBEAT = "node/+/hb"
 #: The job log, specs and commits: the coordinator, its standbys and claimants follow it.
 JOB_SPECS = "job/+/spec"
 JOB_LOG = "job/+/commits/+"
+#: Heartbeats whose way back through the broker a node times at once; more are a broker that lost them.
+MAX_ECHOES_AWAITED = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,9 @@ class NodeMachine:
         self._started_at = now
         self._next_heartbeat = now
         self._hb_seq = 0
+        # When each heartbeat since this node began to follow every heartbeat was sent: its echo tells how
+        # late the broker delivers (`Membership.note_echo`). Earlier ones may come back as retained records.
+        self._hb_sent: dict[int, float] = {}
         self._following: set[str] = set()
         self._standbys: tuple[str, ...] = ()
         # A fresh process reports to the first coordinator it sees, whatever the epoch: it may have lost
@@ -265,10 +270,7 @@ class NodeMachine:
             return
         match body:
             case Heartbeat() if self._follows(env.sender):
-                changed = self.membership.on_heartbeat(env.sender, body, now)
-                self._on_member_changes(changed, now)
-                if self.scheduler is not None and not changed:
-                    self.scheduler.on_member(self.membership.members[env.sender], now)
+                self._on_heartbeat(env.sender, body, now)
             case NodeGone(reason) if self._follows(env.sender):
                 self._on_member_changes(self.membership.on_gone(env.sender, reason, now), now)
                 if reason == "left":
@@ -305,6 +307,14 @@ class NodeMachine:
             case _:
                 # Replies and job events meant for clients: nothing for a node to do.
                 pass
+
+    def _on_heartbeat(self, sender: str, body: Heartbeat, now: float) -> None:
+        if sender == self.node_id and body.seq in self._hb_sent:
+            self.membership.note_echo(now - self._hb_sent.pop(body.seq), now)
+        changed = self.membership.on_heartbeat(sender, body, now)
+        self._on_member_changes(changed, now)
+        if self.scheduler is not None and not changed:
+            self.scheduler.on_member(self.membership.members[sender], now)
 
     def _refusal(self, topic: str, env: Envelope) -> str | None:
         """Why `env` may not have come from its (authenticated) sender on `topic`, or None.
@@ -372,6 +382,8 @@ class NodeMachine:
         parts = topic.split("/")
         if len(parts) == 3 and parts[0] == "job" and parts[2] == "spec":
             self.replica.on_spec_cleared(parts[1])
+        elif len(parts) == 3 and parts[0] == "job" and parts[2] == "state":
+            self.replica.on_state_cleared(parts[1])
 
     def _on_tick(self, now: float) -> None:
         self._on_member_changes(self.membership.tick(now), now)
@@ -380,20 +392,20 @@ class NodeMachine:
         self._apply_election(self.election.tick(now, self.membership.state_of, may_claim, patience), now)
         if now >= self._next_heartbeat and not self.left:
             self._next_heartbeat = now + self.config.heartbeat_interval
-            self._effects.append(self._heartbeat())
+            self._effects.append(self._heartbeat(now))
         self.worker.tick(now)
         if now >= self._next_report and self.election.coordinator not in (None, self.node_id):
             self._report(now)
         if self._member_changes and now >= self._next_member_log:
             self._log_member_changes(now)
-        expired = self.replica.expired(now, self.config.finished_job_retention)
         forgotten = self.membership.take_forgotten()
         if self.scheduler is not None:
             self.scheduler.tick(now)
-            # Retained records nobody needs any more: old jobs' results, long-dead members' wills.
-            for job_id, records in expired:
-                self._effects.append(ClearRetained(f"job/{job_id}/state"))
+            # Retained records nobody needs any more: old jobs' specs and results (the state record last:
+            # while it stands, the job is known finished), long-dead members' wills.
+            for job_id, records in self.replica.expired(now, self.config.finished_job_retention):
                 self._effects.extend(ClearRetained(topic) for topic in records)
+                self._effects.append(ClearRetained(f"job/{job_id}/state"))
             self._effects.extend(ClearRetained(f"node/{node_id}/hb") for node_id in forgotten)
 
     def _on_connected(self, now: float) -> None:
@@ -505,6 +517,7 @@ class NodeMachine:
         # What is no longer followed would only go stale: a later claim starts again from retained records.
         if EVERY_HEARTBEAT in self._following - wanted:
             self.membership.keep_only(e.coordinator)
+            self._hb_sent.clear()
         if JOB_LOG in self._following - wanted:
             self.replica.forget_log()
         self._following = wanted
@@ -551,8 +564,12 @@ class NodeMachine:
                 self._standbys = standbys
                 self._effects.append(self._announcement(scheduler.epoch))
 
-    def _heartbeat(self) -> Publish:
+    def _heartbeat(self, now: float) -> Publish:
         self._hb_seq += 1
+        if EVERY_HEARTBEAT in self._following:
+            self._hb_sent[self._hb_seq] = now
+            if len(self._hb_sent) > MAX_ECHOES_AWAITED:
+                del self._hb_sent[next(iter(self._hb_sent))]
         s = self.status
         hb = Heartbeat(
             name=self.name,

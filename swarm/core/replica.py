@@ -14,6 +14,15 @@ and ran the task again.
 
 The same records carry the attempts that tasks not yet final have spent; of those, the highest attempt
 stands, so a successor numbers the next attempt after it and counts the retries already used.
+
+A finished job's spec stays retained with its commits, and is cleared with them when they expire, its
+final state last (`expired`, `on_state_cleared`). The clear is an empty message, which carries no epoch:
+a deposed coordinator that had not heard of its successor and closed the job on its own (its attempts
+refused by every worker) once cleared the spec that way, and the successor, still electing, never
+adopted the job. The final state is a signed record of its epoch, which the gate in `node.py` fences;
+a replica drops a finished job's spec on that record, and forgets the job's id only when the state
+record is gone (else a claimant that had forgotten the id would adopt the spec, were its clear lost). A
+spec is cleared early only when nobody accepted the job: refused, or withdrawn by its submitter.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ class Replica:
         self.spent: dict[str, dict[str, AttemptsSpent]] = {}
         self.records: dict[str, set[str]] = {}
         self.finished: dict[str, tuple[float, set[str]]] = {}
+        #: Finished jobs whose records this node, as coordinator, already asked the broker to clear.
+        self._clearing: set[str] = set()
 
     def on_spec(self, job: SubmitJob) -> bool:
         """Remember a submission; False when the job already finished (a late resend)."""
@@ -42,7 +53,7 @@ class Replica:
         return True
 
     def on_spec_cleared(self, job_id: str) -> None:
-        """The spec was deleted: the job finished or was rejected."""
+        """The spec was deleted: the job was refused or withdrawn, or its records expired."""
         self.specs.pop(job_id, None)
 
     def on_commits(
@@ -80,7 +91,7 @@ class Replica:
     def on_finished(self, job_id: str, now: float) -> None:
         """The job's final record was published; its commit records are kept until they expire."""
         if job_id not in self.finished:
-            self.finished[job_id] = (now, self.records.pop(job_id, set()))
+            self.finished[job_id] = (now, self.records.pop(job_id, set()) | {f"job/{job_id}/spec"})
         self.specs.pop(job_id, None)
         self.committed.pop(job_id, None)
         self.spent.pop(job_id, None)
@@ -101,9 +112,17 @@ class Replica:
         ]
 
     def expired(self, now: float, retention: float) -> list[tuple[str, list[str]]]:
-        """Finished jobs older than `retention` with the topics of their commit records, forgotten here;
-        their retained records may be cleared."""
-        old = [(j, sorted(topics)) for j, (at, topics) in self.finished.items() if now - at >= retention]
-        for job_id, _ in old:
-            del self.finished[job_id]
+        """Finished jobs older than `retention`, each once, with the topics of their spec and commit
+        records: the coordinator clears those, then the job's state record (`on_state_cleared`)."""
+        old = [
+            (j, sorted(topics))
+            for j, (at, topics) in self.finished.items()
+            if now - at >= retention and j not in self._clearing
+        ]
+        self._clearing.update(j for j, _ in old)
         return old
+
+    def on_state_cleared(self, job_id: str) -> None:
+        """The job's final state record is gone from the broker: its spec and commits went before it."""
+        self.finished.pop(job_id, None)
+        self._clearing.discard(job_id)

@@ -793,8 +793,8 @@ class Scheduler:
         job_id = job.spec.job_id
         self._flush_commits(job, now, force=True)
         state = JobState(job_id, len(job.tasks), finished=True)
+        # The spec stays retained until the records expire (`replica.py` says why).
         self._publish_record(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True), now)
-        self._effects.append(ClearRetained(f"job/{job_id}/spec"))
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._preemptions.pop(task_id, None)

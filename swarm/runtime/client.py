@@ -232,8 +232,9 @@ class SwarmClient:
         """The retained spec of a job and every task result committed so far (a job's commits are
         retained on the broker), heard for `listen` seconds; (None, empty progress) if unknown.
 
-        A finished job's spec is no longer retained (the coordinator clears it): then the spec is None
-        and the progress's `total` comes from the job's retained final state."""
+        A finished job's spec stays retained as long as its commits (`finished_job_retention`); a spec
+        that is gone (refused, withdrawn, or expired) is None, and the progress's `total` then comes from
+        the job's retained final state."""
         check_id(job_id, "job id")
         self._specs.pop(job_id, None)
         if job_id in self.tracker.jobs:

@@ -11,7 +11,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.election import Election
 from swarm.core.events import MessageReceived, Publish, Tick
 from swarm.core.membership import MAX_HEALTH, Membership
-from swarm.core.node import DeviceStatus, NodeMachine
+from swarm.core.node import EVERY_HEARTBEAT, DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import Claim, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
 from swarm.runtime.shell import RECONNECT_CAP_S, RECONNECT_FLOOR_S, reconnect_delay
@@ -113,7 +113,7 @@ def test_a_patient_node_takes_its_turn_that_many_times_later() -> None:
     assert later - 5.0 >= 4 * (at_once - 5.0) - CFG.tick_interval
 
 
-def test_a_lagging_claimant_waits_for_its_claim_to_come_back_before_claiming_again() -> None:
+def test_a_claimant_waits_for_its_claim_to_come_back_before_claiming_again() -> None:
     """Claiming the next epoch before the echo only deposes whoever won meanwhile."""
     e = Election("a", CFG, 0, now=0.0)
     first = _first_claim(e, 5.0, 2.0, 10.0)  # its claim for epoch 1
@@ -121,11 +121,20 @@ def test_a_lagging_claimant_waits_for_its_claim_to_come_back_before_claiming_aga
     timeout = CFG.election_timeout * 2.0
     assert not e.tick(first + timeout + 0.1, _dead, True, 2.0).effects  # the echo is only late
     assert e.tick(first + 2 * timeout, _dead, True, 2.0).effects  # lost after all: claim again
-    # A healthy node keeps the plain election timeout.
+    # A node on time waits as long for its echo: the broker may be the slow part.
     h = Election("a", CFG, 0, now=0.0)
     first = _first_claim(h, 5.0, 1.0, 10.0)
     assert first is not None
-    assert h.tick(first + CFG.election_timeout, _dead, True).effects
+    assert not h.tick(first + CFG.election_timeout, _dead, True).effects
+    assert h.tick(first + 2 * CFG.election_timeout, _dead, True).effects
+    # Once the echo came back (b won the epoch, and died), the plain election timeout counts.
+    w = Election("a", CFG, 0, now=0.0)
+    first = _first_claim(w, 5.0, 1.0, 10.0)
+    assert first is not None
+    w.on_claim("b", 1, first + 0.1)
+    w.on_claim("a", 1, first + 0.2)
+    assert not w.echo_pending
+    assert w.tick(first + CFG.election_timeout, lambda node_id: "dead", True).effects
 
 
 def test_a_claim_seen_holds_others_back_for_the_patient_failure_timeout() -> None:
@@ -155,6 +164,24 @@ def test_a_node_told_its_lag_does_not_fail_over_a_coordinator_it_is_late_to_hear
     effects = node.handle(Tick(), 8.0)
     assert node.membership.state_of("c") == "alive"
     assert not [e for e in effects if isinstance(e, Publish) and isinstance(e.body, Claim)]
+
+
+def test_own_heartbeats_late_through_the_broker_make_a_node_patient() -> None:
+    """A node whose loop is on time but whose broker is starved sees everyone late: its own heartbeats,
+    timed on their way back, raise its patience (only those sent once it follows every heartbeat)."""
+    node, now = _node(), 0.0
+    sent: list[Heartbeat] = []
+    while not sent:
+        following = EVERY_HEARTBEAT in node.subscriptions()
+        now = round(now + CFG.tick_interval, 6)
+        effects = node.handle(Tick(), now)
+        sent = [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, Heartbeat)]
+        sent = sent if following else []
+    node.handle(_msg("node/a/hb", "a", sent[0]), now + 3 * CFG.heartbeat_interval)
+    assert node.membership.patience == pytest.approx(4.0)
+    node.handle(_msg("node/a/hb", "a", sent[0]), now + 3 * CFG.heartbeat_interval)  # counted once
+    node.note_loop_lag(0.0, now + 3 * CFG.heartbeat_interval + 1.0)  # a timely tick: a point recovered
+    assert node.membership.patience == pytest.approx(3.0)
 
 
 def test_member_changes_are_summed_up_in_one_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,16 @@ import random
 import pytest
 
 from swarm.core.config import CoreConfig
-from swarm.core.events import Connected, Effect, MessageReceived, Publish, RunTask, Tick
+from swarm.core.events import (
+    ClearRetained,
+    Connected,
+    Effect,
+    MessageReceived,
+    Publish,
+    RetainedCleared,
+    RunTask,
+    Tick,
+)
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
@@ -16,11 +25,15 @@ from swarm.messages import (
     Assignment,
     Body,
     Claim,
+    Commit,
     CoordinatorAnnounce,
     Envelope,
     JobState,
     NodeGone,
+    SubmitJob,
     Sync,
+    TaskSpec,
+    TaskUpdate,
 )
 
 CFG = CoreConfig()
@@ -117,3 +130,34 @@ def test_records_of_older_epochs_are_dropped_without_an_info_line(caplog: pytest
     assert node.metrics["fenced_messages"] == 10
     assert not [r for r in caplog.records if r.levelno >= logging.INFO and "stale epoch" in r.message]
     assert len([r for r in caplog.records if "stale epoch" in r.message]) == 10
+
+
+def test_a_finished_jobs_spec_goes_with_its_records_and_its_state_last() -> None:
+    """A job's spec is cleared when its records expire, before its state record; the id is forgotten
+    only once the state record is gone."""
+    node = _coordinator()
+    epoch = node.election.epoch
+    job = SubmitJob("j", (TaskSpec("j.a", "echo", {}),))
+    _deliver(node, "job/j/spec", "u", 0, job, 1.0)
+    _deliver(node, "job/j/commits/1.0", "a", epoch, Commit("j", (TaskUpdate("j.a", "done", 1),)), 1.1)
+    _deliver(node, "job/j/state", "a", epoch, JobState("j", 1, finished=True), 1.2)
+    assert "j" not in node.replica.specs
+    expiry = 1.2 + CFG.finished_job_retention
+    cleared = [e.topic for e in node.handle(Tick(), expiry) if isinstance(e, ClearRetained)]
+    assert cleared == ["job/j/commits/1.0", "job/j/spec", "job/j/state"]
+    assert not [e for e in node.handle(Tick(), expiry + 1.0) if isinstance(e, ClearRetained)]
+    assert "j" in node.replica.finished  # a late retained spec is still known as finished
+    node.handle(RetainedCleared("job/j/state"), expiry + 1.1)
+    assert "j" not in node.replica.finished
+
+
+def test_a_deposed_coordinators_close_leaves_the_spec_to_its_successor() -> None:
+    """A coordinator that has not heard of its successor may close a job on its own; its final state is
+    fenced, and nothing it sends takes the spec from a standby's replica."""
+    standby = _worker_of("c", 2)
+    job = SubmitJob("j", (TaskSpec("j.a", "echo", {}),))
+    _deliver(standby, "coord", "c", 2, CoordinatorAnnounce(2, "c", ("w",)), 0.1)
+    _deliver(standby, "job/j/spec", "u", 0, job, 0.2)
+    _deliver(standby, "election", "d", 3, Claim(3), 0.3)  # d takes over; c does not know it yet
+    _deliver(standby, "job/j/state", "c", 2, JobState("j", 1, finished=True), 0.4)
+    assert [j.job_id for j, _, _ in standby.replica.active()] == ["j"]
