@@ -17,6 +17,13 @@
   only after its loop has sent nothing for 45 s; failure detection itself rests on heartbeats and the
   will, not on the keepalive.
 
+* A watchdog serves the socket when the event loop does not: aiomqtt registers paho's reader and writer
+  with the loop once, and under uvloop a poll handle closed by an error on the socket (the broker went
+  away mid-write) ends both registrations without a word. The node then never read the EOF and kept
+  publishing into a queue nobody wrote, until the keepalive ran out a minute later. Every second the
+  watchdog looks at the socket; bytes left waiting in either direction across two looks are ones the
+  loop's callbacks did not serve, so it reads or writes them itself (and a lost connection surfaces).
+
 * Login: a `BrokerLogin` gives the username and password (else those of the URL, if any) and the
   cluster CA. With a CA the connection is TLS, the chain checked against that CA alone and the host
   name not at all (the broker is dialled by whatever address mDNS gave; the CA identifies it). An
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -54,6 +62,9 @@ TransportError = aiomqtt.MqttError
 
 #: MQTT keepalive, and the timeout of the few operations that wait for the broker (seconds).
 KEEPALIVE_S = 30
+
+#: How often the watchdog looks for bytes the event loop left waiting on the broker socket (seconds).
+SOCKET_WATCH_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +142,47 @@ class Transport:
             max_queued_outgoing_messages=0,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        self._watchdog: asyncio.Task[None]
 
     async def __aenter__(self) -> Self:
         """Connect; raises `TransportError` when the broker refuses or cannot be reached."""
         await self._client.__aenter__()
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_socket(), name="mqtt.watchdog")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Disconnect."""
+        self._watchdog.cancel()
         await self._client.__aexit__(exc_type, exc, tb)
+
+    async def _watch_socket(self) -> None:
+        """Read and write for the loop's socket callbacks when they stopped (see the module docstring).
+
+        Bytes waiting at two looks a second apart were not served in between: the loop polls its sockets
+        on every turn, and this task got a turn. Serving them here is harmless when the callbacks are
+        merely slow: paho reads and writes whatever is there, from this same thread.
+        """
+        paho = self._client._client
+        unread = unwritten = False
+        while True:
+            await asyncio.sleep(SOCKET_WATCH_S)
+            sock = paho.socket()
+            if sock is None:
+                unread = unwritten = False
+                continue
+            readable, writable = _ready(sock.fileno(), write=paho.want_write())
+            try:
+                if readable and unread:
+                    paho.loop_read()
+                if writable and unwritten:
+                    paho.loop_write()
+            except Exception as exc:  # paho raises what the socket raised: the connection is gone
+                if not self._client._disconnected.done():
+                    self._client._disconnected.set_exception(exc)
+                return
+            unread, unwritten = readable, writable
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Queue a QoS 1 publish in call order; do not wait for the broker's acknowledgement.
@@ -200,6 +241,18 @@ class Transport:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             yield message.topic.value[cut:], data, bool(message.retain)
+
+
+def _ready(fd: int, *, write: bool) -> tuple[bool, bool]:
+    """Whether socket `fd` has bytes to read, and (when `write`) room to write, without waiting."""
+    if hasattr(select, "poll"):  # select() fails on descriptors past FD_SETSIZE; poll() has no such limit
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | (select.POLLOUT if write else 0))
+        ready = poller.poll(0)
+        events = ready[0][1] if ready else 0
+        return bool(events & (select.POLLIN | select.POLLHUP | select.POLLERR)), bool(events & select.POLLOUT)
+    readable, writable, _ = select.select([fd], [fd] if write else [], [], 0)
+    return bool(readable), bool(writable)
 
 
 def _check_suback(topics: tuple[str, ...], acked: asyncio.Future[tuple[int, ...] | list[ReasonCode]]) -> None:

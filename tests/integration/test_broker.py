@@ -212,3 +212,24 @@ async def test_transport_logs_in_with_a_login_or_the_url(mosquitto: _Server) -> 
         with pytest.raises((TransportError, ssl.SSLError)):
             async with Transport(url, "test", "swarm-test", login=login, persistent=False):
                 pass
+
+
+async def test_transport_serves_its_socket_when_the_loop_callbacks_are_gone(mosquitto: _Server) -> None:
+    # What uvloop does when an error on the socket closes its poll handle: the reader and the writer
+    # registrations end silently. The transport's watchdog must still deliver, send, and see the loss.
+    login = BrokerLogin(mosquitto.username, mosquitto.password, mosquitto.ca_pem)
+    async with Transport(mosquitto.url, "test", "swarm-test", login=login, persistent=False) as transport:
+        await transport.subscribe("node/swarm-test/in")
+        paho = transport._client._client
+        sock = paho.socket()
+        assert sock is not None
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        paho.on_socket_register_write = lambda *_: None
+        transport.publish("node/swarm-test/in", b"still here")
+        async with asyncio.timeout(5):
+            received = await anext(aiter(transport.messages()))
+        assert received[:2] == ("node/swarm-test/in", b"still here")
+        sock.shutdown(socket.SHUT_RDWR)  # the connection dies while nobody watches the socket
+        with pytest.raises(TransportError):
+            async with asyncio.timeout(5):
+                await anext(aiter(transport.messages()))
