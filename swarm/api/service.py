@@ -566,10 +566,12 @@ class WorkflowService:
             allocation.used_by = job.job_id
         started = RunStarted(job.job_id, dag_id, definition.version, params, trigger, user.id, now, slot)
         self._node.publish(f"wf/run/{job.job_id}", started, retain=True)
+        # Follow the run before its job exists: the coordinator's `TasksStarted` is not retained, and a
+        # subscription made after the spec went out missed it on a busy node (no step ever RUNNING).
+        await self._follow(started)
         self._node.publish(f"job/{job.job_id}/spec", job, retain=True)
         if slot is not None:
             self._unconfirmed[job.job_id] = (started, job, now)
-        await self._follow(started)
         if job.job_id in self._runs:
             self._runs[job.job_id].data_token = token
         return {

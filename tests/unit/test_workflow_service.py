@@ -43,6 +43,7 @@ class FakeNode:
         self.published: list[tuple[str, Body, bool]] = []
         self.cleared: list[str] = []
         self.subscribed: list[str] = []
+        self.calls: list[str] = []  # publishes and subscriptions, in order
         self.is_acting = True
         caps = Capabilities(4, 4096, 10.0, "linux", "x86_64", False, None, None, False, "worker", "h1")
         caps = Capabilities(**{**_fields(caps), "runtimes": ("PYTHON", "SWARM")})
@@ -50,9 +51,11 @@ class FakeNode:
 
     def publish(self, topic: str, body: Body, retain: bool = False) -> None:
         self.published.append((topic, body, retain))
+        self.calls.append(f"publish {topic}")
 
     async def subscribe(self, *topics: str) -> None:
         self.subscribed.extend(topics)
+        self.calls.extend(f"subscribe {topic}" for topic in topics)
 
     async def unsubscribe(self, *topics: str) -> None:
         self.subscribed = [t for t in self.subscribed if t not in topics]
@@ -144,6 +147,8 @@ async def test_a_run_needs_run_code_and_becomes_one_job(setup: Any, tmp_path: Pa
     assert job.job_id == "d@1" == run["runId"] and job.kind == "dag" and len(job.tasks) == 3
     assert job.submitted_by == "u-op" and job.meta["dag"] == "d"
     assert "job/d@1/commits/+" in node.subscribed
+    # The node follows the run's events before the job exists: they are not retained.
+    assert node.calls.index("subscribe job/d@1/events") < node.calls.index("publish job/d@1/spec")
     again = await service.start_run("d", {"runId": "d@1"}, OPERATOR)
     assert again["existing"] and len(node.bodies(SubmitJob)) == 1
 
