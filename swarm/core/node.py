@@ -140,7 +140,6 @@ class NodeMachine:
         self.worker = Worker(node_id, config)
         self.scheduler: Scheduler | None = None
         self._quotas: tuple[Quota, ...] = ()
-        self._started_at = now
         self._next_heartbeat = now
         self._hb_seq = 0
         # When each heartbeat since this node began to follow every heartbeat was sent: its echo tells how

@@ -6,12 +6,11 @@ Assignments arrive in batches and wait in arrival order (the coordinator already
 priority). At most `slots` run at once through `RunTask`; the executor answers with `TaskFinished`.
 Outcomes are batched into one `Results` message per `drain`. A result stays *unacknowledged* until the
 coordinator acknowledges it (in `Assign.acked`) or it is `unacked_result_ttl` old. The worker sends a
-`WorkerReport` with everything it holds and every unacknowledged result to every new coordinator, and
-again every `REPORT_EVERY` heartbeat intervals (`node.py`): a lost `Assign` or `Results` message, or a
-previous life of this node that took attempts with it, must not leave a task running for ever. So it
-sends a `WorkerReport` with everything it holds and every unacknowledged
-result, so that a change of coordinator neither loses finished work nor runs held work twice. The epoch
-gate for assignments lives in `node.py`, before this machine sees them.
+`WorkerReport` with everything it holds and every unacknowledged result to every new coordinator, so that
+a change of coordinator neither loses finished work nor runs held work twice, and again every
+`REPORT_EVERY` heartbeat intervals (`node.py`): a lost `Assign` or `Results` message, or a previous life
+of this node that took attempts with it, must not leave a task running for ever. The epoch gate for
+assignments lives in `node.py`, before this machine sees them.
 """
 
 from __future__ import annotations

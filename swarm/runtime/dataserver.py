@@ -417,16 +417,6 @@ class DataServer:
         """The URL at which peers fetch `relpath` (relative to `root`)."""
         return file_url(self.url, relpath)
 
-    def path_for(self, relpath: str) -> Path:
-        """The local path a GET of `relpath` reads, checked exactly as a request's path would be (save
-        the token). Raises `ValueError` if the path is malformed, belongs to no job, or leaves its job's
-        directory."""
-        try:
-            parts = checked_parts(relpath)
-            return self._local(parts, self._job_of(parts))
-        except HttpError as exc:
-            raise ValueError(str(exc)) from None
-
     async def _blocking(self, function: Callable[..., _R], *args: Any) -> _R:
         """Run blocking file work on the server's threads."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)

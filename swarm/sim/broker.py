@@ -209,11 +209,6 @@ class SimBroker:
             self._retained_by_shape.clear()
         return ids
 
-    def is_online(self, client_id: str) -> bool:
-        """Whether the client has a live connection."""
-        session = self._sessions.get(client_id)
-        return session is not None and session.online
-
     # --- pub/sub ------------------------------------------------------------------------------------
 
     def subscribe(self, client_id: str, pattern: str) -> None:

@@ -379,9 +379,6 @@ async def test_path_traversal_is_refused(server: DataServer, root: Path, tmp_pat
     status, _, _, _ = await asyncio.to_thread(_raw, server.url, "GET", "/f/inner/ok", b"")
     assert status == 403
     assert await asyncio.to_thread(fetch, server.url_for("sub/ok")) == b"ok"
-    assert server.path_for("sub/ok") == root / "sub" / "ok"
-    with pytest.raises(ValueError):
-        server.path_for("../secret")
 
 
 async def test_aliases_publish_outside_files_read_only(root: Path, tmp_path: Path) -> None:
@@ -394,7 +391,6 @@ async def test_aliases_publish_outside_files_read_only(root: Path, tmp_path: Pat
     ) as server:
         assert await asyncio.to_thread(fetch, server.url_for("in/0")) == b"it was the best of times"
         assert await asyncio.to_thread(fetch, server.url_for("in/0"), byte_range=(7, 9)) == b"the"
-        assert server.path_for("in/0") == inputs / "book.txt"
         for method, target, expected in [
             ("PUT", "/f/in/0", 403),
             ("DELETE", "/f/in/0", 403),
