@@ -213,9 +213,11 @@ class Verifier:
 
     def _check_fresh(self, env: Envelope, sent_at: float, now: float) -> None:
         if abs(now - sent_at) > self._window:
+            age = now - sent_at
+            when = f"{age:.0f} s ago" if age > 0 else f"{-age:.0f} s ahead of this clock"
             raise AuthError(
-                f"message {env.msg_id} from {env.sender} was sent {now - sent_at:+.0f} s from now,"
-                f" outside the {self._window:.0f} s window (a replay, or a clock far off)"
+                f"message {env.msg_id} from {env.sender} is dated {when}, outside the {self._window:.0f} s"
+                " window (a replay, a clock far off, or a broker that held it that long)"
             )
         key = (env.sender, env.msg_id)
         if key in self._seen:

@@ -79,10 +79,17 @@ def test_a_frame_cannot_be_moved_changed_or_replayed(authority: Authority) -> No
     v.open("node/a/in", good, retained=False, now=NOW)
     with pytest.raises(AuthError, match="already received"):
         v.open("node/a/in", good, retained=False, now=NOW + 1)
-    with pytest.raises(AuthError, match="outside the 300 s window"):
+    with pytest.raises(AuthError, match="dated 301 s ago, outside the 300 s window"):
         v.open(
             "node/a/in",
             frame(node, "node/a/in", Assign(()), msg="old", at=NOW - 301),
+            retained=False,
+            now=NOW,
+        )
+    with pytest.raises(AuthError, match="dated 400 s ahead of this clock"):
+        v.open(
+            "node/a/in",
+            frame(node, "node/a/in", Assign(()), msg="ahead", at=NOW + 400),
             retained=False,
             now=NOW,
         )
