@@ -109,18 +109,21 @@ async def _run(cluster: SwarmCluster, tasks: int, seconds: float, kill_after: fl
                 failover = time.monotonic() - killed
                 say(f"  new coordinator {ids.get(t.coordinator or '', t.coordinator)} after {failover:.1f}s")
             await asyncio.sleep(0.05)
-        progress = await batch if batch.done() else None
         if not batch.done():
             batch.cancel()
+        elif batch.exception() is not None:
+            say(f"  the batch did not finish: {batch.exception()}")
         elapsed = time.monotonic() - t0
-        done = sum(u.state == "done" for u in progress.updates.values()) if progress else 0
+        # What the client saw committed, finished or not.
+        progress = client.tracker.jobs[job.job_id]
+        done = sum(u.state == "done" for u in progress.updates.values())
         return Figures(
             cluster.node_count,
             0.0,
             failover,
             done,
             tasks,
-            progress.duplicates if progress else 0,
+            progress.duplicates,
             elapsed,
             os.getloadavg()[0],
             _pss_mib(cluster),
