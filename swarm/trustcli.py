@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from swarm import topics
 from swarm.config import NodeConfig
 from swarm.core.quota import RESOURCES, Quota
 from swarm.errors import ConfigError, SwarmError
@@ -152,7 +153,7 @@ async def _publish(roster: Roster, admin: Credential, config: NodeConfig, broker
     from swarm.runtime.mqtt import Transport, TransportError
     from swarm.trust.signing import Signer
 
-    topic = "trust/roster"
+    topic = topics.ROSTER
     client_id = f"{admin.id}.{secrets.token_hex(4)}"
     env = Envelope(1, config.cluster, client_id, 0, f"{client_id}-0", TrustRoster(roster.to_bytes().decode()))
     frame = Signer(admin).seal(topic, encode(env), time.time())

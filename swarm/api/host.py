@@ -17,6 +17,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from swarm import topics
 from swarm.api.app import close, make_app, serve
 from swarm.api.auth import TokenVerifier
 from swarm.api.backend import Json
@@ -31,12 +32,11 @@ from swarm.runtime.artifacts import ArtifactStore
 from swarm.runtime.datafetch import file_url
 from swarm.runtime.dataserver import DataServer
 
-__all__ = ["WORKFLOW_TOPICS", "ApiHost", "BlobServer", "status_of"]
+__all__ = ["ApiHost", "BlobServer", "status_of"]
 
 log = logging.getLogger(__name__)
 
-#: What every node with an API follows: definitions, artifacts and runs.
-WORKFLOW_TOPICS = ("wf/dag/+/+", "wf/standard/+/+", "wf/artifact/+/+", "wf/run/+")
+#: Messages waiting for the workflow service; past this a record is dropped with a warning.
 _FEED_LIMIT = 10_000
 #: How often the acting coordinator's node looks for due scheduled runs.
 SCHEDULE_TICK_S = 1.0
@@ -101,19 +101,19 @@ class ApiHost:
 
     def subscriptions(self) -> list[str]:
         """Topics to subscribe to on (re)connect."""
-        return [*WORKFLOW_TOPICS, *sorted(self._followed)]
+        return [*topics.WORKFLOW_RECORDS, *sorted(self._followed)]
 
-    def follow(self, topics: tuple[str, ...]) -> None:
+    def follow(self, followed: tuple[str, ...]) -> None:
         """Remember topics the service subscribed to, for the next connection."""
-        self._followed.update(topics)
+        self._followed.update(followed)
 
     def holds(self, topic: str) -> bool:
         """Whether the API subscribed to `topic` (the node's core must then not unsubscribe it)."""
         return topic in self._followed
 
-    def release(self, topics: tuple[str, ...]) -> None:
+    def release(self, released: tuple[str, ...]) -> None:
         """Forget topics the service no longer follows."""
-        self._followed.difference_update(topics)
+        self._followed.difference_update(released)
 
     def offer(self, topic: str, env: Envelope) -> bool:
         """A verified message: queued for the service if it wants it. Returns whether the node's core
@@ -123,7 +123,7 @@ class ApiHost:
                 self._feed.put_nowait((topic, env))
             except asyncio.QueueFull:
                 log.warning("workflow feed full: dropped a record on %s", topic)
-        return not topic.startswith("wf/")
+        return not topic.startswith(topics.WORKFLOW_PREFIX)
 
     async def _every_second(self) -> None:
         """Every second: device events for the stream; scheduled runs, which only the acting

@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
+from swarm import topics
 from swarm.api.auth import ApiUser
 from swarm.api.backend import Conflict, Forbidden, Json, NotFound
 from swarm.api.history import History
 from swarm.api.members import IDLE_S, MemberTable
 from swarm.api.runs import final_run_state, node_row, step_of
-from swarm.core.node import EVERY_HEARTBEAT
 from swarm.errors import InvalidSpec
 from swarm.messages import (
     Amend,
@@ -177,12 +177,12 @@ class WorkflowService:
 
     def wants(self, topic: str) -> bool:
         """Whether a message on `topic` is for this service."""
-        if topic.startswith("wf/"):
+        if topic.startswith(topics.WORKFLOW_PREFIX):
             return True
-        parts = topic.split("/")
-        if self._members_used is not None and len(parts) == 3 and parts[0] == "node" and parts[2] == "hb":
+        if self._members_used is not None and topics.heartbeat_owner(topic) is not None:
             return True
-        return len(parts) >= 3 and parts[0] == "job" and parts[1] in self._runs
+        job = topics.job_of(topic)
+        return job is not None and job[0] in self._runs
 
     async def on_message(self, topic: str, env: Envelope) -> None:
         """A verified message on one of the service's topics."""
@@ -259,8 +259,8 @@ class WorkflowService:
                 # Fired, but its record has not come back from the broker: it may have been lost (a
                 # broker restart, a one-way partition). Send the same records again, same run id.
                 if now - pending[2] >= RESEND_AFTER_S:
-                    self._node.publish(f"wf/run/{due.run_id}", pending[0], retain=True)
-                    self._node.publish(f"job/{due.run_id}/spec", pending[1], retain=True)
+                    self._node.publish(topics.workflow_run(due.run_id), pending[0], retain=True)
+                    self._node.publish(topics.job_spec(due.run_id), pending[1], retain=True)
                     self._unconfirmed[due.run_id] = (pending[0], pending[1], now)
                 continue
             owner = ApiUser(item.owner, "user", item.role)
@@ -287,7 +287,7 @@ class WorkflowService:
         gone = await asyncio.to_thread(self._history.prune, self._clock(), keep)
         if self._node.acting():
             for run_id in gone:
-                self._node.clear(f"wf/run/{run_id}")
+                self._node.clear(topics.workflow_run(run_id))
         return gone
 
     def _fired(self, dag_id: str, slot: float) -> None:
@@ -314,7 +314,7 @@ class WorkflowService:
             submitted_by=started.submitted_by,
         )
         run = started.run_id
-        await self._node.subscribe(f"job/{run}/commits/+", f"job/{run}/events", f"job/{run}/state")
+        await self._node.subscribe(topics.job_commits(run), topics.job_events(run), topics.job_state(run))
         self._emit({"type": "run", "runId": run, "dagId": started.dag_id, "state": "QUEUED"})
 
     def _record_commits(self, run_id: str, updates: tuple[Any, ...]) -> None:
@@ -438,7 +438,7 @@ class WorkflowService:
             result.is_valid,
             user.role,
         )
-        self._node.publish(f"wf/dag/{definition.dag_id}/{definition.version}", record, retain=True)
+        self._node.publish(topics.workflow_dag(definition.dag_id, definition.version), record, retain=True)
         await asyncio.to_thread(self._store_definition, record)
         response: Json = {
             "dagId": definition.dag_id,
@@ -565,11 +565,11 @@ class WorkflowService:
             job = apply_allocation(job, definition, allocation.request, allocation.members)
             allocation.used_by = job.job_id
         started = RunStarted(job.job_id, dag_id, definition.version, params, trigger, user.id, now, slot)
-        self._node.publish(f"wf/run/{job.job_id}", started, retain=True)
+        self._node.publish(topics.workflow_run(job.job_id), started, retain=True)
         # Follow the run before its job exists: the coordinator's `TasksStarted` is not retained, and a
         # subscription made after the spec went out missed it on a busy node (no step ever RUNNING).
         await self._follow(started)
-        self._node.publish(f"job/{job.job_id}/spec", job, retain=True)
+        self._node.publish(topics.job_spec(job.job_id), job, retain=True)
         if slot is not None:
             self._unconfirmed[job.job_id] = (started, job, now)
         if job.job_id in self._runs:
@@ -608,7 +608,7 @@ class WorkflowService:
             raise NotFound(f"no run {run_id!r}")
         if run.get("submittedBy") not in ("", user.id) and not allowed(user.role, "cancel_any"):
             raise Forbidden(f"{user.id} may not cancel run {run_id} of {run.get('submittedBy')}")
-        self._node.publish("coord/in", Cancel(run_id, self._node.node_id, "member"))
+        self._node.publish(topics.COORD_INBOX, Cancel(run_id, self._node.node_id, "member"))
         return {**run, "cancelRequested": True}
 
     async def modify_run(self, run_id: str, body: Json, user: ApiUser) -> Json:
@@ -638,7 +638,7 @@ class WorkflowService:
             tasks = compile_run(amended, request, self._resolve).tasks
             job = replace(job, tasks=tuple(t for t in tasks if step_of(amended, run_id, t.task_id)[0] in new))
             run.definition = amended
-        self._node.publish("coord/in", Amend(run_id, tuple(skip), job.tasks, user.id, user.role))
+        self._node.publish(topics.COORD_INBOX, Amend(run_id, tuple(skip), job.tasks, user.id, user.role))
         return {
             "runId": run_id,
             "skipRequested": sorted(body.get("skip") or ()),
@@ -808,7 +808,7 @@ class WorkflowService:
         """Tell the cluster that this node serves `meta` (again after a restart: its port may differ)."""
         record = ArtifactPublished(meta.to_json(), (self._source_of(meta.sha256),))
         self._artifacts[(meta.name, meta.version)] = record
-        self._node.publish(f"wf/artifact/{meta.name}/{meta.version}", record, retain=True)
+        self._node.publish(topics.workflow_artifact(meta.name, meta.version), record, retain=True)
 
     def announce_all(self) -> None:
         """Announce every artifact this node holds (on every connection: a new broker knows none)."""
@@ -848,7 +848,7 @@ class WorkflowService:
                 f"standard {standard.key} exists with another body; define a new version", "version"
             )
         record = StandardDefined(standard.name, standard.version, standard.to_json(), self._clock(), user.id)
-        self._node.publish(f"wf/standard/{standard.name}/{standard.version}", record, retain=True)
+        self._node.publish(topics.workflow_standard(standard.name, standard.version), record, retain=True)
         await asyncio.to_thread(self._store_standard, record)
         return {**standard.to_json(), "key": standard.key}
 
@@ -868,7 +868,7 @@ class WorkflowService:
         first = self._members_used is None
         self._members_used = self._clock()
         if first:
-            await self._node.subscribe(EVERY_HEARTBEAT)
+            await self._node.subscribe(topics.EVERY_HEARTBEAT)
             await asyncio.sleep(MEMBERS_SETTLE_S)
 
     async def forget_members_if_idle(self) -> None:
@@ -876,7 +876,7 @@ class WorkflowService:
         used = self._members_used
         if used is not None and not self._streams and self._clock() - used > IDLE_S:
             self._members_used = None
-            await self._node.unsubscribe(EVERY_HEARTBEAT)
+            await self._node.unsubscribe(topics.EVERY_HEARTBEAT)
 
     async def devices(self) -> list[Json]:
         """Every member with its state, capabilities and load."""

@@ -38,6 +38,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import Effect, Persist, Publish
 from swarm.messages import Claim
@@ -176,7 +177,9 @@ class Election:
         self._claimed_epoch = epoch
         self._claimed_at = now
         self.coordinator = None
-        return ElectionOutcome([Persist(epoch), Publish("election", Claim(epoch), epoch=epoch, retain=True)])
+        return ElectionOutcome(
+            [Persist(epoch), Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True)]
+        )
 
     def _waiting_for_claim(self, now: float, patience: float) -> bool:
         """Whether our last claim may still produce a coordinator: it has not timed out, or it has not

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.election import MAX_EPOCH_STEP, Election, ElectionOutcome, claim_in_reach
 from swarm.core.events import (
@@ -77,27 +78,19 @@ from swarm.messages import (
     WorkerReport,
 )
 
-__all__ = ["EVERY_HEARTBEAT", "JOB_LOG", "JOB_SPECS", "NODE_SUBSCRIPTIONS", "DeviceStatus", "NodeMachine"]
+__all__ = ["MAX_BATCH", "DeviceStatus", "NodeMachine"]
 
 log = logging.getLogger(__name__)
 
+#: Most events one step takes (`handle_many`): the shell's batch, and the simulator's largest.
+MAX_BATCH = 512
 #: Other members' state changes are summed up in one line at most this often (seconds): under churn or
 #: overload a line per member per flap on every node was itself a large share of the load.
 MEMBER_LOG_EVERY = 10.0
 
-#: Topics every node follows; `{self}` is replaced by the node id.
-NODE_SUBSCRIPTIONS: tuple[str, ...] = (
-    "node/{self}/in",
-    "election",
-    "coord",
-    "job/+/state",
-)
-
-#: Every member's heartbeat: the coordinator and claimants follow it.
-EVERY_HEARTBEAT = "node/+/hb"
-#: The job log, specs and commits: the coordinator, its standbys and claimants follow it.
-JOB_SPECS = "job/+/spec"
-JOB_LOG = "job/+/commits/+"
+#: Topics every node follows besides its inbox. Every member's heartbeat is followed by the coordinator
+#: and claimants only; the job log (specs and commits) by the coordinator, its standbys and claimants.
+NODE_SUBSCRIPTIONS = (topics.ELECTION, topics.COORD, topics.JOB_STATES)
 #: Heartbeats whose way back through the broker a node times at once; more are a broker that lost them.
 MAX_ECHOES_AWAITED = 32
 
@@ -165,54 +158,60 @@ class NodeMachine:
         return self.handle_many((event,), now)
 
     def handle_many(self, events: Iterable[Event], now: float) -> list[Effect]:
-        """Process events in order, then place tasks and batch the output once."""
+        """Process events in order, then place tasks and batch the output once.
+
+        A step leaves nothing behind for the next one. An event whose handler fails is
+        dropped alone (counted and logged) and its batch goes on; the effects the step made, a failed
+        handler's included, leave with this step: the state they stand for has already changed, and
+        held back they would only go out later, out of order with what follows.
+        """
         for event in events:
             try:
                 self._dispatch_event(event, now)
             except Exception:
-                # One message that trips a handler is dropped alone: its batch and the node go on.
                 self.count("handler_errors")
                 log.exception("dropped an event that failed in the core: %.200r", event)
-        if not self.left:
-            self._follow()
+        try:
+            if not self.left:
+                self._follow()
+            self._place(now)
+        except Exception:
+            self.count("handler_errors")
+            log.exception("placing work failed in the core; the step's effects go out as they stand")
+            while self._collect(now):
+                pass
+        effects, self._effects = self._effects, []
+        return effects
+
+    def _place(self, now: float) -> None:
         # Work the coordinator gives its own worker, and results that worker returns to it, are handed
         # over in memory instead of through the broker; that may free room for more, hence the loop.
         while True:
             if self.scheduler is not None and not self.left:
                 self.scheduler.dispatch(now)
-                self._effects.extend(self.scheduler.drain(now))
-            self._effects.extend(self.worker.drain(self.election.epoch))
-            if not self._deliver_locally(now):
-                break
-        effects, self._effects = self._effects, []
-        return effects
+            if not self._collect(now):
+                return
 
-    def _deliver_locally(self, now: float) -> bool:
-        scheduler = self.scheduler
-        if scheduler is None:
-            return False
-        inbox = f"node/{self.node_id}/in"
-        kept: list[Effect] = []
-        delivered = False
-        for effect in self._effects:
-            if isinstance(effect, Publish) and isinstance(effect.body, JobState) and effect.body.finished:
+    def _collect(self, now: float) -> bool:
+        """Move the sub-machines' output into the step's effects, handing what stays on this node over in
+        memory; returns whether anything was handed over."""
+        handed_over = False
+        scheduler = None if self.left else self.scheduler
+        if scheduler is not None:
+            self._effects.extend(scheduler.drain(now))
+            for job_id in scheduler.take_closed():
                 # Our own final record counts at once, not when the broker echoes it: if that echo is
                 # lost, the job's still-retained spec must not be taken for a new submission.
-                self.replica.on_finished(effect.body.job_id, now)
-            if isinstance(effect, Publish) and effect.topic == inbox and isinstance(effect.body, Assign):
-                self.worker.on_assign(effect.body)
-                delivered = True
-            elif (
-                isinstance(effect, Publish)
-                and effect.topic == "coord/in"
-                and isinstance(effect.body, Results)
-            ):
-                scheduler.on_results(self.node_id, effect.body.results, now)
-                delivered = True
-            else:
-                kept.append(effect)
-        self._effects = kept
-        return delivered
+                self.replica.on_finished(job_id, now)
+            own = scheduler.take_local()
+            if own is not None:
+                self.worker.on_assign(own)
+            results = self.worker.take_results()
+            if results:
+                scheduler.on_results(self.node_id, results, now)
+            handed_over = own is not None or bool(results)
+        self._effects.extend(self.worker.drain(self.election.epoch))
+        return handed_over
 
     def note_loop_lag(self, lag: float, now: float) -> None:
         """The shell measured how late its tick is handled (seconds): how long this node's own loop keeps
@@ -226,11 +225,10 @@ class NodeMachine:
 
     def subscriptions(self) -> list[str]:
         """Topics to subscribe to on (re)connect."""
-        topics = [t.replace("{self}", self.node_id) for t in NODE_SUBSCRIPTIONS]
-        topics.extend(sorted(self._following))
+        followed = [topics.inbox(self.node_id), *NODE_SUBSCRIPTIONS, *sorted(self._following)]
         if self.scheduler is not None:
-            topics.append("coord/in")
-        return topics
+            followed.append(topics.COORD_INBOX)
+        return followed
 
     # --- routing ------------------------------------------------------------------------------------
 
@@ -282,7 +280,7 @@ class NodeMachine:
             case SubmitJob():
                 if not self.replica.on_spec(body):
                     if self.scheduler is not None:
-                        self._effects.append(ClearRetained(f"job/{body.job_id}/spec"))
+                        self._effects.append(ClearRetained(topics.job_spec(body.job_id)))
                 elif self.scheduler is not None:
                     self.scheduler.on_submit(body, now)
             case Commit(job_id, updates, spent):
@@ -325,25 +323,26 @@ class NodeMachine:
         body, sender, election = env.body, env.sender, self.election
         match body:
             case Heartbeat() | NodeGone():
-                return None if topic == f"node/{sender}/hb" else "not on the sender's heartbeat topic"
+                return None if topic == topics.heartbeat(sender) else "not on the sender's heartbeat topic"
             case Claim(epoch) if not claim_in_reach(epoch, election.epoch):
                 return f"claims epoch {epoch}, more than {MAX_EPOCH_STEP} past {election.epoch}"
-            case CoordinatorAnnounce(_, coordinator) if coordinator != sender or topic != "coord":
+            case CoordinatorAnnounce(_, coordinator) if coordinator != sender or topic != topics.COORD:
                 return f"announces {coordinator} as coordinator"
             case Assign() | CancelAttempt():
-                if topic != f"node/{self.node_id}/in":
+                if topic != topics.inbox(self.node_id):
                     return "not on this node's inbox"
                 if sender != election.coordinator or env.epoch != election.epoch:
                     return f"not from the coordinator of epoch {election.epoch} ({election.coordinator})"
             case Commit(job_id) | JobState(job_id):
-                if not topic.startswith(f"job/{job_id}/"):
-                    return f"a record of job {job_id} on another job's topic"
+                leaf = "commits" if isinstance(body, Commit) else "state"
+                if topics.job_of(topic) != (job_id, leaf):
+                    return f"a record of job {job_id} off its {leaf} topic"
                 if env.epoch == election.epoch and election.coordinator not in (None, sender):
                     return f"not from the coordinator of epoch {election.epoch}"
-            case SubmitJob(job_id) if topic != f"job/{job_id}/spec":
+            case SubmitJob(job_id) if topic != topics.job_spec(job_id):
                 return f"the spec of job {job_id} on another topic"
             case Results() | WorkerReport() | Cancel() | Amend() | TasksQuery() | QuotaQuery() if (
-                topic != "coord/in"
+                topic != topics.COORD_INBOX
             ):
                 return "a coordinator request off coord/in"
             case Sync() if sender != self.node_id:
@@ -378,15 +377,17 @@ class NodeMachine:
                 raise TypeError(f"not a coordinator message: {env.body!r}")
 
     def _on_cleared(self, topic: str) -> None:
-        parts = topic.split("/")
-        if len(parts) == 3 and parts[0] == "job" and parts[2] == "spec":
-            self.replica.on_spec_cleared(parts[1])
-        elif len(parts) == 3 and parts[0] == "job" and parts[2] == "state":
-            self.replica.on_state_cleared(parts[1])
+        match topics.job_of(topic):
+            case (job_id, "spec"):
+                self.replica.on_spec_cleared(job_id)
+            case (job_id, "state"):
+                self.replica.on_state_cleared(job_id)
+            case _:
+                pass
 
     def _on_tick(self, now: float) -> None:
         self._on_member_changes(self.membership.tick(now), now)
-        may_claim = {EVERY_HEARTBEAT, JOB_SPECS, JOB_LOG} <= self._following
+        may_claim = {topics.EVERY_HEARTBEAT, topics.JOB_SPECS, topics.JOB_LOG} <= self._following
         patience = self.membership.patience
         self._apply_election(self.election.tick(now, self.membership.state_of, may_claim, patience), now)
         if now >= self._next_heartbeat and not self.left:
@@ -404,8 +405,8 @@ class NodeMachine:
             # while it stands, the job is known finished), long-dead members' wills.
             for job_id, records in self.replica.expired(now, self.config.finished_job_retention):
                 self._effects.extend(ClearRetained(topic) for topic in records)
-                self._effects.append(ClearRetained(f"job/{job_id}/state"))
-            self._effects.extend(ClearRetained(f"node/{node_id}/hb") for node_id in forgotten)
+                self._effects.append(ClearRetained(topics.job_state(job_id)))
+            self._effects.extend(ClearRetained(topics.heartbeat(node_id)) for node_id in forgotten)
 
     def _on_connected(self, now: float) -> None:
         """Say again what a fresh broker would not know: who we are, and what we coordinate or hold."""
@@ -415,7 +416,7 @@ class NodeMachine:
             # successor's as the retained record. The retained records reach us before our own Sync does.
             self._syncs += 1
             ref = f"{self.node_id}.{self._syncs}"
-            self._effects.append(Publish(f"node/{self.node_id}/in", Sync(ref), epoch=self.election.epoch))
+            self._effects.append(Publish(topics.inbox(self.node_id), Sync(ref), epoch=self.election.epoch))
         elif self.election.coordinator is not None:
             # Results published while the connection was down were lost: the coordinator takes them
             # (and what we hold) again, idempotently.
@@ -427,12 +428,12 @@ class NodeMachine:
         if scheduler is None or ref != f"{self.node_id}.{self._syncs}":
             return
         epoch = scheduler.epoch
-        self._effects.append(Publish("election", Claim(epoch), epoch=epoch, retain=True))
+        self._effects.append(Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True))
         self._effects.append(self._announcement(epoch))
         scheduler.republish()
         # A fresh broker may still hold specs of jobs we finished: they must not run again.
         self._effects.extend(
-            ClearRetained(f"job/{job_id}/spec") for job_id in self.replica.finished_since(now - 600.0)
+            ClearRetained(topics.job_spec(job_id)) for job_id in self.replica.finished_since(now - 600.0)
         )
 
     def _on_leave(self) -> None:
@@ -440,9 +441,9 @@ class NodeMachine:
         self.worker.hand_back()
         if self.scheduler is not None:
             self.scheduler = None
-            self._effects.append(Unsubscribe("coord/in"))
+            self._effects.append(Unsubscribe(topics.COORD_INBOX))
         self._effects.append(
-            Publish(f"node/{self.node_id}/hb", NodeGone("left"), epoch=self.election.epoch, retain=True)
+            Publish(topics.heartbeat(self.node_id), NodeGone("left"), epoch=self.election.epoch, retain=True)
         )
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -456,7 +457,7 @@ class NodeMachine:
         if outcome.deposed and self.scheduler is not None:
             log.warning("deposed as coordinator of epoch %d", self.scheduler.epoch)
             self.scheduler = None
-            self._effects.append(Unsubscribe("coord/in"))
+            self._effects.append(Unsubscribe(topics.COORD_INBOX))
         if outcome.elected is not None:
             self._become_coordinator(outcome.elected, now)
 
@@ -474,12 +475,12 @@ class NodeMachine:
         self._standbys = self._choose_standbys()
         log.info("acting as coordinator of epoch %d, %d active job(s) adopted", epoch, len(active))
         # Subscribe before announcing: workers report to `coord/in` as soon as they see the announcement.
-        self._effects.append(Subscribe("coord/in"))
+        self._effects.append(Subscribe(topics.COORD_INBOX))
         self._effects.append(self._announcement(epoch))
 
     def _announcement(self, epoch: int) -> Publish:
         body = CoordinatorAnnounce(epoch, self.node_id, self._standbys)
-        return Publish("coord", body, epoch=epoch, retain=True)
+        return Publish(topics.COORD, body, epoch=epoch, retain=True)
 
     def _choose_standbys(self) -> tuple[str, ...]:
         """The members that follow everything so one can take over at once: mains-powered first, by id."""
@@ -496,7 +497,7 @@ class NodeMachine:
         return tuple(m.node_id for m in best)
 
     def _follows(self, node_id: str) -> bool:
-        return EVERY_HEARTBEAT in self._following or node_id == self.election.coordinator
+        return topics.EVERY_HEARTBEAT in self._following or node_id == self.election.coordinator
 
     def _follow(self) -> None:
         """Subscribe to what this node's part requires now, and drop what it no longer does."""
@@ -504,20 +505,20 @@ class NodeMachine:
         everything = e.acting_epoch is not None or e.claiming
         wanted: set[str] = set()
         if everything:
-            wanted.add(EVERY_HEARTBEAT)
+            wanted.add(topics.EVERY_HEARTBEAT)
         elif e.coordinator is not None and e.coordinator != self.node_id:
-            wanted.add(f"node/{e.coordinator}/hb")
+            wanted.add(topics.heartbeat(e.coordinator))
         if everything or self.node_id in e.standbys:
-            wanted |= {JOB_SPECS, JOB_LOG}
+            wanted |= {topics.JOB_SPECS, topics.JOB_LOG}
         if wanted == self._following:
             return
         self._effects.extend(Unsubscribe(t) for t in sorted(self._following - wanted))
         self._effects.extend(Subscribe(t) for t in sorted(wanted - self._following))
         # What is no longer followed would only go stale: a later claim starts again from retained records.
-        if EVERY_HEARTBEAT in self._following - wanted:
+        if topics.EVERY_HEARTBEAT in self._following - wanted:
             self.membership.keep_only(e.coordinator)
             self._hb_sent.clear()
-        if JOB_LOG in self._following - wanted:
+        if topics.JOB_LOG in self._following - wanted:
             self.replica.forget_log()
         self._following = wanted
 
@@ -565,7 +566,7 @@ class NodeMachine:
 
     def _heartbeat(self, now: float) -> Publish:
         self._hb_seq += 1
-        if EVERY_HEARTBEAT in self._following:
+        if topics.EVERY_HEARTBEAT in self._following:
             self._hb_sent[self._hb_seq] = now
             if len(self._hb_sent) > MAX_ECHOES_AWAITED:
                 del self._hb_sent[next(iter(self._hb_sent))]
@@ -582,10 +583,10 @@ class NodeMachine:
             api=s.api,
             counters=self.counters(),
         )
-        return Publish(f"node/{self.node_id}/hb", hb, epoch=self.election.epoch, retain=True)
+        return Publish(topics.heartbeat(self.node_id), hb, epoch=self.election.epoch, retain=True)
 
     def _reply(self, env: Envelope, body: ErrorReply | TasksReply | QuotaReply) -> None:
-        self._effects.append(Publish(f"node/{env.sender}/in", body, epoch=self.election.epoch))
+        self._effects.append(Publish(topics.inbox(env.sender), body, epoch=self.election.epoch))
 
     def count(self, name: str) -> None:
         """Add one to a counter; counters travel with the heartbeats (`swarm status --json`)."""

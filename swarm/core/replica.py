@@ -27,6 +27,7 @@ spec is cleared early only when nobody accepted the job: refused, or withdrawn b
 
 from __future__ import annotations
 
+from swarm import topics
 from swarm.messages import AttemptsSpent, SubmitJob, TaskUpdate
 
 __all__ = ["Replica"]
@@ -91,7 +92,7 @@ class Replica:
     def on_finished(self, job_id: str, now: float) -> None:
         """The job's final record was published; its commit records are kept until they expire."""
         if job_id not in self.finished:
-            self.finished[job_id] = (now, self.records.pop(job_id, set()) | {f"job/{job_id}/spec"})
+            self.finished[job_id] = (now, self.records.pop(job_id, set()) | {topics.job_spec(job_id)})
         self.specs.pop(job_id, None)
         self.committed.pop(job_id, None)
         self.spent.pop(job_id, None)

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
@@ -125,6 +126,9 @@ class Scheduler:
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
         self._finished_jobs: set[str] = set()
+        #: What this node's own worker gets in memory, and jobs closed, for `NodeMachine` to take.
+        self._local: Assign | None = None
+        self._closed: list[str] = []
         self._seq = 0
         self._held: dict[str, set[str]] = {}
         self._exclusive: dict[str, int] = {}
@@ -215,7 +219,7 @@ class Scheduler:
         self._count("jobs_rejected")
         log.warning("rejected job %s: %s", job.job_id, reason)
         self._publish_event(job.job_id, JobRejected(job.job_id, reason))
-        self._effects.append(ClearRetained(f"job/{job.job_id}/spec"))
+        self._effects.append(ClearRetained(topics.job_spec(job.job_id)))
 
     def _add_job(
         self,
@@ -302,7 +306,7 @@ class Scheduler:
         if amend.add:
             job.spec = amended
             self._add_tasks(job, amend.add, now)
-            spec = Publish(f"job/{amend.job_id}/spec", amended, epoch=self.epoch, retain=True)
+            spec = Publish(topics.job_spec(amend.job_id), amended, epoch=self.epoch, retain=True)
             self._effects.append(spec)
         self._count("amendments")
         return None
@@ -794,12 +798,13 @@ class Scheduler:
         self._flush_commits(job, now, force=True)
         state = JobState(job_id, len(job.tasks), finished=True)
         # The spec stays retained until the records expire (`replica.py` says why).
-        self._publish_record(Publish(f"job/{job_id}/state", state, epoch=self.epoch, retain=True), now)
+        self._publish_record(Publish(topics.job_state(job_id), state, epoch=self.epoch, retain=True), now)
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._preemptions.pop(task_id, None)
             self._protected.pop(task_id, None)
         del self.jobs[job_id]
+        self._closed.append(job_id)
         self._count("jobs_finished")
 
     def _enqueue(self, rec: TaskRecord, now: float, why: str) -> None:
@@ -816,10 +821,11 @@ class Scheduler:
         rec.not_before = None
 
     def _cancel_effect(self, rec: TaskRecord) -> Publish:
-        return Publish(f"node/{rec.node}/in", CancelAttempt(rec.task_id, rec.attempt), epoch=self.epoch)
+        assert rec.node is not None, "only a running attempt is cancelled on its node"
+        return Publish(topics.inbox(rec.node), CancelAttempt(rec.task_id, rec.attempt), epoch=self.epoch)
 
     def _publish_event(self, job_id: str, body: JobAccepted | JobRejected) -> None:
-        self._effects.append(Publish(f"job/{job_id}/events", body, epoch=self.epoch))
+        self._effects.append(Publish(topics.job_events(job_id), body, epoch=self.epoch))
 
     def _note_spent(self, rec: TaskRecord) -> None:
         """`rec` will be tried again: its attempts so far go into the job log with the next commits."""
@@ -832,7 +838,7 @@ class Scheduler:
         if pending and (force or now - job.published_at >= self._config.tick_interval):
             job.published_at = now
             job_id = job.spec.job_id
-            topic = f"job/{job_id}/commits/{self.epoch}.{job.batches}"
+            topic = topics.job_commits(job_id, f"{self.epoch}.{job.batches}")
             job.batches += 1
             spent = tuple(job.unpublished_spent.values())
             body = Commit(job_id, tuple(job.unpublished), spent)
@@ -856,7 +862,7 @@ class Scheduler:
         commits of every active job again."""
         for job in self.jobs.values():
             self._effects.append(
-                Publish(f"job/{job.spec.job_id}/spec", job.spec, epoch=self.epoch, retain=True)
+                Publish(topics.job_spec(job.spec.job_id), job.spec, epoch=self.epoch, retain=True)
             )
             job.unpublished = list(job.committed.values())
             for rec in job.tasks.values():
@@ -865,8 +871,20 @@ class Scheduler:
 
     # --- output -------------------------------------------------------------------------------------
 
+    def take_local(self) -> Assign | None:
+        """The last drain's assignments and acknowledgements for this node's own worker, which gets them
+        in memory instead of through the broker."""
+        local, self._local = self._local, None
+        return local
+
+    def take_closed(self) -> list[str]:
+        """Jobs whose final record the drains since the last call published."""
+        closed, self._closed = self._closed, []
+        return closed
+
     def drain(self, now: float) -> list[Effect]:
-        """Everything this scheduler wants done, with assignments and commits batched per destination."""
+        """Everything this scheduler wants done, with assignments and commits batched per destination
+        (but for this node's own, kept for `take_local`)."""
         for job_id in sorted(self._finished_jobs):
             job = self.jobs.get(job_id)
             if job is not None and job.finished:
@@ -875,15 +893,17 @@ class Scheduler:
         for job in self.jobs.values():
             self._flush_commits(job, now)
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
-        effects: list[Effect] = [
-            Publish(f"node/{node}/in", Assign(tuple(batch), tuple(acks)), epoch=self.epoch)
-            for node, batch in self._outbox.items()
-            for acks in (self._acks.pop(node, ()),)
-        ]
+        effects: list[Effect] = []
+        for node, batch in self._outbox.items():
+            assign = Assign(tuple(batch), tuple(self._acks.pop(node, ())))
+            if node == self.self_id:
+                self._local = assign
+            else:
+                effects.append(Publish(topics.inbox(node), assign, epoch=self.epoch))
         effects.extend(self._effects)
         # A workflow run's steps are shown running as they start (one event per job per drain).
         effects.extend(
-            Publish(f"job/{job_id}/events", TasksStarted(job_id, tuple(started)), epoch=self.epoch)
+            Publish(topics.job_events(job_id), TasksStarted(job_id, tuple(started)), epoch=self.epoch)
             for job_id, started in self._started.items()
         )
         self._effects = []

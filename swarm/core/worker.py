@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import CancelTask, Effect, Publish, RunTask
 from swarm.messages import Assign, Assignment, Results, TaskRef, TaskResult, WorkerReport
@@ -89,7 +90,7 @@ class Worker:
         held = tuple(TaskRef(a.task_id, a.job_id, a.attempt) for a in self.held.values())
         results = tuple(r for r, _ in self._unacked.values())
         self._outbox.clear()
-        return Publish("coord/in", WorkerReport(epoch, held, results), epoch=epoch)
+        return Publish(topics.COORD_INBOX, WorkerReport(epoch, held, results), epoch=epoch)
 
     def hand_back(self) -> list[TaskResult]:
         """On a clean leave: every held attempt returns to the coordinator to run elsewhere."""
@@ -111,12 +112,17 @@ class Worker:
         for task_id in [t for t, (_, at) in self._unacked.items() if now - at >= ttl]:
             del self._unacked[task_id]
 
+    def take_results(self) -> tuple[TaskResult, ...]:
+        """Finished attempts not yet sent, for a coordinator on this node, which gets them in memory."""
+        results, self._outbox = tuple(self._outbox), []
+        return results
+
     def drain(self, epoch: int) -> list[Effect]:
         """Effects to carry out, with finished attempts batched into one `Results`."""
         effects = self._effects
         self._effects = []
         if self._outbox:
-            effects.append(Publish("coord/in", Results(tuple(self._outbox)), epoch=epoch))
+            effects.append(Publish(topics.COORD_INBOX, Results(tuple(self._outbox)), epoch=epoch))
             self._outbox = []
         return effects
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from swarm import topics
 from swarm.config import NodeConfig
 from swarm.durable import write_private
 
@@ -133,16 +134,16 @@ _SUBMITTERS = frozenset({"submitter", "operator", "admin"})
 #: a user arrive on `node/<its client id>/in`, and messages are signed, so reading reveals no secret.
 ACL_RULES: tuple[AclRule, ...] = (
     AclRule("node", None, "read", "#"),
-    AclRule("node", None, "write", "node/+/hb"),
-    AclRule("node", None, "write", "node/+/in"),
-    AclRule("node", None, "write", "coord"),
-    AclRule("node", None, "write", "coord/in"),
-    AclRule("node", None, "write", "election"),
+    AclRule("node", None, "write", topics.EVERY_HEARTBEAT),
+    AclRule("node", None, "write", topics.EVERY_INBOX),
+    AclRule("node", None, "write", topics.COORD),
+    AclRule("node", None, "write", topics.COORD_INBOX),
+    AclRule("node", None, "write", topics.ELECTION),
     AclRule("node", None, "write", "job/#"),
     AclRule("node", None, "write", "wf/#"),
     AclRule("user", None, "read", "#"),
-    AclRule("user", None, "write", "coord/in"),
-    AclRule("user", _SUBMITTERS, "write", "job/+/spec"),
+    AclRule("user", None, "write", topics.COORD_INBOX),
+    AclRule("user", _SUBMITTERS, "write", topics.JOB_SPECS),
     AclRule("user", frozenset({"admin"}), "write", "trust/#"),
 )
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
+from swarm import topics
 from swarm.codec import encode
 from swarm.core.tracker import JobProgress, JobTracker
 from swarm.errors import ProtocolError, SwarmError
@@ -108,7 +109,7 @@ class SwarmClient:
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
-        await self._transport.subscribe(f"node/{self.client_id}/in", "election", "coord")
+        await self._transport.subscribe(topics.inbox(self.client_id), topics.ELECTION, topics.COORD)
         self._rx = asyncio.create_task(self._rx_loop(), name=f"swarm[{self.client_id}].rx")
         return self
 
@@ -140,11 +141,11 @@ class SwarmClient:
         if refusal is not None:
             raise SwarmError(f"token {cert.id}: {refusal}")
         progress = self.tracker.track(job.job_id, len(job.tasks))
-        spec_topic = f"job/{job.job_id}/spec"
+        spec_topic = topics.job_spec(job.job_id)
         # The broker handles one client's packets in order: once the SUBSCRIBE is on the wire, the spec
         # may follow at once, without waiting a round trip for the SUBACK.
         subscribed = asyncio.ensure_future(
-            self._transport.subscribe(f"job/{job.job_id}/events", f"job/{job.job_id}/commits/+")
+            self._transport.subscribe(topics.job_events(job.job_id), topics.job_commits(job.job_id))
         )
         await asyncio.sleep(0)
         self._transport.publish(spec_topic, self._seal(spec_topic, job), retain=True)
@@ -192,7 +193,7 @@ class SwarmClient:
         for job_id in jobs:
             self.tracker.track(job_id, _UNBOUNDED)
         if jobs:
-            await self._transport.subscribe(*(f"job/{j}/commits/+" for j in jobs))
+            await self._transport.subscribe(*(topics.job_commits(j) for j in jobs))
         ref = self._send_to_coordinator(Cancel(target, by=cert.id, role=cert.role))
         reply = self._replies[ref]
         loop = asyncio.get_running_loop()
@@ -226,7 +227,7 @@ class SwarmClient:
 
     async def withdraw(self, job_id: str) -> None:
         """Take back the retained spec of a job no coordinator accepted, so that it never runs."""
-        await self._transport.publish_and_wait(f"job/{check_id(job_id, 'job id')}/spec", b"", retain=True)
+        await self._transport.publish_and_wait(topics.job_spec(check_id(job_id, "job id")), b"", retain=True)
 
     async def fetch_job(self, job_id: str, listen: float = 0.5) -> tuple[SubmitJob | None, JobProgress]:
         """The retained spec of a job and every task result committed so far (a job's commits are
@@ -241,7 +242,7 @@ class SwarmClient:
             raise SwarmError(f"job {job_id} is being followed already")
         progress = self.tracker.track(job_id, _UNBOUNDED)
         await self._transport.subscribe(
-            f"job/{job_id}/spec", f"job/{job_id}/state", f"job/{job_id}/commits/+"
+            topics.job_spec(job_id), topics.job_state(job_id), topics.job_commits(job_id)
         )
         await asyncio.sleep(listen)
         spec = self._specs.get(job_id)
@@ -277,7 +278,7 @@ class SwarmClient:
 
     async def watch_members(self, duration: float) -> dict[str, MemberView]:
         """Listen to heartbeats for `duration` seconds and return what was seen."""
-        await self._transport.subscribe("node/+/hb")
+        await self._transport.subscribe(topics.EVERY_HEARTBEAT)
         await asyncio.sleep(duration)
         return self.members
 
@@ -286,7 +287,7 @@ class SwarmClient:
     def _send_to_coordinator(self, body: Body) -> str:
         msg_id = f"{self.client_id}-{next(self._msg_ids)}"
         self._replies[msg_id] = asyncio.get_running_loop().create_future()
-        self._transport.publish("coord/in", self._seal("coord/in", body, msg_id))
+        self._transport.publish(topics.COORD_INBOX, self._seal(topics.COORD_INBOX, body, msg_id))
         return msg_id
 
     async def _reply(self, ref: str, timeout: float) -> Body:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from swarm import topics
 from swarm.api.auth import TokenVerifier
 from swarm.api.host import ApiHost, BlobServer, status_of
 from swarm.codec import encode
@@ -53,7 +54,7 @@ from swarm.core.events import (
     Tick,
     Unsubscribe,
 )
-from swarm.core.node import DeviceStatus, NodeMachine
+from swarm.core.node import MAX_BATCH, DeviceStatus, NodeMachine
 from swarm.devices.probe import load_snapshot, probe_capabilities, probe_runtimes, refresh_capabilities
 from swarm.errors import ConfigError, ProtocolError, SwarmError
 from swarm.ids import check_id
@@ -89,14 +90,12 @@ __all__ = ["NodeShell"]
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 512
 #: Reconnect backoff: "full jitter" between 0 and min(cap, base x 2^failures), plus a floor, so that a
 #: hundred nodes cut off together come back spread out instead of all at once.
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 15.0
 RECONNECT_FLOOR_S = 0.1
 #: Where an admin publishes the authority's signed roster (retained).
-ROSTER_TOPIC = "trust/roster"
 #: How often a node on the authority's machine looks at the roster file (one stat() call).
 ROSTER_POLL_S = 0.25
 PROBE_INTERVAL = 5.0
@@ -240,20 +239,20 @@ class NodeShell:
                 topic, self._seal(topic, body, self.machine.election.epoch), retain=retain
             )
 
-    async def subscribe(self, *topics: str) -> None:
-        """Receive `topics` now and after every reconnect."""
+    async def subscribe(self, *patterns: str) -> None:
+        """Receive `patterns` now and after every reconnect."""
         if self._api is not None:
-            self._api.follow(topics)
+            self._api.follow(patterns)
         if self._transport is not None:
-            await self._transport.subscribe(*topics)
+            await self._transport.subscribe(*patterns)
 
-    async def unsubscribe(self, *topics: str) -> None:
-        """Stop receiving `topics` for the API, except those the core follows itself."""
+    async def unsubscribe(self, *patterns: str) -> None:
+        """Stop receiving `patterns` for the API, except those the core follows itself."""
         if self._api is not None:
-            self._api.release(topics)
+            self._api.release(patterns)
         core = set(self.machine.subscriptions())
         if self._transport is not None:
-            for topic in topics:
+            for topic in patterns:
                 if topic not in core:
                     await self._transport.unsubscribe(topic)
 
@@ -298,7 +297,7 @@ class NodeShell:
                     await asyncio.wait_for(stop.wait(), delay)
 
     async def _connected(self, url: str, executor: Executor, stop: asyncio.Event) -> None:
-        hb_topic = f"node/{self.node_id}/hb"
+        hb_topic = topics.heartbeat(self.node_id)
         will = (hb_topic, self._seal(hb_topic, NodeGone("connection lost"), 0))
         login = broker_login(self.config, self.credential)
         async with Transport(url, self.config.cluster, self.node_id, login=login, will=will) as transport:
@@ -306,7 +305,7 @@ class NodeShell:
             self._link_up = True
             self.machine.set_status(self._status(battery=False))
             extra = self._api.subscriptions() if self._api is not None else []
-            await transport.subscribe(ROSTER_TOPIC, *self.machine.subscriptions(), *extra)
+            await transport.subscribe(topics.ROSTER, *self.machine.subscriptions(), *extra)
             if self._api is not None:
                 self._api.on_connected()
             self._events.put_nowait(Connected())
@@ -320,7 +319,7 @@ class NodeShell:
                     await stop.wait()
                     for task in (rx, ticker, prober):
                         task.cancel()
-                    await self._leave(transport)
+                    await self._leave(executor, tg)
                     core.cancel()
             finally:
                 self._transport = None
@@ -397,11 +396,16 @@ class NodeShell:
 
     # --- effects ------------------------------------------------------------------------------------
 
-    async def _carry_out(self, effects: list[Effect], executor: Executor, tg: asyncio.TaskGroup) -> None:
+    async def _carry_out(
+        self, effects: list[Effect], executor: Executor, tg: asyncio.TaskGroup, *, confirmed: bool = False
+    ) -> None:
+        """Carry out the core's effects in order; with `confirmed`, each publish waits for the broker."""
         transport = self._transport
         assert transport is not None
         for effect in effects:
             match effect:
+                case Publish(topic, body, epoch, retain) if confirmed:
+                    await transport.publish_and_wait(topic, self._seal(topic, body, epoch), retain=retain)
                 case Publish(topic, body, epoch, retain):
                     transport.publish(topic, self._seal(topic, body, epoch), retain=retain)
                 case ClearRetained(topic):
@@ -444,16 +448,10 @@ class NodeShell:
         )
         self._events.put_nowait(TaskFinished(result))
 
-    async def _leave(self, transport: Transport) -> None:
-        """Hand back held work and say goodbye before the connection closes."""
+    async def _leave(self, executor: Executor, tg: asyncio.TaskGroup) -> None:
+        """Hand back held work, stop what runs, and say goodbye, confirmed, before the connection closes."""
         effects = self.machine.handle(Leave(), self._clock())
-        for effect in effects:
-            if isinstance(effect, Publish):
-                await transport.publish_and_wait(
-                    effect.topic, self._seal(effect.topic, effect.body, effect.epoch), retain=effect.retain
-                )
-            elif isinstance(effect, Unsubscribe):
-                await transport.unsubscribe(effect.topic)
+        await self._carry_out(effects, executor, tg, confirmed=True)
         log.info("node %s left the cluster", self.node_id)
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -490,7 +488,7 @@ class NodeShell:
             self._audit(None, "refused", topic, refused(str(exc)))
         if exc.reply_to is None or self._transport is None or exc.reply_to[0] == self.node_id:
             return
-        inbox = f"node/{exc.reply_to[0]}/in"
+        inbox = topics.inbox(exc.reply_to[0])
         body = ErrorReply(exc.reply_to[1], f"refused by {self.node_id}: {exc}")
         self._transport.publish(inbox, self._seal(inbox, body, self.machine.election.epoch))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 
+from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import MessageReceived, Publish, Tick
 from swarm.core.node import DeviceStatus, NodeMachine
@@ -43,17 +44,17 @@ def scheduling_cost(nodes: int, tasks: int, seed: int = 0) -> float:
         for i in range(nodes):
             hb = Heartbeat(f"n{i:05d}", _caps(f"n{i:05d}"), cfg.slots, 0, rng.random(), 2048, int(now * 4))
             machine.handle(
-                MessageReceived(f"node/n{i:05d}/hb", Envelope(1, "b", f"n{i:05d}", 0, "h", hb)), now
+                MessageReceived(topics.heartbeat(f"n{i:05d}"), Envelope(1, "b", f"n{i:05d}", 0, "h", hb)), now
             )
         effects = machine.handle(Tick(), now)
         claimed = [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, Claim)]
     claim = Envelope(1, "b", "coord", 1, "c", claimed[0])
-    machine.handle(MessageReceived("election", claim), now)
+    machine.handle(MessageReceived(topics.ELECTION, claim), now)
     assert machine.scheduler is not None, "the bench coordinator did not take office"
     placed = min(tasks, nodes * cfg.queue_limit(cfg.slots) // 2)
     job = SubmitJob("bench", tuple(TaskSpec(f"t{i}", "echo", {"i": i}) for i in range(placed)))
     started = time.perf_counter()
-    machine.handle(MessageReceived("job/bench/spec", Envelope(1, "b", "client", 0, "s", job)), now)
+    machine.handle(MessageReceived(topics.job_spec("bench"), Envelope(1, "b", "client", 0, "s", job)), now)
     elapsed = time.perf_counter() - started
     running = sum(1 for t in machine.scheduler.tasks.values() if t.state == "running")
     return elapsed / max(running, 1)

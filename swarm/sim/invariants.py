@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from swarm import topics
 from swarm.core.tracker import JobTracker
 from swarm.mapreduce.kernels import partition_of
 from swarm.messages import TERMINAL_STATES, Commit, Envelope, JobAccepted, SubmitJob, TaskUpdate
@@ -41,7 +42,7 @@ from swarm.sim.world import SimNode, SimWorld
 __all__ = ["Checker", "InvariantViolation"]
 
 #: Topic prefixes whose loss voids invariants 1-3 (the election, the announcement, the job log).
-SAFETY_TOPICS = ("election", "coord", "job/")
+SAFETY_TOPICS = (topics.ELECTION, topics.COORD, "job/")
 
 
 class InvariantViolation(AssertionError):
@@ -85,7 +86,7 @@ class Checker:
     def _connect(self) -> None:
         broker = self.world.broker
         broker.connect(self.client_id, self._deliver, self.world.latency, None, clean=False)
-        for topic in ("election", "coord", "job/+/events", "job/+/commits/+"):
+        for topic in (topics.ELECTION, topics.COORD, topics.job_events("+"), topics.JOB_LOG):
             broker.subscribe(self.client_id, topic)
 
     # --- the submitter ------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ class Checker:
         self.tracker.track(job.job_id, len(job.tasks))
         self.submitted += len(job.tasks)
         env = Envelope(1, self.world.cluster, self.client_id, 0, f"submit-{job.job_id}", job)
-        self.world.broker.publish(self.client_id, f"job/{job.job_id}/spec", env, retain=True)
+        self.world.broker.publish(self.client_id, topics.job_spec(job.job_id), env, retain=True)
 
     def done(self) -> int:
         """Tasks with a final state, as the submitter counts them."""

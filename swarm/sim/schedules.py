@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm import topics
 from swarm.core.tracker import JobProgress
 from swarm.messages import RunStarted
 from swarm.sim.dags import GenDag, compile_sim_run, generate_dag
@@ -136,7 +137,7 @@ class CronDriver:
         known = own if incarnation == node.incarnation else None
         if node.connected and node.link not in ("cut", "in"):
             retained = self.world.broker.retained
-            heard = [slot for run_id, slot in self.sent.items() if f"wf/run/{run_id}" in retained]
+            heard = [slot for run_id, slot in self.sent.items() if topics.workflow_run(run_id) in retained]
             known = max([*heard, *([] if known is None else [known])], default=None)
         return known
 
@@ -147,12 +148,12 @@ class CronDriver:
         for due in due_runs([self.scheduled], {} if last is None else {d.dag_id: last}, now):
             job = compile_sim_run(d, due.run_id, self.owner, "schedule")
             started = RunStarted(due.run_id, d.dag_id, d.version, {}, "schedule", self.owner, now, due.slot)
-            reached = w.publish_as(node.node_id, f"wf/run/{due.run_id}", started, retain=True)
+            reached = w.publish_as(node.node_id, topics.workflow_run(due.run_id), started, retain=True)
             if reached:
                 self.sent[due.run_id] = due.slot
             if reached or self.trust_own_firing:
                 self.own[node.node_id] = (node.incarnation, max(due.slot, last or due.slot))
-            spec_sent = w.publish_as(node.node_id, f"job/{due.run_id}/spec", job, retain=True)
+            spec_sent = w.publish_as(node.node_id, topics.job_spec(due.run_id), job, retain=True)
             self.fired.setdefault(due.run_id, []).append((w.now, node.node_id, spec_sent))
             if spec_sent and due.run_id not in self.submitted:
                 # The observer follows the run as a submitter would, counting its tasks once.

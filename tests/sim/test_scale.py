@@ -12,7 +12,6 @@ import pytest
 from swarm.core import placement
 from swarm.core.config import CoreConfig, PlacementWeights
 from swarm.core.membership import Member
-from swarm.core.node import EVERY_HEARTBEAT, JOB_LOG
 from swarm.core.placement import Candidate
 from swarm.core.scheduler import Scheduler
 from swarm.devices.capabilities import Capabilities
@@ -20,6 +19,7 @@ from swarm.devices.profiles import BUILTIN_PROFILES
 from swarm.messages import Heartbeat, Requirements, SubmitJob, TaskSpec
 from swarm.sim.bench import scheduling_cost
 from swarm.sim.world import SimWorld
+from swarm.topics import EVERY_HEARTBEAT, JOB_LOG
 
 CFG = CoreConfig(heartbeat_interval=1.0, failure_timeout=4.0, election_timeout=6.0, tick_interval=0.25)
 

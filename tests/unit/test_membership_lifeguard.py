@@ -11,10 +11,11 @@ from swarm.core.config import CoreConfig
 from swarm.core.election import Election
 from swarm.core.events import MessageReceived, Publish, Tick
 from swarm.core.membership import MAX_HEALTH, Membership
-from swarm.core.node import EVERY_HEARTBEAT, DeviceStatus, NodeMachine
+from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import Claim, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
 from swarm.runtime.shell import RECONNECT_CAP_S, RECONNECT_FLOOR_S, reconnect_delay
+from swarm.topics import EVERY_HEARTBEAT
 
 CFG = CoreConfig()
 CAPS = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")

@@ -16,6 +16,7 @@ from swarm.core.events import (
     Publish,
     RetainedCleared,
     RunTask,
+    TaskFinished,
     Tick,
 )
 from swarm.core.node import DeviceStatus, NodeMachine
@@ -32,6 +33,7 @@ from swarm.messages import (
     NodeGone,
     SubmitJob,
     Sync,
+    TaskResult,
     TaskSpec,
     TaskUpdate,
 )
@@ -161,3 +163,51 @@ def test_a_deposed_coordinators_close_leaves_the_spec_to_its_successor() -> None
     _deliver(standby, "election", "d", 3, Claim(3), 0.3)  # d takes over; c does not know it yet
     _deliver(standby, "job/j/state", "c", 2, JobState("j", 1, finished=True), 0.4)
     assert [j.job_id for j, _, _ in standby.replica.active()] == ["j"]
+
+
+def test_a_record_off_its_own_topic_is_refused() -> None:
+    """A commit on the job's state topic, or a final state on a commit topic, would be cleared and
+    expired as the wrong record: both are refused, like a record on another job's topic."""
+    node = _coordinator()
+    epoch = node.election.epoch
+    _deliver(node, "job/j/spec", "u", 0, SubmitJob("j", (TaskSpec("j.a", "echo", {}),)), 1.0)
+    _deliver(node, "job/j/state", "a", epoch, Commit("j", (TaskUpdate("j.a", "done", 1),)), 1.1)
+    _deliver(node, "job/j/commits/1.0", "a", epoch, JobState("j", 1, finished=True), 1.2)
+    _deliver(node, "job/k/state", "a", epoch, JobState("j", 1, finished=True), 1.3)
+    assert node.metrics["refused_messages"] == 3
+    assert "j" in node.replica.specs and "j" not in node.replica.finished
+
+
+def test_a_failed_placement_sends_the_steps_effects_with_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When placing work raises, what the step already made leaves with it (counted as a handler
+    error), and nothing of it is left over for the next step."""
+    node = _coordinator()
+    scheduler = node.scheduler
+    assert scheduler is not None
+    marker = Publish("job/j/events", JobState("j", 1), epoch=scheduler.epoch)
+
+    def failing_dispatch(now: float) -> None:
+        scheduler._effects.append(marker)
+        raise RuntimeError("a bug in placement")
+
+    monkeypatch.setattr(scheduler, "dispatch", failing_dispatch)
+    assert marker in node.handle(Tick(), 5.0)
+    assert node.metrics["handler_errors"] == 1
+    monkeypatch.undo()
+    assert marker not in node.handle(Tick(), 5.1)
+
+
+def test_a_coordinator_runs_its_own_work_without_the_broker() -> None:
+    """The coordinator's own worker gets its assignments, and returns its results, in memory: no message
+    on its inbox or on coord/in, and the job still closes, counted finished at once."""
+    node = _coordinator()
+    effects = _deliver(node, "job/j/spec", "u", 0, SubmitJob("j", (TaskSpec("j.a", "echo", {}),)), 1.0)
+    runs = [e.assignment for e in effects if isinstance(e, RunTask)]
+    assert [a.task_id for a in runs] == ["j.a"]
+    result = TaskResult("j.a", "j", runs[0].attempt, "ok", {}, None, None, 1.0, 1.1)
+    effects += node.handle(TaskFinished(result), 1.1)
+    published = [e for e in effects if isinstance(e, Publish)]
+    assert not [e for e in published if e.topic in ("node/a/in", "coord/in")], published
+    assert any(isinstance(e.body, Commit) for e in published)
+    assert any(isinstance(e.body, JobState) and e.body.finished for e in published)
+    assert "j" in node.replica.finished
