@@ -100,7 +100,7 @@ def format_report(r: SimReport) -> str:
         f"scenario {r.scenario}, seed {r.seed}, {r.nodes} nodes",
         f"virtual time   {r.virtual_time:10.1f} s    wall time {r.wall_time:.2f} s "
         f"({r.virtual_time / max(r.wall_time, 1e-9):.0f}x real time)",
-        f"events         {r.events:10}",
+        f"events         {r.events:10}    up to {r.batch_limit} per step",
         f"tasks          {r.tasks} submitted, {r.completed} completed, {r.retried} retried, "
         f"{r.failed} failed",
         f"coordinators   {r.coordinator_changes} change(s): "

@@ -49,6 +49,8 @@ class SimReport:
     liveness_checked: bool = True
     mapreduce: dict[str, int] = field(default_factory=dict)
     dags: dict[str, int] = field(default_factory=dict)
+    #: Most events one step of a node took (`SimWorld.batch_limit`).
+    batch_limit: int = 1
 
     @property
     def coordinator_changes(self) -> int:
@@ -391,6 +393,7 @@ class _Run:
             virtual_time=round(w.now, 6),
             wall_time=wall,
             events=w.events_processed,
+            batch_limit=w.batch_limit,
             tasks=c.submitted,
             completed=sum(u.state == "done" for u in updates),
             scenario=self.sc.name,

@@ -16,8 +16,10 @@ from swarm.mapreduce.kernels import Keys, Values
 from swarm.sim.cpu import Host
 from swarm.sim.faults import LinkMode
 
-__all__ = ["DEFAULT_PROFILE", "LOG_LENGTH", "SimNode"]
+__all__ = ["BATCHED", "DEFAULT_PROFILE", "LOG_LENGTH", "SimNode"]
 
+#: In a node's log, an event handled in a step with others; the step's effects are on its last event.
+BATCHED = -1
 #: Steps kept per node for the causal story printed with a failure.
 LOG_LENGTH = 48
 
@@ -54,10 +56,19 @@ class SimNode:
     cpu_free: float = 0.0
     max_lag: float = 0.0
     keepalive_drops: int = 0
+    # The node's loop: events waiting for its next step, whether that step is scheduled, and when the
+    # late tick among them was due (shared CPUs).
+    inbox: list[Event] = field(default_factory=list)
+    turn_due: bool = False
+    tick_due: float | None = None
 
     def story(self) -> list[str]:
         """The node's last steps, oldest first: what it was told and how many effects it answered with."""
-        return [f"{at:.3f} [{self.node_id}] {_describe(ev)} -> {n} effect(s)" for at, ev, n in self.log]
+        return [
+            f"{at:.3f} [{self.node_id}] {_describe(ev)} "
+            + ("(batched)" if n == BATCHED else f"-> {n} effect(s)")
+            for at, ev, n in self.log
+        ]
 
 
 def _describe(event: Event) -> str:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
+from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import (
     CancelTask,
@@ -47,7 +48,7 @@ from swarm.core.events import (
     Tick,
     Unsubscribe,
 )
-from swarm.core.node import DeviceStatus, NodeMachine
+from swarm.core.node import MAX_BATCH, DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
 from swarm.devices.profiles import DeviceProfile
 from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
@@ -56,9 +57,13 @@ from swarm.sim.cpu import CpuModel, Host
 from swarm.sim.dags import DAG_STEP, SimDags
 from swarm.sim.faults import LinkMode, NetFaults
 from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
-from swarm.sim.simnode import DEFAULT_PROFILE, SimNode
+from swarm.sim.simnode import BATCHED, DEFAULT_PROFILE, SimNode
 
-__all__ = ["SimNode", "SimWorld"]
+__all__ = ["BATCH_LIMITS", "SimNode", "SimWorld"]
+
+#: How many waiting events one step of a node takes, chosen per seed where steps cost nothing: the
+#: shell takes whatever has arrived, up to `MAX_BATCH`; 1 is a loop that is never behind.
+BATCH_LIMITS = (1, 8, 64, MAX_BATCH)
 
 CoreErrorHook = Callable[["SimNode", Event, Exception], None]
 
@@ -81,8 +86,15 @@ class SimWorld:
         cluster: str = "sim",
         max_queued: int | None = None,
         cpu: CpuModel | None = None,
+        batch_limit: int | None = None,
     ) -> None:
         self.seed = seed
+        # On shared CPUs a step takes what waits, up to the shell's own limit: a loop that took fewer at a
+        # time would wait for the host once per event, a slower program than the shell. Where steps cost
+        # nothing the seed chooses the limit, from its own generator so that the world's stays as it was.
+        self.batch_limit = batch_limit or (
+            MAX_BATCH if cpu is not None else random.Random(f"batch-{seed}").choice(BATCH_LIMITS)
+        )
         self.rng = random.Random(seed)
         self.config = config
         self.cluster = cluster
@@ -325,13 +337,15 @@ class SimWorld:
         node.connected = False
         node.incarnation += 1
         node.running.clear()
+        node.inbox.clear()
+        node.turn_due, node.tick_due = False, None
         node.uptime += self.now - node.up_since
 
     def _connect(self, node: SimNode, clean: bool) -> None:
         if not self.broker_up or not node.up or node.link == "cut":
             return
         nid = node.node_id
-        will = (f"node/{nid}/hb", self._envelope(nid, NodeGone("connection lost"), 0))
+        will = (topics.heartbeat(nid), self._envelope(nid, NodeGone("connection lost"), 0))
         p = node.profile
         lo, hi = max(p.latency_ms - p.jitter_ms, 0.05) / 1000, (p.latency_ms + p.jitter_ms) / 1000
         rng = self.rng
@@ -370,7 +384,9 @@ class SimWorld:
         incarnation = node.incarnation
         interval = self.config.tick_interval
         if node.host is not None:
-            self.schedule(self.now + self.rng.random() * interval, lambda: self._late_tick(node, self.now))
+            self.schedule(
+                self.now + self.rng.random() * interval, lambda: self._late_tick(node, self.now, incarnation)
+            )
             return
 
         def tick() -> None:
@@ -380,63 +396,90 @@ class SimWorld:
 
         self.schedule(self.now + self.rng.random() * interval, tick)
 
-    def _late_tick(self, node: SimNode, due: float) -> None:
-        """A tick due now on a shared CPU, as the shell schedules it: handled when the node's loop gets to
-        it, the next one due an interval later but never before this one was handled."""
-        host, incarnation = node.host, node.incarnation
-        assert host is not None and self.cpu is not None
-        if not (node.up and node.incarnation == incarnation):
-            return
-        done = host.run(max(self.now, node.cpu_free), self.cpu.event_ms)
-        node.cpu_free = done
+    def _late_tick(self, node: SimNode, due: float, incarnation: int) -> None:
+        """A tick due now on a shared CPU, as the shell schedules it: queued behind the node's other
+        events, the next one due an interval later but never before this one was handled."""
+        if node.up and node.incarnation == incarnation:
+            node.tick_due = due
+            self._step(node, Tick())
 
-        def handle() -> None:
-            if not (node.up and node.incarnation == incarnation):
-                return
-            lag = self.now - due
-            node.max_lag = max(node.max_lag, lag)
-            assert self.cpu is not None
-            if lag > 1.5 * self.cpu.keepalive_s and node.connected:
-                # Nothing left the node for longer than the keepalive allows: the broker drops it.
-                node.keepalive_drops += 1
-                node.connected = False
-                self.broker.disconnect(node.node_id, clean=False)
-                self.note(f"keepalive {node.node_id} (lag {lag:.1f}s)")
-                self._reconnect_later(node, clean=False)
-            if self.report_lag:
-                node.machine.note_loop_lag(lag, self.now + node.skew)
-            self._handle(node, Tick())
-            next_due = max(due + self.config.tick_interval, self.now)
-            self.schedule(next_due, lambda: self._late_tick(node, next_due))
-
-        self.schedule(done, handle)
+    def _on_late_tick(self, node: SimNode) -> None:
+        """A step is about to handle a late tick: the lag the shell would measure, and the broker's
+        keepalive, which a loop silent for too long has missed."""
+        due, node.tick_due = node.tick_due, None
+        assert due is not None and self.cpu is not None
+        lag = self.now - due
+        node.max_lag = max(node.max_lag, lag)
+        if lag > 1.5 * self.cpu.keepalive_s and node.connected:
+            # Nothing left the node for longer than the keepalive allows: the broker drops it.
+            node.keepalive_drops += 1
+            node.connected = False
+            self.broker.disconnect(node.node_id, clean=False)
+            self.note(f"keepalive {node.node_id} (lag {lag:.1f}s)")
+            self._reconnect_later(node, clean=False)
+        if self.report_lag:
+            node.machine.note_loop_lag(lag, self.now + node.skew)
+        next_due, incarnation = max(due + self.config.tick_interval, self.now), node.incarnation
+        self.schedule(next_due, lambda: self._late_tick(node, next_due, incarnation))
 
     def _step(self, node: SimNode, event: Event, at_once: bool = False) -> None:
-        """Handle `event` now, or, on a shared CPU, once the node's loop and its host get to it."""
-        host, cpu = node.host, self.cpu
-        if host is None or cpu is None or at_once:
-            self._handle(node, event)
+        """Queue `event` for the node's loop, which takes what waits in one step, as the shell does; a loop
+        that takes one event at a time and costs nothing handles it at once."""
+        if at_once or (self.batch_limit == 1 and self.cpu is None):
+            self._handle(node, [event])
             return
-        cost = cpu.message_ms if isinstance(event, MessageReceived) else cpu.event_ms
-        done = host.run(max(self.now, node.cpu_free), cost)
-        node.cpu_free = done
+        node.inbox.append(event)
+        if not node.turn_due:
+            self._next_turn(node)
+
+    def _next_turn(self, node: SimNode) -> None:
+        """The node's loop takes its next batch once it is free: events that arrive meanwhile wait for
+        it (scheduled after them, so what arrives at the same instant joins the batch)."""
+        node.turn_due = True
         incarnation = node.incarnation
+
+        def turn() -> None:
+            if node.up and node.incarnation == incarnation:
+                self._turn(node, incarnation)
+
+        self.schedule(max(self.now, node.cpu_free), turn)
+
+    def _turn(self, node: SimNode, incarnation: int) -> None:
+        batch = node.inbox[: self.batch_limit]
+        del node.inbox[: self.batch_limit]
+        host, cpu = node.host, self.cpu
+        if host is None or cpu is None:
+            self._end_turn(node, batch)
+            return
+        cost = sum(cpu.message_ms if isinstance(e, MessageReceived) else cpu.event_ms for e in batch)
+        node.cpu_free = host.run(max(self.now, node.cpu_free), cost)
 
         def handle() -> None:
             if node.up and node.incarnation == incarnation:
-                self._handle(node, event)
+                self._end_turn(node, batch)
 
-        self.schedule(done, handle)
+        self.schedule(node.cpu_free, handle)
 
-    def _handle(self, node: SimNode, event: Event) -> None:
-        self.events_processed += 1
+    def _end_turn(self, node: SimNode, batch: list[Event]) -> None:
+        if node.tick_due is not None and any(isinstance(e, Tick) for e in batch):
+            self._on_late_tick(node)
+        self._handle(node, batch)
+        node.turn_due = False
+        if node.inbox and node.up:
+            self._next_turn(node)
+
+    def _handle(self, node: SimNode, batch: list[Event]) -> None:
+        self.events_processed += len(batch)
         try:
-            effects = node.machine.handle(event, self.now + node.skew)
-            node.log.append((self.now, event, len(effects)))
-            msg = event.env.msg_id if isinstance(event, MessageReceived) else ""
-            self._hash.update(
-                f"{self.now:.6f} {node.node_id} {type(event).__name__} {msg} {len(effects)}\n".encode()
-            )
+            effects = node.machine.handle_many(batch, self.now + node.skew)
+            for event in batch:
+                # The step's effects are counted on its last event; the others are marked as batched.
+                counted = len(effects) if event is batch[-1] else BATCHED
+                node.log.append((self.now, event, counted))
+                msg = event.env.msg_id if isinstance(event, MessageReceived) else ""
+                self._hash.update(
+                    f"{self.now:.6f} {node.node_id} {type(event).__name__} {msg} {counted}\n".encode()
+                )
             if node.host is not None and self.cpu is not None and effects:
                 # Signing and sending takes the loop's time too: the node's next events wait for it.
                 node.cpu_free = node.host.run(max(self.now, node.cpu_free), self.cpu.effect_ms * len(effects))
@@ -446,7 +489,7 @@ class SimWorld:
         except Exception as exc:
             if self.on_core_error is None:
                 raise
-            self.on_core_error(node, event, exc)
+            self.on_core_error(node, batch[-1], exc)
             raise
         for check in self.after_step:
             check(node)
