@@ -325,6 +325,9 @@ class Assign:
     TAG: ClassVar[str] = "assign"
     tasks: tuple[Assignment, ...]
     acked: tuple[TaskRef, ...] = ()
+    #: This coordinator's count of the Assigns it sent this worker (1, 2, ...): a report names the last
+    #: one the worker saw, so an attempt sent after it is not taken for lost.
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +379,8 @@ class WorkerReport:
     epoch: int
     held: tuple[TaskRef, ...]
     results: tuple[TaskResult, ...]
+    #: The highest `Assign.seq` of this epoch's coordinator the worker had received.
+    assigns_seen: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +399,9 @@ class TaskUpdate:
 
 @dataclass(frozen=True, slots=True)
 class AttemptsSpent:
-    """Attempts a task that is not final yet has used, `preempted` of them by preemption (which spend
-    none of its retries): carried in the job log so that a successor coordinator goes on counting."""
+    """Attempts a task that is not final yet has used, `preempted` of them spending none of its retries
+    (preempted, or lost with a member that turned out alive): carried in the job log so that a successor
+    coordinator goes on counting."""
 
     task_id: Id
     attempt: int

@@ -16,8 +16,9 @@ it notices. `docs/election.md` holds the full safety argument and its assumption
 Liveness: a node claims when no coordinator is known after `startup_wait`, or when the known one is dead
 (`Membership` says so after the failure timeout, so a blip is not a failover). Claims are staggered to
 avoid needless duplicates: the standbys the coordinator named go first, in its order, then (an election
-timeout later) every other member at a point of one heartbeat interval fixed by its id; a claim that
-yields no acting coordinator within the election timeout is followed by a claim for the next epoch. A
+timeout later) every other member at a point fixed by its id, in a window of one heartbeat interval per
+`CLAIMANTS_PER_INTERVAL` nodes the roster admits; a claim that yields no acting coordinator within the
+election timeout is followed by a claim for the next epoch. A
 node claims only while it follows every heartbeat and the whole job log (`may_claim`, which the node
 arranges once `wants_to_claim`): its own claim, echoed back, then arrives after every retained heartbeat
 and commit, so the winner's member table and replica are complete when it starts acting.
@@ -43,13 +44,17 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import Effect, Persist, Publish
 from swarm.messages import Claim
 
-__all__ = ["MAX_EPOCH_STEP", "Election", "ElectionOutcome", "claim_in_reach"]
+__all__ = ["CLAIMANTS_PER_INTERVAL", "MAX_EPOCH_STEP", "Election", "ElectionOutcome", "claim_in_reach"]
 
 #: How far past the highest known epoch a claim may reach. A legitimate claim is one past what its
 #: claimant saw; a node far behind catches up from the coordinator's announcement, which is not bounded
 #: (an announcement comes only from the member it names). Without the bound, one claim of a huge epoch
 #: would leave no epoch above it to claim.
 MAX_EPOCH_STEP = 64
+
+#: Members whose turns to claim fall in one heartbeat interval when no standby is left: the turns of all
+#: the nodes the roster admits are spread over as many intervals as that takes.
+CLAIMANTS_PER_INTERVAL = 8
 
 
 def claim_in_reach(epoch: int, known: int) -> bool:
@@ -81,6 +86,8 @@ class Election:
         self.standbys: tuple[str, ...] = ()
         #: A device on battery claims a heartbeat interval later, so a mains-powered one usually wins.
         self.on_battery = False
+        #: How many nodes the cluster's roster admits (0: not known); it spreads the members' turns.
+        self.roster_size = 0
         self.acting_epoch: int | None = None
         self._first_claim: dict[int, str] = {}
         self._started_at = now
@@ -198,8 +205,9 @@ class Election:
     def _turn_delay(self, state_of: StateOf) -> float:
         """How long after finding no coordinator this node waits before claiming: live standbys one step
         apart in the announced order; everyone else, when standbys were named, one election timeout after
-        the last standby's turn, spread over one heartbeat interval by a hash of its id (nobody but the
-        coordinator knows every member, and a thousand nodes must not claim at once).
+        the last standby's turn, spread by a hash of its id over one heartbeat interval per
+        `CLAIMANTS_PER_INTERVAL` nodes of the roster (nobody but the coordinator knows every member,
+        and a thousand nodes must not claim at once).
 
         The election timeout is the standbys' time to win: a claim makes its claimant subscribe to every
         heartbeat and the whole job log, so members that claim while a standby's claim is still on its
@@ -215,7 +223,8 @@ class Election:
         if self._self_id in standbys:
             return standbys.index(self._self_id) * step
         hb = self._config.heartbeat_interval
-        spread = zlib.crc32(self._self_id.encode()) / 2**32 * hb + (hb if self.on_battery else 0.0)
+        width = hb * max(1.0, self.roster_size / CLAIMANTS_PER_INTERVAL)
+        spread = zlib.crc32(self._self_id.encode()) / 2**32 * width + (hb if self.on_battery else 0.0)
         if not self.standbys:
             return spread
         return len(standbys) * step + self._config.election_timeout + spread

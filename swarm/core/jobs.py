@@ -60,6 +60,8 @@ class TaskRecord:
     #: While backing off: when the task may run again.
     not_before: float | None = None
     assigned_at: float = 0.0
+    #: The `Assign.seq` that carries the current attempt to its node (0: adopted from a report).
+    assign_seq: int = 0
     blocked_since: float | None = None
     reason: str | None = None
     waiting_on: set[str] = field(default_factory=set)

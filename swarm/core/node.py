@@ -205,7 +205,7 @@ class NodeMachine:
                 self.replica.on_finished(job_id, now)
             own = scheduler.take_local()
             if own is not None:
-                self.worker.on_assign(own)
+                self.worker.on_assign(own, scheduler.epoch)
             results = self.worker.take_results()
             if results:
                 scheduler.on_results(self.node_id, results, now)
@@ -217,6 +217,10 @@ class NodeMachine:
         """The shell measured how late its tick is handled (seconds): how long this node's own loop keeps
         what arrives waiting. The failure detector and the election scale their patience by it."""
         self.membership.note_lag(lag, now)
+
+    def set_roster_size(self, nodes: int) -> None:
+        """The cluster's signed roster admits `nodes` nodes: members' turns to claim are spread by it."""
+        self.election.roster_size = nodes
 
     def set_status(self, status: DeviceStatus) -> None:
         """The shell measured the device again."""
@@ -294,7 +298,7 @@ class NodeMachine:
                     self.replica.on_finished(job_id, now)
                     self._effects.append(DropJobData(job_id))
             case Assign():
-                self.worker.on_assign(body)
+                self.worker.on_assign(body, env.epoch)
             case CancelAttempt(task_id, attempt):
                 self.worker.on_cancel(task_id, attempt)
             case Results() | WorkerReport() | Cancel() | Amend() | TasksQuery() | QuotaQuery():

@@ -95,6 +95,9 @@ log = logging.getLogger(__name__)
 
 #: How many of the most urgent ready tasks a dispatch considers for preemption when no member has room.
 PREEMPT_LOOKAHEAD = 8
+#: An attempt a worker's report does not account for, though the worker has not seen the Assign that
+#: carried it, is taken for lost once it was assigned this long ago (a restarted process sees no Assign).
+LOST_WITHOUT_SIGN_S = 30.0
 
 
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
@@ -146,8 +149,17 @@ class Scheduler:
         #: Ready tasks held back because their owner is at a quota, by owner: back in the queue when one
         #: of the owner's tasks stops running (so they never block the queue for anyone else).
         self._throttled: dict[str, list[tuple[int, int, str]]] = {}
-        #: Preempted attempts per task: they do not count against its retries.
+        #: Attempts per task that spend none of its retries: preempted ones, and ones lost with a member
+        #: that turned out alive (`_lost_with`).
         self._preemptions: dict[str, int] = {}
+        #: Attempts lost with a member declared dead: its last heartbeat's sequence number, and the tasks.
+        #: When the same process heartbeats again (its sequence goes on), the death was false (an
+        #: overloaded member or observer, `docs/election.md`) and those attempts are not the task's
+        #: fault. A restarted process starts its sequence again: a task that crashes its device still
+        #: spends its retries.
+        self._lost_with: dict[str, tuple[int, list[str]]] = {}
+        #: Assigns sent per node this epoch (`Assign.seq`).
+        self._assigns_sent: dict[str, int] = {}
         #: Task -> its attempt that may not be preempted (the one after a preemption).
         self._protected: dict[str, int] = {}
         self.metrics: dict[str, int] = {}
@@ -377,13 +389,15 @@ class Scheduler:
             if rec is not None and rec.state == "queued" and rec.attempt <= res.attempt:
                 self._adopt(rec, sender, res.attempt, now)
         self.on_results(sender, report.results, now)
-        # What we think runs there but the worker neither holds nor finished is lost (a restarted
-        # process, a lost assignment) - unless it was assigned so recently that the report may predate it.
+        # What we think runs there but the worker neither holds nor finished is lost (a lost assignment, a
+        # restarted process) - once the worker has seen the Assign that carried it: under overload a
+        # report can predate an assignment by many seconds. A restarted process has seen none, hence
+        # the bound in time.
         accounted = {ref.task_id for ref in report.held} | {res.task_id for res in report.results}
-        recent = now - 2 * self._config.heartbeat_interval
+        long_ago = now - LOST_WITHOUT_SIGN_S
         for task_id in sorted(self._held.get(sender, set()) - accounted):
             rec = self.tasks[task_id]
-            if rec.assigned_at <= recent:
+            if rec.assign_seq <= report.assigns_seen or rec.assigned_at <= long_ago:
                 why = f"{sender} no longer holds attempt {rec.attempt}"
                 self._failed_attempt(rec, "lost", why, now, None)
 
@@ -392,6 +406,7 @@ class Scheduler:
         self._unqueue(rec)
         rec.attempt = attempt
         rec.node = node
+        rec.assign_seq = 0
         rec.move("running", now, f"adopted attempt {attempt} from {node}")
         self._hold(rec, node, now)
 
@@ -402,12 +417,20 @@ class Scheduler:
         hb = member.heartbeat
         if member.state == "alive" and hb is not None:
             self._roster.upsert(node_id, hb, *self._load(node_id))
+            lost = self._lost_with.pop(node_id, None)
+            if lost is not None and hb.seq > lost[0]:
+                for task_id in lost[1]:
+                    if task_id in self.tasks:
+                        self._preemptions[task_id] = self._preemptions.get(task_id, 0) + 1
             return
         self._roster.remove(node_id)
         if member.state != "dead":
             return
         self._exclusive.pop(member.node_id, None)
-        for task_id in sorted(self._held.pop(member.node_id, set())):
+        lost_ids = sorted(self._held.pop(member.node_id, set()))
+        if lost_ids:
+            self._lost_with[node_id] = (hb.seq if hb is not None else 0, lost_ids)
+        for task_id in lost_ids:
             rec = self.tasks[task_id]
             rec.node = None
             self._unthrottle(rec)
@@ -643,6 +666,8 @@ class Scheduler:
         if self.jobs[rec.job_id].spec.kind == "dag":
             started = Started(rec.task_id, rec.attempt, target.node_id)
             self._started.setdefault(rec.job_id, []).append(started)
+        # It goes out in the next drain's Assign to that node.
+        rec.assign_seq = self._assigns_sent.get(target.node_id, 0) + 1
         self._outbox.setdefault(target.node_id, []).append(
             Assignment(
                 rec.task_id,
@@ -895,7 +920,8 @@ class Scheduler:
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
         effects: list[Effect] = []
         for node, batch in self._outbox.items():
-            assign = Assign(tuple(batch), tuple(self._acks.pop(node, ())))
+            seq = self._assigns_sent[node] = self._assigns_sent.get(node, 0) + 1
+            assign = Assign(tuple(batch), tuple(self._acks.pop(node, ())), seq)
             if node == self.self_id:
                 self._local = assign
             else:

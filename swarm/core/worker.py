@@ -43,11 +43,16 @@ class Worker:
         self._stopping: set[tuple[str, int]] = set()
         self._unacked: dict[str, tuple[TaskResult, float]] = {}
         self._outbox: list[TaskResult] = []
+        #: (epoch, highest `Assign.seq`) received from that epoch's coordinator; reports name it.
+        self._assigns_seen: tuple[int, int] = (0, 0)
         self._effects: list[Effect] = []
         self.metrics: dict[str, int] = {}
 
-    def on_assign(self, assign: Assign) -> None:
-        """Forget acknowledged results; queue new attempts (one already held, a duplicate, is ignored)."""
+    def on_assign(self, assign: Assign, epoch: int) -> None:
+        """Forget acknowledged results; queue new attempts (one already held, a duplicate, is ignored).
+        `epoch` is the sending coordinator's."""
+        seen_epoch, seen = self._assigns_seen
+        self._assigns_seen = (epoch, max(seen, assign.seq) if seen_epoch == epoch else assign.seq)
         for ref in assign.acked:
             unacked = self._unacked.get(ref.task_id)
             if unacked is not None and unacked[0].attempt == ref.attempt:
@@ -90,7 +95,9 @@ class Worker:
         held = tuple(TaskRef(a.task_id, a.job_id, a.attempt) for a in self.held.values())
         results = tuple(r for r, _ in self._unacked.values())
         self._outbox.clear()
-        return Publish(topics.COORD_INBOX, WorkerReport(epoch, held, results), epoch=epoch)
+        seen_epoch, seen = self._assigns_seen
+        report = WorkerReport(epoch, held, results, seen if seen_epoch == epoch else 0)
+        return Publish(topics.COORD_INBOX, report, epoch=epoch)
 
     def hand_back(self) -> list[TaskResult]:
         """On a clean leave: every held attempt returns to the coordinator to run elsewhere."""

@@ -136,7 +136,7 @@ class NodeShell:
         self._revoked = self._roster is not None and self.node_id in self._roster.revoked
         if self._roster is not None:
             self._verifier.update_roster(self._roster)
-            self._events.put_nowait(PolicyChanged(self._roster.quota_list()))
+            self._adopt_policy(self._roster)
         self._registry = Registry.from_entry_points(strict=False)
         #: Whether the current broker connection was ever up (a log line says "lost" only then).
         self._link_up = False
@@ -507,7 +507,7 @@ class NodeShell:
         if not self._verifier.update_roster(roster):
             return
         self._roster = roster
-        self._events.put_nowait(PolicyChanged(roster.quota_list()))
+        self._adopt_policy(roster)
         save_roster(self.storage.data_dir, roster)
         log.info(
             "roster %d: %d principals, %d revoked", roster.serial, len(roster.principals), len(roster.revoked)
@@ -516,6 +516,11 @@ class NodeShell:
         if self.node_id in roster.revoked:
             log.error("this node was revoked from cluster %r", self.config.cluster)
             self._revoked = True
+
+    def _adopt_policy(self, roster: Roster) -> None:
+        """What the core takes from a roster: its quotas, and how many nodes it admits."""
+        self._events.put_nowait(PolicyChanged(roster.quota_list()))
+        self.machine.set_roster_size(sum(p.kind == "node" for p in roster.active(self._clock())))
 
     async def _watch_local_roster(self) -> None:
         """On the authority's machine, follow its roster file: a device invited or a node started here is

@@ -122,6 +122,7 @@ class _Run:
 
     def start(self) -> None:
         w, sc = self.world, self.sc
+        w.roster_size = sum(group.count for group in sc.devices)
         for group in sc.devices:
             for i in range(group.count):
                 node_id = f"{group.profile.name}-{len(self.groups):04d}"

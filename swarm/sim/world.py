@@ -121,6 +121,8 @@ class SimWorld:
         self.cpu = cpu
         #: Whether nodes learn their loop lag, as the shell tells them (off: the core cannot tell it is late).
         self.report_lag = True
+        #: How many nodes the cluster's roster admits, as the shell tells its core (0: not known).
+        self.roster_size = 0
         self.hosts = [Host(f"host-{i}", cpu.cores, cpu.background) for i in range(cpu.hosts)] if cpu else []
 
     # --- clock --------------------------------------------------------------------------------------
@@ -302,7 +304,7 @@ class SimWorld:
     def _machine(
         self, node_id: str, profile: DeviceProfile, disk: dict[str, int], skew: float
     ) -> NodeMachine:
-        return NodeMachine(
+        machine = NodeMachine(
             node_id,
             node_id,
             self.config,
@@ -312,6 +314,8 @@ class SimWorld:
             disk.get("epoch", 0),
             self.now + skew,
         )
+        machine.set_roster_size(self.roster_size)
+        return machine
 
     @staticmethod
     def _status(node_id: str, p: DeviceProfile) -> DeviceStatus:

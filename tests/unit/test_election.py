@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.core.config import CoreConfig
-from swarm.core.election import Election, ElectionOutcome, StateOf
+from swarm.core.election import CLAIMANTS_PER_INTERVAL, Election, ElectionOutcome, StateOf
 from swarm.core.events import Persist, Publish
 from swarm.core.membership import Membership
 from swarm.devices.capabilities import Capabilities
@@ -150,3 +150,27 @@ def test_a_restarted_coordinator_claims_at_once() -> None:
     a.on_announce(1, "a", ("b", "c"))
     start = a.startup_wait + CFG.tick_interval
     assert a.tick(start, lambda n: "alive", True).effects[0] == Persist(2)
+
+
+def _first_claim_at(node_id: str, roster_size: int) -> float:
+    e = Election(node_id, CFG, 0, now=0.0)
+    e.roster_size = roster_size
+    t = 0.0
+    while not e.tick(t, lambda n: None, True).effects:
+        t += CFG.tick_interval / 4
+    return t - e.startup_wait
+
+
+def test_turns_to_claim_spread_with_the_roster_size() -> None:
+    """Without standbys, a hundred members must not claim within one heartbeat interval: each claim
+    makes its claimant follow every heartbeat and the job log. Turns spread over one interval per
+    `CLAIMANTS_PER_INTERVAL` nodes of the roster."""
+    ids = [f"n-{i:04x}" for i in range(100)]
+    small = [_first_claim_at(i, 0) for i in ids]
+    large = [_first_claim_at(i, 100) for i in ids]
+    hb, step = CFG.heartbeat_interval, CFG.tick_interval / 4
+    assert max(small) <= hb + step
+    width = hb * 100 / CLAIMANTS_PER_INTERVAL
+    assert max(large) <= width + step and max(large) > width / 2
+    # About CLAIMANTS_PER_INTERVAL members reach their turn in any one heartbeat interval (at most twice).
+    assert max(sum(t <= x < t + hb for x in large) for t in large) <= 2 * CLAIMANTS_PER_INTERVAL

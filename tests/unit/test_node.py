@@ -29,6 +29,7 @@ from swarm.messages import (
     Commit,
     CoordinatorAnnounce,
     Envelope,
+    Heartbeat,
     JobState,
     NodeGone,
     SubmitJob,
@@ -201,11 +202,15 @@ def test_a_coordinator_runs_its_own_work_without_the_broker() -> None:
     """The coordinator's own worker gets its assignments, and returns its results, in memory: no message
     on its inbox or on coord/in, and the job still closes, counted finished at once."""
     node = _coordinator()
-    effects = _deliver(node, "job/j/spec", "u", 0, SubmitJob("j", (TaskSpec("j.a", "echo", {}),)), 1.0)
+    epoch = node.election.epoch
+    now = CFG.takeover_grace + 1.0
+    caps = node.status.caps
+    _deliver(node, "node/a/hb", "a", epoch, Heartbeat("a", caps, 1, 0, 0.1, 2048, 1), now)
+    effects = _deliver(node, "job/j/spec", "u", 0, SubmitJob("j", (TaskSpec("j.a", "echo", {}),)), now)
     runs = [e.assignment for e in effects if isinstance(e, RunTask)]
     assert [a.task_id for a in runs] == ["j.a"]
-    result = TaskResult("j.a", "j", runs[0].attempt, "ok", {}, None, None, 1.0, 1.1)
-    effects += node.handle(TaskFinished(result), 1.1)
+    result = TaskResult("j.a", "j", runs[0].attempt, "ok", {}, None, None, now, now + 0.1)
+    effects += node.handle(TaskFinished(result), now + 0.1)
     published = [e for e in effects if isinstance(e, Publish)]
     assert not [e for e in published if e.topic in ("node/a/in", "coord/in")], published
     assert any(isinstance(e.body, Commit) for e in published)

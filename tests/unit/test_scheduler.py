@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -384,3 +385,45 @@ def test_a_result_counts_only_from_the_node_the_attempt_went_to() -> None:
     s.on_results(other, [TaskResult("a", "j", rec.attempt, "ok", result="forged")], 1.0)
     assert rec.state == "running"
     assert s.metrics["foreign_results"] == 1
+
+
+def test_a_report_written_before_an_assignment_arrived_does_not_lose_it() -> None:
+    """Under overload a worker's report can predate an Assign by many seconds: the attempt is lost only
+    once the worker has seen the Assign that carried it (or very long ago)."""
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}),)), 0.0)
+    place(s, [member("w1")], 0.0)
+    first = of_type(s.drain(0.0), Assign)
+    assert [(x.seq, [t.task_id for t in x.tasks]) for x in first] == [(1, ["a"])]  # type: ignore[attr-defined]
+    s.on_submit(SubmitJob("k", (TaskSpec("b", "x", {}),)), 1.0)
+    place(s, [member("w1")], 1.0)
+    second = of_type(s.drain(1.0), Assign)
+    assert [(x.seq, [t.task_id for t in x.tasks]) for x in second] == [(2, ["b"])]  # type: ignore[attr-defined]
+    # Written when only the first Assign had arrived, read ten seconds later: b is not lost.
+    s.on_worker_report("w1", WorkerReport(1, (TaskRef("a", "j", 1),), (), assigns_seen=1), 11.0)
+    assert s.tasks["b"].state == "running" and s.tasks["b"].attempt == 1
+    # Once the worker has seen the second Assign and does not hold b, b was lost.
+    s.on_worker_report("w1", WorkerReport(1, (TaskRef("a", "j", 1),), (), assigns_seen=2), 12.0)
+    assert s.tasks["b"].state == "queued" and s.tasks["b"].reason.startswith("attempt 1 lost")
+
+
+def test_attempts_lost_with_a_member_that_comes_back_spend_no_retries() -> None:
+    """A member declared dead that heartbeats on (same process, its sequence goes on) was only late:
+    the attempts lost with it are refunded. One that restarted (its sequence starts again) is not."""
+    one_retry = RetryPolicy(max_retries=1, jitter=0.0, base=0.0)
+    for later_seq, refunded in ((9, True), (1, False)):
+        s = sched()
+        s.on_submit(SubmitJob("j", (TaskSpec("a", "x", {}, retry=one_retry),)), 0.0)
+        w1 = member("w1")
+        w1.heartbeat = dataclasses.replace(w1.heartbeat, seq=5)  # type: ignore[arg-type]
+        place(s, [w1], 0.0)
+        s.drain(0.0)
+        w1.state = "dead"
+        s.on_member(w1, 5.0)  # attempt 1 lost: the one retry spent
+        back = member("w1")
+        back.heartbeat = dataclasses.replace(back.heartbeat, seq=later_seq)  # type: ignore[arg-type]
+        place(s, [back], 6.0)
+        assert assigned(s.drain(6.0)) == {"w1": [("a", 2)]}
+        s.on_results("w1", [TaskResult("a", "j", 2, "error", error="flaky")], 7.0)
+        expected = {} if refunded else {"a": "failed"}
+        assert commits(s.drain(7.0)) == expected, later_seq
