@@ -160,10 +160,10 @@ class NodeMachine:
     def handle_many(self, events: Iterable[Event], now: float) -> list[Effect]:
         """Process events in order, then place tasks and batch the output once.
 
-        A step leaves nothing behind for the next one. An event whose handler fails is
-        dropped alone (counted and logged) and its batch goes on; the effects the step made, a failed
-        handler's included, leave with this step: the state they stand for has already changed, and
-        held back they would only go out later, out of order with what follows.
+        A step leaves nothing behind for the next one. An event whose handler fails is dropped alone
+        (counted and logged) and its batch goes on; the effects the step made, a failed handler's
+        included, leave with this step: the state they stand for has already changed, and held back they
+        would only go out later, out of order with what follows.
         """
         for event in events:
             try:

@@ -134,9 +134,6 @@ class NodeShell:
             log.warning("message signatures are OFF (%s=1): for measurements only", UNSIGNED_ENV)
         self._roster = load_roster(storage.data_dir, credential)
         self._revoked = self._roster is not None and self.node_id in self._roster.revoked
-        if self._roster is not None:
-            self._verifier.update_roster(self._roster)
-            self._adopt_policy(self._roster)
         self._registry = Registry.from_entry_points(strict=False)
         #: Whether the current broker connection was ever up (a log line says "lost" only then).
         self._link_up = False
@@ -170,6 +167,9 @@ class NodeShell:
             self.storage.epoch,
             clock(),
         )
+        if self._roster is not None:
+            self._verifier.update_roster(self._roster)
+            self._adopt_policy(self._roster)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Join, serve until `stop` is set, leave."""
