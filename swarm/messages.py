@@ -114,6 +114,9 @@ class Heartbeat:
     counters: dict[str, Any] = field(default_factory=dict)
     #: The URL of the node's HTTP API, when it serves one.
     api: str = ""
+    #: The sender's own patience (`Membership.patience`): a member that is itself late is allowed that
+    #: many times the usual silence by everyone who follows it.
+    patience: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

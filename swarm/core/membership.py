@@ -127,13 +127,15 @@ class Membership:
         """Apply the suspect and failure timeouts; forget long-dead members."""
         changed: list[Member] = []
         cfg = self._config
-        patience = self.patience
-        suspect_after = (2 * cfg.heartbeat_interval + cfg.tick_interval) * patience
         # Silence counts up to when this tick was due: what arrived before then has been handled.
         seen_until = now - self.lag
         for node_id, member in list(self.members.items()):
             if node_id == self._self_id:
                 continue
+            # As patient as this node must be, or as the member said it is itself: a member whose own
+            # loop or broker is late sends late, and is not dead for it (its will, if it dies, is not late).
+            patience = max(self.patience, _reported_patience(member))
+            suspect_after = (2 * cfg.heartbeat_interval + cfg.tick_interval) * patience
             silent = seen_until - member.last_seen
             dead_after = cfg.failure_timeout if member.will else cfg.failure_timeout * patience
             if member.state != "dead" and silent >= dead_after:
@@ -170,3 +172,10 @@ class Membership:
         for node_id, member in self.members.items():
             assert member.node_id == node_id, f"member key {node_id} holds {member.node_id}"
             assert member.state in ("alive", "suspect", "dead"), member.state
+
+
+def _reported_patience(member: Member) -> float:
+    """The patience a member's last heartbeat reported, within what any node may have (anything else,
+    a forged or garbled value included, counts as 1)."""
+    reported = member.heartbeat.patience if member.heartbeat is not None else 1.0
+    return reported if 1.0 <= reported <= 1.0 + MAX_HEALTH else 1.0

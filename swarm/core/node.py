@@ -586,6 +586,7 @@ class NodeMachine:
             broker=s.broker,
             api=s.api,
             counters=self.counters(),
+            patience=self.membership.patience,
         )
         return Publish(topics.heartbeat(self.node_id), hb, epoch=self.election.epoch, retain=True)
 

@@ -147,6 +147,7 @@ class NodeShell:
         self._msg_prefix = f"{self.node_id}-{secrets.token_hex(3)}-"
         self._audit_log = audit_log(config.cluster)
         self._last_refusal_audit = float("-inf")
+        self._refused_unlogged = 0
         self._msg_ids = itertools.count()
         self._transport: Transport | None = None
         self._locator = BrokerLocator(config, self.storage.data_dir, self._rng, self._broker_security)
@@ -478,14 +479,20 @@ class NodeShell:
         asyncio.get_running_loop().run_in_executor(None, record)
 
     def _reject(self, topic: str, exc: AuthError) -> None:
-        """Log and count a refused message (audited at most once a second); answer only a sender whose
-        signature was good."""
+        """Count a refused message, log and audit it at most once a second (with how many more were
+        refused meanwhile: a broker that held messages too long can make thousands stale at once); answer
+        only a sender whose signature was good."""
         self.machine.count("bad_messages")
-        log.warning("refused a message on %s: %s", topic, exc)
+        self._refused_unlogged += 1
         now = self._clock()
         if now - self._last_refusal_audit >= 1.0:
-            self._last_refusal_audit = now
+            more = self._refused_unlogged - 1
+            since = f" ({more} more refused since the last line)" if more else ""
+            log.warning("refused a message on %s: %s%s", topic, exc, since)
+            self._last_refusal_audit, self._refused_unlogged = now, 0
             self._audit(None, "refused", topic, refused(str(exc)))
+        else:
+            log.debug("refused a message on %s: %s", topic, exc)
         if exc.reply_to is None or self._transport is None or exc.reply_to[0] == self.node_id:
             return
         inbox = topics.inbox(exc.reply_to[0])

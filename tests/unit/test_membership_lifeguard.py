@@ -213,3 +213,15 @@ def test_reconnect_backoff_is_jittered_and_bounded() -> None:
     late = [reconnect_delay(50, rng) for _ in range(200)]
     assert max(late) <= RECONNECT_FLOOR_S + RECONNECT_CAP_S
     assert sum(late) / len(late) > RECONNECT_CAP_S / 4
+
+
+def test_a_member_that_reports_itself_late_is_given_its_own_patience() -> None:
+    """A member whose heartbeat says its own loop (or broker) is late is allowed that many times the
+    usual silence; a value no node could have reported counts as 1, and a will still counts at once."""
+    cfg = CoreConfig()
+    caps = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "x")
+    for reported, dead_by in ((4.0, False), (1.0, True), (1e9, True)):
+        m = Membership("self", cfg)
+        m.on_heartbeat("late", Heartbeat("late", caps, 1, 0, 0.1, 2048, 1, patience=reported), 0.0)
+        m.tick(cfg.failure_timeout * 2)
+        assert (m.state_of("late") == "dead") == dead_by, reported
