@@ -26,20 +26,19 @@ import logging
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from swarm.errors import InvalidPayload
-from swarm.mapreduce.app import App, AppSource, load_app
-from swarm.mapreduce.kernels import range_partition_of, split_sorted
 from swarm.mapreduce.locality import open_local_output, read_local, read_own_run
-from swarm.mapreduce.merge import MergedRuns
-from swarm.mapreduce.runs import Spiller, read_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.runtime.dataserver import JOBS_DIR, register_capability
 from swarm.runtime.httpwire import is_name, is_token
 from swarm.taskapi import TaskContext
+
+# numpy and everything built on it load when a map or a reduce first runs, not with the task types:
+# every node loads this module at start, and one that never runs MapReduce need not carry numpy (10 MiB).
+if TYPE_CHECKING:
+    from swarm.mapreduce.app import App
 
 __all__ = ["map_handler", "reduce_handler"]
 
@@ -67,12 +66,16 @@ def _check(payload: dict[str, Any], *keys: str) -> None:
 
 
 def _app(payload: dict[str, Any]) -> App:
+    from swarm.mapreduce.app import AppSource, load_app
+
     return load_app(AppSource.from_payload(payload["app"]), payload["params"]).with_combiner(
         payload["combiner"]
     )
 
 
 def _boundaries(payload: dict[str, Any]) -> Any:
+    import numpy as np
+
     raw = payload["boundaries"]
     return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
 
@@ -91,6 +94,8 @@ def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...], token: str
 
 def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> list[tuple[Any, Any]]:
     """One split's pairs as sorted runs per partition (used when a reducer recomputes a lost map)."""
+    from swarm.mapreduce.kernels import range_partition_of, split_sorted
+
     boundaries = _boundaries(payload)
     parts = None if boundaries is None else range_partition_of(keys, boundaries)
     return split_sorted(keys, values, payload["reducers"], parts)
@@ -127,6 +132,8 @@ class MapHandler:
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Map, partition, sort, spill; return where the runs are."""
+        from swarm.mapreduce.runs import Spiller
+
         self.validate(payload)  # the job id names a directory and the token guards it: check them here too
         app = _app(payload)
         inp = payload["input"]
@@ -178,6 +185,9 @@ class ReduceHandler:
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Merge the sorted runs of this partition, reduce, and upload the output file."""
+        from swarm.mapreduce.merge import MergedRuns
+        from swarm.mapreduce.runs import read_run
+
         self.validate(payload)
         app = _app(payload)
         r = payload["partition"]
