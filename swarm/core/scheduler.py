@@ -151,7 +151,7 @@ class Scheduler:
         self._throttled: dict[str, list[tuple[int, int, str]]] = {}
         #: Attempts per task that spend none of its retries: preempted ones, and ones lost with a member
         #: that turned out alive (`_lost_with`).
-        self._preemptions: dict[str, int] = {}
+        self._free_attempts: dict[str, int] = {}
         #: Attempts lost with a member declared dead: its last heartbeat's sequence number, and the tasks.
         #: When the same process heartbeats again (its sequence goes on), the death was false (an
         #: overloaded member or observer, `docs/election.md`) and those attempts are not the task's
@@ -264,7 +264,7 @@ class Scheduler:
             if rec is not None and used.task_id not in committed:
                 rec.attempt = used.attempt
                 if used.preempted:
-                    self._preemptions[used.task_id] = used.preempted
+                    self._free_attempts[used.task_id] = used.preempted
         record.tasks.update(tasks)
         self.tasks.update(tasks)
         for rec in tasks.values():
@@ -421,7 +421,7 @@ class Scheduler:
             if lost is not None and hb.seq > lost[0]:
                 for task_id in lost[1]:
                     if task_id in self.tasks:
-                        self._preemptions[task_id] = self._preemptions.get(task_id, 0) + 1
+                        self._free_attempts[task_id] = self._free_attempts.get(task_id, 0) + 1
             return
         self._roster.remove(node_id)
         if member.state != "dead":
@@ -628,7 +628,7 @@ class Scheduler:
         """Cancel `victim`'s attempt and requeue it without spending one of its retries."""
         self._effects.append(self._cancel_effect(victim))
         self._release(victim)
-        self._preemptions[victim.task_id] = self._preemptions.get(victim.task_id, 0) + 1
+        self._free_attempts[victim.task_id] = self._free_attempts.get(victim.task_id, 0) + 1
         self._protected[victim.task_id] = victim.attempt + 1
         victim.reason = (
             f"attempt {victim.attempt} preempted by {by.task_id} (priority {PRIORITIES[by.spec.priority]})"
@@ -740,8 +740,8 @@ class Scheduler:
     ) -> None:
         if release:
             self._release(rec)
-        # Preempted attempts were not the task's fault: they spend none of its retries.
-        counted = rec.attempt - self._preemptions.get(rec.task_id, 0)
+        # Preempted attempts, and ones lost with a member that came back, were not the task's fault.
+        counted = rec.attempt - self._free_attempts.get(rec.task_id, 0)
         if should_retry(rec.spec.retry, kind, counted):
             delay = backoff_delay(rec.spec.retry, counted, self._rng, retry_after)
             rec.reason = f"attempt {rec.attempt} {kind}: {error.splitlines()[-1] if error else kind}"
@@ -826,7 +826,7 @@ class Scheduler:
         self._publish_record(Publish(topics.job_state(job_id), state, epoch=self.epoch, retain=True), now)
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
-            self._preemptions.pop(task_id, None)
+            self._free_attempts.pop(task_id, None)
             self._protected.pop(task_id, None)
         del self.jobs[job_id]
         self._closed.append(job_id)
@@ -854,7 +854,7 @@ class Scheduler:
 
     def _note_spent(self, rec: TaskRecord) -> None:
         """`rec` will be tried again: its attempts so far go into the job log with the next commits."""
-        spent = AttemptsSpent(rec.task_id, rec.attempt, self._preemptions.get(rec.task_id, 0))
+        spent = AttemptsSpent(rec.task_id, rec.attempt, self._free_attempts.get(rec.task_id, 0))
         self.jobs[rec.job_id].unpublished_spent[rec.task_id] = spent
 
     def _flush_commits(self, job: JobRecord, now: float, force: bool = False) -> None:
