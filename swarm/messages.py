@@ -117,6 +117,9 @@ class Heartbeat:
     #: The sender's own patience (`Membership.patience`): a member that is itself late is allowed that
     #: many times the usual silence by everyone who follows it.
     patience: float = 1.0
+    #: The sender's heartbeat interval in seconds, paced by the cluster's size (0: not said, the
+    #: configured one); it is judged by that (`Membership.tick`).
+    interval: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,12 +87,17 @@ Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Connected | Le
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Send `body` on `topic` (relative to the cluster prefix), stamped with `epoch`."""
+    """Send `body` on `topic` (relative to the cluster prefix), stamped with `epoch`.
+
+    `lossy` lets the broker drop it rather than queue it for a subscriber that is behind (MQTT QoS 0):
+    for a heartbeat, which the next one replaces, a late copy is worth less than none.
+    """
 
     topic: str
     body: Body
     epoch: int
     retain: bool = False
+    lossy: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,15 @@ is gone; it shrinks the dead timeout back to the plain `failure_timeout` (Lifegu
 timeout, with the broker as the one confirming witness), so a SIGKILLed coordinator is replaced about as
 fast on a loaded node as on an idle one.
 
+A large cluster (Nomad's heartbeat pacing): the members together send at most `HEARTBEATS_PER_S`
+heartbeats a second, so past `HEARTBEATS_PER_S * heartbeat_interval` nodes each one's interval grows with
+the cluster (`paced_interval`, from the signed roster's size). Followers of every heartbeat (the
+coordinator and its standbys) then take in a bounded stream however many members there are: on 100 real
+nodes sharing two cores, 200 heartbeats a second were more than a freshly elected coordinator could take
+in, and the backlog made it declare live members dead. A heartbeat says the interval its sender keeps,
+and a member is judged by its own: its suspect and failure timeouts grow in the same proportion. A will
+is not slowed down by it, so a crashed coordinator is replaced as fast in a large cluster as in a small one.
+
 `tick` and the `on_*` handlers return the members whose state changed, so the node can tell the election
 and the scheduler.
 """
@@ -34,7 +43,15 @@ from typing import Literal
 from swarm.core.config import CoreConfig
 from swarm.messages import Heartbeat
 
-__all__ = ["MAX_HEALTH", "Member", "MemberState", "Membership"]
+__all__ = [
+    "HEARTBEATS_PER_S",
+    "MAX_HEALTH",
+    "MAX_PACE",
+    "Member",
+    "MemberState",
+    "Membership",
+    "paced_interval",
+]
 
 MemberState = Literal["alive", "suspect", "dead"]
 
@@ -42,6 +59,17 @@ MemberState = Literal["alive", "suspect", "dead"]
 MAX_HEALTH = 8.0
 #: Points of local health recovered per second of timely ticks.
 HEALTH_DECAY_PER_S = 1.0
+#: Heartbeats a second all members together send at most (Nomad's `max_heartbeats_per_second`).
+HEARTBEATS_PER_S = 50.0
+#: How many times the configured heartbeat interval pacing may stretch it (0.5 s to 10 s by default,
+#: reached at 500 nodes), and so the most any member's timeouts grow for its pace.
+MAX_PACE = 20.0
+
+
+def paced_interval(config: CoreConfig, nodes: int) -> float:
+    """The heartbeat interval of a node in a cluster whose roster admits `nodes` nodes."""
+    base = config.heartbeat_interval
+    return min(max(base, nodes / HEARTBEATS_PER_S), base * MAX_PACE)
 
 
 @dataclass(slots=True)
@@ -135,9 +163,10 @@ class Membership:
             # As patient as this node must be, or as the member said it is itself: a member whose own
             # loop or broker is late sends late, and is not dead for it (its will, if it dies, is not late).
             patience = max(self.patience, _reported_patience(member))
-            suspect_after = (2 * cfg.heartbeat_interval + cfg.tick_interval) * patience
+            pace = _reported_pace(member, cfg.heartbeat_interval)
+            suspect_after = (2 * cfg.heartbeat_interval * pace + cfg.tick_interval) * patience
             silent = seen_until - member.last_seen
-            dead_after = cfg.failure_timeout if member.will else cfg.failure_timeout * patience
+            dead_after = cfg.failure_timeout if member.will else cfg.failure_timeout * pace * patience
             if member.state != "dead" and silent >= dead_after:
                 member.state, member.state_since = "dead", now
                 changed.append(member)
@@ -179,3 +208,11 @@ def _reported_patience(member: Member) -> float:
     a forged or garbled value included, counts as 1)."""
     reported = member.heartbeat.patience if member.heartbeat is not None else 1.0
     return reported if 1.0 <= reported <= 1.0 + MAX_HEALTH else 1.0
+
+
+def _reported_pace(member: Member, base: float) -> float:
+    """How many times the configured interval the member's last heartbeat said it keeps (within what
+    pacing can make; anything else counts as 1)."""
+    interval = member.heartbeat.interval if member.heartbeat is not None else 0.0
+    pace = interval / base
+    return pace if 1.0 <= pace <= MAX_PACE else 1.0

@@ -48,7 +48,7 @@ from swarm.core.events import (
     Tick,
     Unsubscribe,
 )
-from swarm.core.membership import Member, Membership
+from swarm.core.membership import Member, Membership, paced_interval
 from swarm.core.quota import Quota
 from swarm.core.replica import Replica
 from swarm.core.retry import Rng
@@ -134,6 +134,8 @@ class NodeMachine:
         self.scheduler: Scheduler | None = None
         self._quotas: tuple[Quota, ...] = ()
         self._next_heartbeat = now
+        #: This node's heartbeat interval, paced by the cluster's size (`set_roster_size`).
+        self.heartbeat_interval = config.heartbeat_interval
         self._hb_seq = 0
         # When each heartbeat since this node began to follow every heartbeat was sent: its echo tells how
         # late the broker delivers (`Membership.note_echo`). Earlier ones may come back as retained records.
@@ -219,8 +221,10 @@ class NodeMachine:
         self.membership.note_lag(lag, now)
 
     def set_roster_size(self, nodes: int) -> None:
-        """The cluster's signed roster admits `nodes` nodes: members' turns to claim are spread by it."""
+        """The cluster's signed roster admits `nodes` nodes: heartbeats and reports are paced by it, and
+        members' turns to claim spread by it."""
         self.election.roster_size = nodes
+        self.heartbeat_interval = paced_interval(self.config, nodes)
 
     def set_status(self, status: DeviceStatus) -> None:
         """The shell measured the device again."""
@@ -395,7 +399,7 @@ class NodeMachine:
         patience = self.membership.patience
         self._apply_election(self.election.tick(now, self.membership.state_of, may_claim, patience), now)
         if now >= self._next_heartbeat and not self.left:
-            self._next_heartbeat = now + self.config.heartbeat_interval
+            self._next_heartbeat = now + self.heartbeat_interval
             self._effects.append(self._heartbeat(now))
         self.worker.tick(now)
         if now >= self._next_report and self.election.coordinator not in (None, self.node_id):
@@ -542,7 +546,7 @@ class NodeMachine:
             self._report(now)
 
     def _report(self, now: float) -> None:
-        self._next_report = now + REPORT_EVERY * self.config.heartbeat_interval
+        self._next_report = now + REPORT_EVERY * self.heartbeat_interval
         self._effects.append(self.worker.report(self.election.epoch))
 
     def _log_member_changes(self, now: float) -> None:
@@ -587,8 +591,9 @@ class NodeMachine:
             api=s.api,
             counters=self.counters(),
             patience=self.membership.patience,
+            interval=self.heartbeat_interval,
         )
-        return Publish(topics.heartbeat(self.node_id), hb, epoch=self.election.epoch, retain=True)
+        return Publish(topics.heartbeat(self.node_id), hb, epoch=self.election.epoch, retain=True, lossy=True)
 
     def _reply(self, env: Envelope, body: ErrorReply | TasksReply | QuotaReply) -> None:
         self._effects.append(Publish(topics.inbox(env.sender), body, epoch=self.election.epoch))

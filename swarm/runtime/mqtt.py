@@ -41,6 +41,7 @@ import logging
 import select
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -52,6 +53,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from swarm.config import NodeConfig, parse_broker_url
 from swarm.errors import ConfigError
+from swarm.runtime.logthrottle import ThrottledWarning
 from swarm.trust.tls import client_context
 
 __all__ = ["KEEPALIVE_S", "BrokerLogin", "Transport", "TransportError"]
@@ -143,6 +145,7 @@ class Transport:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         self._watchdog: asyncio.Task[None]
+        self._failed_publishes = ThrottledWarning(log, time.monotonic)
 
     async def __aenter__(self) -> Self:
         """Connect; raises `TransportError` when the broker refuses or cannot be reached."""
@@ -184,15 +187,17 @@ class Transport:
                 return
             unread, unwritten = readable, writable
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Queue a QoS 1 publish in call order; do not wait for the broker's acknowledgement.
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, lossy: bool = False) -> None:
+        """Queue a QoS 1 publish (QoS 0 when `lossy`) in call order; do not wait for the broker's
+        acknowledgement.
 
         This calls paho's non-blocking publish underneath aiomqtt: aiomqtt's own `publish` awaits the
         PUBACK, which costs a task and a future per message and was a tenth of a busy node's CPU.
         """
-        info = self._client._client.publish(self.prefix + topic, payload, qos=1, retain=retain)
+        qos = 0 if lossy else 1
+        info = self._client._client.publish(self.prefix + topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+            self._failed_publishes.warning(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
 
     async def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish and wait until the broker has it (for the last words before leaving)."""

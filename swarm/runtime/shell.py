@@ -76,6 +76,7 @@ from swarm.runtime.brokerlocator import BrokerLocator
 from swarm.runtime.dataserver import JOBS_DIR, DataServer, job_data_name
 from swarm.runtime.executor import Executor
 from swarm.runtime.identity import broker_login, load_roster, save_roster
+from swarm.runtime.logthrottle import ThrottledWarning
 from swarm.runtime.mqtt import Transport, TransportError
 from swarm.runtime.netaddr import advertised_host
 from swarm.runtime.storage import NodeStorage
@@ -146,8 +147,7 @@ class NodeShell:
         # Message ids must not repeat after a restart: receivers drop a repeated id as a replay.
         self._msg_prefix = f"{self.node_id}-{secrets.token_hex(3)}-"
         self._audit_log = audit_log(config.cluster)
-        self._last_refusal_audit = float("-inf")
-        self._refused_unlogged = 0
+        self._refusals = ThrottledWarning(log, self._clock)
         self._msg_ids = itertools.count()
         self._transport: Transport | None = None
         self._locator = BrokerLocator(config, self.storage.data_dir, self._rng, self._broker_security)
@@ -407,8 +407,8 @@ class NodeShell:
             match effect:
                 case Publish(topic, body, epoch, retain) if confirmed:
                     await transport.publish_and_wait(topic, self._seal(topic, body, epoch), retain=retain)
-                case Publish(topic, body, epoch, retain):
-                    transport.publish(topic, self._seal(topic, body, epoch), retain=retain)
+                case Publish(topic, body, epoch, retain, lossy):
+                    transport.publish(topic, self._seal(topic, body, epoch), retain=retain, lossy=lossy)
                 case ClearRetained(topic):
                     transport.publish(topic, b"", retain=True)
                 case Subscribe(topic):
@@ -483,16 +483,8 @@ class NodeShell:
         refused meanwhile: a broker that held messages too long can make thousands stale at once); answer
         only a sender whose signature was good."""
         self.machine.count("bad_messages")
-        self._refused_unlogged += 1
-        now = self._clock()
-        if now - self._last_refusal_audit >= 1.0:
-            more = self._refused_unlogged - 1
-            since = f" ({more} more refused since the last line)" if more else ""
-            log.warning("refused a message on %s: %s%s", topic, exc, since)
-            self._last_refusal_audit, self._refused_unlogged = now, 0
+        if self._refusals.warning(f"refused a message on {topic}: {exc}", "more refused since the last line"):
             self._audit(None, "refused", topic, refused(str(exc)))
-        else:
-            log.debug("refused a message on %s: %s", topic, exc)
         if exc.reply_to is None or self._transport is None or exc.reply_to[0] == self.node_id:
             return
         inbox = topics.inbox(exc.reply_to[0])

@@ -123,6 +123,8 @@ class SimWorld:
         self.report_lag = True
         #: How many nodes the cluster's roster admits, as the shell tells its core (0: not known).
         self.roster_size = 0
+        #: Whether nodes learn it (off: no heartbeat pacing and no spread of the claim turns).
+        self.report_roster = True
         self.hosts = [Host(f"host-{i}", cpu.cores, cpu.background) for i in range(cpu.hosts)] if cpu else []
 
     # --- clock --------------------------------------------------------------------------------------
@@ -314,7 +316,8 @@ class SimWorld:
             disk.get("epoch", 0),
             self.now + skew,
         )
-        machine.set_roster_size(self.roster_size)
+        if self.report_roster:
+            machine.set_roster_size(self.roster_size)
         return machine
 
     @staticmethod

@@ -1,9 +1,10 @@
 """Issue 16 in the simulator: fifty nodes on one saturated two-core host, the coordinator killed mid-batch.
 
 The `overload` scenario models shared CPUs (`swarm.sim.cpu`): every step costs CPU time on the one host,
-so every node's events and its own ticks are handled late. With the loop lag reported to the core (as
-the shell reports it) a successor acts within seconds over 200 seeds; with the lag hidden, the core
-cannot tell that it is itself late, and the stall of the issue comes back.
+so every node's events and its own ticks are handled late. With the loop lag and the roster's size
+reported to the core (as the shell reports them) a successor acts within seconds over 200 seeds; with
+both hidden, the core cannot tell that it is itself late nor pace its heartbeats and claims by the
+cluster's size, and the stall of the issue comes back.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ class Outcome:
     max_lag: float
 
 
-def _run(seed: int, report_lag: bool = True) -> Outcome:
+def _run(seed: int, aware: bool = True) -> Outcome:
     acted: dict[int, float] = {}
     worlds: list[SimWorld] = []
 
     def setup(world: SimWorld) -> None:
-        world.report_lag = report_lag
+        world.report_lag = world.report_roster = aware
         worlds.append(world)
 
         def note(node: SimNode | None) -> None:
@@ -60,7 +61,7 @@ def _run(seed: int, report_lag: bool = True) -> Outcome:
 
 
 def _run_blind(seed: int) -> Outcome:
-    return _run(seed, report_lag=False)
+    return _run(seed, aware=False)
 
 
 def test_overload_fails_over_within_bound_over_200_seeds() -> None:
@@ -78,7 +79,8 @@ def test_overload_fails_over_within_bound_over_200_seeds() -> None:
 
 
 def test_without_its_loop_lag_the_core_stalls_as_in_the_issue() -> None:
-    """The same runs with the lag hidden from the core: false deaths, piled-up claims, slow or no failover."""
+    """The same runs with the lag and the roster's size hidden from the core: false deaths, piled-up
+    claims, slow or no failover."""
     outcomes = [_run_blind(seed) for seed in range(4)]
     bad = [o for o in outcomes if not o.complete or o.failover is None or o.failover > 8.0 or o.epochs > 3]
     assert len(bad) >= 3, outcomes

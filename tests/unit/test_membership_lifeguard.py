@@ -10,7 +10,7 @@ import pytest
 from swarm.core.config import CoreConfig
 from swarm.core.election import Election
 from swarm.core.events import MessageReceived, Publish, Tick
-from swarm.core.membership import MAX_HEALTH, Membership
+from swarm.core.membership import HEARTBEATS_PER_S, MAX_HEALTH, MAX_PACE, Membership, paced_interval
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import Claim, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
@@ -225,3 +225,65 @@ def test_a_member_that_reports_itself_late_is_given_its_own_patience() -> None:
         m.on_heartbeat("late", Heartbeat("late", caps, 1, 0, 0.1, 2048, 1, patience=reported), 0.0)
         m.tick(cfg.failure_timeout * 2)
         assert (m.state_of("late") == "dead") == dead_by, reported
+
+
+def test_heartbeats_are_paced_by_the_cluster_size() -> None:
+    """All members together send about `HEARTBEATS_PER_S` heartbeats a second, however many they are
+    (within `MAX_PACE`); a small cluster keeps the configured interval."""
+    base = CFG.heartbeat_interval
+    for nodes in (1, 10, 25, 50, 100, 300, 500, 5000):
+        interval = paced_interval(CFG, nodes)
+        rate = nodes / interval
+        assert base <= interval <= base * MAX_PACE
+        assert rate == pytest.approx(nodes / base) or rate == pytest.approx(HEARTBEATS_PER_S) or (
+            interval == base * MAX_PACE
+        )
+    assert paced_interval(CFG, 20) == base
+    assert paced_interval(CFG, 100) == pytest.approx(2.0)
+
+
+def test_a_paced_member_is_judged_by_its_own_interval_but_its_will_is_not_slowed() -> None:
+    """A member heartbeating every 2 s (four times the configured 0.5 s) is suspect and dead after four
+    times the usual silence; its will still makes it dead one plain failure timeout after it last spoke;
+    an interval no pacing can make counts as the configured one."""
+    paced = Heartbeat("p", CAPS, 1, 0, 0.0, 512, 1, interval=4 * CFG.heartbeat_interval)
+    m = Membership("self", CFG)
+    m.on_heartbeat("p", paced, 0.0)
+    m.tick(3 * CFG.heartbeat_interval)
+    assert m.state_of("p") == "alive"
+    m.tick(4 * (2 * CFG.heartbeat_interval + CFG.tick_interval))
+    assert m.state_of("p") == "suspect"
+    m.tick(4 * CFG.failure_timeout - 0.01)
+    assert m.state_of("p") == "suspect"
+    m.tick(4 * CFG.failure_timeout)
+    assert m.state_of("p") == "dead"
+
+    m = Membership("self", CFG)
+    m.on_heartbeat("p", paced, 0.0)
+    m.on_gone("p", "connection lost", 0.5)
+    m.tick(CFG.failure_timeout)
+    assert m.state_of("p") == "dead"
+
+    for bogus in (1e9, -1.0, CFG.heartbeat_interval / 10):
+        m = Membership("self", CFG)
+        m.on_heartbeat("p", Heartbeat("p", CAPS, 1, 0, 0.0, 512, 1, interval=bogus), 0.0)
+        m.tick(CFG.failure_timeout)
+        assert m.state_of("p") == "dead", bogus
+
+
+def test_a_node_paces_its_heartbeats_and_reports_by_the_roster() -> None:
+    """A node of a 100-node roster heartbeats every 2 s, says so in its heartbeat, and sends it lossy
+    (the broker may drop a heartbeat a follower is behind on: the next one replaces it)."""
+    node = _node("me")
+    node.set_roster_size(100)
+    sent: list[tuple[float, Publish]] = []
+    t = 0.0
+    while t < 10.0:
+        for effect in node.handle(Tick(), t):
+            if isinstance(effect, Publish) and isinstance(effect.body, Heartbeat):
+                sent.append((t, effect))
+        t += CFG.tick_interval
+    times = [at for at, _ in sent]
+    assert 5 <= len(times) <= 6, times
+    assert all(b - a == pytest.approx(2.0, abs=CFG.tick_interval * 1.5) for a, b in zip(times, times[1:]))
+    assert all(p.lossy and p.retain and p.body.interval == pytest.approx(2.0) for _, p in sent)  # type: ignore[union-attr]
