@@ -409,15 +409,19 @@ class SwarmCluster:
         return [sys.executable, "-m", "swarm.cli", command, *args, "--broker", self.url, "--cluster", CLUSTER]
 
     def status(self) -> dict[str, Any]:
-        """`swarm status --json`, parsed (empty when the command failed)."""
-        out = subprocess.run(
-            self.command("status", "--json"),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=self.env,
-            check=False,
-        )
+        """`swarm status --json`, parsed (empty when the command failed or, on a saturated machine,
+        did not answer within 30 s)."""
+        try:
+            out = subprocess.run(
+                self.command("status", "--json"),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=self.env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {}
         if out.returncode != 0:
             return {}
         parsed: dict[str, Any] = json.loads(out.stdout)

@@ -43,7 +43,9 @@ class MemberTable:
         out = []
         for node_id in sorted(self._members):
             m = self._members[node_id]
-            if m.state == "alive" and now - m.last_seen > self._stale_after:
-                m = Member(m.node_id, m.heartbeat, m.last_seen, "suspect", m.last_seen + self._stale_after)
+            # A large cluster paces heartbeats (`membership.paced_interval`): two missed ones at least.
+            stale_after = max(self._stale_after, 2 * m.heartbeat.interval if m.heartbeat else 0.0)
+            if m.state == "alive" and now - m.last_seen > stale_after:
+                m = Member(m.node_id, m.heartbeat, m.last_seen, "suspect", m.last_seen + stale_after)
             out.append(m)
         return out
