@@ -28,7 +28,7 @@ The TOML file (``--config FILE``, or ``$SWARM_CONFIG``, or ``~/.config/swarm/con
 
     [timeouts]                # seconds; heartbeat < failure < election is enforced
     heartbeat_interval = 0.5
-    failure_timeout = 3.0
+    failure_timeout = 2.5
     election_timeout = 4.0
     pending_timeout = 300.0
 

@@ -5,8 +5,9 @@ so that heartbeats cost O(members) per interval, not O(members^2). The API needs
 the contract check, allocation), so its host subscribes to all heartbeats on first use and lets go after
 `IDLE_S` without use; retained heartbeats fill the table within a broker round trip.
 
-State: alive while the last heartbeat is at most `stale_after` old, suspect after that, dead once the
-member said goodbye or its last will arrived.
+State: alive while the last heartbeat is at most `stale_after` old (or two of the intervals the member
+states, in a cluster large enough to pace its heartbeats), suspect after that, dead once the member said
+goodbye or its last will arrived.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class CoreConfig:
     """
 
     heartbeat_interval: float = 0.5
-    failure_timeout: float = 3.0
+    failure_timeout: float = 2.5
     election_timeout: float = 4.0
     tick_interval: float = 0.05
     slots: int = 2

@@ -169,3 +169,15 @@ async def test_sigterm_hands_running_work_back_at_once(cluster: Cluster) -> None
     assert observer.counts == {"handback-1.t0": 1}
     assert observer.nodes["handback-1.t0"] not in (None, holder)
     assert "left the cluster" in node.log.read_text()
+
+
+def test_status_shows_members_that_heartbeat_seconds_apart_alive(mosquitto: object, tmp_path: Path) -> None:
+    """A large cluster paces its heartbeats (2 s apart at 100 nodes); `swarm status` listens long enough
+    for each member's next live heartbeat, by the interval the member states, instead of calling it
+    suspect for having heard only its retained record."""
+    config = tmp_path / "slow.toml"
+    config.write_text("[timeouts]\nheartbeat_interval = 2.0\nfailure_timeout = 6.0\nelection_timeout = 8.0\n")
+    with running(tmp_path, mosquitto, ["slow0", "slow1"], 1, "--config", str(config)) as c:  # type: ignore[arg-type]
+        for _ in range(3):
+            states = {n["name"]: n["state"] for n in c.status()["nodes"]}
+            assert states == {"slow0": "alive", "slow1": "alive"}, states
