@@ -44,7 +44,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import Effect, Persist, Publish
 from swarm.messages import Claim
 
-__all__ = ["CLAIMANTS_PER_INTERVAL", "MAX_EPOCH_STEP", "Election", "ElectionOutcome", "claim_in_reach"]
+__all__ = ["CLAIMANTS_PER_INTERVAL", "MAX_EPOCH_STEP", "Election", "Transition", "claim_in_reach"]
 
 #: How far past the highest known epoch a claim may reach. A legitimate claim is one past what its
 #: claimant saw; a node far behind catches up from the coordinator's announcement, which is not bounded
@@ -67,16 +67,20 @@ StateOf = Callable[[str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
-class ElectionOutcome:
-    """Effects to carry out, and whether this node just started or stopped acting."""
+class Transition:
+    """This node just started acting for epoch `elected`, or stopped acting (`deposed`), or both."""
 
-    effects: list[Effect]
     elected: int | None = None
     deposed: bool = False
 
 
 class Election:
-    """One node's view of the epoch and the coordinator."""
+    """One node's view of the epoch and the coordinator.
+
+    Like every sub-machine of the node, its handlers return nothing: the effects they decide on wait in
+    an outbox for `drain()`, and a change the node must act on (this node elected or deposed) for
+    `take_transition()`.
+    """
 
     def __init__(self, self_id: str, config: CoreConfig, persisted_epoch: int, now: float) -> None:
         self._self_id = self_id
@@ -99,6 +103,8 @@ class Election:
         self._turn_since: float | None = None
         # When the claim that named the current coordinator arrived (None: named by an announcement).
         self._named_at: float | None = None
+        self._effects: list[Effect] = []
+        self._transition: Transition | None = None
 
     @property
     def startup_wait(self) -> float:
@@ -110,40 +116,55 @@ class Election:
         """Whether this node's last claim has not come back through the broker yet."""
         return self._claimed_epoch > self.epoch
 
-    def on_claim(self, sender: str, epoch: int, now: float) -> ElectionOutcome:
+    def on_claim(self, sender: str, epoch: int, now: float) -> None:
         """A claim arrived; the first one for a new epoch decides it."""
         if epoch < self.epoch or epoch in self._first_claim:
-            return ElectionOutcome([])
+            return
         self._first_claim[epoch] = sender
         self._forget_old_claims(epoch)
-        effects: list[Effect] = []
-        if epoch > self.epoch:
-            self.epoch = epoch
-            effects.append(Persist(epoch))
+        self._raise_epoch(epoch)
         deposed = self._step_down_below(epoch)
         if sender == self._self_id and self._claimed_epoch == epoch:
             self.acting_epoch = epoch
             self.coordinator = self._self_id
-            return ElectionOutcome(effects, elected=epoch, deposed=deposed)
+            self._note(Transition(elected=epoch, deposed=deposed))
+            return
         self.coordinator = sender
         self._named_at = now
-        return ElectionOutcome(effects, deposed=deposed)
+        self._note(Transition(deposed=deposed))
 
-    def on_announce(self, epoch: int, coordinator: str, standbys: tuple[str, ...] = ()) -> ElectionOutcome:
+    def on_announce(self, epoch: int, coordinator: str, standbys: tuple[str, ...] = ()) -> None:
         """A coordinator says it is acting for `epoch`, and names its standbys."""
         if epoch < self.epoch:
-            return ElectionOutcome([])
+            return
         self.standbys = standbys
-        effects: list[Effect] = []
-        if epoch > self.epoch:
-            self.epoch = epoch
-            effects.append(Persist(epoch))
+        self._raise_epoch(epoch)
         self._first_claim.setdefault(epoch, coordinator)
-        deposed = self._step_down_below(epoch) if coordinator != self._self_id else False
+        if coordinator != self._self_id:
+            self._note(Transition(deposed=self._step_down_below(epoch)))
         if coordinator != self.coordinator:
             self._named_at = None
         self.coordinator = coordinator
-        return ElectionOutcome(effects, deposed=deposed)
+
+    def drain(self) -> list[Effect]:
+        """The effects decided on since the last call, in order (a `Persist` before what depends on it)."""
+        effects, self._effects = self._effects, []
+        return effects
+
+    def take_transition(self) -> Transition | None:
+        """Whether this node started or stopped acting since the last call (None: neither)."""
+        transition, self._transition = self._transition, None
+        return transition
+
+    def _raise_epoch(self, epoch: int) -> None:
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self._effects.append(Persist(epoch))
+
+    def _note(self, transition: Transition) -> None:
+        # The node takes the transition after every call that may make one, so none is overwritten.
+        if transition.elected is not None or transition.deposed:
+            self._transition = transition
 
     @property
     def wants_to_claim(self) -> bool:
@@ -157,7 +178,7 @@ class Election:
         replica emptied)."""
         return self.wants_to_claim or self.echo_pending
 
-    def tick(self, now: float, state_of: StateOf, may_claim: bool, patience: float = 1.0) -> ElectionOutcome:
+    def tick(self, now: float, state_of: StateOf, may_claim: bool, patience: float = 1.0) -> None:
         """Claim the next epoch when no coordinator acts and it is this node's turn.
 
         `may_claim` says the node follows every heartbeat and the whole job log; until it does, reaching
@@ -166,27 +187,25 @@ class Election:
         """
         patience = max(patience, 1.0)
         if self.acting_epoch is not None or now - self._started_at < self.startup_wait * patience:
-            return ElectionOutcome([])
+            return
         if self._coordinator_may_be_acting(now, state_of, patience):
             self._need_since = self._turn_since = None
-            return ElectionOutcome([])
+            return
         if self._need_since is None:
             self._need_since = now
         if now - self._need_since < self._turn_delay(state_of) * patience:
-            return ElectionOutcome([])
+            return
         if self._turn_since is None:
             self._turn_since = now
         if not may_claim or self._waiting_for_claim(now, patience):
-            return ElectionOutcome([])
+            return
         # `epoch` moves only when a claim or announcement arrives: raising it here would make the gate
         # drop commits of the current epoch that every other member still counts.
         epoch = max(self.epoch, self._claimed_epoch) + 1
         self._claimed_epoch = epoch
         self._claimed_at = now
         self.coordinator = None
-        return ElectionOutcome(
-            [Persist(epoch), Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True)]
-        )
+        self._effects += [Persist(epoch), Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True)]
 
     def _waiting_for_claim(self, now: float, patience: float) -> bool:
         """Whether our last claim may still produce a coordinator: it has not timed out, or it has not

@@ -31,8 +31,9 @@ in, and the backlog made it declare live members dead. A heartbeat says the inte
 and a member is judged by its own: its suspect and failure timeouts grow in the same proportion. A will
 is not slowed down by it, so a crashed coordinator is replaced as fast in a large cluster as in a small one.
 
-`tick` and the `on_*` handlers return the members whose state changed, so the node can tell the election
-and the scheduler.
+Like every sub-machine of the node, its handlers return nothing: the members whose state changed wait
+for `take_changes()` (the node tells the election and the scheduler), those dropped from the table for
+`take_forgotten()`.
 """
 
 from __future__ import annotations
@@ -93,25 +94,26 @@ class Membership:
         self._config = config
         self.members: dict[str, Member] = {}
         self._forgotten: list[str] = []
+        self._changes: list[Member] = []
         self.lag = 0.0
         self.health = 0.0
         self._health_at = 0.0
 
-    def on_heartbeat(self, node_id: str, hb: Heartbeat, now: float) -> list[Member]:
+    def on_heartbeat(self, node_id: str, hb: Heartbeat, now: float) -> None:
         """Record a heartbeat; a suspect or dead member that speaks again is alive."""
         member = self.members.get(node_id)
         if member is None:
             member = self.members[node_id] = Member(node_id, hb, now, "alive", now)
-            return [member]
+            self._changes.append(member)
+            return
         member.heartbeat = hb
         member.last_seen = now
         member.will = False
         if member.state != "alive":
             member.state, member.state_since = "alive", now
-            return [member]
-        return []
+            self._changes.append(member)
 
-    def on_gone(self, node_id: str, reason: str, now: float) -> list[Member]:
+    def on_gone(self, node_id: str, reason: str, now: float) -> None:
         """The last will (or a clean goodbye): suspect at once, dead after the failure timeout.
 
         A goodbye from a clean leave is final, so the member is dead at once.
@@ -120,13 +122,17 @@ class Membership:
         if member is None:
             # A retained will of a node we never saw alive: remember it only as dead.
             self.members[node_id] = Member(node_id, None, now, "dead", now)
-            return []
+            return
         member.will = True
         new_state: MemberState = "dead" if reason == "left" else "suspect"
         if member.state == "alive" or (new_state == "dead" and member.state != "dead"):
             member.state, member.state_since = new_state, now
-            return [member]
-        return []
+            self._changes.append(member)
+
+    def take_changes(self) -> list[Member]:
+        """Members whose state changed since the last call, in order."""
+        changes, self._changes = self._changes, []
+        return changes
 
     @property
     def patience(self) -> float:
@@ -151,9 +157,9 @@ class Membership:
             MAX_HEALTH, max(self.health - recovered, delay / self._config.heartbeat_interval, 0.0)
         )
 
-    def tick(self, now: float) -> list[Member]:
+    def tick(self, now: float) -> None:
         """Apply the suspect and failure timeouts; forget long-dead members."""
-        changed: list[Member] = []
+        changed = self._changes
         cfg = self._config
         # Silence counts up to when this tick was due: what arrived before then has been handled.
         seen_until = now - self.lag
@@ -176,7 +182,6 @@ class Membership:
             elif member.state == "dead" and now - member.state_since >= self._config.forget_dead_after:
                 del self.members[node_id]
                 self._forgotten.append(node_id)
-        return changed
 
     def take_forgotten(self) -> list[str]:
         """Members dropped from the table since the last call (dead for `forget_dead_after`)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from swarm import topics
 from swarm.core.config import CoreConfig
-from swarm.core.election import MAX_EPOCH_STEP, Election, ElectionOutcome, claim_in_reach
+from swarm.core.election import MAX_EPOCH_STEP, Election, claim_in_reach
 from swarm.core.events import (
     ClearRetained,
     Connected,
@@ -277,16 +277,20 @@ class NodeMachine:
             case Heartbeat() if self._follows(env.sender):
                 self._on_heartbeat(env.sender, body, now)
             case NodeGone(reason) if self._follows(env.sender):
-                self._on_member_changes(self.membership.on_gone(env.sender, reason, now), now)
+                self.membership.on_gone(env.sender, reason, now)
+                self._take_member_changes(now)
                 if reason == "left":
                     self.election.forget_coordinator(env.sender)
             case Claim(epoch):
-                self._apply_election(self.election.on_claim(env.sender, epoch, now), now)
+                self.election.on_claim(env.sender, epoch, now)
+                self._apply_election(now)
             case CoordinatorAnnounce(epoch, coordinator, standbys):
-                self._apply_election(self.election.on_announce(epoch, coordinator, standbys), now)
+                self.election.on_announce(epoch, coordinator, standbys)
+                self._apply_election(now)
                 self._report_to_new_coordinator(now)
             case SubmitJob():
-                if not self.replica.on_spec(body):
+                self.replica.on_spec(body)
+                if body.job_id in self.replica.finished:
                     if self.scheduler is not None:
                         self._effects.append(ClearRetained(topics.job_spec(body.job_id)))
                 elif self.scheduler is not None:
@@ -316,8 +320,8 @@ class NodeMachine:
     def _on_heartbeat(self, sender: str, body: Heartbeat, now: float) -> None:
         if sender == self.node_id and body.seq in self._hb_sent:
             self.membership.note_echo(now - self._hb_sent.pop(body.seq), now)
-        changed = self.membership.on_heartbeat(sender, body, now)
-        self._on_member_changes(changed, now)
+        self.membership.on_heartbeat(sender, body, now)
+        changed = self._take_member_changes(now)
         if self.scheduler is not None and not changed:
             self.scheduler.on_member(self.membership.members[sender], now)
 
@@ -394,10 +398,12 @@ class NodeMachine:
                 pass
 
     def _on_tick(self, now: float) -> None:
-        self._on_member_changes(self.membership.tick(now), now)
+        self.membership.tick(now)
+        self._take_member_changes(now)
         may_claim = {topics.EVERY_HEARTBEAT, topics.JOB_SPECS, topics.JOB_LOG} <= self._following
         patience = self.membership.patience
-        self._apply_election(self.election.tick(now, self.membership.state_of, may_claim, patience), now)
+        self.election.tick(now, self.membership.state_of, may_claim, patience)
+        self._apply_election(now)
         if now >= self._next_heartbeat and not self.left:
             self._next_heartbeat = now + self.heartbeat_interval
             self._effects.append(self._heartbeat(now))
@@ -456,18 +462,23 @@ class NodeMachine:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _apply_election(self, outcome: ElectionOutcome, now: float) -> None:
-        self._effects.extend(outcome.effects)
-        for effect in outcome.effects:
+    def _apply_election(self, now: float) -> None:
+        """Take the election's effects, and start or stop acting as it says."""
+        effects = self.election.drain()
+        self._effects.extend(effects)
+        for effect in effects:
             if isinstance(effect, Publish) and isinstance(effect.body, Claim):
                 # Rare (one per election, per claimant) and what a slow failover is read from.
                 log.info("claiming epoch %d (patience %.1f)", effect.body.epoch, self.membership.patience)
-        if outcome.deposed and self.scheduler is not None:
+        transition = self.election.take_transition()
+        if transition is None:
+            return
+        if transition.deposed and self.scheduler is not None:
             log.warning("deposed as coordinator of epoch %d", self.scheduler.epoch)
             self.scheduler = None
             self._effects.append(Unsubscribe(topics.COORD_INBOX))
-        if outcome.elected is not None:
-            self._become_coordinator(outcome.elected, now)
+        if transition.elected is not None:
+            self._become_coordinator(transition.elected, now)
 
     def _become_coordinator(self, epoch: int, now: float) -> None:
         active = self.replica.active()
@@ -547,7 +558,7 @@ class NodeMachine:
 
     def _report(self, now: float) -> None:
         self._next_report = now + REPORT_EVERY * self.heartbeat_interval
-        self._effects.append(self.worker.report(self.election.epoch))
+        self.worker.report(self.election.epoch)
 
     def _log_member_changes(self, now: float) -> None:
         """One line for every change since the last: "members: 12 suspect, 3 alive (97 of 100 alive)"."""
@@ -557,7 +568,9 @@ class NodeMachine:
         self._member_changes = {}
         self._next_member_log = now + MEMBER_LOG_EVERY
 
-    def _on_member_changes(self, changed: list[Member], now: float) -> None:
+    def _take_member_changes(self, now: float) -> list[Member]:
+        """Tell the scheduler (and the log) of the members whose state changed; returns them."""
+        changed = self.membership.take_changes()
         scheduler = self.scheduler
         for member in changed:
             log.debug("member %s is %s", member.node_id, member.state)
@@ -571,6 +584,7 @@ class NodeMachine:
             if standbys != self._standbys:
                 self._standbys = standbys
                 self._effects.append(self._announcement(scheduler.epoch))
+        return changed
 
     def _heartbeat(self, now: float) -> Publish:
         self._hb_seq += 1

@@ -46,12 +46,10 @@ class Replica:
         #: Finished jobs whose records this node, as coordinator, already asked the broker to clear.
         self._clearing: set[str] = set()
 
-    def on_spec(self, job: SubmitJob) -> bool:
-        """Remember a submission; False when the job already finished (a late resend)."""
-        if job.job_id in self.finished:
-            return False
-        self.specs[job.job_id] = job
-        return True
+    def on_spec(self, job: SubmitJob) -> None:
+        """Remember a submission, unless its job already finished (a late resend: `finished` says so)."""
+        if job.job_id not in self.finished:
+            self.specs[job.job_id] = job
 
     def on_spec_cleared(self, job_id: str) -> None:
         """The spec was deleted: the job was refused or withdrawn, or its records expired."""

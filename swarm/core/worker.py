@@ -90,16 +90,16 @@ class Worker:
                 self._unacked[result.task_id] = (result, now)
         self._start_more()
 
-    def report(self, epoch: int) -> Publish:
-        """Everything a new coordinator needs from this worker."""
+    def report(self, epoch: int) -> None:
+        """Send everything a new coordinator needs from this worker (in place of pending results)."""
         held = tuple(TaskRef(a.task_id, a.job_id, a.attempt) for a in self.held.values())
         results = tuple(r for r, _ in self._unacked.values())
         self._outbox.clear()
         seen_epoch, seen = self._assigns_seen
         report = WorkerReport(epoch, held, results, seen if seen_epoch == epoch else 0)
-        return Publish(topics.COORD_INBOX, report, epoch=epoch)
+        self._effects.append(Publish(topics.COORD_INBOX, report, epoch=epoch))
 
-    def hand_back(self) -> list[TaskResult]:
+    def hand_back(self) -> None:
         """On a clean leave: every held attempt returns to the coordinator to run elsewhere."""
         returned = [
             TaskResult(a.task_id, a.job_id, a.attempt, "lost", error=f"node {self._self_id} left")
@@ -111,7 +111,6 @@ class Worker:
         self._queue.clear()
         self.running.clear()
         self._stopping.clear()
-        return returned
 
     def tick(self, now: float) -> None:
         """Forget unacknowledged results too old to matter (their attempts were superseded)."""

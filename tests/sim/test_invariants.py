@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from swarm.core.election import Election, ElectionOutcome
+from swarm.core.election import Election
 from swarm.core.membership import Member
 from swarm.core.replica import Replica
 from swarm.core.scheduler import Scheduler
@@ -53,10 +53,10 @@ def test_two_coordinators_in_one_epoch_are_caught(monkeypatch: pytest.MonkeyPatc
     def unstaggered(self: Election, state_of: Any) -> float:
         return 0.0  # every node takes the first turn: all claim at once
 
-    def greedy(self: Election, sender: str, epoch: int, now: float) -> ElectionOutcome:
+    def greedy(self: Election, sender: str, epoch: int, now: float) -> None:
         if sender == self._self_id and self._claimed_epoch == epoch:
             self._first_claim.pop(epoch, None)  # "my own claim wins", even when it came second
-        return on_claim(self, sender, epoch, now)
+        on_claim(self, sender, epoch, now)
 
     monkeypatch.setattr(Election, "_turn_delay", unstaggered)
     monkeypatch.setattr(Election, "on_claim", greedy)

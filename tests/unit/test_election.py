@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.core.config import CoreConfig
-from swarm.core.election import CLAIMANTS_PER_INTERVAL, Election, ElectionOutcome, StateOf
-from swarm.core.events import Persist, Publish
+from swarm.core.election import CLAIMANTS_PER_INTERVAL, Election, StateOf, Transition
+from swarm.core.events import Effect, Persist, Publish
 from swarm.core.membership import Membership
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import Claim, Heartbeat
@@ -15,11 +17,43 @@ from swarm.messages import Claim, Heartbeat
 CFG = CoreConfig()
 
 
-def claim(e: Election, start: float, state_of: StateOf = lambda n: None) -> ElectionOutcome:
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one call on an election did: the effects it decided on, and whether it elected or deposed."""
+
+    effects: list[Effect]
+    elected: int | None = None
+    deposed: bool = False
+
+
+def _taken(e: Election) -> Step:
+    transition = e.take_transition() or Transition()
+    return Step(e.drain(), transition.elected, transition.deposed)
+
+
+def ticked(e: Election, now: float, state_of: StateOf, may_claim: bool, patience: float = 1.0) -> Step:
+    """Tick, and take what the tick did."""
+    e.tick(now, state_of, may_claim, patience)
+    return _taken(e)
+
+
+def claimed(e: Election, sender: str, epoch: int, now: float) -> Step:
+    """Deliver a claim, and take what it did."""
+    e.on_claim(sender, epoch, now)
+    return _taken(e)
+
+
+def announced(e: Election, epoch: int, coordinator: str, standbys: tuple[str, ...] = ()) -> Step:
+    """Deliver an announcement, and take what it did."""
+    e.on_announce(epoch, coordinator, standbys)
+    return _taken(e)
+
+
+def claim(e: Election, start: float, state_of: StateOf = lambda n: None) -> Step:
     """Tick until the node claims: its turn comes within one heartbeat interval when it has no standbys."""
     t = start
     while t <= start + CFG.heartbeat_interval + CFG.tick_interval:
-        out = e.tick(t, state_of, True)
+        out = ticked(e, t, state_of, True)
         if out.effects:
             return out
         t += CFG.tick_interval
@@ -31,32 +65,32 @@ def test_first_claim_wins_and_persist_comes_first() -> None:
     out = claim(a, 5.0)
     assert out.effects[0] == Persist(1)
     assert isinstance(out.effects[1], Publish) and out.effects[1].body == Claim(1)
-    assert a.on_claim("b", 1, 5.1).elected is None  # b's claim reached the broker first
-    assert a.on_claim("a", 1, 5.2).elected is None
+    assert claimed(a, "b", 1, 5.1).elected is None  # b's claim reached the broker first
+    assert claimed(a, "a", 1, 5.2).elected is None
     assert a.acting_epoch is None and a.coordinator == "b"
 
 
 def test_own_claim_first_elects_and_higher_epoch_deposes() -> None:
     a = Election("a", CFG, 3, now=0.0)
     claim(a, 5.0)
-    assert a.on_claim("a", 4, 5.1).elected == 4
-    out = a.on_claim("b", 5, 9.0)
+    assert claimed(a, "a", 4, 5.1).elected == 4
+    out = claimed(a, "b", 5, 9.0)
     assert out.deposed and a.acting_epoch is None and out.effects == [Persist(5)]
 
 
 def test_stale_claims_and_announcements_are_ignored() -> None:
     a = Election("a", CFG, 7, now=0.0)
-    assert a.on_claim("b", 6, 1.0).effects == []
-    assert a.on_announce(5, "b").effects == []
+    assert claimed(a, "b", 6, 1.0).effects == []
+    assert announced(a, 5, "b").effects == []
     assert a.coordinator is None
 
 
 def test_no_claim_while_the_coordinator_lives_or_before_startup_wait() -> None:
     a = Election("a", CFG, 0, now=0.0)
-    assert a.tick(0.1, lambda n: None, True).effects == []  # still listening
-    a.on_announce(1, "b")
-    assert a.tick(10.0, lambda n: "alive", True).effects == []
-    assert a.tick(11.0, lambda n: "suspect", True).effects == []  # suspect is not dead
+    assert ticked(a, 0.1, lambda n: None, True).effects == []  # still listening
+    announced(a, 1, "b")
+    assert ticked(a, 10.0, lambda n: "alive", True).effects == []
+    assert ticked(a, 11.0, lambda n: "suspect", True).effects == []  # suspect is not dead
     assert claim(a, 12.0, lambda n: "dead").effects[0] == Persist(2)
 
 
@@ -65,18 +99,18 @@ def test_standbys_claim_first_in_the_announced_order() -> None:
         return "dead" if n == "c" else "alive"
 
     b = Election("b", CFG, 0, now=0.0)
-    b.on_announce(1, "c", ("a", "b"))
-    assert b.tick(5.0, c_dead, True).effects == []  # a goes first
-    assert b.tick(5.0 + CFG.heartbeat_interval / 2, c_dead, True).effects[0] == Persist(2)
+    announced(b, 1, "c", ("a", "b"))
+    assert ticked(b, 5.0, c_dead, True).effects == []  # a goes first
+    assert ticked(b, 5.0 + CFG.heartbeat_interval / 2, c_dead, True).effects[0] == Persist(2)
     # A node that is no standby waits for them all and then an election timeout (their time to win), and
     # claims only once it follows everything.
     d = Election("d", CFG, 0, now=0.0)
-    d.on_announce(1, "c", ("a", "b"))
-    assert d.tick(5.0, c_dead, False).effects == [] and not d.wants_to_claim
-    assert d.tick(5.0 + CFG.election_timeout, c_dead, False).effects == [] and not d.wants_to_claim
+    announced(d, 1, "c", ("a", "b"))
+    assert ticked(d, 5.0, c_dead, False).effects == [] and not d.wants_to_claim
+    assert ticked(d, 5.0 + CFG.election_timeout, c_dead, False).effects == [] and not d.wants_to_claim
     later = 5.0 + CFG.heartbeat_interval * 2 + CFG.election_timeout
-    assert d.tick(later, c_dead, False).effects == [] and d.wants_to_claim
-    assert d.tick(later + CFG.tick_interval, c_dead, True).effects[0] == Persist(2)
+    assert ticked(d, later, c_dead, False).effects == [] and d.wants_to_claim
+    assert ticked(d, later + CFG.tick_interval, c_dead, True).effects[0] == Persist(2)
 
 
 def test_a_member_that_reconnects_within_the_failure_timeout_never_dies() -> None:
@@ -84,9 +118,12 @@ def test_a_member_that_reconnects_within_the_failure_timeout_never_dies() -> Non
     caps = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
     hb = Heartbeat("p", caps, 1, 0, 0.0, 512, 1)
     m.on_heartbeat("p", hb, 0.0)
-    assert [x.state for x in m.on_gone("p", "connection lost", 0.5)] == ["suspect"]
+    assert [x.state for x in m.take_changes()] == ["alive"]  # a new member
+    m.on_gone("p", "connection lost", 0.5)
+    assert [x.state for x in m.take_changes()] == ["suspect"]
     m.tick(1.0)
-    assert [x.state for x in m.on_heartbeat("p", hb, 2.0)] == ["alive"]
+    m.on_heartbeat("p", hb, 2.0)
+    assert [x.state for x in m.take_changes()] == ["alive"]
     for t in (2.5, 3.0, 4.0):
         m.tick(t)
         m.on_heartbeat("p", hb, t)
@@ -115,13 +152,13 @@ def test_at_most_one_coordinator_per_epoch(n: int, script: list[tuple[str, int, 
         e = nodes[node_id]
         now += dt
         if action == "tick":
-            for effect in e.tick(now, lambda _: "dead", True).effects:
+            for effect in ticked(e, now, lambda _: "dead", True).effects:
                 if isinstance(effect, Publish) and isinstance(effect.body, Claim):
                     log.append((node_id, effect.body.epoch))
         elif cursor[node_id] < len(log):
             sender, epoch = log[cursor[node_id]]
             cursor[node_id] += 1
-            e.on_claim(sender, epoch, now)
+            claimed(e, sender, epoch, now)
         e.validate()
         for other_id, other in nodes.items():
             if other.acting_epoch is not None:
@@ -133,12 +170,12 @@ def test_a_claimant_stays_claiming_until_its_claim_comes_back() -> None:
     """Its node follows the whole job log meanwhile: the echo may still make it the winner."""
     a = Election("a", CFG, 0, now=0.0)
     claim(a, 5.0)
-    a.on_announce(0, "b")  # a coordinator of an older epoch shows up: no longer its turn to claim
+    announced(a, 0, "b")  # a coordinator of an older epoch shows up: no longer its turn to claim
     assert a.claiming
-    assert a.on_claim("a", 1, 6.0).elected == 1
+    assert claimed(a, "a", 1, 6.0).elected == 1
     b = Election("b", CFG, 0, now=0.0)
     claim(b, 5.0)
-    b.on_claim("c", 2, 5.5)  # a higher claim: b's own, when it comes back, is ignored
+    claimed(b, "c", 2, 5.5)  # a higher claim: b's own, when it comes back, is ignored
     b.tick(5.6, lambda n: "alive", True)
     assert not b.claiming
 
@@ -147,16 +184,16 @@ def test_a_restarted_coordinator_claims_at_once() -> None:
     """Its own retained announcement names it, and its heartbeats make everyone else see the coordinator
     alive: it is the only one who can claim, so it does not wait behind the standbys."""
     a = Election("a", CFG, 1, now=0.0)
-    a.on_announce(1, "a", ("b", "c"))
+    announced(a, 1, "a", ("b", "c"))
     start = a.startup_wait + CFG.tick_interval
-    assert a.tick(start, lambda n: "alive", True).effects[0] == Persist(2)
+    assert ticked(a, start, lambda n: "alive", True).effects[0] == Persist(2)
 
 
 def _first_claim_at(node_id: str, roster_size: int) -> float:
     e = Election(node_id, CFG, 0, now=0.0)
     e.roster_size = roster_size
     t = 0.0
-    while not e.tick(t, lambda n: None, True).effects:
+    while not ticked(e, t, lambda n: None, True).effects:
         t += CFG.tick_interval / 4
     return t - e.startup_wait
 

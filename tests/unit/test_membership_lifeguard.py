@@ -17,6 +17,7 @@ from swarm.devices.capabilities import Capabilities
 from swarm.messages import Claim, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
 from swarm.runtime.shell import RECONNECT_CAP_S, RECONNECT_FLOOR_S, reconnect_delay
 from swarm.topics import EVERY_HEARTBEAT
+from tests.unit.test_election import announced, claimed, ticked
 
 CFG = CoreConfig()
 CAPS = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
@@ -27,6 +28,7 @@ def _table(*ids: str) -> Membership:
     m = Membership("self", CFG)
     for node_id in ids:
         m.on_heartbeat(node_id, HB, 0.0)
+    m.take_changes()
     return m
 
 
@@ -46,7 +48,8 @@ def test_time_spent_catching_up_is_not_counted_as_silence() -> None:
     """The tick was due at 1.0 but handled at 9.0: what arrived before 1.0 has been handled, no more."""
     m = _table("p")
     m.note_lag(8.0, 9.0)
-    assert m.tick(9.0) == []
+    m.tick(9.0)
+    assert m.take_changes() == []
     assert m.state_of("p") == "alive"
 
 
@@ -101,7 +104,7 @@ def _dead(node_id: str) -> str | None:
 def _first_claim(e: Election, start: float, patience: float, until: float) -> float | None:
     t = start
     while t <= until:
-        if e.tick(t, _dead, True, patience).effects:
+        if ticked(e, t, _dead, True, patience).effects:
             return t
         t = round(t + CFG.tick_interval, 6)
     return None
@@ -110,7 +113,7 @@ def _first_claim(e: Election, start: float, patience: float, until: float) -> fl
 def test_a_patient_node_takes_its_turn_that_many_times_later() -> None:
     quick, slow = Election("d", CFG, 0, now=0.0), Election("d", CFG, 0, now=0.0)
     for e in (quick, slow):
-        e.on_announce(1, "c", ("a", "b"))
+        announced(e, 1, "c", ("a", "b"))
     at_once = _first_claim(quick, 5.0, 1.0, 30.0)
     later = _first_claim(slow, 5.0, 4.0, 30.0)
     assert at_once is not None and later is not None
@@ -123,30 +126,30 @@ def test_a_claimant_waits_for_its_claim_to_come_back_before_claiming_again() -> 
     first = _first_claim(e, 5.0, 2.0, 10.0)  # its claim for epoch 1
     assert first is not None and e.echo_pending
     timeout = CFG.election_timeout * 2.0
-    assert not e.tick(first + timeout + 0.1, _dead, True, 2.0).effects  # the echo is only late
-    assert e.tick(first + 2 * timeout, _dead, True, 2.0).effects  # lost after all: claim again
+    assert not ticked(e, first + timeout + 0.1, _dead, True, 2.0).effects  # the echo is only late
+    assert ticked(e, first + 2 * timeout, _dead, True, 2.0).effects  # lost after all: claim again
     # A node on time waits as long for its echo: the broker may be the slow part.
     h = Election("a", CFG, 0, now=0.0)
     first = _first_claim(h, 5.0, 1.0, 10.0)
     assert first is not None
-    assert not h.tick(first + CFG.election_timeout, _dead, True).effects
-    assert h.tick(first + 2 * CFG.election_timeout, _dead, True).effects
+    assert not ticked(h, first + CFG.election_timeout, _dead, True).effects
+    assert ticked(h, first + 2 * CFG.election_timeout, _dead, True).effects
     # Once the echo came back (b won the epoch, and died), the plain election timeout counts.
     w = Election("a", CFG, 0, now=0.0)
     first = _first_claim(w, 5.0, 1.0, 10.0)
     assert first is not None
-    w.on_claim("b", 1, first + 0.1)
-    w.on_claim("a", 1, first + 0.2)
+    claimed(w, "b", 1, first + 0.1)
+    claimed(w, "a", 1, first + 0.2)
     assert not w.echo_pending
-    assert w.tick(first + CFG.election_timeout, lambda node_id: "dead", True).effects
+    assert ticked(w, first + CFG.election_timeout, lambda node_id: "dead", True).effects
 
 
 def test_a_claim_seen_holds_others_back_for_the_patient_failure_timeout() -> None:
     e = Election("z", CFG, 1, now=0.0)
-    e.on_announce(1, "c")
-    e.on_claim("x", 2, 10.0)  # x claims; z does not follow x yet (state None)
+    announced(e, 1, "c")
+    claimed(e, "x", 2, 10.0)  # x claims; z does not follow x yet (state None)
     unknown = {"c": "dead"}
-    assert not e.tick(10.0 + CFG.failure_timeout * 2 - 0.1, unknown.get, True, 2.0).effects
+    assert not ticked(e, 10.0 + CFG.failure_timeout * 2 - 0.1, unknown.get, True, 2.0).effects
     assert not e.wants_to_claim
 
 
