@@ -22,6 +22,7 @@ from swarm.runtime.mqtt import BrokerLogin, Transport
 from swarm.trust.authority import Authority
 from swarm.trust.signing import Verifier
 from tests.conftest import MosquittoServer
+from tests.integration.netns import Host
 
 
 def loopback_env(home: Path, broker: MosquittoServer | None = None) -> dict[str, str]:
@@ -93,9 +94,19 @@ class Cluster:
         """The test broker's URL, or None when the nodes find or start one themselves."""
         return self.server.url if self.server else None
 
-    def env(self) -> dict[str, str]:
-        """The environment of this cluster's processes."""
-        return loopback_env(self.root, self.server)
+    def env(self, host: Host | None = None) -> dict[str, str]:
+        """The environment of this cluster's processes (on another `host`: its address instead of
+        loopback)."""
+        env = loopback_env(self.root, self.server)
+        if host is not None:
+            for key in (
+                "SWARM_MDNS_INTERFACES",
+                "SWARM_BROKER_LISTEN",
+                "SWARM_DATA_LISTEN",
+                "SWARM_DATA_HOST",
+            ):
+                env[key] = host.address
+        return env
 
     def verifier(self) -> Verifier:
         """Checks messages against the cluster's authority, which the first node made under `root`."""
@@ -109,16 +120,18 @@ class Cluster:
         admin = Authority.load(self.cluster, home=self.root).admin_credential()
         return BrokerLogin(admin.id, admin.broker_password, admin.tls_ca_pem)
 
-    def start(self, name: str, *extra: str) -> Node:
-        """Start a node; its output goes to a log file under the test's tmp dir."""
+    def start(self, name: str, *extra: str, host: Host | None = None) -> Node:
+        """Start a node (inside `host`, if given); its output goes to a log file under the test's tmp
+        dir."""
         data_dir = self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
         args = ["join", "--cluster", self.cluster, "--name", name, "--data-dir", str(data_dir), *extra]
         if self.broker:
             args += ["--broker", self.broker]
+        command = [*(host.prefix if host else []), *swarm_cmd(*args)]
         with log.open("ab") as out:
-            proc = subprocess.Popen(swarm_cmd(*args), stdout=out, stderr=out, env=self.env())
+            proc = subprocess.Popen(command, stdout=out, stderr=out, env=self.env(host))
         node = Node(name, data_dir, proc, log, extra)
         self.nodes.append(node)
         return node
@@ -132,17 +145,19 @@ class Cluster:
         self.nodes[index] = new  # by_id must find the live process, not the dead one
         return new
 
-    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run a client command against this cluster."""
+    def cli(
+        self, *args: str, timeout: float = 120.0, host: Host | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a client command against this cluster (inside `host`, if given)."""
         full = [*args, "--cluster", self.cluster]
         if self.broker:
             full += ["--broker", self.broker]
         return subprocess.run(
-            swarm_cmd(*full),
+            [*(host.prefix if host else []), *swarm_cmd(*full)],
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env(),
+            env=self.env(host),
             check=False,
         )
 
@@ -153,12 +168,12 @@ class Cluster:
         result: dict[str, Any] = json.loads(out.stdout)
         return result
 
-    def wait_ready(self, alive: int, timeout: float = 30.0) -> dict[str, Any]:
-        """Until `alive` members are alive and a coordinator acts."""
+    def wait_ready(self, alive: int, timeout: float = 30.0, host: Host | None = None) -> dict[str, Any]:
+        """Until `alive` members are alive and a coordinator acts (as seen from `host`, if given)."""
         deadline = time.monotonic() + timeout
         status: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            out = self.cli("status", "--json", timeout=30)
+            out = self.cli("status", "--json", timeout=30, host=host)
             if out.returncode != 0:  # no broker yet (zero-setup start) or not reachable yet
                 time.sleep(0.3)
                 continue
