@@ -159,7 +159,6 @@ class Membership:
 
     def tick(self, now: float) -> None:
         """Apply the suspect and failure timeouts; forget long-dead members."""
-        changed = self._changes
         cfg = self._config
         # Silence counts up to when this tick was due: what arrived before then has been handled.
         seen_until = now - self.lag
@@ -175,10 +174,10 @@ class Membership:
             dead_after = cfg.failure_timeout if member.will else cfg.failure_timeout * pace * patience
             if member.state != "dead" and silent >= dead_after:
                 member.state, member.state_since = "dead", now
-                changed.append(member)
+                self._changes.append(member)
             elif member.state == "alive" and silent >= suspect_after:
                 member.state, member.state_since = "suspect", now
-                changed.append(member)
+                self._changes.append(member)
             elif member.state == "dead" and now - member.state_since >= self._config.forget_dead_after:
                 del self.members[node_id]
                 self._forgotten.append(node_id)
