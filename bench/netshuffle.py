@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import subprocess
 import sys
 import time
@@ -30,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _cluster import parse_size, say, scratch_dir, size_label
 from wordcount import write_corpus
 
-from tests.conftest import _TEST_USER, MosquittoServer, _write_security
-from tests.integration.netns import Host, TwoHosts, start_mosquitto, unavailable
+from tests.conftest import MosquittoServer
+from tests.integration.netns import Host, TwoHosts, broker_in, unavailable
 from tests.integration.nodes import Cluster
 
-PORT = 18830
 #: (label, rate in Mbit/s, delay in ms); None: the link as the kernel makes it.
 LINKS: list[tuple[str, float | None, float]] = [
     ("unshaped veth", None, 0.0),
@@ -81,38 +79,28 @@ def _run(cluster: Cluster, hosts: TwoHosts, inputs: list[Path], out: Path, reduc
 def measure(size: int, reduces: int, root: Path) -> list[Figures]:
     """Run the word count over each link in `LINKS`."""
     inputs = write_corpus(root / "corpus", size)
+    with TwoHosts() as hosts, broker_in(hosts.a, root / "broker") as server:
+        return _over_each_link(hosts, server, root, inputs, reduces)
+
+
+def _over_each_link(
+    hosts: TwoHosts, server: MosquittoServer, root: Path, inputs: list[Path], reduces: int
+) -> list[Figures]:
     rows: list[Figures] = []
-    with TwoHosts() as hosts:
-        password = secrets.token_urlsafe(16)
-        (root / "broker").mkdir()
-        files, ca_pem = _write_security(root / "broker", password)
-        broker = start_mosquitto(hosts.a, root / "broker", files, PORT)
-        server = MosquittoServer(
-            hosts.a.address,
-            PORT,
-            f"mqtts://{hosts.a.address}:{PORT}",
-            root / "broker" / "mosquitto.log",
-            _TEST_USER,
-            password,
-            ca_pem,
-            files.cafile,
-        )
-        cluster = Cluster(root / "nodes", server, cluster="lan")
-        try:
-            cluster.start("a", "--slots", "2", host=hosts.a)
-            cluster.start("b", "--slots", "2", host=hosts.b)
-            cluster.wait_ready(alive=2, timeout=60, host=hosts.a)
-            _run(cluster, hosts, inputs, root / "warm", reduces)  # workers started, caches warm
-            for label, rate, delay in LINKS:
-                applied = hosts.shape(rate, delay).delay_applied if rate is not None else True
-                before = _link_bytes(hosts.b)
-                seconds = _run(cluster, hosts, inputs, root / f"out-{len(rows)}", reduces)
-                rows.append(Figures(label, rate, applied, seconds, _link_bytes(hosts.b) - before))
-                say(f"  {label}: {seconds:.2f}s")
-        finally:
-            cluster.stop_all()
-            broker.terminate()
-            broker.wait(timeout=10)
+    cluster = Cluster(root / "nodes", server, cluster="lan")
+    try:
+        cluster.start("a", "--slots", "2", host=hosts.a)
+        cluster.start("b", "--slots", "2", host=hosts.b)
+        cluster.wait_ready(alive=2, timeout=60, host=hosts.a)
+        _run(cluster, hosts, inputs, root / "warm", reduces)  # workers started, caches warm
+        for label, rate, delay in LINKS:
+            applied = hosts.shape(rate, delay).delay_applied if rate is not None else True
+            before = _link_bytes(hosts.b)
+            seconds = _run(cluster, hosts, inputs, root / f"out-{len(rows)}", reduces)
+            rows.append(Figures(label, rate, applied, seconds, _link_bytes(hosts.b) - before))
+            say(f"  {label}: {seconds:.2f}s")
+    finally:
+        cluster.stop_all()
     return rows
 
 

@@ -8,18 +8,22 @@ by the caller and removed on exit; nothing touches the machine's own interfaces.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from swarm.runtime.brokerconf import MosquittoFiles, mosquitto_config
+from swarm.runtime.brokerconf import mosquitto_config
+from tests.conftest import _TEST_USER, MosquittoServer, _write_security
 
-__all__ = ["Host", "Shaping", "TwoHosts", "start_mosquitto", "unavailable"]
+__all__ = ["Host", "Shaping", "TwoHosts", "broker_in", "unavailable"]
 
 #: The link's addresses: a /24 the tests own inside their namespaces only.
 SUBNET = "10.231.{}.{}"
@@ -129,23 +133,31 @@ class TwoHosts:
             _ip("netns", "del", host.netns)  # takes its end of the veth pair, and so the pair, with it
 
 
-def start_mosquitto(
-    host: Host, directory: Path, files: MosquittoFiles, port: int = 18830
-) -> subprocess.Popen[bytes]:
-    """A mosquitto with the test's TLS and logins, listening on `host`'s address inside it."""
+@contextlib.contextmanager
+def broker_in(host: Host, directory: Path, port: int = 18830) -> Iterator[MosquittoServer]:
+    """A mosquitto with the test fixture's TLS and login, listening on `host`'s address inside it, until
+    the block ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(16)
+    files, ca_pem = _write_security(directory, password)
     conf = directory / "mosquitto.conf"
     conf.write_text(mosquitto_config(port, host.address, directory / "mosquitto.log", security=files))
     with (directory / "mosquitto.out").open("wb") as out:
         proc = subprocess.Popen([*host.prefix, "mosquitto", "-c", str(conf)], stdout=out, stderr=out)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {(directory / 'mosquitto.out').read_text()}")
-        if _accepts(host, port):
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("mosquitto did not listen within 10 s")
+    try:
+        deadline = time.monotonic() + 10
+        while not _accepts(host, port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {(directory / 'mosquitto.out').read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not listen within 10 s")
+            time.sleep(0.1)
+        url = f"mqtts://{host.address}:{port}"
+        log_path = directory / "mosquitto.log"
+        yield MosquittoServer(host.address, port, url, log_path, _TEST_USER, password, ca_pem, files.cafile)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def _accepts(host: Host, port: int) -> bool:

@@ -8,21 +8,18 @@ every map output the other node's reducer reads, and every output node `b` uploa
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _TEST_USER, MosquittoServer, _write_security
+from tests.conftest import MosquittoServer
 from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
-from tests.integration.netns import TwoHosts, start_mosquitto, unavailable
+from tests.integration.netns import TwoHosts, broker_in, unavailable
 from tests.integration.nodes import Cluster
 from tests.integration.test_mapreduce import _texts
 
 pytestmark = pytest.mark.network
-
-PORT = 18830
 
 
 @pytest.fixture
@@ -34,22 +31,17 @@ def hosts() -> Iterator[TwoHosts]:
         yield pair
 
 
-def test_a_shuffle_across_a_shaped_link_counts_every_word(hosts: TwoHosts, tmp_path: Path) -> None:
+@pytest.fixture
+def server(hosts: TwoHosts, tmp_path: Path) -> Iterator[MosquittoServer]:
+    """The broker, on host a."""
+    with broker_in(hosts.a, tmp_path / "broker") as broker:
+        yield broker
+
+
+def test_a_shuffle_across_a_shaped_link_counts_every_word(
+    hosts: TwoHosts, server: MosquittoServer, tmp_path: Path
+) -> None:
     hosts.shape(rate_mbit=100, delay_ms=20)
-    password = secrets.token_urlsafe(16)
-    (tmp_path / "broker").mkdir()
-    files, ca_pem = _write_security(tmp_path / "broker", password)
-    broker = start_mosquitto(hosts.a, tmp_path / "broker", files, PORT)
-    server = MosquittoServer(
-        host=hosts.a.address,
-        port=PORT,
-        url=f"mqtts://{hosts.a.address}:{PORT}",
-        log_path=tmp_path / "broker" / "mosquitto.log",
-        username=_TEST_USER,
-        password=password,
-        ca_pem=ca_pem,
-        ca_path=files.cafile,
-    )
     cluster = Cluster(tmp_path / "nodes", server, cluster="lan")
     try:
         cluster.start("a", "--slots", "2", host=hosts.a)
@@ -76,5 +68,3 @@ def test_a_shuffle_across_a_shaped_link_counts_every_word(hosts: TwoHosts, tmp_p
         assert summary["splits_read_locally"] == 0
     finally:
         cluster.stop_all()
-        broker.terminate()
-        broker.wait(timeout=10)
