@@ -557,7 +557,10 @@ class Scheduler:
 
     def _preempt_pass(self, now: float) -> None:
         """No member is open: the most urgent ready tasks that may preempt try to."""
-        for item in heapq.nsmallest(PREEMPT_LOOKAHEAD, self._ready):
+        # The k smallest entries of a binary heap sit in its first 2**k - 1 places (each has fewer than
+        # k smaller ancestors), so the look stays cheap however many tasks wait.
+        window = self._ready[: 2**PREEMPT_LOOKAHEAD - 1]
+        for item in heapq.nsmallest(PREEMPT_LOOKAHEAD, window):
             rec = self.tasks.get(item[2])
             if (
                 rec is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import random
 
 import pytest
@@ -11,7 +12,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.membership import Member
 from swarm.core.replica import Replica
-from swarm.core.scheduler import Scheduler
+from swarm.core.scheduler import PREEMPT_LOOKAHEAD, Scheduler
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
     Assign,
@@ -427,3 +428,14 @@ def test_attempts_lost_with_a_member_that_comes_back_spend_no_retries() -> None:
         s.on_results("w1", [TaskResult("a", "j", 2, "error", error="flaky")], 7.0)
         expected = {} if refunded else {"a": "failed"}
         assert commits(s.drain(7.0)) == expected, later_seq
+
+
+def test_the_k_smallest_of_a_heap_sit_in_its_first_places() -> None:
+    """The preemption look at the most urgent ready tasks reads only a heap's first 2**k - 1 places."""
+    rng = random.Random(7)
+    for size in (0, 1, 5, 300, 5000):
+        heap: list[tuple[int, int, str]] = []
+        for seq in range(size):
+            heapq.heappush(heap, (rng.randrange(-3, 3), seq, f"t{seq}"))
+        window = heap[: 2**PREEMPT_LOOKAHEAD - 1]
+        assert heapq.nsmallest(PREEMPT_LOOKAHEAD, window) == heapq.nsmallest(PREEMPT_LOOKAHEAD, heap)
