@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
-from swarm.codec import decode, encode, peek_sender
+from swarm.codec import MAX_DEPTH, decode, encode, peek_sender
 from swarm.devices.capabilities import Capabilities
 from swarm.errors import ProtocolError
 from swarm.messages import BODY_TYPES, Envelope
@@ -419,6 +419,15 @@ def test_a_payload_nested_deeper_than_encode_can_write_is_refused_or_written_aga
     except ProtocolError:
         return
     assert decode(encode(env), cluster=CLUSTER) == env
+
+
+def test_only_free_form_values_are_measured_for_depth() -> None:
+    """Payloads may nest up to MAX_DEPTH levels under the message's own few; deeper ones are refused
+    with the field's path."""
+    env = decode(_deep_payload(MAX_DEPTH - 1), cluster=CLUSTER)  # under the payload object
+    assert decode(encode(env), cluster=CLUSTER) == env
+    with pytest.raises(ProtocolError, match=r"tasks\[0\]\.payload: nested deeper than"):
+        decode(_deep_payload(MAX_DEPTH), cluster=CLUSTER)
 
 
 # --- the id grammar (ids are checked at decode time) -------------------------------------------------
