@@ -291,6 +291,7 @@ class _Job:
     """One `run()` call, tracked so that `cancel()` and `close()` can reach it wherever it is."""
 
     task_id: str
+    attempt: int
     waiter: asyncio.Future[bool] | None = None
     slot: _Slot | None = None
     stop_reason: _StopReason | None = None
@@ -582,11 +583,12 @@ class Executor:
         elif job.slot is not None and job.slot.worker is not None:
             job.slot.worker.kill()
 
-    def cancel(self, task_id: str) -> bool:
-        """Stop every attempt of `task_id` here; its `run()` returns kind "error", error "cancelled"."""
+    def cancel(self, task_id: str, attempt: int | None = None) -> bool:
+        """Stop attempt `attempt` of `task_id` here (every attempt of it when None); its `run()` returns
+        kind "error", error "cancelled". A newer attempt of the same task may already be starting."""
         found = False
         for job in list(self._jobs):
-            if job.task_id == task_id and job.stop_reason is None:
+            if job.task_id == task_id and attempt in (None, job.attempt) and job.stop_reason is None:
                 self._stop(job, "cancelled")
                 found = True
         return found
@@ -618,7 +620,7 @@ class Executor:
         ask for network) runs it in a sandbox with network where tasks are sandboxed.
         """
         begun = time.time()
-        job = _Job(task_id)
+        job = _Job(task_id, attempt)
         self._jobs.add(job)
         if timeout is None:
             timeout = self._policy.default_timeout_s

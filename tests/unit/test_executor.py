@@ -111,6 +111,19 @@ async def test_cancel_a_running_task(ex: Executor) -> None:
     assert (await ex.run("next", 1, "echo", {}, 5)).ok
 
 
+async def test_cancel_names_the_attempt_and_spares_a_newer_one(tmp_path: Path) -> None:
+    """A coordinator that reassigns a task cancels the old attempt as the new one starts on the same node."""
+    async with Executor(slots=2, work_dir=tmp_path) as ex:
+        old = asyncio.create_task(ex.run("t", 1, "sleep", {"seconds": 30}, None))
+        new = asyncio.create_task(ex.run("t", 2, "sleep", {"seconds": 0.3}, None))
+        await asyncio.sleep(0.2)
+        assert not ex.cancel("t", 3)
+        assert ex.cancel("t", 1)
+        outcome = await asyncio.wait_for(old, 2)
+        assert outcome.error == "cancelled"
+        assert (await asyncio.wait_for(new, 5)).ok
+
+
 async def test_cancel_a_queued_task_returns_at_once(tmp_path: Path) -> None:
     async with Executor(slots=1, work_dir=tmp_path) as ex:
         first = asyncio.create_task(ex.run("first", 1, "sleep", {"seconds": 0.5}, None))
