@@ -144,14 +144,10 @@ class SwarmClient:
             raise SwarmError(f"token {cert.id}: {refusal}")
         progress = self.tracker.track(job.job_id, len(job.tasks))
         spec_topic = topics.job_spec(job.job_id)
-        # The broker handles one client's packets in order: once the SUBSCRIBE is on the wire, the spec
-        # may follow at once, without waiting a round trip for the SUBACK.
-        subscribed = asyncio.ensure_future(
-            self._transport.subscribe(topics.job_events(job.job_id), topics.job_commits(job.job_id))
-        )
-        await asyncio.sleep(0)
+        # The broker handles one client's packets in order: a SUBSCRIBE queued before the spec is in force
+        # when the spec's first records come back, without waiting a round trip for the SUBACK.
+        self._transport.subscribe_nowait(topics.job_events(job.job_id), topics.job_commits(job.job_id))
         self._transport.publish(spec_topic, self._seal(spec_topic, job), retain=True)
-        await subscribed
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         seen = 0
