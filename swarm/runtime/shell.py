@@ -85,7 +85,7 @@ from swarm.trust.audit import refused
 from swarm.trust.authority import Authority, audit_log, authority_dir
 from swarm.trust.credentials import Certificate, Credential
 from swarm.trust.roster import Roster, broker_password
-from swarm.trust.signing import UNSIGNED_ENV, AuthError, Signer, Verifier, signatures_disabled
+from swarm.trust.signing import UNSIGNED_ENV, AuthError, Signer, Verified, Verifier, signatures_disabled
 
 __all__ = ["NodeShell"]
 
@@ -414,9 +414,13 @@ class NodeShell:
         for effect in effects:
             match effect:
                 case Publish(topic, body, epoch, retain) if confirmed:
-                    await transport.publish_and_wait(topic, self._seal(topic, body, epoch), retain=retain)
+                    await transport.publish_and_wait(
+                        topic, self._seal(topic, body, epoch, echo=retain), retain=retain
+                    )
                 case Publish(topic, body, epoch, retain, lossy):
-                    transport.publish(topic, self._seal(topic, body, epoch), retain=retain, lossy=lossy)
+                    transport.publish(
+                        topic, self._seal(topic, body, epoch, echo=retain), retain=retain, lossy=lossy
+                    )
                 case ClearRetained(topic):
                     transport.publish(topic, b"", retain=True)
                 case Subscribe(topic):
@@ -465,11 +469,17 @@ class NodeShell:
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _seal(self, topic: str, body: Body, epoch: int) -> bytes:
+    def _seal(self, topic: str, body: Body, epoch: int, *, echo: bool = False) -> bytes:
+        """The signed frame of `body` for `topic`; with `echo`, a retained record whose copy the broker
+        sends back to this node (if it follows `topic`), which is then taken without a second decode."""
         env = Envelope(
             1, self.config.cluster, self.node_id, epoch, f"{self._msg_prefix}{next(self._msg_ids)}", body
         )
-        return self._signer.seal(topic, encode(env), self._clock())
+        now = self._clock()
+        frame = self._signer.seal(topic, encode(env), now)
+        if echo:
+            self._verifier.expect_echo(topic, frame, Verified(env, self._signer.credential.certificate, now))
+        return frame
 
     def _audit(self, who: Certificate | None, action: str, target: str, outcome: str = "ok") -> None:
         """Record a critical operation in this machine's audit log, off the event loop (appends fsync)."""

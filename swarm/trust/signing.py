@@ -19,6 +19,11 @@ be moved to another topic or have its time changed. The receiver (`Verifier.open
 4. drops replays: a live (not retained) message whose time is further than `window` from the receiver's
    clock, or whose id this receiver already took from that sender within the window.
 
+A node hears its own retained records come back (a coordinator learns from the echo that the broker
+stored a commit). It says which frames it expects (`expect_echo`), and a live frame byte for byte equal to
+one of them is taken as what it sealed, without a signature check or a decode: it is authentic because
+this process made it, and decoding a coordinator's own commits again was a third of its decoding.
+
 Retained messages are the broker's current state (a job's spec, the coordinator's announcement, a
 commit batch), so they are old by design and exempt from the time window; the protocol's own state
 (epochs, attempt numbers, job ids) makes a stale one harmless, as it does for a coordinator deposed
@@ -55,6 +60,9 @@ _HEAD = struct.Struct(">3sdH64s")
 #: How far a live message's time may be from the receiver's clock, and how long ids are remembered.
 DEFAULT_WINDOW_S = 300.0
 _MAX_CACHED_CERTS = 4096
+#: Own frames awaiting their echo; one that never comes back (lost, or a topic this node does not follow)
+#: is forgotten once this many newer ones wait.
+_MAX_AWAITED_ECHOES = 4096
 #: Messages signed long before they travel: a node's last will is signed when it connects.
 _SIGNED_AHEAD = frozenset({"node_gone"})
 _MAX_REMEMBERED_IDS = 200_000
@@ -125,6 +133,7 @@ class Verifier:
         self._window = window
         self._certs: OrderedDict[bytes, tuple[Certificate, Ed25519PublicKey]] = OrderedDict()
         self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._echoes: OrderedDict[str, tuple[bytes, Verified]] = OrderedDict()
         self._revoked: frozenset[str] = frozenset()
         self._check_signatures = not signatures_disabled()
         self.roster_serial = -1
@@ -143,8 +152,22 @@ class Verifier:
         """Whether the roster this verifier holds revokes `principal_id`."""
         return principal_id in self._revoked
 
+    def expect_echo(self, topic: str, frame: bytes, sent: Verified) -> None:
+        """`frame`, which this process sealed saying `sent`, will come back on `topic` (see the module
+        docstring); a newer frame for the same topic replaces it."""
+        self._echoes[topic] = (frame, sent)
+        self._echoes.move_to_end(topic)
+        if len(self._echoes) > _MAX_AWAITED_ECHOES:
+            self._echoes.popitem(last=False)
+
     def open(self, topic: str, frame: bytes, *, retained: bool, now: float) -> Verified:
         """Check a frame and return its envelope; raise `AuthError` or `ProtocolError` saying why not."""
+        echo = None if retained else self._echoes.get(topic)
+        if echo is not None and echo[0] == frame:
+            del self._echoes[topic]
+            sent = echo[1]
+            self._seen[(sent.envelope.sender, sent.envelope.msg_id)] = sent.sent_at  # a replay is refused
+            return sent
         if len(frame) > self._max_bytes:
             raise ProtocolError(f"message of {len(frame)} bytes exceeds the limit of {self._max_bytes}")
         if len(frame) < _HEAD.size or frame[:3] != MAGIC:

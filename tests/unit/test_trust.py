@@ -13,7 +13,7 @@ from swarm.trust.authority import Authority
 from swarm.trust.credentials import Credential
 from swarm.trust.roles import allowed, may_send, task_runs_code
 from swarm.trust.roster import Roster
-from swarm.trust.signing import AuthError, Signer, Verifier
+from swarm.trust.signing import AuthError, Signer, Verified, Verifier
 
 NOW = 1_000_000.0
 
@@ -98,6 +98,23 @@ def test_a_frame_cannot_be_moved_changed_or_replayed(authority: Authority) -> No
     # A last will is signed when its node connects, long before it fires.
     will = frame(node, "node/n-00000001/hb", NodeGone("connection lost"), msg="w", at=NOW - 7200)
     assert v.open("node/n-00000001/hb", will, retained=False, now=NOW).certificate.id == node.id
+
+
+def test_an_own_frame_echoed_back_is_taken_as_sealed_and_only_once(authority: Authority) -> None:
+    node = authority.issue("n-00000001", "node", "member", now=NOW)
+    v = verifier(authority)
+    topic = "job/j1/state"
+    sent = frame(node, topic, Assign(()))
+    said = Verified(Envelope(1, "home", node.id, 0, "m-1", Assign(())), node.certificate, NOW)
+    v.expect_echo(topic, sent, said)
+    assert v.open(topic, sent, retained=False, now=NOW) is said  # no second decode
+    with pytest.raises(AuthError, match="already received"):
+        v.open(topic, sent, retained=False, now=NOW + 1)  # its replay, checked as any frame
+    # Only a frame equal to the one sealed is spared the checks; a retained copy is checked as usual.
+    v.expect_echo(topic, sent, said)
+    with pytest.raises(AuthError, match="bad signature"):
+        v.open(topic, sent[:-3] + b"[]}", retained=False, now=NOW)
+    assert v.open(topic, sent, retained=True, now=NOW) is not said
 
 
 def test_another_authority_revoked_and_expired_certificates_are_refused(
