@@ -129,6 +129,9 @@ class Scheduler:
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
         self._finished_jobs: set[str] = set()
+        #: Jobs with commits, spent attempts or acknowledgements still to publish, in the order they got
+        #: them: a drain looks at these, not at every active job.
+        self._unflushed: dict[str, None] = {}
         #: What this node's own worker gets in memory, and jobs closed, for `NodeMachine` to take.
         self._local: Assign | None = None
         self._closed: list[str] = []
@@ -244,6 +247,8 @@ class Scheduler:
         # Adopted commits are published again under this epoch, which late joiners' gates accept.
         record = JobRecord(job, {}, committed=dict(committed), unpublished=list(committed.values()))
         self.jobs[job.job_id] = record
+        if committed:
+            self._unflushed[job.job_id] = None
         if announce:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
         self._add_tasks(record, job.tasks, now, spent)
@@ -375,6 +380,7 @@ class Scheduler:
                 self._failed_attempt(rec, res.kind, res.error or res.kind, now, res.retry_after)
             if rec.task_id in self.jobs[rec.job_id].committed:
                 self.jobs[rec.job_id].unpublished_acks.append((sender, ack))
+                self._unflushed[rec.job_id] = None
             else:
                 self._acks.setdefault(sender, []).append(ack)
 
@@ -789,6 +795,7 @@ class Scheduler:
         update = TaskUpdate(rec.task_id, state, rec.attempt, rec.node, result, error, started, finished)
         if not job.commit(update):
             raise AssertionError(f"task {rec.task_id} committed twice: {list(rec.story)}")
+        self._unflushed[rec.job_id] = None
         self._count(f"tasks_{state}")
         for dep_id in rec.dependents:
             dep = job.tasks[dep_id]
@@ -859,6 +866,7 @@ class Scheduler:
         """`rec` will be tried again: its attempts so far go into the job log with the next commits."""
         spent = AttemptsSpent(rec.task_id, rec.attempt, self._free_attempts.get(rec.task_id, 0))
         self.jobs[rec.job_id].unpublished_spent[rec.task_id] = spent
+        self._unflushed[rec.job_id] = None
 
     def _flush_commits(self, job: JobRecord, now: float, force: bool = False) -> None:
         """Commits become durable the moment they are published: each batch is its own retained record."""
@@ -893,6 +901,7 @@ class Scheduler:
                 Publish(topics.job_spec(job.spec.job_id), job.spec, epoch=self.epoch, retain=True)
             )
             job.unpublished = list(job.committed.values())
+            self._unflushed[job.spec.job_id] = None
             for rec in job.tasks.values():
                 if rec.attempt and rec.task_id not in job.committed:
                     self._note_spent(rec)
@@ -918,8 +927,12 @@ class Scheduler:
             if job is not None and job.finished:
                 self._close(job, now)
         self._finished_jobs.clear()
-        for job in self.jobs.values():
-            self._flush_commits(job, now)
+        for job_id in list(self._unflushed):
+            job = self.jobs.get(job_id)
+            if job is not None:
+                self._flush_commits(job, now)
+            if job is None or not (job.unpublished or job.unpublished_spent or job.unpublished_acks):
+                del self._unflushed[job_id]
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
         effects: list[Effect] = []
         for node, batch in self._outbox.items():
@@ -942,7 +955,12 @@ class Scheduler:
 
     def validate(self, everything: bool = False) -> None:
         """Invariants: a held attempt is running on its node and nowhere else held; a committed task is in
-        its committed state. Checks the tasks touched since the last call, or `everything`."""
+        its committed state; a job with anything to publish is one a drain looks at. Checks the tasks
+        touched since the last call, or `everything`."""
+        if everything:
+            for job_id, job in self.jobs.items():
+                pending = job.unpublished or job.unpublished_spent or job.unpublished_acks
+                assert not pending or job_id in self._unflushed, job_id
         touched, self._touched = (set(self.tasks) if everything else self._touched), set()
         for task_id in touched:
             rec = self.tasks.get(task_id)
