@@ -38,14 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
+from swarm import eventloop
 from swarm.codec import DEFAULT_MAX_BYTES
 from swarm.eventloop import LOOP_ENV
 from swarm.jobspec import new_job_id
@@ -93,6 +94,7 @@ HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
 BENCH_USER = "swarm-bench"
 _LOGIN_ENV = ("SWARM_BROKER_USERNAME", "SWARM_BROKER_PASSWORD", "SWARM_BROKER_CA")
+_R = TypeVar("_R")
 # The lines of `mosquitto_config` that make its listener TLS; a plain-TCP broker is that config without
 # them, so that it keeps every other setting (passwords, ACL, queues) of the secured one.
 _TLS_KEYS = ("cafile", "certfile", "keyfile", "tls_version")
@@ -266,6 +268,7 @@ class SwarmCluster:
             self.env["SWARM_BROKER_CA"] = str(root / "broker" / "ca.pem")
         if not signed:  # every process must agree: a signing node refuses every unsigned frame
             self.env[UNSIGNED_ENV] = "1"
+        self.loop = loop
         self.env.pop(LOOP_ENV, None)
         if loop == "asyncio":  # the nodes run on asyncio's own loop instead of uvloop
             self.env[LOOP_ENV] = "asyncio"
@@ -455,6 +458,10 @@ class SwarmCluster:
                 groups[f"{name} node{role}"] = [node]
                 groups[f"{name} executor"] = node.children(recursive=True)
         return groups
+
+    def run(self, main: Coroutine[Any, Any, _R]) -> _R:
+        """Run `main` in this process on the loop the cluster's nodes run, as `swarm` commands would."""
+        return eventloop.run(main) if self.loop == "uvloop" else asyncio.run(main)
 
     def logs(self) -> str:
         """The tail of every node's log."""

@@ -4,9 +4,9 @@ What it measures, all in one run so the figures share the same hardware and load
 
 1. Throughput: N trivial tasks (default 10,000) from the first submit to the last result received at
    the submitter. For swarm these are `echo` tasks with a tiny payload, submitted with `SwarmClient`
-   (as the cluster's admin) as one or more concurrent `SubmitJob`s (default: one job, then 20; every
-   split is reported) to a cluster of two real `swarm join` processes talking through a real mosquitto
-   on a loopback port.
+   (as the cluster's admin, on the event loop the `swarm` command and the nodes run) as one or more
+   concurrent `SubmitJob`s (default: one job, then 20; every split is reported) to a cluster of two
+   real `swarm join` processes talking through a real mosquitto on a loopback port.
 2. Submit-to-start latency of M sequential tasks (default 500), each submitted alone and awaited before
    the next: `started_at` as the task's worker process recorded it (`time.time()`, delivered to the
    client in the committed `TaskUpdate`) minus the client's `time.time()` just before the submit.
@@ -472,7 +472,7 @@ def profile_run(cluster: SwarmCluster, total: int, jobs: int, directory: Path) -
         return []
     try:
         time.sleep(1.0)  # py-spy attaches in the background
-        tps = asyncio.run(swarm_throughput(cluster, total, jobs))
+        tps = cluster.run(swarm_throughput(cluster, total, jobs))
     finally:
         profiles = stop_profilers(recorders)
     lines = [
@@ -516,7 +516,7 @@ def measure_throughput(cluster: SwarmCluster, result: Result, total: int, jobs: 
     groups = _role_groups(cluster)
     before = cpu_seconds(groups)
     t0 = time.perf_counter()
-    tps = asyncio.run(swarm_throughput(cluster, total, jobs))
+    tps = cluster.run(swarm_throughput(cluster, total, jobs))
     wall = time.perf_counter() - t0
     after = cpu_seconds(groups)
     spent = {name: after[name] - before.get(name, 0.0) for name in after}
@@ -536,7 +536,7 @@ def measure_throughput(cluster: SwarmCluster, result: Result, total: int, jobs: 
 
 def measure_latency(cluster: SwarmCluster, result: Result, count: int) -> None:
     """`count` sequential tasks, added to `result`'s latency samples."""
-    start_ms, rt_ms = asyncio.run(swarm_sequential(cluster, count))
+    start_ms, rt_ms = cluster.run(swarm_sequential(cluster, count))
     result.start_ms += start_ms
     result.rt_ms += rt_ms
     say(
@@ -928,8 +928,8 @@ class SwarmConfigurations:
         )
         self._stack.enter_context(cluster)
         say(f"  ready in {time.perf_counter() - t0:.1f}s ({cluster.url}); warming up")
-        asyncio.run(swarm_sequential(cluster, WARMUP_SEQUENTIAL))
-        asyncio.run(swarm_throughput(cluster, warmup_tasks, 1))
+        cluster.run(swarm_sequential(cluster, WARMUP_SEQUENTIAL))
+        cluster.run(swarm_throughput(cluster, warmup_tasks, 1))
         self.clusters[security] = cluster
 
     def start(self, warmup_tasks: int) -> None:
@@ -972,7 +972,7 @@ class SwarmConfigurations:
                 say(
                     f"untimed, swarm {anatomy.security.label}: the messages of {total} tasks as {_jobs(jobs)}"
                 )
-                anatomy.runs.append(asyncio.run(count_messages(cluster, total, jobs)))
+                anatomy.runs.append(cluster.run(count_messages(cluster, total, jobs)))
             signing_cost(cluster, anatomy)
             if profile is not None:
                 say(f"untimed, swarm {anatomy.security.label}: one more run under py-spy ...")
