@@ -21,7 +21,7 @@ topic, the few distinct wildcard filters are matched once each, and retained rec
 first level and depth for the SUBSCRIBE that asks for them. Receivers are ordered by session creation, so
 routing is deterministic.
 
-Faults come in through `LinkFaults`, asked once per publish and per delivery (see `swarm.sim.faults`).
+Faults come in through `LinkFaults`, asked once per publish and per delivery (see `swarm.sim.network`).
 The faults that deliberately break the guarantees above (a lost delivery, a reordered one, a discarded
 session) are reported through `on_loss`, so the invariant checker knows when assumption A of
 `docs/election.md` no longer holds.

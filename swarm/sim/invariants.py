@@ -21,7 +21,7 @@ Any exception in the core (an `InvalidTransition`, the scheduler's own double-co
 
 Invariants 1-3 rest on assumption A of `docs/election.md` (every subscriber receives a topic's messages,
 all of them, in broker order). When a fault beyond MQTT's promises made a live node miss a message on a
-topic those invariants depend on (`swarm.sim.faults` says which faults do), the design promises nothing
+topic those invariants depend on (`swarm.sim.network` says which faults do), the design promises nothing
 for them any more: from then on a breach is recorded in `outside_design` instead of raised. Invariants 4
 (liveness) and 5 (a result must be right whatever happened on the way) are always held.
 """

@@ -16,9 +16,9 @@ from typing import Any
 
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 from swarm.sim.dags import submit_random_runs
-from swarm.sim.faults import NetRates
 from swarm.sim.invariants import Checker
 from swarm.sim.mapreduce import generate_corpus
+from swarm.sim.network import NetRates
 from swarm.sim.scenario import FaultEvent, Scenario, Workload
 from swarm.sim.schedules import CronDriver
 from swarm.sim.world import SimNode, SimWorld

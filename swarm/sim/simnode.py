@@ -14,7 +14,7 @@ from swarm.core.node import NodeMachine
 from swarm.devices.profiles import DeviceProfile
 from swarm.mapreduce.kernels import Keys, Values
 from swarm.sim.cpu import Host
-from swarm.sim.faults import LinkMode
+from swarm.sim.network import LinkMode
 
 __all__ = ["BATCHED", "DEFAULT_PROFILE", "LOG_LENGTH", "SimNode"]
 

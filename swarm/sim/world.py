@@ -9,7 +9,7 @@ running `trace_hash` over every step proves it.
 Connections follow the shell: on every (re)connect the node subscribes to `machine.subscriptions()` and
 then gets `Connected`; a resumed MQTT session then delivers what queued while the node was away. Faults
 (crash and restart, partitions, slow nodes, clock skew, broker restart) are methods here; which message a
-network fault hits is decided in `swarm.sim.faults`.
+network fault hits is decided in `swarm.sim.network`.
 
 With a CPU model (`swarm.sim.cpu`, a scenario's `[cpu]` table) nodes share hosts and every step costs
 CPU time: a node's events are handled when its host gets to them, its ticks late by the host's backlog
@@ -55,8 +55,8 @@ from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
 from swarm.sim.broker import SimBroker
 from swarm.sim.cpu import CpuModel, Host
 from swarm.sim.dags import DAG_STEP, SimDags
-from swarm.sim.faults import LinkMode, NetFaults
 from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
+from swarm.sim.network import LinkMode, NetFaults
 from swarm.sim.simnode import BATCHED, DEFAULT_PROFILE, SimNode
 
 __all__ = ["BATCH_LIMITS", "SimNode", "SimWorld"]
