@@ -1,4 +1,4 @@
-"""`swarm sim list | run | sweep | replay | bench`: the simulator from the command line.
+"""`swarm sim list | faults | run | sweep | replay | bench`: the simulator from the command line.
 
 `swarm/cli.py` mounts the options with `swarm.sim.cliargs.add_sim_parser(subparsers)` and dispatches
 here, to `run_sim_command(args)`. The options live apart so that building the parser (which every
@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from swarm.errors import ConfigError
+from swarm.sim.faults import describe_faults
 from swarm.sim.invariants import InvariantViolation
 from swarm.sim.runner import SimReport, replay_command, run_scenario
 from swarm.sim.scenario import load_scenario, named_scenarios
@@ -27,6 +28,9 @@ def run_sim_command(args: argparse.Namespace) -> int:
         match args.sim_command:
             case "list":
                 return _list()
+            case "faults":
+                print("\n".join(describe_faults()))
+                return 0
             case "run" | "replay":
                 return _run(args)
             case "sweep":
@@ -105,7 +109,8 @@ def format_report(r: SimReport) -> str:
         f"{r.failed} failed",
         f"coordinators   {r.coordinator_changes} change(s): "
         + ", ".join(f"epoch {e} {n}" for e, n in sorted(r.coordinators.items())),
-        f"faults         {len(r.faults)} injected",
+        f"faults         {len(r.faults)} injected"
+        + "".join(f", {n} {kind}" for kind, n in sorted(r.fault_kinds.items())),
         f"invariants     {r.invariant_checks} checks passed"
         + ("" if r.liveness_checked else " (liveness not checked: stopped by --until)"),
     ]

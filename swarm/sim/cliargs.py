@@ -16,6 +16,7 @@ def add_sim_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     sim = subparsers.add_parser("sim", help="run the deterministic simulator")
     sub = sim.add_subparsers(dest="sim_command", required=True)
     sub.add_parser("list", help="list the named scenarios")
+    sub.add_parser("faults", help="list the fault kinds a scenario's [[faults]] may name")
     for name, text in (("run", "run a scenario once"), ("replay", "re-run one seed exactly")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--scenario", required=True, help="a named scenario or a TOML file")

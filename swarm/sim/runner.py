@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any
 
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 from swarm.sim.dags import submit_random_runs
+from swarm.sim.faults import Crash, NodeFault, Partition, ScheduledFault, Slow
 from swarm.sim.invariants import Checker
 from swarm.sim.mapreduce import generate_corpus
-from swarm.sim.network import NetRates
-from swarm.sim.scenario import FaultEvent, Scenario, Workload
+from swarm.sim.scenario import Scenario, Workload
 from swarm.sim.schedules import CronDriver
 from swarm.sim.world import SimNode, SimWorld
 
@@ -43,6 +45,8 @@ class SimReport:
     trace_hash: str = ""
     coordinators: dict[int, str] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)
+    #: Faults that struck, by kind (`swarm.sim.faults`).
+    fault_kinds: dict[str, int] = field(default_factory=dict)
     invariant_checks: int = 0
     outside_design: list[str] = field(default_factory=list)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -89,7 +93,14 @@ def run_scenario(
     started = time.perf_counter()
     if nodes is not None:
         scenario = scenario.with_nodes(nodes)
-    world = SimWorld(seed, scenario.core_config(), max_queued=scenario.max_queued, cpu=scenario.cpu)
+    world = SimWorld(
+        seed,
+        scenario.core_config(),
+        max_queued=scenario.max_queued,
+        cpu=scenario.cpu,
+        session_expiry=scenario.session_expiry,
+        keep_retained=scenario.keep_retained,
+    )
     checker = Checker(world, replay_command(scenario.name, seed, nodes, until))
     run = _Run(scenario, world, checker)
     if setup is not None:
@@ -115,6 +126,11 @@ class _Run:
         self.world = world
         self.checker = checker
         self.faults: list[str] = []
+        self.fault_kinds: Counter[str] = Counter()
+        # The undo of every fault in force, by the order it struck in: undone after its duration, and
+        # whatever is left when the fault period ends.
+        self.in_force: dict[int, Callable[[], None]] = {}
+        self._strikes = count()
         self.groups: dict[str, str] = {}
         self.churning = True
         self.cron: list[CronDriver] = []
@@ -136,11 +152,16 @@ class _Run:
         for j, load in enumerate(sc.workload):
             w.schedule(load.at, lambda j=j, load=load: self._submit(j, load))  # type: ignore[misc]
         for fault in sc.faults:
-            w.schedule(fault.at, lambda f=fault: self._fault(f))  # type: ignore[misc]
-        rates = sc.rates
-        for kind, rate in (("crash", rates.crash), ("partition", rates.partition), ("slow", rates.slow)):
+            w.schedule(fault.at, lambda f=fault: self._strike(f))  # type: ignore[misc]
+        r, rng = sc.rates, w.rng
+        random_faults: tuple[tuple[float, tuple[float, float], Callable[[], NodeFault]], ...] = (
+            (r.crash, r.down_s, lambda: Crash(keep_disk=rng.random() >= r.lose_disk)),
+            (r.partition, r.partition_s, lambda: Partition(mode=rng.choice(("cut", "cut", "out")))),
+            (r.slow, r.slow_s, lambda: Slow(factor=rng.uniform(2.0, 10.0))),
+        )
+        for rate, span, make in random_faults:
             if rate > 0:
-                self._poisson(kind, rate)
+                self._poisson(rate, span, make)
 
     # --- workload -----------------------------------------------------------------------------------
 
@@ -262,7 +283,6 @@ class _Run:
                 w.leave(node.node_id)
             else:
                 w.crash(node.node_id)
-            self._expire_later(node)
             w.schedule(w.now + w.rng.expovariate(1 / down), come_back)
 
         def come_back() -> None:
@@ -273,36 +293,14 @@ class _Run:
 
         w.schedule(w.now + w.rng.expovariate(1 / up), go_down)
 
-    def _expire_later(self, node: SimNode) -> None:
-        expiry = self.sc.session_expiry
-        if expiry is None:
-            return
-        incarnation = node.incarnation
+    def _poisson(self, rate: float, span: tuple[float, float], make: Callable[[], NodeFault]) -> None:
+        """Faults made by `make` on random nodes, `rate` a second, each lasting a time drawn from `span`."""
         w = self.world
-
-        def expire() -> None:
-            if node.incarnation == incarnation and not node.up:
-                w.broker.expire(node.node_id)
-
-        w.schedule(w.now + expiry, expire)
-
-    def _poisson(self, kind: str, rate: float) -> None:
-        w, r = self.world, self.sc.rates
 
         def fire() -> None:
             if w.now > self.sc.duration or not self.churning:
                 return
-            span = {"crash": r.down_s, "partition": r.partition_s, "slow": r.slow_s}[kind]
-            fault = FaultEvent(
-                w.now,
-                kind,
-                "random",
-                w.rng.uniform(*span),
-                keep_disk=w.rng.random() >= r.lose_disk,
-                mode=w.rng.choice(("cut", "cut", "out")),
-                factor=w.rng.uniform(2.0, 10.0),
-            )
-            self._fault(fault)
+            self._strike(ScheduledFault(w.now, make(), "random", w.rng.uniform(*span)))
             w.schedule(w.now + w.rng.expovariate(rate), fire)
 
         w.schedule(w.rng.expovariate(rate), fire)
@@ -318,57 +316,44 @@ class _Run:
             return w.rng.choice(live) if live else None
         return w.nodes.get(spec)
 
-    def _fault(self, f: FaultEvent) -> None:
-        w = self.world
-        if f.kind == "broker-restart":
-            w.restart_broker(f.duration or 1.0, f.keep_retained and self.sc.keep_retained, f.keep_sessions)
-            self.faults.append(w.trace[-1])
+    def _strike(self, scheduled: ScheduledFault) -> None:
+        """Apply a fault now and schedule its undo; a fault that changed nothing (its node already down)
+        is neither counted nor undone."""
+        w, fault = self.world, scheduled.fault
+        notes = w.notes
+        undo: Callable[[], None]
+        if isinstance(fault, NodeFault):
+            node = self._target(scheduled.target)
+            if node is None:
+                return
+            fault.apply(w, node)
+            undo = lambda: fault.undo(w, node)  # noqa: E731
+        else:
+            fault.apply(w)
+            undo = lambda: fault.undo(w)  # noqa: E731
+        if w.notes == notes:
             return
-        if f.kind == "load":
-            w.set_background(f.factor)
-            self.faults.append(w.trace[-1])
-            if f.duration:
-                base = self.sc.cpu.background if self.sc.cpu else 0.0
-                w.schedule(w.now + f.duration, lambda: w.set_background(base))
-            return
-        if f.kind == "network":
-            w.net.rates = NetRates(f.drop, f.duplicate, f.delay, f.delay_s, f.reorder)
-            w.note(f"network faults {w.net.rates}")
-            self.faults.append(w.trace[-1])
-            if f.duration:
-                w.schedule(w.now + f.duration, lambda: setattr(w.net, "rates", NetRates()))
-            return
-        node = self._target(f.target)
-        if node is None:
-            return
-        nid = node.node_id
-        undo: Callable[[], None] | None = None
-        if f.kind in ("crash", "leave"):
-            (w.crash if f.kind == "crash" else w.leave)(nid)
-            self._expire_later(node)
-            undo = lambda: w.restart(nid, keep_disk=f.keep_disk)  # noqa: E731
-        elif f.kind == "partition":
-            w.partition(nid, f.mode)  # type: ignore[arg-type]
-            undo = lambda: w.heal(nid)  # noqa: E731
-        elif f.kind == "slow":
-            w.set_slow(nid, f.factor)
-            undo = lambda: w.set_slow(nid, 1.0)  # noqa: E731
         self.faults.append(w.trace[-1])
-        if f.duration is not None and undo is not None:
-            w.schedule(w.now + f.duration, undo)
+        self.fault_kinds[fault.name] += 1
+        strike = next(self._strikes)
+        self.in_force[strike] = undo
+        lasts = scheduled.lasts
+        if lasts is not None:
+            w.schedule(w.now + lasts, lambda: self._end(strike))
+
+    def _end(self, strike: int) -> None:
+        undo = self.in_force.pop(strike, None)
+        if undo is not None:
+            undo()
 
     def undo_faults(self) -> None:
-        """End of the fault period: heal every link, restore speeds and the network, restart the stopped."""
+        """End of the fault period: undo every fault still in force, latest first, and restart the
+        devices churn left down."""
         w = self.world
         self.churning = False
-        w.net.rates = NetRates()
-        if w.cpu is not None:
-            w.set_background(w.cpu.background)
+        for strike in sorted(self.in_force, reverse=True):
+            self._end(strike)
         for node in w.nodes.values():
-            if node.link is not None:
-                w.heal(node.node_id)
-            if node.slow != 1.0:
-                w.set_slow(node.node_id, 1.0)
             if not node.up:
                 w.restart(node.node_id, keep_disk=True)
 
@@ -404,6 +389,7 @@ class _Run:
             trace_hash=w.trace_hash,
             coordinators=dict(c.acting),
             faults=self.faults,
+            fault_kinds=dict(self.fault_kinds),
             invariant_checks=c.checks,
             outside_design=c.outside_design,
             per_class=per_class,

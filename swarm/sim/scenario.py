@@ -11,18 +11,18 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from swarm.core.config import CoreConfig
 from swarm.devices.profiles import BUILTIN_PROFILES, DeviceProfile
 from swarm.errors import ConfigError, InvalidSpec
 from swarm.sim.cpu import CpuModel
+from swarm.sim.faults import FAULTS, NodeFault, ScheduledFault
 from swarm.workflow.cron import CronExpr
 
 __all__ = [
     "SCENARIO_DIR",
     "DeviceGroup",
-    "FaultEvent",
     "FaultRates",
     "Scenario",
     "Workload",
@@ -32,7 +32,6 @@ __all__ = [
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 
-FAULT_KINDS = ("crash", "leave", "partition", "slow", "broker-restart", "network", "load")
 WORKLOAD_KINDS = ("batch", "mapreduce", "dag")
 #: Keys only a batch workload takes, and keys only a MapReduce one takes (and needs).
 _BATCH_KEYS = ("tasks", "priority", "fail_p")
@@ -47,7 +46,8 @@ _REQUIRED = {"batch": ("tasks",), "mapreduce": _MAPREDUCE_KEYS, "dag": ("steps",
 CATCHUP = ("NONE", "LATEST", "ALL")
 #: Seconds of one map and one reduce on a speed-1 device when a MapReduce workload gives no `cost`.
 MAPREDUCE_COST = (0.2, 1.0)
-PARTITION_MODES = ("cut", "in", "out")
+#: Keys every `[[faults]]` table may give; the rest belong to its kind (`swarm.sim.faults`).
+_FAULT_COMMON = ("at", "kind", "target", "duration")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,26 +103,6 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
-class FaultEvent:
-    """One scheduled fault; `duration` is how long until it is undone (restart, heal, normal speed)."""
-
-    at: float
-    kind: str
-    target: str = "random"
-    duration: float | None = None
-    keep_disk: bool = True
-    mode: str = "cut"
-    factor: float = 4.0
-    keep_retained: bool = True
-    keep_sessions: bool = False
-    drop: float = 0.0
-    duplicate: float = 0.0
-    delay: float = 0.0
-    reorder: float = 0.0
-    delay_s: tuple[float, float] = (0.05, 0.5)
-
-
-@dataclass(frozen=True, slots=True)
 class FaultRates:
     """Random faults over the whole cluster, as events per virtual second, during the scenario."""
 
@@ -145,7 +125,7 @@ class Scenario:
     drain: float
     devices: tuple[DeviceGroup, ...]
     workload: tuple[Workload, ...]
-    faults: tuple[FaultEvent, ...] = ()
+    faults: tuple[ScheduledFault, ...] = ()
     rates: FaultRates = field(default_factory=FaultRates)
     config: dict[str, Any] = field(default_factory=dict)
     keep_retained: bool = True
@@ -313,26 +293,49 @@ def _workload(i: int, t: dict[str, Any]) -> Workload:
     return load
 
 
-def _fault(i: int, t: dict[str, Any]) -> FaultEvent:
+def _fault(i: int, t: dict[str, Any]) -> ScheduledFault:
+    """A `[[faults]]` table: the common keys, then the keys its kind declares (its dataclass fields)."""
     where = f"faults[{i}]."
-    fault: FaultEvent = _from_table(FaultEvent, where, t)
-    if fault.kind not in FAULT_KINDS:
-        raise ValueError(f"{where}kind must be one of {', '.join(FAULT_KINDS)}, got {fault.kind!r}")
-    if fault.mode not in PARTITION_MODES:
-        raise ValueError(f"{where}mode must be one of {', '.join(PARTITION_MODES)}, got {fault.mode!r}")
-    if fault.kind == "load" and not 0.0 <= fault.factor < 1.0:
-        raise ValueError(f"{where}factor must be in [0, 1) for kind = 'load' (a share of the cores)")
-    return fault
+    name = t.get("kind")
+    kind = FAULTS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ValueError(f"{where}kind must be one of {', '.join(FAULTS)}, got {name!r}")
+    own = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    others = {f.name for k in FAULTS.values() for f in dataclasses.fields(k)}  # type: ignore[arg-type]
+    stray = sorted(set(t) & others - own)
+    if stray:
+        raise ValueError(f"{where}{stray[0]} does not apply to kind = {name!r}")
+    if "target" in t and not issubclass(kind, NodeFault):
+        raise ValueError(f"{where}target does not apply to kind = {name!r} (it strikes no one node)")
+    _no_extra(where, t, own | set(_FAULT_COMMON))
+    if "at" not in t:
+        raise ValueError(f"{where}at is required")
+    target = t.get("target", "random")
+    if not isinstance(target, str):
+        raise ValueError(f"{where}target must be a string, got {target!r}")
+    fault = _from_table(kind, where, {k: v for k, v in t.items() if k not in _FAULT_COMMON})
+    try:
+        fault.check()
+    except ValueError as exc:
+        raise ValueError(f"{where}{exc}") from None
+    duration = _num(t, "duration", where, None, minimum=0.0) if "duration" in t else None
+    return ScheduledFault(_num(t, "at", where, None, minimum=0.0), fault, target, duration)
 
 
 def _from_table(cls: Any, where: str, t: dict[str, Any]) -> Any:
     """Build a dataclass from a table, checking names, types and that numbers are not negative."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     _no_extra(where, t, set(fields))
+    hints = get_type_hints(cls)
     values: dict[str, Any] = {}
     for key, value in t.items():
         kind = str(fields[key].type)
-        if kind.startswith("tuple"):
+        if get_origin(hints[key]) is Literal:
+            choices = get_args(hints[key])
+            if value not in choices:
+                raise ValueError(f"{where}{key} must be one of {', '.join(choices)}, got {value!r}")
+            values[key] = value
+        elif kind.startswith("tuple"):
             if not (isinstance(value, list) and len(value) == 2 and all(_is_num(v) for v in value)):
                 raise ValueError(f"{where}{key} must be a pair [low, high], got {value!r}")
             if value[0] > value[1] or value[0] < 0:

@@ -7,9 +7,10 @@ is persisted to a dict standing in for the node's data dir. Everything random co
 running `trace_hash` over every step proves it.
 
 Connections follow the shell: on every (re)connect the node subscribes to `machine.subscriptions()` and
-then gets `Connected`; a resumed MQTT session then delivers what queued while the node was away. Faults
-(crash and restart, partitions, slow nodes, clock skew, broker restart) are methods here; which message a
-network fault hits is decided in `swarm.sim.network`.
+then gets `Connected`; a resumed MQTT session then delivers what queued while the node was away. What
+faults do (crash and restart, partitions, slow nodes, clock skew, broker restart) are methods here, which
+the fault kinds of `swarm.sim.faults` call; which message a network fault hits is decided in
+`swarm.sim.network`.
 
 With a CPU model (`swarm.sim.cpu`, a scenario's `[cpu]` table) nodes share hosts and every step costs
 CPU time: a node's events are handled when its host gets to them, its ticks late by the host's backlog
@@ -56,7 +57,7 @@ from swarm.sim.broker import SimBroker
 from swarm.sim.cpu import CpuModel, Host
 from swarm.sim.dags import DAG_STEP, SimDags
 from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
-from swarm.sim.network import LinkMode, NetFaults
+from swarm.sim.network import LinkMode, NetFaults, NetRates
 from swarm.sim.simnode import BATCHED, DEFAULT_PROFILE, SimNode
 
 __all__ = ["BATCH_LIMITS", "SimNode", "SimWorld"]
@@ -87,6 +88,8 @@ class SimWorld:
         max_queued: int | None = None,
         cpu: CpuModel | None = None,
         batch_limit: int | None = None,
+        session_expiry: float | None = None,
+        keep_retained: bool = True,
     ) -> None:
         self.seed = seed
         # On shared CPUs a step takes what waits, up to the shell's own limit: a loop that took fewer at a
@@ -110,9 +113,15 @@ class SimWorld:
         self.on_core_error: CoreErrorHook | None = None
         self.reconnect_hooks: list[Callable[[], None]] = []
         self.trace: deque[str] = deque(maxlen=200)
+        #: World-level happenings noted so far (the trace keeps only the last ones).
+        self.notes = 0
         self.losses: list[tuple[float, str, str, str]] = []
         self.lost_publishes = 0
         self.broker_up = True
+        #: The broker's configuration: how long it keeps an offline node's session (None: for ever), and
+        #: whether it persists retained records at all (a broker restart may lose them even so).
+        self.session_expiry = session_expiry
+        self.keep_retained = keep_retained
         self._hash = hashlib.blake2b(digest_size=16)
         # MapReduce jobs: the submitter's inputs and outputs, and the two task types (swarm.sim.mapreduce).
         self.mapreduce = SimMapReduce(self.nodes, lambda: self.now)
@@ -165,6 +174,7 @@ class SimWorld:
 
     def note(self, what: str) -> None:
         """Record a world-level happening (a fault) in the trace."""
+        self.notes += 1
         self.trace.append(f"{self.now:.3f} {what}")
         self._hash.update(f"{self.now:.6f} {what}\n".encode())
 
@@ -209,6 +219,7 @@ class SimWorld:
         self._down(node)
         self.broker.disconnect(node_id, clean=False)
         self.note(f"crash {node_id}")
+        self._expire_later(node)
 
     def leave(self, node_id: str) -> None:
         """Shut a node down cleanly, as SIGTERM does: hand back work, say goodbye, end the session."""
@@ -266,10 +277,15 @@ class SimWorld:
             host.background = share
         self.note(f"load {share:g}")
 
-    def restart_broker(self, down: float, keep_retained: bool, keep_sessions: bool = False) -> None:
-        """The broker dies and is back after `down` seconds; retained records and sessions survive only
-        as configured (mosquitto's persistence keeps both); every client reconnects with jittered backoff
-        and gets `Connected`."""
+    def set_net_rates(self, rates: NetRates) -> None:
+        """Every message is dropped, duplicated, delayed or reordered at these rates from now on."""
+        self.net.rates = rates
+        self.note(f"network faults {rates}")
+
+    def stop_broker(self, keep_retained: bool, keep_sessions: bool = False) -> None:
+        """The broker dies: every connection is lost, and retained records and sessions survive only as
+        configured (mosquitto's persistence keeps both) until `start_broker`."""
+        keep_retained = keep_retained and self.keep_retained
         self.broker.restart(keep_retained, keep_sessions)
         self.broker_up = False
         for node in self.nodes.values():
@@ -277,17 +293,17 @@ class SimWorld:
         kept = (
             f"retained {'kept' if keep_retained else 'lost'}, sessions {'kept' if keep_sessions else 'lost'}"
         )
-        self.note(f"broker restart (down {down:g}s, {kept})")
+        self.note(f"broker down ({kept})")
 
-        def back() -> None:
-            self.broker_up = True
-            for node in self.nodes.values():
-                if node.up and node.link != "cut":
-                    self._reconnect_later(node, clean=False)
-            for hook in self.reconnect_hooks:
-                hook()
-
-        self.schedule(self.now + down, back)
+    def start_broker(self) -> None:
+        """The broker is back: every live client reconnects with jittered backoff and gets `Connected`."""
+        self.broker_up = True
+        self.note("broker up")
+        for node in self.nodes.values():
+            if node.up and node.link != "cut":
+                self._reconnect_later(node, clean=False)
+        for hook in self.reconnect_hooks:
+            hook()
 
     def publish_as(self, node_id: str, topic: str, body: Any, retain: bool) -> bool:
         """Publish `body` from a node's own connection (as its services do); False when it is lost."""
@@ -361,6 +377,18 @@ class SimWorld:
         for topic in node.machine.subscriptions():
             self.broker.subscribe(nid, topic)
         self._step(node, Connected())
+
+    def _expire_later(self, node: SimNode) -> None:
+        """The broker drops the session of a node still down after `session_expiry`."""
+        if self.session_expiry is None:
+            return
+        incarnation = node.incarnation
+
+        def expire() -> None:
+            if node.incarnation == incarnation and not node.up:
+                self.broker.expire(node.node_id)
+
+        self.schedule(self.now + self.session_expiry, expire)
 
     def _reconnect_later(self, node: SimNode, clean: bool) -> None:
         incarnation = node.incarnation

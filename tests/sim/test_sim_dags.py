@@ -26,9 +26,10 @@ from swarm.sim.dags import (
     generate_dag,
     step_outcome,
 )
+from swarm.sim.faults import Partition, ScheduledFault
 from swarm.sim.invariants import InvariantViolation
 from swarm.sim.runner import SimReport, run_scenario
-from swarm.sim.scenario import FaultEvent, load_scenario
+from swarm.sim.scenario import load_scenario
 from swarm.sim.schedules import CronDriver, window_slots
 from swarm.workflow.gate import Verdict, decide
 from swarm.workflow.model import parse_definition
@@ -198,7 +199,7 @@ def _with_lost_submission() -> Any:
     """cron-failover plus an outbound-only partition of the coordinator across the 15-minute slot: it
     keeps acting (it still hears everyone), but its RunStarted and spec never reach the broker."""
     sc = load_scenario("cron-failover")
-    fault = FaultEvent(959.8, "partition", "coordinator", 15.0, mode="out")
+    fault = ScheduledFault(959.8, Partition(mode="out"), "coordinator", 15.0)
     return dataclasses.replace(sc, faults=(*sc.faults, fault))
 
 
