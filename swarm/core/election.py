@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 The epoch only grows, and a node persists every new highest epoch before it acts on it (`Persist` comes
-before any effect that depends on it). To coordinate epoch E a node publishes `Claim(E)` on the `election`
-topic, where E is one more than the highest epoch it has seen. One broker delivers a topic's messages to
+before any effect that depends on it; a claim goes out only once its epoch is on disk, `after_persist`).
+To coordinate epoch E a node publishes `Claim(E)` on the `election` topic, where E is one more than the
+highest epoch it has seen. One broker delivers a topic's messages to
 every subscriber in the order it received them, so every member sees the same *first* claim for E; the
 node whose own claim is first wins E and starts acting, all others accept it. A claim for an epoch we have
 already seen a claim for is ignored, and so is any claim below our highest epoch.
@@ -31,6 +32,14 @@ broker (within twice the patient election timeout): a claim is answered by its e
 before it only deposes whoever won meanwhile. The broker can be the slow part too: a node that follows
 every heartbeat times its own heartbeats' way back through the broker, and that delay raises its
 patience as its loop lag does (`Membership.note_echo`).
+
+A disk that refuses the epoch (full, read-only) comes back as `on_persist_failed`. An epoch learned
+from others is still followed from memory: fencing needs it now, and what a restart would forget is
+learned again from the retained claim and announcement. A claim is what must not go out unpersisted,
+since a node that forgot its claim could claim that epoch again; the shell withholds it, and the node
+takes it back and tries its turn again an election timeout later, persisting a higher epoch first.
+Meanwhile members with a working disk take their turns, so a full disk keeps a node out of office but
+never holds the cluster up.
 """
 
 from __future__ import annotations
@@ -44,7 +53,14 @@ from swarm.core.config import CoreConfig
 from swarm.core.events import Effect, Persist, Publish
 from swarm.messages import Claim
 
-__all__ = ["CLAIMANTS_PER_INTERVAL", "MAX_EPOCH_STEP", "Election", "Transition", "claim_in_reach"]
+__all__ = [
+    "CLAIMANTS_PER_INTERVAL",
+    "MAX_EPOCH_STEP",
+    "Election",
+    "Transition",
+    "claim_in_reach",
+    "claim_message",
+]
 
 #: How far past the highest known epoch a claim may reach. A legitimate claim is one past what its
 #: claimant saw; a node far behind catches up from the coordinator's announcement, which is not bounded
@@ -60,6 +76,11 @@ CLAIMANTS_PER_INTERVAL = 8
 def claim_in_reach(epoch: int, known: int) -> bool:
     """Whether a claim for `epoch` may be taken by someone who knows epoch `known`."""
     return epoch <= known + MAX_EPOCH_STEP
+
+
+def claim_message(epoch: int) -> Publish:
+    """This node's claim for `epoch`, retained, and sent only with `epoch` on disk."""
+    return Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True, after_persist=True)
 
 
 #: (member id -> state or None); supplied by the node from `Membership`.
@@ -205,7 +226,15 @@ class Election:
         self._claimed_epoch = epoch
         self._claimed_at = now
         self.coordinator = None
-        self._effects += [Persist(epoch), Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True)]
+        self._effects += [Persist(epoch), claim_message(epoch)]
+
+    def on_persist_failed(self, epoch: int) -> None:
+        """Storing `epoch` failed; if it was for our claim, the claim was withheld: take it back."""
+        if self.echo_pending and epoch == self._claimed_epoch:
+            # One below a claim is the highest epoch this node had seen or claimed before it (`tick`),
+            # so a claim of ours that did go out is still awaited. `_claimed_at` stays: the next turn
+            # comes an election timeout after this one, not at the next tick.
+            self._claimed_epoch = epoch - 1
 
     def _waiting_for_claim(self, now: float, patience: float) -> bool:
         """Whether our last claim may still produce a coordinator: it has not timed out, or it has not

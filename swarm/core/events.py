@@ -21,6 +21,7 @@ __all__ = [
     "Leave",
     "MessageReceived",
     "Persist",
+    "PersistFailed",
     "PolicyChanged",
     "Publish",
     "RetainedCleared",
@@ -79,7 +80,25 @@ class PolicyChanged:
     quotas: tuple[Quota, ...]
 
 
-Event = Tick | MessageReceived | RetainedCleared | TaskFinished | Connected | Leave | PolicyChanged
+@dataclass(frozen=True, slots=True)
+class PersistFailed:
+    """The shell could not store `epoch` (a full disk, a read-only or failing one): the node holds it in
+    memory only, and the shell withheld the `after_persist` publishes that needed it on disk."""
+
+    epoch: int
+    reason: str
+
+
+Event = (
+    Tick
+    | MessageReceived
+    | RetainedCleared
+    | TaskFinished
+    | Connected
+    | Leave
+    | PolicyChanged
+    | PersistFailed
+)
 
 
 # --- effects -----------------------------------------------------------------------------------------
@@ -91,6 +110,10 @@ class Publish:
 
     `lossy` lets the broker drop it rather than queue it for a subscriber that is behind (MQTT QoS 0):
     for a heartbeat, which the next one replaces, a late copy is worth less than none.
+
+    `after_persist` sends it only if `epoch` is durably stored by then (a claim: a node must never claim
+    an epoch it could forget, `docs/election.md` rule 1); when the `Persist` before it failed, the
+    shell withholds it, and the core learns why from `PersistFailed`.
     """
 
     topic: str
@@ -98,6 +121,7 @@ class Publish:
     epoch: int
     retain: bool = False
     lossy: bool = False
+    after_persist: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +169,8 @@ class DropJobData:
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Durably store the highest epoch seen; the shell must finish this before later effects."""
+    """Durably store the highest epoch seen; the shell must finish this before later effects, and report
+    a failure as `PersistFailed` (not crash: a full disk is no reason for a node to leave)."""
 
     epoch: int
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from swarm import topics
 from swarm.core.config import CoreConfig
-from swarm.core.election import MAX_EPOCH_STEP, Election, claim_in_reach
+from swarm.core.election import MAX_EPOCH_STEP, Election, claim_in_reach, claim_message
 from swarm.core.events import (
     ClearRetained,
     Connected,
@@ -40,6 +40,7 @@ from swarm.core.events import (
     Event,
     Leave,
     MessageReceived,
+    PersistFailed,
     PolicyChanged,
     Publish,
     RetainedCleared,
@@ -258,6 +259,14 @@ class NodeMachine:
                 self._quotas = quotas
                 if self.scheduler is not None:
                     self.scheduler.set_quotas(quotas)
+            case PersistFailed(epoch, reason):
+                # Counted in the heartbeats (`swarm status`) and said once per failure: an operator must
+                # free the disk before this node can coordinate again.
+                self.count("persist_failures")
+                log.warning(
+                    "could not store epoch %d (%s); this node claims no epoch until it can", epoch, reason
+                )
+                self.election.on_persist_failed(epoch)
             case _:
                 raise TypeError(f"unknown event {event!r}")
 
@@ -442,7 +451,7 @@ class NodeMachine:
         if scheduler is None or ref != f"{self.node_id}.{self._syncs}":
             return
         epoch = scheduler.epoch
-        self._effects.append(Publish(topics.ELECTION, Claim(epoch), epoch=epoch, retain=True))
+        self._effects.append(claim_message(epoch))
         self._effects.append(self._announcement(epoch))
         scheduler.republish()
         # A fresh broker may still hold specs of jobs we finished: they must not run again.

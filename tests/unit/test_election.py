@@ -65,6 +65,7 @@ def test_first_claim_wins_and_persist_comes_first() -> None:
     out = claim(a, 5.0)
     assert out.effects[0] == Persist(1)
     assert isinstance(out.effects[1], Publish) and out.effects[1].body == Claim(1)
+    assert out.effects[1].after_persist, "a claim must never go out with its epoch off the disk"
     assert claimed(a, "b", 1, 5.1).elected is None  # b's claim reached the broker first
     assert claimed(a, "a", 1, 5.2).elected is None
     assert a.acting_epoch is None and a.coordinator == "b"
@@ -76,6 +77,32 @@ def test_own_claim_first_elects_and_higher_epoch_deposes() -> None:
     assert claimed(a, "a", 4, 5.1).elected == 4
     out = claimed(a, "b", 5, 9.0)
     assert out.deposed and a.acting_epoch is None and out.effects == [Persist(5)]
+
+
+def test_a_claim_whose_epoch_could_not_be_stored_is_taken_back_and_tried_again() -> None:
+    """The shell withheld it, so no echo can come: the node does not wait twice the election timeout
+    for one, nor claim the next epoch over it, but claims the same epoch again an election timeout on."""
+    a = Election("a", CFG, 3, now=0.0)
+    first = claim(a, 5.0)
+    claimed_at = 5.0 + CFG.heartbeat_interval + CFG.tick_interval
+    assert first.effects[0] == Persist(4) and a.echo_pending
+    a.on_persist_failed(4)
+    assert not a.echo_pending and a.epoch == 3 and a.acting_epoch is None
+    t = claimed_at
+    while t < claimed_at + CFG.election_timeout - 2 * CFG.tick_interval:
+        assert ticked(a, t, lambda n: None, True).effects == [], t
+        t += CFG.tick_interval
+    again = claim(a, claimed_at + CFG.election_timeout)
+    assert again.effects[0] == Persist(4) and again.effects[1].epoch == 4
+    assert claimed(a, "a", 4, 20.0).elected == 4, "the disk took it this time, and the echo elects"
+
+
+def test_an_epoch_learned_but_not_stored_is_still_followed() -> None:
+    a = Election("a", CFG, 3, now=0.0)
+    assert announced(a, 5, "b").effects == [Persist(5)]
+    a.on_persist_failed(5)
+    assert a.epoch == 5 and a.coordinator == "b"
+    assert claimed(a, "c", 4, 1.0).effects == [], "a claim below the epoch in memory stays stale"
 
 
 def test_stale_claims_and_announcements_are_ignored() -> None:

@@ -13,6 +13,8 @@ from swarm.core.events import (
     Connected,
     Effect,
     MessageReceived,
+    Persist,
+    PersistFailed,
     Publish,
     RetainedCleared,
     RunTask,
@@ -216,3 +218,16 @@ def test_a_coordinator_runs_its_own_work_without_the_broker() -> None:
     assert any(isinstance(e.body, Commit) for e in published)
     assert any(isinstance(e.body, JobState) and e.body.finished for e in published)
     assert "j" in node.replica.finished
+
+
+def test_a_worker_whose_disk_refuses_the_epoch_keeps_working() -> None:
+    node = _worker_of("c", 3)
+    effects = _deliver(node, "coord", "c", 4, CoordinatorAnnounce(4, "c"), 0.2)
+    assert Persist(4) in effects
+    node.handle(PersistFailed(4, "No space left on device"), 0.3)
+    assert node.metrics["persist_failures"] == 1 and node.election.epoch == 4
+    work = Assign((Assignment("j.t0", "j", 1, "echo", {}),))
+    assert any(isinstance(e, RunTask) for e in _deliver(node, "node/w/in", "c", 4, work, 0.4))
+    # The epoch in memory still fences the deposed coordinator.
+    _deliver(node, "node/w/in", "c", 3, Assign((Assignment("j.t1", "j", 1, "echo", {}),)), 0.5)
+    assert set(node.worker.held) == {"j.t0"}
