@@ -45,6 +45,7 @@ from swarm.core.events import (
     Leave,
     MessageReceived,
     Persist,
+    PersistFailed,
     PolicyChanged,
     Publish,
     RetainedCleared,
@@ -87,7 +88,7 @@ from swarm.trust.credentials import Certificate, Credential
 from swarm.trust.roster import Roster, broker_password
 from swarm.trust.signing import UNSIGNED_ENV, AuthError, Signer, Verified, Verifier, signatures_disabled
 
-__all__ = ["NodeShell"]
+__all__ = ["NodeShell", "persist_epoch"]
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +414,9 @@ class NodeShell:
             await asyncio.sleep(0)
         for effect in effects:
             match effect:
+                case Publish(epoch=epoch, after_persist=True) if epoch > self.storage.epoch:
+                    # Its epoch never reached the disk (the core has a `PersistFailed` on its way).
+                    continue
                 case Publish(topic, body, epoch, retain) if confirmed:
                     await transport.publish_and_wait(
                         topic, self._seal(topic, body, epoch, echo=retain), retain=retain
@@ -432,7 +436,9 @@ class NodeShell:
                     if self._api is None or not self._api.holds(topic):
                         transport.unsubscribe_nowait(topic)
                 case Persist(epoch):
-                    self.storage.persist_epoch(epoch)
+                    failed = persist_epoch(self.storage, epoch)
+                    if failed is not None:
+                        self._events.put_nowait(failed)
                 case RunTask():
                     pass  # started above
                 case CancelTask(task_id, attempt):
@@ -577,6 +583,16 @@ class NodeShell:
         caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
         api = self._api.url if self._api is not None else ""
         return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api)
+
+
+def persist_epoch(storage: NodeStorage, epoch: int) -> PersistFailed | None:
+    """Store `epoch`; a disk that refuses it (full, read-only, failing) is an event for the core to
+    handle, not an exception that would take the node out of the cluster."""
+    try:
+        storage.persist_epoch(epoch)
+    except OSError as exc:
+        return PersistFailed(epoch, f"{exc.strerror or exc} ({storage.data_dir})")
+    return None
 
 
 def reconnect_delay(failures: int, rng: random.Random) -> float:

@@ -66,10 +66,15 @@ class NodeStorage:
         return handle
 
     def persist_epoch(self, epoch: int) -> None:
-        """Durably record the highest epoch seen (fsync'd before returning)."""
+        """Durably record the highest epoch seen (fsync'd before returning); `epoch` is what is on disk,
+        so after an `OSError` it stays as it was and the next call writes again."""
         if epoch > self.epoch:
-            self.epoch = epoch
-            self._write()
+            stored, self.epoch = self.epoch, epoch
+            try:
+                self._write()
+            except OSError:
+                self.epoch = stored
+                raise
 
     def adopt_node_id(self, node_id: str) -> None:
         """Take the id a join token names; only a data dir that never acted (epoch 0) may change its id."""
@@ -99,10 +104,15 @@ class NodeStorage:
 
     def _write(self) -> None:
         tmp = self._state_path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            state = {"node_id": self.node_id, "epoch": self.epoch, "data_port": self.data_port}
-            f.write(orjson.dumps(state))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with tmp.open("wb") as f:
+                state = {"node_id": self.node_id, "epoch": self.epoch, "data_port": self.data_port}
+                f.write(orjson.dumps(state))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            # A half-written copy only takes space a full disk lacks; node.json itself is intact.
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self._state_path)
         fsync_directory(self.data_dir)
