@@ -114,6 +114,10 @@ def format_report(r: SimReport) -> str:
         f"invariants     {r.invariant_checks} checks passed"
         + ("" if r.liveness_checked else " (liveness not checked: stopped by --until)"),
     ]
+    if r.refused_writes:
+        lines.append(
+            f"full disks     {r.refused_writes} epoch write(s) refused, {r.withheld_claims} claim(s) withheld"
+        )
     if r.outside_design:
         lines.append(
             f"outside design {len(r.outside_design)} breach(es) after a fault beyond assumption A, "

@@ -31,6 +31,7 @@ __all__ = [
     "FAULTS",
     "BrokerRestart",
     "Crash",
+    "DiskFull",
     "Fault",
     "FlakyNetwork",
     "Leave",
@@ -190,6 +191,27 @@ class Slow(NodeFault):
         """Back to normal speed."""
         if node.slow != 1.0:
             world.set_slow(node.node_id, 1.0)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class DiskFull(NodeFault):
+    """The node's data dir refuses writes (ENOSPC), across restarts, until undone: its epoch cannot be
+    stored, which the core hears as `PersistFailed` (map outputs are not modelled as failing)."""
+
+    name: ClassVar[str] = "disk-full"
+    summary: ClassVar[str] = (
+        "make writes to the node's data dir fail (its epoch is not stored); free it after duration"
+    )
+
+    def apply(self, world: SimWorld, node: SimNode) -> None:
+        """Fill the disk."""
+        world.set_disk_full(node.node_id, True)
+
+    def undo(self, world: SimWorld, node: SimNode) -> None:
+        """Free it."""
+        if node.disk_full:
+            world.set_disk_full(node.node_id, False)
 
 
 # --- world faults --------------------------------------------------------------------------------------

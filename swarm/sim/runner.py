@@ -53,6 +53,9 @@ class SimReport:
     liveness_checked: bool = True
     mapreduce: dict[str, int] = field(default_factory=dict)
     dags: dict[str, int] = field(default_factory=dict)
+    #: Epoch writes a full disk refused, and claims withheld for want of their epoch on disk.
+    refused_writes: int = 0
+    withheld_claims: int = 0
     #: Most events one step of a node took (`SimWorld.batch_limit`).
     batch_limit: int = 1
 
@@ -390,6 +393,8 @@ class _Run:
             coordinators=dict(c.acting),
             faults=self.faults,
             fault_kinds=dict(self.fault_kinds),
+            refused_writes=w.refused_writes,
+            withheld_claims=w.withheld_claims,
             invariant_checks=c.checks,
             outside_design=c.outside_design,
             per_class=per_class,

@@ -44,6 +44,8 @@ class SimNode:
     connected: bool = False
     skew: float = 0.0
     slow: float = 1.0
+    #: Writes to the data dir fail (a `disk-full` fault); it outlasts restarts, as a full disk does.
+    disk_full: bool = False
     link: LinkMode | None = None
     log: deque[tuple[float, Event, int]] = field(default_factory=lambda: deque(maxlen=LOG_LENGTH))
     tasks_done: int = 0

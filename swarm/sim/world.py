@@ -41,6 +41,7 @@ from swarm.core.events import (
     Leave,
     MessageReceived,
     Persist,
+    PersistFailed,
     Publish,
     RetainedCleared,
     RunTask,
@@ -117,6 +118,9 @@ class SimWorld:
         self.notes = 0
         self.losses: list[tuple[float, str, str, str]] = []
         self.lost_publishes = 0
+        #: Epochs a full disk refused, and the claims withheld because their epoch was not on disk.
+        self.refused_writes = 0
+        self.withheld_claims = 0
         self.broker_up = True
         #: The broker's configuration: how long it keeps an offline node's session (None: for ever), and
         #: whether it persists retained records at all (a broker restart may lose them even so).
@@ -270,6 +274,11 @@ class SimWorld:
         """Scale the node's task durations by `factor` (1.0 is normal) from now on."""
         self.nodes[node_id].slow = factor
         self.note(f"slow {node_id} x{factor:g}")
+
+    def set_disk_full(self, node_id: str, full: bool) -> None:
+        """Every write to the node's data dir fails from now on (`full`), or succeeds again."""
+        self.nodes[node_id].disk_full = full
+        self.note(f"disk {'full' if full else 'freed'} {node_id}")
 
     def set_background(self, share: float) -> None:
         """Other work takes `share` of every host's cores from now on (shared CPUs only)."""
@@ -532,6 +541,8 @@ class SimWorld:
     def _apply(self, node: SimNode, effect: Effect) -> None:
         nid = node.node_id
         match effect:
+            case Publish(epoch=epoch, after_persist=True) if epoch > node.disk.get("epoch", 0):
+                self.withheld_claims += 1
             case Publish(topic, body, epoch, retain):
                 self._publish(node, topic, self._envelope(nid, body, epoch), retain)
             case ClearRetained(topic):
@@ -540,8 +551,10 @@ class SimWorld:
                 self.broker.subscribe(nid, topic)
             case Unsubscribe(topic):
                 self.broker.unsubscribe(nid, topic)
+            case Persist(epoch) if node.disk_full:
+                self._refuse_write(node, epoch)
             case Persist(epoch):
-                node.disk["epoch"] = epoch
+                node.disk["epoch"] = max(epoch, node.disk.get("epoch", 0))
             case DropJobData(job_id):
                 self.mapreduce.drop(node, job_id)
             case RunTask(a):
@@ -553,6 +566,17 @@ class SimWorld:
                     )
             case _:
                 raise TypeError(f"unknown effect {effect!r}")
+
+    def _refuse_write(self, node: SimNode, epoch: int) -> None:
+        """A full disk: the epoch stays off it, and the core hears so in a later step, as from the shell."""
+        self.refused_writes += 1
+        incarnation = node.incarnation
+
+        def report() -> None:
+            if node.up and node.incarnation == incarnation:
+                self._step(node, PersistFailed(epoch, "No space left on device"))
+
+        self.schedule(self.now, report)
 
     def _publish(self, node: SimNode, topic: str, env: Envelope | None, retain: bool) -> None:
         if not (node.connected and self.broker.publish(node.node_id, topic, env, retain)):

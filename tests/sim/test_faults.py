@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from swarm import topics
+from swarm.core.election import Election
+from swarm.core.events import Publish
 from swarm.errors import ConfigError
+from swarm.messages import Claim
 from swarm.sim.faults import FAULTS, Crash, NodeFault, Partition, ScheduledFault, Slow, register
-from swarm.sim.runner import run_scenario
+from swarm.sim.runner import SimReport, run_scenario
 from swarm.sim.scenario import load_scenario
 from swarm.sim.scenarios import sim_config
 from swarm.sim.simnode import SimNode
@@ -90,3 +96,47 @@ def test_a_new_kind_is_one_registered_class(tmp_path: Path, monkeypatch: pytest.
     assert report.fault_kinds == {"freeze": 1} and report.completed == 20
     with pytest.raises(ValueError, match="registered twice"):
         register(_Freeze)
+
+
+# --- full disks ----------------------------------------------------------------------------------------
+
+#: Seeds of the disk-full sweep with the on-disk check (test_scenarios.py sweeps 100 without it).
+DISK_SEEDS = 50
+
+
+def _claims_only_from_disk(world: SimWorld) -> None:
+    """Every acting coordinator has the epoch it acts for on disk: it never claimed one it could forget."""
+
+    def check(node: SimNode | None) -> None:
+        if node is not None and node.up and node.machine.scheduler is not None:
+            epoch = node.machine.scheduler.epoch
+            assert node.disk.get("epoch", 0) >= epoch, f"{node.node_id} acts for epoch {epoch} off its disk"
+
+    world.after_step.append(check)
+
+
+def _disk_full_run(seed: int) -> SimReport:
+    return run_scenario(load_scenario("disk-full"), seed, setup=_claims_only_from_disk)
+
+
+def test_full_disks_withhold_claims_and_every_invariant_holds() -> None:
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        reports = list(pool.map(_disk_full_run, range(DISK_SEEDS)))
+    for report in reports:
+        assert report.completed == report.tasks and not report.outside_design, report.seed
+        assert report.fault_kinds["disk-full"] >= 4 and report.refused_writes > 0, report.seed
+    assert sum(r.withheld_claims > 0 for r in reports) >= DISK_SEEDS // 2, "claims are seldom withheld"
+
+
+def test_a_claim_sent_without_its_epoch_on_disk_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above trips on a node that ignores its disk, as every node did before `PersistFailed`:
+    its claims go out whatever the disk said, and it acts on the ones that win."""
+    unguarded = Publish(topics.ELECTION, Claim(0), epoch=0, retain=True)
+    monkeypatch.setattr(
+        "swarm.core.election.claim_message",
+        lambda epoch: dataclasses.replace(unguarded, body=Claim(epoch), epoch=epoch),
+    )
+    monkeypatch.setattr(Election, "on_persist_failed", lambda self, epoch: None)
+    with pytest.raises(AssertionError, match="off its disk"):
+        for seed in range(10):
+            _disk_full_run(seed)
