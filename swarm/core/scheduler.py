@@ -20,13 +20,8 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
 * Acknowledgements. Every result taken in is acknowledged to its worker in the next `Assign` to it (or
   alone, once per heartbeat interval), so the worker can stop keeping it for a successor; a result that
   committed its task only once that commit is published.
-* Echoes. The coordinator follows the job log it writes, so it sees each of its records come back; one
-  that does not within `REPORT_EVERY` heartbeat intervals is published again (the broker may drop a
-  message, or a one-way link failure may eat it), identical, so observers count it once.
-* Pacing. A job's commits are published at once when its last batch is at least a tick old, otherwise
-  with the next batch a tick later: an idle cluster answers at once, a busy one publishes a few large
-  records per second instead of one per result message, which a standby or a claimant would have to
-  read back.
+* The job log. When commits go out (paced per job), their echoes and records published again are
+  `joblog.py`'s.
 * Constraints. A task's required labels, tolerated taints and pinned members are properties of the
   task and the member (`placement.unmet`); anti-affinity is the scheduler's, which knows where each task
   of a job runs or last ran: a task whose requirements `avoid` other tasks is not placed on their members.
@@ -54,13 +49,13 @@ from typing import Any
 from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
+from swarm.core.joblog import JobLog
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
 from swarm.core.placement import Candidate, choose, pinned, unmet, unmet_by_all
 from swarm.core.quota import JobDemand, Quota, QuotaBook
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
-from swarm.core.worker import REPORT_EVERY
 from swarm.errors import InvalidSpec
 from swarm.messages import (
     PRIORITIES,
@@ -70,10 +65,8 @@ from swarm.messages import (
     Assignment,
     AttemptsSpent,
     CancelAttempt,
-    Commit,
     JobAccepted,
     JobRejected,
-    JobState,
     Started,
     SubmitJob,
     TaskRef,
@@ -129,9 +122,6 @@ class Scheduler:
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
         self._finished_jobs: set[str] = set()
-        #: Jobs with commits, spent attempts or acknowledgements still to publish, in the order they got
-        #: them: a drain looks at these, not at every active job.
-        self._unflushed: dict[str, None] = {}
         #: What this node's own worker gets in memory, and jobs closed, for `NodeMachine` to take.
         self._local: Assign | None = None
         self._closed: list[str] = []
@@ -144,7 +134,7 @@ class Scheduler:
         self._acks: dict[str, list[TaskRef]] = {}
         self._next_ack_flush = 0.0
         self._touched: set[str] = set()
-        self._unechoed: dict[str, tuple[Publish, float]] = {}
+        self._log = JobLog(epoch, config)
         self._effects: list[Effect] = []
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
@@ -245,10 +235,9 @@ class Scheduler:
         spent: Mapping[str, AttemptsSpent] | None = None,
     ) -> None:
         # Adopted commits are published again under this epoch, which late joiners' gates accept.
-        record = JobRecord(job, {}, committed=dict(committed), unpublished=list(committed.values()))
+        record = JobRecord(job, {}, committed=dict(committed))
         self.jobs[job.job_id] = record
-        if committed:
-            self._unflushed[job.job_id] = None
+        self._log.publish_again(record)
         if announce:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
         self._add_tasks(record, job.tasks, now, spent)
@@ -378,9 +367,9 @@ class Scheduler:
                 )
             else:
                 self._failed_attempt(rec, res.kind, res.error or res.kind, now, res.retry_after)
-            if rec.task_id in self.jobs[rec.job_id].committed:
-                self.jobs[rec.job_id].unpublished_acks.append((sender, ack))
-                self._unflushed[rec.job_id] = None
+            job = self.jobs[rec.job_id]
+            if rec.task_id in job.committed:
+                self._log.hold_ack(job, sender, ack)
             else:
                 self._acks.setdefault(sender, []).append(ack)
 
@@ -474,7 +463,7 @@ class Scheduler:
 
     def on_echo(self, topic: str) -> None:
         """One of our retained records came back from the broker: it is durable."""
-        self._unechoed.pop(topic, None)
+        self._log.on_echo(topic)
 
     def tick(self, now: float) -> None:
         """Wake backed-off tasks, time out attempts, fail long-blocked tasks, send due acknowledgements,
@@ -483,11 +472,7 @@ class Scheduler:
             self._next_ack_flush = now + self._config.heartbeat_interval
             for node in self._acks:
                 self._outbox.setdefault(node, [])
-            overdue = now - REPORT_EVERY * self._config.heartbeat_interval
-            for record, published in list(self._unechoed.values()):
-                if published <= overdue:
-                    self._count("records_republished")
-                    self._publish_record(record, now)
+            self._count("records_republished", self._log.republish_overdue(now))
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
             rec = self.tasks.get(task_id)
@@ -793,9 +778,8 @@ class Scheduler:
         self._touched.add(rec.task_id)
         job = self.jobs[rec.job_id]
         update = TaskUpdate(rec.task_id, state, rec.attempt, rec.node, result, error, started, finished)
-        if not job.commit(update):
+        if not self._log.commit(job, update):
             raise AssertionError(f"task {rec.task_id} committed twice: {list(rec.story)}")
-        self._unflushed[rec.job_id] = None
         self._count(f"tasks_{state}")
         for dep_id in rec.dependents:
             dep = job.tasks[dep_id]
@@ -830,10 +814,8 @@ class Scheduler:
     def _close(self, job: JobRecord, now: float) -> None:
         """Publish the job's last commits and its final record; forget it here."""
         job_id = job.spec.job_id
-        self._flush_commits(job, now, force=True)
-        state = JobState(job_id, len(job.tasks), finished=True)
         # The spec stays retained until the records expire (`replica.py` says why).
-        self._publish_record(Publish(topics.job_state(job_id), state, epoch=self.epoch, retain=True), now)
+        self._release_acks(self._log.close(job, now))
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._free_attempts.pop(task_id, None)
@@ -865,33 +847,15 @@ class Scheduler:
     def _note_spent(self, rec: TaskRecord) -> None:
         """`rec` will be tried again: its attempts so far go into the job log with the next commits."""
         spent = AttemptsSpent(rec.task_id, rec.attempt, self._free_attempts.get(rec.task_id, 0))
-        self.jobs[rec.job_id].unpublished_spent[rec.task_id] = spent
-        self._unflushed[rec.job_id] = None
+        self._log.note_spent(self.jobs[rec.job_id], spent)
 
-    def _flush_commits(self, job: JobRecord, now: float, force: bool = False) -> None:
-        """Commits become durable the moment they are published: each batch is its own retained record."""
-        pending = job.unpublished or job.unpublished_spent
-        if pending and (force or now - job.published_at >= self._config.tick_interval):
-            job.published_at = now
-            job_id = job.spec.job_id
-            topic = topics.job_commits(job_id, f"{self.epoch}.{job.batches}")
-            job.batches += 1
-            spent = tuple(job.unpublished_spent.values())
-            body = Commit(job_id, tuple(job.unpublished), spent)
-            self._publish_record(Publish(topic, body, epoch=self.epoch, retain=True), now)
-            job.unpublished = []
-            job.unpublished_spent = {}
-        if not job.unpublished:
-            for node, ack in job.unpublished_acks:
-                self._acks.setdefault(node, []).append(ack)
-            job.unpublished_acks.clear()
+    def _release_acks(self, released: list[tuple[str, TaskRef]]) -> None:
+        for node, ack in released:
+            self._acks.setdefault(node, []).append(ack)
 
-    def _publish_record(self, record: Publish, now: float) -> None:
-        self._unechoed[record.topic] = (record, now)
-        self._effects.append(record)
-
-    def _count(self, name: str) -> None:
-        self.metrics[name] = self.metrics.get(name, 0) + 1
+    def _count(self, name: str, n: int = 1) -> None:
+        if n:
+            self.metrics[name] = self.metrics.get(name, 0) + n
 
     def republish(self) -> None:
         """The broker may have lost its retained records (a new broker): publish the spec and all the
@@ -900,8 +864,7 @@ class Scheduler:
             self._effects.append(
                 Publish(topics.job_spec(job.spec.job_id), job.spec, epoch=self.epoch, retain=True)
             )
-            job.unpublished = list(job.committed.values())
-            self._unflushed[job.spec.job_id] = None
+            self._log.publish_again(job)
             for rec in job.tasks.values():
                 if rec.attempt and rec.task_id not in job.committed:
                     self._note_spent(rec)
@@ -927,12 +890,7 @@ class Scheduler:
             if job is not None and job.finished:
                 self._close(job, now)
         self._finished_jobs.clear()
-        for job_id in list(self._unflushed):
-            job = self.jobs.get(job_id)
-            if job is not None:
-                self._flush_commits(job, now)
-            if job is None or not (job.unpublished or job.unpublished_spent or job.unpublished_acks):
-                del self._unflushed[job_id]
+        self._release_acks(self._log.flush(self.jobs, now))
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
         effects: list[Effect] = []
         for node, batch in self._outbox.items():
@@ -943,6 +901,7 @@ class Scheduler:
             else:
                 effects.append(Publish(topics.inbox(node), assign, epoch=self.epoch))
         effects.extend(self._effects)
+        effects.extend(self._log.drain())
         # A workflow run's steps are shown running as they start (one event per job per drain).
         effects.extend(
             Publish(topics.job_events(job_id), TasksStarted(job_id, tuple(started)), epoch=self.epoch)
@@ -958,9 +917,7 @@ class Scheduler:
         its committed state; a job with anything to publish is one a drain looks at. Checks the tasks
         touched since the last call, or `everything`."""
         if everything:
-            for job_id, job in self.jobs.items():
-                pending = job.unpublished or job.unpublished_spent or job.unpublished_acks
-                assert not pending or job_id in self._unflushed, job_id
+            self._log.check(self.jobs)
         touched, self._touched = (set(self.tasks) if everything else self._touched), set()
         for task_id in touched:
             rec = self.tasks.get(task_id)

@@ -38,9 +38,10 @@ def test_commit_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     def commit_twice(self: Scheduler, rec: Any, state: Any, now: float, **kw: Any) -> None:
         finish(self, rec, state, now, **kw)
         job = self.jobs[rec.job_id]
-        self._flush_commits(job, now, force=True)
+        self._log.flush(self.jobs, now, force=True)
         # A second, different outcome for the same task (restating the same one is not a violation).
-        job.unpublished.append(dataclasses.replace(job.committed[rec.task_id], attempt=rec.attempt + 1))
+        self._log.publish_again(job)  # the job is looked at again, with only this to publish:
+        job.unpublished = [dataclasses.replace(job.committed[rec.task_id], attempt=rec.attempt + 1)]
 
     monkeypatch.setattr(Scheduler, "_finish", commit_twice)
     text = _violation("steady", 1)
