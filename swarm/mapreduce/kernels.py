@@ -2,7 +2,8 @@
 
 Every step between a map's output and a reduce's input (hash, partition, sort, group, combine) is
 here, and the merge of sorted runs is in `merge`, as whole-array numpy operations: Python loops run
-over byte columns, partitions or chunks, never over records, so the per-record cost is paid in C.
+over byte columns, partitions or chunks, never over records, so the per-record cost is paid in C. The
+words of a text (the word-counting apps' map) are in `words`.
 
 Keys are fixed-width byte strings (dtype ``'S<n>'``) holding UTF-8. numpy pads them with NUL bytes and
 strips trailing NULs when reading them back, so ``b"a"`` and ``b"a\\x00"`` are the same key: keys must not
@@ -16,7 +17,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "FNV_OFFSET",
@@ -36,7 +36,6 @@ __all__ = [
     "range_partition_of",
     "sample_boundaries",
     "split_sorted",
-    "tokenize_words",
 ]
 
 Keys = npt.NDArray[np.bytes_]
@@ -56,19 +55,12 @@ FNV_PRIME = 1099511628211
 # PRIME**-k undoes them exactly, which lets the column loop run without a per-record length mask.
 _FNV_PRIME_INV = pow(FNV_PRIME, -1, 1 << 64)
 _CHUNK = 1 << 16  # records per block: the block's hash array stays in cache across the column loop
-_TEXT_BLOCK = 1 << 22  # bytes of text the tokenizer handles at a time
 # key_order: below this many keys numpy's string argsort beats the fixed cost of the uint64 passes, and
 # with fewer key bits than _MIN_DIGIT left per uint64 a round would resolve too little to pay off.
 _SMALL_SORT = 1 << 10
 _MIN_DIGIT = 8
 # Sums accumulate wide, so that 8-bit counts or float32 values neither overflow nor lose precision.
 _SUM_DTYPES = {"b": np.int64, "i": np.int64, "u": np.uint64, "f": np.float64, "c": np.complex128}
-
-# Word bytes for the tokenizer: A-Z map to a-z; a-z, 0-9 and ' map to themselves; every other byte
-# (punctuation, whitespace, controls, and every byte of a non-ASCII UTF-8 character) becomes NUL.
-_WORD_TABLE = bytes(
-    c | 0x20 if 65 <= c <= 90 else c if 97 <= c <= 122 or 48 <= c <= 57 or c == 39 else 0 for c in range(256)
-)
 
 
 def check_keys(keys: Keys) -> Keys:
@@ -485,70 +477,3 @@ def aggregate(keys: Keys, values: Values, op: str) -> tuple[Keys, Values]:
     distinct = np.take(ordered_keys, starts)
     by_key = key_order(distinct)
     return np.take(distinct, by_key), np.take(reduced, by_key, axis=0)
-
-
-def tokenize_words(data: bytes | bytearray | memoryview, max_len: int | None = None) -> Keys:
-    """The words of a text, in text order, as an 'S' array (the wordcount map).
-
-    A word is a maximal run of bytes in ``[A-Za-z0-9']``, with ASCII A-Z lowered to a-z: exactly
-    ``re.findall(rb"[a-z0-9']+", data.lower())``. Every other byte separates words, including every
-    byte of a non-ASCII UTF-8 character (so "café" gives b"caf"): the definition works on bytes, needs
-    no decoding, and never splits or merges inside a multi-byte character.
-
-    The array's width is the longest word's, so memory is words x longest: `max_len` truncates longer
-    words to their first `max_len` bytes and bounds it (one long digit run could otherwise cost GBs).
-
-    Why this shape: `bytes.translate` lowercases and blanks separators in one C pass (numpy's
-    fancy-indexing of a 256-entry table first widens every byte index to 8 bytes). The text is then cut
-    into blocks at separators, so the per-word index arrays exist for one block at a time (peak memory
-    is about the text plus twice the result, not 7x the text).
-    """
-    if max_len is not None and max_len < 1:
-        raise ValueError(f"max_len must be at least 1, got {max_len}")
-    text = data if isinstance(data, bytes) else bytes(data)
-    lowered = text.translate(_WORD_TABLE)
-    low = np.frombuffer(lowered, dtype=np.uint8)
-    pieces: list[Keys] = []
-    pos = 0
-    while pos < len(low):
-        end = pos + _TEXT_BLOCK
-        if end < len(low):
-            cut = lowered.find(b"\0", end)  # the block ends at a separator, never inside a word
-            end = len(low) if cut < 0 else cut
-        pieces.append(_words_in(low[pos:end], max_len))
-        pos = end
-    if not pieces:
-        return np.zeros(0, dtype="S1")
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-
-def _words_in(low: npt.NDArray[np.uint8], max_len: int | None) -> Keys:
-    """The words of a translated block (word bytes lowered, separators NUL).
-
-    Word edges come from one comparison of the shifted mask; each word is copied by one row gather
-    from a sliding-window view of the block, and the bytes past each word's end are zeroed by one
-    broadcast comparison.
-    """
-    size = len(low)
-    in_word = np.zeros(size + 2, dtype=bool)
-    np.not_equal(low, 0, out=in_word[1:-1])
-    edges = np.flatnonzero(in_word[1:] != in_word[:-1])
-    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
-    if len(starts) == 0:
-        return np.zeros(0, dtype="S1")
-    if max_len is not None:
-        np.minimum(lengths, max_len, out=lengths)
-    width = int(lengths.max())
-    words = np.empty((len(starts), width), dtype=np.uint8)
-    # Windows may only start where `width` bytes remain; the last few words read from a padded tail.
-    body = int(np.searchsorted(starts, size - width, side="right"))
-    words[:body] = sliding_window_view(low, width)[starts[:body]]
-    if body < len(starts):
-        tail = np.zeros(2 * width, dtype=np.uint8)
-        tail[:width] = low[size - width :]
-        words[body:] = sliding_window_view(tail, width)[starts[body:] - (size - width)]
-    columns = np.arange(width)
-    for lo in range(0, len(starts), _CHUNK):
-        block = words[lo : lo + _CHUNK]
-        block *= columns < lengths[lo : lo + _CHUNK, None]
-    return words.view(f"S{width}").reshape(-1)

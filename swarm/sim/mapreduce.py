@@ -314,7 +314,7 @@ def generate_corpus(seed: int, words: int) -> bytes:
 
 def reference_counts(corpus: bytes) -> Counter[bytes]:
     """The word count of the whole corpus, computed without the engine: the definition
-    `kernels.tokenize_words` documents (maximal runs of [a-z0-9'] after ASCII lowercasing) as a regular
+    `words.tokenize_words` documents (maximal runs of [a-z0-9'] after ASCII lowercasing) as a regular
     expression, counted by a Counter. The generated words are far below `wordcount.MAX_WORD`."""
     return Counter(re.findall(rb"[a-z0-9']+", corpus.lower()))
 

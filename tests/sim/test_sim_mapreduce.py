@@ -21,8 +21,9 @@ import pytest
 import swarm.sim.mapreduce as sim_mr
 from swarm.core.config import CoreConfig
 from swarm.errors import ConfigError
-from swarm.mapreduce.kernels import Keys, Values, partition_of, tokenize_words
+from swarm.mapreduce.kernels import Keys, Values, partition_of
 from swarm.mapreduce.merge import merge_sorted
+from swarm.mapreduce.words import tokenize_words
 from swarm.messages import Assignment, TaskSpec
 from swarm.sim.invariants import InvariantViolation
 from swarm.sim.mapreduce import generate_corpus, reference_counts, split_corpus

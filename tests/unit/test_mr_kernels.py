@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,6 @@ from swarm.mapreduce.kernels import (
     range_partition_of,
     sample_boundaries,
     split_sorted,
-    tokenize_words,
 )
 from swarm.mapreduce.merge import MergedRuns, merge_sorted
 
@@ -454,43 +452,3 @@ def test_sample_boundaries_are_sorted_sample_quantiles(sample: list[bytes], redu
     # Range partitions then hold consecutive key ranges.
     parts = range_partition_of(as_keys(ordered), as_keys(bounds)).tolist()
     assert parts == sorted(parts)
-
-
-def word_reference(data: bytes, max_len: int | None = None) -> list[bytes]:
-    words = re.findall(rb"[a-z0-9']+", data.lower())
-    return words if max_len is None else [w[:max_len] for w in words]
-
-
-texts = st.one_of(
-    st.binary(max_size=200),
-    st.text(max_size=120).map(str.encode),
-    st.text("aZ9' \n.-é\x00", max_size=120).map(str.encode),
-)
-
-
-@settings(max_examples=150, deadline=None)
-@given(texts, st.one_of(st.none(), st.integers(1, 4)))
-def test_tokenize_words_matches_regex(data: bytes, max_len: int | None) -> None:
-    words = tokenize_words(data, max_len=max_len)
-    assert words.dtype.kind == "S"
-    assert words.tolist() == word_reference(data, max_len)
-    with pytest.MonkeyPatch.context() as patch:  # text cut in tiny blocks: words straddle the cuts
-        patch.setattr(kernels, "_TEXT_BLOCK", 3)
-        assert tokenize_words(data, max_len=max_len).tolist() == word_reference(data, max_len)
-
-
-def test_tokenize_words_definition() -> None:
-    text = "Don't STOP, café 42nd\tnaïve—x\n".encode()
-    assert tokenize_words(text).tolist() == [b"don't", b"stop", b"caf", b"42nd", b"na", b"ve", b"x"]
-    assert tokenize_words(b"").tolist() == []
-    assert tokenize_words(bytearray(b" ,;")).tolist() == []
-    assert tokenize_words(memoryview(b"ab")).tolist() == [b"ab"]
-    with pytest.raises(ValueError):
-        tokenize_words(b"x", max_len=0)
-
-
-def test_tokenize_words_across_blocks_with_a_long_last_word() -> None:
-    rng = np.random.default_rng(3)
-    words = [b"w" * int(n) for n in rng.integers(1, 9, kernels._CHUNK + 500)]
-    data = b" ".join(words) + b" " + b"Z" * 40
-    assert tokenize_words(data).tolist() == word_reference(data)

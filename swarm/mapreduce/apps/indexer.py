@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from swarm.mapreduce.kernels import tokenize_words
+from swarm.mapreduce.words import tokenize_words
 
 
 def map_arrays(filename: str, data: bytes, params: dict[str, str]) -> tuple[Any, Any]:
