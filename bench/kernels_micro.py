@@ -4,10 +4,11 @@
     python bench/kernels_micro.py --quick    # a tenth of the sizes
 
 Prints one line per measurement (best of `--repeat` runs, so allocation warm-up is not counted):
-tokenizer MB/s next to `re.findall` and `bytes.split`, a wordcount map side (sort then combine, or
-hash-aggregate then sort the distinct words), hash and split rates, group/combine, the two
-candidate k-way merges (the kernel uses the faster: concatenate + stable argsort), and run file
-write/read rates with and without compression. Everything is generated from a fixed seed.
+tokenizer MB/s next to `re.findall` and `bytes.split`, a wordcount map side (sort then combine,
+hash-aggregate then sort the distinct words, or the packed `count_words` from the text), hash and
+split rates, group/combine, the two candidate k-way merges (the kernel uses the faster: concatenate +
+stable argsort), and run file write/read rates with and without compression. Everything is
+generated from a fixed seed.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from swarm.mapreduce.kernels import (
     combine,
     group_runs,
     hash_keys,
-    merge_sorted,
     split_sorted,
-    tokenize_words,
 )
+from swarm.mapreduce.merge import merge_sorted
 from swarm.mapreduce.runs import read_run, write_run
+from swarm.mapreduce.words import count_words, tokenize_words
 
 Pair = tuple[Keys, npt.NDArray[Any]]
 
@@ -116,9 +117,13 @@ def main() -> None:
     def aggregate_then_split() -> None:
         split_sorted(*aggregate(words, ones, "sum"), 8)
 
-    for name, fn in [("split_sorted+combine", sort_then_combine), ("aggregate+split", aggregate_then_split)]:
+    for name, fn in [
+        ("split_sorted+combine", sort_then_combine),
+        ("aggregate+split", aggregate_then_split),
+        ("text->count_words+split", lambda: split_sorted(*count_words(text).arrays(), 8)),  # tokenizes too
+    ]:
         secs = best(fn, repeat)
-        print(f"map-side {name:<21} {len(words) / secs / 1e6:5.1f} Mwords/s ({secs * 1e3:.0f} ms, R=8)")
+        print(f"map-side {name:<23} {len(words) / secs / 1e6:5.1f} Mwords/s ({secs * 1e3:.0f} ms, R=8)")
 
     n = 1_000_000 // scale
     keys = make_keys(n, rng)

@@ -14,9 +14,9 @@ its words, in one run, with:
 * PySpark `local[2]`, two ways: the classic RDD program (Python `flatMap`/`reduceByKey`) and the
   DataFrame one (`split`/`explode`/`groupBy().count()`, run in the JVM);
 * a hand-written `multiprocessing.Pool(2)` numpy program: each worker counts whole files with
-  `swarm.mapreduce.kernels.tokenize_words` + `aggregate` (16 MB at a time), the parent merges. No
-  framework can do the same work with less overhead on two cores: it is the ceiling the others pay
-  their overhead against.
+  `swarm.mapreduce.words.count_words` (short words packed into uint64 keys, counted by a sort and
+  run lengths; the longer ones apart), the parent merges the packed counts. No framework can do the
+  same work with less overhead on two cores: it is the ceiling the others pay their overhead against.
 
 A word is what swarm's wordcount says: a maximal run of ASCII letters, digits and apostrophes,
 lowercased (every other byte, non-ASCII ones included, separates words). Every system's {word: count}
@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import mmap
 import multiprocessing
 import operator
 import os
@@ -75,13 +76,12 @@ from _cluster import (
     size_label,
 )
 
-from swarm.mapreduce.kernels import aggregate, tokenize_words
+from swarm.mapreduce.words import WordCounts, count_words, merge_word_counts
 
 FILES = 16
 SEED = 20_240_611
 MB = 1e6
 MAX_WORD = 256  # swarm's wordcount cuts longer words; the corpus has none that long
-PIECE = 16 << 20  # the Pool program tokenizes this much at a time, as swarm's map tasks do
 POOL_SHARE_TARGET = 0.8
 SYSTEMS = ("swarm", "counter", "coreutils", "dask-map", "dask-bag", "spark-rdd", "spark-df", "pool")
 FRAMEWORKS = ("dask-map", "dask-bag", "spark-rdd", "spark-df")
@@ -253,32 +253,27 @@ def write_corpus(directory: Path, total: int, files: int = FILES) -> list[Path]:
 # --- the counting functions (module level, so that every system can pickle them) --------------------
 
 
-def numpy_counts(path: str) -> tuple[npt.NDArray[np.bytes_], npt.NDArray[np.int64]]:
-    """(distinct words, counts) of one file with swarm's own kernels, `PIECE` bytes at a time (cut
-    after a newline) and the pieces' counts summed: on 64 MB files that is about a third faster than
-    one `aggregate` over the whole file (smaller sorts), so the ceiling gets the better of the two."""
-    data = Path(path).read_bytes()
-    parts, start = [], 0
-    while start < len(data):
-        end = data.find(b"\n", start + PIECE) + 1 or len(data)
-        words = tokenize_words(memoryview(data)[start:end], max_len=MAX_WORD)
-        parts.append(aggregate(words, np.ones(len(words), dtype=np.int64), "sum"))
-        start = end
-    if len(parts) == 1:
-        return parts[0]
-    keys, counts = aggregate(
-        np.concatenate([k for k, _ in parts]), np.concatenate([c for _, c in parts]), "sum"
-    )
-    return keys, counts
+def numpy_counts(path: str) -> WordCounts:
+    """The word counts of one file, packed (`words.count_words`, the kernel of swarm's wordcount map):
+    words of up to 8 bytes as uint64 keys counted by a sort and run lengths, longer ones apart as
+    'S' keys. The file is mapped, not read: `count_words` copies it a block at a time, so no buffer
+    of the file's size is filled first."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return count_words(b"", max_len=MAX_WORD)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as data:
+            return count_words(data, max_len=MAX_WORD)
 
 
-def merge_numpy(parts: Iterable[tuple[npt.NDArray[np.bytes_], npt.NDArray[np.int64]]]) -> Counts:
-    """Sum per-file (words, counts) arrays into one {word: count}."""
-    parts = list(parts)
-    keys = np.concatenate([k for k, _ in parts])
-    counts = np.concatenate([c for _, c in parts])
-    merged_keys, merged = aggregate(keys, counts, "sum")
-    return dict(zip(merged_keys.tolist(), merged.tolist(), strict=True))
+def merge_numpy(parts: Iterable[WordCounts]) -> tuple[npt.NDArray[np.bytes_], npt.NDArray[np.int64]]:
+    """Sum per-file packed counts (still packed: the short words' keys are merged as integers) into
+    the distinct words, sorted, and their counts."""
+    return merge_word_counts(list(parts)).arrays()
+
+
+def as_counts(words: npt.NDArray[np.bytes_], counts: npt.NDArray[np.int64]) -> Counts:
+    """{word: count} for the check (untimed, like parsing swarm's output files)."""
+    return dict(zip(words.tolist(), counts.tolist(), strict=True))
 
 
 def python_counts(path: Path) -> collections.Counter[bytes]:
@@ -364,9 +359,8 @@ def run_pool(files: list[Path]) -> tuple[float, Counts]:
     with multiprocessing.Pool(2) as pool:
         pool.map(abs, range(4))  # the workers exist before the clock starts
         t0 = time.perf_counter()
-        parts = pool.imap_unordered(numpy_counts, [str(p) for p in files])
-        counts = merge_numpy(parts)
-        return time.perf_counter() - t0, counts
+        merged = merge_numpy(pool.imap_unordered(numpy_counts, [str(p) for p in files]))
+        return time.perf_counter() - t0, as_counts(*merged)
 
 
 def coreutils_runner(root: Path) -> Run:
@@ -448,8 +442,8 @@ class Dask:
         """`client.map` of the numpy counting function, one task per file; the driver merges."""
         t0 = time.perf_counter()
         futures = self.client.map(numpy_counts, [str(p) for p in files], pure=False)
-        counts = merge_numpy(self.client.gather(futures))  # type: ignore[no-untyped-call]
-        return time.perf_counter() - t0, counts
+        merged = merge_numpy(self.client.gather(futures))  # type: ignore[no-untyped-call]
+        return time.perf_counter() - t0, as_counts(*merged)
 
     def run_bag(self, files: list[Path]) -> tuple[float, Counts]:
         """A bag of lines, a Python tokenizer, `frequencies()`."""
