@@ -140,14 +140,16 @@ class WordCounts:
     long: Keys
     long_counts: Int64s
 
-    def arrays(self) -> tuple[Keys, Int64s]:
-        """(the distinct words, sorted, as an 'S' array as wide as the longest; their counts)."""
+    def arrays(self, *, ordered: bool = True) -> tuple[Keys, Int64s]:
+        """(the distinct words as an 'S' array as wide as the longest; their counts), sorted by word
+        unless `ordered` is off (for a map's output, which the spiller sorts by partition anyway)."""
         words = np.concatenate([self.short.view("S8"), self.long])
         counts = np.concatenate([self.short_counts, self.long_counts])
         if len(words) == 0:
             return np.zeros(0, dtype="S1"), counts
-        order = key_order(words)
-        words, counts = np.take(words, order), np.take(counts, order)
+        if ordered:
+            order = key_order(words)
+            words, counts = np.take(words, order), np.take(counts, order)
         width = int(np.strings.str_len(words).max())  # as wide as the longest, like `tokenize_words`
         return (words if width == words.dtype.itemsize else words.astype(f"S{width}")), counts
 

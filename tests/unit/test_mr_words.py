@@ -88,6 +88,10 @@ def test_count_words_arrays_are_what_aggregating_the_tokens_gives(data: bytes) -
     assert (words.dtype, counts.dtype) == (expected_words.dtype, expected_counts.dtype)
     assert np.array_equal(words, expected_words)
     assert np.array_equal(counts, expected_counts)
+    unordered, unordered_counts = count_words(data, max_len=256).arrays(ordered=False)
+    assert unordered.dtype == words.dtype
+    unordered_pairs = list(zip(unordered.tolist(), unordered_counts.tolist(), strict=True))
+    assert sorted(unordered_pairs) == list(zip(words.tolist(), counts.tolist(), strict=True))
 
 
 def test_count_words_at_the_packed_widths() -> None:
