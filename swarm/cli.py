@@ -23,7 +23,7 @@ import orjson
 from swarm import eventloop
 from swarm.config import NodeConfig, load_config
 from swarm.errors import SwarmError
-from swarm.jobspec import load_job_file, new_job_id, task_spec
+from swarm.jobspec import REQUIREMENT_KEYS, load_job_file, new_job_id, task_spec
 from swarm.messages import PRIORITIES, SubmitJob
 from swarm.submitcli import (
     NO_COORDINATOR,
@@ -75,7 +75,7 @@ def _add_submit(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="min_cores, min_memory_gb, platform, arch, role, gpu, isolation, network (docs/jobs.md)",
+        help=f"{', '.join(REQUIREMENT_KEYS)} (docs/jobs.md)",
     )
     task.add_argument("--pending-timeout", type=float, help="fail if no member can run it for this long")
     task.add_argument("--job-id", help="idempotency key: resubmitting it never runs the task twice")

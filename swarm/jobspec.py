@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import types
+import typing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,26 +32,21 @@ import orjson
 import yaml
 
 from swarm.core.jobs import check_job
-from swarm.devices.capabilities import ISOLATION_LEVELS
+from swarm.devices.capabilities import field_specs
 from swarm.errors import InvalidSpec
 from swarm.messages import PRIORITIES, Requirements, RetryPolicy, SubmitJob, TaskSpec
 
-__all__ = ["load_job_file", "new_job_id", "parse_requirements", "priority_index", "render", "task_spec"]
+__all__ = [
+    "REQUIREMENT_KEYS",
+    "load_job_file",
+    "new_job_id",
+    "parse_requirements",
+    "priority_index",
+    "render",
+    "task_spec",
+]
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_REQ_TYPES: dict[str, type] = {
-    "min_cores": int,
-    "min_memory_gb": float,
-    "min_storage_gb": float,
-    "platform": str,
-    "arch": str,
-    "role": str,
-    "gpu": bool,
-    "exclusive": bool,
-    "exclude": tuple,
-    "isolation": str,
-    "network": bool,
-}
 _TASK_KEYS = {
     "id",
     "type",
@@ -65,6 +62,25 @@ _TASK_KEYS = {
     "require",
     "pending_timeout",
 }
+
+
+def _requirement_types() -> dict[str, type]:
+    """The requirements a job may set (`FieldSpec.settable`), each with the type its text becomes: the
+    field's own, from `Requirements`, without its None."""
+    hints = typing.get_type_hints(Requirements)
+    out: dict[str, type] = {}
+    for name, spec in field_specs(Requirements).items():
+        if spec.settable:
+            hint = hints[name]
+            if isinstance(hint, types.UnionType):
+                (hint,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+            out[name] = typing.get_origin(hint) or hint
+    return out
+
+
+_REQ_TYPES = _requirement_types()
+#: What `--require KEY=VALUE` and a job file's `require:` accept.
+REQUIREMENT_KEYS: tuple[str, ...] = tuple(_REQ_TYPES)
 
 
 def new_job_id() -> str:
@@ -116,11 +132,9 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         result = kind(value)
     except (TypeError, ValueError):
         raise InvalidSpec(f"requirement {key}: expected {kind.__name__}, got {value!r}") from None
-    if isinstance(result, int | float) and result < 0:
-        raise InvalidSpec(f"requirement {key} must not be negative")
-    if key == "isolation" and result not in ISOLATION_LEVELS:
-        levels = ", ".join(ISOLATION_LEVELS)
-        raise InvalidSpec(f"requirement isolation: unknown level {result!r} (weakest to strongest: {levels})")
+    problem = field_specs(Requirements)[key].problem(result)
+    if problem is not None:
+        raise InvalidSpec(f"requirement {key} {problem}")
     return result
 
 

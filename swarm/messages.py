@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from swarm.devices.capabilities import Capabilities, Toleration, check_labels
+from swarm.devices.capabilities import (
+    ISOLATION_LEVELS,
+    Capabilities,
+    FieldSpec,
+    Toleration,
+    check_labels,
+    isolation_rank,
+    meets_isolation,
+)
 from swarm.ids import Id
 
 __all__ = [
@@ -155,9 +163,27 @@ class CoordinatorAnnounce:
 # --- tasks and jobs ----------------------------------------------------------------------------------
 
 
+def _at_least(have: float, wanted: float) -> bool:
+    return have >= wanted
+
+
+def _holds_gib(have_mib: int, wanted_gib: float) -> bool:
+    return have_mib >= wanted_gib * 1024
+
+
+def _equals(have: object, wanted: object) -> bool:
+    return have == wanted
+
+
+def _offers(have: tuple[str, ...], wanted: str) -> bool:
+    return wanted in have
+
+
 @dataclass(frozen=True, slots=True)
 class Requirements:
-    """What a device must have to be given a task.
+    """What a device must have to be given a task: a table whose rows (`FieldSpec`, see
+    `swarm.devices.capabilities`) say each requirement's unit and range, whether a job may ask for it,
+    and which capability meets it; every field has one, so adding a requirement is adding its field.
 
     `isolation` is the weakest isolation level the task accepts (see `swarm.devices.capabilities`);
     `network` asks for network access where the node sandboxes tasks, which otherwise have none.
@@ -169,33 +195,57 @@ class Requirements:
     of strictly lower priority whose task is `preemptible`.
     """
 
-    min_cores: int = 0
-    min_memory_gb: float = 0.0
-    min_storage_gb: float = 0.0
-    platform: str | None = None
-    arch: str | None = None
-    role: str | None = None
-    gpu: bool | None = None
-    exclusive: bool = False
-    exclude: tuple[str, ...] = ()
-    isolation: str | None = None
-    network: bool = False
+    min_cores: int = field(
+        default=0,
+        metadata=FieldSpec(unit="cores", low=0, capability="cores", meets=_at_least, settable=True).meta,
+    )
+    min_memory_gb: float = field(
+        default=0.0,
+        metadata=FieldSpec(unit="GiB", low=0, capability="memory_mb", meets=_holds_gib, settable=True).meta,
+    )
+    min_storage_gb: float = field(
+        default=0.0,
+        metadata=FieldSpec(unit="GiB", low=0, capability="disk_free_gb", meets=_at_least, settable=True).meta,
+    )
+    platform: str | None = field(
+        default=None, metadata=FieldSpec(capability="platform", meets=_equals, settable=True).meta
+    )
+    arch: str | None = field(
+        default=None, metadata=FieldSpec(capability="arch", meets=_equals, settable=True).meta
+    )
+    role: str | None = field(
+        default=None, metadata=FieldSpec(capability="role", meets=_equals, settable=True).meta
+    )
+    gpu: bool | None = field(
+        default=None, metadata=FieldSpec(capability="gpu", meets=_equals, settable=True).meta
+    )
+    #: Met by the scheduler: the task runs alone on its member.
+    exclusive: bool = field(default=False, metadata=FieldSpec(settable=True).meta)
+    #: Met by placement, by member id or name.
+    exclude: tuple[str, ...] = field(default=(), metadata=FieldSpec(settable=True).meta)
+    isolation: str | None = field(
+        default=None,
+        metadata=FieldSpec(
+            levels=ISOLATION_LEVELS, capability="isolation", meets=meets_isolation, settable=True
+        ).meta,
+    )
+    #: Met by the executor, which opens the sandbox's network.
+    network: bool = field(default=False, metadata=FieldSpec(settable=True).meta)
     #: A workflow runtime family the device must offer (`Capabilities.runtimes`).
-    runtime: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    tolerations: tuple[Toleration, ...] = ()
-    avoid: tuple[Id, ...] = ()
-    pin: tuple[Id, ...] = ()
-    preempt: bool = False
-    preemptible: bool = True
+    runtime: str | None = field(default=None, metadata=FieldSpec(capability="runtimes", meets=_offers).meta)
+    labels: tuple[tuple[str, str], ...] = field(default=(), metadata=FieldSpec().meta)
+    tolerations: tuple[Toleration, ...] = field(default=(), metadata=FieldSpec().meta)
+    avoid: tuple[Id, ...] = field(default=(), metadata=FieldSpec().meta)
+    pin: tuple[Id, ...] = field(default=(), metadata=FieldSpec().meta)
+    preempt: bool = field(default=False, metadata=FieldSpec().meta)
+    preemptible: bool = field(default=True, metadata=FieldSpec().meta)
 
     def __post_init__(self) -> None:
-        """Reject an unknown isolation level or malformed labels, whichever way the requirements were
-        built."""
+        """Reject what no node could interpret, an unknown isolation level or malformed labels, whichever
+        way the requirements were built. Ranges are a job's to check (`swarm.core.jobs.check_job`), so
+        that a coordinator rejects a job out of range with its reason instead of dropping it at decoding."""
         check_labels(self.labels, "required label")
         if self.isolation is not None:
-            from swarm.devices.capabilities import isolation_rank  # only a named level needs it
-
             isolation_rank(self.isolation)
 
 

@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm.devices.capabilities import problems
 from swarm.errors import InvalidSpec, InvalidTransition
 from swarm.messages import (
     TERMINAL_STATES,
@@ -161,9 +162,10 @@ def _check_task(task: TaskSpec) -> None:
         raise InvalidSpec(f"task {task.task_id!r}: jitter must lie in [0, 1]")
     if not 1 <= task.retry.multiplier <= 10:
         raise InvalidSpec(f"task {task.task_id!r}: the backoff multiplier must lie in [1, 10]")
-    req = task.requirements
-    if req.min_cores < 0 or req.min_memory_gb < 0 or req.min_storage_gb < 0:
-        raise InvalidSpec(f"task {task.task_id!r}: requirements must not be negative")
+    out_of_range = next(problems(task.requirements), None)
+    if out_of_range is not None:
+        name, problem = out_of_range
+        raise InvalidSpec(f"task {task.task_id!r}: requirement {name} {problem}")
 
 
 def _check_inflows(task: TaskSpec) -> None:

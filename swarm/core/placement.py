@@ -3,7 +3,9 @@
 Kept apart from the scheduler so that it is a pure function of a task and a set of candidate views,
 easy to property-test, and replaceable.
 
-Constraints, checked by `unmet` in this order after the device's resources, platform and runtime:
+`unmet` checks `Requirements.exclude` first, then every requirement a member's capabilities meet, in
+field order, by the rows of the requirements table (`swarm.devices.capabilities.FieldSpec`); then the
+constraints, in this order:
 
 * required labels: the member carries every `Requirements.labels` pair with the same value;
 * taints: a NoSchedule taint the task does not tolerate excludes the member; a PreferNoSchedule one
@@ -17,11 +19,12 @@ pinned members that are alive and qualify are the only candidates; when none is,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from swarm.core.config import PlacementWeights
-from swarm.devices.capabilities import meets_isolation, tolerated
+from swarm.devices.capabilities import field_specs, tolerated
 from swarm.messages import Heartbeat, Requirements
 
 __all__ = ["PREFER_NO_SCHEDULE_PENALTY", "Candidate", "choose", "pinned", "unmet", "unmet_by_all"]
@@ -29,6 +32,20 @@ __all__ = ["PREFER_NO_SCHEDULE_PENALTY", "Candidate", "choose", "pinned", "unmet
 #: Score lost per PreferNoSchedule taint a task does not tolerate: more than the best member's whole
 #: advantage from idle CPU and free memory at the default weights, so such a member is a last resort.
 PREFER_NO_SCHEDULE_PENALTY = 2.0
+
+
+def _met_by_capabilities() -> tuple[tuple[str, Any, str, Callable[[Any, Any], bool]], ...]:
+    """(requirement, its default, the capability that meets it, how), for each row of the requirements
+    table that a member's capabilities meet; a requirement at its default asks for nothing."""
+    unset = Requirements()
+    rows = []
+    for name, spec in field_specs(Requirements).items():
+        if spec.meets is not None:
+            rows.append((name, getattr(unset, name), spec.capability, spec.meets))
+    return tuple(rows)
+
+
+_MET_BY_CAPABILITIES = _met_by_capabilities()
 
 
 @dataclass(slots=True)
@@ -56,24 +73,10 @@ def unmet(
     caps = hb.caps
     if node_id in req.exclude or hb.name in req.exclude:
         return f"exclude={','.join(req.exclude)}"
-    if caps.cores < req.min_cores:
-        return f"min_cores={req.min_cores}"
-    if caps.memory_mb < req.min_memory_gb * 1024:
-        return f"min_memory_gb={req.min_memory_gb:g}"
-    if caps.disk_free_gb < req.min_storage_gb:
-        return f"min_storage_gb={req.min_storage_gb:g}"
-    if req.platform is not None and caps.platform != req.platform:
-        return f"platform={req.platform}"
-    if req.arch is not None and caps.arch != req.arch:
-        return f"arch={req.arch}"
-    if req.role is not None and caps.role != req.role:
-        return f"role={req.role}"
-    if req.gpu is not None and caps.gpu != req.gpu:
-        return f"gpu={str(req.gpu).lower()}"
-    if req.isolation is not None and not meets_isolation(caps.isolation, req.isolation):
-        return f"isolation={req.isolation}"
-    if req.runtime is not None and req.runtime not in caps.runtimes:
-        return f"runtime={req.runtime}"
+    for name, unset, capability, meets in _MET_BY_CAPABILITIES:
+        wanted = getattr(req, name)
+        if wanted != unset and not meets(getattr(caps, capability), wanted):
+            return f"{name}={_text(wanted)}"
     if req.labels:
         have = caps.label_map()
         for key, value in req.labels:
@@ -85,6 +88,13 @@ def unmet(
     if avoid and node_id in avoid:
         return f"anti-affinity with {avoid[node_id]}"
     return None
+
+
+def _text(value: Any) -> str:
+    """A requirement's value as `--require` takes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def pinned(

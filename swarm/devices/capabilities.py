@@ -13,14 +13,23 @@ first: "process" (a worker process of its own, with time and memory limits), "us
 unprivileged user id, never the node's root), "sandbox" (also bubblewrap namespaces: a read-only system,
 a private /tmp, no network unless the task asks for it). Each level includes the ones before it, so a
 task that requires a level runs on any node that gives that level or a stronger one.
+
+`Capabilities` and `swarm.messages.Requirements` are tables: each field carries a `FieldSpec` (its unit,
+the values it may take and, for a requirement, the capability that meets it and how) in its dataclass
+metadata. The range checks (`problems`), the job file's parser (`swarm.jobspec`) and placement's filter
+(`swarm.core.placement.unmet`) are derived from those rows, so a new requirement or capability is one
+field with its row, not an edit in each of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass
-from typing import Literal
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 __all__ = [
     "AUTO_TAINT_PREFIX",
@@ -29,14 +38,17 @@ __all__ = [
     "ISOLATION_LEVELS",
     "TAINT_EFFECTS",
     "Capabilities",
+    "FieldSpec",
     "Taint",
     "Toleration",
     "automatic_taints",
     "check_labels",
+    "field_specs",
     "isolation_rank",
     "meets_isolation",
     "parse_label",
     "parse_taint",
+    "problems",
     "tolerated",
 ]
 
@@ -69,6 +81,82 @@ def isolation_rank(level: str) -> int:
 def meets_isolation(have: str, want: str) -> bool:
     """Whether a node giving isolation `have` may run a task that requires `want`."""
     return isolation_rank(have) >= isolation_rank(want)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One row of the capability and requirement tables: what a field holds and which values it may take.
+
+    `low` and `high` bound a number, inclusively (None: unbounded); `named` asks for a non-empty string;
+    `levels` are the values a level may take, weakest first. For a requirement, `capability` names the
+    `Capabilities` field a member meets it with and `meets(have, wanted)` says whether it does; a
+    requirement without them is met elsewhere (placement's constraints, the scheduler, the executor).
+    `settable` requirements are the ones a job may ask for (`require:` in a job file, `--require`); the
+    others are set by workflows and allocations.
+    """
+
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    named: bool = False
+    levels: tuple[str, ...] = ()
+    capability: str = ""
+    meets: Callable[[Any, Any], bool] | None = None
+    settable: bool = False
+
+    @property
+    def meta(self) -> dict[str, FieldSpec]:
+        """This row as the `metadata` of a dataclass field."""
+        return {_SPEC: self}
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` for this field, as the end of a sentence naming it, or None."""
+        if value is None:
+            return None
+        if self.low is not None or self.high is not None:
+            # NaN fails every comparison, so a number that is not finite is out of any range.
+            above = self.low is None or value >= self.low
+            below = self.high is None or value <= self.high
+            return None if math.isfinite(value) and above and below else f"must {self._range()}, got {value}"
+        if self.named and not value:
+            return "must not be empty"
+        if self.levels and value not in self.levels:
+            return f"is an unknown level {value!r} (weakest to strongest: {', '.join(self.levels)})"
+        return None
+
+    def _range(self) -> str:
+        if self.high is None:
+            return "not be negative" if self.low == 0 else f"be >= {self.low:g}"
+        if self.low is None:
+            return f"be <= {self.high:g}"
+        return f"be in [{self.low:g}, {self.high:g}]"
+
+
+_SPEC = "swarm.field_spec"
+
+
+def field_specs(cls: type[Any]) -> Mapping[str, FieldSpec]:
+    """The rows of a dataclass's table, by field name, in field order; a field without one has none here."""
+    rows = _ROWS.get(cls)
+    if rows is None:
+        # Read once per class: every decoded heartbeat checks its capabilities.
+        fields = dataclasses.fields(cls)
+        rows = _ROWS[cls] = types.MappingProxyType(
+            {f.name: f.metadata[_SPEC] for f in fields if _SPEC in f.metadata}
+        )
+    return rows
+
+
+_ROWS: dict[type[Any], Mapping[str, FieldSpec]] = {}
+
+
+def problems(record: Any) -> Iterator[tuple[str, str]]:
+    """(field name, what is wrong) for every field of `record` outside its row's range: the one range check
+    of capabilities and requirements."""
+    for name, spec in field_specs(type(record)).items():
+        problem = spec.problem(getattr(record, name))
+        if problem is not None:
+            yield name, problem
 
 
 def _check_key(key: str, what: str) -> None:
@@ -195,27 +283,28 @@ def automatic_taints(
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Capabilities:
-    """A device's static capabilities, probed once at start-up.
+    """A device's static capabilities, probed once at start-up; keyword arguments only, because eleven
+    fields in a row are too easy to give in the wrong order.
 
     `battery_percent` and `charging` are None when the device has no battery or it could not be read;
     `charging` means "on external power" (a full battery on the charger counts), because what the
     scheduler wants to know is whether work drains the battery.
     """
 
-    cores: int
-    memory_mb: int
-    disk_free_gb: float
-    platform: str
-    arch: str
+    cores: int = field(metadata=FieldSpec(unit="cores", low=1).meta)
+    memory_mb: int = field(metadata=FieldSpec(unit="MiB", low=0).meta)
+    disk_free_gb: float = field(metadata=FieldSpec(unit="GiB", low=0).meta)
+    platform: str = field(metadata=FieldSpec(named=True).meta)
+    arch: str = field(metadata=FieldSpec(named=True).meta)
     gpu: bool
-    battery_percent: float | None
+    battery_percent: float | None = field(metadata=FieldSpec(unit="%", low=0, high=100).meta)
     charging: bool | None
     termux: bool
-    role: str
+    role: str = field(metadata=FieldSpec(named=True).meta)
     hostname: str
-    isolation: str = "process"
+    isolation: str = field(default="process", metadata=FieldSpec(levels=ISOLATION_LEVELS).meta)
     #: The workflow runtimes this node offers (PYTHON, SHELL, JVM, MAPREDUCE, SWARM), see `swarm.runtimes`.
     runtimes: tuple[str, ...] = ()
     #: The owner's labels, sorted (key, value) pairs.
@@ -225,23 +314,9 @@ class Capabilities:
 
     def __post_init__(self) -> None:
         """Reject values no real device has, whichever way the object was built."""
-        if self.cores < 1:
-            raise ValueError(f"capabilities: field 'cores' must be >= 1, got {self.cores}")
-        if self.memory_mb < 0:
-            raise ValueError(f"capabilities: field 'memory_mb' must be >= 0, got {self.memory_mb}")
-        if not math.isfinite(self.disk_free_gb) or self.disk_free_gb < 0:
-            raise ValueError(f"capabilities: field 'disk_free_gb' must be >= 0, got {self.disk_free_gb}")
-        if self.battery_percent is not None and not 0.0 <= self.battery_percent <= 100.0:
-            raise ValueError(
-                f"capabilities: field 'battery_percent' must be in [0, 100], got {self.battery_percent}"
-            )
-        for name in ("platform", "arch", "role"):
-            if not getattr(self, name):
-                raise ValueError(f"capabilities: field {name!r} must not be empty")
-        try:
-            isolation_rank(self.isolation)
-        except ValueError as exc:
-            raise ValueError(f"capabilities: field 'isolation': {exc}") from None
+        first = next(problems(self), None)
+        if first is not None:
+            raise ValueError(f"capabilities: field {first[0]!r} {first[1]}")
         try:
             check_labels(self.labels)
         except ValueError as exc:

@@ -25,9 +25,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.devices.capabilities import Capabilities
 from swarm.errors import ConfigError
 
-__all__ = ["BUILTIN_PROFILES", "DeviceProfile", "load_profiles"]
+__all__ = ["BUILTIN_PROFILES", "DeviceProfile", "load_profiles", "simulated_capabilities"]
+
+_SIMULATED = Capabilities(
+    cores=4,
+    memory_mb=4096,
+    disk_free_gb=32.0,
+    platform="linux",
+    arch="x86_64",
+    gpu=False,
+    battery_percent=None,
+    charging=None,
+    termux=False,
+    role="worker",
+    hostname="sim",
+)
+
+
+def simulated_capabilities(hostname: str, **fields: Any) -> Capabilities:
+    """The capabilities of a simulated device, or one a test makes up: a Linux x86_64 worker with 4 cores,
+    4 GiB of memory and 32 GiB free, no GPU and no battery, but for the `fields` given."""
+    return dataclasses.replace(_SIMULATED, hostname=hostname, **fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,14 +16,10 @@ from swarm import topics
 from swarm.core.config import CoreConfig
 from swarm.core.events import MessageReceived, Publish, Tick
 from swarm.core.node import DeviceStatus, NodeMachine
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Claim, Envelope, Heartbeat, SubmitJob, TaskSpec
 
 __all__ = ["print_curve", "scheduling_cost"]
-
-
-def _caps(node_id: str) -> Capabilities:
-    return Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", node_id)
 
 
 def _accept(spec: TaskSpec) -> str | None:
@@ -35,14 +31,22 @@ def scheduling_cost(nodes: int, tasks: int, seed: int = 0) -> float:
     cfg = CoreConfig(heartbeat_interval=1.0, failure_timeout=4.0, election_timeout=6.0, tick_interval=0.25)
     rng = random.Random(seed)
     machine = NodeMachine(
-        "coord", "coord", cfg, rng, _accept, DeviceStatus(_caps("coord"), 0.1, 2048), 0, 0.0
+        "coord", "coord", cfg, rng, _accept, DeviceStatus(simulated_capabilities("coord"), 0.1, 2048), 0, 0.0
     )
     now = 0.0
     claimed: list[Claim] = []
     while not claimed:
         now += cfg.tick_interval
         for i in range(nodes):
-            hb = Heartbeat(f"n{i:05d}", _caps(f"n{i:05d}"), cfg.slots, 0, rng.random(), 2048, int(now * 4))
+            hb = Heartbeat(
+                f"n{i:05d}",
+                simulated_capabilities(f"n{i:05d}"),
+                cfg.slots,
+                0,
+                rng.random(),
+                2048,
+                int(now * 4),
+            )
             machine.handle(
                 MessageReceived(topics.heartbeat(f"n{i:05d}"), Envelope(1, "b", f"n{i:05d}", 0, "h", hb)), now
             )

@@ -51,8 +51,7 @@ from swarm.core.events import (
     Unsubscribe,
 )
 from swarm.core.node import MAX_BATCH, DeviceStatus, NodeMachine
-from swarm.devices.capabilities import Capabilities
-from swarm.devices.profiles import DeviceProfile
+from swarm.devices.profiles import DeviceProfile, simulated_capabilities
 from swarm.messages import Assignment, Envelope, NodeGone, TaskResult, TaskSpec
 from swarm.sim.broker import SimBroker
 from swarm.sim.cpu import CpuModel, Host
@@ -348,19 +347,8 @@ class SimWorld:
     @staticmethod
     def _status(node_id: str, p: DeviceProfile) -> DeviceStatus:
         battery = 80 if p.battery else None
-        caps = Capabilities(
-            p.cores,
-            p.memory_mb,
-            32.0,
-            "linux",
-            "x86_64",
-            False,
-            battery,
-            None,
-            False,
-            "worker",
-            node_id,
-            runtimes=("SWARM",),
+        caps = simulated_capabilities(
+            node_id, cores=p.cores, memory_mb=p.memory_mb, battery_percent=battery, runtimes=("SWARM",)
         )
         return DeviceStatus(caps, 0.1, p.memory_mb // 2, "sim")
 

@@ -14,8 +14,7 @@ from swarm.core.config import CoreConfig, PlacementWeights
 from swarm.core.membership import Member
 from swarm.core.placement import Candidate
 from swarm.core.scheduler import Scheduler
-from swarm.devices.capabilities import Capabilities
-from swarm.devices.profiles import BUILTIN_PROFILES
+from swarm.devices.profiles import BUILTIN_PROFILES, simulated_capabilities
 from swarm.messages import Heartbeat, Requirements, SubmitJob, TaskSpec
 from swarm.sim.bench import scheduling_cost
 from swarm.sim.world import SimWorld
@@ -58,7 +57,7 @@ def test_only_the_coordinator_follows_every_heartbeat_and_standbys_the_job_log()
 
 
 def _member(node_id: str) -> Member:
-    caps = Capabilities(4, 4096, 10.0, "linux", "x86_64", False, None, None, False, "worker", node_id)
+    caps = simulated_capabilities(node_id, disk_free_gb=10.0)
     return Member(node_id, Heartbeat(node_id, caps, 2, 0, 0.0, 2048, 1), 0.0)
 
 

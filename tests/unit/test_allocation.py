@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from swarm.devices.capabilities import Capabilities, Taint, Toleration
+from swarm.devices.capabilities import Taint, Toleration
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Heartbeat
 from swarm.workflow.allocation import (
     AllocationRequest,
@@ -81,18 +82,12 @@ POOL = Taint("dedicated-pool", "high-priority", "NoSchedule")
 
 
 def hb(name: str, labels: dict[str, str], gpu: bool = False, taints: tuple[Taint, ...] = ()) -> Heartbeat:
-    caps = Capabilities(
-        8,
-        8192,
-        50.0,
-        "linux",
-        "x86_64",
-        gpu,
-        None,
-        None,
-        False,
-        "worker",
+    caps = simulated_capabilities(
         f"host-{name}",
+        cores=8,
+        memory_mb=8192,
+        disk_free_gb=50.0,
+        gpu=gpu,
         runtimes=("SWARM",),
         labels=tuple(sorted(labels.items())),
         taints=taints,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from swarm.api.members import MemberTable
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Envelope, Heartbeat, NodeGone
 
-CAPS = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
+CAPS = simulated_capabilities("h", cores=2, memory_mb=1024, disk_free_gb=1.0)
 
 
 def _env(sender: str, body: Heartbeat | NodeGone) -> Envelope:

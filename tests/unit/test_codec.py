@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from swarm.codec import decode, encode, peek_sender
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.errors import ProtocolError
 from swarm.messages import Assign, Assignment, Envelope, Heartbeat, SubmitJob, TaskSpec
 
@@ -16,7 +16,9 @@ def _env(body: object) -> Envelope:
 
 
 def test_round_trip() -> None:
-    caps = Capabilities(4, 8192, 20.0, "linux", "x86_64", False, 55.0, True, False, "worker", "box")
+    caps = simulated_capabilities(
+        "box", memory_mb=8192, disk_free_gb=20.0, battery_percent=55.0, charging=True
+    )
     for body in (
         Heartbeat("box", caps, 2, 1, 0.25, 1000, 7, "mosquitto"),
         SubmitJob(

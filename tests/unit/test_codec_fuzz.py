@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from swarm.codec import MAX_DEPTH, decode, encode, peek_sender
 from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.errors import ProtocolError
 from swarm.messages import BODY_TYPES, Envelope
 
@@ -62,7 +63,7 @@ _JSON: st.SearchStrategy[Any] = st.recursive(
 _JSON_OBJECT = st.dictionaries(st.text(_CHARS, max_size=6), _JSON, max_size=3)
 
 #: A valid device; generated capabilities vary its fields, so fields added later are covered too.
-_BASE_CAPABILITIES = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "a")
+_BASE_CAPABILITIES = simulated_capabilities("a")
 
 
 def _is_id_hint(hint: Any) -> bool:

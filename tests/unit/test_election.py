@@ -11,7 +11,7 @@ from swarm.core.config import CoreConfig
 from swarm.core.election import CLAIMANTS_PER_INTERVAL, Election, StateOf, Transition
 from swarm.core.events import Effect, Persist, Publish
 from swarm.core.membership import Membership
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Claim, Heartbeat
 
 CFG = CoreConfig()
@@ -142,7 +142,7 @@ def test_standbys_claim_first_in_the_announced_order() -> None:
 
 def test_a_member_that_reconnects_within_the_failure_timeout_never_dies() -> None:
     m = Membership("self", CFG)
-    caps = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
+    caps = simulated_capabilities("h", cores=2, memory_mb=1024, disk_free_gb=1.0)
     hb = Heartbeat("p", caps, 1, 0, 0.0, 512, 1)
     m.on_heartbeat("p", hb, 0.0)
     assert [x.state for x in m.take_changes()] == ["alive"]  # a new member

@@ -14,6 +14,7 @@ from swarm.config import NodeConfig, load_config
 from swarm.core.config import PlacementWeights
 from swarm.core.placement import Candidate, choose, unmet, unmet_by_all
 from swarm.devices.capabilities import ISOLATION_LEVELS, Capabilities, isolation_rank, meets_isolation
+from swarm.devices.profiles import simulated_capabilities
 from swarm.errors import ConfigError, InvalidSpec
 from swarm.jobspec import parse_requirements, task_spec
 from swarm.messages import Heartbeat, Requirements
@@ -103,17 +104,12 @@ def test_levels_are_ordered_weakest_first() -> None:
 
 
 def caps(isolation: str = "process") -> Capabilities:
-    return Capabilities(
-        8, 16384, 100.0, "linux", "x86_64", False, None, None, False, "worker", "h", isolation
-    )
+    return simulated_capabilities("h", cores=8, memory_mb=16384, disk_free_gb=100.0, isolation=isolation)
 
 
 def test_capabilities_carry_a_known_level() -> None:
     assert dataclasses.replace(caps(), isolation="sandbox").isolation == "sandbox"
-    assert (
-        Capabilities(8, 1, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h").isolation
-        == "process"
-    )
+    assert simulated_capabilities("h", cores=8, memory_mb=1, disk_free_gb=1.0).isolation == "process"
     with pytest.raises(ValueError, match="isolation"):
         caps("chroot")
 

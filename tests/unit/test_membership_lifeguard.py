@@ -13,14 +13,14 @@ from swarm.core.election import Election
 from swarm.core.events import MessageReceived, Publish, Tick
 from swarm.core.membership import HEARTBEATS_PER_S, MAX_HEALTH, MAX_PACE, Membership, paced_interval
 from swarm.core.node import DeviceStatus, NodeMachine
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Claim, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
 from swarm.runtime.shell import RECONNECT_CAP_S, RECONNECT_FLOOR_S, reconnect_delay
 from swarm.topics import EVERY_HEARTBEAT
 from tests.unit.test_election import announced, claimed, ticked
 
 CFG = CoreConfig()
-CAPS = Capabilities(2, 1024, 1.0, "linux", "x86_64", False, None, None, False, "worker", "h")
+CAPS = simulated_capabilities("h", cores=2, memory_mb=1024, disk_free_gb=1.0)
 HB = Heartbeat("p", CAPS, 1, 0, 0.0, 512, 1)
 
 
@@ -225,7 +225,7 @@ def test_a_member_that_reports_itself_late_is_given_its_own_patience() -> None:
     """A member whose heartbeat says its own loop (or broker) is late is allowed that many times the
     usual silence; a value no node could have reported counts as 1, and a will still counts at once."""
     cfg = CoreConfig()
-    caps = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "x")
+    caps = simulated_capabilities("x")
     for reported, dead_by in ((4.0, False), (1.0, True), (1e9, True)):
         m = Membership("self", cfg)
         m.on_heartbeat("late", Heartbeat("late", caps, 1, 0, 0.1, 2048, 1, patience=reported), 0.0)

@@ -22,7 +22,7 @@ from swarm.core.events import (
     Tick,
 )
 from swarm.core.node import DeviceStatus, NodeMachine
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
     Assign,
     Assignment,
@@ -49,7 +49,7 @@ def _deliver(node: NodeMachine, topic: str, sender: str, epoch: int, body: Body,
 
 
 def _coordinator() -> NodeMachine:
-    caps = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "a")
+    caps = simulated_capabilities("a")
     status = DeviceStatus(caps, 0.1, 2048)
     node = NodeMachine("a", "a", CFG, random.Random(0), lambda spec: None, status, 0, 0.0)
     now, claims = 0.0, []
@@ -93,7 +93,7 @@ def test_a_coordinator_deposed_while_away_does_not_put_its_old_claim_back() -> N
 
 
 def _worker_of(coordinator: str, epoch: int) -> NodeMachine:
-    caps = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "w")
+    caps = simulated_capabilities("w")
     node = NodeMachine(
         "w", "w", CFG, random.Random(0), lambda spec: None, DeviceStatus(caps, 0.1, 2048), 0, 0.0
     )

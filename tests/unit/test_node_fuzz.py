@@ -42,6 +42,7 @@ from swarm.core.events import (
 )
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.errors import ProtocolError
 from swarm.messages import (
     BODY_TYPES,
@@ -70,7 +71,7 @@ SELF = "a"
 NODES = ("a", "b", "c", "d")
 JOBS = ("j0", "j1", "j2")
 TASKS = ("t0", "t1", "t2", "t3", "t4")
-CAPS = Capabilities(4, 4096, 32.0, "linux", "x86_64", False, None, None, False, "worker", "a")
+CAPS = simulated_capabilities("a")
 FUZZ = settings(
     max_examples=120,
     deadline=None,

@@ -21,6 +21,7 @@ from swarm.devices.capabilities import (
     parse_taint,
 )
 from swarm.devices.probe import refresh_capabilities, temperature_c
+from swarm.devices.profiles import simulated_capabilities
 from swarm.errors import ConfigError
 from swarm.messages import (
     Assign,
@@ -39,21 +40,9 @@ W = PlacementWeights()
 def caps(
     name: str, labels: dict[str, str] | None = None, taints: tuple[Taint, ...] = (), **kw: object
 ) -> Capabilities:
-    base: dict[str, object] = dict(
-        cores=4,
-        memory_mb=4096,
-        disk_free_gb=10.0,
-        platform="linux",
-        arch="x86_64",
-        gpu=False,
-        battery_percent=None,
-        charging=None,
-        termux=False,
-        role="worker",
-        hostname=name,
+    return simulated_capabilities(
+        name, disk_free_gb=10.0, labels=tuple(sorted((labels or {}).items())), taints=taints, **kw
     )
-    base.update(kw)
-    return Capabilities(**base, labels=tuple(sorted((labels or {}).items())), taints=taints)  # type: ignore[arg-type]
 
 
 def hb(name: str, slots: int = 2, **kw: object) -> Heartbeat:
@@ -85,20 +74,7 @@ def test_labels_and_taints_parse_and_refuse_bad_text() -> None:
     with pytest.raises(ValueError, match="without a key"):
         Toleration("", "Equal", "v")
     with pytest.raises(ValueError, match="sorted by key"):
-        Capabilities(
-            2,
-            1,
-            1.0,
-            "linux",
-            "x86_64",
-            False,
-            None,
-            None,
-            False,
-            "worker",
-            "h",
-            labels=(("b", "1"), ("a", "2")),
-        )
+        simulated_capabilities("h", cores=2, memory_mb=1, disk_free_gb=1.0, labels=(("b", "1"), ("a", "2")))
 
 
 def test_tolerations_match_by_key_value_and_effect() -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from swarm.core.config import PlacementWeights
 from swarm.core.placement import Candidate, choose, unmet, unmet_by_all
 from swarm.core.retry import backoff_delay, should_retry
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Heartbeat, Requirements, RetryPolicy
 
 policies = st.builds(
@@ -61,7 +61,17 @@ def _hb(
     battery: float | None = None,
     role: str = "worker",
 ) -> Heartbeat:
-    caps = Capabilities(cores, mem, 10.0, platform, "x86_64", gpu, battery, False, False, role, "h")
+    caps = simulated_capabilities(
+        "h",
+        cores=cores,
+        memory_mb=mem,
+        disk_free_gb=10.0,
+        platform=platform,
+        gpu=gpu,
+        battery_percent=battery,
+        charging=False,
+        role=role,
+    )
     return Heartbeat("h", caps, 2, 0, load, mem // 2, 1)
 
 

@@ -13,7 +13,7 @@ from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.membership import Member
 from swarm.core.replica import Replica
 from swarm.core.scheduler import PREEMPT_LOOKAHEAD, Scheduler
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
     Assign,
     AttemptsSpent,
@@ -34,7 +34,7 @@ from swarm.messages import (
 
 
 def member(node_id: str, cores: int = 4, slots: int = 2) -> Member:
-    caps = Capabilities(cores, 4096, 10.0, "linux", "x86_64", False, None, None, False, "worker", node_id)
+    caps = simulated_capabilities(node_id, cores=cores, disk_free_gb=10.0)
     return Member(node_id, Heartbeat(node_id, caps, slots, 0, 0.0, 2048, 1), 0.0)
 
 

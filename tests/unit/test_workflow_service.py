@@ -14,7 +14,7 @@ from swarm.api.backend import Conflict, Forbidden, NotFound
 from swarm.api.history import History
 from swarm.api.service import WorkflowService
 from swarm.core.membership import Member
-from swarm.devices.capabilities import Capabilities
+from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
     ArtifactPublished,
     Body,
@@ -45,8 +45,7 @@ class FakeNode:
         self.subscribed: list[str] = []
         self.calls: list[str] = []  # publishes and subscriptions, in order
         self.is_acting = True
-        caps = Capabilities(4, 4096, 10.0, "linux", "x86_64", False, None, None, False, "worker", "h1")
-        caps = Capabilities(**{**_fields(caps), "runtimes": ("PYTHON", "SWARM")})
+        caps = simulated_capabilities("h1", disk_free_gb=10.0, runtimes=("PYTHON", "SWARM"))
         self.member = Member("n-1", Heartbeat("h1", caps, 2, 0, 0.1, 2048, 1), 0.0)
 
     def publish(self, topic: str, body: Body, retain: bool = False) -> None:
@@ -71,10 +70,6 @@ class FakeNode:
 
     def bodies(self, kind: type) -> list[Any]:
         return [body for _, body, _ in self.published if isinstance(body, kind)]
-
-
-def _fields(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__slots__}
 
 
 class Clock:
