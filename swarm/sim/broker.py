@@ -137,7 +137,6 @@ class SimBroker:
         self._exact: dict[str, set[_Session]] = {}
         self._wild: dict[str, set[_Session]] = {}
         self._routes: dict[str, list[_Session]] = {}
-        self.routed = 0
 
     # --- connections --------------------------------------------------------------------------------
 
@@ -251,7 +250,6 @@ class SimBroker:
     # --- internals ----------------------------------------------------------------------------------
 
     def _route(self, topic: str, env: Envelope | None, retain: bool) -> None:
-        self.routed += 1
         if retain:
             if env is None:
                 if self.retained.pop(topic, None) is not None:

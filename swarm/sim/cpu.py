@@ -49,7 +49,6 @@ class Host:
     cores: int
     background: float = 0.0
     _free_at: list[float] = field(default_factory=list)
-    busy_s: float = 0.0
 
     def __post_init__(self) -> None:
         self._free_at = [0.0] * self.cores
@@ -60,7 +59,6 @@ class Host:
         start = max(ready, heapq.heappop(self._free_at))
         done = start + cost
         heapq.heappush(self._free_at, done)
-        self.busy_s += cost
         return done
 
     def backlog(self, now: float) -> float:

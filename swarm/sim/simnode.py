@@ -52,12 +52,11 @@ class SimNode:
     busy: float = 0.0
     up_since: float = 0.0
     uptime: float = 0.0
-    # Shared CPUs (swarm.sim.cpu): the host this node runs on, when its loop is next free, the worst lag
-    # of its ticks, and how often the broker dropped it for a missed keepalive.
+    # Shared CPUs (swarm.sim.cpu): the host this node runs on, when its loop is next free, and the worst
+    # lag of its ticks.
     host: Host | None = None
     cpu_free: float = 0.0
     max_lag: float = 0.0
-    keepalive_drops: int = 0
     # The node's loop: events waiting for its next step, whether that step is scheduled, and when the
     # late tick among them was due (shared CPUs).
     inbox: list[Event] = field(default_factory=list)
