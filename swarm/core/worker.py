@@ -3,13 +3,23 @@
 Theory of operation
 -------------------
 Assignments arrive in batches and wait in arrival order (the coordinator already ordered them by
-priority). At most `slots` run at once through `RunTask`; the executor answers with `TaskFinished`.
-Outcomes are batched into one `Results` message per `drain`. A result stays *unacknowledged* until the
-coordinator acknowledges it (in `Assign.acked`) or it is `unacked_result_ttl` old. The worker sends a
-`WorkerReport` with everything it holds and every unacknowledged result to every new coordinator, so that
-a change of coordinator neither loses finished work nor runs held work twice, and again every
-`REPORT_EVERY` heartbeat intervals (`node.py`): a lost `Assign` or `Results` message, or a previous life
-of this node that took attempts with it, must not leave a task running for ever. The epoch gate for
+priority); an attempt already held is ignored, a higher attempt of a held task replaces it. At most
+`slots` run at once through `RunTask`; the executor answers with `TaskFinished` (`on_finished`).
+
+Like the node's other sub-machines, the handlers (`on_*`, `report`, `hand_back`, `tick`) return nothing:
+effects (`RunTask`, `CancelTask`, a `WorkerReport`) wait in an outbox and finished attempts wait beside
+them. The node takes both once it has fed the worker: `drain(epoch)` returns the effects with the
+finished attempts batched into one `Results` message; when this node is the coordinator, the node first
+takes them with `take_results()` and hands them to its scheduler in memory, so none crosses the broker.
+
+A result stays *unacknowledged* until the coordinator acknowledges it (in `Assign.acked`) or it is
+`unacked_result_ttl` old (`tick`). `report` queues a `WorkerReport` with every attempt held and every
+unacknowledged result, and drops the finished attempts still waiting, which it carries. The node reports
+to every new coordinator, so that a change of coordinator neither loses finished work nor runs held work
+twice, and again every `REPORT_EVERY` heartbeat intervals (`node.py`): a lost `Assign` or `Results`
+message, or a previous life of this node that took attempts with it, must not leave a task running for
+ever. On a clean leave, `hand_back` cancels the running attempts and turns every held one into a "lost"
+result, sent with the next `drain` so that the coordinator runs it elsewhere. The epoch gate for
 assignments lives in `node.py`, before this machine sees them.
 """
 
