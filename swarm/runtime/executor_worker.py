@@ -445,7 +445,15 @@ def _run_attempt(registry: Any, config: WorkerConfig, request: dict[str, Any], c
     except (Exception, SystemExit) as exc:  # SystemExit too: sys.exit() in task code fails the attempt
         kind = _classify(exc)
         retry_after = exc.delay if isinstance(exc, Retry) else None
-        return _reply(kind, started, error=_error_text(exc, kind), retry_after=retry_after)
+        error = _error_text(exc, kind)
+        if isinstance(exc, MemoryError) and config.memory_limit_mb:
+            # Under the limit a large allocation fails long before the machine runs out: say which limit.
+            error += (
+                f" (this node lets a task use {config.memory_limit_mb} MiB of address space beyond its"
+                " worker's: raise [tasks] memory_limit_mb in the node's config, or give the job more,"
+                " smaller tasks)"
+            )
+        return _reply(kind, started, error=error, retry_after=retry_after)
     finished = time.time()
     try:
         data = orjson.dumps(
