@@ -227,9 +227,11 @@ class SwarmCluster:
         tls: bool = True,
         signed: bool = True,
         loop: str = "uvloop",
+        memory_limit_mb: int | None = None,
     ) -> None:
         self.root = root
         self.allowed_paths = tuple(allowed_paths)
+        self.memory_limit_mb = memory_limit_mb  # per task, in the nodes' config (None: the default)
         self.slots = slots
         self.node_count = nodes
         self.tls = tls
@@ -356,10 +358,15 @@ class SwarmCluster:
             *self.command("join", "--name", name, "--data-dir", str(data_dir)),
             *("--slots", str(self.slots), "--no-embedded-broker"),
         ]
+        tasks = []
         if self.allowed_paths:  # the owner opens these to tasks, so maps here read their inputs directly
-            config = self.root / "node.toml"
             paths = json.dumps([str(p) for p in self.allowed_paths])  # a JSON list of strings is TOML too
-            config.write_text(f"[tasks]\nallowed_paths = {paths}\n")
+            tasks.append(f"allowed_paths = {paths}")
+        if self.memory_limit_mb is not None:
+            tasks.append(f"memory_limit_mb = {self.memory_limit_mb}")
+        if tasks:
+            config = self.root / "node.toml"
+            config.write_text("[tasks]\n" + "\n".join(tasks) + "\n")
             cmd += ["--config", str(config)]
         with (self.root / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env, start_new_session=True)

@@ -72,6 +72,8 @@ TARGET_RATIO = 1.5
 CHUNK_RECORDS = 1 << 20
 HEX = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
 GNU_SORT_MEMORY = "3G"
+#: What a swarm task may use (its node's `[tasks] memory_limit_mb`): the same as GNU sort's buffer.
+TASK_MEMORY_MB = 3072
 
 Records = npt.NDArray[np.uint8]  # (n, 100)
 
@@ -199,7 +201,13 @@ class Swarm:
         self.split_size = split_size
         # The inputs and outputs live beside `root`. The nodes may use them there (tasks on this machine then
         # read splits and write outputs themselves) unless `local` is off: then every byte goes over HTTP.
-        self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent] if local else [])
+        # A reduce holds its whole partition: the tasks may use what GNU sort's -S gives it.
+        self.cluster = SwarmCluster(
+            root / "cluster",
+            slots=1,
+            allowed_paths=[root.parent] if local else [],
+            memory_limit_mb=TASK_MEMORY_MB,
+        )
         self.last: MapReduceRun | None = None
 
     def __enter__(self) -> Swarm:
