@@ -74,7 +74,8 @@ from _cluster import (
 )
 
 from swarm.workflow.analysis import StepEstimate, analyze_flow
-from swarm.workflow.model import DagDefinition, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.model import DagDefinition
 from swarm.workflow.validate import ClusterView, MemberView, validate
 
 GOAL_DEFINE_1K_S = 1.0
@@ -232,7 +233,7 @@ def pure_breakdown(body: dict[str, Any], cluster: ClusterView, slots: int) -> li
 
 
 def _where(function: str) -> str:
-    """A cProfile location without the checkout's directory: 'swarm/workflow/model.py:584(_parse_node)'."""
+    """A cProfile location without the checkout's directory: 'swarm/workflow/definition_parser.py:261(_parse_node)'."""
     for marker in ("/swarm/", "site-packages/"):
         if marker in function:
             return marker.lstrip("/") + function.split(marker, 1)[1]

@@ -21,8 +21,8 @@ from swarm.apiclient import FINAL_STATES, ApiClient, ApiError
 from swarm.config import NodeConfig
 from swarm.errors import SwarmError
 from swarm.trust.credentials import Credential
-from swarm.workflow.durations import DefinitionError
-from swarm.workflow.model import load_definition
+from swarm.workflow.definition_parser import load_definition
+from swarm.workflow.fields import DefinitionError
 
 __all__ = [
     "WORKFLOW_COMMANDS",

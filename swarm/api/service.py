@@ -64,8 +64,10 @@ from swarm.workflow.allocation import (
 )
 from swarm.workflow.analysis import StepEstimate, analyze_flow
 from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run, step_task_ids
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.fields import DefinitionError
 from swarm.workflow.insights import Alert, Sample, alerts, duration_stats, suggest
-from swarm.workflow.model import DagDefinition, DagNode, DefinitionError, parse_definition, runtime_family
+from swarm.workflow.model import DagDefinition, DagNode, runtime_family
 from swarm.workflow.schedules import Scheduled, check_schedule, due_runs
 from swarm.workflow.standards import TaskStandard, parse_standard, with_standards
 from swarm.workflow.validate import ClusterView, MemberView, NodeHistory, validate

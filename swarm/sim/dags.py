@@ -24,7 +24,9 @@ from typing import Any
 
 from swarm.messages import Assignment, SubmitJob, TaskUpdate
 from swarm.workflow.compile import ArtifactRef, RunRequest, compile_run
-from swarm.workflow.model import DagDefinition, DefinitionError, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.fields import DefinitionError
+from swarm.workflow.model import DagDefinition
 
 __all__ = [
     "DAG_STEP",

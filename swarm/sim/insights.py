@@ -66,6 +66,7 @@ from swarm.sim.dags import compile_sim_run
 from swarm.sim.invariants import Checker
 from swarm.sim.world import SimWorld
 from swarm.workflow.analysis import StepEstimate
+from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.insights import (
     Alert,
     Sample,
@@ -77,7 +78,6 @@ from swarm.workflow.insights import (
     suggest,
     suggestion_accuracy,
 )
-from swarm.workflow.model import parse_definition
 
 __all__ = [
     "KINDS",

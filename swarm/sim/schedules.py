@@ -32,7 +32,8 @@ from swarm.sim.dags import GenDag, compile_sim_run, generate_dag
 from swarm.sim.invariants import Checker
 from swarm.sim.world import SimNode, SimWorld
 from swarm.workflow.cron import CronExpr, next_slot, slot_run_id
-from swarm.workflow.model import DagDefinition, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.model import DagDefinition
 from swarm.workflow.schedules import Scheduled, due_runs
 
 __all__ = ["EPOCH0", "CronDriver", "window_slots"]

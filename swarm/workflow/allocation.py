@@ -49,7 +49,7 @@ from swarm.devices.capabilities import Toleration, parse_label, tolerated
 from swarm.ids import is_id
 from swarm.messages import Heartbeat, Requirements, SubmitJob
 from swarm.workflow.compile import step_requirements, step_task_ids
-from swarm.workflow.durations import DefinitionError, FieldReader, NotApplied, describe, open_object
+from swarm.workflow.fields import DefinitionError, FieldReader, NotApplied, describe, open_object
 from swarm.workflow.model import DagDefinition
 
 __all__ = [

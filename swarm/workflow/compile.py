@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm.messages import PRIORITIES, Inflow, Requirements, RetryPolicy, SubmitJob, TaskSpec
-from swarm.workflow.model import DagDefinition, DagNode, DefinitionError, runtime_family
+from swarm.workflow.fields import DefinitionError
+from swarm.workflow.model import DagDefinition, DagNode, runtime_family
 
 __all__ = ["STEP_TYPES", "ArtifactRef", "RunRequest", "compile_run", "step_requirements", "step_task_ids"]
 

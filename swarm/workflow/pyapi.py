@@ -48,8 +48,10 @@ from pathlib import Path
 from typing import Any, overload
 
 from swarm.ids import is_id
-from swarm.workflow.durations import DefinitionError, check_json_value, format_duration
-from swarm.workflow.model import DagDefinition, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.durations import format_duration
+from swarm.workflow.fields import DefinitionError, check_json_value
+from swarm.workflow.model import DagDefinition
 
 __all__ = ["Dag", "Handle", "Output", "Step", "dag", "step"]
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from swarm.workflow.cron import CronExpr, due_slots, parse_timezone, slot_run_id
-from swarm.workflow.model import DefinitionError, Schedule
+from swarm.workflow.fields import DefinitionError
+from swarm.workflow.model import Schedule
 
 __all__ = ["Due", "Scheduled", "check_schedule", "due_runs", "once_slot"]
 

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 from swarm.ids import is_id
-from swarm.workflow.durations import DefinitionError, FieldReader, format_duration, open_object
-from swarm.workflow.model import DagDefinition, DagNode, FieldSpec, is_version, parse_schema, schema_json
+from swarm.workflow.definition_parser import parse_schema
+from swarm.workflow.durations import format_duration
+from swarm.workflow.fields import DefinitionError, FieldReader, open_object
+from swarm.workflow.model import DagDefinition, DagNode, FieldSpec, is_version, schema_json
 
 __all__ = [
     "Category",

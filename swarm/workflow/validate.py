@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from swarm.workflow.conditions import Condition, ConditionError, parse_condition
-from swarm.workflow.durations import DefinitionError, format_duration
+from swarm.workflow.durations import format_duration
+from swarm.workflow.fields import DefinitionError
 from swarm.workflow.model import DagDefinition, DagNode, Edge, FieldSpec
 from swarm.workflow.standards import TaskStandard, apply_standard
 

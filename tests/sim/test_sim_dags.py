@@ -31,8 +31,8 @@ from swarm.sim.invariants import InvariantViolation
 from swarm.sim.runner import SimReport, run_scenario
 from swarm.sim.scenario import load_scenario
 from swarm.sim.schedules import CronDriver, window_slots
+from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.gate import Verdict, decide
-from swarm.workflow.model import parse_definition
 
 DAG_SEEDS = 200
 CRON_SEEDS = 50

@@ -18,7 +18,9 @@ from swarm.workflow.allocation import (
     plan_allocation,
 )
 from swarm.workflow.compile import RunRequest, compile_run
-from swarm.workflow.model import DagDefinition, DefinitionError, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.fields import DefinitionError
+from swarm.workflow.model import DagDefinition
 
 
 def _node(node_id: str, **resources: Any) -> dict[str, Any]:

@@ -13,15 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.errors import InvalidSpec
-from swarm.workflow.durations import format_duration, parse_duration
-from swarm.workflow.model import (
-    MAX_DEFINITION_BYTES,
-    DagDefinition,
-    DefinitionError,
-    load_definition,
-    parse_definition,
-    runtime_family,
-)
+from swarm.workflow.definition_parser import MAX_DEFINITION_BYTES, load_definition, parse_definition
+from swarm.workflow.durations import format_duration
+from swarm.workflow.fields import DefinitionError, parse_duration
+from swarm.workflow.model import DagDefinition, runtime_family
 
 
 def seed_definition() -> dict[str, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from swarm.workflow.model import DefinitionError, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.fields import DefinitionError
 from swarm.workflow.pyapi import Handle, dag, step
 
 

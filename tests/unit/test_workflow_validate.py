@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from test_workflow_model import big_definition, seed_definition
 
-from swarm.workflow.model import DefinitionError, parse_definition
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.fields import DefinitionError
 from swarm.workflow.standards import Sla, TaskStandard, apply_standard, parse_standard
 from swarm.workflow.validate import ClusterView, MemberView, NodeHistory, type_fits, validate
 
