@@ -233,7 +233,8 @@ def pure_breakdown(body: dict[str, Any], cluster: ClusterView, slots: int) -> li
 
 
 def _where(function: str) -> str:
-    """A cProfile location without the checkout's directory: 'swarm/workflow/definition_parser.py:261(_parse_node)'."""
+    """A cProfile location without the checkout's directory:
+    'swarm/workflow/definition_parser.py:261(_parse_node)'."""
     for marker in ("/swarm/", "site-packages/"):
         if marker in function:
             return marker.lstrip("/") + function.split(marker, 1)[1]

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from swarm.workflow.conditions import Condition, ConditionError, parse_condition
+from swarm.workflow.condition_syntax import ConditionError
+from swarm.workflow.conditions import Condition, parse_condition
 from swarm.workflow.durations import format_duration
 from swarm.workflow.fields import DefinitionError
 from swarm.workflow.model import DagDefinition, DagNode, Edge, FieldSpec

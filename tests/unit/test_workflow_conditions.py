@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from swarm.errors import InvalidSpec
-from swarm.workflow.conditions import ConditionError, parse_condition
+from swarm.workflow.condition_syntax import ConditionError
+from swarm.workflow.conditions import parse_condition
 
 STATES = ("done", "failed", "skipped", "cancelled")
 
