@@ -12,16 +12,22 @@ anything else is a bug: the application answers 500 with an id and logs the trac
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from swarm.api.auth import ApiUser
 from swarm.errors import InvalidSpec, LocalError
 
-__all__ = ["ApiBackend", "Conflict", "Forbidden", "Json", "NotFound"]
+__all__ = ["ApiBackend", "Conflict", "Forbidden", "Json", "NotFound", "iso_time"]
 
 #: A JSON object as the API sends and receives it.
 Json = dict[str, Any]
+
+
+def iso_time(when: float) -> str:
+    """A time as the API writes it (RFC 3339, UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 class NotFound(InvalidSpec):

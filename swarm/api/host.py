@@ -97,7 +97,7 @@ class ApiHost:
 
     def on_connected(self) -> None:
         """A (new) broker connection: announce this node's artifacts, which a new broker does not know."""
-        self.service.announce_all()
+        self.service.catalog.announce_all()
 
     def subscriptions(self) -> list[str]:
         """Topics to subscribe to on (re)connect."""
@@ -134,10 +134,10 @@ class ApiHost:
             await asyncio.sleep(SCHEDULE_TICK_S)
             ticks += 1
             try:
-                self.service.watch_devices()
-                await self.service.forget_members_if_idle()
+                self.service.members.watch()
+                await self.service.members.forget_if_idle()
                 if self._port.acting():
-                    await self.service.fire_due()
+                    await self.service.schedules.fire_due()
                 if ticks % RETENTION_EVERY == 1:
                     await self.service.apply_retention()
             except Exception:
@@ -149,7 +149,7 @@ class ApiHost:
             try:
                 await self.service.on_message(topic, env)
                 if self._feed.empty():
-                    await self.service.flush()
+                    await self.service.feed.flush()
             except Exception:
                 log.exception("the workflow service failed on a message on %s; continuing", topic)
 

@@ -66,9 +66,9 @@ class CronDriver:
     created: float
     end: float
     owner: str = "scheduler"
-    #: False, as the service does (`WorkflowService.fire_due`): a slot counts as fired only once its
-    #: RunStarted came back from the broker, and is sent again until it does. True models the naive rule
-    #: (count it when sent), which loses a slot whose submission the broker never took.
+    #: False, as the service does (`swarm.api.scheduled.ScheduledRuns.fire_due`): a slot counts as fired
+    #: only once its RunStarted came back from the broker, and is sent again until it does. True models the
+    #: naive rule (count it when sent), which loses a slot whose submission the broker never took.
     trust_own_firing: bool = False
     #: Per node: (incarnation, the latest slot it fired itself in that incarnation).
     own: dict[str, tuple[int, float]] = field(default_factory=dict)

@@ -182,29 +182,30 @@ async def test_a_cron_schedule_fires_each_slot_once(setup: Any) -> None:
     schedule = {"type": "CRON", "expression": "*/5 * * * *", "timezone": "UTC", "catchup": "ALL"}
     clock.now = calendar.timegm((2027, 1, 1, 0, 0, 0))
     await service.define_dag(dag(schedule=schedule), OPERATOR)
-    assert await service.fire_due() == []  # defined exactly at a slot: nothing missed yet
+    assert await service.schedules.fire_due() == []  # defined exactly at a slot: nothing missed yet
     clock.now += 11 * 60
-    assert await service.fire_due() == ["d@20270101T0005Z", "d@20270101T0010Z"]
-    assert await service.fire_due() == []
+    assert await service.schedules.fire_due() == ["d@20270101T0005Z", "d@20270101T0010Z"]
+    assert await service.schedules.fire_due() == []
     fired = ["d@20270101T0005Z", "d@20270101T0010Z"]
     assert [job.job_id for job in node.bodies(SubmitJob)] == fired
     # Their records never came back from the broker: after a while they are sent again, same run ids.
     clock.now += 10
-    assert await service.fire_due() == []
+    assert await service.schedules.fire_due() == []
     assert [job.job_id for job in node.bodies(SubmitJob)] == fired + fired
     for started in node.bodies(RunStarted)[:2]:  # now the broker echoes them: confirmed, never resent
         await service.on_message(f"wf/run/{started.run_id}", _envelope(started))
     clock.now += 10
-    await service.fire_due()
+    await service.schedules.fire_due()
     assert len(node.bodies(SubmitJob)) == 4
     # A successor that only saw the retained RunStarted records continues after them.
-    successor = WorkflowService(node, service._history, service._store, lambda _: {}, clock)
+    successor = WorkflowService(node, service._history, service.catalog.store, lambda _: {}, clock)
     await successor.on_message("wf/dag/d/1.0.0", _envelope(node.bodies(DagDefined)[0]))
     for started in node.bodies(RunStarted):
         await successor.on_message(f"wf/run/{started.run_id}", _envelope(started))
     clock.now += 5 * 60
-    assert await successor.fire_due() == []  # the artifact is unknown to it: refused, logged, not fired
-    assert successor._last_fired["d"] == calendar.timegm((2027, 1, 1, 0, 15, 0))
+    # The artifact is unknown to it: refused, logged, not fired.
+    assert await successor.schedules.fire_due() == []
+    assert successor.schedules.last_fired["d"] == calendar.timegm((2027, 1, 1, 0, 15, 0))
 
 
 async def test_devices_follow_heartbeats_only_while_the_api_is_used(setup: Any) -> None:
@@ -214,16 +215,16 @@ async def test_devices_follow_heartbeats_only_while_the_api_is_used(setup: Any) 
     await asyncio.sleep(0)
     assert "node/+/hb" in node.subscribed  # a stream client needs every member
     await heard(service, node)
-    service.watch_devices()
+    service.members.watch()
     event = await asyncio.wait_for(first, 2)
     assert event["type"] == "device" and event["nodeId"] == "n-1" and event["state"] == "alive"
-    service.watch_devices()  # nothing changed: no event
+    service.members.watch()  # nothing changed: no event
     await service.on_message("node/n-1/hb", Envelope(1, "c", "n-1", 1, "bye", NodeGone("left")))
-    service.watch_devices()
+    service.members.watch()
     assert (await asyncio.wait_for(anext(events), 1))["state"] == "dead"
     await events.aclose()
     clock.now += 301  # idle, no stream: heartbeats are no longer followed
-    await service.forget_members_if_idle()
+    await service.members.forget_if_idle()
     assert "node/+/hb" not in node.subscribed
 
 

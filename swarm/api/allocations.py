@@ -1,0 +1,142 @@
+"""The API's side of seed 004's allocations: the allocations this node made, and the runs that use them.
+
+Planning and the answer are the pure code of `swarm.workflow.allocation` (its docstring says what an
+allocation holds); this book keeps each allocation on the node that made it until it expires or a run
+used it, so a run that names it must be started through this node's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from swarm.api.analytics import estimates, flow_edges
+from swarm.api.auth import ApiUser
+from swarm.api.backend import Conflict, Forbidden, Json, NotFound, iso_time
+from swarm.api.devices import DeviceWatch
+from swarm.api.history import History
+from swarm.errors import InvalidSpec
+from swarm.messages import SubmitJob
+from swarm.trust.roles import allowed
+from swarm.workflow.allocation import (
+    DEFAULT_HOLD_S,
+    AllocationRequest,
+    allocation_response,
+    apply_allocation,
+    parse_allocation,
+    plan_allocation,
+)
+from swarm.workflow.analysis import analyze_flow
+from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.fields import DefinitionError
+from swarm.workflow.model import DagDefinition
+from swarm.workflow.standards import TaskStandard, with_standards
+
+__all__ = ["Allocation", "Allocations"]
+
+
+@dataclass(slots=True)
+class Allocation:
+    """An allocation this node's API made: pinned placement for one run of `dag_id`, until `expires`."""
+
+    dag_id: str
+    version: str
+    request: AllocationRequest
+    members: dict[str, str]
+    expires: float
+    used_by: str | None = None
+
+
+class Allocations:
+    """The allocations this node made and has not forgotten."""
+
+    def __init__(
+        self,
+        history: History,
+        devices: DeviceWatch,
+        standards: Callable[[], Awaitable[dict[str, TaskStandard]]],
+        clock: Callable[[], float],
+    ) -> None:
+        self._history = history
+        self._devices = devices
+        self._standards = standards
+        self._clock = clock
+        self._made: dict[str, Allocation] = {}
+
+    async def allocate(self, body: Json, user: ApiUser) -> Json:
+        """Seed 004's allocation: choose a live member for each step named (`swarm.workflow.allocation`,
+        whose docstring says what it holds: pinned placement for a run started with its id before it
+        expires, not reserved capacity). Kept on this node only: start the run through this node's API."""
+        request = parse_allocation(body)
+        await self._devices.need_members()
+        if request.preemption_allowed and not allowed(user.role, "cancel_any"):
+            # Preempting stops other people's running attempts, as cancelling them would.
+            raise Forbidden(
+                f"priorityConfig.preemptionAllowed: role {user.role!r} lacks the cancel_any permission"
+                " (an operator's)"
+            )
+        record = await asyncio.to_thread(self._history.definition, request.dag_id, None)
+        if record is None:
+            raise NotFound(f"no DAG {request.dag_id!r}")
+        if not record["valid"]:
+            raise InvalidSpec(f"{request.dag_id} version {record['version']} did not pass its contract check")
+        definition = with_standards(parse_definition(record["definition"]), await self._standards())
+        now = self._clock()
+        for key, old in list(self._made.items()):
+            if old.expires <= now:
+                del self._made[key]
+        expires = request.deadline if request.deadline is not None else now + DEFAULT_HOLD_S
+        if expires <= now:
+            raise DefinitionError(
+                "schedulingConstraints.executionDeadline", f"{iso_time(expires)} is not in the future"
+            )
+        allocation_id = request.allocation_id or f"alloc-{secrets.token_hex(6)}"
+        known = self._made.get(allocation_id)
+        if known is not None and known.used_by is not None:
+            raise Conflict(f"allocation {allocation_id} was used by run {known.used_by}", path="allocationId")
+        plan = plan_allocation(request, definition, self._devices.live())
+        if plan.status != "REJECTED":
+            self._made[allocation_id] = Allocation(
+                request.dag_id, definition.version, request, plan.members(), expires
+            )
+        flow = analyze_flow(estimates(definition), flow_edges(definition), self._devices.slots())
+        placed = plan.status != "REJECTED"
+        return allocation_response(
+            allocation_id,
+            request,
+            plan,
+            definition.version,
+            iso_time(now),
+            iso_time(expires),
+            iso_time(now) if placed else None,
+            iso_time(now + flow.estimated_seconds) if placed else None,
+        )
+
+    def named(self, allocation_id: object, dag_id: str) -> Allocation | None:
+        """The unexpired allocation a run start names, or None when it names none."""
+        if allocation_id is None:
+            return None
+        if not isinstance(allocation_id, str):
+            raise DefinitionError("allocationId", "expected a string")
+        allocation = self._made.get(allocation_id)
+        if allocation is None or allocation.expires <= self._clock():
+            raise NotFound(
+                f"no allocation {allocation_id!r} on this node (allocations are kept by the node that made"
+                " them, until they expire)"
+            )
+        if allocation.dag_id != dag_id:
+            raise Conflict(f"allocation {allocation_id} is for DAG {allocation.dag_id}, not {dag_id}")
+        return allocation
+
+    @staticmethod
+    def apply(
+        allocation: Allocation, allocation_id: str, job: SubmitJob, definition: DagDefinition
+    ) -> SubmitJob:
+        """The run's job with the allocation's placements applied; the allocation is then used by it."""
+        if allocation.used_by not in (None, job.job_id):
+            raise Conflict(f"allocation {allocation_id} was used by run {allocation.used_by}")
+        job = apply_allocation(job, definition, allocation.request, allocation.members)
+        allocation.used_by = job.job_id
+        return job
