@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.locality import open_local_output, read_local, read_own_run
@@ -40,7 +41,7 @@ from swarm.taskapi import TaskContext
 if TYPE_CHECKING:
     from swarm.mapreduce.app import App
 
-__all__ = ["map_handler", "reduce_handler"]
+__all__ = ["OutputSink", "map_handler", "map_split", "reduce_handler", "reduce_partition"]
 
 log = logging.getLogger(__name__)
 
@@ -132,43 +133,72 @@ class MapHandler:
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Map, partition, sort, spill; return where the runs are."""
-        from swarm.mapreduce.runs import Spiller
-
         self.validate(payload)  # the job id names a directory and the token guards it: check them here too
         app = _app(payload)
         inp = payload["input"]
         data, read_locally = _fetch_split(inp, ctx.policy.allowed_paths, payload["token"])
-        root = Path(ctx.data.directory)
-        job_dir = root / JOBS_DIR / payload["job"]
-        register_capability(job_dir, payload["token"])
-        out_dir = job_dir / f"m{payload['index']}-a{ctx.attempt}"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        combiner = app.combiner if app.vectorized else None
-        spiller = Spiller(
-            out_dir,
-            payload["reducers"],
-            ctx.data.spill_threshold_mb * 1024 * 1024,
-            payload["compress"],
-            combiner=combiner,
+        result = map_split(
+            ctx,
+            app,
+            [(inp["file"], data)],
+            job=payload["job"],
+            token=payload["token"],
+            out_name=f"m{payload['index']}",
+            reducers=payload["reducers"],
+            compress=payload["compress"],
             boundaries=_boundaries(payload),
         )
-        records = 0
+        return {**result, "bytes_in": len(data), "local_input": read_locally}
+
+
+def map_split(
+    ctx: TaskContext,
+    app: App,
+    split: list[tuple[str, bytes]],
+    *,
+    job: str,
+    token: str,
+    out_name: str,
+    reducers: int,
+    compress: bool,
+    boundaries: Any,
+    spill_threshold_mb: int | None = None,
+) -> dict[str, Any]:
+    """Map the (filename, data) pieces of one split into one sorted run per partition, written under
+    `<data>/mr/<job>/<out_name>-a<attempt>/` and served to `token`; return where the runs are.
+
+    The engine's map task and a workflow's MAPREDUCE step (`swarm.plugins.step_mapreduce`) both map
+    through here. `spill_threshold_mb` lowers the node's own threshold, never raises it."""
+    from swarm.mapreduce.runs import Spiller
+
+    root = Path(ctx.data.directory)
+    job_dir = root / JOBS_DIR / job
+    register_capability(job_dir, token)
+    out_dir = job_dir / f"{out_name}-a{ctx.attempt}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    combiner = app.combiner if app.vectorized else None
+    threshold = ctx.data.spill_threshold_mb
+    if spill_threshold_mb is not None:
+        threshold = min(threshold, spill_threshold_mb)
+    spiller = Spiller(
+        out_dir, reducers, threshold * 1024 * 1024, compress, combiner=combiner, boundaries=boundaries
+    )
+    records = 0
+    for filename, data in split:
         for piece in _pieces(data, app.record_size, app.map_bytes):
-            keys, values = app.map(inp["file"], piece)
+            keys, values = app.map(filename, piece)
             spiller.add(keys, values)
             records += len(keys)
-        runs = spiller.finish()
-        return {
-            "node": ctx.node_id,
-            "url": ctx.data.url,
-            "records": records,
-            "bytes_in": len(data),
-            "local_input": read_locally,
-            "runs": [
-                {"path": str(Path(run.path).relative_to(root)), "checksum": run.checksum, "bytes": run.nbytes}
-                for run in runs
-            ],
-        }
+    runs = spiller.finish()
+    return {
+        "node": ctx.node_id,
+        "url": ctx.data.url,
+        "records": records,
+        "runs": [
+            {"path": str(Path(run.path).relative_to(root)), "checksum": run.checksum, "bytes": run.nbytes}
+            for run in runs
+        ],
+    }
 
 
 class ReduceHandler:
@@ -185,9 +215,6 @@ class ReduceHandler:
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Merge the sorted runs of this partition, reduce, and upload the output file."""
-        from swarm.mapreduce.merge import MergedRuns
-        from swarm.mapreduce.runs import read_run
-
         self.validate(payload)
         app = _app(payload)
         r = payload["partition"]
@@ -198,49 +225,86 @@ class ReduceHandler:
         if not isinstance(maps, list) or len(maps) != len(payload["inputs"]):
             raise InvalidPayload("mapreduce.reduce needs the results of every map task")
 
-        def fetch_run(result: dict[str, Any]) -> bytes | memoryview | FetchError:
-            run = result["runs"][r]
-            if result.get("node") == ctx.node_id:
-                own = read_own_run(ctx.data.directory, run["path"], run["checksum"], job=payload["job"])
-                if own is not None:
-                    return own
-            try:
-                url = f"{result['url']}/f/{run['path']}"
-                return fetch(url, token=token, expected_checksum=run["checksum"])
-            except FetchError as exc:
-                return exc
+        def recompute(i: int) -> Any:
+            inp = payload["inputs"][i]
+            keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths, token)[0])
+            return _partitions(app, payload, keys, values)[r]
 
-        with ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="mr-fetch") as pool:
-            fetches = list(pool.map(fetch_run, maps))
-        runs, fetched, recomputed = [], 0, 0
-        for i, data in enumerate(fetches):
-            if not isinstance(data, FetchError):
-                runs.append(read_run(data, verified=True))
-                fetched += len(data)
-            else:
-                log.warning("map %d output unreachable (%s); recomputing partition %d", i, data, r)
-                inp = payload["inputs"][i]
-                keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths, token)[0])
-                runs.append(_partitions(app, payload, keys, values)[r])
-                recomputed += 1
-        merged = MergedRuns(runs)
         output = open_local_output(payload.get("output_local"), ctx.policy.allowed_paths)
-        written_locally = output is not None
         with output or _Upload(payload["output"], token) as out:
-            out_keys = 0
-            for keys, values in merged.chunks(max(1, REDUCE_CHUNK // max(merged.row_bytes, 1))):
-                reduced_keys, reduced = app.reduce(keys, values)
-                out.write(app.format_output(reduced_keys, reduced))
-                out_keys += len(reduced_keys)
-            checksum = out.commit()
-        return {
-            "keys": out_keys,
-            "bytes": out.size,
-            "checksum": checksum,
-            "shuffled": fetched,
-            "recomputed_maps": recomputed,
-            "local_output": written_locally,
-        }
+            result = reduce_partition(
+                ctx, app, r, maps, out, job=payload["job"], token=token, recompute=recompute
+            )
+        return {**result, "local_output": output is not None}
+
+
+class OutputSink(Protocol):
+    """Where a reducer writes its output: `AtomicFile`'s interface."""
+
+    size: int
+
+    def write(self, data: memoryview) -> Any:
+        """Append `data`."""
+
+    def commit(self) -> str | None:
+        """Make the output final; return its checksum."""
+
+
+def reduce_partition(
+    ctx: TaskContext,
+    app: App,
+    r: int,
+    maps: list[dict[str, Any]],
+    out: OutputSink,
+    *,
+    job: str,
+    token: str,
+    recompute: Callable[[int], Any],
+) -> dict[str, Any]:
+    """Fetch partition `r` of every map's output (`maps`: the map results), merge, reduce, write into
+    `out` and commit it. A map output that cannot be fetched is rebuilt by `recompute(i)` (the sorted
+    run of partition `r` of map i's split). The engine's reduce task and a workflow's MAPREDUCE step
+    both reduce through here."""
+    from swarm.mapreduce.merge import MergedRuns
+    from swarm.mapreduce.runs import read_run
+
+    def fetch_run(result: dict[str, Any]) -> bytes | memoryview | FetchError:
+        run = result["runs"][r]
+        if result.get("node") == ctx.node_id:
+            own = read_own_run(ctx.data.directory, run["path"], run["checksum"], job=job)
+            if own is not None:
+                return own
+        try:
+            url = f"{result['url']}/f/{run['path']}"
+            return fetch(url, token=token, expected_checksum=run["checksum"])
+        except FetchError as exc:
+            return exc
+
+    with ThreadPoolExecutor(PARALLEL_FETCHES, thread_name_prefix="mr-fetch") as pool:
+        fetches = list(pool.map(fetch_run, maps))
+    runs, fetched, recomputed = [], 0, 0
+    for i, data in enumerate(fetches):
+        if not isinstance(data, FetchError):
+            runs.append(read_run(data, verified=True))
+            fetched += len(data)
+        else:
+            log.warning("map %d output unreachable (%s); recomputing partition %d", i, data, r)
+            runs.append(recompute(i))
+            recomputed += 1
+    merged = MergedRuns(runs)
+    out_keys = 0
+    for keys, values in merged.chunks(max(1, REDUCE_CHUNK // max(merged.row_bytes, 1))):
+        reduced_keys, reduced = app.reduce(keys, values)
+        out.write(app.format_output(reduced_keys, reduced))
+        out_keys += len(reduced_keys)
+    checksum = out.commit()
+    return {
+        "keys": out_keys,
+        "bytes": out.size,
+        "checksum": checksum,
+        "shuffled": fetched,
+        "recomputed_maps": recomputed,
+    }
 
 
 class _Upload:
