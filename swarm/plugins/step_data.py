@@ -25,7 +25,15 @@ from swarm.runtime.datafetch import FetchError, fetch, file_url
 from swarm.runtime.dataserver import JOBS_DIR, job_data_name, register_capability
 from swarm.taskapi import TaskContext
 
-__all__ = ["INLINE_LIMIT", "MAX_REFERENCED_BYTES", "REF_KEY", "resolve_inputs", "spill_outputs"]
+__all__ = [
+    "INLINE_LIMIT",
+    "MAX_REFERENCED_BYTES",
+    "REF_KEY",
+    "is_reference",
+    "resolve_inputs",
+    "resolve_value",
+    "spill_outputs",
+]
 
 REF_KEY = "$ref"
 #: Outputs whose JSON is larger than this go to the data plane.
@@ -67,32 +75,42 @@ def resolve_inputs(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The step's inputs with every reference replaced by its value; and the bytes fetched."""
     inputs = payload.get("inputs") or payload.get("params") or {}
     token = payload.get("dataToken")
-    fetched = [0]
+    fetched = 0
+    resolved = {}
+    for name, value in inputs.items():
+        resolved[name], size = resolve_value(value, token)
+        fetched += size
+    return resolved, fetched
 
-    def resolve(value: Any) -> Any:
-        if isinstance(value, list):
-            return [resolve(item) for item in value]
-        if not (isinstance(value, dict) and set(value) == {REF_KEY} and isinstance(value[REF_KEY], dict)):
-            return value
-        ref = value[REF_KEY]
-        if not isinstance(token, str):
-            raise Fatal("an input is a data-plane reference, but the step has no data token")
-        size = ref.get("size")
-        if not isinstance(size, int) or not 0 <= size <= MAX_REFERENCED_BYTES:
-            raise Fatal(f"a reference's size must be 0..{MAX_REFERENCED_BYTES}")
-        try:
-            data = fetch(str(ref.get("url")), token=token, retries=2, timeout=60.0)
-        except FetchError as exc:
-            # The upstream's node may be gone with its data: another attempt will not help until the
-            # upstream is re-run, which only a new run does.
-            raise Retry(f"cannot fetch an input from {ref.get('url')}: {exc}", delay=2.0) from None
-        if len(data) != size or hashlib.sha256(data).hexdigest() != ref.get("sha256"):
-            raise Fatal(f"an input fetched from {ref.get('url')} does not match its hash or size")
-        fetched[0] += len(data)
-        return orjson.loads(data)
 
-    resolved = {name: resolve(value) for name, value in inputs.items()}
-    return resolved, fetched[0]
+def is_reference(value: Any) -> bool:
+    """Whether `value` is a data-plane reference (`{"$ref": {...}}`)."""
+    return isinstance(value, dict) and set(value) == {REF_KEY} and isinstance(value[REF_KEY], dict)
+
+
+def resolve_value(value: Any, token: Any) -> tuple[Any, int]:
+    """`value` with every reference in it (itself, or an item of a list) replaced by the value it names,
+    fetched with the run's data `token` and checked against its hash and size; and the bytes fetched."""
+    if isinstance(value, list):
+        items = [resolve_value(item, token) for item in value]
+        return [item for item, _ in items], sum(size for _, size in items)
+    if not is_reference(value):
+        return value, 0
+    ref = value[REF_KEY]
+    if not isinstance(token, str):
+        raise Fatal("an input is a data-plane reference, but the step has no data token")
+    size = ref.get("size")
+    if not isinstance(size, int) or not 0 <= size <= MAX_REFERENCED_BYTES:
+        raise Fatal(f"a reference's size must be 0..{MAX_REFERENCED_BYTES}")
+    try:
+        data = fetch(str(ref.get("url")), token=token, retries=2, timeout=60.0)
+    except FetchError as exc:
+        # The upstream's node may be gone with its data: another attempt will not help until the
+        # upstream is re-run, which only a new run does.
+        raise Retry(f"cannot fetch an input from {ref.get('url')}: {exc}", delay=2.0) from None
+    if len(data) != size or hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+        raise Fatal(f"an input fetched from {ref.get('url')} does not match its hash or size")
+    return orjson.loads(data), len(data)
 
 
 def _safe(text: str) -> str:
