@@ -163,6 +163,8 @@ def parse_definition(data: object) -> DagDefinition:
             )
         where[node.node_id] = i
         nodes.append(node)
+    if map_reduce is not None:
+        notes.extend(_map_reduce_notes(map_reduce, nodes))
     edges = _parse_edges(r.data.get("edges"), where)
     configs = _parse_globals(r.data.get("globalConfigs"), "globalConfigs", notes)
     return DagDefinition(
@@ -252,8 +254,9 @@ _NODE_KEYS = tuple(
     "nodeId name type position taskDefinition resourceRequirements executionConfig priority".split()  # noqa: SIM905
 )
 _TASK_KEYS = tuple("artifactId className entrypoint runtime inputSchema outputSchema standard params".split())  # noqa: SIM905
-_EXEC_KEYS = tuple(
-    "timeout parallelism isMapStage isReduceStage partitionStrategy memoryIntensive maxRetries".split()  # noqa: SIM905
+_EXEC_KEYS = (
+    *"timeout parallelism isMapStage isReduceStage partitionStrategy memoryIntensive maxRetries".split(),  # noqa: SIM905
+    "reduceParallelism",
 )
 _STANDARD_REF = re.compile(r"(?P<name>[^@]+)@(?P<version>.+)")
 
@@ -270,7 +273,9 @@ def _parse_node(value: object, path: str, notes: list[NotApplied], mr: MapReduce
         position = Position(p.number("x", 0, low), p.number("y", 0, low), p.number("z", 0, low))
     task = _parse_task(r.data["taskDefinition"], r.at("taskDefinition"), notes)
     resources = parse_resources(r.data.get("resourceRequirements", {}), r.at("resourceRequirements"), notes)
-    execution = _parse_execution(r.data.get("executionConfig", {}), r.at("executionConfig"), notes, mr)
+    execution = _parse_execution(
+        r.data.get("executionConfig", {}), r.at("executionConfig"), notes, mr, task.family == "MAPREDUCE"
+    )
     return DagNode(
         node_id=node_id,
         task=task,
@@ -376,8 +381,10 @@ _RESOURCE_KEYS = ("cpuCores", "memoryMB", "diskGB", "gpuUnits", "networkBandwidt
 
 
 def _parse_execution(
-    value: object, path: str, notes: list[NotApplied], mr: MapReduceConfig | None
+    value: object, path: str, notes: list[NotApplied], mr: MapReduceConfig | None, job_step: bool = False
 ) -> ExecutionConfig:
+    """A node's `executionConfig`. On a MAPREDUCE step (`job_step`) `parallelism` is its map tasks, with
+    `mapParallelismDefault` as the default, and `reduceParallelism` its reduce tasks."""
     r, _ = open_object(value, path, _EXEC_KEYS)
     timeout = r.duration("timeout")
     if timeout is not None and timeout <= 0:
@@ -385,15 +392,27 @@ def _parse_execution(
     is_map, is_reduce = r.flag("isMapStage"), r.flag("isReduceStage")
     if is_map and is_reduce:
         raise DefinitionError(r.at("isReduceStage"), "a node is a map stage or a reduce stage, not both")
+    if job_step and (is_map or is_reduce):
+        flag = r.at("isMapStage" if is_map else "isReduceStage")
+        notes.append(NotApplied(flag, "a MAPREDUCE step runs both stages of its job"))
     default = 1
     if mr is not None and mr.enabled:
         stage_default = (
-            mr.map_parallelism_default if is_map else mr.reduce_parallelism_default if is_reduce else None
+            mr.map_parallelism_default
+            if is_map or job_step
+            else mr.reduce_parallelism_default
+            if is_reduce
+            else None
         )
         default = stage_default or 1
     strategy = r.opt_str("partitionStrategy")
-    if strategy is not None and not (mr is not None and mr.enabled and (is_map or is_reduce)):
+    if strategy is not None and job_step:
+        notes.append(NotApplied(r.at("partitionStrategy"), "a MAPREDUCE step partitions as its app does"))
+    elif strategy is not None and not (mr is not None and mr.enabled and (is_map or is_reduce)):
         notes.append(NotApplied(r.at("partitionStrategy"), "partitioning applies only to MapReduce stages"))
+    reduces = r.opt_int("reduceParallelism", minimum=1)
+    if reduces is not None and not job_step:
+        raise DefinitionError(r.at("reduceParallelism"), "only a MAPREDUCE step has reduce tasks of its own")
     return ExecutionConfig(
         timeout_s=timeout,
         parallelism=r.integer("parallelism", default, minimum=1),
@@ -402,6 +421,7 @@ def _parse_execution(
         partition_strategy=strategy,
         memory_intensive=r.flag("memoryIntensive"),
         max_retries=r.opt_int("maxRetries"),
+        reduce_parallelism=reduces,
     )
 
 
@@ -479,11 +499,7 @@ def _parse_map_reduce(value: object, path: str, notes: list[NotApplied]) -> MapR
     if shuffle != "SORT_BASED":
         notes.append(NotApplied(r.at("shuffleStrategy"), "the swarm's shuffle is always sort-based"))
     compression = r.flag("compressionEnabled")
-    if compression:
-        notes.append(NotApplied(r.at("compressionEnabled"), "shuffle runs are not compressed"))
     spill = r.opt_int("spillThresholdMB", minimum=1)
-    if spill is not None:
-        notes.append(NotApplied(r.at("spillThresholdMB"), "the engine sizes its own sorted runs"))
     return MapReduceConfig(
         enabled=r.flag("enabled"),
         map_parallelism_default=r.opt_int("mapParallelismDefault", minimum=1),
@@ -492,3 +508,17 @@ def _parse_map_reduce(value: object, path: str, notes: list[NotApplied]) -> MapR
         compression_enabled=compression,
         spill_threshold_mb=spill,
     )
+
+
+def _map_reduce_notes(mr: MapReduceConfig, nodes: list[DagNode]) -> list[NotApplied]:
+    """`compressionEnabled` and `spillThresholdMB` act on the engine jobs of MAPREDUCE steps only."""
+    if mr.enabled and any(node.task.family == "MAPREDUCE" for node in nodes):
+        return []
+    why = "it is not enabled" if mr.enabled is False else ""
+    why = why or "no step of this DAG runs the MAPREDUCE runtime"
+    notes = []
+    if mr.compression_enabled:
+        notes.append(NotApplied("mapReduceConfig.compressionEnabled", f"it compresses MAPREDUCE jobs; {why}"))
+    if mr.spill_threshold_mb is not None:
+        notes.append(NotApplied("mapReduceConfig.spillThresholdMB", f"it bounds MAPREDUCE jobs' maps; {why}"))
+    return notes

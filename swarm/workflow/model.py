@@ -158,6 +158,8 @@ class ExecutionConfig:
     partition_strategy: str | None = None
     memory_intensive: bool = False
     max_retries: int | None = None
+    #: A MAPREDUCE step's reduce tasks (`reduceParallelism`; None: the mapReduceConfig default, else 1).
+    reduce_parallelism: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +423,7 @@ def _node_json(node: DagNode) -> dict[str, Any]:
             "partitionStrategy": ex.partition_strategy,
             "memoryIntensive": ex.memory_intensive or None,
             "maxRetries": ex.max_retries,
+            "reduceParallelism": ex.reduce_parallelism,
         }
     )
     out: dict[str, Any] = {"nodeId": node.node_id, "name": node.name, "type": node.type}
