@@ -216,8 +216,8 @@ class ApiClient:
     def push_artifact(self, path: Path, name: str, version: str, kind: str | None = None) -> Json:
         """Upload a file, or a directory (zipped by `swarm.runtime.artifacts.pack`), as `name` `version`.
 
-        `kind` (python, shell, jar) defaults to what the path looks like (`infer_kind`). Versions are
-        immutable: pushing other bytes under an existing version is refused (409).
+        `kind` (python, shell, jar, mapreduce) defaults to what the path looks like (`infer_kind`).
+        Versions are immutable: pushing other bytes under an existing version is refused (409).
         """
         path = Path(path)
         if not path.exists():

@@ -92,7 +92,11 @@ def add_workflow_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], N
     push.add_argument("path", type=Path)
     push.add_argument("--name", required=True)
     push.add_argument("--version", required=True, help="MAJOR.MINOR[.PATCH], e.g. 1.0")
-    push.add_argument("--kind", choices=("python", "shell", "jar"), help="default: from the path")
+    push.add_argument(
+        "--kind",
+        choices=("python", "shell", "jar", "mapreduce"),
+        help="default: from the path; mapreduce: a MapReduce app's module, for MAPREDUCE steps",
+    )
     leaf(artifact, "list", "every artifact version").add_argument("--json", action="store_true")
     show_artifact = leaf(artifact, "show", "an artifact's versions, or one version")
     show_artifact.add_argument("ref", metavar="NAME[@VERSION]")

@@ -39,7 +39,7 @@ __all__ = ["API_PREFIX", "MIB", "ROUTES", "close", "make_app", "serve"]
 
 MIB = 1 << 20
 API_PREFIX = "/api/v1"
-ARTIFACT_KINDS = ("python", "shell", "jar")
+ARTIFACT_KINDS = ("python", "shell", "jar", "mapreduce")
 _MAX_LIMIT = 1000
 _LIMIT_RE = re.compile(r"[0-9]{1,4}")
 _STATE_RE = re.compile(r"[A-Za-z_]{1,32}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from swarm import topics
 from swarm.api.auth import ApiUser
@@ -28,11 +28,12 @@ from swarm.runtime.artifacts import (
 )
 from swarm.workflow.compile import ArtifactRef
 from swarm.workflow.fields import DefinitionError
+from swarm.workflow.mrstep import app_problem
 from swarm.workflow.standards import TaskStandard, parse_standard
 
 __all__ = ["Catalog", "Publisher"]
 
-_KINDS = ("python", "shell", "jar")
+_KINDS = ("python", "shell", "jar", "mapreduce")
 
 
 class Publisher(Protocol):
@@ -79,12 +80,21 @@ class Catalog:
         record = self._artifacts[(name, best)]
         return ArtifactRef(dict(record.meta), tuple(record.sources))
 
+    def artifact_meta(self, ref: str) -> dict[str, Any] | None:
+        """The metadata of the artifact `ref` names, None when the cluster has none such."""
+        try:
+            return self.resolve(ref).meta
+        except (InvalidSpec, ValueError):
+            return None
+
     async def push_artifact(
         self, name: str, version: str, kind: str, filename: str, data: bytes, user: ApiUser
     ) -> Json:
         """Keep the bytes here and tell the cluster where to fetch them."""
         if kind not in _KINDS:
             raise InvalidSpec(f"kind: expected one of {', '.join(_KINDS)}, got {kind!r}")
+        if kind == "mapreduce":
+            _check_app(filename, data)
         now = self._clock()
         put = self.store.put
         meta = await asyncio.to_thread(
@@ -152,3 +162,15 @@ class Catalog:
         rows = await asyncio.to_thread(self._history.standards)
         parsed = (parse_standard(row["standard"]) for row in rows)
         return {s.key: s for s in parsed}
+
+
+def _check_app(filename: str, data: bytes) -> None:
+    """A `mapreduce` artifact is one module defining an app (read, never run: `mrstep.app_problem`)."""
+    if not filename.endswith(".py"):
+        raise InvalidSpec(f"kind mapreduce: {filename!r} is not a module; an app is one .py file")
+    try:
+        problem = app_problem(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        problem = "it is not UTF-8 text"
+    if problem is not None:
+        raise InvalidSpec(f"kind mapreduce: {filename} is not a MapReduce app: {problem}")

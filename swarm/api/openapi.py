@@ -243,7 +243,7 @@ def _schemas() -> dict[str, Schema]:
             {
                 "name": _STR,
                 "version": _STR,
-                "kind": {"type": "string", "enum": ["python", "shell", "jar"]},
+                "kind": {"type": "string", "enum": ["python", "shell", "jar", "mapreduce"]},
                 "filename": _STR,
                 "size": _INT,
                 "sha256": _STR,
@@ -452,7 +452,9 @@ def _paths() -> dict[str, Schema]:
                         *art_v,
                         {
                             **_query(
-                                "kind", {"type": "string", "enum": ["python", "shell", "jar"]}, "the kind"
+                                "kind",
+                                {"type": "string", "enum": ["python", "shell", "jar", "mapreduce"]},
+                                "the kind",
                             ),
                             "required": True,
                         },

@@ -26,8 +26,9 @@ from swarm.api.history import History
 from swarm.messages import RunStarted, Started, TaskUpdate
 from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.model import DagDefinition
+from swarm.workflow.mrstep import part_of
 
-__all__ = ["FollowedRun", "RunFeed", "final_run_state", "node_row", "step_of"]
+__all__ = ["FollowedRun", "RunFeed", "final_run_state", "node_row", "owner_step", "step_of"]
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,28 @@ _HANDLES_FAILURE = ("FAILURE", "ALWAYS")
 
 
 def step_of(definition: DagDefinition, run_id: str, task_id: str) -> tuple[str, int]:
-    """The step (node id) and shard a task of the run is."""
+    """The step (node id) and shard a task of the run is. The map and reduce tasks of a MAPREDUCE step
+    `wc` are parts of it recorded as their own rows, `wc.map` and `wc.reduce` with the task's index as
+    the shard; the step's own row is its collecting task's."""
     local = task_id.removeprefix(f"{run_id}.")
     if definition.has_node(local):
         return local, 0
     node_id, _, shard = local.rpartition(".")
     if definition.has_node(node_id) and shard.isdigit():
         return node_id, int(shard)
+    part = part_of(local)
+    if part is not None and definition.has_node(part[0]):
+        return f"{part[0]}.{part[1]}", part[2]
     return local, 0
+
+
+def owner_step(definition: DagDefinition, run_id: str, task_id: str) -> str:
+    """The step a task of the run belongs to (a MAPREDUCE step's maps and reduces belong to it)."""
+    local = task_id.removeprefix(f"{run_id}.")
+    part = part_of(local)
+    if part is not None and definition.has_node(part[0]) and not definition.has_node(local):
+        return part[0]
+    return step_of(definition, run_id, task_id)[0]
 
 
 def node_row(definition: DagDefinition, run_id: str, update: TaskUpdate) -> dict[str, Any]:
@@ -77,7 +92,8 @@ def final_run_state(definition: DagDefinition, states: Mapping[str, str], cancel
     if cancelled:
         return "CANCELLED"
     for node_id, state in states.items():
-        if state not in ("failed", "cancelled"):
+        if state not in ("failed", "cancelled") or not definition.has_node(node_id):
+            # A part of a MAPREDUCE step (its maps, its reduces) fails the step, which says the rest.
             continue
         handled = any(
             edge.condition.split()[0].upper() in _HANDLES_FAILURE for edge in definition.children(node_id)

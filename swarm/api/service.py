@@ -19,7 +19,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 from typing import Protocol
 
@@ -32,7 +32,7 @@ from swarm.api.catalog import Catalog
 from swarm.api.devices import DeviceWatch
 from swarm.api.events import EventHub
 from swarm.api.history import History
-from swarm.api.runs import FollowedRun, RunFeed, step_of
+from swarm.api.runs import FollowedRun, RunFeed, owner_step
 from swarm.api.scheduled import ScheduledRuns
 from swarm.errors import InvalidSpec
 from swarm.messages import (
@@ -58,7 +58,7 @@ from swarm.workflow.analysis import analyze_flow
 from swarm.workflow.compile import RunRequest, compile_run, step_task_ids
 from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.fields import DefinitionError
-from swarm.workflow.model import DagDefinition, DagNode, runtime_family
+from swarm.workflow.model import DagDefinition, DagNode
 from swarm.workflow.schedules import check_schedule
 from swarm.workflow.standards import parse_standard, with_standards
 from swarm.workflow.validate import validate
@@ -67,7 +67,17 @@ __all__ = ["NodePort", "WorkflowService"]
 
 log = logging.getLogger(__name__)
 
-_CODE_RUNTIMES = frozenset({"PYTHON", "SHELL", "JVM"})
+_CODE_RUNTIMES = frozenset({"PYTHON", "SHELL", "JVM", "MAPREDUCE"})
+
+
+def _code_runtimes(nodes: Iterable[DagNode]) -> set[str]:
+    """The runtimes of `nodes` that run their user's code (a MAPREDUCE step does with an app artifact,
+    not with a built-in app)."""
+    return {
+        n.task.family
+        for n in nodes
+        if n.task.family in _CODE_RUNTIMES and (n.task.family != "MAPREDUCE" or n.task.artifact_id)
+    }
 
 
 class NodePort(Protocol):
@@ -207,7 +217,13 @@ class WorkflowService:
             )
         history = await self.reports.node_history(definition.dag_id)
         await self.members.need_members()
-        result = validate(definition, await self.catalog.standards(), self.members.cluster_view(), history)
+        result = validate(
+            definition,
+            await self.catalog.standards(),
+            self.members.cluster_view(),
+            history,
+            self.catalog.artifact_meta,
+        )
         now = self._clock()
         if result.is_valid:
             check_schedule(definition.schedule)
@@ -284,10 +300,10 @@ class WorkflowService:
         if not record["valid"]:
             raise InvalidSpec(f"{dag_id} version {record['version']} did not pass its contract check")
         definition = with_standards(parse_definition(record["definition"]), await self.catalog.standards())
-        runtimes = {runtime_family(n.task.runtime) for n in definition.nodes}
-        if runtimes & _CODE_RUNTIMES and not allowed(user.role, "run_code"):
+        runtimes = _code_runtimes(definition.nodes)
+        if runtimes and not allowed(user.role, "run_code"):
             raise Forbidden(
-                f"{dag_id} runs code ({', '.join(sorted(runtimes & _CODE_RUNTIMES))}); role {user.role!r}"
+                f"{dag_id} runs code ({', '.join(sorted(runtimes))}); role {user.role!r}"
                 " lacks the run_code permission (an operator's)"
             )
         params = body.get("params") or {}
@@ -357,7 +373,7 @@ class WorkflowService:
                 raise NotFound(f"run {run_id} has no step {node_id!r}", path=f"skip[{i}]")
             if node_id in run.states:
                 raise Conflict(f"step {node_id} already ended ({run.states[node_id]})", path=f"skip[{i}]")
-            skip.extend(step_task_ids(run_id, definition.node(node_id)))
+            skip.extend(step_task_ids(run_id, definition.node(node_id), definition))
         added, amended = await self._added_steps(run, body.get("add") or {}, user)
         job = SubmitJob(run_id, (), submitted_by=user.id, role=user.role)
         if added:
@@ -365,7 +381,7 @@ class WorkflowService:
             request = RunRequest(run_id, {}, user.id, user.role, user.team, "amend", token)
             new = {n.node_id for n in added}
             tasks = compile_run(amended, request, self.catalog.resolve).tasks
-            job = replace(job, tasks=tuple(t for t in tasks if step_of(amended, run_id, t.task_id)[0] in new))
+            job = replace(job, tasks=tuple(t for t in tasks if owner_step(amended, run_id, t.task_id) in new))
             run.definition = amended
         self._node.publish(topics.COORD_INBOX, Amend(run_id, tuple(skip), job.tasks, user.id, user.role))
         return {
@@ -392,13 +408,18 @@ class WorkflowService:
             if edge.target not in new:
                 raise DefinitionError(f"add.edges[{i}].to", "edges may only lead into added steps")
         await self.members.need_members()
-        result = validate(amended, await self.catalog.standards(), self.members.cluster_view(), None)
+        result = validate(
+            amended,
+            await self.catalog.standards(),
+            self.members.cluster_view(),
+            None,
+            self.catalog.artifact_meta,
+        )
         if not result.is_valid:
             first = result.errors[0]
             raise DefinitionError(f"add.nodes[{first.node_id}]", first.message)
         added = [amended.node(node_id) for node_id in sorted(new)]
-        families = {runtime_family(n.task.runtime) for n in added}
-        if families & _CODE_RUNTIMES and not allowed(user.role, "run_code"):
+        if _code_runtimes(added) and not allowed(user.role, "run_code"):
             raise Forbidden(f"the added steps run code; role {user.role!r} lacks the run_code permission")
         return added, amended
 

@@ -160,14 +160,15 @@ def java_executable() -> str | None:
 def probe_runtimes(task_types: Iterable[str], policy: TaskPolicy) -> tuple[str, ...]:
     """The workflow runtimes this node offers: those whose task plugin it has and can run here.
 
-    SWARM (built-in task types) always; PYTHON and MAPREDUCE with their plugins; JVM with a `java`; SHELL
-    only where the owner allows commands and lists `sh` among them (a shell step is a command).
+    SWARM (built-in task types) always; PYTHON and MAPREDUCE with their plugins (MAPREDUCE's three
+    `step.mapreduce.*`); JVM with a `java`; SHELL only where the owner allows commands and lists `sh`
+    among them (a shell step is a command).
     """
     types = set(task_types)
     offered = ["SWARM"]
     if "step.python" in types:
         offered.append("PYTHON")
-    if "mapreduce.map" in types:
+    if {"step.mapreduce.map", "step.mapreduce.reduce", "step.mapreduce.collect"} <= types:
         offered.append("MAPREDUCE")
     if "step.jvm" in types and java_executable():
         offered.append("JVM")

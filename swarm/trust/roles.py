@@ -118,7 +118,8 @@ def may_send(kind: str, role: str, tag: str) -> str | None:
 
 
 def task_runs_code(task_type: str, payload: dict[str, Any]) -> bool:
-    """Whether a task runs code its submitter wrote: a command, or a MapReduce app shipped as source.
+    """Whether a task runs code its submitter wrote: a command, or a MapReduce app shipped as source
+    (or, in a workflow's MAPREDUCE step, pushed as an artifact).
 
     Built-in and installed MapReduce apps (named by module) are the cluster's own code, and python_eval
     evaluates a restricted expression language, so neither needs the `run_code` permission.
@@ -128,6 +129,9 @@ def task_runs_code(task_type: str, payload: dict[str, Any]) -> bool:
     if task_type.startswith("mapreduce."):
         app = payload.get("app")
         return not isinstance(app, dict) or app.get("source") is not None
+    if task_type.startswith("step.mapreduce."):
+        # A MAPREDUCE step's app comes from an artifact (the user's code) or is a built-in one.
+        return payload.get("artifact") is not None
     return False
 
 

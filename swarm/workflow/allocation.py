@@ -577,7 +577,7 @@ def apply_allocation(
     """The run's job with the allocation applied to its tasks: every step gets the tolerations, the
     priority and the preemption flag; the named steps also their resources, labels, anti-affinity (as
     task ids of this run) and their allocated member (`members`: step id -> member id) as a pin."""
-    task_ids = {n.node_id: step_task_ids(job.job_id, n) for n in definition.nodes}
+    task_ids = {n.node_id: step_task_ids(job.job_id, n, definition) for n in definition.nodes}
     step_of = {task_id: name for name, ids in task_ids.items() for task_id in ids}
     tasks = []
     for spec in job.tasks:

@@ -10,6 +10,8 @@ What a step becomes:
 * runtime family -> task type: PYTHON `step.python`, SHELL `step.shell`, JVM `step.jvm`, SWARM the
   built-in task type its entrypoint names (`echo`, `sleep`, `python_eval`, ...), whose payload is the
   step's inputs; and the family is a placement requirement, so a step goes only where its runtime is.
+  MAPREDUCE: the engine job's map, reduce and collecting tasks (`swarm.workflow.mrstep`), the last of
+  which is the step's own task.
 * `resourceRequirements` -> requirements: cores (rounded up), memory, disk, a GPU when gpuUnits > 0.
 * `executionConfig.parallelism` p > 1 -> p tasks `<run>.<node>.<i>`, each given `shard` i of `shards` p;
   a downstream input mapped from such a step receives the list of the shards' values.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm.messages import PRIORITIES, Inflow, Requirements, RetryPolicy, SubmitJob, TaskSpec
+from swarm.workflow import mrstep
 from swarm.workflow.fields import DefinitionError
 from swarm.workflow.model import DagDefinition, DagNode, runtime_family
 
@@ -58,8 +61,18 @@ class RunRequest:
     data_token: str | None = None
 
 
-def step_task_ids(run_id: str, node: DagNode) -> tuple[str, ...]:
-    """The task ids of a step: one, or one per shard."""
+def step_task_ids(run_id: str, node: DagNode, definition: DagDefinition) -> tuple[str, ...]:
+    """Every task id of a step of `definition`: one, one per shard, or a MAPREDUCE step's maps, reduces
+    and own task."""
+    if node.task.family == "MAPREDUCE":
+        return mrstep.step_task_ids(run_id, node.node_id, mrstep.settings(definition, node))
+    return _output_task_ids(run_id, node)
+
+
+def _output_task_ids(run_id: str, node: DagNode) -> tuple[str, ...]:
+    """The tasks whose outputs are the step's: a MAPREDUCE step's own (collecting) task, or every shard."""
+    if node.task.family == "MAPREDUCE":
+        return (f"{run_id}.{node.node_id}",)
     p = node.execution.parallelism
     base = f"{run_id}.{node.node_id}"
     return (base,) if p <= 1 else tuple(f"{base}.{i}" for i in range(p))
@@ -73,7 +86,7 @@ def compile_run(
     order = definition.topological_order()
     params = _run_params(definition, run.params)
     tasks: list[TaskSpec] = []
-    ids = {node_id: step_task_ids(run.run_id, definition.node(node_id)) for node_id in order}
+    ids = {node_id: _output_task_ids(run.run_id, definition.node(node_id)) for node_id in order}
     for node_id in order:
         node = definition.node(node_id)
         family = runtime_family(node.task.runtime)
@@ -85,6 +98,22 @@ def compile_run(
             for edge in definition.parents(node_id)
         )
         after = tuple(task_id for flow in inflows for task_id in flow.sources)
+        if family == "MAPREDUCE":
+            template = TaskSpec(
+                task_id=ids[node_id][0],
+                type=mrstep.COLLECT_TYPE,
+                payload={},
+                priority=PRIORITIES.index(node.priority),
+                timeout=node.execution.timeout_s,
+                retry=_retry(definition, node),
+                requirements=_requirements(node, family),
+                after=after,
+                inflows=inflows,
+            )
+            tasks.extend(
+                mrstep.expand(run.run_id, node_id, mrstep.settings(definition, node), template, base)
+            )
+            continue
         shards = ids[node_id]
         for i, task_id in enumerate(shards):
             payload = base if family == "SWARM" else {**base, "shard": i, "shards": len(shards)}
@@ -123,10 +152,6 @@ def _task_type(node: DagNode, family: str) -> str:
                 f"nodes[{node.node_id}].taskDefinition.entrypoint", "a SWARM step names its task type here"
             )
         return node.task.entrypoint
-    if family == "MAPREDUCE":
-        raise DefinitionError(
-            f"nodes[{node.node_id}].taskDefinition.runtime", "the MAPREDUCE runtime does not run steps yet"
-        )
     return STEP_TYPES[family]
 
 
@@ -142,6 +167,8 @@ def _payload(
     if family == "SWARM":
         return dict(constants)
     path = f"nodes[{node.node_id}].taskDefinition"
+    if family == "MAPREDUCE":
+        return _mapreduce_payload(node, run_id, constants, resolve, path)
     if not node.task.artifact_id:
         raise DefinitionError(f"{path}.artifactId", f"a {family} step runs code from an artifact")
     artifact = resolve(node.task.artifact_id)
@@ -153,6 +180,36 @@ def _payload(
         "sources": list(artifact.sources),
         "params": constants,
     }
+
+
+def _mapreduce_payload(
+    node: DagNode,
+    run_id: str,
+    constants: dict[str, Any],
+    resolve: Callable[[str], ArtifactRef],
+    path: str,
+) -> dict[str, Any]:
+    """A MAPREDUCE step runs the app of its artifact (a `mapreduce` artifact: one module), or, without
+    one, the built-in app its entrypoint names."""
+    payload: dict[str, Any] = {"run": run_id, "step": node.node_id, "params": constants}
+    if node.task.artifact_id:
+        artifact = resolve(node.task.artifact_id)
+        if artifact.meta.get("kind") != "mapreduce":
+            raise DefinitionError(
+                f"{path}.artifactId",
+                f"artifact {node.task.artifact_id} is a {artifact.meta.get('kind')} artifact, not a MapReduce"
+                " app (push the app's module with --kind mapreduce)",
+            )
+        return {**payload, "entrypoint": "", "artifact": artifact.meta, "sources": list(artifact.sources)}
+    app = node.task.entrypoint or node.task.class_name
+    if not app or app not in mrstep.BUILTIN_APPS:
+        raise DefinitionError(
+            f"{path}.artifactId",
+            "a MAPREDUCE step runs the app of an artifact, or a built-in app named by its entrypoint ("
+            + ", ".join(mrstep.BUILTIN_APPS)
+            + ")",
+        )
+    return {**payload, "entrypoint": app}
 
 
 def _entrypoint(node: DagNode, family: str, artifact: ArtifactRef, path: str) -> str:

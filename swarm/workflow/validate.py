@@ -18,10 +18,11 @@ second.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from swarm.workflow import mrstep
 from swarm.workflow.condition_syntax import ConditionError
 from swarm.workflow.conditions import Condition, parse_condition
 from swarm.workflow.durations import format_duration
@@ -223,9 +224,11 @@ def validate(
     standards: Mapping[str, TaskStandard],
     cluster: ClusterView,
     history: Mapping[str, NodeHistory] | None = None,
+    artifacts: Callable[[str], Mapping[str, Any] | None] | None = None,
 ) -> ValidationResult:
-    """Check `definition` against itself, the task `standards` (by "name@version"), the live `cluster`
-    and the past runs of its nodes (`history`, by node id)."""
+    """Check `definition` against itself, the task `standards` (by "name@version"), the live `cluster`,
+    the past runs of its nodes (`history`, by node id) and, when given, the cluster's `artifacts` (an
+    artifact id -> its metadata, None when the cluster has no such artifact)."""
     report = _Report()
     nodes = _effective_nodes(definition, standards, report)
     _check_shape(definition, report)
@@ -236,6 +239,9 @@ def validate(
         for edge in definition.parents(node.node_id):
             _check_condition(edge, nodes[edge.source], conditions, report)
     _check_cluster(definition, nodes, cluster, report)
+    for node in nodes.values():
+        if node.task.family == "MAPREDUCE":
+            _check_mapreduce(definition, node, artifacts, report)
     _check_history(nodes, standards, history or {}, report)
     for note in definition.not_applied:
         match = _NODE_PATH.match(note.path)
@@ -348,7 +354,8 @@ def _check_inputs(
                 )
             elif declared is not None:
                 # A fanned-out parent hands on the list of its shards' values (`swarm.workflow.gate`).
-                fanned = nodes[edge.source].execution.parallelism > 1
+                parent = nodes[edge.source]
+                fanned = parent.execution.parallelism > 1 and parent.task.family != "MAPREDUCE"
                 given_type = f"ARRAY<{given.type}>" if fanned else given.type
                 fits, names = type_fits(given_type, declared.type)
                 unknown |= names
@@ -451,6 +458,56 @@ def _check_cluster(
                 "LOWER_PARALLELISM",
             )
     _check_reduce(definition, nodes, report)
+
+
+def _check_mapreduce(
+    definition: DagDefinition,
+    node: DagNode,
+    artifacts: Callable[[str], Mapping[str, Any] | None] | None,
+    report: _Report,
+) -> None:
+    """A MAPREDUCE step runs an app from a `mapreduce` artifact (or a built-in one), maps its input
+    `input`, declares no `_` inputs (its own tasks use them) and no outputs it does not have."""
+    ref = node.task.artifact_id
+    if ref is None:
+        app = node.task.entrypoint or node.task.class_name
+        if app not in mrstep.BUILTIN_APPS:
+            report.error(
+                node.node_id,
+                "a MAPREDUCE step runs the app of an artifact (artifactId) or a built-in app named by its"
+                f" entrypoint ({', '.join(mrstep.BUILTIN_APPS)}); {app or 'none'!r} is neither",
+            )
+    elif artifacts is not None:
+        meta = artifacts(ref)
+        if meta is None:
+            report.error(node.node_id, f"artifact {ref} of its MapReduce app is not in the cluster")
+        elif meta.get("kind") != "mapreduce":
+            report.error(
+                node.node_id,
+                f"artifact {ref} is not a MapReduce app (it was pushed as {meta.get('kind')}; push the"
+                " app's module with --kind mapreduce, which checks it defines map and reduce)",
+            )
+    schema = node.task.input_schema
+    for name in schema:
+        if name.startswith("_"):
+            report.error(node.node_id, f"input {name}: a MAPREDUCE step's own tasks use the names starting _")
+    fed = mrstep.INPUT in node.task.params or mrstep.INPUT in schema
+    fed = fed or any(mrstep.INPUT in edge.data_mapping for edge in definition.parents(node.node_id))
+    if not fed:
+        report.error(
+            node.node_id,
+            f"a MAPREDUCE step maps its input {mrstep.INPUT!r}: map it from an upstream output, declare it"
+            " (a run parameter) or give it in params",
+        )
+    for name, spec in (node.task.output_schema or {}).items():
+        known = mrstep.OUTPUTS.get(name)
+        if known is None:
+            report.error(
+                node.node_id,
+                f"output {name}: a MAPREDUCE step outputs {', '.join(mrstep.OUTPUTS)}, nothing else",
+            )
+        elif not type_fits(known, spec.type)[0]:
+            report.error(node.node_id, f"output {name} is {known}, not {spec.type}")
 
 
 def _shortfall(key: tuple[float, float, float, bool], members: tuple[MemberView, ...]) -> str | None:
