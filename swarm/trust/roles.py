@@ -118,14 +118,15 @@ def may_send(kind: str, role: str, tag: str) -> str | None:
 
 
 def task_runs_code(task_type: str, payload: dict[str, Any]) -> bool:
-    """Whether a task runs code its submitter wrote: a command, or a MapReduce app shipped as source
-    (or, in a workflow's MAPREDUCE step, pushed as an artifact).
+    """Whether a task runs code its submitter wrote: a command, a workflow step running an artifact
+    (PYTHON, SHELL, JVM), or a MapReduce app shipped as source (or, in a MAPREDUCE step, pushed as an
+    artifact).
 
     Built-in and installed MapReduce apps (named by module) are the cluster's own code, and python_eval
     evaluates a restricted expression language, so neither needs the `run_code` permission.
     """
-    if task_type == "command":
-        return True
+    if task_type in ("command", "step.python", "step.shell", "step.jvm"):
+        return True  # a workflow step of these runtimes runs the code of its artifact
     if task_type.startswith("mapreduce."):
         app = payload.get("app")
         return not isinstance(app, dict) or app.get("source") is not None

@@ -366,9 +366,13 @@ def test_only_the_submitter_or_an_operator_may_cancel_a_job() -> None:
     assert s.tasks["a"].state == "cancelled"
 
 
-def test_a_task_that_runs_its_own_code_needs_the_run_code_permission() -> None:
+@pytest.mark.parametrize(
+    "spec",
+    [TaskSpec("a", "command", {"argv": ["true"]}), TaskSpec("a", "step.python", {"params": {}})],
+    ids=["command", "workflow-step"],
+)
+def test_a_task_that_runs_its_own_code_needs_the_run_code_permission(spec: TaskSpec) -> None:
     s = sched()
-    spec = TaskSpec("a", "command", {"argv": ["true"]})
     s.on_submit(SubmitJob("j", (spec,), submitted_by="u-1", role="submitter"), 0.0)
     effects = s.drain(0.0)
     rejected = [e.body for e in effects if isinstance(e, Publish) and isinstance(e.body, JobRejected)]

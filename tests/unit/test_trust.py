@@ -204,3 +204,7 @@ def test_roles_and_code() -> None:
         "mapreduce.map", {"app": {"name": "wordcount", "module": "swarm.mapreduce.apps.wordcount"}}
     )
     assert not task_runs_code("python_eval", {"expression": "1"})
+    # A workflow step's task runs its artifact's code: a submitter speaking MQTT directly, past the
+    # API's check, is refused by the coordinator too.
+    for step_type in ("step.python", "step.shell", "step.jvm"):
+        assert task_runs_code(step_type, {"artifact": {"name": "a"}})

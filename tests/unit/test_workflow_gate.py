@@ -65,7 +65,8 @@ def run_to_end(s: Scheduler, outcomes: dict[str, TaskResult], now: float = 0.0) 
 
 def test_inputs_flow_from_mapped_outputs_and_params() -> None:
     s = sched()
-    job = SubmitJob("r", (step("r.a"), step("r.b", edge("r.a", total="rows"), params={"k": 1})), kind="dag")
+    tasks = (step("r.a"), step("r.b", edge("r.a", total="rows"), params={"k": 1}))
+    job = SubmitJob("r", tasks, kind="dag", role="operator")
     s.on_submit(job, 0.0)
     run = run_to_end(s, {"r.a": result("r.a", rows=7), "r.b": result("r.b")})
     assert run.states == {"r.a": "done", "r.b": "done"}
@@ -82,7 +83,7 @@ def test_failure_travels_on_and_handlers_run() -> None:
         step("r.always", edge("r.a", condition="ALWAYS")),
         step("r.after_ok", edge("r.ok")),
     )
-    s.on_submit(SubmitJob("r", tasks, kind="dag"), 0.0)
+    s.on_submit(SubmitJob("r", tasks, kind="dag", role="operator"), 0.0)
     outcomes = {t.task_id: result(t.task_id) for t in tasks}
     outcomes["r.a"] = result("r.a", "fatal")
     run = run_to_end(s, outcomes)
@@ -105,7 +106,7 @@ def test_false_conditions_skip_and_skips_travel_on() -> None:
         step("r.finally", edge("r.big", condition="ALWAYS")),
         step("r.on_skip", edge("r.big", condition="SKIPPED")),
     )
-    s.on_submit(SubmitJob("r", tasks, kind="dag"), 0.0)
+    s.on_submit(SubmitJob("r", tasks, kind="dag", role="operator"), 0.0)
     outcomes = {t.task_id: result(t.task_id) for t in tasks}
     outcomes["r.a"] = result("r.a", rows=5)
     run = run_to_end(s, outcomes)
@@ -122,7 +123,7 @@ def test_false_conditions_skip_and_skips_travel_on() -> None:
 def test_join_of_several_parents_needs_every_edge() -> None:
     s = sched()
     tasks = (step("r.a"), step("r.b"), step("r.join", edge("r.a", x="v"), edge("r.b", condition="FAILURE")))
-    s.on_submit(SubmitJob("r", tasks, kind="dag"), 0.0)
+    s.on_submit(SubmitJob("r", tasks, kind="dag", role="operator"), 0.0)
     run = run_to_end(s, {"r.a": result("r.a", v=1), "r.b": result("r.b"), "r.join": result("r.join")})
     assert run.states["r.join"] == "skipped"  # b succeeded, so its FAILURE edge does not hold
 
@@ -131,7 +132,7 @@ def test_fanned_out_step_passes_the_list_of_its_shards_values() -> None:
     s = sched()
     shards = ("r.m.0", "r.m.1", "r.m.2")
     tasks = (*(step(t) for t in shards), step("r.reduce", edge(*shards, parts="n")))
-    s.on_submit(SubmitJob("r", tasks, kind="dag"), 0.0)
+    s.on_submit(SubmitJob("r", tasks, kind="dag", role="operator"), 0.0)
     outcomes = {t: result(t, n=i) for i, t in enumerate(shards)}
     outcomes["r.reduce"] = result("r.reduce")
     run = run_to_end(s, outcomes)
@@ -143,7 +144,7 @@ def test_a_successor_decides_the_same_way_from_committed_states() -> None:
     s = sched()
     tasks = (step("r.a"), step("r.b", edge("r.a", condition="FAILURE")), step("r.c", edge("r.a", x="v")))
     committed = {"r.a": TaskUpdate("r.a", "done", 1, "w1", {"outputs": {"v": 3}})}
-    s.adopt(SubmitJob("r", tasks, kind="dag"), committed, 0.0)
+    s.adopt(SubmitJob("r", tasks, kind="dag", role="operator"), committed, 0.0)
     run = run_to_end(s, {"r.c": result("r.c")})
     assert run.states == {"r.a": "done", "r.b": "skipped", "r.c": "done"}
     assert run.payloads["r.c"]["inputs"] == {"x": 3}
@@ -185,7 +186,7 @@ def test_reserved_job_ids_are_refused() -> None:
 
 def test_a_workflow_runs_steps_are_announced_as_they_start() -> None:
     s = sched()
-    s.on_submit(SubmitJob("r", (step("r.a"), step("r.b", edge("r.a"))), kind="dag"), 0.0)
+    s.on_submit(SubmitJob("r", (step("r.a"), step("r.b", edge("r.a"))), kind="dag", role="operator"), 0.0)
     s.on_submit(SubmitJob("plain", (TaskSpec("plain.t", "echo", {}),)), 0.0)
     place(s, [member("w1", slots=8)], 0.0)
     events = [e.body for e in s.drain(0.0) if isinstance(e, Publish) and isinstance(e.body, TasksStarted)]
@@ -195,7 +196,7 @@ def test_a_workflow_runs_steps_are_announced_as_they_start() -> None:
 def test_a_running_job_is_amended_skipping_unstarted_steps_and_adding_new_ones() -> None:
     s = sched()
     tasks = (step("r.a"), step("r.b", edge("r.a")), step("r.c", edge("r.a")))
-    s.on_submit(SubmitJob("r", tasks, kind="dag", submitted_by="u1"), 0.0)
+    s.on_submit(SubmitJob("r", tasks, kind="dag", submitted_by="u1", role="operator"), 0.0)
     place(s, [member("w1", slots=8)], 0.0)
     s.drain(0.0)  # r.a runs now
     added = step("r.d", edge("r.a", x="v"))
