@@ -99,17 +99,7 @@ def compile_run(
         )
         after = tuple(task_id for flow in inflows for task_id in flow.sources)
         if family == "MAPREDUCE":
-            template = TaskSpec(
-                task_id=ids[node_id][0],
-                type=mrstep.COLLECT_TYPE,
-                payload={},
-                priority=PRIORITIES.index(node.priority),
-                timeout=node.execution.timeout_s,
-                retry=_retry(definition, node),
-                requirements=_requirements(node, family),
-                after=after,
-                inflows=inflows,
-            )
+            template = _step_task(definition, node, ids[node_id][0], mrstep.COLLECT_TYPE, {}, after, inflows)
             tasks.extend(
                 mrstep.expand(run.run_id, node_id, mrstep.settings(definition, node), template, base)
             )
@@ -117,19 +107,8 @@ def compile_run(
         shards = ids[node_id]
         for i, task_id in enumerate(shards):
             payload = base if family == "SWARM" else {**base, "shard": i, "shards": len(shards)}
-            tasks.append(
-                TaskSpec(
-                    task_id=task_id,
-                    type=_task_type(node, family),
-                    payload=payload,
-                    priority=PRIORITIES.index(node.priority),
-                    timeout=node.execution.timeout_s,
-                    retry=_retry(definition, node),
-                    requirements=_requirements(node, family),
-                    after=after,
-                    inflows=inflows,
-                )
-            )
+            task_type = _task_type(node, family)
+            tasks.append(_step_task(definition, node, task_id, task_type, payload, after, inflows))
     return SubmitJob(
         run.run_id,
         tuple(tasks),
@@ -142,6 +121,29 @@ def compile_run(
             "version": definition.version,
             "trigger": run.trigger,
         },
+    )
+
+
+def _step_task(
+    definition: DagDefinition,
+    node: DagNode,
+    task_id: str,
+    task_type: str,
+    payload: dict[str, Any],
+    after: tuple[str, ...],
+    inflows: tuple[Inflow, ...],
+) -> TaskSpec:
+    """One task of a step, with the step's priority, timeout, retries and requirements."""
+    return TaskSpec(
+        task_id=task_id,
+        type=task_type,
+        payload=payload,
+        priority=PRIORITIES.index(node.priority),
+        timeout=node.execution.timeout_s,
+        retry=_retry(definition, node),
+        requirements=_requirements(node, runtime_family(node.task.runtime)),
+        after=after,
+        inflows=inflows,
     )
 
 
