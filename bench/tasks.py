@@ -20,13 +20,14 @@ Swarm's targets are printed next to the figures: >= 3,000 tasks/s, p50 start < 2
 Swarm is measured in five configurations, each on a cluster of its own (`--security` picks some):
 
 - signed+TLS: the default, what users get: every message signed with Ed25519 and checked by every
-  receiver, and the broker reached over TLS with a password and an ACL;
+  receiver (or, from one member to another, authenticated with their pair key: `trust/pairing.py`),
+  and the broker reached over TLS with a password and an ACL;
 - unsigned+TLS and signed+plain: one of the two taken away (plain TCP keeps the password and the ACL);
 - unsigned+plain: both taken away, the baseline;
 - signed+TLS on asyncio's own event loop instead of uvloop (`SWARM_LOOP=asyncio`), what uvloop gives.
 
-Signatures are turned off with `SWARM_BENCH_UNSIGNED=1` in every process of the cluster and in this
-one; every other check stays. The clusters run at once and take turns run by run, `--rounds`
+Signatures (and pair keys) are turned off with `SWARM_BENCH_UNSIGNED=1` in every process of the cluster
+and in this one; every other check stays. The clusters run at once and take turns run by run, `--rounds`
 times (default 3), so that whatever else loads the machine falls on all of them; the best throughput
 of each counts (every round's is printed) and latency pools every round. The report then prints what
 security costs against unsigned+plain, in % of throughput and of p50 start, what signatures alone
@@ -97,7 +98,7 @@ from swarm.jobspec import new_job_id
 from swarm.messages import Envelope, SubmitJob, TaskSpec, TasksQuery
 from swarm.runtime.client import SwarmClient
 from swarm.runtime.mqtt import Transport
-from swarm.trust.signing import UNSIGNED_ENV, Signer, Verifier
+from swarm.trust.signing import PAIRED_MAGIC, UNSIGNED_ENV, Signer, Verifier
 from swarm.trust.tls import client_context
 
 TARGET_TPS = 3000.0
@@ -252,6 +253,7 @@ class MessageCount:
     counts: collections.Counter[str] = field(default_factory=collections.Counter)  # publishes by kind
     sizes: collections.Counter[str] = field(default_factory=collections.Counter)  # their bytes
     delivered: int | None = None  # copies the broker sent to the cluster and the client (None: unknown)
+    paired: int = 0  # publishes that were paired frames (a MAC for their one receiver, no signature)
 
     @property
     def published(self) -> int:
@@ -271,12 +273,14 @@ class Anatomy:
     profile: list[str] = field(default_factory=list)  # report lines of the profiled run
 
     def ed25519_us(self, run: MessageCount) -> float | None:
-        """Ed25519's CPU per task: one signature per publish, one check per delivered copy."""
+        """Ed25519's CPU per task: one signature per signed publish, one check per delivered copy of one
+        (a paired publish has one receiver and costs a MAC, which is left out)."""
         if run.delivered is None or len(self.seal_us) < 2 or len(self.open_us) < 2:
             return None
         sign = self.seal_us[True] - self.seal_us[False]
         check = self.open_us[True] - self.open_us[False]
-        return (run.published * sign + run.delivered * check) / run.tasks
+        signed = run.published - run.paired
+        return (signed * sign + (run.delivered - run.paired) * check) / run.tasks
 
 
 def _topic_kind(topic: str) -> str:
@@ -376,6 +380,7 @@ async def count_messages(cluster: SwarmCluster, total: int, jobs: int) -> Messag
                 if not retained:  # retained ones are the state of earlier jobs, sent on subscribing
                     count.counts[_topic_kind(topic)] += 1
                     count.sizes[_topic_kind(topic)] += len(payload)
+                    count.paired += payload[:3] == PAIRED_MAGIC
 
         follower = asyncio.create_task(follow())
         try:
@@ -387,6 +392,7 @@ async def count_messages(cluster: SwarmCluster, total: int, jobs: int) -> Messag
             copies0 = copies
             count.counts.clear()
             count.sizes.clear()
+            count.paired = 0
             await swarm_throughput(cluster, total, jobs)
             await asyncio.sleep(0.5)  # the last commits and events
             if sent0 >= 0:
@@ -443,11 +449,11 @@ def _call_lines(function: Callable[..., object], call: str) -> set[int]:
 
 def ed25519_share(path: Path) -> tuple[int, float, float]:
     """(samples, share signing, share checking) of a py-spy raw profile: the samples whose stack is
-    at the line of `Signer.seal` that signs or the line of `Verifier.open` that checks (whatever
+    at the line of `Signer.seal` that signs or the line of `Verifier._open_signed` that checks (whatever
     runs under that line, native code included, is Ed25519's)."""
     where = "swarm/trust/signing.py:"
     signs = {f"{where}{n})" for n in _call_lines(Signer.seal, "._key.sign(")}
-    checks = {f"{where}{n})" for n in _call_lines(Verifier.open, "key.verify(")}
+    checks = {f"{where}{n})" for n in _call_lines(Verifier._open_signed, "key.verify(")}
     total = signing = checking = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -801,7 +807,8 @@ def anatomy_report(anatomy: Anatomy, results: Sequence[Result]) -> None:
     for run in anatomy.runs:
         say(
             f"messages per task, swarm {label}, {run.tasks} tasks as {_jobs(run.jobs)} (untimed; one extra "
-            f"subscriber saw every publish): {run.published / run.tasks:.3f} publishes, "
+            f"subscriber saw every publish): {run.published / run.tasks:.3f} publishes "
+            f"({run.paired / run.tasks:.3f} of them paired), "
             f"{sum(run.sizes.values()) / run.tasks:,.0f} bytes"
         )
         for kind, n in run.counts.most_common():
@@ -815,7 +822,10 @@ def anatomy_report(anatomy: Anatomy, results: Sequence[Result]) -> None:
         ed25519 = anatomy.ed25519_us(run)
         if ed25519 is None:
             continue
-        say(f"  Ed25519: {ed25519:.0f} us of CPU per task (a signature per publish, a check per delivery)")
+        say(
+            f"  Ed25519: {ed25519:.0f} us of CPU per task (a signature per signed publish, a check per "
+            "delivery of one)"
+        )
         per = secured.cpu_us.get(run.jobs) if secured else None
         if per:
             spent = sum(per.values())

@@ -33,6 +33,7 @@ __all__ = [
     "heartbeat",
     "heartbeat_owner",
     "inbox",
+    "inbox_owner",
     "job_commits",
     "job_events",
     "job_of",
@@ -106,6 +107,14 @@ def workflow_artifact(name: str, version: str) -> str:
 def workflow_run(run_id: str) -> str:
     """The retained record of a workflow run."""
     return f"wf/run/{run_id}"
+
+
+def inbox_owner(topic: str) -> str | None:
+    """The member whose inbox this is, or None."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "node" and parts[2] == "in" and parts[1]:
+        return parts[1]
+    return None
 
 
 def job_of(topic: str) -> tuple[str, str] | None:

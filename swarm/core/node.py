@@ -105,6 +105,8 @@ class DeviceStatus:
     free_memory_mb: int
     broker: str = ""
     api: str = ""
+    #: The shell's key-exchange offer (hex), which the heartbeats carry.
+    kx: str = ""
 
 
 class NodeMachine:
@@ -615,6 +617,7 @@ class NodeMachine:
             counters=self.counters(),
             patience=self.membership.patience,
             interval=self.heartbeat_interval,
+            kx=s.kx,
         )
         return Publish(topics.heartbeat(self.node_id), hb, epoch=self.election.epoch, retain=True, lossy=True)
 

@@ -85,6 +85,7 @@ from swarm.taskapi import DataPlane
 from swarm.trust.audit import refused
 from swarm.trust.authority import Authority, audit_log, authority_dir
 from swarm.trust.credentials import Certificate, Credential
+from swarm.trust.pairing import NotAddressed, Pairing
 from swarm.trust.roster import Roster, broker_password
 from swarm.trust.signing import UNSIGNED_ENV, AuthError, Signer, Verified, Verifier, signatures_disabled
 
@@ -124,9 +125,15 @@ class NodeShell:
         self.storage = storage
         self.node_id = storage.node_id
         self.credential = credential
-        self._signer = Signer(credential)
+        # Unicast messages between members are paired, not signed (see `trust/pairing.py`); with
+        # signatures off for a measurement, nothing is.
+        self._pairing = None if signatures_disabled() else Pairing(credential)
+        self._signer = Signer(credential, self._pairing)
         self._verifier = Verifier(
-            config.cluster, credential.authority_public, max_bytes=config.max_message_bytes
+            config.cluster,
+            credential.authority_public,
+            max_bytes=config.max_message_bytes,
+            pairing=self._pairing,
         )
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         # The queued tick's due time (loop clock), and whether the core has handled it.
@@ -158,7 +165,7 @@ class NodeShell:
             config.core.role, data_dir=self.storage.data_dir, labels=config.labels, taints=config.taints
         )
         caps = replace(caps, runtimes=probe_runtimes(self._registry.names(), config.policy))
-        status = DeviceStatus(caps, 0.0, 0)
+        status = DeviceStatus(caps, 0.0, 0, kx=self._kx_offer())
         self.machine = NodeMachine(
             self.node_id,
             config.name,
@@ -335,6 +342,9 @@ class NodeShell:
                 continue
             try:
                 verified = self._verifier.open(topic, payload, retained=retained, now=self._clock())
+            except NotAddressed:
+                self.machine.count("unaddressed_messages")
+                continue
             except AuthError as exc:
                 self._reject(topic, exc)
                 continue
@@ -482,7 +492,8 @@ class NodeShell:
             1, self.config.cluster, self.node_id, epoch, f"{self._msg_prefix}{next(self._msg_ids)}", body
         )
         now = self._clock()
-        frame = self._signer.seal(topic, encode(env), now)
+        to = None if echo else self._receiver(topic)
+        frame = self._signer.seal(topic, encode(env), now, None if to == self.node_id else to)
         if echo:
             self._verifier.expect_echo(topic, frame, Verified(env, self._signer.credential.certificate, now))
         return frame
@@ -582,7 +593,19 @@ class NodeShell:
         snap = load_snapshot(self.storage.data_dir)
         caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
         api = self._api.url if self._api is not None else ""
-        return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api)
+        return DeviceStatus(
+            caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api, self._kx_offer()
+        )
+
+    def _kx_offer(self) -> str:
+        return "" if self._pairing is None else self._pairing.offer.hex()
+
+    def _receiver(self, topic: str) -> str | None:
+        """The one member that reads `topic`, if there is one: the owner of an inbox, or the coordinator
+        this node knows for the coordinator's inbox (a message to it is paired)."""
+        if topic == topics.COORD_INBOX:
+            return self.machine.election.coordinator
+        return topics.inbox_owner(topic)
 
 
 def persist_epoch(storage: NodeStorage, epoch: int) -> PersistFailed | None:

@@ -8,11 +8,19 @@ A message on the wire is a signed frame around the envelope's JSON::
            | certificate JSON | envelope JSON
 
 The Ed25519 signature covers the topic, the time, the certificate and the envelope, so a message cannot
-be moved to another topic or have its time changed. The receiver (`Verifier.open`):
+be moved to another topic or have its time changed. A message from one member to one other member whose
+key-exchange offer the sender has checked is a *paired* frame instead, authenticated by a MAC under a key
+the two alone share (`trust/pairing.py` says why and how)::
+
+    b"SW2" | time (8) | certificate length (2) | receiver's key fingerprint (8)
+           | certificate JSON | sender's offer (96) | envelope JSON | HMAC-SHA256 (32)
+
+The receiver (`Verifier.open`):
 
 1. checks the certificate against the cluster's authority (once per certificate: verified certificates
    are cached by their bytes) and that it is neither revoked nor expired;
-2. checks the signature with the certificate's key;
+2. checks the signature with the certificate's key, or, for a paired frame, that it is the receiver
+   named and the MAC under the key it shares with the offer's maker (an offer is checked once);
 3. decodes the envelope (`codec.decode`: ids, types, sizes) and binds it to the certificate: the
    envelope's sender is the certificate's id (a user's CLI adds `.<nonce>` to tell its connections
    apart), and the principal's kind and role may send this type of message (`roles.may_send`);
@@ -34,6 +42,7 @@ protocol state and is checked by the core (`core/node.py`, `core/scheduler.py`, 
 
 from __future__ import annotations
 
+import hmac
 import os
 import struct
 from collections import OrderedDict
@@ -45,18 +54,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from swarm.codec import decode, peek_sender
 from swarm.errors import ProtocolError
-from swarm.messages import Cancel, Envelope, SubmitJob
+from swarm.messages import Cancel, Envelope, Heartbeat, SubmitJob
 from swarm.trust.credentials import Certificate, Credential
+from swarm.trust.pairing import FINGERPRINT_BYTES, MAC_BYTES, OFFER_BYTES, Pairing, mac
 from swarm.trust.roles import may_send
 from swarm.trust.roster import Roster
 
-__all__ = ["MAGIC", "UNSIGNED_ENV", "AuthError", "Signer", "Verified", "Verifier", "signatures_disabled"]
+__all__ = [
+    "MAGIC",
+    "PAIRED_MAGIC",
+    "UNSIGNED_ENV",
+    "AuthError",
+    "Signer",
+    "Verified",
+    "Verifier",
+    "signatures_disabled",
+]
 
 #: Set to "1" only by the benchmarks, to measure the cost of signatures (see `signatures_disabled`).
 UNSIGNED_ENV = "SWARM_BENCH_UNSIGNED"
 
 MAGIC = b"SW1"
+PAIRED_MAGIC = b"SW2"
 _HEAD = struct.Struct(">3sdH64s")
+_PAIRED_HEAD = struct.Struct(f">3sdH{FINGERPRINT_BYTES}s")
 #: How far a live message's time may be from the receiver's clock, and how long ids are remembered.
 DEFAULT_WINDOW_S = 300.0
 _MAX_CACHED_CERTS = 4096
@@ -88,16 +109,25 @@ def signatures_disabled() -> bool:
 
 
 class Signer:
-    """Signs what one principal sends."""
+    """Signs what one principal sends, or pairs it when it goes to one peer whose offer it knows."""
 
-    def __init__(self, credential: Credential) -> None:
+    def __init__(self, credential: Credential, pairing: Pairing | None = None) -> None:
         self.credential = credential
         self._key = credential.key()
         self._cert = orjson.dumps(credential.certificate.to_json())
         self._sign = not signatures_disabled()
+        self._pairing = pairing
 
-    def seal(self, topic: str, payload: bytes, now: float) -> bytes:
-        """The signed frame of `payload` (an encoded envelope) for `topic`, sent at `now`."""
+    def seal(self, topic: str, payload: bytes, now: float, to: str | None = None) -> bytes:
+        """The frame of `payload` (an encoded envelope) for `topic`, sent at `now`: paired when `to`, the
+        only receiver of `topic`, is a peer this process is paired with, signed otherwise."""
+        paired = None if to is None or self._pairing is None else self._pairing.send_key(to)
+        if paired is not None:
+            fingerprint, shared = paired
+            head = _PAIRED_HEAD.pack(PAIRED_MAGIC, now, len(self._cert), fingerprint)
+            assert self._pairing is not None
+            frame = b"".join((head, self._cert, self._pairing.offer, payload))
+            return frame + mac(shared, topic, frame)
         stamp = struct.pack(">d", now)
         signature = (
             self._key.sign(b"".join((topic.encode(), b"\0", stamp, self._cert, payload)))
@@ -126,8 +156,10 @@ class Verifier:
         *,
         max_bytes: int,
         window: float = DEFAULT_WINDOW_S,
+        pairing: Pairing | None = None,
     ) -> None:
         self.cluster = cluster
+        self._pairing = pairing
         self._authority = authority_public
         self._max_bytes = max_bytes
         self._window = window
@@ -146,6 +178,8 @@ class Verifier:
         self._revoked = frozenset(roster.revoked)
         for raw in [raw for raw, (cert, _) in self._certs.items() if cert.id in self._revoked]:
             del self._certs[raw]
+        if self._pairing is not None:
+            self._pairing.forget(self._revoked)
         return True
 
     def is_revoked(self, principal_id: str) -> bool:
@@ -170,17 +204,12 @@ class Verifier:
             return sent
         if len(frame) > self._max_bytes:
             raise ProtocolError(f"message of {len(frame)} bytes exceeds the limit of {self._max_bytes}")
-        if len(frame) < _HEAD.size or frame[:3] != MAGIC:
+        if frame[:3] == PAIRED_MAGIC and not retained:
+            cert, key, sent_at, payload = self._open_paired(topic, frame)
+        elif len(frame) >= _HEAD.size and frame[:3] == MAGIC:
+            cert, key, sent_at, payload = self._open_signed(topic, frame)
+        else:
             raise AuthError("not a signed swarm message")
-        _, sent_at, cert_len, signature = _HEAD.unpack_from(frame)
-        cert_end = _HEAD.size + cert_len
-        raw_cert, payload = frame[_HEAD.size : cert_end], frame[cert_end:]
-        cert, key = self._certificate(raw_cert)
-        try:
-            if self._check_signatures:
-                key.verify(signature, b"".join((topic.encode(), b"\0", frame[3:11], raw_cert, payload)))
-        except InvalidSignature:
-            raise AuthError(f"bad signature on a message claiming to come from {cert.id}") from None
         if not cert.valid_at(sent_at if retained else now):
             raise AuthError(f"the certificate of {cert.id} has expired")
         try:
@@ -192,7 +221,44 @@ class Verifier:
             who = peek_sender(payload)
             bound = who is not None and _speaks_for(cert, who[0])
             raise AuthError(str(exc), reply_to=who if bound else None) from None
+        if self._pairing is not None and isinstance(env.body, Heartbeat) and env.body.kx:
+            self._pairing.learn(cert, key, _unhex(env.body.kx))  # only members send heartbeats
         return Verified(env, cert, sent_at)
+
+    def _open_signed(self, topic: str, frame: bytes) -> tuple[Certificate, Ed25519PublicKey, float, bytes]:
+        _, sent_at, cert_len, signature = _HEAD.unpack_from(frame)
+        cert_end = _HEAD.size + cert_len
+        raw_cert, payload = frame[_HEAD.size : cert_end], frame[cert_end:]
+        cert, key = self._certificate(raw_cert)
+        try:
+            if self._check_signatures:
+                key.verify(signature, b"".join((topic.encode(), b"\0", frame[3:11], raw_cert, payload)))
+        except InvalidSignature:
+            raise AuthError(f"bad signature on a message claiming to come from {cert.id}") from None
+        return cert, key, sent_at, payload
+
+    def _open_paired(self, topic: str, frame: bytes) -> tuple[Certificate, Ed25519PublicKey, float, bytes]:
+        if self._pairing is None:
+            raise AuthError("a paired message reached a receiver that pairs with nobody")
+        if len(frame) < _PAIRED_HEAD.size + OFFER_BYTES + MAC_BYTES:
+            raise AuthError("a paired message too short to hold its offer and MAC")
+        _, sent_at, cert_len, fingerprint = _PAIRED_HEAD.unpack_from(frame)
+        self._pairing.check_addressed(fingerprint)
+        cert_end = _PAIRED_HEAD.size + cert_len
+        offer_end = cert_end + OFFER_BYTES
+        if offer_end + MAC_BYTES > len(frame):
+            raise AuthError("a paired message too short to hold its offer and MAC")
+        cert, key = self._certificate(frame[_PAIRED_HEAD.size : cert_end])
+        if cert.kind != "node":
+            raise AuthError(f"{cert.id} is not a member and cannot send paired messages")
+        try:
+            shared = self._pairing.key(cert, key, frame[cert_end:offer_end])
+        except ProtocolError as exc:
+            raise AuthError(str(exc)) from None
+        body_end = len(frame) - MAC_BYTES
+        if not hmac.compare_digest(mac(shared, topic, frame[:body_end]), frame[body_end:]):
+            raise AuthError(f"bad MAC on a message claiming to come from {cert.id}")
+        return cert, key, sent_at, frame[offer_end:body_end]
 
     def _certificate(self, raw: bytes) -> tuple[Certificate, Ed25519PublicKey]:
         cached = self._certs.get(raw)
@@ -251,6 +317,13 @@ class Verifier:
             len(self._seen) > _MAX_REMEMBERED_IDS or next(iter(self._seen.values())) < horizon
         ):
             self._seen.popitem(last=False)
+
+
+def _unhex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
 
 
 def _speaks_for(cert: Certificate, sender: str) -> bool:

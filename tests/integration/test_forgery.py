@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from swarm.codec import encode
 from swarm.messages import (
@@ -34,7 +34,8 @@ from swarm.messages import (
 from swarm.runtime.mqtt import Transport
 from swarm.trust.authority import Authority
 from swarm.trust.credentials import Certificate, Credential, public_key_bytes
-from swarm.trust.signing import Signer
+from swarm.trust.pairing import Pairing
+from swarm.trust.signing import MAGIC, PAIRED_MAGIC, Signer
 from tests.conftest import MosquittoServer
 from tests.integration.nodes import Cluster, running
 
@@ -268,3 +269,83 @@ def test_python_eval_bombs_end_with_clear_errors(cluster: Cluster, expression: s
     assert out.returncode != 0 and needle in out.stderr + out.stdout, (out.stdout, out.stderr)
     assert time.monotonic() - started < 60
     assert all(node.proc.poll() is None for node in cluster.nodes)
+
+
+async def test_the_task_path_between_members_is_paired_and_a_forged_pair_frame_is_refused(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Assignments and results between the two members travel as paired frames (a MAC, no signature),
+    what several members read stays signed, and a member cannot use its own pair key to act as the
+    coordinator: neither in its own name nor with the coordinator's certificate and offer."""
+    status = cluster.status()
+    coordinator, epoch = status["coordinator"], status["epoch"]
+    worker = next(n["id"] for n in status["nodes"] if n["id"] != coordinator)
+    magic, heard = await _watch_a_batch(cluster, tmp_path)
+    assert PAIRED_MAGIC in magic.get("node/in", set()) | magic.get("coord/in", set()), magic
+    assert magic["node/hb"] == {MAGIC} and magic["job/state"] == {MAGIC}
+    assert {coordinator, worker} <= heard.keys(), heard.keys()
+
+    rogue = _rogue_member(cluster)
+    pairing = Pairing(rogue)
+    cert = Certificate.from_json(orjson.loads(heard[worker][0]))
+    pairing.learn(cert, Ed25519PublicKey.from_public_bytes(cert.public_key), heard[worker][1])
+    signer = Signer(rogue, pairing)
+    inbox = f"node/{worker}/in"
+    marker = tmp_path / "ran-paired"
+    assign = Assign((Assignment("p.t0", "p", 1, "echo", {"message": str(marker)}),))
+
+    def sealed(sender: str, msg_id: str) -> bytes:
+        frame = signer.seal(
+            inbox, encode(Envelope(1, "test", sender, epoch, msg_id, assign)), time.time(), worker
+        )
+        assert frame[:3] == PAIRED_MAGIC
+        return frame
+
+    # In its own name the frame is authentic, and the core refuses an assignment from a non-coordinator.
+    as_itself = sealed(rogue.id, "p-1")
+    # With the coordinator's certificate and offer (both public) in place of its own: the MAC fails.
+    own = orjson.dumps(rogue.certificate.to_json())
+    theirs = heard[coordinator][0]
+    forged = sealed(coordinator, "p-2").replace(own + pairing.offer, theirs + heard[coordinator][1])
+    forged = forged[:11] + len(theirs).to_bytes(2, "big") + forged[13:]
+    refused_before = _counter(cluster, "bad_messages") + _counter(cluster, "refused_messages")
+    await _publish(cluster, [(inbox, as_itself, False), (inbox, forged, False)])
+    await asyncio.sleep(1.5)  # counters travel with the next heartbeat
+    refused = _counter(cluster, "bad_messages") + _counter(cluster, "refused_messages")
+    assert refused >= refused_before + 2, cluster.logs()
+    assert not marker.exists()
+
+
+async def _watch_a_batch(
+    cluster: Cluster, tmp_path: Path
+) -> tuple[dict[str, set[bytes]], dict[str, tuple[bytes, bytes]]]:
+    """Run a batch while watching the wire: the frame kinds seen by kind of topic, and each member's
+    certificate (as sent) and key-exchange offer from its heartbeats."""
+    magic: dict[str, set[bytes]] = {}
+    heard: dict[str, tuple[bytes, bytes]] = {}  # member -> (its certificate as sent, its offer)
+    login = cluster.login()
+    async with Transport(str(cluster.broker), cluster.cluster, "watcher", login=login, persistent=False) as t:
+        await t.subscribe("#")
+
+        async def watch() -> None:
+            async for topic, payload, _ in t.messages():
+                levels = topic.split("/")
+                magic.setdefault(f"{levels[0]}/{levels[-1]}", set()).add(payload[:3])
+                if levels[-1] == "hb" and payload[:3] == MAGIC:
+                    cert_end = 77 + int.from_bytes(payload[11:13], "big")
+                    body = orjson.loads(payload[cert_end:])["b"]
+                    if body.get("kx"):
+                        heard[levels[1]] = (payload[77:cert_end], bytes.fromhex(body["kx"]))
+
+        watcher = asyncio.create_task(watch())
+        try:
+            batch = tmp_path / "batch.json"
+            batch.write_text(
+                json.dumps({"kind": "batch", "tasks": [{"type": "echo", "payload": {"n": 1}}] * 40})
+            )
+            out = cluster.cli("submit", "batch", str(batch), "--wait")
+            assert out.returncode == 0, out.stderr
+            await asyncio.sleep(0.5)
+        finally:
+            watcher.cancel()
+    return magic, heard
