@@ -24,6 +24,7 @@ from swarm.ids import Id
 __all__ = [
     "BODY_TYPES",
     "PRIORITIES",
+    "RESERVATION_KIND",
     "TERMINAL_STATES",
     "Amend",
     "ArtifactPublished",
@@ -41,6 +42,7 @@ __all__ = [
     "Envelope",
     "ErrorReply",
     "Heartbeat",
+    "Hold",
     "Inflow",
     "JobAccepted",
     "JobRejected",
@@ -89,6 +91,8 @@ OutcomeKind = Literal[
 TaskState = Literal["waiting", "queued", "running", "done", "failed", "cancelled", "skipped"]
 #: A skipped task is a workflow step whose incoming conditions did not hold (see `Inflow`).
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "skipped"})
+#: `SubmitJob.kind` of a reservation: slots held for a run that has not started yet.
+RESERVATION_KIND = "reservation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +307,24 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Execution slots a reservation keeps on one member."""
+
+    node: Id
+    slots: int
+
+
+@dataclass(frozen=True, slots=True)
 class SubmitJob:
     """Retained on `job/<id>/spec`: the durable record of a submission, kept until the job finishes.
 
     `submitted_by`, `role` and `team` are the submitter's principal id, role and team; every receiver
     checks them against the certificate the spec was signed with, so the coordinator (and any successor
     reading the retained spec) can trust them for permissions and quotas.
+
+    A job of kind `reservation` (`RESERVATION_KIND`) has no tasks: it holds the `holds` slots until
+    `expires` (wall-clock seconds) or until the run that names it (`meta["allocation"]`) has started
+    the tasks it holds them for (`swarm.core.reservations`).
     """
 
     TAG: ClassVar[str] = "submit_job"
@@ -320,6 +336,9 @@ class SubmitJob:
     team: str = ""
     #: What the job is beyond its tasks, e.g. a workflow run's {"dag", "version", "trigger"}.
     meta: dict[str, str] = field(default_factory=dict)
+    #: A reservation's slots per member, and when it ends (see above).
+    holds: tuple[Hold, ...] = ()
+    expires: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,7 @@ class WorkflowService:
         self.reports = Analytics(history, self.members, self.get_run)
         self.feed = RunFeed(node, history, self.events, clock, self.reports.run_alerts)
         self.schedules = ScheduledRuns(node, self.start_run, clock)
-        self.allocations = Allocations(history, self.members, self.catalog.standards, clock)
+        self.allocations = Allocations(node, history, self.members, self.catalog.standards, clock)
 
     # --- the cluster's records ----------------------------------------------------------------------
 

@@ -58,11 +58,18 @@ class Candidate:
     limit: int = 1
     exclusive_held: bool = False
     latency_ms: float = 0.0
+    #: Slots a reservation holds here (`swarm.core.reservations`).
+    reserved: int = 0
 
     @property
     def has_room(self) -> bool:
-        """Whether one more attempt may be sent now."""
-        return not self.exclusive_held and self.held < self.limit
+        """Whether one more attempt may be sent now. Where slots are reserved, other work gets only the
+        free slots, nothing prefetched: a queued attempt would start in a reserved slot."""
+        if self.exclusive_held:
+            return False
+        if self.reserved:
+            return self.held + self.reserved < min(self.limit, self.heartbeat.slots)
+        return self.held < self.limit
 
 
 def unmet(

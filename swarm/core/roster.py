@@ -37,7 +37,7 @@ class Roster:
         self._latency_ms: dict[str, float] = {}
         self.changed = False
 
-    def upsert(self, node_id: str, hb: Heartbeat, held: int, exclusive_held: bool) -> None:
+    def upsert(self, node_id: str, hb: Heartbeat, held: int, exclusive_held: bool, reserved: int = 0) -> None:
         """An alive member's heartbeat; `changed` is set when a member joins or its capabilities change."""
         c = self._members.get(node_id)
         if c is None:
@@ -47,23 +47,25 @@ class Roster:
             self.changed = True
         c.heartbeat = hb
         c.limit = self._config.queue_limit(hb.slots)
-        self.set_load(node_id, held, exclusive_held)
+        self.set_load(node_id, held, exclusive_held, reserved)
 
     def remove(self, node_id: str) -> None:
         """The member is suspect or dead: no new work goes there."""
         self._members.pop(node_id, None)
         self._open.pop(node_id, None)
 
-    def set_load(self, node_id: str, held: int, exclusive_held: bool) -> None:
-        """What the member holds now: it opens at half its queue and closes when the queue is full."""
+    def set_load(self, node_id: str, held: int, exclusive_held: bool, reserved: int = 0) -> None:
+        """What the member holds now: it opens at half its queue and closes when the queue is full (with
+        slots reserved, it is open exactly while it has a free slot that is not reserved)."""
         c = self._members.get(node_id)
         if c is None:
             return
         c.held = held
         c.exclusive_held = exclusive_held
+        c.reserved = reserved
         if not c.has_room:
             self._open.pop(node_id, None)
-        elif c.held <= c.limit // 2:
+        elif reserved or c.held <= c.limit // 2:
             self._open.setdefault(node_id, None)
 
     def observe_latency(self, node_id: str, spent_ms: float) -> None:
@@ -77,6 +79,10 @@ class Roster:
     def has_room(self) -> bool:
         """Whether any member is open."""
         return bool(self._open)
+
+    def member(self, node_id: str) -> Candidate | None:
+        """A live member, or None."""
+        return self._members.get(node_id)
 
     def candidates(self) -> list[Candidate]:
         """Every live member, for asking whether any could ever run a task."""

@@ -35,6 +35,9 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
   grows, so its late result is dropped as stale). Bounded: at most one attempt is preempted per
   placement, a few urgent tasks are considered per dispatch, and the attempt that follows a preemption
   cannot itself be preempted, so two tasks never take turns evicting each other.
+* Reservations. A job of kind `reservation` holds execution slots on members for a run that has not
+  started (`reservations.py` has its rules): no other task is placed into them, nor preempts into them;
+  the run's tasks pinned there take them over as they start, ahead of the queue.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
 from swarm.core.placement import Candidate, choose, pinned, unmet, unmet_by_all
 from swarm.core.quota import JobDemand, Quota, QuotaBook
+from swarm.core.reservations import Reservations, reservation_refusal
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
 from swarm.errors import InvalidSpec
 from swarm.messages import (
     PRIORITIES,
+    RESERVATION_KIND,
     TERMINAL_STATES,
     Amend,
     Assign,
@@ -67,6 +72,7 @@ from swarm.messages import (
     CancelAttempt,
     JobAccepted,
     JobRejected,
+    JobState,
     Started,
     SubmitJob,
     TaskRef,
@@ -155,6 +161,7 @@ class Scheduler:
         self._assigns_sent: dict[str, int] = {}
         #: Task -> its attempt that may not be preempted (the one after a preemption).
         self._protected: dict[str, int] = {}
+        self.reservations = Reservations()
         self.metrics: dict[str, int] = {}
 
     # --- intake -------------------------------------------------------------------------------------
@@ -173,7 +180,11 @@ class Scheduler:
         coordinator may have died before it checked a spec that was already retained. Task types are
         not: this node may lack a plugin its predecessor had, and the job may be half done. Only final
         states of the job's own tasks count as committed: a record saying anything else is no commit.
+        A reservation is held again, until the expiry its spec gives.
         """
+        if job.kind == RESERVATION_KIND:
+            self._on_reservation(job, now, announce=False)
+            return
         if job.job_id in self.jobs:
             return
         refusal = self._refusal(job, None)
@@ -188,6 +199,9 @@ class Scheduler:
 
     def on_submit(self, job: SubmitJob, now: float) -> None:
         """A new (or resent) submission: accept it once, or reject it with the reason."""
+        if job.kind == RESERVATION_KIND:
+            self._on_reservation(job, now, announce=True)
+            return
         if job.job_id in self.jobs:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
             return
@@ -212,6 +226,8 @@ class Scheduler:
             over = self.quotas.job_refusal(job.submitted_by, job.team or None, JobDemand.of(job), now)
             if over is not None:
                 return str(over)
+        if job.job_id in self.reservations:
+            return f"job id {job.job_id!r} is already used by a reservation"
         for spec in job.tasks:
             if spec.task_id in self.tasks:
                 return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
@@ -241,6 +257,53 @@ class Scheduler:
         if announce:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
         self._add_tasks(record, job.tasks, now, spent)
+        res_id = job.meta.get("allocation")
+        if res_id and self.reservations.claim(res_id, job):
+            self._count("reservations_claimed")
+
+    def _on_reservation(self, job: SubmitJob, now: float, announce: bool) -> None:
+        """Hold a reservation's slots (a resend is accepted again), or reject it with the reason. A run
+        already accepted that names it (adopted first by a successor) takes it over at once."""
+        if job.job_id in self.reservations:
+            if announce:
+                self._publish_event(job.job_id, JobAccepted(job.job_id, 0))
+            return
+        refusal = reservation_refusal(job, now if announce else None)
+        if refusal is None and job.job_id in self.jobs:
+            refusal = f"reservation id {job.job_id!r} is already used by a job"
+        if refusal is None and not allowed(job.role, "submit"):
+            who = job.submitted_by or "the sender"
+            refusal = f"role {job.role or 'none'!r} of {who} may not reserve slots"
+        if refusal is not None:
+            self._reject(job, refusal)
+            return
+        res = self.reservations.add(job)
+        self._count("reservations")
+        if announce:
+            self._publish_event(job.job_id, JobAccepted(job.job_id, 0))
+        for record in self.jobs.values():
+            if record.spec.meta.get("allocation") == res.res_id and self.reservations.claim(
+                res.res_id, record.spec
+            ):
+                break
+        self._refresh_loads(res.holds)
+
+    def _end_reservation(self, res_id: str, why: str) -> None:
+        """Free a reservation's slots and publish its final record, which clears its spec in time."""
+        res = self.reservations.remove(res_id)
+        if res is None:
+            return
+        log.info("reservation %s ended: %s", res_id, why)
+        self._effects.append(
+            Publish(topics.job_state(res_id), JobState(res_id, 0), epoch=self.epoch, retain=True)
+        )
+        self._closed.append(res_id)
+        self._count("reservations_ended")
+        self._refresh_loads(res.holds)
+
+    def _refresh_loads(self, nodes: Iterable[str]) -> None:
+        for node in nodes:
+            self._roster.set_load(node, *self._load(node))
 
     def _add_tasks(
         self,
@@ -436,6 +499,14 @@ class Scheduler:
 
         Only the job's submitter, or a role with the `cancel_any` permission, may cancel it.
         """
+        if target in self.reservations:
+            res = self.reservations.get(target)
+            assert res is not None
+            if by != res.owner and not allowed(role, "cancel_any"):
+                self._count("cancels_refused")
+                return f"{by or 'this sender'} may not cancel reservation {target} of {res.owner}"
+            self._end_reservation(target, f"cancelled by {by or 'request'}")
+            return None
         if target in self.jobs:
             job = self.jobs[target]
             recs = list(job.tasks.values())
@@ -491,6 +562,8 @@ class Scheduler:
             if rec.blocked_since is not None and now - rec.blocked_since >= limit:
                 self._blocked.discard(task_id)
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
+        for res_id in self.reservations.expired(now):
+            self._end_reservation(res_id, "expired")
 
     def dispatch(self, now: float) -> None:
         """Place ready tasks on open members, highest priority first."""
@@ -499,6 +572,10 @@ class Scheduler:
         if self._roster.changed:
             self._roster.changed = False
             self._recheck_blocked()
+        if self.reservations:
+            # Held slots follow the reserving runs' tasks, which may have ended without running.
+            self._refresh_loads(self.reservations.nodes())
+            self._place_reserved(now)
         deferred: list[tuple[int, int, str]] = []
         while self._ready and self._roster.has_room and len(deferred) < 64:
             item = heapq.heappop(self._ready)
@@ -533,6 +610,31 @@ class Scheduler:
             heapq.heappush(self._ready, item)
         if self._ready and not self._roster.has_room:
             self._preempt_pass(now)
+
+    def _place_reserved(self, now: float) -> None:
+        """Start the queued tasks of reserving runs on their members, in the slots held for them."""
+        for res in self.reservations.claimed():
+            for node, task_ids in res.tasks.items():
+                c = self._roster.member(node)
+                if c is None:
+                    continue
+                for task_id in task_ids:
+                    rec = self.tasks.get(task_id)
+                    if (
+                        rec is None
+                        or rec.state != "queued"
+                        or rec.not_before is not None
+                        or task_id in self._blocked
+                    ):
+                        continue
+                    req = rec.spec.requirements
+                    if c.exclusive_held or c.held >= c.limit or (req.exclusive and c.held):
+                        break
+                    owner = self.jobs[rec.job_id].spec
+                    if self.quotas.start_refusal(owner.submitted_by, owner.team or None, req, now):
+                        continue
+                    if unmet(req, node, c.heartbeat, self._avoid(rec)) is None:
+                        self._assign(rec, c, now)
 
     def _avoid(self, rec: TaskRecord) -> dict[str, str] | None:
         """Anti-affinity: the members where the tasks `rec` avoids run or last ran -> those tasks."""
@@ -580,7 +682,7 @@ class Scheduler:
         ]
         # Attempts beyond a member's slots wait in its queue (first in, first out): only a member that
         # holds fewer attempts than it has slots starts this one now.
-        idle = [c for c in qualified if c.held < c.heartbeat.slots]
+        idle = [c for c in qualified if c.held + c.reserved < c.heartbeat.slots]
         target = choose(req, idle, self._config.weights, avoid)
         if target is not None:
             self._assign(rec, target, now)
@@ -614,7 +716,7 @@ class Scheduler:
         held_after = c.held - 1
         exclusive_after = self._exclusive.get(c.node_id, 0) - (1 if victim.spec.requirements.exclusive else 0)
         # One victim must free an execution slot: a member with prefetched attempts queued is no target.
-        if exclusive_after > 0 or held_after >= min(c.limit, c.heartbeat.slots):
+        if exclusive_after > 0 or held_after + c.reserved >= min(c.limit, c.heartbeat.slots):
             return False
         return not (urgent.spec.requirements.exclusive and held_after > 0)
 
@@ -632,9 +734,15 @@ class Scheduler:
         self._count("preemptions")
         self._push_ready(victim)
 
-    def _load(self, node_id: str) -> tuple[int, bool]:
-        """How many attempts the member holds, and whether one of them wants the device to itself."""
-        return len(self._held.get(node_id, ())), self._exclusive.get(node_id, 0) > 0
+    def _load(self, node_id: str) -> tuple[int, bool, int]:
+        """How many attempts the member holds, whether one of them wants the device to itself, and how
+        many of its slots reservations hold."""
+        reserved = self.reservations.held(node_id, self._state_of) if self.reservations else 0
+        return len(self._held.get(node_id, ())), self._exclusive.get(node_id, 0) > 0, reserved
+
+    def _state_of(self, task_id: str) -> str | None:
+        rec = self.tasks.get(task_id)
+        return None if rec is None else rec.state
 
     def _recheck_blocked(self) -> None:
         """Members came or changed: a blocked task may have found its device."""
@@ -823,6 +931,9 @@ class Scheduler:
         del self.jobs[job_id]
         self._closed.append(job_id)
         self._count("jobs_finished")
+        res = self.reservations.of_run(job_id)
+        if res is not None:
+            self._end_reservation(res.res_id, f"its run {job_id} ended")
 
     def _enqueue(self, rec: TaskRecord, now: float, why: str) -> None:
         rec.move("queued", now, why)
@@ -859,7 +970,10 @@ class Scheduler:
 
     def republish(self) -> None:
         """The broker may have lost its retained records (a new broker): publish the spec and all the
-        commits of every active job again."""
+        commits of every active job again, and every reservation's spec."""
+        for res in self.reservations.all():
+            spec = Publish(topics.job_spec(res.res_id), res.spec, epoch=self.epoch, retain=True)
+            self._effects.append(spec)
         for job in self.jobs.values():
             self._effects.append(
                 Publish(topics.job_spec(job.spec.job_id), job.spec, epoch=self.epoch, retain=True)

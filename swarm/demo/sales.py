@@ -236,9 +236,10 @@ def _allocate(client: _Api, definition: Json, say: Callable[[str], None]) -> str
         say(f"   {allocated.get('status')} ({allocated.get('allocationId')}): {len(placed)} step(s) placed")
         for item in placed:
             say(f"     {item.get('nodeId')} -> {item.get('allocatedNodeId')}")
-        holds = (allocated.get("reservation") or {}).get("holdsCapacity")
-        if holds is False:
-            say("     (pinned placement for the run started with it; capacity is not held until then)")
+        reservation = allocated.get("reservation") or {}
+        if reservation.get("holdsCapacity"):
+            slots = sum(int(h.get("slots", 0)) for h in reservation.get("heldSlots") or ())
+            say(f"     {slots} slot(s) held until the run starts them or {reservation.get('expiresAt')}")
         if allocated.get("status") in ("ALLOCATED", "PARTIAL") and allocated.get("allocationId"):
             allocation_id = str(allocated["allocationId"])
     return allocation_id

@@ -74,6 +74,16 @@ def _coordinator_api(cluster: Cluster) -> Api:
     return next(a for a in _apis(cluster) if a.url == api)
 
 
+def _counter_eventually(cluster: Cluster, name: str, at_least: int, timeout: float = 10.0) -> bool:
+    """Whether the members' counters (they travel with heartbeats) reach `at_least` of `name`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(int(n["counters"].get(name, 0)) for n in cluster.status()["nodes"]) >= at_least:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def _devices(api: Api) -> dict[str, dict[str, Any]]:
     code, devices = api.call("GET", "/api/v1/devices")
     assert code == 200, devices
@@ -99,7 +109,13 @@ def test_an_allocation_places_steps_by_labels_taints_and_anti_affinity(labelled:
     }
     assert names[placed["transform"]["allocatedNodeId"]] == "b"
     assert placed["extract"]["physicalHost"] and placed["extract"]["ipAddress"] == "127.0.0.1"
-    assert alloc["reservation"]["holdsCapacity"] is False
+    # The slots are held by the coordinator (a retained reservation it accepts), one per placed step.
+    held = alloc["reservation"]
+    assert held["holdsCapacity"] is True and held["reservationId"] == "alloc-placed-1", held
+    assert sorted(h["allocatedNodeId"] for h in held["heldSlots"]) == sorted(
+        r["allocatedNodeId"] for r in placed.values()
+    )
+    assert _counter_eventually(labelled, "reservations", 1)
     assert alloc["estimatedStartTime"] and alloc["estimatedCompletionTime"]
     kinds = {o["type"] for o in alloc["optimizationApplied"]}
     assert {"NODE_AFFINITY", "TAINT_TOLERATION", "LOAD_SPREADING"} <= kinds
@@ -113,6 +129,9 @@ def test_an_allocation_places_steps_by_labels_taints_and_anti_affinity(labelled:
     assert run["state"] == "SUCCESS", run
     ran = {n["nodeId"]: n["device"] for n in run["nodes"]}
     assert ran == {step: r["allocatedNodeId"] for step, r in placed.items()}, (ran, placed)
+    # Its steps took the held slots over; the run's end ended the reservation.
+    assert _counter_eventually(labelled, "reservations_claimed", 1)
+    assert _counter_eventually(labelled, "reservations_ended", 1)
 
     # An allocation serves one run; an unknown one is a 404.
     code, again = api.call(

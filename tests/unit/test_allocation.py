@@ -10,13 +10,8 @@ import pytest
 from swarm.devices.capabilities import Taint, Toleration
 from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Heartbeat
-from swarm.workflow.allocation import (
-    AllocationRequest,
-    allocation_response,
-    apply_allocation,
-    parse_allocation,
-    plan_allocation,
-)
+from swarm.workflow.allocation import allocation_response, apply_allocation, plan_allocation
+from swarm.workflow.allocation_request import AllocationRequest, parse_allocation
 from swarm.workflow.compile import RunRequest, compile_run
 from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.fields import DefinitionError

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from swarm.api.auth import ApiUser
-from swarm.api.backend import Conflict, Forbidden, NotFound
+from swarm.api.backend import Conflict, Forbidden, NotFound, iso_time
 from swarm.api.history import History
 from swarm.api.service import WorkflowService
 from swarm.core.membership import Member
 from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
+    RESERVATION_KIND,
     ArtifactPublished,
     Body,
     Commit,
@@ -29,6 +30,7 @@ from swarm.messages import (
     TaskUpdate,
 )
 from swarm.runtime.artifacts import ArtifactStore
+from swarm.workflow.allocation import DEFAULT_HOLD_S, MAX_HOLD_S
 
 OPERATOR = ApiUser("u-op", "user", "operator")
 SUBMITTER = ApiUser("u-sub", "user", "submitter")
@@ -235,3 +237,38 @@ async def test_retention_forgets_old_runs_and_clears_their_records(setup: Any) -
     service._history.put_run("new", "d", "1.0.0", "SUCCESS", 0.0, 0.0, clock.now - 3600)
     assert await service.apply_retention() == ["old"]
     assert node.cleared == ["wf/run/old"]
+
+
+async def test_an_allocation_publishes_a_reservation_and_its_run_names_it(setup: Any) -> None:
+    service, node, clock = setup
+    await heard(service, node)
+    await service.push_artifact("steps", "1.0", "python", "steps.py", b"def a(): return {}\n", OPERATOR)
+    await service.define_dag(dag(), OPERATOR)
+    body = {
+        "dagId": "d",
+        "allocationId": "alloc-1",
+        "resourceRequirements": {
+            "computeResources": [{"nodeId": "a", "cpuCores": 1}, {"nodeId": "b", "cpuCores": 1}]
+        },
+    }
+    answer = await service.allocate(body, OPERATOR)
+    held = answer["reservation"]
+    assert held["holdsCapacity"] is True and held["reservationId"] == "alloc-1"
+    assert held["heldSlots"] == [{"allocatedNodeId": "n-1", "slots": 2}]  # two steps, two slots
+    (spec,) = [(t, b, r) for t, b, r in node.published if t == "job/alloc-1/spec"]
+    reservation = spec[1]
+    assert spec[2] and reservation.kind == RESERVATION_KIND and reservation.submitted_by == "u-op"
+    assert reservation.expires == clock.now + DEFAULT_HOLD_S
+    with pytest.raises(Conflict):  # its slots are held under that id until it expires
+        await service.allocate(body, OPERATOR)
+    await service.start_run("d", {"allocationId": "alloc-1", "runId": "d@2"}, OPERATOR)
+    (run,) = [b for b in node.bodies(SubmitJob) if b.job_id == "d@2"]
+    assert run.meta["allocation"] == "alloc-1"
+    assert {t.requirements.pin for t in run.tasks if not t.task_id.endswith("on_fail")} == {("n-1",)}
+    # A deadline beyond the longest hold is cut to it.
+    late = {
+        **body,
+        "allocationId": "alloc-2",
+        "schedulingConstraints": {"executionDeadline": "2099-01-01T00:00:00Z"},
+    }
+    assert (await service.allocate(late, OPERATOR))["expiresAt"] == iso_time(clock.now + MAX_HOLD_S)
