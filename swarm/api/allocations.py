@@ -160,6 +160,6 @@ class Allocations:
         """The run's job with the allocation's placements applied; the allocation is then used by it."""
         if allocation.used_by not in (None, job.job_id):
             raise Conflict(f"allocation {allocation_id} was used by run {allocation.used_by}")
-        job = apply_allocation(job, definition, allocation.request, allocation.members)
+        job = apply_allocation(job, definition, allocation.request, allocation.members, allocation_id)
         allocation.used_by = job.job_id
         return job

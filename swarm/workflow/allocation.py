@@ -359,11 +359,18 @@ def _reservation_json(reservation: SubmitJob | None, expires_at: str) -> dict[st
 
 
 def apply_allocation(
-    job: SubmitJob, definition: DagDefinition, request: AllocationRequest, members: Mapping[str, str]
+    job: SubmitJob,
+    definition: DagDefinition,
+    request: AllocationRequest,
+    members: Mapping[str, str],
+    allocation_id: str,
 ) -> SubmitJob:
-    """The run's job with the allocation applied to its tasks: every step gets the tolerations, the
-    priority and the preemption flag; the named steps also their resources, labels, anti-affinity (as
-    task ids of this run) and their allocated member (`members`: step id -> member id) as a pin."""
+    """The run's job with allocation `allocation_id` applied to its tasks: every step gets the
+    tolerations, the priority and the preemption flag; the named steps also their resources, labels,
+    anti-affinity (as task ids of this run) and their allocated member (`members`: step id -> member id)
+    as a pin. The job names the allocation (`meta["allocation"]`), so the coordinator hands it the slots
+    held for it; the id is the one the allocation was made with, which the request names only when its
+    sender chose it."""
     task_ids = {n.node_id: step_task_ids(job.job_id, n, definition) for n in definition.nodes}
     step_of = {task_id: name for name, ids in task_ids.items() for task_id in ids}
     tasks = []
@@ -377,4 +384,4 @@ def apply_allocation(
             req = replace(req, avoid=avoid, pin=pin)
         priority = spec.priority if request.priority is None else request.priority
         tasks.append(replace(spec, requirements=req, priority=priority))
-    return replace(job, tasks=tuple(tasks), meta={**job.meta, "allocation": request.allocation_id or ""})
+    return replace(job, tasks=tuple(tasks), meta={**job.meta, "allocation": allocation_id})

@@ -237,7 +237,8 @@ def test_the_answer_has_the_seed_shape_and_says_capacity_is_not_held() -> None:
 
 def _run(req: AllocationRequest, definition: DagDefinition, members: dict[str, str]) -> dict[str, Any]:
     job = compile_run(definition, RunRequest("exec-1", {}), pytest.fail)
-    applied = apply_allocation(job, definition, req, members)
+    applied = apply_allocation(job, definition, req, members, "alloc-1")
+    assert applied.meta["allocation"] == "alloc-1"
     return {spec.task_id: spec for spec in applied.tasks}
 
 
