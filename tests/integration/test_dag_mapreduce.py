@@ -4,8 +4,10 @@ their partitions; checked against a plain count. Also: the contract check of a M
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,15 +32,19 @@ def lines(shard, rows):
 def produce(rows, shard, shards):
     return {"text": lines(shard, rows)}
 
+def table(partitions):
+    out = {}
+    for text in partitions:
+        for line in text.splitlines():
+            word, count = line.split(" ")
+            assert word not in out, word
+            out[word] = int(count)
+    return out
+
+def check_one(counted, keys):
+    return {"counts": table(counted)}
+
 def check(counted, builtin, keys):
-    def table(partitions):
-        out = {}
-        for text in partitions:
-            for line in text.splitlines():
-                word, count = line.split(" ")
-                assert word not in out, word
-                out[word] = int(count)
-        return out
     return {"counts": table(counted), "same": table(counted) == table(builtin), "keys": keys}
 """
 
@@ -54,16 +60,16 @@ def reduce(key, values):
 ROWS = 20000
 
 
-def _plain_counts() -> Counter[str]:
+def _plain_counts(rows: int = ROWS) -> Counter[str]:
     scope: dict[str, Any] = {}
     exec(STEPS, scope)
     words: Counter[str] = Counter()
     for shard in range(2):
-        words.update(scope["lines"](shard, ROWS).split())
+        words.update(scope["lines"](shard, rows).split())
     return words
 
 
-def _dag(dag_id: str, app: dict[str, Any]) -> dict[str, Any]:
+def _dag(dag_id: str, app: dict[str, Any], rows: int = ROWS) -> dict[str, Any]:
     python = {"artifactId": "mr-steps-v1.0", "runtime": "PYTHON"}
     return {
         "dagId": dag_id,
@@ -74,7 +80,7 @@ def _dag(dag_id: str, app: dict[str, Any]) -> dict[str, Any]:
                 "taskDefinition": {
                     **python,
                     "entrypoint": "steps:produce",
-                    "params": {"rows": ROWS},
+                    "params": {"rows": rows},
                     "outputSchema": {"text": {"type": "STRING"}},
                 },
                 "executionConfig": {"parallelism": 2},
@@ -182,3 +188,62 @@ def test_the_contract_check_refuses_a_mapreduce_step_without_an_app(pair: Cluste
         result = defined["validationResults"]
         assert not result["isValid"]
         assert any(e["nodeId"] == "count" and reason in e["message"] for e in result["errors"]), result
+
+
+SLOW_APP = """
+import time
+
+def map(filename, contents):
+    time.sleep(2.0)  # long enough for the coordinator to be killed while the maps run
+    for word in contents.split():
+        yield word, "1"
+
+def reduce(key, values):
+    return str(len(values))
+"""
+
+
+@pytest.fixture
+def trio(mosquitto: object, tmp_path: Path) -> Iterator[Cluster]:
+    with running(tmp_path, mosquitto, ["a", "b", "c"]) as cluster:  # type: ignore[arg-type]
+        yield cluster
+
+
+def test_a_mapreduce_step_survives_the_coordinator_killed_while_its_maps_run(trio: Cluster) -> None:
+    """The run is the coordinator's job like any other: a successor adopts it, a map lost with the dead
+    member runs again elsewhere (or its reducer recomputes it), and the counts are a plain computation's.
+
+    The upstream's outputs are small enough to travel inline here: a step output held by reference on
+    the member that died is not recomputed (docs/workflows.md, "Failures")."""
+    status = trio.status()
+    coordinator = status["coordinator"]
+    token = Authority.load(trio.cluster, home=trio.root).admin_credential().to_token()
+    # Everything goes through a member that survives: the artifacts are served from where they were pushed.
+    api = next(Api(n["api"], token) for n in status["nodes"] if n["id"] != coordinator and n["api"])
+    assert _push(api, "mr-steps", "python", "steps.py", STEPS)[0] in (200, 201)
+    assert _push(api, "slow-app", "mapreduce", "slow_app.py", SLOW_APP)[0] in (200, 201)
+    rows = 4000
+    dag = _dag("words-failover", {"artifactId": "slow-app-v1.0"}, rows)
+    dag["nodes"] = [n for n in dag["nodes"] if n["nodeId"] != "count-builtin"]
+    dag["edges"] = [e for e in dag["edges"] if "count-builtin" not in (e["from"], e["to"])]
+    dag["nodes"][-1]["taskDefinition"]["entrypoint"] = "steps:check_one"
+    code, defined = api.call("POST", "/api/v1/dag/define", dag)
+    assert code == 201 and defined["validationResults"]["isValid"], defined
+    code, started = api.call("POST", "/api/v1/dags/words-failover/runs", {})
+    assert code == 202, started
+    deadline = time.monotonic() + 60
+    while True:
+        code, run = api.call("GET", f"/api/v1/runs/{started['runId']}")
+        maps = [n for n in run.get("nodes", ()) if n["nodeId"] == "count.map"]
+        if maps and all(n["state"] == "RUNNING" for n in maps):
+            break
+        assert time.monotonic() < deadline and run.get("state") not in ("SUCCESS", "FAILED"), run
+        time.sleep(0.1)
+    trio.by_id(coordinator).kill()
+    run = _wait_run(api, started["runId"], timeout=120)
+    steps = {(n["nodeId"], n["shard"]): n for n in run["nodes"]}
+    assert run["state"] == "SUCCESS", [(k, n["state"], n["error"]) for k, n in steps.items()]
+    assert trio.status()["coordinator"] != coordinator
+    plain = _plain_counts(rows)
+    assert steps[("count", 0)]["output"]["records"] == sum(plain.values())
+    assert steps[("check", 0)]["output"]["counts"] == dict(plain)
