@@ -26,6 +26,7 @@ __all__ = [
     "PRIORITIES",
     "RESERVATION_KIND",
     "TERMINAL_STATES",
+    "Admission",
     "Amend",
     "ArtifactPublished",
     "Assign",
@@ -48,6 +49,7 @@ __all__ = [
     "JobRejected",
     "JobState",
     "NodeGone",
+    "QuotaLedger",
     "QuotaLine",
     "QuotaQuery",
     "QuotaReply",
@@ -601,6 +603,26 @@ class QuotaLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """`tasks` tasks admitted for `principal` (of `team`, "" for none) at time `at`: what the daily task
+    quota counts (`swarm.core.quota`)."""
+
+    principal: Id
+    team: str
+    at: float
+    tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLedger:
+    """Retained on `quota/ledger` by the acting coordinator: the admissions of the last day, merged by
+    minute, so that a successor's daily quotas go on from where its predecessor's were."""
+
+    TAG: ClassVar[str] = "quota_ledger"
+    admitted: tuple[Admission, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QuotaReply:
     """Coordinator -> `node/<client>/in`: the answer to a `QuotaQuery`."""
 
@@ -698,6 +720,7 @@ Body = (
     | ErrorReply
     | QuotaQuery
     | QuotaReply
+    | QuotaLedger
     | TrustRoster
     | DagDefined
     | StandardDefined
@@ -730,6 +753,7 @@ BODY_TYPES: dict[str, type[Any]] = {
         ErrorReply,
         QuotaQuery,
         QuotaReply,
+        QuotaLedger,
         TrustRoster,
         DagDefined,
         StandardDefined,

@@ -8,6 +8,7 @@ names serve the real broker, its access rules and the simulator. A member's own 
     election                the latest claim (retained)
     coord                   the coordinator's announcement (retained)
     coord/in                requests to the acting coordinator
+    quota/ledger            the acting coordinator's count of the day's admissions (retained)
     job/<id>/spec           a job as submitted (retained until the job's records expire)
     job/<id>/state          its final state (retained)
     job/<id>/events         progress for whoever watches it (not retained)
@@ -27,6 +28,7 @@ __all__ = [
     "JOB_LOG",
     "JOB_SPECS",
     "JOB_STATES",
+    "QUOTA_LEDGER",
     "ROSTER",
     "WORKFLOW_PREFIX",
     "WORKFLOW_RECORDS",
@@ -49,6 +51,7 @@ ELECTION = "election"
 COORD = "coord"
 COORD_INBOX = "coord/in"
 ROSTER = "trust/roster"
+QUOTA_LEDGER = "quota/ledger"
 
 EVERY_HEARTBEAT = "node/+/hb"
 EVERY_INBOX = "node/+/in"

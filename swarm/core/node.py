@@ -69,6 +69,7 @@ from swarm.messages import (
     Heartbeat,
     JobState,
     NodeGone,
+    QuotaLedger,
     QuotaQuery,
     QuotaReply,
     Results,
@@ -136,6 +137,8 @@ class NodeMachine:
         self.worker = Worker(node_id, config)
         self.scheduler: Scheduler | None = None
         self._quotas: tuple[Quota, ...] = ()
+        #: The newest quota ledger heard (its epoch and body), which a successor starts its day counts from.
+        self._ledger: tuple[int, QuotaLedger] | None = None
         self._next_heartbeat = now
         #: This node's heartbeat interval, paced by the cluster's size (`set_roster_size`).
         self.heartbeat_interval = config.heartbeat_interval
@@ -324,9 +327,9 @@ class NodeMachine:
                 self._on_coordinator_message(env, now)
             case Sync(ref) if env.sender == self.node_id:
                 self._on_synced(ref, now)
-            case _:
-                # Replies and job events meant for clients: nothing for a node to do.
-                pass
+            case QuotaLedger() if self._ledger is None or env.epoch >= self._ledger[0]:
+                self._ledger = (env.epoch, body)
+        # Anything else (replies and job events meant for clients) is nothing for a node to do.
 
     def _on_heartbeat(self, sender: str, body: Heartbeat, now: float) -> None:
         if sender == self.node_id and body.seq in self._hb_sent:
@@ -364,6 +367,11 @@ class NodeMachine:
                     return f"not from the coordinator of epoch {election.epoch}"
             case SubmitJob(job_id) if topic != topics.job_spec(job_id):
                 return f"the spec of job {job_id} on another topic"
+            case QuotaLedger():
+                if topic != topics.QUOTA_LEDGER:
+                    return "a quota ledger off its topic"
+                if env.epoch == election.epoch and election.coordinator not in (None, sender):
+                    return f"not from the coordinator of epoch {election.epoch}"
             case Results() | WorkerReport() | Cancel() | Amend() | TasksQuery() | QuotaQuery() if (
                 topic != topics.COORD_INBOX
             ):
@@ -497,6 +505,8 @@ class NodeMachine:
         scheduler = Scheduler(
             self.node_id, epoch, self.config, self._rng, self._validator, now + grace, self._quotas
         )
+        if self._ledger is not None:
+            scheduler.quotas.restore(self._ledger[1].admitted)
         for job, committed, spent in active:
             scheduler.adopt(job, committed, now, spent)
         for member in self.membership.members.values():
@@ -539,7 +549,7 @@ class NodeMachine:
         elif e.coordinator is not None and e.coordinator != self.node_id:
             wanted.add(topics.heartbeat(e.coordinator))
         if everything or self.node_id in e.standbys:
-            wanted |= {topics.JOB_SPECS, topics.JOB_LOG}
+            wanted |= {topics.JOB_SPECS, topics.JOB_LOG, topics.QUOTA_LEDGER}
         if wanted == self._following:
             return
         self._effects.extend(Unsubscribe(t) for t in sorted(self._following - wanted))

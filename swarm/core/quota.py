@@ -25,8 +25,9 @@ input, or has a task that could never run under the limits (more cores than the 
 admitted job is charged to the daily count. `may_start` before placing each task: a task whose owner is
 at a concurrent limit stays queued (the refusal is not `permanent`) rather than failing. `started` and
 `finished` keep the concurrent usage, keyed by task id, idempotently. A new coordinator after failover
-calls `rebuild` with the running tasks it adopted (and whatever admissions it knows of). Usage may exceed
-a limit (a lowered quota, adopted tasks): nothing is stopped, but no more starts until it falls below.
+counts the running tasks it adopts as started, and takes the day's admissions from its predecessor's
+ledger (`ledger`, which the coordinator keeps retained on the broker, and `restore`). Usage may exceed a
+limit (a lowered quota, adopted tasks): nothing is stopped, but no more starts until it falls below.
 
 Amounts in GB are counted in millionths of a GB, as integers, so that starting and finishing tasks in any
 order returns usage to exactly zero.
@@ -40,10 +41,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from swarm.messages import QuotaLine, Requirements, SubmitJob
+from swarm.messages import Admission, QuotaLine, Requirements, SubmitJob
 
 __all__ = [
     "DAY",
+    "LEDGER_GRAIN_S",
     "MIN_TASK_CORES",
     "RESOURCES",
     "Admission",
@@ -52,7 +54,6 @@ __all__ = [
     "QuotaBook",
     "Refusal",
     "Resource",
-    "RunningTask",
     "ScopeKind",
 ]
 
@@ -66,6 +67,8 @@ _SCOPE_KINDS: tuple[ScopeKind, ...] = ("user", "team")
 
 #: The window of `tasks_per_day`, in seconds.
 DAY = 86_400.0
+#: Admissions of one user and team within this many seconds are one entry of a coordinator's ledger.
+LEDGER_GRAIN_S = 60.0
 #: Cores a running task holds at least, whatever it declares.
 MIN_TASK_CORES = 1
 _MICRO = 1_000_000
@@ -179,26 +182,6 @@ class JobDemand:
         return cls(tuple(task.requirements for task in job.tasks), size / 2**30)
 
 
-@dataclass(frozen=True, slots=True)
-class RunningTask:
-    """A task that holds resources: whose it is and what it declared."""
-
-    task_id: str
-    principal: str
-    team: str | None
-    requirements: Requirements
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """`tasks` tasks admitted for `principal` (of `team`) at time `at`: the daily count's history."""
-
-    principal: str
-    team: str | None
-    at: float
-    tasks: int
-
-
 @dataclass(slots=True)
 class _Held:
     """What one running task holds, and on whose account (the team as it was when it started)."""
@@ -229,6 +212,7 @@ class QuotaBook:
         self._usage: dict[_Scope, _Usage] = {}
         self._day: dict[_Scope, deque[tuple[float, int]]] = {}
         self._day_total: dict[_Scope, int] = {}
+        self._admitted: deque[Admission] = deque()
 
     # --- the quotas ---------------------------------------------------------------------------------
 
@@ -286,9 +270,32 @@ class QuotaBook:
         """
         refusal = self.job_refusal(principal, team, demand, now)
         if refusal is None and demand.tasks:
-            for scope in _scopes(principal, team):
-                self._charge_day(scope, now, len(demand.tasks))
+            self._admit(Admission(principal, team or "", now, len(demand.tasks)))
         return refusal
+
+    def ledger(self, now: float) -> tuple[Admission, ...]:
+        """The admissions still in the daily window, for a successor (`restore`): those of one user and
+        team within one minute merged, dated at the minute's end, so the ledger stays small (at most a
+        minute's entry per user a day) and a successor counts each task at most a minute too long."""
+        self.prune(now)
+        merged: dict[tuple[str, str, float], int] = {}
+        for a in self._admitted:
+            key = (a.principal, a.team, math.ceil(a.at / LEDGER_GRAIN_S) * LEDGER_GRAIN_S)
+            merged[key] = merged.get(key, 0) + a.tasks
+        ordered = sorted(merged.items(), key=lambda item: item[0][2])
+        return tuple(Admission(p, t, at, n) for (p, t, at), n in ordered)
+
+    def restore(self, admitted: Iterable[Admission]) -> None:
+        """Take a predecessor's ledger: its admissions count towards the daily limits here too. Call it
+        once, before this book admits anything."""
+        for admission in sorted(admitted, key=lambda a: a.at):
+            if admission.tasks > 0:
+                self._admit(admission)
+
+    def _admit(self, admission: Admission) -> None:
+        self._admitted.append(admission)
+        for scope in _scopes(admission.principal, admission.team or None):
+            self._charge_day(scope, admission.at, admission.tasks)
 
     # --- running tasks ------------------------------------------------------------------------------
 
@@ -350,22 +357,10 @@ class QuotaBook:
         """Whether the task is counted as running."""
         return task_id in self._running
 
-    def rebuild(self, running: Iterable[RunningTask], admitted: Iterable[Admission] = ()) -> None:
-        """Start over from the tasks that run now (a new coordinator's adopted ones) and the admissions
-        it knows of; the quotas themselves stay."""
-        self._running.clear()
-        self._usage.clear()
-        self._day.clear()
-        self._day_total.clear()
-        for task in running:
-            self.started(task.task_id, task.principal, task.team, task.requirements)
-        for admission in sorted(admitted, key=lambda a: a.at):
-            if admission.tasks > 0:
-                for scope in _scopes(admission.principal, admission.team):
-                    self._charge_day(scope, admission.at, admission.tasks)
-
     def prune(self, now: float) -> None:
         """Forget daily counts that have left the window (call now and then, e.g. on a tick)."""
+        while self._admitted and self._admitted[0].at <= now - DAY:
+            self._admitted.popleft()
         for scope in list(self._day):
             self._day_used(scope, now)
 

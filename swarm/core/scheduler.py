@@ -73,6 +73,7 @@ from swarm.messages import (
     JobAccepted,
     JobRejected,
     JobState,
+    QuotaLedger,
     Started,
     SubmitJob,
     TaskRef,
@@ -97,6 +98,8 @@ PREEMPT_LOOKAHEAD = 8
 #: An attempt a worker's report does not account for, though the worker has not seen the Assign that
 #: carried it, is taken for lost once it was assigned this long ago (a restarted process sees no Assign).
 LOST_WITHOUT_SIGN_S = 30.0
+#: Least time between two publishes of the quota ledger (`QuotaLedger`), in seconds.
+LEDGER_EVERY_S = 1.0
 
 
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
@@ -145,6 +148,8 @@ class Scheduler:
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
         self.quotas = QuotaBook(quotas)
+        self._ledger_due = False
+        self._next_ledger = 0.0
         #: Ready tasks held back because their owner is at a quota, by owner: back in the queue when one
         #: of the owner's tasks stops running (so they never block the queue for anyone else).
         self._throttled: dict[str, list[tuple[int, int, str]]] = {}
@@ -210,6 +215,7 @@ class Scheduler:
             self._reject(job, refusal)
             return
         self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
+        self._ledger_due = self._ledger_due or bool(job.tasks)
         self._add_job(job, {}, now, announce=True)
 
     def _refusal(self, job: SubmitJob, now: float | None) -> str | None:
@@ -564,6 +570,12 @@ class Scheduler:
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
         for res_id in self.reservations.expired(now):
             self._end_reservation(res_id, "expired")
+        if self._ledger_due and now >= self._next_ledger:
+            # At most one retained ledger a second, however many jobs arrive: what a successor misses
+            # is what was admitted in the last second of its predecessor.
+            self._ledger_due, self._next_ledger = False, now + LEDGER_EVERY_S
+            ledger = QuotaLedger(self.quotas.ledger(now))
+            self._effects.append(Publish(topics.QUOTA_LEDGER, ledger, epoch=self.epoch, retain=True))
 
     def dispatch(self, now: float) -> None:
         """Place ready tasks on open members, highest priority first."""

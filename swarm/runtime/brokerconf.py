@@ -126,7 +126,8 @@ _SUBMITTERS = frozenset({"submitter", "operator", "admin"})
 #: long dead, which only the coordinator sends; a heartbeat whose signed sender is not the topic's node
 #: is refused by every receiver, so another node's topic can be cleared but not spoken for), direct
 #: messages to any node's inbox
-#: (and to users' inboxes, which share the pattern), the coordinator announcement, claims, and the
+#: (and to users' inboxes, which share the pattern), the coordinator announcement, claims, the quota
+#: ledger, and the
 #: job log (specs it republishes or clears, commits, events, states), and the workflow records under
 #: `wf/` (definitions, artifacts, runs) its HTTP API takes on behalf of users. A user submits specs and sends
 #: cancels and queries to the coordinator; a viewer may only query; only an admin publishes the
@@ -139,6 +140,7 @@ ACL_RULES: tuple[AclRule, ...] = (
     AclRule("node", None, "write", topics.COORD),
     AclRule("node", None, "write", topics.COORD_INBOX),
     AclRule("node", None, "write", topics.ELECTION),
+    AclRule("node", None, "write", topics.QUOTA_LEDGER),
     AclRule("node", None, "write", "job/#"),
     AclRule("node", None, "write", "wf/#"),
     AclRule("user", None, "read", "#"),

@@ -67,6 +67,7 @@ NODE_MESSAGES: frozenset[str] = frozenset(
         "amend",
         "tasks_reply",
         "quota_reply",
+        "quota_ledger",
         "sync",
         "error",
         "submit_job",

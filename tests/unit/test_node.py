@@ -15,6 +15,7 @@ from swarm.core.events import (
     MessageReceived,
     Persist,
     PersistFailed,
+    PolicyChanged,
     Publish,
     RetainedCleared,
     RunTask,
@@ -22,8 +23,10 @@ from swarm.core.events import (
     Tick,
 )
 from swarm.core.node import DeviceStatus, NodeMachine
+from swarm.core.quota import Quota
 from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
+    Admission,
     Assign,
     Assignment,
     Body,
@@ -34,6 +37,7 @@ from swarm.messages import (
     Heartbeat,
     JobState,
     NodeGone,
+    QuotaLedger,
     SubmitJob,
     Sync,
     TaskResult,
@@ -48,17 +52,20 @@ def _deliver(node: NodeMachine, topic: str, sender: str, epoch: int, body: Body,
     return node.handle(MessageReceived(topic, Envelope(1, "c", sender, epoch, f"m{now}", body)), now)
 
 
-def _coordinator() -> NodeMachine:
-    caps = simulated_capabilities("a")
+def _coordinator(name: str = "a", heard: tuple[tuple[str, str, int, Body], ...] = ()) -> NodeMachine:
+    """A node that claimed the next epoch alone, after hearing `heard` (topic, sender, epoch, body)."""
+    caps = simulated_capabilities(name)
     status = DeviceStatus(caps, 0.1, 2048)
-    node = NodeMachine("a", "a", CFG, random.Random(0), lambda spec: None, status, 0, 0.0)
+    node = NodeMachine(name, name, CFG, random.Random(0), lambda spec: None, status, 0, 0.0)
+    for topic, sender, epoch, body in heard:
+        _deliver(node, topic, sender, epoch, body, 0.0)
     now, claims = 0.0, []
     while not claims:
         now += CFG.tick_interval
         claims = [
             e.body for e in node.handle(Tick(), now) if isinstance(e, Publish) and isinstance(e.body, Claim)
         ]
-    _deliver(node, "election", "a", claims[0].epoch, claims[0], now)
+    _deliver(node, "election", name, claims[0].epoch, claims[0], now)
     assert node.scheduler is not None
     return node
 
@@ -231,3 +238,29 @@ def test_a_worker_whose_disk_refuses_the_epoch_keeps_working() -> None:
     # The epoch in memory still fences the deposed coordinator.
     _deliver(node, "node/w/in", "c", 3, Assign((Assignment("j.t1", "j", 1, "echo", {}),)), 0.5)
     assert set(node.worker.held) == {"j.t0"}
+
+
+def test_a_successor_counts_the_day_from_its_predecessors_quota_ledger() -> None:
+    policy = PolicyChanged((Quota("tasks_per_day", 3, "user", "u-1"),))
+
+    def job(job_id: str, tasks: int) -> SubmitJob:
+        specs = tuple(TaskSpec(f"{job_id}.t{i}", "echo", {}) for i in range(tasks))
+        return SubmitJob(job_id, specs, submitted_by="u-1", role="submitter")
+
+    old = _coordinator()
+    old.handle(policy, 1.0)
+    _deliver(old, "job/j1/spec", "u-1.c", 0, job("j1", 2), 1.1)
+    (ledger,) = [e for e in old.handle(Tick(), 2.0) if isinstance(e, Publish) and e.topic == "quota/ledger"]
+    assert ledger.retain and ledger.body == QuotaLedger((Admission("u-1", "", 60.0, 2),))
+    # Nothing new admitted: no second ledger.
+    assert not [e for e in old.handle(Tick(), 4.0) if isinstance(e, Publish) and e.topic == "quota/ledger"]
+
+    new = _coordinator("b", heard=(("quota/ledger", "a", ledger.epoch, ledger.body),))
+    new.handle(policy, 10.0)
+    _deliver(new, "job/j2/spec", "u-1.c", 0, job("j2", 2), 10.1)  # 2 + 2 > 3 a day
+    _deliver(new, "job/j3/spec", "u-1.c", 0, job("j3", 1), 10.2)
+    assert new.scheduler is not None and set(new.scheduler.jobs) == {"j3"}
+    # A ledger off its topic, or from another member in the coordinator's epoch, is refused.
+    _deliver(new, "job/x/state", "a", ledger.epoch, ledger.body, 10.3)
+    _deliver(new, "quota/ledger", "a", new.election.epoch, ledger.body, 10.4)
+    assert new.metrics["refused_messages"] == 2

@@ -14,7 +14,6 @@ from swarm.core.quota import (
     JobDemand,
     Quota,
     QuotaBook,
-    RunningTask,
     ScopeKind,
 )
 from swarm.messages import QuotaLine, Requirements, SubmitJob, TaskSpec
@@ -200,18 +199,27 @@ def test_finishing_charges_the_team_the_task_started_under() -> None:
     book.validate()
 
 
-def test_rebuild_after_failover_counts_the_adopted_tasks() -> None:
-    book = QuotaBook([Quota("concurrent_tasks", 2, "user", "u-1"), Quota("tasks_per_day", 5, "user", "u-1")])
-    book.started("stale", "u-9", None, _req())
-    book.rebuild(
-        [RunningTask("a", "u-1", "lab", _req(2)), RunningTask("b", "u-1", "lab", _req(1))],
-        [Admission("u-1", "lab", 100.0, 4)],
+def test_a_successor_takes_the_days_admissions_from_the_ledger() -> None:
+    quotas = [Quota("tasks_per_day", 5, "user", "u-1")]
+    old = QuotaBook(quotas)
+    assert old.admit_job("u-1", "lab", _job(_req(), _req()), now=100.0) is None
+    assert old.admit_job("u-1", "lab", _job(_req()), now=130.0) is None
+    assert old.admit_job("u-2", None, _job(_req()), now=150.0) is None
+    # Merged by user, team and minute, each dated at its minute's end.
+    ledger = old.ledger(200.0)
+    assert ledger == (
+        Admission("u-1", "lab", 120.0, 2),
+        Admission("u-1", "lab", 180.0, 1),
+        Admission("u-2", "", 180.0, 1),
     )
-    assert not book.running("stale") and book.running("a")
-    assert not book.may_start("u-1", "lab", _req(), now=200.0)
-    assert book.usage("team", "lab", 200.0)[1].used == 3
-    assert book.admit_job("u-1", "lab", _job(_req(), _req()), now=200.0) is not None
-    book.validate()
+    new = QuotaBook(quotas)
+    new.restore(ledger)
+    assert new.admit_job("u-1", "lab", _job(_req(), _req(), _req()), now=300.0) is not None  # 3 + 3 > 5
+    day = {line.resource: line.used for line in new.usage("team", "lab", 300.0)}["tasks_per_day"]
+    assert day == 3  # the team's day counts too
+    assert new.admit_job("u-1", "lab", _job(_req(), _req()), now=300.0) is None
+    assert new.ledger(300.0 + DAY) == ()
+    new.validate()
 
 
 def test_job_demand_of_a_submission() -> None:
