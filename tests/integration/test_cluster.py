@@ -181,3 +181,27 @@ def test_status_shows_members_that_heartbeat_seconds_apart_alive(mosquitto: obje
         for _ in range(3):
             states = {n["name"]: n["state"] for n in c.status()["nodes"]}
             assert states == {"slow0": "alive", "slow1": "alive"}, states
+
+
+def test_daily_quota_counts_survive_a_coordinator_failover(cluster: Cluster, tmp_path: Path) -> None:
+    made = cluster.cli("token", "create", "--role", "submitter", "--team", "day")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    out = cluster.cli("quota", "set", "--team", "day", "tasks_per_day=3")
+    assert out.returncode == 0, out.stderr
+    time.sleep(1.0)  # the nodes on this machine read the authority's roster within a poll
+    two = _batch(tmp_path / "two.json", 2, {"type": "echo"})
+    out = cluster.cli("submit", "batch", str(two), "--wait", "--token", token, timeout=60)
+    assert out.returncode == 0, out.stderr
+    time.sleep(1.5)  # the coordinator's quota ledger goes out within a second of an admission
+    old = cluster.status()["coordinator"]
+    cluster.by_id(old).kill()
+    deadline = time.monotonic() + 30
+    while cluster.wait_ready(alive=2)["coordinator"] == old:
+        assert time.monotonic() < deadline, cluster.logs()
+        time.sleep(0.3)
+    # The successor counts the two tasks its predecessor admitted today.
+    out = cluster.cli("submit", "batch", str(two), "--wait", "--token", token, timeout=60)
+    assert out.returncode != 0 and "quota: team 'day' may submit 3 tasks a day" in out.stderr, out
+    out = cluster.cli("submit", "task", "echo", "--wait", "--token", token, timeout=60)
+    assert out.returncode == 0, out.stderr
