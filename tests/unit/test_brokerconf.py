@@ -70,6 +70,7 @@ def test_acl_file_grants_each_kind_its_topics() -> None:
         "topic write swarm/home/coord",
         "topic write swarm/home/coord/in",
         "topic write swarm/home/election",
+        "topic write swarm/home/quota/ledger",
         "topic write swarm/home/job/#",
         "topic write swarm/home/wf/#",
     ]
@@ -91,6 +92,8 @@ def test_acl_file_grants_each_kind_its_topics() -> None:
         (NODE, "publish", "swarm/home/node/n-2be7c587/in", True),
         (NODE, "publish", "swarm/home/job/j1/commits/3.1", True),
         (NODE, "publish", "swarm/home/election", True),
+        (NODE, "publish", "swarm/home/quota/ledger", True),
+        ("u-3f2a9c01", "publish", "swarm/home/quota/ledger", False),  # only members keep the ledger
         (NODE, "publish", "swarm/home/trust/roster", False),
         (NODE, "publish", "swarm/other/coord", False),
         (NODE, "publish", "swarm/home/node/+/in", False),  # no wildcards in a topic name
