@@ -121,11 +121,10 @@ class Signer:
     def seal(self, topic: str, payload: bytes, now: float, to: str | None = None) -> bytes:
         """The frame of `payload` (an encoded envelope) for `topic`, sent at `now`: paired when `to`, the
         only receiver of `topic`, is a peer this process is paired with, signed otherwise."""
-        paired = None if to is None or self._pairing is None else self._pairing.send_key(to)
-        if paired is not None:
+        paired = self._pairing.send_key(to) if self._pairing is not None and to is not None else None
+        if self._pairing is not None and paired is not None:
             fingerprint, shared = paired
             head = _PAIRED_HEAD.pack(PAIRED_MAGIC, now, len(self._cert), fingerprint)
-            assert self._pairing is not None
             frame = b"".join((head, self._cert, self._pairing.offer, payload))
             return frame + mac(shared, topic, frame)
         stamp = struct.pack(">d", now)
