@@ -10,9 +10,11 @@ import pytest
 
 from swarm.workflow.analysis import StepEstimate, analyze_flow, iso_duration
 from swarm.workflow.insights import (
+    Alert,
     Sample,
     Stats,
     Suggestion,
+    alerts,
     anomaly_scores,
     detect_anomalies,
     duration_stats,
@@ -323,4 +325,26 @@ def test_score_edge_cases() -> None:
     one = Suggestion("a", "m", "X")
     assert suggestion_accuracy([one, Suggestion("b", "m", "Y")], {("a", "X")}) == pytest.approx(
         (0.5, 1.0, 2 / 3)
+    )
+
+
+def test_alerts_equal_each_run_judged_against_the_statistics_of_the_normal_runs_before_it() -> None:
+    """`alerts` keeps a running baseline; it must say what `detect_anomalies` says of every run given the
+    full statistics (`duration_stats`) of that step's earlier runs that were not alerted on."""
+    rng = random.Random(11)
+    samples = [
+        Sample(f"r{i}", rng.choice("ab"), float(i), rng.choice((10.0, 10.5, 30.0, 2.0)), rng.random() > 0.2)
+        for i in range(300)
+    ]
+    expected: list[Alert] = []
+    normal: dict[str, list[Sample]] = {}
+    for s in samples:
+        before = normal.setdefault(s.node_id, [])
+        alert = detect_anomalies(duration_stats(before)[s.node_id], s) if before else None
+        if alert is None:
+            before.append(s)
+        else:
+            expected.append(alert)
+    assert expected and sorted(alerts(samples), key=lambda a: a.run_id) == sorted(
+        expected, key=lambda a: a.run_id
     )
