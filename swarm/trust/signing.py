@@ -242,7 +242,6 @@ class Verifier:
         if len(frame) < _PAIRED_HEAD.size + OFFER_BYTES + MAC_BYTES:
             raise AuthError("a paired message too short to hold its offer and MAC")
         _, sent_at, cert_len, fingerprint = _PAIRED_HEAD.unpack_from(frame)
-        self._pairing.check_addressed(fingerprint)
         cert_end = _PAIRED_HEAD.size + cert_len
         offer_end = cert_end + OFFER_BYTES
         if offer_end + MAC_BYTES > len(frame):
@@ -250,6 +249,9 @@ class Verifier:
         cert, key = self._certificate(frame[_PAIRED_HEAD.size : cert_end])
         if cert.kind != "node":
             raise AuthError(f"{cert.id} is not a member and cannot send paired messages")
+        # Only a member's frame for someone else is let go quietly; one without a valid certificate was
+        # refused above, as a forgery.
+        self._pairing.check_addressed(fingerprint)
         try:
             shared = self._pairing.key(cert, key, frame[cert_end:offer_end])
         except ProtocolError as exc:

@@ -88,9 +88,13 @@ def test_a_paired_frame_cannot_be_moved_changed_kept_or_forged(authority: Author
         a.verifier.open(inbox, tampered, retained=False, now=NOW)
     with pytest.raises(AuthError, match="not a signed swarm message"):
         a.verifier.open(inbox, frame, retained=True, now=NOW)  # never retained: the broker's state is signed
-    # Another member reading it is told it is not for it, not that it is forged.
+    # Another member reading it is told it is not for it, not that it is forged; a frame for someone
+    # else without a valid certificate is a forgery all the same.
     with pytest.raises(NotAddressed):
         c.verifier.open(inbox, frame, retained=False, now=NOW)
+    cert_at = frame.index(b'{"cluster"')
+    with pytest.raises(AuthError, match=r"certificate refused|not signed by"):
+        c.verifier.open(inbox, frame[:cert_at] + b"X" + frame[cert_at + 1 :], retained=False, now=NOW)
     # c, a member, cannot speak for b: it holds b's certificate and offer (both public) but not the key.
     c.hears(a)
     own = c.seal(inbox, Assign(()), a.id)
