@@ -181,31 +181,21 @@ def _truth(v: Any) -> _Tri:
 
 def _compile_junction(node: Bool) -> BoolFn:
     parts = tuple(_compile_bool(item) for item in node.items)
-    if node.op == "AND":
+    # Kleene's three-valued logic: the first False decides an AND and the first True an OR; otherwise an
+    # unknown part leaves the whole unknown.
+    decisive = node.op != "AND"
 
-        def and_(state: str, o: Mapping[str, Any]) -> _Tri:
-            result: _Tri = True
-            for part in parts:
-                v = part(state, o)
-                if v is False:
-                    return False
-                if v is None:
-                    result = None
-            return result
-
-        return and_
-
-    def or_(state: str, o: Mapping[str, Any]) -> _Tri:
-        result: _Tri = False
+    def junction(state: str, o: Mapping[str, Any]) -> _Tri:
+        result: _Tri = not decisive
         for part in parts:
             v = part(state, o)
-            if v is True:
-                return True
+            if v is decisive:
+                return decisive
             if v is None:
                 result = None
         return result
 
-    return or_
+    return junction
 
 
 def _compile_cmp(node: Cmp) -> BoolFn:
