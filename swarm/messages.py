@@ -604,10 +604,10 @@ class QuotaLine:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """`tasks` tasks admitted for `principal` (of `team`, "" for none) at time `at`: what the daily task
-    quota counts (`swarm.core.quota`)."""
+    """`tasks` tasks admitted for `principal` (of `team`; "" for an unnamed submitter or no team) at time
+    `at`: what the daily task quota counts (`swarm.core.quota`)."""
 
-    principal: Id
+    principal: str
     team: str
     at: float
     tasks: int

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarm.codec import decode, encode
 from swarm.core.quota import (
     DAY,
     Admission,
@@ -16,7 +17,7 @@ from swarm.core.quota import (
     QuotaBook,
     ScopeKind,
 )
-from swarm.messages import QuotaLine, Requirements, SubmitJob, TaskSpec
+from swarm.messages import Envelope, QuotaLedger, QuotaLine, Requirements, SubmitJob, TaskSpec
 
 
 def _req(cores: int = 0, memory_gb: float = 0.0) -> Requirements:
@@ -220,6 +221,14 @@ def test_a_successor_takes_the_days_admissions_from_the_ledger() -> None:
     assert new.admit_job("u-1", "lab", _job(_req(), _req()), now=300.0) is None
     assert new.ledger(300.0 + DAY) == ()
     new.validate()
+
+
+def test_a_ledger_of_an_unnamed_submitter_crosses_the_wire() -> None:
+    # A cluster without identities admits jobs for the principal "": its ledger must still be readable.
+    book = QuotaBook()
+    assert book.admit_job("", None, _job(_req()), now=10.0) is None
+    env = Envelope(1, "c", "a", 1, "m1", QuotaLedger(book.ledger(20.0)))
+    assert decode(encode(env), cluster="c").body == QuotaLedger((Admission("", "", 60.0, 1),))
 
 
 def test_job_demand_of_a_submission() -> None:
