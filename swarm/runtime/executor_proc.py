@@ -343,6 +343,10 @@ class WorkerProcess:
         try:
             loop.add_reader(conn.fileno(), self._on_readable)
             self._watching = True
+            # uvloop (libuv) makes a watched descriptor non-blocking, but a Connection sends and receives
+            # whole messages with blocking calls: a request or reply larger than the socket's buffer
+            # (about 200 KB) failed half-way, which looked like a worker that had died.
+            os.set_blocking(conn.fileno(), True)
         except NotImplementedError:
             threading.Thread(target=self._read_forever, name=f"{proc.name}.reader", daemon=True).start()
 

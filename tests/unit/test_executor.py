@@ -47,6 +47,21 @@ async def test_echo_and_environment(ex: Executor, tmp_path: Path) -> None:
     assert env["pid"] != os.getpid()
 
 
+def test_requests_and_replies_larger_than_the_pipe_buffer_pass_on_uvloop(tmp_path: Path) -> None:
+    # uvloop makes the descriptors it watches non-blocking; a 2 MB message must still go through whole,
+    # both ways, as it does on the default loop (this failed as "worker process died").
+    uvloop = pytest.importorskip("uvloop")
+    message = "x" * 2_000_000
+
+    async def echo() -> Outcome:
+        async with Executor(slots=1, work_dir=tmp_path, registry_factory=FACTORY) as executor:
+            return await executor.run("big", 1, "echo", {"message": message}, 30)
+
+    outcome = uvloop.run(echo())
+    assert outcome.ok, outcome.error
+    assert outcome.result == {"message": message}
+
+
 @pytest.mark.parametrize(
     ("task_type", "payload", "kind", "error"),
     [
