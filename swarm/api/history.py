@@ -571,15 +571,18 @@ def _run_record(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def _node_record(row: sqlite3.Row) -> dict[str, Any]:
+    # A step's row keeps 0 for a time it does not have yet: not started (waiting, or skipped), or
+    # not finished (running). Those are reported as unknown, not as the epoch.
+    started, finished = row["started_at"] or None, row["finished_at"] or None
     return {
         "nodeId": row["node_id"],
         "shard": row["shard"],
         "state": row["state"],
         "attempt": row["attempt"],
         "device": row["device"],
-        "startedAt": row["started_at"],
-        "finishedAt": row["finished_at"],
-        "durationS": row["finished_at"] - row["started_at"],
+        "startedAt": started,
+        "finishedAt": finished,
+        "durationS": None if started is None or finished is None else finished - started,
         "error": row["error"],
         "cpuS": row["cpu_s"],
         "peakMemoryMb": row["peak_memory_mb"],

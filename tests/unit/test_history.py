@@ -109,6 +109,9 @@ def test_node_records_in_any_order_or_twice_give_the_same_rows() -> None:
     assert nodes["a"]["error"] is None  # the later attempt replaced the failed one whole
     assert nodes["b"]["state"] == "SKIPPED"  # the task engine's names are stored under the seed's
     assert nodes["c"]["state"] == "RUNNING"
+    # A running step has no end yet, so no duration (not its start time since the epoch, negated).
+    assert nodes["c"]["finishedAt"] is None and nodes["c"]["durationS"] is None
+    assert nodes["a"]["durationS"] == nodes["a"]["finishedAt"] - nodes["a"]["startedAt"] >= 0
 
 
 def test_a_final_node_state_is_not_replaced_by_a_live_one_of_the_same_attempt(history: History) -> None:
