@@ -500,6 +500,24 @@ def _dumps(value: object, what: str) -> bytes:
         raise RecordError(f"{what}: not JSON: {exc}") from exc
 
 
+def _bounded_output(output: object, what: str) -> bytes:
+    """The output as JSON of at most about MAX_OUTPUT_BYTES: an object's largest values are replaced, one
+    by one, with `{"truncated": true, "bytes": n}` until it fits, so its small figures (counts, ranges)
+    stay queryable beside a large text; anything else that is too large is replaced whole."""
+    body = _dumps(output, what)
+    if len(body) <= MAX_OUTPUT_BYTES:
+        return body
+    if isinstance(output, dict):
+        sizes = {key: len(_dumps(value, what)) for key, value in output.items()}
+        kept = dict(output)
+        for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+            kept[key] = {"truncated": True, "bytes": sizes[key]}
+            body = orjson.dumps(kept)
+            if len(body) <= MAX_OUTPUT_BYTES:
+                return body
+    return orjson.dumps({"truncated": True, "bytes": len(body)})
+
+
 def _clip(text: str, keep_end: bool = False) -> str:
     if len(text) <= MAX_TEXT_CHARS:
         return text
@@ -516,9 +534,7 @@ def _node_row(row: Mapping[str, Any]) -> dict[str, Any]:
     if state not in NODE_STATES:
         raise RecordError(f"{where}: state: expected one of {', '.join(NODE_STATES)}, got {row['state']!r}")
     output = row.get("output")
-    body = None if output is None else _dumps(output, f"{where}: output")
-    if body is not None and len(body) > MAX_OUTPUT_BYTES:
-        body = orjson.dumps({"truncated": True, "bytes": len(body)})
+    body = None if output is None else _bounded_output(output, f"{where}: output")
     error = row.get("error")
     return {
         "run_id": row["run_id"],

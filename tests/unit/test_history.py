@@ -247,17 +247,22 @@ def test_samples_cover_the_last_finished_runs_only(history: History) -> None:
 
 
 def test_large_outputs_and_texts_are_bounded(history: History) -> None:
-    big = {"blob": "x" * (MAX_OUTPUT_BYTES + 1)}
+    big = {"blob": "x" * (MAX_OUTPUT_BYTES + 1), "rows": 7}
     history.put_node(**node("r1", "a", output=big, log_tail="start\n" + "y" * 100_000 + "\nend"))
     history.put_node(**node("r1", "b", output={"small": [1, 2]}))
     history.put_run("r1", "sales", "1.0.0", "SUCCESS", 1.0, 2.0, 3.0)
     run = history.run("r1")
     assert run is not None
     a, b = run["nodes"]
-    assert a["output"] == {"truncated": True, "bytes": MAX_OUTPUT_BYTES + 12}
+    # The large value is replaced, the small ones beside it stay.
+    assert a["output"] == {"blob": {"truncated": True, "bytes": MAX_OUTPUT_BYTES + 3}, "rows": 7}
     assert a["logTail"].endswith("\nend")  # the tail is what matters in a log
     assert len(a["logTail"]) < 20_000
     assert b["output"] == {"small": [1, 2]}
+    history.put_node(**node("r2", "a", output=["x" * MAX_OUTPUT_BYTES]))
+    history.put_run("r2", "sales", "1.0.0", "SUCCESS", 1.0, 2.0, 3.0)
+    run = history.run("r2")
+    assert run is not None and run["nodes"][0]["output"] == {"truncated": True, "bytes": MAX_OUTPUT_BYTES + 4}
 
 
 def test_bad_records_are_refused_naming_the_field(history: History) -> None:
