@@ -31,9 +31,11 @@ def add_cockpit_parser(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     parser.add_argument("--open", action="store_true", help="open it in the default web browser")
 
 
-def cockpit_url(api_url: str, token: str) -> str:
-    """The cockpit's address on the node at `api_url`, carrying `token` in the fragment."""
-    return f"{api_url.rstrip('/')}/#token={quote(token, safe='')}"
+def cockpit_url(api_url: str, token: str, run_id: str | None = None) -> str:
+    """The cockpit's address on the node at `api_url`, carrying `token` in the fragment, and the run to
+    open (`run_id`), if any."""
+    run = "" if run_id is None else f"&run={quote(run_id, safe='')}"
+    return f"{api_url.rstrip('/')}/#token={quote(token, safe='')}{run}"
 
 
 async def run_cockpit_command(

@@ -9,7 +9,10 @@ finish by a one-pixel read) and printed; run with `-s` to see them.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import io
 import os
+import queue
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 
 from swarm.apiclient import ApiClient
+from swarm.demo.sales import DemoOptions, run_demo
 from swarm.trust.authority import Authority
 from tests.browser.conftest import VIEWPORT, Console
 from tests.integration.nodes import Cluster, running
@@ -338,3 +342,34 @@ def test_a_viewer_sees_but_cannot_start_a_run(duo: Cluster, browser: Any) -> Non
         assert errors == [], errors
     finally:
         page.close()
+
+
+def test_the_sales_demo_opens_the_cockpit_on_its_run(duo: Cluster, browser: Any, tmp_path: Path) -> None:
+    # `swarm demo sales --cockpit`: the URL it opens shows the demo's DAG, its MapReduce stage included,
+    # on the run it started, and the steps turn green live.
+    url, token = _api_url(duo), _token(duo)
+    opened: queue.Queue[str] = queue.Queue()
+    options = DemoOptions(rows=5000, shards=2, jvm=False, cockpit=True)
+    out, err = io.StringIO(), io.StringIO()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        demo = pool.submit(
+            run_demo, url, token, options, tmp_path, out, err, open_url=lambda u: opened.put(u) is None
+        )
+        view = opened.get(timeout=60)
+        assert f"cockpit on this run: {view}" in out.getvalue()
+        run_id = urllib.parse.unquote(view.split("&run=", 1)[1])
+        console = Console()
+        page = console.attach(browser.new_page(viewport=VIEWPORT))
+        try:
+            page.goto(view)
+            page.wait_for_function("window.__cockpit && window.__cockpit.ready", timeout=15_000)
+            _require_webgl(page)
+            assert page.evaluate("window.__cockpit.cockpit.selectedRunId") == run_id
+            steps = ("extract-sales", "aggregate-sales", "tabulate-sales", "analyze-sales", "load-report")
+            _wait_states(page, dict.fromkeys(steps, "success"), timeout=90)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(_shots(tmp_path) / "cockpit-demo.png"))
+            assert console.errors == [], console.errors
+        finally:
+            page.close()
+        assert demo.result(timeout=90).state == "SUCCESS", err.getvalue()

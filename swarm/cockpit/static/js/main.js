@@ -117,6 +117,9 @@ class Cockpit {
       onReconnect: () => { this.refreshLists(); this.emit("reconnect"); if (this.selectedRunId) this.selectRun(this.selectedRunId); },
     });
     await this.refreshLists();
+    // `#run=ID` (what `swarm demo sales --cockpit` prints) opens that run and follows its DAG.
+    const runId = new URLSearchParams(location.hash.replace(/^#/, "")).get("run");
+    if (runId) await this.selectRun(runId, { follow: true });
     this.emit("ready");
     this.ready = true;
   }

@@ -46,7 +46,8 @@ export function graphFromDefinition(definition) {
   nodes.forEach((node, i) => {
     lift[i] = PRIORITY_LIFT[node.priority] ?? 0;
     size[i] = nodeSize(node.resourceRequirements);
-    shards[i] = Math.max(1, Number(node.executionConfig?.parallelism) || 1);
+    // A MAPREDUCE step's parallelism is its maps; the step itself has one record, its collector's.
+    shards[i] = isMapReduce(node) ? 1 : Math.max(1, Number(node.executionConfig?.parallelism) || 1);
   });
   return {
     dagId: String(definition?.dagId ?? ""),
@@ -54,6 +55,11 @@ export function graphFromDefinition(definition) {
     ids, index, nodes, src, dst, edges, lift, size, shards, parents,
     names: nodes.map((node, i) => String(node.name || ids[i])),
   };
+}
+
+/** Whether a definition node runs the MAPREDUCE runtime (`MAPREDUCE`, `MAP_REDUCE`, with a version). */
+export function isMapReduce(node) {
+  return /^MAP_?REDUCE/i.test(String(node?.taskDefinition?.runtime ?? ""));
 }
 
 /** A node's radius from its resource request: grows with cores and memory, within 0.6..2. */
@@ -71,6 +77,8 @@ export class RunState {
     this.runId = runId;
     this.state = "QUEUED";
     this.records = Array.from({ length: graph.ids.length }, () => new Map());
+    // The map and reduce tasks of MAPREDUCE steps (`step.map`, `step.reduce`): they show the step running.
+    this.parts = Array.from({ length: graph.ids.length }, () => new Map());
     this.version = 0;
   }
 
@@ -83,7 +91,7 @@ export class RunState {
   /** Apply one step record or `node` event; final states are never taken back. */
   applyNode(record) {
     const i = this.graph.index.get(record.nodeId);
-    if (i === undefined) return false;
+    if (i === undefined) return this.applyPart(record);
     const shard = Number(record.shard) || 0;
     const shards = this.records[i];
     const before = shards.get(shard);
@@ -91,6 +99,17 @@ export class RunState {
     if (before && FINAL.has(before.state) && !FINAL.has(state)) return false;
     shards.set(shard, { ...before, ...record, state });
     // A step's record means the run's job was accepted (there is no event for that step itself).
+    if (this.state === "QUEUED") this.state = "RUNNING";
+    this.version++;
+    return true;
+  }
+
+  /** A map or reduce task of a MAPREDUCE step (`<step>.map`, `<step>.reduce`); false for anything else. */
+  applyPart(record) {
+    const match = /^(.+)\.(map|reduce)$/.exec(String(record.nodeId ?? ""));
+    const i = match ? this.graph.index.get(match[1]) : undefined;
+    if (i === undefined) return false;
+    this.parts[i].set(`${match[2]}:${Number(record.shard) || 0}`, normaliseState(record.state));
     if (this.state === "QUEUED") this.state = "RUNNING";
     this.version++;
     return true;
@@ -111,7 +130,7 @@ export class RunState {
     if (final.length >= this.graph.shards[i]) {
       return final.every((r) => r.state === "SKIPPED") ? "SKIPPED" : "SUCCESS";
     }
-    return shards.length ? "RUNNING" : "WAITING";
+    return shards.length || this.parts[i].size ? "RUNNING" : "WAITING";
   }
 
   isFinal(i) { return FINAL.has(this.nodeState(i)); }
