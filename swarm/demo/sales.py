@@ -4,37 +4,44 @@ On a running cluster (`--api URL`, else an alive node of `--cluster` found on it
 command starts for its own duration, with a throwaway cluster under a temporary `$SWARM_HOME`), it:
 
 1. defines two task standards (ETL and ANALYSIS: schemas, resource ceilings, SLA);
-2. pushes the step code as artifacts: the Python module `sales_pipeline` and a jar it compiles from
-   `jvm/SalesCurrencyConverter.java` with `javac` and `jar` (no JDK: the step runs the Python twin);
-3. defines the DAG through the HTTP API: `extract-sales` (a map stage, one shard per row range) ->
-   `aggregate-sales` (the reduce) -> `convert-currency` (JVM) and `analyze-sales` -> `load-report`;
-4. asks for a resource allocation (the endpoint is not implemented yet: its refusal is printed);
-5. runs it, printing each step's state changes live on stderr;
+2. pushes the step code as artifacts: the Python module `sales_pipeline`, the MapReduce app
+   `sales_aggregate`, and a jar it compiles from `jvm/SalesCurrencyConverter.java` with `javac` and
+   `jar` (no JDK: the step runs the Python twin);
+3. defines the DAG through the HTTP API: `extract-sales` (one shard per row range) ->
+   `aggregate-sales` (runtime MAPREDUCE: a job of the engine, one map per shard and two reduces) ->
+   `tabulate-sales` -> `convert-currency` (JVM) and `analyze-sales` -> `load-report`;
+4. asks for a resource allocation, which holds slots until the run starts its steps in them;
+5. runs it, printing each step's state changes live on stderr (`--cockpit`: and opens the web cockpit
+   on the run, its 3D view live);
 6. prints the aggregates (region x category: orders, quantity, revenue), the definition's analysis
    (critical path, bottleneck, estimate, warnings, suggestions) and the measured time of every step.
 
-The data is deterministic (`steps.sales_pipeline.sale(seed, i)`): each map shard generates its own
-orders, so no data file is shipped and only partial aggregates cross the broker. The MapReduce stage is
-expressed as DAG steps (isMapStage with parallelism, isReduceStage); the MAPREDUCE runtime (an engine
-MapReduce job inside one step) is not used.
+The data is deterministic (`steps.sales_pipeline.sale(seed, i)`): each extract shard generates its
+own orders, so no data file is shipped. The cleaned orders reach the aggregation's maps through the data
+plane once they are larger than the inline limit; the maps' sums cross the shuffle to the reduces; only
+small outputs and references cross the broker.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import tempfile
 import time
+import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from swarm.apiclient import FINAL_STATES, ApiClient, ApiError
+from swarm.cockpit.cli import cockpit_url
 from swarm.config import NodeConfig
 from swarm.demo.localnode import LocalNode, cluster_api
 from swarm.demo.salesdag import (
+    APP_FILE,
     DAG_ID,
     DEFAULT_RATE,
     JVM_CLASS,
@@ -69,6 +76,8 @@ class DemoOptions:
     rate: str = DEFAULT_RATE
     timeout: float = DEFAULT_TIMEOUT
     jvm: bool = True
+    #: Print the cockpit's URL on the run and open it in a browser.
+    cockpit: bool = False
 
 
 @dataclass
@@ -146,10 +155,11 @@ class _Progress:
             if self._seen.get(key) == state:
                 continue
             self._seen[key] = state
-            shard = f"#{key[1]}" if key[1] or key[0] == "extract-sales" else ""
+            fanned = key[0] == "extract-sales" or key[0].endswith((".map", ".reduce"))
+            shard = f"#{key[1]}" if fanned else ""
             where = f" on {n['device']}" if n.get("device") else ""
             took = f" in {n['durationS']:.2f}s" if isinstance(n.get("durationS"), int | float) else ""
-            self._err.write(f"  [{at:6.1f}s] {key[0] + shard:<20} {state:<9}{took}{where}\n")
+            self._err.write(f"  [{at:6.1f}s] {key[0] + shard:<24} {state:<9}{took}{where}\n")
         if str(run.get("state")) != self._state:
             self._state = str(run.get("state"))
             self._err.write(f"  [{at:6.1f}s] run {run.get('runId')}: {self._state}\n")
@@ -164,9 +174,11 @@ def run_demo(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
     clock: Callable[[], float] = time.monotonic,
+    open_url: Callable[[str], bool] = webbrowser.open,
 ) -> DemoResult:
     """Build and run the whole scenario on the cluster whose node API is at `url`; `work` is a scratch
-    directory (the jar is built there)."""
+    directory (the jar is built there). With `options.cockpit`, the cockpit's URL on the run is printed
+    and handed to `open_url` once the run has started."""
     client = _Api(url, token)
 
     def say(text: str) -> None:
@@ -184,6 +196,8 @@ def run_demo(
     say("2. artifacts")
     steps_id = _push(client, STEPS_DIR, "sales-steps", "python")
     say(f"   {steps_id}: Python steps (sales_pipeline.py)")
+    app_id = _push(client, APP_FILE, "sales-aggregate", "mapreduce")
+    say(f"   {app_id}: the aggregation's MapReduce app (sales_aggregate.py)")
     jar_id = None
     jar = build_jar(work, lambda t: say("   " + t)) if options.jvm else None
     if jar is not None and not _jvm_offered(client):
@@ -194,7 +208,7 @@ def run_demo(
         say(f"   {jar_id}: {JVM_CLASS} compiled with javac ({jar.stat().st_size} bytes)")
 
     say("3. DAG definition (POST /api/v1/dag/define)")
-    definition = build_definition(options.shards, steps_id, jar_id)
+    definition = build_definition(options.shards, steps_id, app_id, jar_id)
     defined = client.define(definition)
     for line in describe_definition(defined):
         say("  " + line)
@@ -204,10 +218,18 @@ def run_demo(
     say("4. resource allocation (POST /api/v1/resources/allocate)")
     allocation_id = _allocate(client, definition, say)
 
-    say(f"5. run: {options.rows} orders (seed {options.seed}) in {options.shards} map shards")
+    say(
+        f"5. run: {options.rows} orders (seed {options.seed}) in {options.shards} extract shards, "
+        f"aggregated by a MapReduce job of {options.shards} maps and 2 reduces"
+    )
     params = {"rows": options.rows, "seed": options.seed, "rate": options.rate}
     started = client.start(DAG_ID, params, str(definition["version"]), allocation_id)
     run_id = str(started["runId"])
+    if options.cockpit:
+        view = cockpit_url(url, token, run_id)
+        say(f"   cockpit on this run: {view}")
+        if not open_url(view):
+            say("   (no web browser could be opened here: open the URL above)")
     err.write(f"   following {run_id} (live step states on stderr)\n")
     final = client.wait(run_id, timeout=options.timeout, on_change=_Progress(err, clock))
     result = _result(final, defined, jar_id is not None)
@@ -217,10 +239,6 @@ def run_demo(
         _print_analytics(client.analytics(DAG_ID), say)
     except ApiError as exc:
         say(f"   (measured analytics unavailable: {exc.message})")
-    say(
-        "note: the map/reduce stage runs as DAG steps (isMapStage x parallelism, isReduceStage);"
-        " the MAPREDUCE runtime (an engine job inside a step) is not used here."
-    )
     return result
 
 
@@ -253,13 +271,13 @@ def _outputs(run: Json, node_id: str) -> Json:
 
 
 def _result(run: Json, defined: Json, jvm: bool) -> DemoResult:
-    aggregate = _outputs(run, "aggregate-sales")
+    table = _outputs(run, "tabulate-sales")
     report = _outputs(run, "load-report")
     convert = _outputs(run, "convert-currency")
     return DemoResult(
         run_id=str(run.get("runId")),
         state=str(run.get("state")),
-        table=list(aggregate.get("table") or []),
+        table=list(table.get("table") or []),
         converted=convert,
         insights=dict(_outputs(run, "analyze-sales").get("insights") or {}),
         report=str(report.get("report") or ""),
@@ -319,7 +337,7 @@ def add_demo_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None])
     common(sales)
     sales.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="orders to generate (default 100000)")
     sales.add_argument("--seed", type=int, default=DEFAULT_SEED, help="which data set (default 2024)")
-    sales.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help="map shards (default 4)")
+    sales.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help="shards and maps (default 4)")
     sales.add_argument("--rate", default=DEFAULT_RATE, help=f"USD per CNY (default {DEFAULT_RATE})")
     sales.add_argument(
         "--api", metavar="URL", help="a node's API (default: $SWARM_API, the cluster's, or own)"
@@ -327,6 +345,11 @@ def add_demo_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None])
     sales.add_argument("--no-jvm", action="store_true", help="run the currency step in Python")
     sales.add_argument("--csv", type=Path, metavar="FILE", help="also write the generated orders here")
     sales.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds for the run")
+    sales.add_argument(
+        "--cockpit",
+        action="store_true",
+        help="open the web cockpit on the run (a node the demo started stays up for it until Ctrl-C)",
+    )
 
 
 async def run_demo_command(args: argparse.Namespace, config: NodeConfig) -> int:
@@ -334,7 +357,9 @@ async def run_demo_command(args: argparse.Namespace, config: NodeConfig) -> int:
     if args.rows < 1 or args.shards < 1 or args.shards > 64:
         print("swarm: --rows must be at least 1 and --shards between 1 and 64", file=sys.stderr)
         return 2
-    options = DemoOptions(args.rows, args.seed, args.shards, args.rate, args.timeout, not args.no_jvm)
+    options = DemoOptions(
+        args.rows, args.seed, args.shards, args.rate, args.timeout, not args.no_jvm, args.cockpit
+    )
     if args.csv is not None:
         write_csv(args.csv, options.rows, options.seed)
         print(f"wrote {options.rows} orders to {args.csv}")
@@ -352,6 +377,9 @@ async def run_demo_command(args: argparse.Namespace, config: NodeConfig) -> int:
             else:
                 print(f"0. using the node API at {target[0]}")
             result = run_demo(target[0], target[1], options, work)
+            if node is not None and options.cockpit:
+                print("   the demo node keeps serving the cockpit; Ctrl-C stops it")
+                await asyncio.Event().wait()
         except (SwarmError, TimeoutError) as exc:
             print(f"swarm: {exc}", file=sys.stderr)
             return 1

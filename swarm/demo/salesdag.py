@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "APP_FILE",
     "DAG_ID",
     "DEFAULT_RATE",
     "JVM_CLASS",
@@ -33,6 +34,8 @@ DAG_ID = "sales-analytics-demo"
 STEPS_DIR = Path(__file__).parent / "steps"
 JVM_SOURCE = Path(__file__).parent / "jvm" / "SalesCurrencyConverter.java"
 JVM_CLASS = "SalesCurrencyConverter"
+#: The aggregation step's MapReduce app, pushed as its own artifact of kind `mapreduce`.
+APP_FILE = STEPS_DIR / "sales_aggregate.py"
 #: USD per CNY used to convert revenue: a fixed demo figure, not a market rate.
 DEFAULT_RATE = "0.1385"
 #: A fixed date for the jar's entries, so the same source gives the same bytes (and artifact version).
@@ -47,25 +50,32 @@ def content_version(data: bytes) -> str:
 
 
 def standards() -> list[Json]:
-    """The task standards the DAG's steps adopt: an ETL contract for the map shards and an ANALYSIS one
-    for the rest."""
+    """The task standards the DAG's steps adopt: an ETL contract for the extract shards, a BATCH one for
+    the MapReduce aggregation and an ANALYSIS one for the rest."""
     return [
         {
             "name": "sales-etl-extract",
             "version": "1.0",
             "category": "ETL",
-            "description": "Reads a range of sales orders, drops invalid ones, emits partial aggregates",
+            "description": "Reads a range of sales orders, drops invalid ones, emits the kept ones",
             "inputSchema": {
                 "rows": {"type": "INTEGER", "required": True, "description": "orders in the data set"},
                 "seed": {"type": "INTEGER", "required": True, "description": "which data set"},
             },
             "outputSchema": {
-                "partial": {"type": "ARRAY<object>", "description": "sums by region and category"},
-                "months": {"type": "ARRAY<object>"},
+                "orders": {"type": "STRING", "description": "region,category,month,quantity,fen lines"},
                 "rowsRead": {"type": "INTEGER"},
                 "rowsKept": {"type": "INTEGER"},
             },
             "resourceCeiling": {"cpuCores": 2, "memoryMB": 1024, "diskGB": 1, "gpuUnits": 0},
+            "sla": {"maxDuration": "PT5M", "minSuccessRate": 0.99},
+        },
+        {
+            "name": "sales-aggregation",
+            "version": "1.0",
+            "category": "BATCH",
+            "description": "A MapReduce job summing cleaned orders by region and category and by month",
+            "resourceCeiling": {"cpuCores": 1, "memoryMB": 512, "gpuUnits": 0},
             "sla": {"maxDuration": "PT5M", "minSuccessRate": 0.99},
         },
         {
@@ -100,7 +110,7 @@ def _step(
         "type": kind,
         "taskDefinition": {
             "artifactId": artifact,
-            entry_key: entry,
+            **({entry_key: entry} if entry else {}),
             "runtime": runtime,
             "standard": standard,
             "inputSchema": {k: {"type": t} for k, t in inputs.items()},
@@ -114,9 +124,10 @@ def _step(
 _CONVERTED = {"converted": "ARRAY<object>", "currency": "STRING", "rate": "STRING", "engine": "STRING"}
 
 
-def build_definition(shards: int, steps_artifact: str, jar_artifact: str | None) -> Json:
-    """The DAG (seed 004's shape) over the given artifact ids; `jar_artifact` None: the currency step
-    runs the Python fallback. Its version is derived from its content."""
+def build_definition(shards: int, steps_artifact: str, app_artifact: str, jar_artifact: str | None) -> Json:
+    """The DAG (seed 004's shape) over the given artifact ids: the Python steps, the aggregation's
+    MapReduce app and the jar (None: the currency step runs the Python fallback). Its version is derived
+    from its content."""
     py = steps_artifact
     convert = (
         _step(
@@ -140,39 +151,41 @@ def build_definition(shards: int, steps_artifact: str, jar_artifact: str | None)
             _CONVERTED,
         )
     )
+    table = {"table": "ARRAY<object>", "tableTsv": "STRING", "months": "ARRAY<object>"}
     nodes = [
         _step(
             "extract-sales",
-            "Sales extraction and cleaning (map)",
+            "Sales extraction and cleaning",
             "EXTRACT",
             py,
             "sales_pipeline:extract_map",
             {"rows": "INTEGER", "seed": "INTEGER"},
-            {"rowRange": "ARRAY<number>"},
+            {"orders": "STRING", "rowRange": "ARRAY<number>", "rowsRead": "INTEGER", "rowsKept": "INTEGER"},
             standard="sales-etl-extract@1.0",
-            execution={"parallelism": shards, "isMapStage": True, "timeout": "PT5M"},
+            execution={"parallelism": shards, "timeout": "PT5M"},
             memory_mb=512,
         ),
         _step(
             "aggregate-sales",
-            "Aggregation by region and category (reduce)",
+            "Aggregation by region and category (MapReduce)",
             "AGGREGATE",
+            app_artifact,
+            "",
+            {"input": "ARRAY<STRING>"},
+            {"partitions": "ARRAY<STRING>", "keys": "INTEGER", "records": "INTEGER"},
+            runtime="MAPREDUCE",
+            standard="sales-aggregation@1.0",
+            # One map per extract shard, two reduces: the shuffle crosses members.
+            execution={"parallelism": shards, "reduceParallelism": 2, "timeout": "PT5M"},
+        ),
+        _step(
+            "tabulate-sales",
+            "Sales table",
+            "TRANSFORM",
             py,
-            "sales_pipeline:reduce_aggregates",
-            {
-                "partials": "ARRAY<object>",
-                "months": "ARRAY<object>",
-                "rowsRead": "ARRAY<number>",
-                "rowsKept": "ARRAY<number>",
-            },
-            {
-                "table": "ARRAY<object>",
-                "tableTsv": "STRING",
-                "months": "ARRAY<object>",
-                "rowsRead": "INTEGER",
-                "rowsKept": "INTEGER",
-            },
-            execution={"isReduceStage": True},
+            "sales_pipeline:tabulate",
+            {"partitions": "ARRAY<STRING>", "rowsRead": "ARRAY<number>", "rowsKept": "ARRAY<number>"},
+            {**table, "rowsRead": "INTEGER", "rowsKept": "INTEGER"},
         ),
         convert,
         _step(
@@ -202,25 +215,21 @@ def build_definition(shards: int, steps_artifact: str, jar_artifact: str | None)
         ),
     ]
     edges = [
+        {"from": "extract-sales", "to": "aggregate-sales", "dataMapping": {"input": "orders"}},
         {
             "from": "extract-sales",
-            "to": "aggregate-sales",
-            "dataMapping": {
-                "partials": "partial",
-                "months": "months",
-                "rowsRead": "rowsRead",
-                "rowsKept": "rowsKept",
-            },
-            "condition": "SUCCESS",
+            "to": "tabulate-sales",
+            "dataMapping": {"rowsRead": "rowsRead", "rowsKept": "rowsKept"},
         },
-        {"from": "aggregate-sales", "to": "convert-currency", "dataMapping": {"tableTsv": "tableTsv"}},
+        {"from": "aggregate-sales", "to": "tabulate-sales", "dataMapping": {"partitions": "partitions"}},
+        {"from": "tabulate-sales", "to": "convert-currency", "dataMapping": {"tableTsv": "tableTsv"}},
         {
-            "from": "aggregate-sales",
+            "from": "tabulate-sales",
             "to": "analyze-sales",
             "dataMapping": {"table": "table", "months": "months"},
         },
         {
-            "from": "aggregate-sales",
+            "from": "tabulate-sales",
             "to": "load-report",
             "dataMapping": {"table": "table", "rowsRead": "rowsRead"},
         },
@@ -234,7 +243,8 @@ def build_definition(shards: int, steps_artifact: str, jar_artifact: str | None)
     definition: Json = {
         "dagId": DAG_ID,
         "name": "Sales analytics (swarm demo)",
-        "description": "Deterministic sales orders aggregated by region and category, map/reduce style",
+        "description": "Deterministic sales orders cleaned in shards and aggregated by region and category"
+        " with a MapReduce job",
         "version": "0.0.0",
         "schedule": {
             "type": "MANUAL",
@@ -242,6 +252,13 @@ def build_definition(shards: int, steps_artifact: str, jar_artifact: str | None)
         },
         "nodes": nodes,
         "edges": edges,
+        "mapReduceConfig": {
+            "enabled": True,
+            "mapParallelismDefault": shards,
+            "reduceParallelismDefault": 2,
+            "shuffleStrategy": "SORT_BASED",
+            "compressionEnabled": False,
+        },
     }
     body = repr(sorted(definition.items())).encode()
     definition["version"] = content_version(body)

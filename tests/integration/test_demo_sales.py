@@ -53,11 +53,23 @@ def test_the_demo_aggregates_equal_a_plain_computation(pair: Cluster, tmp_path: 
     assert result.converted["converted"] == convert_currency(tsv, result.converted["rate"])["converted"]
     assert result.converted["engine"] == ("jvm" if result.jvm_used else "python")
 
-    # Three map shards, each on a row range of its own, and the analysis the definition got.
-    shards = [n for n in result.run["nodes"] if n["nodeId"] == "extract-sales"]
+    # Three extract shards, each on a row range of its own, and the analysis the definition got.
+    rows = {(n["nodeId"], n["shard"]): n for n in result.run["nodes"]}
+    shards = [rows[("extract-sales", i)] for i in range(3)]
     assert sorted(tuple(n["output"]["rowRange"]) for n in shards) == [
         shard_range(ROWS, i, 3) for i in range(3)
     ]
+    # The aggregation is a job of the MapReduce engine: a map per shard, two reduces, then the step.
+    assert {k for k in rows if k[0].startswith("aggregate-sales")} == {
+        *(("aggregate-sales.map", i) for i in range(3)),
+        ("aggregate-sales.reduce", 0),
+        ("aggregate-sales.reduce", 1),
+        ("aggregate-sales", 0),
+    }
+    aggregated = rows[("aggregate-sales", 0)]["output"]
+    assert aggregated["maps"] == 3 and aggregated["reduces"] == 2 and len(aggregated["partitions"]) == 2
+    assert aggregated["keys"] == 4 * 5 + 12  # region x category cells and the months of 2024
+    assert "MapReduce" in out.getvalue() and "aggregate-sales.map#2" in err.getvalue()
     flow = result.defined["dataFlowAnalysis"]
     assert flow["criticalPath"][0] == "extract-sales" and flow["criticalPath"][-1] == "load-report"
     text = out.getvalue()
@@ -86,7 +98,7 @@ def test_the_command_runs_against_a_given_api_with_the_python_fallback(pair: Clu
     east_home = next(t for t in plain["partial"] if (t["region"], t["category"]) == ("EAST", "HOME"))
     line = next(line for line in done.stdout.splitlines() if line.split()[:2] == ["EAST", "HOME"])
     assert line.split()[2:4] == [str(east_home["orders"]), str(east_home["quantity"])]
-    assert "(python step)" in done.stdout and "MAPREDUCE runtime" in done.stdout
+    assert "(python step)" in done.stdout and "MapReduce job of 4 maps" in done.stdout
 
 
 def test_bad_options_are_refused_before_anything_runs() -> None:

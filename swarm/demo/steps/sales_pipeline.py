@@ -1,8 +1,10 @@
-"""Steps of the sales analytics demo: deterministic sales data, a map/reduce aggregation, a report.
+"""Steps of the sales analytics demo: deterministic sales data, its cleaning, the table the MapReduce
+aggregation (`sales_aggregate`) yields, a currency conversion, an analysis and a report.
 
-The data is never stored or shipped: every order is a pure function of (seed, order number), so a map
-shard generates exactly its own range of orders wherever it runs and only small partial aggregates
-travel between steps. Money is integer fen (CNY cents), so every aggregate is exact.
+The data is never stored or shipped: every order is a pure function of (seed, order number), so an
+extract shard generates exactly its own range of orders wherever it runs; its cleaned orders go to the
+aggregation's maps through the data plane when they are large. Money is integer fen (CNY cents), so
+every aggregate is exact.
 
 An order: id, date (in 2024), region (EAST, NORTH, SOUTH, WEST), category, product, quantity, unit
 price, amount, and a status; CANCELLED orders (about 3 %) are dropped by the extract step's cleaning.
@@ -100,8 +102,9 @@ def generate(seed: int, start: int, stop: int) -> Iterator[Sale]:
 
 
 def aggregate(sales: Iterator[Sale] | Sequence[Sale]) -> dict[str, Any]:
-    """Completed orders summed by (region, category) and by month: the plain computation, and a
-    map shard's partial aggregate. Cancelled orders are counted in `rowsRead` only."""
+    """Completed orders summed by (region, category) and by month in one pass: the plain computation
+    the demo's MapReduce aggregation is checked against. Cancelled orders are counted in `rowsRead`
+    only."""
     cells: dict[tuple[str, str], list[int]] = {}
     months: dict[str, list[int]] = {}
     read = kept = 0
@@ -132,30 +135,42 @@ def aggregate(sales: Iterator[Sale] | Sequence[Sale]) -> dict[str, Any]:
 
 
 def extract_map(rows: int, seed: int, shard: int = 0, shards: int = 1) -> dict[str, Any]:
-    """EXTRACT, a map shard: generate this shard's orders, drop cancelled ones, aggregate them."""
+    """EXTRACT, a shard: generate this shard's orders and drop cancelled ones. `orders` is the kept
+    ones as lines `region,category,month,quantity,fen`, what the aggregation's MapReduce app reads."""
     start, stop = shard_range(int(rows), shard, shards)
-    out = aggregate(generate(int(seed), start, stop))
-    return {**out, "rowRange": [start, stop]}
+    lines = [
+        f"{s.region},{s.category},{s.date[:7]},{s.quantity},{s.amount_fen}\n"
+        for s in generate(int(seed), start, stop)
+        if s.status == "COMPLETED"
+    ]
+    return {
+        "orders": "".join(lines),
+        "rowRange": [start, stop],
+        "rowsRead": stop - start,
+        "rowsKept": len(lines),
+    }
 
 
-def reduce_aggregates(partials: Any, months: Any, rowsRead: Any, rowsKept: Any) -> dict[str, Any]:
-    """AGGREGATE, the reduce: merge the shards' partial aggregates (one list per input, a value per
-    shard) into one table."""
-    if isinstance(rowsRead, int):  # a map stage of one shard hands over its values, not lists of them
-        partials, months, rowsRead, rowsKept = [partials], [months], [rowsRead], [rowsKept]
-    cells: dict[tuple[str, str], list[int]] = {}
-    for partial in partials:
-        for row in partial:
-            cell = cells.setdefault((row["region"], row["category"]), [0, 0, 0])
-            cell[0] += row["orders"]
-            cell[1] += row["quantity"]
-            cell[2] += row["revenueFen"]
-    by_month: dict[str, list[int]] = {}
-    for shard_months in months:
-        for row in shard_months:
-            month = by_month.setdefault(row["month"], [0, 0])
-            month[0] += row["orders"]
-            month[1] += row["revenueFen"]
+def _per_shard(value: Any) -> list[int]:
+    # A fanned-out step of one shard hands over its value, not a list of one.
+    return [value] if isinstance(value, int) else list(value)
+
+
+def tabulate(partitions: list[str], rowsRead: Any, rowsKept: Any) -> dict[str, Any]:
+    """TRANSFORM: the aggregation's reduce outputs (`key orders,quantity,fen` lines, see
+    `sales_aggregate`) as the region x category table, its TSV form and the months."""
+    cells: dict[tuple[str, str], tuple[int, int, int]] = {}
+    months: dict[str, tuple[int, int]] = {}
+    for text in partitions:
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            orders, quantity, fen = (int(x) for x in value.split(","))
+            kind, _, name = key.partition("|")
+            if kind == "cell":
+                region, _, category = name.partition("|")
+                cells[(region, category)] = (orders, quantity, fen)
+            else:
+                months[name] = (orders, fen)
     table = [
         {"region": r, "category": c, "orders": o, "quantity": q, "revenueFen": v}
         for (r, c), (o, q, v) in sorted(cells.items())
@@ -164,10 +179,9 @@ def reduce_aggregates(partials: Any, months: Any, rowsRead: Any, rowsKept: Any) 
     return {
         "table": table,
         "tableTsv": tsv,
-        "months": [{"month": m, "orders": o, "revenueFen": v} for m, (o, v) in sorted(by_month.items())],
-        "rowsRead": sum(rowsRead),
-        "rowsKept": sum(rowsKept),
-        "shards": len(partials),
+        "months": [{"month": m, "orders": o, "revenueFen": v} for m, (o, v) in sorted(months.items())],
+        "rowsRead": sum(_per_shard(rowsRead)),
+        "rowsKept": sum(_per_shard(rowsKept)),
     }
 
 
