@@ -155,3 +155,20 @@ def test_jvm_steps_run_a_class_of_the_jar(tmp_path: Path) -> None:
     jvm_handler.validate(p)
     out = jvm_handler.run(ctx, p)
     assert out["outputs"] == {"echo": {"k": [1, 2]}} and "reading" in out["log"]
+
+
+def test_a_worker_runs_each_steps_own_artifact_version_of_a_module(tmp_path: Path) -> None:
+    # One worker process, two versions of the same module name: every step imports its own version,
+    # also when the worker goes back to a version it ran before.
+    ctx = context(tmp_path)
+    runs = [
+        ("1.0", b"def value():\n    return {'v': 1}\n"),
+        ("2.0", b"def value():\n    return {'v': 2}\n"),
+        ("1.0", b"def value():\n    return {'v': 1}\n"),
+    ]
+    seen = []
+    for version, code in runs:
+        meta = artifact_store(ctx).put("same", version, "python", "same_mod.py", code, 0.0, "u1")
+        p = {"run": "r@1", "step": "s", "entrypoint": "same_mod:value", "artifact": meta.to_json()}
+        seen.append(python_handler.run(ctx, {**p, "sources": []})["outputs"]["v"])
+    assert seen == [1, 2, 1]
