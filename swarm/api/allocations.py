@@ -20,6 +20,7 @@ from swarm import topics
 from swarm.api.analytics import estimates, flow_edges
 from swarm.api.auth import ApiUser
 from swarm.api.backend import Conflict, Forbidden, Json, NotFound, iso_time
+from swarm.api.definitions import ParsedDefinitions
 from swarm.api.devices import DeviceWatch
 from swarm.api.history import History
 from swarm.errors import InvalidSpec
@@ -35,7 +36,6 @@ from swarm.workflow.allocation import (
 )
 from swarm.workflow.allocation_request import AllocationRequest, parse_allocation
 from swarm.workflow.analysis import analyze_flow
-from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.fields import DefinitionError
 from swarm.workflow.model import DagDefinition
 from swarm.workflow.standards import TaskStandard, with_standards
@@ -73,12 +73,14 @@ class Allocations:
         devices: DeviceWatch,
         standards: Callable[[], Awaitable[dict[str, TaskStandard]]],
         clock: Callable[[], float],
+        definitions: ParsedDefinitions,
     ) -> None:
         self._node = node
         self._history = history
         self._devices = devices
         self._standards = standards
         self._clock = clock
+        self._definitions = definitions
         self._made: dict[str, Allocation] = {}
 
     async def allocate(self, body: Json, user: ApiUser) -> Json:
@@ -98,7 +100,7 @@ class Allocations:
             raise NotFound(f"no DAG {request.dag_id!r}")
         if not record["valid"]:
             raise InvalidSpec(f"{request.dag_id} version {record['version']} did not pass its contract check")
-        definition = with_standards(parse_definition(record["definition"]), await self._standards())
+        definition = with_standards(self._definitions.of(record), await self._standards())
         now = self._clock()
         for key, old in list(self._made.items()):
             if old.expires <= now:

@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from swarm.api.backend import Json, NotFound
+from swarm.api.definitions import ParsedDefinitions
 from swarm.api.devices import DeviceWatch
 from swarm.api.history import History
 from swarm.workflow.analysis import StepEstimate, analyze_flow
-from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.fields import DefinitionError
 from swarm.workflow.insights import Alert, Sample, alerts, duration_stats, suggest
 from swarm.workflow.model import DagDefinition
@@ -42,8 +42,10 @@ class Analytics:
         history: History,
         devices: DeviceWatch,
         get_run: Callable[[str], Awaitable[Json | None]],
+        definitions: ParsedDefinitions,
     ) -> None:
         self._history = history
+        self._definitions = definitions
         self._devices = devices
         self._get_run = get_run
 
@@ -59,7 +61,7 @@ class Analytics:
         record = await asyncio.to_thread(self._history.definition, dag_id, None)
         if record is None:
             raise NotFound(f"no DAG {dag_id!r}")
-        definition = parse_definition(record["definition"])
+        definition = self._definitions.of(record)
         samples = samples_of(await asyncio.to_thread(self._history.samples, dag_id))
         stats = duration_stats(samples)
         measured = [

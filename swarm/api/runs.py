@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 from swarm import topics
 from swarm.api.backend import Json
+from swarm.api.definitions import ParsedDefinitions
 from swarm.api.events import EventHub
 from swarm.api.history import History
 from swarm.messages import RunStarted, Started, TaskUpdate
-from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.model import DagDefinition
 from swarm.workflow.mrstep import part_of
 
@@ -135,6 +135,7 @@ class RunFeed:
         events: EventHub,
         clock: Callable[[], float],
         run_alerts: Callable[[str, str], Awaitable[list[Json]]],
+        definitions: ParsedDefinitions,
     ) -> None:
         self._node = node
         self._history = history
@@ -142,6 +143,7 @@ class RunFeed:
         self._clock = clock
         # Duration anomalies of a finished run (dag id, run id) against its DAG's history.
         self._run_alerts = run_alerts
+        self._definitions = definitions
         self.runs: dict[str, FollowedRun] = {}
         self._pending_rows: list[Json] = []
         self._pending_runs: list[tuple[RunStarted, float | None]] = []
@@ -154,7 +156,7 @@ class RunFeed:
         if record is None:
             log.warning("run %s of unknown DAG %s@%s", started.run_id, started.dag_id, started.version)
             return
-        definition = parse_definition(record["definition"])
+        definition = self._definitions.of(record)
         self.runs[started.run_id] = FollowedRun(definition, started, {})
         await asyncio.to_thread(
             self._history.put_run,
@@ -266,5 +268,8 @@ class RunFeed:
         self._events.emit(
             {"type": "run", "runId": run_id, "dagId": started.dag_id, "state": state, "reason": reason}
         )
-        for alert in await self._run_alerts(started.dag_id, run_id):
-            self._events.emit({"type": "alert", **alert})
+        if self._events.listened:
+            # Alerts are events only (the analytics endpoint computes them on demand): with no stream
+            # client here, reading the DAG's history for them would be work for nobody.
+            for alert in await self._run_alerts(started.dag_id, run_id):
+                self._events.emit({"type": "alert", **alert})

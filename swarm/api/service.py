@@ -29,6 +29,7 @@ from swarm.api.analytics import Analytics, acyclic, estimates, flow_edges
 from swarm.api.auth import ApiUser
 from swarm.api.backend import Conflict, Forbidden, Json, NotFound, iso_time
 from swarm.api.catalog import Catalog
+from swarm.api.definitions import ParsedDefinitions
 from swarm.api.devices import DeviceWatch
 from swarm.api.events import EventHub
 from swarm.api.history import History
@@ -126,12 +127,15 @@ class WorkflowService:
         self._history = history
         self._clock = clock
         self.events = EventHub()
+        self.definitions = ParsedDefinitions()
         self.members = DeviceWatch(node, self.events, clock, member_timeout)
         self.catalog = Catalog(node, history, store, artifact_source, clock)
-        self.reports = Analytics(history, self.members, self.get_run)
-        self.feed = RunFeed(node, history, self.events, clock, self.reports.run_alerts)
+        self.reports = Analytics(history, self.members, self.get_run, self.definitions)
+        self.feed = RunFeed(node, history, self.events, clock, self.reports.run_alerts, self.definitions)
         self.schedules = ScheduledRuns(node, self.start_run, clock)
-        self.allocations = Allocations(node, history, self.members, self.catalog.standards, clock)
+        self.allocations = Allocations(
+            node, history, self.members, self.catalog.standards, clock, self.definitions
+        )
 
     # --- the cluster's records ----------------------------------------------------------------------
 
@@ -194,7 +198,7 @@ class WorkflowService:
         keep: dict[str, int] = {}
         for dag in await asyncio.to_thread(self._history.dags):
             record = await asyncio.to_thread(self._history.definition, dag["dagId"], None)
-            days = parse_definition(record["definition"]).retention_days if record else None
+            days = self.definitions.of(record).retention_days if record else None
             if days is not None:
                 keep[dag["dagId"]] = days
         gone = await asyncio.to_thread(self._history.prune, self._clock(), keep)
@@ -299,7 +303,7 @@ class WorkflowService:
             )
         if not record["valid"]:
             raise InvalidSpec(f"{dag_id} version {record['version']} did not pass its contract check")
-        definition = with_standards(parse_definition(record["definition"]), await self.catalog.standards())
+        definition = with_standards(self.definitions.of(record), await self.catalog.standards())
         runtimes = _code_runtimes(definition.nodes)
         if runtimes and not allowed(user.role, "run_code"):
             raise Forbidden(
