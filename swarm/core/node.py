@@ -25,7 +25,6 @@ and replica complete (see `election.py`).
 from __future__ import annotations
 
 import heapq
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -54,6 +53,7 @@ from swarm.core.quota import Quota
 from swarm.core.replica import Replica
 from swarm.core.retry import Rng
 from swarm.core.scheduler import Scheduler, TaskValidator
+from swarm.core.story import STORY_SIZE, Story, StoryEntry
 from swarm.core.worker import REPORT_EVERY, Worker
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
@@ -81,8 +81,6 @@ from swarm.messages import (
 )
 
 __all__ = ["MAX_BATCH", "DeviceStatus", "NodeMachine"]
-
-log = logging.getLogger(__name__)
 
 #: Most events one step takes (`handle_many`): the shell's batch, and the simulator's largest.
 MAX_BATCH = 512
@@ -123,6 +121,7 @@ class NodeMachine:
         status: DeviceStatus,
         persisted_epoch: int,
         now: float,
+        story_size: int = STORY_SIZE,
     ) -> None:
         self.node_id = node_id
         self.name = name
@@ -130,6 +129,7 @@ class NodeMachine:
         self._rng = rng
         self._validator = validator
         self.status = status
+        self._story = Story(story_size)
         self.membership = Membership(node_id, config)
         self.election = Election(node_id, config, persisted_epoch, now)
         self.election.on_battery = status.caps.battery_percent is not None
@@ -169,23 +169,25 @@ class NodeMachine:
         """Process events in order, then place tasks and batch the output once.
 
         A step leaves nothing behind for the next one. An event whose handler fails is dropped alone
-        (counted and logged) and its batch goes on; the effects the step made, a failed handler's
-        included, leave with this step: the state they stand for has already changed, and held back they
-        would only go out later, out of order with what follows.
+        (counted, and told in the story with its exception) and its batch goes on; the effects the step
+        made, a failed handler's included, leave with this step: the state they stand for has already
+        changed, and held back they would only go out later, out of order with what follows.
         """
         for event in events:
             try:
                 self._dispatch_event(event, now)
-            except Exception:
+            except Exception as exc:
                 self.count("handler_errors")
-                log.exception("dropped an event that failed in the core: %.200r", event)
+                what = f"dropped an event that failed in the core: {event!r:.200}"
+                self._story.record(now, "error", what, *_cause_ids(event), exc=exc)
         try:
             if not self.left:
                 self._follow()
             self._place(now)
-        except Exception:
+        except Exception as exc:
             self.count("handler_errors")
-            log.exception("placing work failed in the core; the step's effects go out as they stand")
+            what = "placing work failed in the core; the step's effects go out as they stand"
+            self._story.record(now, "error", what, self.election.epoch, exc=exc)
             while self._collect(now):
                 pass
         effects, self._effects = self._effects, []
@@ -244,6 +246,16 @@ class NodeMachine:
             followed.append(topics.COORD_INBOX)
         return followed
 
+    def story(self, *ids: str | int) -> list[StoryEntry]:
+        """What this node's machines noted about any of `ids` (a task, job, member or message id, or an
+        epoch), oldest first, of the entries still kept."""
+        return self._story.about(*ids)
+
+    def take_story(self) -> tuple[list[StoryEntry], int]:
+        """The story entries recorded since the last call, for the shell to log, and how many more were
+        pushed out of the buffer before they were taken."""
+        return self._story.take_new()
+
     # --- routing ------------------------------------------------------------------------------------
 
     def _dispatch_event(self, event: Event, now: float) -> None:
@@ -268,9 +280,8 @@ class NodeMachine:
                 # Counted in the heartbeats (`swarm status`) and said once per failure: an operator must
                 # free the disk before this node can coordinate again.
                 self.count("persist_failures")
-                log.warning(
-                    "could not store epoch %d (%s); this node claims no epoch until it can", epoch, reason
-                )
+                what = f"could not store epoch {epoch} ({reason}); this node claims no epoch until it can"
+                self._story.record(now, "warning", what, epoch)
                 self.election.on_persist_failed(epoch)
             case _:
                 raise TypeError(f"unknown event {event!r}")
@@ -280,12 +291,24 @@ class NodeMachine:
         if isinstance(body, Assign | CancelAttempt | JobState) and env.epoch < self.election.epoch:
             # Routine (a restart reads every finished job's retained state): counted, not one line each.
             self.count("fenced_messages")
-            log.debug("dropped %s of stale epoch %d (now %d)", type(body).TAG, env.epoch, self.election.epoch)
+            self._story.record(
+                now,
+                "debug",
+                f"dropped {type(body).TAG} of stale epoch {env.epoch} (now {self.election.epoch})",
+                env.msg_id,
+                env.sender,
+            )
             return
         refusal = self._refusal(topic, env)
         if refusal is not None:
             self.count("refused_messages")
-            log.warning("refused %s from %s on %s: %s", type(body).TAG, env.sender, topic, refusal)
+            self._story.record(
+                now,
+                "warning",
+                f"refused {type(body).TAG} from {env.sender} on {topic}: {refusal}",
+                env.msg_id,
+                env.sender,
+            )
             return
         match body:
             case Heartbeat() if self._follows(env.sender):
@@ -397,7 +420,8 @@ class NodeMachine:
             case Amend():
                 refusal = scheduler.on_amend(env.body, now)
                 if refusal is not None:
-                    log.warning("refused to amend job %s: %s", env.body.job_id, refusal)
+                    what = f"refused to amend job {env.body.job_id}: {refusal}"
+                    self._story.record(now, "warning", what, env.body.job_id, env.msg_id)
                     self._reply(env, ErrorReply(env.msg_id, refusal))
             case TasksQuery(limit, job_id):
                 self._reply(env, scheduler.on_tasks_query(limit, job_id, env.msg_id))
@@ -488,12 +512,14 @@ class NodeMachine:
         for effect in effects:
             if isinstance(effect, Publish) and isinstance(effect.body, Claim):
                 # Rare (one per election, per claimant) and what a slow failover is read from.
-                log.info("claiming epoch %d (patience %.1f)", effect.body.epoch, self.membership.patience)
+                what = f"claiming epoch {effect.body.epoch} (patience {self.membership.patience:.1f})"
+                self._story.record(now, "info", what, effect.body.epoch)
         transition = self.election.take_transition()
         if transition is None:
             return
         if transition.deposed and self.scheduler is not None:
-            log.warning("deposed as coordinator of epoch %d", self.scheduler.epoch)
+            deposed = self.scheduler.epoch
+            self._story.record(now, "warning", f"deposed as coordinator of epoch {deposed}", deposed)
             self.scheduler = None
             self._effects.append(Unsubscribe(topics.COORD_INBOX))
         if transition.elected is not None:
@@ -503,7 +529,14 @@ class NodeMachine:
         active = self.replica.active()
         grace = self.config.takeover_grace if active else 0.0
         scheduler = Scheduler(
-            self.node_id, epoch, self.config, self._rng, self._validator, now + grace, self._quotas
+            self.node_id,
+            epoch,
+            self.config,
+            self._rng,
+            self._validator,
+            now + grace,
+            self._quotas,
+            story=self._story,
         )
         if self._ledger is not None:
             scheduler.quotas.restore(self._ledger[1].admitted)
@@ -513,7 +546,8 @@ class NodeMachine:
             scheduler.on_member(member, now)
         self.scheduler = scheduler
         self._standbys = self._choose_standbys()
-        log.info("acting as coordinator of epoch %d, %d active job(s) adopted", epoch, len(active))
+        what = f"acting as coordinator of epoch {epoch}, {len(active)} active job(s) adopted"
+        self._story.record(now, "info", what, epoch)
         # Subscribe before announcing: workers report to `coord/in` as soon as they see the announcement.
         self._effects.append(Subscribe(topics.COORD_INBOX))
         self._effects.append(self._announcement(epoch))
@@ -585,7 +619,9 @@ class NodeMachine:
         """One line for every change since the last: "members: 12 suspect, 3 alive (97 of 100 alive)"."""
         changes = ", ".join(f"{n} {state}" for state, n in sorted(self._member_changes.items()))
         alive = sum(m.state == "alive" for m in self.membership.members.values())
-        log.info("members: %s (%d of %d alive)", changes, alive, len(self.membership.members))
+        # No ids: it sums up many members' changes, and their own entries name them.
+        what = f"members: {changes} ({alive} of {len(self.membership.members)} alive)"
+        self._story.record(now, "info", what)
         self._member_changes = {}
         self._next_member_log = now + MEMBER_LOG_EVERY
 
@@ -594,10 +630,11 @@ class NodeMachine:
         changed = self.membership.take_changes()
         scheduler = self.scheduler
         for member in changed:
-            log.debug("member %s is %s", member.node_id, member.state)
+            self._story.record(now, "debug", f"member {member.node_id} is {member.state}", member.node_id)
             self._member_changes[member.state] = self._member_changes.get(member.state, 0) + 1
             if member.node_id == self.election.coordinator and member.state != "alive":
-                log.info("coordinator %s is %s", member.node_id, member.state)
+                what = f"coordinator {member.node_id} is {member.state}"
+                self._story.record(now, "info", what, member.node_id)
             if scheduler is not None:
                 scheduler.on_member(member, now)
         if changed and scheduler is not None:
@@ -656,3 +693,16 @@ class NodeMachine:
         if self.scheduler is not None:
             assert self.election.acting_epoch == self.scheduler.epoch, "scheduler outlived its epoch"
             self.scheduler.validate()
+
+
+def _cause_ids(event: Event) -> tuple[str | int, ...]:
+    """The ids an event names, for the story entry of a handler that failed on it."""
+    match event:
+        case MessageReceived(_, env):
+            return (env.msg_id, env.sender)
+        case TaskFinished(result):
+            return (result.task_id, result.job_id)
+        case PersistFailed(epoch, _):
+            return (epoch,)
+        case _:
+            return ()

@@ -43,7 +43,6 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
 from __future__ import annotations
 
 import heapq
-import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -60,6 +59,7 @@ from swarm.core.quota import JobDemand, Quota, QuotaBook
 from swarm.core.reservations import Reservations, reservation_refusal
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
+from swarm.core.story import Story
 from swarm.errors import InvalidSpec
 from swarm.messages import (
     PRIORITIES,
@@ -91,8 +91,6 @@ from swarm.workflow.gate import decide
 
 __all__ = ["Scheduler", "TaskValidator"]
 
-log = logging.getLogger(__name__)
-
 #: How many of the most urgent ready tasks a dispatch considers for preemption when no member has room.
 PREEMPT_LOOKAHEAD = 8
 #: An attempt a worker's report does not account for, though the worker has not seen the Assign that
@@ -118,8 +116,11 @@ class Scheduler:
         validator: TaskValidator,
         dispatch_after: float = 0.0,
         quotas: Iterable[Quota] = (),
+        story: Story | None = None,
     ) -> None:
         self.self_id = self_id
+        #: The story of the node this scheduler acts for (`NodeMachine.story`), which it adds to.
+        self._story = Story() if story is None else story
         self.epoch = epoch
         self._config = config
         self._rng = rng
@@ -194,7 +195,7 @@ class Scheduler:
             return
         refusal = self._refusal(job, None)
         if refusal is not None:
-            self._reject(job, refusal)
+            self._reject(job, refusal, now)
             return
         ours = {spec.task_id for spec in job.tasks}
         final = {k: u for k, u in committed.items() if k in ours and u.state in TERMINAL_STATES}
@@ -212,7 +213,7 @@ class Scheduler:
             return
         refusal = self._refusal(job, now)
         if refusal is not None:
-            self._reject(job, refusal)
+            self._reject(job, refusal, now)
             return
         self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
         self._ledger_due = self._ledger_due or bool(job.tasks)
@@ -242,9 +243,9 @@ class Scheduler:
                 return f"task {spec.task_id!r}: {why}"
         return None
 
-    def _reject(self, job: SubmitJob, reason: str) -> None:
+    def _reject(self, job: SubmitJob, reason: str, now: float) -> None:
         self._count("jobs_rejected")
-        log.warning("rejected job %s: %s", job.job_id, reason)
+        self._story.record(now, "warning", f"rejected job {job.job_id}: {reason}", job.job_id)
         self._publish_event(job.job_id, JobRejected(job.job_id, reason))
         self._effects.append(ClearRetained(topics.job_spec(job.job_id)))
 
@@ -281,7 +282,7 @@ class Scheduler:
             who = job.submitted_by or "the sender"
             refusal = f"role {job.role or 'none'!r} of {who} may not reserve slots"
         if refusal is not None:
-            self._reject(job, refusal)
+            self._reject(job, refusal, now)
             return
         res = self.reservations.add(job)
         self._count("reservations")
@@ -294,12 +295,12 @@ class Scheduler:
                 break
         self._refresh_loads(res.holds)
 
-    def _end_reservation(self, res_id: str, why: str) -> None:
+    def _end_reservation(self, res_id: str, why: str, now: float) -> None:
         """Free a reservation's slots and publish its final record, which clears its spec in time."""
         res = self.reservations.remove(res_id)
         if res is None:
             return
-        log.info("reservation %s ended: %s", res_id, why)
+        self._story.record(now, "info", f"reservation {res_id} ended: {why}", res_id)
         self._effects.append(
             Publish(topics.job_state(res_id), JobState(res_id, 0), epoch=self.epoch, retain=True)
         )
@@ -511,7 +512,7 @@ class Scheduler:
             if by != res.owner and not allowed(role, "cancel_any"):
                 self._count("cancels_refused")
                 return f"{by or 'this sender'} may not cancel reservation {target} of {res.owner}"
-            self._end_reservation(target, f"cancelled by {by or 'request'}")
+            self._end_reservation(target, f"cancelled by {by or 'request'}", now)
             return None
         if target in self.jobs:
             job = self.jobs[target]
@@ -569,7 +570,7 @@ class Scheduler:
                 self._blocked.discard(task_id)
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
         for res_id in self.reservations.expired(now):
-            self._end_reservation(res_id, "expired")
+            self._end_reservation(res_id, "expired", now)
         if self._ledger_due and now >= self._next_ledger:
             # At most one retained ledger a second, however many jobs arrive: what a successor misses
             # is what was admitted in the last second of its predecessor.
@@ -945,7 +946,7 @@ class Scheduler:
         self._count("jobs_finished")
         res = self.reservations.of_run(job_id)
         if res is not None:
-            self._end_reservation(res.res_id, f"its run {job_id} ended")
+            self._end_reservation(res.res_id, f"its run {job_id} ended", now)
 
     def _enqueue(self, rec: TaskRecord, now: float, why: str) -> None:
         rec.move("queued", now, why)

@@ -81,6 +81,7 @@ from swarm.runtime.logthrottle import ThrottledWarning
 from swarm.runtime.mqtt import Transport, TransportError
 from swarm.runtime.netaddr import advertised_host
 from swarm.runtime.storage import NodeStorage
+from swarm.storylog import log_new_story
 from swarm.taskapi import DataPlane
 from swarm.trust.audit import refused
 from swarm.trust.authority import Authority, audit_log, authority_dir
@@ -411,7 +412,9 @@ class NodeShell:
     async def _carry_out(
         self, effects: list[Effect], executor: Executor, tg: asyncio.TaskGroup, *, confirmed: bool = False
     ) -> None:
-        """Carry out the core's effects in order; with `confirmed`, each publish waits for the broker."""
+        """Log what the step noted (`NodeMachine.story`), then carry out the core's effects in order; with
+        `confirmed`, each publish waits for the broker."""
+        log_new_story(self.machine)
         transport = self._transport
         assert transport is not None
         # Tasks for this node start first, up to the request in their worker's pipe, before the step's

@@ -59,6 +59,7 @@ from swarm.sim.dags import DAG_STEP, SimDags
 from swarm.sim.mapreduce import MAPREDUCE_TYPES, SimMapReduce
 from swarm.sim.network import LinkMode, NetFaults, NetRates
 from swarm.sim.simnode import BATCHED, DEFAULT_PROFILE, SimNode
+from swarm.storylog import log_new_story
 
 __all__ = ["BATCH_LIMITS", "SimNode", "SimWorld"]
 
@@ -502,6 +503,7 @@ class SimWorld:
         self.events_processed += len(batch)
         try:
             effects = node.machine.handle_many(batch, self.now + node.skew)
+            log_new_story(node.machine)
             for event in batch:
                 # The step's effects are counted on its last event; the others are marked as batched.
                 counted = len(effects) if event is batch[-1] else BATCHED

@@ -9,7 +9,8 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[2] / "swarm" / "core"
 WORKFLOW = CORE.parent / "workflow"
-FORBIDDEN = {"asyncio", "time", "random", "socket", "aiomqtt", "zeroconf", "threading", "uuid"}
+# Logging too: what the core would log it records in its story (`swarm.core.story`), which the shell logs.
+FORBIDDEN = {"asyncio", "time", "random", "socket", "aiomqtt", "zeroconf", "threading", "uuid", "logging"}
 
 
 def _imported_roots(path: Path) -> set[str]:

@@ -4,7 +4,8 @@ A node is driven through random sequences of events: decoded envelopes of every 
 epochs, topics and ids drawn from small pools, so that messages meet the state earlier ones built: the
 same jobs, tasks, members and epochs), ticks of the clock, outcomes of the attempts it runs, reconnects.
 After every step nothing may have escaped `handle`, nothing may have failed inside it (the node drops an
-event whose handler raises, but logs and counts it, and that is a bug to find here), `validate()` must
+event whose handler raises, but counts it and tells it in its story with the exception, and that is a bug
+to find here), `validate()` must
 hold, and every message the node publishes must be one its peers can decode. Four starting points: a
 fresh member, a worker with attempts from a coordinator, a lone coordinator, and a coordinator with two
 workers and a job in flight.
@@ -17,11 +18,9 @@ end.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 import types
 import typing
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -423,24 +422,12 @@ STARTS = {"fresh": _fresh, "worker": _worker, "coordinator": _coordinator, "busy
 # --- the property --------------------------------------------------------------------------------
 
 
-class _Failures(logging.Handler):
-    """Collects what the core logs with a traceback: an exception it caught and swallowed."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.records.append(record)
-
-
-def _check(node: NodeMachine, effects: list[Effect], failures: _Failures, story: list[str]) -> None:
+def _check(node: NodeMachine, effects: list[Effect], story: list[str]) -> None:
     where = "\n  ".join(story[-12:])
-    if failures.records:
-        record = failures.records[0]
-        assert record.exc_info is not None
-        raise AssertionError(f"the core swallowed an exception after:\n  {where}") from record.exc_info[1]
+    # Taken after every step, as the shell does: an entry with an exception is one the core swallowed.
+    swallowed = [entry.exc for entry in node.take_story()[0] if entry.exc is not None]
+    if swallowed:
+        raise AssertionError(f"the core swallowed an exception after:\n  {where}") from swallowed[0]
     assert not node.metrics.get("handler_errors"), where
     node.validate()
     # The other half of `validate`'s "scheduler outlived its epoch": acting means scheduling.
@@ -460,22 +447,10 @@ def _check(node: NodeMachine, effects: list[Effect], failures: _Failures, story:
                 ) from exc
 
 
-@pytest.fixture
-def failures() -> Iterator[_Failures]:
-    handler = _Failures()
-    logger = logging.getLogger("swarm")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
 @pytest.mark.parametrize("start", sorted(STARTS))
 @FUZZ
 @given(data=st.data())
-def test_random_messages_never_break_the_node(start: str, data: st.DataObject, failures: _Failures) -> None:
-    failures.records.clear()
+def test_random_messages_never_break_the_node(start: str, data: st.DataObject) -> None:
     node, now = STARTS[start]()
     story: list[str] = []
     published: list[Publish] = []
@@ -491,7 +466,7 @@ def test_random_messages_never_break_the_node(start: str, data: st.DataObject, f
             where = "\n  ".join(story[-12:])
             raise AssertionError(f"handle raised {type(exc).__name__}: {exc}\nafter:\n  {where}") from exc
         published = [e for e in effects if isinstance(e, Publish)][-8:] or published
-        _check(node, effects, failures, story)
+        _check(node, effects, story)
 
 
 def _elected(node: NodeMachine, now: float) -> float:
@@ -525,10 +500,9 @@ def test_a_lower_attempt_assigned_while_a_cancelled_one_still_runs() -> None:
     node.validate()
 
 
-def test_a_commit_record_of_an_unfinished_state_is_not_adopted(failures: _Failures) -> None:
+def test_a_commit_record_of_an_unfinished_state_is_not_adopted() -> None:
     # A commit record says t0 is "queued" (a TaskUpdate may carry any TaskState); the next coordinator
     # adopts it as committed, and the real result of t0 is then a second commit.
-    failures.records.clear()
     node, now = _fresh()
     tasks = (TaskSpec("t0", "echo", {}), TaskSpec("t1", "echo", {}))
     _deliver(node, "job/j0/spec", "u-1", 0, SubmitJob("j0", tasks, "task", "u-1"), now)
@@ -536,7 +510,7 @@ def test_a_commit_record_of_an_unfinished_state_is_not_adopted(failures: _Failur
     now = _elected(node, now) + 0.1
     report = WorkerReport(node.election.epoch, (), (TaskResult("t0", "j0", 0, "ok"),))
     effects = _deliver(node, "coord/in", "c", node.election.epoch, report, now)
-    _check(node, effects, failures, ["worker report"])
+    _check(node, effects, ["worker report"])
 
 
 def test_a_commit_record_of_a_foreign_task_does_not_finish_the_job() -> None:
@@ -554,16 +528,15 @@ def test_a_commit_record_of_a_foreign_task_does_not_finish_the_job() -> None:
 # --- bugs the fuzzer found, fixed since ------------------------------------------------------------
 
 
-def test_a_new_coordinator_checks_a_spec_nobody_checked(failures: _Failures) -> None:
+def test_a_new_coordinator_checks_a_spec_nobody_checked() -> None:
     # The spec was retained while no coordinator acted (or its coordinator died before rejecting it), so
     # every member's replica holds it. Adopted unchecked, its unknown dependency raised KeyError while
     # the node became coordinator, leaving it acting for the epoch with no scheduler.
-    failures.records.clear()
     node, now = _fresh()
     spec = SubmitJob("j0", (TaskSpec("t0", "echo", {}, after=("t9",)),), submitted_by="u-1", role="submitter")
     _deliver(node, "job/j0/spec", "u-1", 0, spec, now)
     _elected(node, now)
-    _check(node, [], failures, ["claim echoed"])
+    _check(node, [], ["claim echoed"])
     assert node.scheduler is not None and "j0" not in node.scheduler.jobs
 
 
