@@ -34,9 +34,17 @@ class ParsedDefinitions:
         key = (body.get("dagId"), record["version"], record["createdAt"], record["createdBy"])
         parsed = self._parsed.get(key)
         if parsed is None:
-            parsed = self._parsed[key] = parse_definition(body)
-            while len(self._parsed) > self._capacity:
-                self._parsed.popitem(last=False)
+            parsed = parse_definition(body)
+            self._keep(key, parsed)
         else:
             self._parsed.move_to_end(key)
         return parsed
+
+    def keep(self, definition: DagDefinition, created_at: float, created_by: str) -> None:
+        """Keep a definition this node has just parsed and stored with that creation time and creator."""
+        self._keep((definition.dag_id, definition.version, created_at, created_by), definition)
+
+    def _keep(self, key: tuple[Any, ...], definition: DagDefinition) -> None:
+        self._parsed[key] = definition
+        while len(self._parsed) > self._capacity:
+            self._parsed.popitem(last=False)

@@ -19,7 +19,7 @@ from swarm.api.backend import Forbidden, Json
 from swarm.errors import InvalidSpec
 from swarm.messages import Body, DagDefined, RunStarted, SubmitJob
 from swarm.runtime.artifacts import version_key
-from swarm.workflow.definition_parser import parse_definition
+from swarm.workflow.definition_parser import schedule_of
 from swarm.workflow.schedules import Scheduled, due_runs
 
 __all__ = ["RESEND_AFTER_S", "ScheduledRuns", "StartRun"]
@@ -66,7 +66,7 @@ class ScheduledRuns:
         known = self._scheduled.get(body.dag_id)
         if not body.valid or (known is not None and version_key(known.version) >= version_key(body.version)):
             return
-        schedule = parse_definition(body.definition).schedule
+        schedule = schedule_of(body.definition)
         if schedule.type == "MANUAL":
             self._scheduled.pop(body.dag_id, None)
             return

@@ -242,6 +242,7 @@ class WorkflowService:
         )
         self._node.publish(topics.workflow_dag(definition.dag_id, definition.version), record, retain=True)
         await asyncio.to_thread(self._store_definition, record)
+        self.definitions.keep(definition, now, user.id)
         response: Json = {
             "dagId": definition.dag_id,
             "version": definition.version,

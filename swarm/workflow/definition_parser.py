@@ -53,7 +53,14 @@ from swarm.workflow.model import (
     runtime_family,
 )
 
-__all__ = ["MAX_DEFINITION_BYTES", "load_definition", "parse_definition", "parse_resources", "parse_schema"]
+__all__ = [
+    "MAX_DEFINITION_BYTES",
+    "load_definition",
+    "parse_definition",
+    "parse_resources",
+    "parse_schema",
+    "schedule_of",
+]
 
 #: Largest definition text `load_definition` accepts.
 MAX_DEFINITION_BYTES = 8 * 1024 * 1024
@@ -148,7 +155,7 @@ def parse_definition(data: object) -> DagDefinition:
         raise DefinitionError(
             "version", f"expected MAJOR.MINOR or MAJOR.MINOR.PATCH like 3.2.1, got {version!r}"
         )
-    schedule = _parse_schedule(r.data["schedule"], "schedule") if r.data.get("schedule") is not None else None
+    schedule = schedule_of(r.data)
     map_reduce = _parse_map_reduce(r.data.get("mapReduceConfig"), "mapReduceConfig", notes)
     raw_nodes = r.data.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -174,11 +181,18 @@ def parse_definition(data: object) -> DagDefinition:
         edges=edges,
         name=r.opt_str("name") or dag_id,
         description=_text(r, "description"),
-        schedule=schedule or Schedule(),
+        schedule=schedule,
         global_configs=configs,
         map_reduce=map_reduce,
         not_applied=tuple(notes),
     )
+
+
+def schedule_of(data: Mapping[str, Any]) -> Schedule:
+    """The `schedule` of a definition document, parsed alone: what a node needs of every version it
+    learns (parsing a whole 1,000-step definition for it took a third of a define's time)."""
+    value = data.get("schedule")
+    return Schedule() if value is None else _parse_schedule(value, "schedule")
 
 
 def _id(r: FieldReader, key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swarm.api.definitions import ParsedDefinitions
+from swarm.workflow.definition_parser import parse_definition
 
 
 def _record(dag_id: str, version: str, created_at: float, step: str = "a") -> dict[str, Any]:
@@ -26,11 +27,9 @@ def test_a_version_is_parsed_once_and_again_when_its_body_was_settled_anew() -> 
     assert [n.node_id for n in first.nodes] == ["a"]
 
 
-def test_only_the_last_versions_used_are_kept() -> None:
-    cache = ParsedDefinitions(capacity=2)
-    a = cache.of(_record("d", "1.0.0", 1.0))
-    b = cache.of(_record("d", "2.0.0", 1.0))
-    assert cache.of(_record("d", "1.0.0", 1.0)) is a  # used again: the newest now
-    cache.of(_record("d", "3.0.0", 1.0))  # 2.0.0 leaves
-    assert cache.of(_record("d", "1.0.0", 1.0)) is a
-    assert cache.of(_record("d", "2.0.0", 1.0)) is not b
+def test_a_definition_parsed_at_define_time_serves_its_stored_record() -> None:
+    cache = ParsedDefinitions()
+    record = _record("d", "1.0.0", 5.0)
+    defined = parse_definition(record["definition"])
+    cache.keep(defined, 5.0, "u")
+    assert cache.of(record) is defined
