@@ -9,6 +9,7 @@ published on `wf/standard/<name>/<version>`, which every other node stores too; 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -19,6 +20,7 @@ from swarm.api.history import History
 from swarm.errors import InvalidSpec
 from swarm.messages import ArtifactPublished, Body, StandardDefined
 from swarm.runtime.artifacts import (
+    ArtifactError,
     ArtifactKind,
     ArtifactMeta,
     ArtifactStore,
@@ -31,9 +33,13 @@ from swarm.workflow.fields import DefinitionError
 from swarm.workflow.mrstep import app_problem
 from swarm.workflow.standards import TaskStandard, parse_standard
 
-__all__ = ["Catalog", "Publisher"]
+__all__ = ["COPY_MAX_BYTES", "Catalog", "Publisher"]
+
+log = logging.getLogger(__name__)
 
 _KINDS = ("python", "shell", "jar", "mapreduce")
+#: A peer's artifact up to this size is copied to every node that learns of it (code, scripts, jars).
+COPY_MAX_BYTES = 64 * 1024 * 1024
 
 
 class Publisher(Protocol):
@@ -62,13 +68,35 @@ class Catalog:
         self._source_of = source_of
         self._clock = clock
         self._artifacts: dict[tuple[str, str], ArtifactPublished] = {}
+        self._copies: set[asyncio.Task[None]] = set()
 
     # --- artifacts ----------------------------------------------------------------------------------
 
     def on_published(self, record: ArtifactPublished) -> None:
-        """An artifact's record (this node's or a peer's)."""
+        """An artifact's record (this node's or a peer's). A peer's is copied here in the background, so
+        that the artifact outlives the member it was pushed to and this node's steps find it at home."""
         meta = ArtifactMeta.from_json(record.meta)
         self._artifacts[(meta.name, meta.version)] = record
+        if meta.size <= COPY_MAX_BYTES and not self.store.has_blob(meta.sha256):
+            copy = asyncio.get_running_loop().create_task(self._copy(meta, record.sources))
+            self._copies.add(copy)
+            copy.add_done_callback(self._copies.discard)
+
+    async def _copy(self, meta: ArtifactMeta, sources: tuple[dict[str, str], ...]) -> None:
+        try:
+            await asyncio.to_thread(self.store.copy_from, meta, sources)
+        except (ArtifactError, OSError) as exc:
+            # Not fatal: a step that needs it fetches it from its holder then, as without the copy.
+            log.info("no copy of artifact %s here yet: %s", meta.artifact_id, exc)
+
+    def stop_copying(self) -> None:
+        """Cancel the copies still under way (the node is stopping)."""
+        for copy in self._copies:
+            copy.cancel()
+
+    def local_source(self, sha256: str) -> dict[str, str] | None:
+        """Where this node serves a blob it holds (`{url, token}`), None when it has none."""
+        return self._source_of(sha256) if self.store.has_blob(sha256) else None
 
     def resolve(self, ref: str) -> ArtifactRef:
         """The artifact a step names (`name@version`, `name-vX.Y`, or a bare name: its newest version)."""

@@ -85,6 +85,7 @@ class ApiHost:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.service.catalog.stop_copying()
         for task in (self._consumer, self._scheduler):
             if task is not None:
                 task.cancel()
@@ -98,6 +99,15 @@ class ApiHost:
     def on_connected(self) -> None:
         """A (new) broker connection: announce this node's artifacts, which a new broker does not know."""
         self.service.catalog.announce_all()
+
+    def with_local_artifact(self, payload: Json) -> Json:
+        """A step's payload with this node's own copy of its artifact, when it has one, as the first
+        place to fetch it from: the member the artifact was pushed to may be gone."""
+        meta = payload.get("artifact")
+        own = self.service.catalog.local_source(str(meta.get("sha256"))) if isinstance(meta, dict) else None
+        if own is None:
+            return payload
+        return {**payload, "sources": [own, *payload.get("sources", ())]}
 
     def subscriptions(self) -> list[str]:
         """Topics to subscribe to on (re)connect."""

@@ -88,6 +88,7 @@ from swarm.messages import (
 )
 from swarm.trust.roles import allowed, permission_refusal
 from swarm.workflow.gate import decide
+from swarm.workflow.lineage import recipes
 
 __all__ = ["Scheduler", "TaskValidator"]
 
@@ -777,7 +778,14 @@ class Scheduler:
         rec.reason = None
         rec.move("running", now, f"assigned to {target.node_id}")
         self._hold(rec, target.node_id, now)
-        payload = piped_payload(rec.spec, self.jobs[rec.job_id].committed)
+        committed = self.jobs[rec.job_id].committed
+        payload = piped_payload(rec.spec, committed)
+        if rec.spec.inflows:
+            # How to make again an input whose data dies with its member (`swarm.workflow.lineage`).
+            upstream = {t: self.tasks[t].spec for t in rec.spec.after if t in self.tasks}
+            made = recipes(rec.spec, upstream, committed, lambda spec: piped_payload(spec, committed))
+            if made:
+                payload = {**payload, "lineage": made}
         if self.jobs[rec.job_id].spec.kind == "dag":
             started = Started(rec.task_id, rec.attempt, target.node_id)
             self._started.setdefault(rec.job_id, []).append(started)

@@ -27,7 +27,7 @@ import orjson
 from swarm import __version__
 from swarm.checksum import checksum_bytes
 from swarm.errors import Fatal, InvalidPayload, InvalidSpec
-from swarm.plugins.step_data import is_reference, resolve_value
+from swarm.plugins.step_data import Remake, is_reference, remaker, resolve_value
 from swarm.plugins.step_runtime import Usage, fetch_artifact, measured, step_result
 from swarm.runtime.artifacts import ArtifactMeta
 from swarm.runtime.dataserver import job_data_name
@@ -51,6 +51,7 @@ __all__ = ["collect_handler", "map_handler", "reduce_handler", "split_of"]
 
 _FIELDS = frozenset(
     {"run", "step", "entrypoint", "artifact", "sources", "params", "inputs", "dataToken", "mapreduce"}
+    | {"lineage"}
 )
 _MAX_TASKS = 100_000
 
@@ -146,7 +147,9 @@ def _as_bytes(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def split_of(payload: dict[str, Any], index: int, maps: int) -> tuple[list[tuple[str, bytes]], int]:
+def split_of(
+    payload: dict[str, Any], index: int, maps: int, remake: Remake | None = None
+) -> tuple[list[tuple[str, bytes]], int]:
     """Map `index`'s split of the step's input as (name, data) pieces, and the bytes fetched for it.
 
     Only the elements this map needs are fetched: give a list (a fanned-out upstream hands one on, each
@@ -155,13 +158,15 @@ def split_of(payload: dict[str, Any], index: int, maps: int) -> tuple[list[tuple
     if INPUT not in inputs:
         raise Fatal(f"a MAPREDUCE step maps its input named {INPUT!r}, and none was given or mapped")
     token = payload.get("dataToken")
-    top, fetched = resolve_value(inputs[INPUT], token) if is_reference(inputs[INPUT]) else (inputs[INPUT], 0)
+    top, fetched = (
+        resolve_value(inputs[INPUT], token, remake) if is_reference(inputs[INPUT]) else (inputs[INPUT], 0)
+    )
     elements = _elements(top)
     data: dict[int, bytes] = {}
     split = []
     for k, piece, pieces in plan_splits(len(elements), maps)[index]:
         if k not in data:
-            value, size = resolve_value(elements[k][1], token)
+            value, size = resolve_value(elements[k][1], token, remake)
             data[k] = _as_bytes(value)
             fetched += size
         split.append((elements[k][0], cut(data[k], piece, pieces)))
@@ -203,7 +208,7 @@ class MapStep(_Step):
         config = _check(payload, self.name, self.part)
         with measured() as usage:
             app = _app(ctx, payload)
-            split, fetched = split_of(payload, config["index"], config["maps"])
+            split, fetched = split_of(payload, config["index"], config["maps"], remaker(ctx, payload))
             result = map_split(
                 ctx,
                 app,
@@ -257,7 +262,8 @@ class ReduceStep(_Step):
             def recompute(i: int) -> Any:
                 import numpy as np
 
-                pairs = [app.map(name, data) for name, data in split_of(payload, i, config["maps"])[0]]
+                split = split_of(payload, i, config["maps"], remaker(ctx, payload))[0]
+                pairs = [app.map(name, data) for name, data in split]
                 keys = np.concatenate([k for k, _ in pairs]) if pairs else np.array([], dtype=np.bytes_)
                 values = np.concatenate([v for _, v in pairs]) if pairs else np.array([], dtype=np.int64)
                 return split_sorted(keys, values, config["reduces"], None)[r]

@@ -46,7 +46,7 @@ class _ProgramStep:
         check_step_payload(payload, self.name)
 
     def _run(self, ctx: TaskContext, payload: dict[str, Any], argv: list[str], executable: str) -> Any:
-        inputs, bytes_in = resolve_inputs(payload)
+        inputs, bytes_in = resolve_inputs(ctx, payload)
         env = {**BASE_ENV, "HOME": ctx.work_dir, **_input_env(inputs, payload)}
         stdin = orjson.dumps(inputs) + b"\n"
         with measured() as usage:

@@ -57,7 +57,7 @@ class PythonStep:
             _forget_other_artifacts(root, store_root(ctx))
             self._root = root
         function = _load(root, payload["entrypoint"])
-        inputs, bytes_in = resolve_inputs(payload)
+        inputs, bytes_in = resolve_inputs(ctx, payload)
         kwargs = _arguments(function, inputs, payload)
         with measured() as usage:
             outputs = function(**kwargs)

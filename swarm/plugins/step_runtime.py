@@ -27,8 +27,7 @@ import orjson
 
 from swarm.errors import Fatal, InvalidPayload, InvalidSpec, Retry
 from swarm.plugins.step_data import spill_outputs
-from swarm.runtime.artifacts import ArtifactMeta, ArtifactStore
-from swarm.runtime.datafetch import FetchError, fetch
+from swarm.runtime.artifacts import ArtifactMeta, ArtifactStore, ArtifactUnreachable
 from swarm.runtime.dataserver import JOBS_DIR
 from swarm.taskapi import TaskContext
 
@@ -52,7 +51,19 @@ ARTIFACT_SCOPE = "_artifacts"
 MAX_INLINE_OUTPUT = 1024 * 1024
 _LOG_TAIL = 4096
 _FIELDS = frozenset(
-    {"run", "step", "shard", "shards", "entrypoint", "artifact", "sources", "params", "inputs", "dataToken"}
+    {
+        "run",
+        "step",
+        "shard",
+        "shards",
+        "entrypoint",
+        "artifact",
+        "sources",
+        "params",
+        "inputs",
+        "dataToken",
+        "lineage",
+    }
 )
 
 
@@ -95,17 +106,10 @@ def fetch_artifact(ctx: TaskContext, payload: dict[str, Any]) -> Path:
     store = artifact_store(ctx)
     meta = ArtifactMeta.from_json(payload["artifact"])
     if not store.has_blob(meta.sha256):
-        errors = []
-        for source in payload.get("sources", []):
-            try:
-                data = fetch(source["url"], token=source["token"], retries=1, timeout=30.0)
-                store.add_blob(meta, data)
-                break
-            except (FetchError, ValueError, OSError) as exc:
-                errors.append(f"{source['url']}: {exc}")
-        else:
-            why = "; ".join(errors) or "no node holds it"
-            raise Retry(f"artifact {meta.name}@{meta.version} is not reachable: {why}", delay=2.0)
+        try:
+            store.copy_from(meta, payload.get("sources", []))
+        except ArtifactUnreachable as exc:
+            raise Retry(f"artifact {meta.name}@{meta.version} is not reachable: {exc}", delay=2.0) from None
     return store.unpacked(meta)
 
 

@@ -24,7 +24,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args
@@ -34,6 +34,7 @@ import orjson
 from swarm.durable import AtomicFile, fsync_directory
 from swarm.errors import InvalidSpec
 from swarm.ids import is_id
+from swarm.runtime.datafetch import FetchError, fetch
 
 __all__ = [
     "MAX_UNPACKED_BYTES",
@@ -44,6 +45,7 @@ __all__ = [
     "ArtifactKind",
     "ArtifactMeta",
     "ArtifactStore",
+    "ArtifactUnreachable",
     "UnsafeArchive",
     "artifact_id",
     "check_version",
@@ -81,6 +83,10 @@ class ArtifactConflict(ArtifactError):
 
 class ArtifactCorrupt(ArtifactError):
     """Bytes do not match the size or SHA-256 their metadata promises."""
+
+
+class ArtifactUnreachable(ArtifactError):
+    """No holder served an artifact's blob intact; the message gives each one's reason."""
 
 
 class UnsafeArchive(ArtifactError):
@@ -401,6 +407,18 @@ class ArtifactStore:
             )
         self._write_blob(meta.sha256, data)
         self._publish_meta(meta)
+
+    def copy_from(self, meta: ArtifactMeta, sources: Iterable[Mapping[str, str]]) -> None:
+        """Fetch `meta`'s blob from the first holder (`{url, token}`) that serves it intact and keep it;
+        ArtifactUnreachable with every holder's reason when none did."""
+        errors = []
+        for source in sources:
+            try:
+                self.add_blob(meta, fetch(source["url"], token=source["token"], retries=1, timeout=30.0))
+                return
+            except (FetchError, ValueError, OSError) as exc:
+                errors.append(f"{source['url']}: {exc}")
+        raise ArtifactUnreachable("; ".join(errors) or "no node holds it")
 
     def get(self, name: str, version: str | None = None) -> ArtifactMeta | None:
         """The record of name+version, or of the name's highest version when `version` is None."""

@@ -466,7 +466,8 @@ class NodeShell:
                     raise TypeError(f"unknown effect {effect!r}")
 
     async def _run_task(self, executor: Executor, a: Assignment) -> None:
-        outcome = await executor.run(a.task_id, a.attempt, a.type, a.payload, a.timeout, network=a.network)
+        payload = a.payload if self._api is None else self._api.with_local_artifact(a.payload)
+        outcome = await executor.run(a.task_id, a.attempt, a.type, payload, a.timeout, network=a.network)
         result = TaskResult(
             a.task_id,
             a.job_id,

@@ -213,8 +213,8 @@ def test_a_mapreduce_step_survives_the_coordinator_killed_while_its_maps_run(tri
     """The run is the coordinator's job like any other: a successor adopts it, a map lost with the dead
     member runs again elsewhere (or its reducer recomputes it), and the counts are a plain computation's.
 
-    The upstream's outputs are small enough to travel inline here: a step output held by reference on
-    the member that died is not recomputed (docs/workflows.md, "Failures")."""
+    The upstream's outputs are small enough to travel inline here (an output held by reference on the
+    member that died is made again by its consumer: the test below)."""
     status = trio.status()
     coordinator = status["coordinator"]
     token = Authority.load(trio.cluster, home=trio.root).admin_credential().to_token()
@@ -247,3 +247,74 @@ def test_a_mapreduce_step_survives_the_coordinator_killed_while_its_maps_run(tri
     plain = _plain_counts(rows)
     assert steps[("count", 0)]["output"]["records"] == sum(plain.values())
     assert steps[("check", 0)]["output"]["counts"] == dict(plain)
+
+
+LINEAGE_STEPS = (
+    STEPS
+    + """
+import time
+
+def pause(seconds):
+    time.sleep(seconds)
+    return {}
+
+def count(text):
+    return {"words": len(text.split())}
+"""
+)
+
+
+def test_an_output_lost_with_the_member_that_held_it_is_made_again_by_its_consumer(trio: Cluster) -> None:
+    """`make`'s text is large, so only a reference to it is committed; the member that ran `make` is
+    killed before `count` needs the text, and `count` makes it again from the recipe its payload carries
+    (docs/workflows.md, "Failures")."""
+    token = Authority.load(trio.cluster, home=trio.root).admin_credential().to_token()
+    apis = {n["id"]: Api(n["api"], token) for n in trio.status()["nodes"] if n["api"]}
+    first = next(iter(apis.values()))
+    assert _push(first, "lineage-steps", "python", "steps.py", LINEAGE_STEPS)[0] in (200, 201)
+    python = {"artifactId": "lineage-steps-v1.0", "runtime": "PYTHON"}
+    dag = {
+        "dagId": "lineage",
+        "version": "1.0.0",
+        "nodes": [
+            {
+                "nodeId": "make",
+                "taskDefinition": {**python, "entrypoint": "steps:produce", "params": {"rows": ROWS}},
+            },
+            {
+                "nodeId": "hold",
+                "taskDefinition": {**python, "entrypoint": "steps:pause", "params": {"seconds": 4}},
+            },
+            {"nodeId": "count", "taskDefinition": {**python, "entrypoint": "steps:count"}},
+        ],
+        "edges": [
+            {"from": "make", "to": "count", "dataMapping": {"text": "text"}},
+            {"from": "hold", "to": "count"},
+        ],
+    }
+    code, defined = first.call("POST", "/api/v1/dag/define", dag)
+    assert code == 201 and defined["validationResults"]["isValid"], defined
+    code, started = first.call("POST", "/api/v1/dags/lineage/runs", {})
+    assert code == 202, started
+    deadline = time.monotonic() + 60
+    while True:
+        code, run = first.call("GET", f"/api/v1/runs/{started['runId']}")
+        made = next(
+            (n for n in run.get("nodes", ()) if n["nodeId"] == "make" and n["state"] == "SUCCESS"), None
+        )
+        if made is not None:
+            break
+        assert time.monotonic() < deadline and run.get("state") not in ("SUCCESS", "FAILED"), run
+        time.sleep(0.1)
+    holder = made["device"]
+    assert made["outputSize"] < 1000 and made["bytesOut"] > 200_000  # committed: a reference
+    trio.by_id(holder).kill()
+    survivor = next(api for node_id, api in apis.items() if node_id != holder)
+    run = _wait_run(survivor, started["runId"], timeout=120)
+    steps = {n["nodeId"]: n for n in run["nodes"]}
+    assert run["state"] == "SUCCESS", [(k, n["state"], n["error"]) for k, n in steps.items()]
+    scope: dict[str, Any] = {}
+    exec(STEPS, scope)
+    assert steps["count"]["output"] == {"words": len(scope["lines"](0, ROWS).split())}
+    assert steps["count"]["device"] != holder
+    assert steps["count"]["bytesIn"] == 0  # made again there, not fetched

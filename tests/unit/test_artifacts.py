@@ -22,6 +22,7 @@ from swarm.runtime.artifacts import (
     ArtifactError,
     ArtifactMeta,
     ArtifactStore,
+    ArtifactUnreachable,
     UnsafeArchive,
     artifact_id,
     pack,
@@ -198,6 +199,17 @@ def test_a_copy_from_a_peer_is_checked_before_it_is_kept(tmp_path: Path) -> None
     replica.add_blob(meta, SCRIPT)
     assert replica.get("extract", "1.0") == meta
     assert replica.has_blob(meta.sha256)
+
+
+def test_a_copy_names_every_holder_that_failed(tmp_path: Path) -> None:
+    meta = ArtifactStore(tmp_path / "a").put("extract", "1.0", "python", "extract.py", SCRIPT, 1.0, "alice")
+    replica = ArtifactStore(tmp_path / "b")
+    with pytest.raises(ArtifactUnreachable, match="no node holds it"):
+        replica.copy_from(meta, [])
+    gone = [{"url": f"http://127.0.0.1:9/f/{meta.sha256}", "token": "t" * 32}]
+    with pytest.raises(ArtifactUnreachable, match=r"127\.0\.0\.1:9"):
+        replica.copy_from(meta, gone)
+    assert not replica.has_blob(meta.sha256)
 
 
 def test_remove_keeps_blobs_another_version_shares(tmp_path: Path) -> None:

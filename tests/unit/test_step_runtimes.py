@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from swarm.errors import Fatal, InvalidPayload, TaskRefused
+from swarm.errors import Fatal, InvalidPayload, Retry, TaskRefused
 from swarm.plugins.command import resolve_commands
 from swarm.plugins.step_data import INLINE_LIMIT, REF_KEY
 from swarm.plugins.step_program import jvm_handler, shell_handler
@@ -28,6 +28,9 @@ def part(rows, shard, shards):
 
 def big():
     return {"blob": "z" * 300000}
+
+def size(blob):
+    return {"n": len(blob), "head": blob[:3]}
 
 def wrong():
     return [1, 2]
@@ -98,6 +101,27 @@ def test_a_large_output_goes_to_the_data_plane_by_reference(tmp_path: Path) -> N
     assert out["usage"]["bytesOut"] == ref["size"]
     stored = next((tmp_path / "data" / "mr").rglob("*.blob.json"))
     assert orjson.loads(stored.read_bytes()) == "z" * 300000
+
+
+def test_an_input_lost_with_its_member_is_made_again_from_its_recipe(tmp_path: Path) -> None:
+    # The upstream ran elsewhere; its node (here: nothing listens at its data URL) is gone with the data.
+    ctx = context(tmp_path)
+    made = payload(ctx, "steps", "steps.py", STEPS, "python", "steps:big", dataToken="t" * 32)
+    ref = python_handler.run(ctx, made)["outputs"]["blob"]
+    for stored in (tmp_path / "data" / "mr").rglob("*.blob.json"):
+        stored.unlink()
+    use = payload(ctx, "steps", "steps.py", STEPS, "python", "steps:size", dataToken="t" * 32)
+    use["inputs"] = {"blob": ref}
+    with pytest.raises(Retry, match="cannot fetch an input"):
+        python_handler.run(ctx, use)  # no recipe: the step waits for another attempt
+    recipe = {"task": "run@1.make", "type": "step.python", "output": "blob", "payload": made}
+    use["lineage"] = {ref[REF_KEY]["url"]: recipe}
+    python_handler.validate(use)
+    assert python_handler.run(ctx, use)["outputs"] == {"n": 300000, "head": "zzz"}
+    # A recipe of a runtime this node cannot run again is no recipe.
+    use["lineage"] = {ref[REF_KEY]["url"]: {**recipe, "type": "echo"}}
+    with pytest.raises(Retry):
+        python_handler.run(ctx, use)
 
 
 def test_a_package_artifact_is_imported_by_module_name(tmp_path: Path) -> None:
