@@ -25,16 +25,9 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
 * Constraints. A task's required labels, tolerated taints and pinned members are properties of the
   task and the member (`placement.unmet`); anti-affinity is the scheduler's, which knows where each task
   of a job runs or last ran: a task whose requirements `avoid` other tasks is not placed on their members.
-* Preemption. A ready task whose requirements allow it to `preempt` goes to a qualifying member with a
-  free execution slot (fewer attempts held than slots) when there is one; otherwise it cancels one
-  attempt of strictly lower priority (larger number) whose task is `preemptible`, on a member where
-  that frees an execution slot (it holds no prefetched attempts beyond its slots: the worker's queue is
-  first in, first out, so evicting one of many would not start the urgent task), and takes its place;
-  otherwise it is placed like any task. The victim
-  is requeued at once and its attempt does not count against its retries (the attempt number still
-  grows, so its late result is dropped as stale). Bounded: at most one attempt is preempted per
-  placement, a few urgent tasks are considered per dispatch, and the attempt that follows a preemption
-  cannot itself be preempted, so two tasks never take turns evicting each other.
+* Preemption. A ready task whose requirements allow it to `preempt` may take the place of a running
+  attempt of lower priority when no member has room (`preemption.py` has its rules and chooses); the
+  victim is requeued at once without spending one of its retries.
 * Reservations. A job of kind `reservation` holds execution slots on members for a run that has not
   started (`reservations.py` has its rules): no other task is placed into them, nor preempts into them;
   the run's tasks pinned there take them over as they start, ahead of the queue.
@@ -54,7 +47,8 @@ from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.joblog import JobLog
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
-from swarm.core.placement import Candidate, choose, pinned, unmet, unmet_by_all
+from swarm.core.placement import Candidate, unmet, unmet_by_all
+from swarm.core.preemption import Preemption, most_urgent
 from swarm.core.quota import JobDemand, Quota, QuotaBook
 from swarm.core.reservations import Reservations, reservation_refusal
 from swarm.core.retry import Rng, backoff_delay, should_retry
@@ -91,8 +85,6 @@ from swarm.workflow.gate import decide
 
 __all__ = ["Scheduler", "TaskValidator"]
 
-#: How many of the most urgent ready tasks a dispatch considers for preemption when no member has room.
-PREEMPT_LOOKAHEAD = 8
 #: An attempt a worker's report does not account for, though the worker has not seen the Assign that
 #: carried it, is taken for lost once it was assigned this long ago (a restarted process sees no Assign).
 LOST_WITHOUT_SIGN_S = 30.0
@@ -165,8 +157,7 @@ class Scheduler:
         self._lost_with: dict[str, tuple[int, list[str]]] = {}
         #: Assigns sent per node this epoch (`Assign.seq`).
         self._assigns_sent: dict[str, int] = {}
-        #: Task -> its attempt that may not be preempted (the one after a preemption).
-        self._protected: dict[str, int] = {}
+        self._preemption = Preemption(config.weights)
         self.reservations = Reservations()
         self.metrics: dict[str, int] = {}
 
@@ -663,10 +654,7 @@ class Scheduler:
 
     def _preempt_pass(self, now: float) -> None:
         """No member is open: the most urgent ready tasks that may preempt try to."""
-        # The k smallest entries of a binary heap sit in its first 2**k - 1 places (each has fewer than
-        # k smaller ancestors), so the look stays cheap however many tasks wait.
-        window = self._ready[: 2**PREEMPT_LOOKAHEAD - 1]
-        for item in heapq.nsmallest(PREEMPT_LOOKAHEAD, window):
+        for item in most_urgent(self._ready):
             rec = self.tasks.get(item[2])
             if (
                 rec is None
@@ -684,61 +672,25 @@ class Scheduler:
                 self._preempt_for(rec, avoid, now)
 
     def _preempt_for(self, rec: TaskRecord, avoid: dict[str, str] | None, now: float) -> bool:
-        """Start `rec` at once: on a qualifying member with a free execution slot, or else in the place of
-        one attempt of lower priority; whether it was placed (its ready entry is then skipped as stale).
-        When neither is possible it is placed like any task (and may wait in a member's queue)."""
-        req = rec.spec.requirements
-        qualified = [
-            c
-            for c in pinned(req, self._roster.candidates(), avoid)
-            if unmet(req, c.node_id, c.heartbeat, avoid) is None
-        ]
-        # Attempts beyond a member's slots wait in its queue (first in, first out): only a member that
-        # holds fewer attempts than it has slots starts this one now.
-        idle = [c for c in qualified if c.held + c.reserved < c.heartbeat.slots]
-        target = choose(req, idle, self._config.weights, avoid)
-        if target is not None:
-            self._assign(rec, target, now)
-            return True
-        best: tuple[tuple[int, float, str], TaskRecord, Candidate] | None = None
-        for c in qualified:
-            for task_id in self._held.get(c.node_id, ()):
-                victim = self.tasks[task_id]
-                if not self._may_preempt(victim, rec, c):
-                    continue
-                # Lowest priority first, then the newest attempt (the least work lost), then the id.
-                key = (-victim.spec.priority, -victim.assigned_at, task_id)
-                if best is None or key < best[0]:
-                    best = (key, victim, c)
-        if best is None:
+        """Start `rec` at once, in a free execution slot or in the place of an attempt of lower priority;
+        whether it was placed (its ready entry is then skipped as stale). When neither is possible it is
+        placed like any task (and may wait in a member's queue)."""
+        candidates = self._roster.candidates()
+        placed = self._preemption.place(rec, avoid, candidates, self._held, self.tasks, self._exclusive)
+        if placed is None:
             return False
-        _, victim, target = best
-        self._preempt(victim, rec, now)
+        target, victim = placed
+        if victim is not None:
+            self._preempt(victim, rec, now)
         self._assign(rec, target, now)
         return True
-
-    def _may_preempt(self, victim: TaskRecord, urgent: TaskRecord, c: Candidate) -> bool:
-        """Whether cancelling `victim`'s attempt on `c` is allowed and frees room there for `urgent`."""
-        if (
-            victim.state != "running"
-            or victim.spec.priority <= urgent.spec.priority
-            or not victim.spec.requirements.preemptible
-            or self._protected.get(victim.task_id) == victim.attempt
-        ):
-            return False
-        held_after = c.held - 1
-        exclusive_after = self._exclusive.get(c.node_id, 0) - (1 if victim.spec.requirements.exclusive else 0)
-        # One victim must free an execution slot: a member with prefetched attempts queued is no target.
-        if exclusive_after > 0 or held_after + c.reserved >= min(c.limit, c.heartbeat.slots):
-            return False
-        return not (urgent.spec.requirements.exclusive and held_after > 0)
 
     def _preempt(self, victim: TaskRecord, by: TaskRecord, now: float) -> None:
         """Cancel `victim`'s attempt and requeue it without spending one of its retries."""
         self._effects.append(self._cancel_effect(victim))
         self._release(victim)
         self._free_attempts[victim.task_id] = self._free_attempts.get(victim.task_id, 0) + 1
-        self._protected[victim.task_id] = victim.attempt + 1
+        self._preemption.preempted(victim)
         victim.reason = (
             f"attempt {victim.attempt} preempted by {by.task_id} (priority {PRIORITIES[by.spec.priority]})"
         )
@@ -940,7 +892,7 @@ class Scheduler:
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._free_attempts.pop(task_id, None)
-            self._protected.pop(task_id, None)
+            self._preemption.forget(task_id)
         del self.jobs[job_id]
         self._closed.append(job_id)
         self._count("jobs_finished")
