@@ -17,9 +17,9 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
 * Placement. Live members (updated by `on_member` with every heartbeat) and which of them have room live
   in a `Roster`, which picks a device for each task at a cost that does not grow with the cluster. A task
   no member could ever run is *blocked* with its reason and fails after its pending timeout.
-* Acknowledgements. Every result taken in is acknowledged to its worker in the next `Assign` to it (or
-  alone, once per heartbeat interval), so the worker can stop keeping it for a successor; a result that
-  committed its task only once that commit is published.
+* Acknowledgements. Every result taken in is acknowledged to its worker, with the worker's next
+  assignments, in one `Assign` per drain (`outbox.py`); a result that committed its task only once that
+  commit is published.
 * The job log. When commits go out (paced per job), their echoes and records published again are
   `joblog.py`'s.
 * Constraints. A task's required labels, tolerated taints and pinned members are properties of the
@@ -47,6 +47,7 @@ from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.joblog import JobLog
 from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
 from swarm.core.membership import Member
+from swarm.core.outbox import WorkerOutbox
 from swarm.core.placement import Candidate, unmet, unmet_by_all
 from swarm.core.preemption import Preemption, most_urgent
 from swarm.core.quota import JobDemand, Quota, QuotaBook
@@ -124,17 +125,14 @@ class Scheduler:
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
         self._finished_jobs: set[str] = set()
-        #: What this node's own worker gets in memory, and jobs closed, for `NodeMachine` to take.
-        self._local: Assign | None = None
+        #: Jobs closed, for `NodeMachine` to take.
         self._closed: list[str] = []
         self._seq = 0
         self._held: dict[str, set[str]] = {}
         self._exclusive: dict[str, int] = {}
         self._roster = Roster(config)
-        self._outbox: dict[str, list[Assignment]] = {}
+        self._outbox = WorkerOutbox(self_id, epoch, config.heartbeat_interval)
         self._started: dict[str, list[Started]] = {}
-        self._acks: dict[str, list[TaskRef]] = {}
-        self._next_ack_flush = 0.0
         self._touched: set[str] = set()
         self._log = JobLog(epoch, config)
         self._effects: list[Effect] = []
@@ -155,8 +153,6 @@ class Scheduler:
         #: fault. A restarted process starts its sequence again: a task that crashes its device still
         #: spends its retries.
         self._lost_with: dict[str, tuple[int, list[str]]] = {}
-        #: Assigns sent per node this epoch (`Assign.seq`).
-        self._assigns_sent: dict[str, int] = {}
         self._preemption = Preemption(config.weights)
         self.reservations = Reservations()
         self.metrics: dict[str, int] = {}
@@ -414,7 +410,7 @@ class Scheduler:
                 continue
             if rec is None or rec.state != "running" or rec.attempt != res.attempt:
                 self._count("stale_results")
-                self._acks.setdefault(sender, []).append(ack)
+                self._outbox.ack([(sender, ack)])
                 continue
             self._release(rec)
             if res.finished_at and res.started_at:
@@ -432,7 +428,7 @@ class Scheduler:
             if rec.task_id in job.committed:
                 self._log.hold_ack(job, sender, ack)
             else:
-                self._acks.setdefault(sender, []).append(ack)
+                self._outbox.ack([(sender, ack)])
 
     def on_worker_report(self, sender: str, report: WorkerReport, now: float) -> None:
         """Adopt attempts a worker still holds; take in results it finished while we were not acting."""
@@ -537,10 +533,7 @@ class Scheduler:
     def tick(self, now: float) -> None:
         """Wake backed-off tasks, time out attempts, fail long-blocked tasks, send due acknowledgements,
         publish again records that never came back."""
-        if now >= self._next_ack_flush:
-            self._next_ack_flush = now + self._config.heartbeat_interval
-            for node in self._acks:
-                self._outbox.setdefault(node, [])
+        if self._outbox.tick(now):
             self._count("records_republished", self._log.republish_overdue(now))
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
@@ -734,8 +727,8 @@ class Scheduler:
             started = Started(rec.task_id, rec.attempt, target.node_id)
             self._started.setdefault(rec.job_id, []).append(started)
         # It goes out in the next drain's Assign to that node.
-        rec.assign_seq = self._assigns_sent.get(target.node_id, 0) + 1
-        self._outbox.setdefault(target.node_id, []).append(
+        rec.assign_seq = self._outbox.assign(
+            target.node_id,
             Assignment(
                 rec.task_id,
                 rec.job_id,
@@ -744,7 +737,7 @@ class Scheduler:
                 payload,
                 rec.spec.timeout,
                 rec.spec.requirements.network,
-            )
+            ),
         )
 
     def _hold(self, rec: TaskRecord, node: str, now: float) -> None:
@@ -888,7 +881,7 @@ class Scheduler:
         """Publish the job's last commits and its final record; forget it here."""
         job_id = job.spec.job_id
         # The spec stays retained until the records expire (`replica.py` says why).
-        self._release_acks(self._log.close(job, now))
+        self._outbox.ack(self._log.close(job, now))
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._free_attempts.pop(task_id, None)
@@ -925,10 +918,6 @@ class Scheduler:
         spent = AttemptsSpent(rec.task_id, rec.attempt, self._free_attempts.get(rec.task_id, 0))
         self._log.note_spent(self.jobs[rec.job_id], spent)
 
-    def _release_acks(self, released: list[tuple[str, TaskRef]]) -> None:
-        for node, ack in released:
-            self._acks.setdefault(node, []).append(ack)
-
     def _count(self, name: str, n: int = 1) -> None:
         if n:
             self.metrics[name] = self.metrics.get(name, 0) + n
@@ -953,8 +942,7 @@ class Scheduler:
     def take_local(self) -> Assign | None:
         """The last drain's assignments and acknowledgements for this node's own worker, which gets them
         in memory instead of through the broker."""
-        local, self._local = self._local, None
-        return local
+        return self._outbox.take_local()
 
     def take_closed(self) -> list[str]:
         """Jobs whose final record the drains since the last call published."""
@@ -969,16 +957,9 @@ class Scheduler:
             if job is not None and job.finished:
                 self._close(job, now)
         self._finished_jobs.clear()
-        self._release_acks(self._log.flush(self.jobs, now))
+        self._outbox.ack(self._log.flush(self.jobs, now))
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
-        effects: list[Effect] = []
-        for node, batch in self._outbox.items():
-            seq = self._assigns_sent[node] = self._assigns_sent.get(node, 0) + 1
-            assign = Assign(tuple(batch), tuple(self._acks.pop(node, ())), seq)
-            if node == self.self_id:
-                self._local = assign
-            else:
-                effects.append(Publish(topics.inbox(node), assign, epoch=self.epoch))
+        effects = self._outbox.drain()
         effects.extend(self._effects)
         effects.extend(self._log.drain())
         # A workflow run's steps are shown running as they start (one event per job per drain).
@@ -987,7 +968,6 @@ class Scheduler:
             for job_id, started in self._started.items()
         )
         self._effects = []
-        self._outbox = {}
         self._started = {}
         return effects
 
