@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from swarm import topics
+from swarm.core.admission import TaskValidator
 from swarm.core.config import CoreConfig
 from swarm.core.election import MAX_EPOCH_STEP, Election, claim_in_reach, claim_message
 from swarm.core.events import (
@@ -52,7 +53,7 @@ from swarm.core.membership import Member, Membership, paced_interval
 from swarm.core.quota import Quota
 from swarm.core.replica import Replica
 from swarm.core.retry import Rng
-from swarm.core.scheduler import Scheduler, TaskValidator
+from swarm.core.scheduler import Scheduler
 from swarm.core.story import STORY_SIZE, Story, StoryEntry
 from swarm.core.worker import REPORT_EVERY, Worker
 from swarm.devices.capabilities import Capabilities

@@ -37,25 +37,25 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from swarm import topics
+from swarm.core.admission import TaskValidator, amend_refusal, reserve_refusal, submit_refusal
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.joblog import JobLog
-from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
+from swarm.core.jobs import JobRecord, TaskRecord, piped_payload
 from swarm.core.membership import Member
 from swarm.core.outbox import WorkerOutbox
 from swarm.core.placement import Candidate, unmet, unmet_by_all
 from swarm.core.preemption import Preemption, most_urgent
 from swarm.core.quota import JobDemand, Quota, QuotaBook
-from swarm.core.reservations import Reservations, reservation_refusal
+from swarm.core.reservations import Reservations
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
 from swarm.core.story import Story
-from swarm.errors import InvalidSpec
 from swarm.messages import (
     PRIORITIES,
     RESERVATION_KIND,
@@ -81,20 +81,16 @@ from swarm.messages import (
     TaskUpdate,
     WorkerReport,
 )
-from swarm.trust.roles import allowed, permission_refusal
+from swarm.trust.roles import allowed
 from swarm.workflow.gate import decide
 
-__all__ = ["Scheduler", "TaskValidator"]
+__all__ = ["Scheduler"]
 
 #: An attempt a worker's report does not account for, though the worker has not seen the Assign that
 #: carried it, is taken for lost once it was assigned this long ago (a restarted process sees no Assign).
 LOST_WITHOUT_SIGN_S = 30.0
 #: Least time between two publishes of the quota ledger (`QuotaLedger`), in seconds.
 LEDGER_EVERY_S = 1.0
-
-
-#: Returns why a task can never run (unknown type, bad payload), or None when it may.
-TaskValidator = Callable[[TaskSpec], str | None]
 
 
 class Scheduler:
@@ -180,7 +176,7 @@ class Scheduler:
             return
         if job.job_id in self.jobs:
             return
-        refusal = self._refusal(job, None)
+        refusal = submit_refusal(job, self.tasks, self.reservations, self._validator, self.quotas, None)
         if refusal is not None:
             self._reject(job, refusal, now)
             return
@@ -198,37 +194,13 @@ class Scheduler:
         if job.job_id in self.jobs:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
             return
-        refusal = self._refusal(job, now)
+        refusal = submit_refusal(job, self.tasks, self.reservations, self._validator, self.quotas, now)
         if refusal is not None:
             self._reject(job, refusal, now)
             return
         self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
         self._ledger_due = self._ledger_due or bool(job.tasks)
         self._add_job(job, {}, now, announce=True)
-
-    def _refusal(self, job: SubmitJob, now: float | None) -> str | None:
-        """Why `job` can never run here, or None. Quotas and task types are asked only of a new
-        submission (`now` given), see `adopt`."""
-        try:
-            check_job(job)
-        except InvalidSpec as exc:
-            return str(exc)
-        refusal = permission_refusal(job)
-        if refusal is not None:
-            return refusal
-        if now is not None:
-            over = self.quotas.job_refusal(job.submitted_by, job.team or None, JobDemand.of(job), now)
-            if over is not None:
-                return str(over)
-        if job.job_id in self.reservations:
-            return f"job id {job.job_id!r} is already used by a reservation"
-        for spec in job.tasks:
-            if spec.task_id in self.tasks:
-                return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
-            why = self._validator(spec) if now is not None else None
-            if why is not None:
-                return f"task {spec.task_id!r}: {why}"
-        return None
 
     def _reject(self, job: SubmitJob, reason: str, now: float) -> None:
         self._count("jobs_rejected")
@@ -262,12 +234,7 @@ class Scheduler:
             if announce:
                 self._publish_event(job.job_id, JobAccepted(job.job_id, 0))
             return
-        refusal = reservation_refusal(job, now if announce else None)
-        if refusal is None and job.job_id in self.jobs:
-            refusal = f"reservation id {job.job_id!r} is already used by a job"
-        if refusal is None and not allowed(job.role, "submit"):
-            who = job.submitted_by or "the sender"
-            refusal = f"role {job.role or 'none'!r} of {who} may not reserve slots"
+        refusal = reserve_refusal(job, self.jobs, now if announce else None)
         if refusal is not None:
             self._reject(job, refusal, now)
             return
@@ -361,7 +328,7 @@ class Scheduler:
                 state = "unknown" if rec is None else rec.state
                 return f"cannot skip {task_id}: only a task not started yet can be skipped (it is {state})"
         amended = replace(job.spec, tasks=(*job.spec.tasks, *amend.add))
-        refusal = self._amend_refusal(amended, amend.add)
+        refusal = amend_refusal(amended, amend.add, self.tasks, self._validator)
         if refusal is not None:
             return refusal
         for task_id in amend.skip:
@@ -373,19 +340,6 @@ class Scheduler:
             self._effects.append(spec)
         self._count("amendments")
         return None
-
-    def _amend_refusal(self, amended: SubmitJob, added: Iterable[TaskSpec]) -> str | None:
-        try:
-            check_job(amended)
-        except InvalidSpec as exc:
-            return str(exc)
-        for spec in added:
-            if spec.task_id in self.tasks:
-                return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
-            why = self._validator(spec)
-            if why is not None:
-                return f"task {spec.task_id!r}: {why}"
-        return permission_refusal(amended)
 
     # --- results and reports ------------------------------------------------------------------------
 
