@@ -21,16 +21,13 @@ import heapq
 from collections.abc import Collection, Mapping
 
 from swarm.core.config import PlacementWeights
-from swarm.core.jobs import TaskRecord
+from swarm.core.jobs import ReadyEntry, TaskRecord
 from swarm.core.placement import Candidate, choose, pinned, unmet
 
 __all__ = ["PREEMPT_LOOKAHEAD", "Preemption", "most_urgent"]
 
 #: How many of the most urgent ready tasks a dispatch considers for preemption when no member has room.
 PREEMPT_LOOKAHEAD = 8
-
-#: An entry of the scheduler's ready heap: (priority, sequence number, task id).
-ReadyEntry = tuple[int, int, str]
 
 
 def most_urgent(ready: list[ReadyEntry]) -> list[ReadyEntry]:

@@ -46,12 +46,13 @@ from swarm.core.admission import TaskValidator, amend_refusal, reserve_refusal, 
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.joblog import JobLog
-from swarm.core.jobs import JobRecord, TaskRecord, piped_payload
+from swarm.core.jobs import JobRecord, ReadyEntry, TaskRecord, piped_payload
 from swarm.core.membership import Member
 from swarm.core.outbox import WorkerOutbox
 from swarm.core.placement import Candidate, unmet, unmet_by_all
 from swarm.core.preemption import Preemption, most_urgent
-from swarm.core.quota import JobDemand, Quota, QuotaBook
+from swarm.core.quota import Quota, QuotaBook
+from swarm.core.quotagate import QuotaGate
 from swarm.core.reservations import Reservations
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
@@ -68,7 +69,6 @@ from swarm.messages import (
     JobAccepted,
     JobRejected,
     JobState,
-    QuotaLedger,
     Started,
     SubmitJob,
     TaskRef,
@@ -89,8 +89,6 @@ __all__ = ["Scheduler"]
 #: An attempt a worker's report does not account for, though the worker has not seen the Assign that
 #: carried it, is taken for lost once it was assigned this long ago (a restarted process sees no Assign).
 LOST_WITHOUT_SIGN_S = 30.0
-#: Least time between two publishes of the quota ledger (`QuotaLedger`), in seconds.
-LEDGER_EVERY_S = 1.0
 
 
 class Scheduler:
@@ -116,7 +114,7 @@ class Scheduler:
         self._validator = validator
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[str, TaskRecord] = {}
-        self._ready: list[tuple[int, int, str]] = []
+        self._ready: list[ReadyEntry] = []
         self._delayed: list[tuple[float, str]] = []
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
@@ -135,11 +133,7 @@ class Scheduler:
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
         self.quotas = QuotaBook(quotas)
-        self._ledger_due = False
-        self._next_ledger = 0.0
-        #: Ready tasks held back because their owner is at a quota, by owner: back in the queue when one
-        #: of the owner's tasks stops running (so they never block the queue for anyone else).
-        self._throttled: dict[str, list[tuple[int, int, str]]] = {}
+        self._quota_gate = QuotaGate(self.quotas)
         #: Attempts per task that spend none of its retries: preempted ones, and ones lost with a member
         #: that turned out alive (`_lost_with`).
         self._free_attempts: dict[str, int] = {}
@@ -198,8 +192,7 @@ class Scheduler:
         if refusal is not None:
             self._reject(job, refusal, now)
             return
-        self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
-        self._ledger_due = self._ledger_due or bool(job.tasks)
+        self._quota_gate.admit(job, now)
         self._add_job(job, {}, now, announce=True)
 
     def _reject(self, job: SubmitJob, reason: str, now: float) -> None:
@@ -509,11 +502,8 @@ class Scheduler:
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
         for res_id in self.reservations.expired(now):
             self._end_reservation(res_id, "expired", now)
-        if self._ledger_due and now >= self._next_ledger:
-            # At most one retained ledger a second, however many jobs arrive: what a successor misses
-            # is what was admitted in the last second of its predecessor.
-            self._ledger_due, self._next_ledger = False, now + LEDGER_EVERY_S
-            ledger = QuotaLedger(self.quotas.ledger(now))
+        ledger = self._quota_gate.ledger(now)
+        if ledger is not None:
             self._effects.append(Publish(topics.QUOTA_LEDGER, ledger, epoch=self.epoch, retain=True))
 
     def dispatch(self, now: float) -> None:
@@ -527,23 +517,17 @@ class Scheduler:
             # Held slots follow the reserving runs' tasks, which may have ended without running.
             self._refresh_loads(self.reservations.nodes())
             self._place_reserved(now)
-        deferred: list[tuple[int, int, str]] = []
+        deferred: list[ReadyEntry] = []
         while self._ready and self._roster.has_room and len(deferred) < 64:
             item = heapq.heappop(self._ready)
-            rec = self.tasks.get(item[2])
-            if (
-                rec is None
-                or rec.state != "queued"
-                or rec.not_before is not None
-                or rec.task_id in self._blocked
-            ):
+            rec = self._startable(item[2])
+            if rec is None:
                 continue
             owner = self.jobs[rec.job_id].spec
-            team = owner.team or None
-            over = self.quotas.start_refusal(owner.submitted_by, team, rec.spec.requirements, now)
+            over = self._quota_gate.start_refusal(owner, rec.spec.requirements, now)
             if over is not None:
                 rec.reason = str(over)
-                self._throttled.setdefault(owner.submitted_by, []).append(item)
+                self._quota_gate.hold_back(owner, item)
                 continue
             avoid = self._avoid(rec)
             if rec.spec.requirements.preempt and self._preempt_for(rec, avoid, now):
@@ -570,22 +554,23 @@ class Scheduler:
                 if c is None:
                     continue
                 for task_id in task_ids:
-                    rec = self.tasks.get(task_id)
-                    if (
-                        rec is None
-                        or rec.state != "queued"
-                        or rec.not_before is not None
-                        or task_id in self._blocked
-                    ):
+                    rec = self._startable(task_id)
+                    if rec is None:
                         continue
                     req = rec.spec.requirements
                     if c.exclusive_held or c.held >= c.limit or (req.exclusive and c.held):
                         break
-                    owner = self.jobs[rec.job_id].spec
-                    if self.quotas.start_refusal(owner.submitted_by, owner.team or None, req, now):
+                    if self._quota_gate.start_refusal(self.jobs[rec.job_id].spec, req, now):
                         continue
                     if unmet(req, node, c.heartbeat, self._avoid(rec)) is None:
                         self._assign(rec, c, now)
+
+    def _startable(self, task_id: str) -> TaskRecord | None:
+        """The task, if it is queued and neither backing off nor blocked."""
+        rec = self.tasks.get(task_id)
+        if rec is None or rec.state != "queued" or rec.not_before is not None or task_id in self._blocked:
+            return None
+        return rec
 
     def _avoid(self, rec: TaskRecord) -> dict[str, str] | None:
         """Anti-affinity: the members where the tasks `rec` avoids run or last ran -> those tasks."""
@@ -602,17 +587,10 @@ class Scheduler:
     def _preempt_pass(self, now: float) -> None:
         """No member is open: the most urgent ready tasks that may preempt try to."""
         for item in most_urgent(self._ready):
-            rec = self.tasks.get(item[2])
-            if (
-                rec is None
-                or not rec.spec.requirements.preempt
-                or rec.state != "queued"
-                or rec.not_before is not None
-                or rec.task_id in self._blocked
-            ):
+            rec = self._startable(item[2])
+            if rec is None or not rec.spec.requirements.preempt:
                 continue
-            owner = self.jobs[rec.job_id].spec
-            if self.quotas.start_refusal(owner.submitted_by, owner.team or None, rec.spec.requirements, now):
+            if self._quota_gate.start_refusal(self.jobs[rec.job_id].spec, rec.spec.requirements, now):
                 continue
             avoid = self._avoid(rec)
             if unmet_by_all(rec.spec.requirements, self._roster.candidates(), avoid) is None:
@@ -701,8 +679,7 @@ class Scheduler:
             deadline = now + timeout + self._config.failure_timeout
             heapq.heappush(self._deadlines, (deadline, rec.task_id, rec.attempt))
         self._held.setdefault(node, set()).add(rec.task_id)
-        owner = self.jobs[rec.job_id].spec
-        self.quotas.started(rec.task_id, owner.submitted_by, owner.team or None, rec.spec.requirements)
+        self._quota_gate.started(rec.task_id, self.jobs[rec.job_id].spec, rec.spec.requirements)
         if rec.spec.requirements.exclusive:
             self._exclusive[node] = self._exclusive.get(node, 0) + 1
         self._touched.add(rec.task_id)
@@ -721,20 +698,13 @@ class Scheduler:
 
     def set_quotas(self, quotas: Iterable[Quota]) -> None:
         """The cluster's quotas changed: apply them to what runs now, and try every held-back task again."""
-        for old in self.quotas.quotas():
-            self.quotas.remove_quota(old.scope_kind, old.scope, old.resource)
-        for quota in quotas:
-            self.quotas.set_quota(quota)
-        for items in self._throttled.values():
-            for item in items:
-                heapq.heappush(self._ready, item)
-        self._throttled.clear()
+        for item in self._quota_gate.set_quotas(quotas):
+            heapq.heappush(self._ready, item)
 
     def _unthrottle(self, rec: TaskRecord) -> None:
         """`rec` stopped running: its owner's quota has room again for the tasks held back."""
-        if self.quotas.finished(rec.task_id):
-            for item in self._throttled.pop(self.jobs[rec.job_id].spec.submitted_by, ()):
-                heapq.heappush(self._ready, item)
+        for item in self._quota_gate.finished(rec.task_id, self.jobs[rec.job_id].spec):
+            heapq.heappush(self._ready, item)
 
     def _block(self, rec: TaskRecord, why: str, now: float) -> None:
         rec.reason = why
