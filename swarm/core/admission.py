@@ -19,7 +19,7 @@ from swarm.errors import InvalidSpec
 from swarm.messages import SubmitJob, TaskSpec
 from swarm.trust.roles import allowed, permission_refusal
 
-__all__ = ["TaskValidator", "amend_refusal", "reserve_refusal", "submit_refusal"]
+__all__ = ["TaskValidator", "amend_refusal", "owner_refusal", "reserve_refusal", "submit_refusal"]
 
 #: Returns why a task can never run (unknown type, bad payload), or None when it may.
 TaskValidator = Callable[[TaskSpec], str | None]
@@ -73,6 +73,14 @@ def reserve_refusal(job: SubmitJob, jobs: Container[str], now: float | None) -> 
         who = job.submitted_by or "the sender"
         refusal = f"role {job.role or 'none'!r} of {who} may not reserve slots"
     return refusal
+
+
+def owner_refusal(by: str, role: str, owner: str, what: str) -> str | None:
+    """Why `by` (with `role`) may not `what` (`"cancel job j1"`) of `owner`, or None: only the owner, or a
+    role with the `cancel_any` permission, may change or end what was submitted."""
+    if by == owner or allowed(role, "cancel_any"):
+        return None
+    return f"{by or 'this sender'} may not {what} of {owner}"
 
 
 def _tasks_refusal(

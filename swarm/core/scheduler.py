@@ -42,7 +42,7 @@ from dataclasses import replace
 from typing import Any
 
 from swarm import topics
-from swarm.core.admission import TaskValidator, amend_refusal, reserve_refusal, submit_refusal
+from swarm.core.admission import TaskValidator, amend_refusal, owner_refusal, reserve_refusal, submit_refusal
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.joblog import JobLog
@@ -81,7 +81,6 @@ from swarm.messages import (
     TaskUpdate,
     WorkerReport,
 )
-from swarm.trust.roles import allowed
 from swarm.workflow.gate import decide
 
 __all__ = ["Scheduler"]
@@ -312,9 +311,9 @@ class Scheduler:
         job = self.jobs.get(amend.job_id)
         if job is None:
             return f"no running job {amend.job_id!r}"
-        owner = job.spec.submitted_by
-        if amend.by != owner and not allowed(amend.role, "cancel_any"):
-            return f"{amend.by or 'this sender'} may not change job {amend.job_id} of {owner}"
+        refusal = owner_refusal(amend.by, amend.role, job.spec.submitted_by, f"change job {amend.job_id}")
+        if refusal is not None:
+            return refusal
         for task_id in amend.skip:
             rec = job.tasks.get(task_id)
             if rec is None or rec.state not in ("waiting", "queued"):
@@ -443,9 +442,10 @@ class Scheduler:
         if target in self.reservations:
             res = self.reservations.get(target)
             assert res is not None
-            if by != res.owner and not allowed(role, "cancel_any"):
+            refusal = owner_refusal(by, role, res.owner, f"cancel reservation {target}")
+            if refusal is not None:
                 self._count("cancels_refused")
-                return f"{by or 'this sender'} may not cancel reservation {target} of {res.owner}"
+                return refusal
             self._end_reservation(target, f"cancelled by {by or 'request'}", now)
             return None
         if target in self.jobs:
@@ -456,10 +456,10 @@ class Scheduler:
             recs = [self.tasks[target]]
         else:
             return f"no task or job {target!r}"
-        owner = job.spec.submitted_by
-        if by != owner and not allowed(role, "cancel_any"):
+        refusal = owner_refusal(by, role, job.spec.submitted_by, f"cancel job {job.spec.job_id}")
+        if refusal is not None:
             self._count("cancels_refused")
-            return f"{by or 'this sender'} may not cancel job {job.spec.job_id} of {owner}"
+            return refusal
         for rec in recs:
             if rec.state not in TERMINAL_STATES:
                 self._finish(rec, "cancelled", now, error="cancelled by request")
