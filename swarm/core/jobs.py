@@ -27,7 +27,10 @@ from swarm.messages import (
 from swarm.workflow.conditions import parse_condition
 from swarm.workflow.gate import step_inputs
 
-__all__ = ["TRANSITIONS", "JobRecord", "TaskRecord", "check_job", "piped_payload"]
+__all__ = ["TRANSITIONS", "JobRecord", "ReadyEntry", "TaskRecord", "check_job", "piped_payload"]
+
+#: An entry of the coordinator's ready queue, a heap: (priority, sequence number, task id).
+ReadyEntry = tuple[int, int, str]
 
 TRANSITIONS: frozenset[tuple[str, str]] = frozenset(
     {

@@ -9,26 +9,17 @@ replica keeps each task's record of the highest epoch (`replica.py` says why). T
 machine that owns it. After every batch of events the scheduler (if this node acts) places ready tasks,
 and the effects of all machines are collected, assignments and results batched per destination.
 
-Following. Every node subscribes to (relative to `swarm/<cluster>/`) `node/<self>/in`, `election`, `coord`
-and `job/+/state`, and to `coord/in` while it acts as coordinator. Every heartbeat (`node/+/hb`) is followed
-only by the coordinator and by a node whose turn to claim has come; the job log (the specs `job/+/spec` and
-the commits `job/+/commits/+`) also by the standbys the coordinator names, so that one of them takes over
-with its replica warm. Only those need a job's spec: it is there to adopt the job, and decoding a large
-one on every member cost each of them seconds of CPU on a saturated machine (`docs/election.md`). Everyone
-else follows the coordinator's heartbeat alone. So a cluster of N members carries O(N) heartbeat and
-commit deliveries instead of O(N^2). A node starts following by subscribing, and the retained records that
-brings (every live member's heartbeat, every spec and commit batch) reach it before anything it publishes
-afterwards comes back to it: that is why a claim, echoed, finds the claimant's member table
-and replica complete (see `election.py`).
+Following the coordinator's records and succeeding it are `succession.py`'s rules; this module
+applies them as the election moves: subscribing, taking over, being deposed.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from swarm import topics
+from swarm.core.admission import TaskValidator
 from swarm.core.config import CoreConfig
 from swarm.core.election import MAX_EPOCH_STEP, Election, claim_in_reach, claim_message
 from swarm.core.events import (
@@ -52,8 +43,17 @@ from swarm.core.membership import Member, Membership, paced_interval
 from swarm.core.quota import Quota
 from swarm.core.replica import Replica
 from swarm.core.retry import Rng
-from swarm.core.scheduler import Scheduler, TaskValidator
+from swarm.core.scheduler import Scheduler
 from swarm.core.story import STORY_SIZE, Story, StoryEntry
+from swarm.core.succession import (
+    NODE_SUBSCRIPTIONS,
+    announcement,
+    choose_standbys,
+    followed,
+    may_claim,
+    succession_rank,
+    take_over,
+)
 from swarm.core.worker import REPORT_EVERY, Worker
 from swarm.devices.capabilities import Capabilities
 from swarm.messages import (
@@ -88,9 +88,6 @@ MAX_BATCH = 512
 #: overload a line per member per flap on every node was itself a large share of the load.
 MEMBER_LOG_EVERY = 10.0
 
-#: Topics every node follows besides its inbox. Every member's heartbeat is followed by the coordinator
-#: and claimants only; the job log (specs and commits) by the coordinator, its standbys and claimants.
-NODE_SUBSCRIPTIONS = (topics.ELECTION, topics.COORD, topics.JOB_STATES)
 #: Heartbeats whose way back through the broker a node times at once; more are a broker that lost them.
 MAX_ECHOES_AWAITED = 32
 
@@ -443,9 +440,8 @@ class NodeMachine:
     def _on_tick(self, now: float) -> None:
         self.membership.tick(now)
         self._take_member_changes(now)
-        may_claim = {topics.EVERY_HEARTBEAT, topics.JOB_SPECS, topics.JOB_LOG} <= self._following
         patience = self.membership.patience
-        self.election.tick(now, self.membership.state_of, may_claim, patience)
+        self.election.tick(now, self.membership.state_of, may_claim(self._following), patience)
         self._apply_election(now)
         if now >= self._next_heartbeat and not self.left:
             self._next_heartbeat = now + self.heartbeat_interval
@@ -538,12 +534,8 @@ class NodeMachine:
             self._quotas,
             story=self._story,
         )
-        if self._ledger is not None:
-            scheduler.quotas.restore(self._ledger[1].admitted)
-        for job, committed, spent in active:
-            scheduler.adopt(job, committed, now, spent)
-        for member in self.membership.members.values():
-            scheduler.on_member(member, now)
+        ledger = None if self._ledger is None else self._ledger[1]
+        take_over(scheduler, active, self.membership.members.values(), ledger, now)
         self.scheduler = scheduler
         self._standbys = self._choose_standbys()
         what = f"acting as coordinator of epoch {epoch}, {len(active)} active job(s) adopted"
@@ -553,44 +545,24 @@ class NodeMachine:
         self._effects.append(self._announcement(epoch))
 
     def _announcement(self, epoch: int) -> Publish:
-        body = CoordinatorAnnounce(epoch, self.node_id, self._standbys)
-        return Publish(topics.COORD, body, epoch=epoch, retain=True)
+        return announcement(epoch, self.node_id, self._standbys)
 
     def _choose_standbys(self) -> tuple[str, ...]:
-        """The members that follow everything so one can take over at once: mains-powered first, by id."""
-        alive = [
-            m
-            for m in self.membership.members.values()
-            if m.state == "alive" and m.heartbeat is not None and m.node_id != self.node_id
-        ]
-        best = heapq.nsmallest(
-            self.config.standbys,
-            alive,
-            key=lambda m: (m.heartbeat is None or m.heartbeat.caps.battery_percent is not None, m.node_id),
-        )
-        return tuple(m.node_id for m in best)
+        return choose_standbys(self.membership.members.values(), self.node_id, self.config.standbys)
 
     def _follows(self, node_id: str) -> bool:
         return topics.EVERY_HEARTBEAT in self._following or node_id == self.election.coordinator
 
     def _follow(self) -> None:
         """Subscribe to what this node's part requires now, and drop what it no longer does."""
-        e = self.election
-        everything = e.acting_epoch is not None or e.claiming
-        wanted: set[str] = set()
-        if everything:
-            wanted.add(topics.EVERY_HEARTBEAT)
-        elif e.coordinator is not None and e.coordinator != self.node_id:
-            wanted.add(topics.heartbeat(e.coordinator))
-        if everything or self.node_id in e.standbys:
-            wanted |= {topics.JOB_SPECS, topics.JOB_LOG, topics.QUOTA_LEDGER}
+        wanted = followed(self.election, self.node_id)
         if wanted == self._following:
             return
         self._effects.extend(Unsubscribe(t) for t in sorted(self._following - wanted))
         self._effects.extend(Subscribe(t) for t in sorted(wanted - self._following))
         # What is no longer followed would only go stale: a later claim starts again from retained records.
         if topics.EVERY_HEARTBEAT in self._following - wanted:
-            self.membership.keep_only(e.coordinator)
+            self.membership.keep_only(self.election.coordinator)
             self._hb_sent.clear()
         if topics.JOB_LOG in self._following - wanted:
             self.replica.forget_log()
@@ -599,11 +571,7 @@ class NodeMachine:
     def succession_rank(self) -> int:
         """This node's place in line to take over (0 first): the coordinator, its standbys, then the
         members this node knows alive, by id."""
-        line = [self.election.coordinator or "", *self.election.standbys]
-        if self.node_id in line:
-            return line.index(self.node_id)
-        others = sorted(set(self.membership.alive_ids()) - set(line) | {self.node_id})
-        return len(line) + others.index(self.node_id)
+        return succession_rank(self.election, self.membership.alive_ids(), self.node_id)
 
     def _report_to_new_coordinator(self, now: float) -> None:
         epoch = self.election.epoch

@@ -30,7 +30,10 @@ from __future__ import annotations
 from swarm import topics
 from swarm.messages import AttemptsSpent, SubmitJob, TaskUpdate
 
-__all__ = ["Replica"]
+__all__ = ["ActiveJob", "Replica"]
+
+#: An unfinished job as a successor adopts it: its spec, its commits by task, and its spent attempts.
+ActiveJob = tuple[SubmitJob, dict[str, TaskUpdate], dict[str, AttemptsSpent]]
 
 
 class Replica:
@@ -99,7 +102,7 @@ class Replica:
         """Jobs whose end we learned at or after `since`, in id order."""
         return sorted(j for j, (at, _) in self.finished.items() if at >= since)
 
-    def active(self) -> list[tuple[SubmitJob, dict[str, TaskUpdate], dict[str, AttemptsSpent]]]:
+    def active(self) -> list[ActiveJob]:
         """Unfinished jobs with their commits and the attempts their other tasks spent, in id order."""
         return [
             (

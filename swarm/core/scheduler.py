@@ -17,24 +17,17 @@ member drops coordinator traffic of older epochs, so a deposed scheduler is harm
 * Placement. Live members (updated by `on_member` with every heartbeat) and which of them have room live
   in a `Roster`, which picks a device for each task at a cost that does not grow with the cluster. A task
   no member could ever run is *blocked* with its reason and fails after its pending timeout.
-* Acknowledgements. Every result taken in is acknowledged to its worker in the next `Assign` to it (or
-  alone, once per heartbeat interval), so the worker can stop keeping it for a successor; a result that
-  committed its task only once that commit is published.
+* Acknowledgements. Every result taken in is acknowledged to its worker, with the worker's next
+  assignments, in one `Assign` per drain (`outbox.py`); a result that committed its task only once that
+  commit is published.
 * The job log. When commits go out (paced per job), their echoes and records published again are
   `joblog.py`'s.
 * Constraints. A task's required labels, tolerated taints and pinned members are properties of the
   task and the member (`placement.unmet`); anti-affinity is the scheduler's, which knows where each task
   of a job runs or last ran: a task whose requirements `avoid` other tasks is not placed on their members.
-* Preemption. A ready task whose requirements allow it to `preempt` goes to a qualifying member with a
-  free execution slot (fewer attempts held than slots) when there is one; otherwise it cancels one
-  attempt of strictly lower priority (larger number) whose task is `preemptible`, on a member where
-  that frees an execution slot (it holds no prefetched attempts beyond its slots: the worker's queue is
-  first in, first out, so evicting one of many would not start the urgent task), and takes its place;
-  otherwise it is placed like any task. The victim
-  is requeued at once and its attempt does not count against its retries (the attempt number still
-  grows, so its late result is dropped as stale). Bounded: at most one attempt is preempted per
-  placement, a few urgent tasks are considered per dispatch, and the attempt that follows a preemption
-  cannot itself be preempted, so two tasks never take turns evicting each other.
+* Preemption. A ready task whose requirements allow it to `preempt` may take the place of a running
+  attempt of lower priority when no member has room (`preemption.py` has its rules and chooses); the
+  victim is requeued at once without spending one of its retries.
 * Reservations. A job of kind `reservation` holds execution slots on members for a run that has not
   started (`reservations.py` has its rules): no other task is placed into them, nor preempts into them;
   the run's tasks pinned there take them over as they start, ahead of the queue.
@@ -44,23 +37,26 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from swarm import topics
+from swarm.core.admission import TaskValidator, amend_refusal, owner_refusal, reserve_refusal, submit_refusal
 from swarm.core.config import CoreConfig
 from swarm.core.events import ClearRetained, Effect, Publish
 from swarm.core.joblog import JobLog
-from swarm.core.jobs import JobRecord, TaskRecord, check_job, piped_payload
+from swarm.core.jobs import JobRecord, ReadyEntry, TaskRecord, piped_payload
 from swarm.core.membership import Member
-from swarm.core.placement import Candidate, choose, pinned, unmet, unmet_by_all
-from swarm.core.quota import JobDemand, Quota, QuotaBook
-from swarm.core.reservations import Reservations, reservation_refusal
+from swarm.core.outbox import WorkerOutbox
+from swarm.core.placement import Candidate, unmet, unmet_by_all
+from swarm.core.preemption import Preemption, most_urgent
+from swarm.core.quota import Quota, QuotaBook
+from swarm.core.quotagate import QuotaGate
+from swarm.core.reservations import Reservations
 from swarm.core.retry import Rng, backoff_delay, should_retry
 from swarm.core.roster import Roster
 from swarm.core.story import Story
-from swarm.errors import InvalidSpec
 from swarm.messages import (
     PRIORITIES,
     RESERVATION_KIND,
@@ -73,7 +69,6 @@ from swarm.messages import (
     JobAccepted,
     JobRejected,
     JobState,
-    QuotaLedger,
     Started,
     SubmitJob,
     TaskRef,
@@ -86,23 +81,14 @@ from swarm.messages import (
     TaskUpdate,
     WorkerReport,
 )
-from swarm.trust.roles import allowed, permission_refusal
 from swarm.workflow.gate import decide
 from swarm.workflow.lineage import recipes
 
-__all__ = ["Scheduler", "TaskValidator"]
+__all__ = ["Scheduler"]
 
-#: How many of the most urgent ready tasks a dispatch considers for preemption when no member has room.
-PREEMPT_LOOKAHEAD = 8
 #: An attempt a worker's report does not account for, though the worker has not seen the Assign that
 #: carried it, is taken for lost once it was assigned this long ago (a restarted process sees no Assign).
 LOST_WITHOUT_SIGN_S = 30.0
-#: Least time between two publishes of the quota ledger (`QuotaLedger`), in seconds.
-LEDGER_EVERY_S = 1.0
-
-
-#: Returns why a task can never run (unknown type, bad payload), or None when it may.
-TaskValidator = Callable[[TaskSpec], str | None]
 
 
 class Scheduler:
@@ -128,33 +114,26 @@ class Scheduler:
         self._validator = validator
         self.jobs: dict[str, JobRecord] = {}
         self.tasks: dict[str, TaskRecord] = {}
-        self._ready: list[tuple[int, int, str]] = []
+        self._ready: list[ReadyEntry] = []
         self._delayed: list[tuple[float, str]] = []
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
         self._finished_jobs: set[str] = set()
-        #: What this node's own worker gets in memory, and jobs closed, for `NodeMachine` to take.
-        self._local: Assign | None = None
+        #: Jobs closed, for `NodeMachine` to take.
         self._closed: list[str] = []
         self._seq = 0
         self._held: dict[str, set[str]] = {}
         self._exclusive: dict[str, int] = {}
         self._roster = Roster(config)
-        self._outbox: dict[str, list[Assignment]] = {}
+        self._outbox = WorkerOutbox(self_id, epoch, config.heartbeat_interval)
         self._started: dict[str, list[Started]] = {}
-        self._acks: dict[str, list[TaskRef]] = {}
-        self._next_ack_flush = 0.0
         self._touched: set[str] = set()
         self._log = JobLog(epoch, config)
         self._effects: list[Effect] = []
         self._dispatch_after = dispatch_after
         self._recent: deque[TaskSummary] = deque(maxlen=1000)
         self.quotas = QuotaBook(quotas)
-        self._ledger_due = False
-        self._next_ledger = 0.0
-        #: Ready tasks held back because their owner is at a quota, by owner: back in the queue when one
-        #: of the owner's tasks stops running (so they never block the queue for anyone else).
-        self._throttled: dict[str, list[tuple[int, int, str]]] = {}
+        self._quota_gate = QuotaGate(self.quotas)
         #: Attempts per task that spend none of its retries: preempted ones, and ones lost with a member
         #: that turned out alive (`_lost_with`).
         self._free_attempts: dict[str, int] = {}
@@ -164,10 +143,7 @@ class Scheduler:
         #: fault. A restarted process starts its sequence again: a task that crashes its device still
         #: spends its retries.
         self._lost_with: dict[str, tuple[int, list[str]]] = {}
-        #: Assigns sent per node this epoch (`Assign.seq`).
-        self._assigns_sent: dict[str, int] = {}
-        #: Task -> its attempt that may not be preempted (the one after a preemption).
-        self._protected: dict[str, int] = {}
+        self._preemption = Preemption(config.weights)
         self.reservations = Reservations()
         self.metrics: dict[str, int] = {}
 
@@ -194,7 +170,7 @@ class Scheduler:
             return
         if job.job_id in self.jobs:
             return
-        refusal = self._refusal(job, None)
+        refusal = submit_refusal(job, self.tasks, self.reservations, self._validator, self.quotas, None)
         if refusal is not None:
             self._reject(job, refusal, now)
             return
@@ -212,37 +188,12 @@ class Scheduler:
         if job.job_id in self.jobs:
             self._publish_event(job.job_id, JobAccepted(job.job_id, len(job.tasks)))
             return
-        refusal = self._refusal(job, now)
+        refusal = submit_refusal(job, self.tasks, self.reservations, self._validator, self.quotas, now)
         if refusal is not None:
             self._reject(job, refusal, now)
             return
-        self.quotas.admit_job(job.submitted_by, job.team or None, JobDemand.of(job), now)
-        self._ledger_due = self._ledger_due or bool(job.tasks)
+        self._quota_gate.admit(job, now)
         self._add_job(job, {}, now, announce=True)
-
-    def _refusal(self, job: SubmitJob, now: float | None) -> str | None:
-        """Why `job` can never run here, or None. Quotas and task types are asked only of a new
-        submission (`now` given), see `adopt`."""
-        try:
-            check_job(job)
-        except InvalidSpec as exc:
-            return str(exc)
-        refusal = permission_refusal(job)
-        if refusal is not None:
-            return refusal
-        if now is not None:
-            over = self.quotas.job_refusal(job.submitted_by, job.team or None, JobDemand.of(job), now)
-            if over is not None:
-                return str(over)
-        if job.job_id in self.reservations:
-            return f"job id {job.job_id!r} is already used by a reservation"
-        for spec in job.tasks:
-            if spec.task_id in self.tasks:
-                return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
-            why = self._validator(spec) if now is not None else None
-            if why is not None:
-                return f"task {spec.task_id!r}: {why}"
-        return None
 
     def _reject(self, job: SubmitJob, reason: str, now: float) -> None:
         self._count("jobs_rejected")
@@ -276,12 +227,7 @@ class Scheduler:
             if announce:
                 self._publish_event(job.job_id, JobAccepted(job.job_id, 0))
             return
-        refusal = reservation_refusal(job, now if announce else None)
-        if refusal is None and job.job_id in self.jobs:
-            refusal = f"reservation id {job.job_id!r} is already used by a job"
-        if refusal is None and not allowed(job.role, "submit"):
-            who = job.submitted_by or "the sender"
-            refusal = f"role {job.role or 'none'!r} of {who} may not reserve slots"
+        refusal = reserve_refusal(job, self.jobs, now if announce else None)
         if refusal is not None:
             self._reject(job, refusal, now)
             return
@@ -366,16 +312,16 @@ class Scheduler:
         job = self.jobs.get(amend.job_id)
         if job is None:
             return f"no running job {amend.job_id!r}"
-        owner = job.spec.submitted_by
-        if amend.by != owner and not allowed(amend.role, "cancel_any"):
-            return f"{amend.by or 'this sender'} may not change job {amend.job_id} of {owner}"
+        refusal = owner_refusal(amend.by, amend.role, job.spec.submitted_by, f"change job {amend.job_id}")
+        if refusal is not None:
+            return refusal
         for task_id in amend.skip:
             rec = job.tasks.get(task_id)
             if rec is None or rec.state not in ("waiting", "queued"):
                 state = "unknown" if rec is None else rec.state
                 return f"cannot skip {task_id}: only a task not started yet can be skipped (it is {state})"
         amended = replace(job.spec, tasks=(*job.spec.tasks, *amend.add))
-        refusal = self._amend_refusal(amended, amend.add)
+        refusal = amend_refusal(amended, amend.add, self.tasks, self._validator)
         if refusal is not None:
             return refusal
         for task_id in amend.skip:
@@ -387,19 +333,6 @@ class Scheduler:
             self._effects.append(spec)
         self._count("amendments")
         return None
-
-    def _amend_refusal(self, amended: SubmitJob, added: Iterable[TaskSpec]) -> str | None:
-        try:
-            check_job(amended)
-        except InvalidSpec as exc:
-            return str(exc)
-        for spec in added:
-            if spec.task_id in self.tasks:
-                return f"task id {spec.task_id!r} is already used by job {self.tasks[spec.task_id].job_id}"
-            why = self._validator(spec)
-            if why is not None:
-                return f"task {spec.task_id!r}: {why}"
-        return permission_refusal(amended)
 
     # --- results and reports ------------------------------------------------------------------------
 
@@ -424,7 +357,7 @@ class Scheduler:
                 continue
             if rec is None or rec.state != "running" or rec.attempt != res.attempt:
                 self._count("stale_results")
-                self._acks.setdefault(sender, []).append(ack)
+                self._outbox.ack([(sender, ack)])
                 continue
             self._release(rec)
             if res.finished_at and res.started_at:
@@ -442,7 +375,7 @@ class Scheduler:
             if rec.task_id in job.committed:
                 self._log.hold_ack(job, sender, ack)
             else:
-                self._acks.setdefault(sender, []).append(ack)
+                self._outbox.ack([(sender, ack)])
 
     def on_worker_report(self, sender: str, report: WorkerReport, now: float) -> None:
         """Adopt attempts a worker still holds; take in results it finished while we were not acting."""
@@ -510,9 +443,10 @@ class Scheduler:
         if target in self.reservations:
             res = self.reservations.get(target)
             assert res is not None
-            if by != res.owner and not allowed(role, "cancel_any"):
+            refusal = owner_refusal(by, role, res.owner, f"cancel reservation {target}")
+            if refusal is not None:
                 self._count("cancels_refused")
-                return f"{by or 'this sender'} may not cancel reservation {target} of {res.owner}"
+                return refusal
             self._end_reservation(target, f"cancelled by {by or 'request'}", now)
             return None
         if target in self.jobs:
@@ -523,10 +457,10 @@ class Scheduler:
             recs = [self.tasks[target]]
         else:
             return f"no task or job {target!r}"
-        owner = job.spec.submitted_by
-        if by != owner and not allowed(role, "cancel_any"):
+        refusal = owner_refusal(by, role, job.spec.submitted_by, f"cancel job {job.spec.job_id}")
+        if refusal is not None:
             self._count("cancels_refused")
-            return f"{by or 'this sender'} may not cancel job {job.spec.job_id} of {owner}"
+            return refusal
         for rec in recs:
             if rec.state not in TERMINAL_STATES:
                 self._finish(rec, "cancelled", now, error="cancelled by request")
@@ -547,10 +481,7 @@ class Scheduler:
     def tick(self, now: float) -> None:
         """Wake backed-off tasks, time out attempts, fail long-blocked tasks, send due acknowledgements,
         publish again records that never came back."""
-        if now >= self._next_ack_flush:
-            self._next_ack_flush = now + self._config.heartbeat_interval
-            for node in self._acks:
-                self._outbox.setdefault(node, [])
+        if self._outbox.tick(now):
             self._count("records_republished", self._log.republish_overdue(now))
         while self._delayed and self._delayed[0][0] <= now:
             _, task_id = heapq.heappop(self._delayed)
@@ -572,11 +503,8 @@ class Scheduler:
                 self._finish(rec, "failed", now, error=f"unschedulable for {limit:g}s: {rec.reason}")
         for res_id in self.reservations.expired(now):
             self._end_reservation(res_id, "expired", now)
-        if self._ledger_due and now >= self._next_ledger:
-            # At most one retained ledger a second, however many jobs arrive: what a successor misses
-            # is what was admitted in the last second of its predecessor.
-            self._ledger_due, self._next_ledger = False, now + LEDGER_EVERY_S
-            ledger = QuotaLedger(self.quotas.ledger(now))
+        ledger = self._quota_gate.ledger(now)
+        if ledger is not None:
             self._effects.append(Publish(topics.QUOTA_LEDGER, ledger, epoch=self.epoch, retain=True))
 
     def dispatch(self, now: float) -> None:
@@ -590,23 +518,17 @@ class Scheduler:
             # Held slots follow the reserving runs' tasks, which may have ended without running.
             self._refresh_loads(self.reservations.nodes())
             self._place_reserved(now)
-        deferred: list[tuple[int, int, str]] = []
+        deferred: list[ReadyEntry] = []
         while self._ready and self._roster.has_room and len(deferred) < 64:
             item = heapq.heappop(self._ready)
-            rec = self.tasks.get(item[2])
-            if (
-                rec is None
-                or rec.state != "queued"
-                or rec.not_before is not None
-                or rec.task_id in self._blocked
-            ):
+            rec = self._startable(item[2])
+            if rec is None:
                 continue
             owner = self.jobs[rec.job_id].spec
-            team = owner.team or None
-            over = self.quotas.start_refusal(owner.submitted_by, team, rec.spec.requirements, now)
+            over = self._quota_gate.start_refusal(owner, rec.spec.requirements, now)
             if over is not None:
                 rec.reason = str(over)
-                self._throttled.setdefault(owner.submitted_by, []).append(item)
+                self._quota_gate.hold_back(owner, item)
                 continue
             avoid = self._avoid(rec)
             if rec.spec.requirements.preempt and self._preempt_for(rec, avoid, now):
@@ -633,22 +555,23 @@ class Scheduler:
                 if c is None:
                     continue
                 for task_id in task_ids:
-                    rec = self.tasks.get(task_id)
-                    if (
-                        rec is None
-                        or rec.state != "queued"
-                        or rec.not_before is not None
-                        or task_id in self._blocked
-                    ):
+                    rec = self._startable(task_id)
+                    if rec is None:
                         continue
                     req = rec.spec.requirements
                     if c.exclusive_held or c.held >= c.limit or (req.exclusive and c.held):
                         break
-                    owner = self.jobs[rec.job_id].spec
-                    if self.quotas.start_refusal(owner.submitted_by, owner.team or None, req, now):
+                    if self._quota_gate.start_refusal(self.jobs[rec.job_id].spec, req, now):
                         continue
                     if unmet(req, node, c.heartbeat, self._avoid(rec)) is None:
                         self._assign(rec, c, now)
+
+    def _startable(self, task_id: str) -> TaskRecord | None:
+        """The task, if it is queued and neither backing off nor blocked."""
+        rec = self.tasks.get(task_id)
+        if rec is None or rec.state != "queued" or rec.not_before is not None or task_id in self._blocked:
+            return None
+        return rec
 
     def _avoid(self, rec: TaskRecord) -> dict[str, str] | None:
         """Anti-affinity: the members where the tasks `rec` avoids run or last ran -> those tasks."""
@@ -664,82 +587,36 @@ class Scheduler:
 
     def _preempt_pass(self, now: float) -> None:
         """No member is open: the most urgent ready tasks that may preempt try to."""
-        # The k smallest entries of a binary heap sit in its first 2**k - 1 places (each has fewer than
-        # k smaller ancestors), so the look stays cheap however many tasks wait.
-        window = self._ready[: 2**PREEMPT_LOOKAHEAD - 1]
-        for item in heapq.nsmallest(PREEMPT_LOOKAHEAD, window):
-            rec = self.tasks.get(item[2])
-            if (
-                rec is None
-                or not rec.spec.requirements.preempt
-                or rec.state != "queued"
-                or rec.not_before is not None
-                or rec.task_id in self._blocked
-            ):
+        for item in most_urgent(self._ready):
+            rec = self._startable(item[2])
+            if rec is None or not rec.spec.requirements.preempt:
                 continue
-            owner = self.jobs[rec.job_id].spec
-            if self.quotas.start_refusal(owner.submitted_by, owner.team or None, rec.spec.requirements, now):
+            if self._quota_gate.start_refusal(self.jobs[rec.job_id].spec, rec.spec.requirements, now):
                 continue
             avoid = self._avoid(rec)
             if unmet_by_all(rec.spec.requirements, self._roster.candidates(), avoid) is None:
                 self._preempt_for(rec, avoid, now)
 
     def _preempt_for(self, rec: TaskRecord, avoid: dict[str, str] | None, now: float) -> bool:
-        """Start `rec` at once: on a qualifying member with a free execution slot, or else in the place of
-        one attempt of lower priority; whether it was placed (its ready entry is then skipped as stale).
-        When neither is possible it is placed like any task (and may wait in a member's queue)."""
-        req = rec.spec.requirements
-        qualified = [
-            c
-            for c in pinned(req, self._roster.candidates(), avoid)
-            if unmet(req, c.node_id, c.heartbeat, avoid) is None
-        ]
-        # Attempts beyond a member's slots wait in its queue (first in, first out): only a member that
-        # holds fewer attempts than it has slots starts this one now.
-        idle = [c for c in qualified if c.held + c.reserved < c.heartbeat.slots]
-        target = choose(req, idle, self._config.weights, avoid)
-        if target is not None:
-            self._assign(rec, target, now)
-            return True
-        best: tuple[tuple[int, float, str], TaskRecord, Candidate] | None = None
-        for c in qualified:
-            for task_id in self._held.get(c.node_id, ()):
-                victim = self.tasks[task_id]
-                if not self._may_preempt(victim, rec, c):
-                    continue
-                # Lowest priority first, then the newest attempt (the least work lost), then the id.
-                key = (-victim.spec.priority, -victim.assigned_at, task_id)
-                if best is None or key < best[0]:
-                    best = (key, victim, c)
-        if best is None:
+        """Start `rec` at once, in a free execution slot or in the place of an attempt of lower priority;
+        whether it was placed (its ready entry is then skipped as stale). When neither is possible it is
+        placed like any task (and may wait in a member's queue)."""
+        candidates = self._roster.candidates()
+        placed = self._preemption.place(rec, avoid, candidates, self._held, self.tasks, self._exclusive)
+        if placed is None:
             return False
-        _, victim, target = best
-        self._preempt(victim, rec, now)
+        target, victim = placed
+        if victim is not None:
+            self._preempt(victim, rec, now)
         self._assign(rec, target, now)
         return True
-
-    def _may_preempt(self, victim: TaskRecord, urgent: TaskRecord, c: Candidate) -> bool:
-        """Whether cancelling `victim`'s attempt on `c` is allowed and frees room there for `urgent`."""
-        if (
-            victim.state != "running"
-            or victim.spec.priority <= urgent.spec.priority
-            or not victim.spec.requirements.preemptible
-            or self._protected.get(victim.task_id) == victim.attempt
-        ):
-            return False
-        held_after = c.held - 1
-        exclusive_after = self._exclusive.get(c.node_id, 0) - (1 if victim.spec.requirements.exclusive else 0)
-        # One victim must free an execution slot: a member with prefetched attempts queued is no target.
-        if exclusive_after > 0 or held_after + c.reserved >= min(c.limit, c.heartbeat.slots):
-            return False
-        return not (urgent.spec.requirements.exclusive and held_after > 0)
 
     def _preempt(self, victim: TaskRecord, by: TaskRecord, now: float) -> None:
         """Cancel `victim`'s attempt and requeue it without spending one of its retries."""
         self._effects.append(self._cancel_effect(victim))
         self._release(victim)
         self._free_attempts[victim.task_id] = self._free_attempts.get(victim.task_id, 0) + 1
-        self._protected[victim.task_id] = victim.attempt + 1
+        self._preemption.preempted(victim)
         victim.reason = (
             f"attempt {victim.attempt} preempted by {by.task_id} (priority {PRIORITIES[by.spec.priority]})"
         )
@@ -790,8 +667,8 @@ class Scheduler:
             started = Started(rec.task_id, rec.attempt, target.node_id)
             self._started.setdefault(rec.job_id, []).append(started)
         # It goes out in the next drain's Assign to that node.
-        rec.assign_seq = self._assigns_sent.get(target.node_id, 0) + 1
-        self._outbox.setdefault(target.node_id, []).append(
+        rec.assign_seq = self._outbox.assign(
+            target.node_id,
             Assignment(
                 rec.task_id,
                 rec.job_id,
@@ -800,7 +677,7 @@ class Scheduler:
                 payload,
                 rec.spec.timeout,
                 rec.spec.requirements.network,
-            )
+            ),
         )
 
     def _hold(self, rec: TaskRecord, node: str, now: float) -> None:
@@ -810,8 +687,7 @@ class Scheduler:
             deadline = now + timeout + self._config.failure_timeout
             heapq.heappush(self._deadlines, (deadline, rec.task_id, rec.attempt))
         self._held.setdefault(node, set()).add(rec.task_id)
-        owner = self.jobs[rec.job_id].spec
-        self.quotas.started(rec.task_id, owner.submitted_by, owner.team or None, rec.spec.requirements)
+        self._quota_gate.started(rec.task_id, self.jobs[rec.job_id].spec, rec.spec.requirements)
         if rec.spec.requirements.exclusive:
             self._exclusive[node] = self._exclusive.get(node, 0) + 1
         self._touched.add(rec.task_id)
@@ -830,20 +706,13 @@ class Scheduler:
 
     def set_quotas(self, quotas: Iterable[Quota]) -> None:
         """The cluster's quotas changed: apply them to what runs now, and try every held-back task again."""
-        for old in self.quotas.quotas():
-            self.quotas.remove_quota(old.scope_kind, old.scope, old.resource)
-        for quota in quotas:
-            self.quotas.set_quota(quota)
-        for items in self._throttled.values():
-            for item in items:
-                heapq.heappush(self._ready, item)
-        self._throttled.clear()
+        for item in self._quota_gate.set_quotas(quotas):
+            heapq.heappush(self._ready, item)
 
     def _unthrottle(self, rec: TaskRecord) -> None:
         """`rec` stopped running: its owner's quota has room again for the tasks held back."""
-        if self.quotas.finished(rec.task_id):
-            for item in self._throttled.pop(self.jobs[rec.job_id].spec.submitted_by, ()):
-                heapq.heappush(self._ready, item)
+        for item in self._quota_gate.finished(rec.task_id, self.jobs[rec.job_id].spec):
+            heapq.heappush(self._ready, item)
 
     def _block(self, rec: TaskRecord, why: str, now: float) -> None:
         rec.reason = why
@@ -944,11 +813,11 @@ class Scheduler:
         """Publish the job's last commits and its final record; forget it here."""
         job_id = job.spec.job_id
         # The spec stays retained until the records expire (`replica.py` says why).
-        self._release_acks(self._log.close(job, now))
+        self._outbox.ack(self._log.close(job, now))
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._free_attempts.pop(task_id, None)
-            self._protected.pop(task_id, None)
+            self._preemption.forget(task_id)
         del self.jobs[job_id]
         self._closed.append(job_id)
         self._count("jobs_finished")
@@ -981,10 +850,6 @@ class Scheduler:
         spent = AttemptsSpent(rec.task_id, rec.attempt, self._free_attempts.get(rec.task_id, 0))
         self._log.note_spent(self.jobs[rec.job_id], spent)
 
-    def _release_acks(self, released: list[tuple[str, TaskRef]]) -> None:
-        for node, ack in released:
-            self._acks.setdefault(node, []).append(ack)
-
     def _count(self, name: str, n: int = 1) -> None:
         if n:
             self.metrics[name] = self.metrics.get(name, 0) + n
@@ -1009,8 +874,7 @@ class Scheduler:
     def take_local(self) -> Assign | None:
         """The last drain's assignments and acknowledgements for this node's own worker, which gets them
         in memory instead of through the broker."""
-        local, self._local = self._local, None
-        return local
+        return self._outbox.take_local()
 
     def take_closed(self) -> list[str]:
         """Jobs whose final record the drains since the last call published."""
@@ -1025,16 +889,9 @@ class Scheduler:
             if job is not None and job.finished:
                 self._close(job, now)
         self._finished_jobs.clear()
-        self._release_acks(self._log.flush(self.jobs, now))
+        self._outbox.ack(self._log.flush(self.jobs, now))
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
-        effects: list[Effect] = []
-        for node, batch in self._outbox.items():
-            seq = self._assigns_sent[node] = self._assigns_sent.get(node, 0) + 1
-            assign = Assign(tuple(batch), tuple(self._acks.pop(node, ())), seq)
-            if node == self.self_id:
-                self._local = assign
-            else:
-                effects.append(Publish(topics.inbox(node), assign, epoch=self.epoch))
+        effects = self._outbox.drain()
         effects.extend(self._effects)
         effects.extend(self._log.drain())
         # A workflow run's steps are shown running as they start (one event per job per drain).
@@ -1043,7 +900,6 @@ class Scheduler:
             for job_id, started in self._started.items()
         )
         self._effects = []
-        self._outbox = {}
         self._started = {}
         return effects
 
