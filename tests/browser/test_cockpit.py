@@ -389,6 +389,12 @@ def test_the_sales_demo_opens_the_cockpit_on_its_run(duo: Cluster, browser: Any,
             _wait_states(page, dict.fromkeys(steps, "success"), timeout=90)
             page.wait_for_timeout(300)
             page.screenshot(path=str(_shots(tmp_path) / "cockpit-demo.png"))
+            # The MapReduce stage panel shows the aggregation's job: a map per shard, two reduces.
+            page.keyboard.press("3")
+            stage = page.locator("#panel-mapreduce")
+            assert stage.locator('select[aria-label="stage"]').input_value() == "aggregate-sales"
+            assert stage.locator('input[name="maps"]').input_value() == "2"
+            assert stage.locator('input[name="reduces"]').input_value() == "2"
             assert console.errors == [], console.errors
         finally:
             page.close()

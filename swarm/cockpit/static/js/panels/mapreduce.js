@@ -2,6 +2,7 @@
 // reduce stage's), partition strategy, combiner, compression and spill threshold. Saving defines a new
 // version (patch bumped) and shows the define answer, including what the engine does not apply.
 
+import { isMapReduce } from "../model.js";
 import { clone, define, describeDefine, knownVersions, nextVersion } from "../versions.js";
 import { el } from "./registry.js";
 
@@ -11,7 +12,7 @@ const COMBINERS = ["", "sum", "count", "min", "max"];
 /** The nodes that are MapReduce stages (flagged map/reduce or of the MAPREDUCE runtime). */
 export function stages(definition) {
   return (definition?.nodes ?? []).filter(
-    (n) => n.executionConfig?.isMapStage || n.executionConfig?.isReduceStage || String(n.taskDefinition?.runtime ?? "").toUpperCase() === "MAPREDUCE",
+    (n) => n.executionConfig?.isMapStage || n.executionConfig?.isReduceStage || isMapReduce(n),
   );
 }
 
@@ -25,15 +26,26 @@ export function reduceOf(definition, mapId) {
 export function readConfig(definition, nodeId) {
   const node = definition.nodes.find((n) => n.nodeId === nodeId);
   const mr = definition.mapReduceConfig ?? {};
+  const common = {
+    partitionStrategy: node.executionConfig?.partitionStrategy ?? "",
+    combiner: node.taskDefinition?.params?.combiner ?? "",
+    compressionEnabled: Boolean(mr.compressionEnabled),
+    spillThresholdMB: mr.spillThresholdMB ?? "",
+  };
+  if (isMapReduce(node)) {
+    // One step runs both stages of its engine job: maps from `parallelism`, reduces of its own.
+    return {
+      maps: Number(node.executionConfig?.parallelism ?? mr.mapParallelismDefault ?? 1),
+      reduces: Number(node.executionConfig?.reduceParallelism ?? mr.reduceParallelismDefault ?? 1),
+      ...common,
+    };
+  }
   const reduce = node.executionConfig?.isReduceStage ? node : reduceOf(definition, nodeId);
   const map = node.executionConfig?.isReduceStage ? null : node;
   return {
     maps: map ? Number(map.executionConfig?.parallelism ?? mr.mapParallelismDefault ?? 1) : null,
     reduces: reduce ? Number(reduce.executionConfig?.parallelism ?? mr.reduceParallelismDefault ?? 1) : null,
-    partitionStrategy: node.executionConfig?.partitionStrategy ?? "",
-    combiner: node.taskDefinition?.params?.combiner ?? "",
-    compressionEnabled: Boolean(mr.compressionEnabled),
-    spillThresholdMB: mr.spillThresholdMB ?? "",
+    ...common,
   };
 }
 
@@ -41,14 +53,15 @@ export function readConfig(definition, nodeId) {
 export function writeConfig(definition, nodeId, values) {
   const next = clone(definition);
   const node = next.nodes.find((n) => n.nodeId === nodeId);
-  const reduceId = node.executionConfig?.isReduceStage ? nodeId : reduceOf(next, nodeId)?.nodeId;
+  const whole = isMapReduce(node);
+  const reduceId = whole || node.executionConfig?.isReduceStage ? nodeId : reduceOf(next, nodeId)?.nodeId;
   const mapId = node.executionConfig?.isReduceStage ? null : nodeId;
   const set = (id, key, value) => {
     const n = next.nodes.find((x) => x.nodeId === id);
     n.executionConfig = { ...(n.executionConfig ?? {}), [key]: value };
   };
   if (mapId && values.maps) set(mapId, "parallelism", Number(values.maps));
-  if (reduceId && values.reduces) set(reduceId, "parallelism", Number(values.reduces));
+  if (reduceId && values.reduces) set(reduceId, whole ? "reduceParallelism" : "parallelism", Number(values.reduces));
   if (values.partitionStrategy) set(nodeId, "partitionStrategy", values.partitionStrategy);
   else if (node.executionConfig) delete node.executionConfig.partitionStrategy;
   const params = { ...(node.taskDefinition.params ?? {}) };
@@ -103,7 +116,8 @@ export const mapReducePanel = {
       empty.hidden = found.length > 0;
       form.hidden = found.length === 0;
       if (!found.length) return;
-      pick.replaceChildren(...found.map((n) => el("option", { value: n.nodeId }, `${n.name || n.nodeId}${n.executionConfig?.isReduceStage ? " (reduce)" : " (map)"}`)));
+      const role = (n) => (isMapReduce(n) ? " (MapReduce job)" : n.executionConfig?.isReduceStage ? " (reduce)" : " (map)");
+      pick.replaceChildren(...found.map((n) => el("option", { value: n.nodeId }, `${n.name || n.nodeId}${role(n)}`)));
       pick.value = found.some((n) => n.nodeId === nodeId) ? nodeId : found[0].nodeId;
       fill();
     }
