@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,36 @@ def reduce(key, values):
 """
 
 
+def _start(api: Api, dag: dict[str, Any]) -> str:
+    """Define `dag` and start a run of it; the run id."""
+    code, defined = api.call("POST", "/api/v1/dag/define", dag)
+    assert code == 201 and defined["validationResults"]["isValid"], defined
+    code, started = api.call("POST", f"/api/v1/dags/{dag['dagId']}/runs", {})
+    assert code == 202, started
+    return str(started["runId"])
+
+
+def _wait_until(
+    api: Api, run_id: str, ready: Callable[[dict[str, list[dict[str, Any]]]], bool]
+) -> dict[str, list[dict[str, Any]]]:
+    """Poll the run until `ready` holds of its step rows (by step id, in shard order); the rows."""
+    deadline = time.monotonic() + 60
+    while True:
+        _, run = api.call("GET", f"/api/v1/runs/{run_id}")
+        nodes: dict[str, list[dict[str, Any]]] = {}
+        for n in sorted(run.get("nodes", ()), key=lambda n: n["shard"]):
+            nodes.setdefault(n["nodeId"], []).append(n)
+        if ready(nodes):
+            return nodes
+        assert time.monotonic() < deadline and run.get("state") not in ("SUCCESS", "FAILED"), run
+        time.sleep(0.1)
+
+
+def _states(nodes: dict[str, list[dict[str, Any]]], step: str) -> set[str]:
+    """The states of a step's rows (its shards, maps or reduces); empty before it has any."""
+    return {n["state"] for n in nodes.get(step, ())}
+
+
 @pytest.fixture
 def trio(mosquitto: object, tmp_path: Path) -> Iterator[Cluster]:
     with running(tmp_path, mosquitto, ["a", "b", "c"]) as cluster:  # type: ignore[arg-type]
@@ -227,20 +257,10 @@ def test_a_mapreduce_step_survives_the_coordinator_killed_while_its_maps_run(tri
     dag["nodes"] = [n for n in dag["nodes"] if n["nodeId"] != "count-builtin"]
     dag["edges"] = [e for e in dag["edges"] if "count-builtin" not in (e["from"], e["to"])]
     dag["nodes"][-1]["taskDefinition"]["entrypoint"] = "steps:check_one"
-    code, defined = api.call("POST", "/api/v1/dag/define", dag)
-    assert code == 201 and defined["validationResults"]["isValid"], defined
-    code, started = api.call("POST", "/api/v1/dags/words-failover/runs", {})
-    assert code == 202, started
-    deadline = time.monotonic() + 60
-    while True:
-        code, run = api.call("GET", f"/api/v1/runs/{started['runId']}")
-        maps = [n for n in run.get("nodes", ()) if n["nodeId"] == "count.map"]
-        if maps and all(n["state"] == "RUNNING" for n in maps):
-            break
-        assert time.monotonic() < deadline and run.get("state") not in ("SUCCESS", "FAILED"), run
-        time.sleep(0.1)
+    run_id = _start(api, dag)
+    _wait_until(api, run_id, lambda nodes: _states(nodes, "count.map") == {"RUNNING"})
     trio.by_id(coordinator).kill()
-    run = _wait_run(api, started["runId"], timeout=120)
+    run = _wait_run(api, run_id, timeout=120)
     steps = {(n["nodeId"], n["shard"]): n for n in run["nodes"]}
     assert run["state"] == "SUCCESS", [(k, n["state"], n["error"]) for k, n in steps.items()]
     assert trio.status()["coordinator"] != coordinator
@@ -292,25 +312,13 @@ def test_an_output_lost_with_the_member_that_held_it_is_made_again_by_its_consum
             {"from": "hold", "to": "count"},
         ],
     }
-    code, defined = first.call("POST", "/api/v1/dag/define", dag)
-    assert code == 201 and defined["validationResults"]["isValid"], defined
-    code, started = first.call("POST", "/api/v1/dags/lineage/runs", {})
-    assert code == 202, started
-    deadline = time.monotonic() + 60
-    while True:
-        code, run = first.call("GET", f"/api/v1/runs/{started['runId']}")
-        made = next(
-            (n for n in run.get("nodes", ()) if n["nodeId"] == "make" and n["state"] == "SUCCESS"), None
-        )
-        if made is not None:
-            break
-        assert time.monotonic() < deadline and run.get("state") not in ("SUCCESS", "FAILED"), run
-        time.sleep(0.1)
+    run_id = _start(first, dag)
+    made = _wait_until(first, run_id, lambda nodes: _states(nodes, "make") == {"SUCCESS"})["make"][0]
     holder = made["device"]
     assert made["outputSize"] < 1000 and made["bytesOut"] > 200_000  # committed: a reference
     trio.by_id(holder).kill()
     survivor = next(api for node_id, api in apis.items() if node_id != holder)
-    run = _wait_run(survivor, started["runId"], timeout=120)
+    run = _wait_run(survivor, run_id, timeout=120)
     steps = {n["nodeId"]: n for n in run["nodes"]}
     assert run["state"] == "SUCCESS", [(k, n["state"], n["error"]) for k, n in steps.items()]
     scope: dict[str, Any] = {}

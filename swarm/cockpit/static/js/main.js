@@ -28,6 +28,8 @@ const PANELS = [
   monitorPanel, devicesPanel, suggestionsPanel, historyPanel, mapReducePanel, artifactsPanel,
 ];
 const $ = (id) => document.getElementById(id);
+/** The least time between two analyses of the shown run (critical path, edges, particles, title). */
+const ANALYSE_MS = 200;
 
 class Cockpit {
   constructor() {
@@ -48,6 +50,8 @@ class Cockpit {
     this.shown = [];
     this.seen = new Map();
     this.stale = false;
+    this.analysedAt = -Infinity;
+    this.analysis = null;
     this.eventTimes = [];
     this.latencies = [];
     this.timings = {};
@@ -391,7 +395,7 @@ class Cockpit {
     return this.timings;
   }
 
-  /** Apply the run's states to the universe: colours, critical path, bottleneck, particles, progress. */
+  /** Apply the run's states to the universe: colours now, the rest by `analyse`. */
   recolour() {
     if (!this.graph) return;
     const g = this.graph;
@@ -411,6 +415,21 @@ class Cockpit {
     for (const t of this.eventTimes) this.latencies.push(now - t);
     this.eventTimes = [];
     if (this.latencies.length > 1000) this.latencies.splice(0, this.latencies.length - 1000);
+    // The critical path, edges, particles and title follow at most every ANALYSE_MS: under a stream of
+    // events they would be recomputed for the whole graph every frame, for changes no one could see.
+    if (now - this.analysedAt >= ANALYSE_MS) this.analyse();
+    else if (!this.analysis) this.analysis = setTimeout(() => this.analyse(), ANALYSE_MS - (now - this.analysedAt));
+  }
+
+  /** The run's critical path, bottleneck, edge brightness, flowing particles and title. */
+  analyse() {
+    clearTimeout(this.analysis);
+    this.analysis = null;
+    this.analysedAt = performance.now();
+    if (!this.graph) return;
+    const g = this.graph;
+    const n = g.ids.length;
+    const rs = this.runState;
     const measured = rs ? g.ids.some((_, i) => rs.duration(i) > 0) : false;
     const weight = (i) => (rs?.duration(i) ?? 0) + 1e-3;
     const critical = criticalPath(g, this.layout.topo, measured ? weight : () => 1);
