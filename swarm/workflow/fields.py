@@ -116,7 +116,7 @@ class FieldReader:
         value = self.data.get(key)
         if value is None:
             return None
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value or value.isspace():
             raise DefinitionError(self.at(key), f"expected a non-empty string, got {describe(value)}")
         return value
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from swarm.workflow.durations import format_duration
@@ -345,10 +346,7 @@ def is_version(text: str) -> bool:
 
 def runtime_family(runtime: str, path: str = "runtime") -> RuntimeFamily:
     """PYTHON_3.9 -> PYTHON, BASH -> SHELL, JAVA_17 / SCALA_2.12 / KOTLIN -> JVM, MAPREDUCE, SWARM."""
-    match = (
-        _RUNTIME.fullmatch(runtime.replace("MAP_REDUCE", "MAPREDUCE")) if isinstance(runtime, str) else None
-    )
-    family = _FAMILIES.get(match[1].upper()) if match else None
+    family = _family_of(runtime) if isinstance(runtime, str) else None
     if family is None:
         raise DefinitionError(
             path,
@@ -356,6 +354,13 @@ def runtime_family(runtime: str, path: str = "runtime") -> RuntimeFamily:
             " MAPREDUCE or SWARM, optionally with a version (PYTHON_3.11, JAVA_17)",
         )
     return family
+
+
+@lru_cache(maxsize=256)
+def _family_of(runtime: str) -> RuntimeFamily | None:
+    # A definition names a few runtimes thousands of times (every step, and every check of its family).
+    match = _RUNTIME.fullmatch(runtime.replace("MAP_REDUCE", "MAPREDUCE"))
+    return _FAMILIES.get(match[1].upper()) if match else None
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
