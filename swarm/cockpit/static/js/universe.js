@@ -23,7 +23,7 @@ const MAX_LABELS = 150;
 // flowing) at BUSY_SCALE; at full resolution again once it has been still for SETTLE_MS. On software GL
 // the pixels cost more than the scene, and a moving picture hides the blur.
 const MOVING_SCALE = 0.4;
-const BUSY_SCALE = 0.55;
+const BUSY_SCALE = 0.45;
 const SETTLE_MS = 180;
 const MAX_PARTICLES = 4000;
 const PER_EDGE = 4;
