@@ -20,15 +20,13 @@ so the node needs no web framework (it has to run on old phones with only pure-P
 * `DELETE /f/<relpath>` (only with `allow_delete`) removes a file or a directory tree, for job cleanup.
 * `aliases` publishes chosen files from outside `root` under names of their own, read-only.
 
-Access control. All data belongs to a job, and every request must present that job's capability token
-(`Authorization: Bearer <token>`): a random secret the submitter makes when it plans the job and hands
-to the job's tasks inside their (signed) payloads. A node's server holds its jobs' data in
-`<root>/mr/<job id>/`, and learns a job's token from the file `.capability` there, which the task that
-writes the job's data leaves first (`register_capability`), so a restarted node still serves it. A
-submitter's server (`job=`) serves one job, whose token it is given. A request without a token, with
-one its path's job does not accept, or for a path outside every job is refused (401/403) and counted
-(`counters`); tokens are compared in constant time. Paths are plain names (`httpwire.is_name`: no `..`,
-no dot files, bounded), and a path whose symlinks resolve outside its job's directory is forbidden.
+Access control. Every request must present the capability token of the job its path belongs to
+(`Authorization: Bearer <token>`; `swarm.runtime.jobaccess` says where tokens come from). A node's
+server holds its jobs' data in `<root>/mr/<job id>/` and accepts the tokens each job's `.capability` file
+lists; a submitter's server (`job=`) serves one job, whose token it is given. A request without a token,
+with one its path's job does not accept, or for a path outside every job is refused (401/403) and
+counted (`counters`). Paths are plain names (`httpwire.is_name`: no `..`, no dot files, bounded), and
+a path whose symlinks resolve outside its job's directory is forbidden.
 
 Peers are not trusted to be well-behaved: connections are capped per peer address and in total (when
 full, the oldest connection still waiting for its request head makes room for a new one, so a crowd of
@@ -48,8 +46,6 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
-import hmac
 import logging
 import os
 import re
@@ -82,32 +78,17 @@ from swarm.runtime.httpwire import (
     checked_parts,
     content_length,
     is_name,
-    is_token,
     linger,
     parse_head,
     parse_path,
     parse_range,
     reply_error,
 )
+from swarm.runtime.jobaccess import JOBS_DIR, Capabilities
 
-__all__ = [
-    "CAPABILITY_FILE",
-    "JOBS_DIR",
-    "Capabilities",
-    "DataServer",
-    "job_data_name",
-    "read_capability_file",
-    "register_capability",
-]
+__all__ = ["DataServer"]
 
 log = logging.getLogger(__name__)
-
-#: On a node, job `j`'s data lives in `<root>/mr/j/` (where map tasks leave their runs).
-JOBS_DIR = "mr"
-#: The file in a job's directory that lists the tokens its data is served to, one a line.
-CAPABILITY_FILE = ".capability"
-#: Tokens kept per job (the newest): a job id resubmitted after its submitter died gets a new token.
-MAX_TOKENS_PER_JOB = 8
 
 HEAD_TIMEOUT_S = 5.0
 #: A request body must keep arriving at this rate on average, after `BODY_GRACE_S`, and never stall
@@ -133,128 +114,8 @@ _BUSY = (
 )
 
 _ChecksumKey = tuple[int, int, int, int, int, int]
-_FileKey = tuple[int, int, int, int]
 _R = TypeVar("_R")
 _Blocking = Callable[..., Awaitable[Any]]
-
-
-# -- capability tokens ---------------------------------------------------------------------------------
-
-
-def job_data_name(job_id: str) -> str:
-    """The directory name of a job's data under `mr/`: the id itself when it is a servable name, else
-    the id with every other character made `-` and a hash of the id appended (a workflow run's id holds
-    `@`, which a served path may not)."""
-    if is_name(job_id):
-        return job_id
-    digest = hashlib.sha256(job_id.encode()).hexdigest()[:12]
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', job_id).lstrip('.')[:80]}-{digest}"
-
-
-def register_capability(job_dir: Path, token: str) -> Path:
-    """Let the node's data server serve the job data in `job_dir` (`<data>/mr/<job id>`) to `token`.
-
-    Called by a task before it writes the job's data there. The token goes into `job_dir/.capability`,
-    mode 0600, appended (one short write with O_APPEND, so tasks of the job registering at once on one
-    node never tear the file) unless already there. Returns the file's path.
-    """
-    if not is_token(token):
-        raise ValueError("not a capability token")
-    job_dir.mkdir(parents=True, exist_ok=True)
-    path = job_dir / CAPABILITY_FILE
-    if token in read_capability_file(path):
-        return path
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)  # a file left wider by hand would let other users add tokens
-        write_all(fd, memoryview(f"{token}\n".encode("ascii")))
-    finally:
-        os.close(fd)
-    return path
-
-
-def read_capability_file(path: Path) -> frozenset[str]:
-    """The tokens a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is missing,
-    malformed, a symlink, or has any group or other permission (then others on the machine could have
-    read or added to it). Its owner is not checked: where the node runs task code as another user, that
-    user writes it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return frozenset()
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > 64 * 1024 or not _private(info):
-            return frozenset()
-        text = os.read(fd, 64 * 1024).decode("ascii", "replace")
-    except OSError:
-        return frozenset()
-    finally:
-        os.close(fd)
-    tokens = [line for line in text.split("\n") if is_token(line)]
-    return frozenset(tokens[-MAX_TOKENS_PER_JOB:])
-
-
-def _private(info: os.stat_result) -> bool:
-    if os.name != "posix":  # no POSIX modes to check
-        return True
-    return info.st_mode & 0o077 == 0
-
-
-class Capabilities:
-    """Which tokens a data server accepts, per job: granted in memory (`grant`), and, with `jobs_dir`,
-    listed in `<jobs_dir>/<job id>/.capability` (`register_capability`), re-read whenever that file
-    changes. Each check costs a `stat`, no more, and compares tokens in constant time."""
-
-    def __init__(
-        self, jobs_dir: Path | None = None, grants: Mapping[str, str | Iterable[str]] | None = None
-    ) -> None:
-        self._jobs_dir = jobs_dir
-        self._granted: dict[str, set[str]] = {}
-        self._files: dict[str, tuple[_FileKey, frozenset[str]]] = {}
-        for job_id, tokens in (grants or {}).items():
-            for token in [tokens] if isinstance(tokens, str) else tokens:
-                self.grant(job_id, token)
-
-    def grant(self, job_id: str, token: str) -> None:
-        """Accept `token` for `job_id`'s data from now on."""
-        if not is_name(job_id):
-            raise ValueError(f"bad job id {job_id[:40]!r}")
-        if not is_token(token):
-            raise ValueError("not a capability token")
-        self._granted.setdefault(job_id, set()).add(token)
-
-    def revoke(self, job_id: str) -> None:
-        """Accept no token for `job_id` any more (save what its `.capability` file still lists)."""
-        self._granted.pop(job_id, None)
-        self._files.pop(job_id, None)
-
-    def accepts(self, job_id: str, token: str) -> bool:
-        """Whether `token` opens `job_id`'s data."""
-        if not is_name(job_id) or not is_token(token):
-            return False
-        known = self._granted.get(job_id, set()) | self._from_file(job_id)
-        # Every known token is compared, so the time taken says nothing about which matched.
-        return sum(hmac.compare_digest(candidate, token) for candidate in known) > 0
-
-    def _from_file(self, job_id: str) -> frozenset[str]:
-        if self._jobs_dir is None:
-            return frozenset()
-        path = self._jobs_dir / job_id / CAPABILITY_FILE
-        try:
-            info = os.stat(path, follow_symlinks=False)
-        except OSError:
-            self._files.pop(job_id, None)  # the job's data was dropped: forget its tokens too
-            return frozenset()
-        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)  # ctime: a chmod counts
-        cached = self._files.get(job_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        tokens = read_capability_file(path)
-        self._files[job_id] = (key, tokens)
-        return tokens
 
 
 # -- the server ------------------------------------------------------------------------------------------
