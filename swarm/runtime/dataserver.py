@@ -14,9 +14,8 @@ so the node needs no web framework (it has to run on old phones with only pure-P
   (device, inode, size, mtime, range), so a file served twice is hashed once. A client that sends
   `X-Want-Checksum: no` gets no `X-Checksum` and the server does not hash at all: it knows the checksum
   already (a reducer has the one its mapper reported) or does not need one (see `datafetch.fetch`).
-* `PUT /f/<relpath>` (only with `allow_upload`) receives `Content-Length` bytes into a temp file beside
-  the target, checks them against the request's `X-Checksum` (400 "Checksum Mismatch" and nothing kept),
-  fsyncs and renames into place: a reader sees the old file or the whole new one, never a partial one.
+* `PUT /f/<relpath>` (only with `allow_upload`) stores `Content-Length` bytes atomically, checked against
+  the request's `X-Checksum` (`swarm.runtime.dataupload`).
 * `DELETE /f/<relpath>` (only with `allow_delete`) removes a file or a directory tree, for job cleanup.
 * `aliases` publishes chosen files from outside `root` under names of their own, read-only.
 
@@ -31,12 +30,11 @@ a path whose symlinks resolve outside its job's directory is forbidden.
 Peers are not trusted to be well-behaved: connections are capped per peer address and in total (when
 full, the oldest connection still waiting for its request head makes room for a new one, so a crowd of
 half-sent heads cannot lock clients out); a request head must arrive whole within `head_timeout`, and a
-body at `MIN_BODY_RATE` after a short grace; uploads are capped per request and per job (a byte budget,
-refused with 413 before any body is read); every bad request is logged and answered, and nothing a peer
-sends can stop the server. One request per connection keeps the state machine trivial and leaves no
-idle keep-alive connections; a connection costs far less than the transfers it carries. At most
-`fetch_limit` transfers run at once; later ones wait their turn, so a burst of reducers cannot exhaust a
-small device's file descriptors or disk bandwidth.
+body at a minimum rate; uploads are capped per request and per job (`dataupload.UploadBudget`); every
+bad request is logged and answered, and nothing a peer sends can stop the server. One request per
+connection keeps the state machine trivial and leaves no idle keep-alive connections; a connection costs
+far less than the transfers it carries. At most `fetch_limit` transfers run at once; later ones wait
+their turn, so a burst of reducers cannot exhaust a small device's file descriptors or disk bandwidth.
 """
 
 from __future__ import annotations
@@ -48,30 +46,33 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import shutil
 import stat
-import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
 from swarm.beneath import CLOEXEC, DIRECTORY, NONBLOCK, open_beneath
-from swarm.checksum import Crc32
-from swarm.durable import fsync_directory, write_all
+from swarm.durable import fsync_directory
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
-    CHECKSUM_MISMATCH_REASON,
     WANT_CHECKSUM_HEADER,
     checksum_fileobj,
     file_url,
-    new_hasher,
+)
+from swarm.runtime.dataupload import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_UPLOAD_BUDGET,
+    UploadBudget,
+    claimed_checksum,
+    make_parents,
+    remove_made,
+    store,
 )
 from swarm.runtime.httpwire import (
     IO_TIMEOUT_S,
     MAX_HEAD_BYTES,
-    WRITE_BATCH,
     HttpError,
     Request,
     bearer_token,
@@ -91,16 +92,9 @@ __all__ = ["DataServer"]
 log = logging.getLogger(__name__)
 
 HEAD_TIMEOUT_S = 5.0
-#: A request body must keep arriving at this rate on average, after `BODY_GRACE_S`, and never stall
-#: for `BODY_IDLE_S`: a slow device on a poor link still sends far faster.
-MIN_BODY_RATE = 64 * 1024
-BODY_GRACE_S = 10.0
-BODY_IDLE_S = 20.0
 MAX_CONNECTIONS = 256
 #: A node with many slots runs a few parallel fetches per reduce task, all from one address.
 MAX_CONNECTIONS_PER_PEER = 64
-DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
-DEFAULT_UPLOAD_BUDGET = 1 << 30
 #: A refusal of a request that presented no valid token lingers over its body only this much.
 ANONYMOUS_LINGER_S = 1.0
 ANONYMOUS_LINGER_BYTES = 1 << 20
@@ -108,14 +102,12 @@ ANONYMOUS_LINGER_BYTES = 1 << 20
 SEND_CHUNK = 8 << 20
 CHECKSUM_CACHE_SIZE = 4096
 
-_CHECKSUM = re.compile(r"[0-9a-f]{8}")
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 
 _ChecksumKey = tuple[int, int, int, int, int, int]
 _R = TypeVar("_R")
-_Blocking = Callable[..., Awaitable[Any]]
 
 
 # -- the server ------------------------------------------------------------------------------------------
@@ -182,8 +174,6 @@ class DataServer:
         self.host = host
         self.advertise_host = advertise_host
         self.allow_upload = allow_upload
-        self.max_upload_bytes = max_upload_bytes
-        self.upload_budget = upload_budget
         self.allow_delete = allow_delete
         self.fetch_limit = fetch_limit
         self.max_connections = max_connections
@@ -200,9 +190,8 @@ class DataServer:
         self._sums: collections.OrderedDict[_ChecksumKey, str] = collections.OrderedDict()
         self._hashing: dict[_ChecksumKey, asyncio.Future[str]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._upload_used: collections.Counter[str] = collections.Counter()  # job -> bytes held or coming
-        self._stored: dict[str, tuple[str, int]] = {}  # relpath -> (job, size) of what uploads left
         self._counters: collections.Counter[str] = collections.Counter()
+        self._budget = UploadBudget(max_upload_bytes, upload_budget, self._counters)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -540,73 +529,28 @@ class DataServer:
         self._refuse_alias(parts)
         if self._upload_names is not None and relpath not in self._upload_names:
             raise HttpError(403, f"{relpath} is not an output this server expects")
-        if length > self.max_upload_bytes:
-            self._counters["refused_upload_too_large"] += 1
-            raise HttpError(413, f"{length} bytes is over the limit of {self.max_upload_bytes} per upload")
-        replacing = self._stored.get(relpath, (job, 0))[1]  # a file this upload replaces gives its bytes back
-        if self._upload_used[job] - replacing + length > self.upload_budget:
-            self._counters["refused_over_budget"] += 1
-            raise HttpError(
-                413,
-                f"{length} more bytes would take job {job}'s uploads past its budget of {self.upload_budget}",
-            )
-        claimed = request.headers.get(CHECKSUM_HEADER.lower())
-        if claimed is not None:
-            claimed = claimed.strip().lower()
-            if not _CHECKSUM.fullmatch(claimed):
-                raise HttpError(400, f"{CHECKSUM_HEADER} is not 8 hex digits")
+        self._budget.check(job, relpath, length)
+        claimed = claimed_checksum(request)
         path = self._resolve(parts, job)
         if path.is_dir():
             raise HttpError(409, "a directory has that name")
-        created = [d for d in (path.parent, *path.parent.parents) if d.is_relative_to(self.root)]
-        created = [d for d in created if d != self.root and not d.exists()]  # deepest first
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise HttpError(409, "a file stands where a directory is needed") from None
-        self._upload_used[job] += length  # held from now, so concurrent uploads cannot overrun it together
+        created = make_parents(path, self.root)
+        self._budget.hold(job, length)
         try:
             async with self._slots:
                 if request.headers.get("expect", "").lower() == "100-continue":  # curl asks, then waits
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                info, digest = await self._store(request, reader, path, claimed)
+                info, digest = await store(request, reader, path, claimed, self._blocking, self._counters)
         except BaseException:
-            self._upload_used[job] -= length
-            for directory in created:  # a refused upload leaves nothing behind, not even its directories
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+            self._budget.release(job, length)
+            remove_made(created)  # a refused upload leaves nothing behind, not even its directories
             raise
-        replaced = self._stored.pop(relpath, None)
-        if replaced is not None:  # the file it replaced is gone: its bytes count no more
-            self._upload_used[replaced[0]] -= replaced[1]
-        self._stored[relpath] = (job, length)
+        self._budget.stored(job, relpath, length)
         await self._blocking(fsync_directory, path.parent)
         self._remember((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, 0, info.st_size), digest)
         request.answer(writer, 201, {"Content-Length": "0", CHECKSUM_HEADER: digest})
         await writer.drain()
         return 201
-
-    async def _store(
-        self, request: Request, reader: asyncio.StreamReader, path: Path, claimed: str | None
-    ) -> tuple[os.stat_result, str]:
-        """Receive the body into a temp file beside `path`, verify, fsync, rename into place."""
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload", dir=path.parent)
-        temp = Path(temp_name)
-        try:
-            digest = await _receive(reader, fd, request, self._blocking, self._counters)
-            if claimed is not None and digest != claimed:
-                raise HttpError(
-                    400, f"received bytes hash to {digest}, not {claimed}", reason=CHECKSUM_MISMATCH_REASON
-                )
-            owned, fd = fd, -1  # the thread closes it, even if this request is cancelled meanwhile
-            info = await self._blocking(_sync_and_close, owned)
-            os.replace(temp, path)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        return info, digest
 
     # -- DELETE ----------------------------------------------------------------------------------------
 
@@ -667,73 +611,9 @@ async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, leng
         offset += sent
 
 
-async def _receive(
-    reader: asyncio.StreamReader,
-    fd: int,
-    request: Request,
-    blocking: _Blocking,
-    counters: collections.Counter[str],
-) -> str:
-    """Read the request body into `fd`; return its checksum.
-
-    The loop only receives: each ~1 MiB batch is checksummed and written by a thread (zlib and the
-    write release the GIL) while the loop receives the next one, so the two overlap. A body that stalls
-    for `BODY_IDLE_S` or falls behind `MIN_BODY_RATE` (after `BODY_GRACE_S`) is cut off with a 408: a
-    client trickling bytes would otherwise hold a transfer slot and a temp file as long as it liked.
-    """
-    hasher = new_hasher()
-    batch: list[bytes] = []
-    batched = 0
-    loop = asyncio.get_running_loop()
-    started = loop.time() + BODY_GRACE_S
-    received = 0
-    while request.body_left > 0:
-        try:
-            async with asyncio.timeout(BODY_IDLE_S):
-                block = await reader.read(min(request.body_left, WRITE_BATCH))
-        except TimeoutError:
-            counters["slow_body"] += 1
-            request.body_left = 0  # no lingering over a body that does not come
-            raise HttpError(408, f"no body bytes for {BODY_IDLE_S:g}s") from None
-        if not block:
-            raise ConnectionError(f"client closed with {request.body_left} body bytes unsent")
-        request.body_left -= len(block)
-        received += len(block)
-        if loop.time() > started + received / MIN_BODY_RATE:
-            counters["slow_body"] += 1
-            request.body_left = 0
-            raise HttpError(408, f"body arriving slower than {MIN_BODY_RATE} bytes/s")
-        batch.append(block)
-        batched += len(block)
-        if batched >= WRITE_BATCH or request.body_left == 0:
-            await blocking(_hash_and_write, os.dup(fd), batch, hasher)
-            batch, batched = [], 0
-    return hasher.hexdigest()
-
-
 # -- blocking file work, run in threads ----------------------------------------------------------------
 
 
 def _hash_fd(fd: int, start: int, length: int) -> str:
     with os.fdopen(fd, "rb") as file:
         return checksum_fileobj(file, start, length)
-
-
-def _hash_and_write(fd: int, blocks: list[bytes], hasher: Crc32) -> None:
-    """Checksum `blocks` into `hasher` and write them to `fd`, then close it: `fd` is a duplicate owned
-    by this thread, so if the request is cancelled meanwhile and closes its descriptor, this one stays
-    valid and a write can never land in a file that reused the number."""
-    try:
-        for block in blocks:
-            hasher.update(block)
-            write_all(fd, memoryview(block))
-    finally:
-        os.close(fd)
-
-
-def _sync_and_close(fd: int) -> os.stat_result:
-    try:
-        os.fsync(fd)
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
