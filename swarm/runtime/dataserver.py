@@ -10,10 +10,10 @@ so the node needs no web framework (it has to run on old phones with only pure-P
 * `GET /f/<relpath>` streams a file with `Content-Length` and `X-Checksum` (CRC-32 hex,
   `swarm.checksum`, of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of
   that range, which is how map tasks read input splits. The checksum is computed from the very descriptor
-  that is then streamed, so header and body agree even if the path is replaced meanwhile, and is cached by
-  (device, inode, size, mtime, range), so a file served twice is hashed once. A client that sends
-  `X-Want-Checksum: no` gets no `X-Checksum` and the server does not hash at all: it knows the checksum
-  already (a reducer has the one its mapper reported) or does not need one (see `datafetch.fetch`).
+  that is then streamed, so header and body agree even if the path is replaced meanwhile, and a file
+  served twice is hashed once (`swarm.runtime.checksumcache`). A client that sends `X-Want-Checksum: no`
+  gets no `X-Checksum` and the server does not hash at all: it knows the checksum already (a reducer has
+  the one its mapper reported) or does not need one (see `datafetch.fetch`).
 * `PUT /f/<relpath>` (only with `allow_upload`) stores `Content-Length` bytes atomically, checked against
   the request's `X-Checksum` (`swarm.runtime.dataupload`).
 * `DELETE /f/<relpath>` (only with `allow_delete`) removes a file or a directory tree, for job cleanup.
@@ -55,10 +55,10 @@ from typing import Any, BinaryIO, TypeVar
 
 from swarm.beneath import CLOEXEC, DIRECTORY, NONBLOCK, open_beneath
 from swarm.durable import fsync_directory
+from swarm.runtime.checksumcache import ChecksumCache
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
     WANT_CHECKSUM_HEADER,
-    checksum_fileobj,
     file_url,
 )
 from swarm.runtime.dataupload import (
@@ -100,13 +100,11 @@ ANONYMOUS_LINGER_S = 1.0
 ANONYMOUS_LINGER_BYTES = 1 << 20
 
 SEND_CHUNK = 8 << 20
-CHECKSUM_CACHE_SIZE = 4096
 
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 
-_ChecksumKey = tuple[int, int, int, int, int, int]
 _R = TypeVar("_R")
 
 
@@ -187,8 +185,7 @@ class DataServer:
         # Connections still waiting for their request head, oldest first: the ones to drop when full.
         self._awaiting_head: dict[asyncio.Task[None], None] = {}
         self._slots = asyncio.Semaphore(fetch_limit)
-        self._sums: collections.OrderedDict[_ChecksumKey, str] = collections.OrderedDict()
-        self._hashing: dict[_ChecksumKey, asyncio.Future[str]] = {}
+        self._sums = ChecksumCache(self._blocking)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._counters: collections.Counter[str] = collections.Counter()
         self._budget = UploadBudget(max_upload_bytes, upload_budget, self._counters)
@@ -475,7 +472,7 @@ class DataServer:
                 headers = {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
             async with self._slots:
                 if request.headers.get(WANT_CHECKSUM_HEADER.lower(), "").strip().lower() != "no":
-                    headers[CHECKSUM_HEADER] = await self._checksum(fd, info, start, length)
+                    headers[CHECKSUM_HEADER] = await self._sums.checksum(fd, info, start, length)
                 headers |= {
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(length),
@@ -484,32 +481,6 @@ class DataServer:
                 request.answer(writer, status, headers)
                 await _stream(writer, file, start, length)
         return status
-
-    async def _checksum(self, fd: int, info: os.stat_result, start: int, length: int) -> str:
-        """The checksum of `length` bytes from `start`, hashed off the loop once per file version."""
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, start, length)
-        digest = self._sums.get(key)
-        if digest is not None:
-            self._sums.move_to_end(key)
-            return digest
-        pending = self._hashing.get(key)
-        if pending is None:
-            # The hashing thread gets its own descriptor: it may outlive this request if the client leaves.
-            pending = asyncio.ensure_future(self._blocking(_hash_fd, os.dup(fd), start, length))
-            self._hashing[key] = pending
-            pending.add_done_callback(lambda done: self._hashed(key, done))
-        return await asyncio.shield(pending)
-
-    def _hashed(self, key: _ChecksumKey, done: asyncio.Future[str]) -> None:
-        self._hashing.pop(key, None)
-        if not done.cancelled() and done.exception() is None:
-            self._remember(key, done.result())
-
-    def _remember(self, key: _ChecksumKey, digest: str) -> None:
-        self._sums[key] = digest
-        self._sums.move_to_end(key)
-        while len(self._sums) > CHECKSUM_CACHE_SIZE:
-            self._sums.popitem(last=False)
 
     # -- PUT -------------------------------------------------------------------------------------------
 
@@ -547,7 +518,7 @@ class DataServer:
             raise
         self._budget.stored(job, relpath, length)
         await self._blocking(fsync_directory, path.parent)
-        self._remember((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, 0, info.st_size), digest)
+        self._sums.remember_file(info, digest)
         request.answer(writer, 201, {"Content-Length": "0", CHECKSUM_HEADER: digest})
         await writer.drain()
         return 201
@@ -609,11 +580,3 @@ async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, leng
         if sent == 0:  # the file shrank under us: close early, the client sees a short body and retries
             raise ConnectionError(f"file ended {end - offset} bytes early")
         offset += sent
-
-
-# -- blocking file work, run in threads ----------------------------------------------------------------
-
-
-def _hash_fd(fd: int, start: int, length: int) -> str:
-    with os.fdopen(fd, "rb") as file:
-        return checksum_fileobj(file, start, length)
