@@ -21,10 +21,10 @@ at the strongest level (or the weakest one at least as strong as the `isolation`
 * "sandbox": also bubblewrap namespaces (see `executor_proc` for what a sandbox contains): a read-only
   system, a private /tmp, its own PID namespace, and no network.
 
-Every attempt gets a private work directory, made here (mode 0700, owned by the task user) inside the
-worker's own directory under the node's work dir and named in the request; its path is retired when the
-attempt ends, whatever way it ended (see `_after_attempt` for why an untouched one is renamed for the
-next attempt rather than removed and made again).
+Every attempt gets a private work directory (`executor_dirs`) inside the worker's own directory under
+the node's work dir, named in the request; its path is retired when the attempt ends, whatever way it
+ended (see `_after_attempt` for why an untouched one is renamed for the next attempt rather than removed
+and made again).
 
 Why long-lived sandboxed workers, not one bwrap per attempt. A sandboxed worker is a fresh interpreter
 (bubblewrap cannot fork it from a server outside the namespaces), so its start costs an interpreter start
@@ -69,10 +69,8 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -83,6 +81,16 @@ import orjson
 
 from swarm.devices.capabilities import ISOLATION_LEVELS, isolation_rank
 from swarm.errors import ConfigError
+from swarm.runtime.executor_dirs import (
+    AttemptDir,
+    fresh_dir,
+    hand_over,
+    new_attempt_dir,
+    renamed,
+    rmtree,
+    untouched,
+    warn_unwritable,
+)
 from swarm.runtime.executor_proc import (
     SandboxSpec,
     WorkerProcess,
@@ -153,114 +161,6 @@ def _exit_description(code: int | None) -> str:
     return f"worker process exited with code {code}"
 
 
-# -- directories -----------------------------------------------------------------------------------------
-def _skip_missing(func: Any, path: str, exc_info: Any) -> None:
-    if not issubclass(exc_info[0], FileNotFoundError):  # gone meanwhile is as good as removed
-        raise exc_info[1]
-
-
-def _rmtree(path: str) -> None:
-    """Remove a tree whatever modes task code left on it; never follows a link it finds there."""
-    try:
-        os.rmdir(path)  # most attempts leave their directory empty: one system call
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    try:
-        shutil.rmtree(path, onerror=_skip_missing)
-    except OSError:
-        if is_root():
-            return  # modes do not stop root: what failed is not ours to fight
-        # Task code ran as ourselves and may have taken the write bit off its directories. Any link it
-        # left leads only to files we own, so chmod's following it gives nobody anything.
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(root, name), stat.S_IRWXU)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _fresh_dir(path: str) -> None:
-    """An empty directory others may pass through (to their attempt's directory) but not list."""
-    if os.path.lexists(path):
-        _rmtree(path)  # attempts a crashed node left behind
-    os.mkdir(path, 0o711)
-    os.chmod(path, 0o711)  # whatever the umask
-
-
-@dataclass(frozen=True, slots=True)
-class _AttemptDir:
-    """An attempt's directory and what it looked like when handed out (see `_untouched`)."""
-
-    path: str
-    looks: tuple[int, ...]
-
-
-def _looks(path: str) -> tuple[int, ...]:
-    st = os.stat(path, follow_symlinks=False)
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _new_attempt_dir(parent: str, user: TaskUser | None) -> _AttemptDir:
-    path = tempfile.mkdtemp(prefix="a-", dir=parent)  # 0700, a name no other task can guess
-    if user is not None:
-        os.chown(path, user.uid, user.gid)
-    return _AttemptDir(path, _looks(path))
-
-
-def _untouched(d: _AttemptDir) -> bool:
-    """Whether an attempt left its directory as it got it: empty, same mode, owner and times, and no
-    extended attributes (an ACL is one). The times alone would not do: they tick coarsely."""
-    try:
-        if _looks(d.path) != d.looks or os.listxattr(d.path, follow_symlinks=False):
-            return False
-        with os.scandir(d.path) as entries:
-            return next(entries, None) is None
-    except OSError:
-        return False
-
-
-def _renamed(d: _AttemptDir) -> _AttemptDir:
-    """The same empty directory under a new name, no other attempt's: it is the next attempt's."""
-    path = os.path.join(os.path.dirname(d.path), f"a-{secrets.token_hex(6)}")
-    os.rename(d.path, path)
-    return _AttemptDir(path, _looks(path))  # a rename changes the ctime
-
-
-def _hand_over(directory: str, user: TaskUser) -> None:
-    """Give the task user the data-plane directory, where map tasks write (the data server is root)."""
-    if not os.path.isdir(directory) or os.stat(directory).st_uid == user.uid:
-        return
-    for root, dirs, files in os.walk(directory):
-        for name in (*dirs, *files):
-            os.chown(os.path.join(root, name), user.uid, user.gid, follow_symlinks=False)
-    os.chown(directory, user.uid, user.gid)
-
-
-def _warn_unwritable(paths: tuple[str, ...], user: TaskUser) -> None:
-    """Say so when an allowed path is closed to the task user (by its mode bits; ACLs are not read):
-    the owner allowed tasks there, and would otherwise only see tasks fail or fall back."""
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        mode = st.st_mode
-        if not (
-            (st.st_uid == user.uid and mode & stat.S_IWUSR)
-            or (st.st_gid == user.gid and mode & stat.S_IWGRP)
-            or mode & stat.S_IWOTH
-        ):
-            log.warning(
-                "allowed path %s is not writable by %s, the user tasks run as: make it so, or set "
-                "[tasks] run_as to its owner, for tasks to write there",
-                path,
-                user.name,
-            )
-
-
 def _choose_level(wanted: str | None, runnable: tuple[str, ...]) -> str:
     """The strongest runnable level, or the weakest runnable one at least as strong as `wanted`."""
     if wanted is None:
@@ -283,7 +183,7 @@ class _Slot:
         self.directory = directory
         self.worker: WorkerProcess | None = None
         self.starting: asyncio.Task[WorkerProcess] | None = None
-        self.fresh: _AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
+        self.fresh: AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
 
 
 @dataclass(eq=False, slots=True)
@@ -410,8 +310,8 @@ class Executor:
         self._user = task_user(self._policy.run_as)
         if self._user is not None:
             if self._data.directory:
-                _hand_over(self._data.directory, self._user)
-            _warn_unwritable(self._policy.allowed_paths, self._user)
+                hand_over(self._data.directory, self._user)
+            warn_unwritable(self._policy.allowed_paths, self._user)
         bwrap = find_bwrap()
         if self.isolation == "sandbox" and bwrap is not None:
             writable = [os.path.abspath(p) for p in (self._data.directory, *self._policy.allowed_paths) if p]
@@ -427,7 +327,7 @@ class Executor:
     def _new_slot(self, index: int, network: bool) -> _Slot:
         assert self._work_dir is not None
         directory = os.path.join(self._work_dir, f"{'net' if network else 'slot'}-{index}")
-        _fresh_dir(directory)
+        fresh_dir(directory)
         return _Slot(index, network, directory)
 
     async def _start_pool(self, network: bool) -> None:
@@ -472,7 +372,7 @@ class Executor:
         if self._files is not None:
             self._files.shutdown(wait=True)
         for slot in self._all_slots():
-            _rmtree(slot.directory)
+            rmtree(slot.directory)
         self._remove_own_work_dir()
 
     def _remove_own_work_dir(self) -> None:
@@ -666,7 +566,7 @@ class Executor:
     ) -> Outcome:
         """Give the attempt its private directory for as long as it runs, whatever way it ends."""
         try:
-            work_dir, slot.fresh = slot.fresh or _new_attempt_dir(slot.directory, self._user), None
+            work_dir, slot.fresh = slot.fresh or new_attempt_dir(slot.directory, self._user), None
         except OSError as exc:
             return _failed("error", f"could not make the attempt's work directory: {exc}", begun)
         try:
@@ -678,7 +578,7 @@ class Executor:
                 slot, work_dir, ended_cleanly=job.stop_reason is None and slot.starting is None
             )
 
-    def _after_attempt(self, slot: _Slot, used: _AttemptDir, ended_cleanly: bool) -> None:
+    def _after_attempt(self, slot: _Slot, used: AttemptDir, ended_cleanly: bool) -> None:
         """Retire the attempt's directory: its path never serves another attempt.
 
         An attempt that ended cleanly and left the directory exactly as it got it passes it on, renamed,
@@ -689,11 +589,11 @@ class Executor:
         outlive it, and one holding the directory open must not find the next attempt's files in it;
         in a sandbox the worker has killed them all before it replies.
         """
-        if ended_cleanly and self._open and self.isolation != "user" and _untouched(used):
+        if ended_cleanly and self._open and self.isolation != "user" and untouched(used):
             with contextlib.suppress(OSError):
-                slot.fresh = _renamed(used)
+                slot.fresh = renamed(used)
                 return
-        self._chore(asyncio.get_running_loop().run_in_executor(self._files, _rmtree, used.path))
+        self._chore(asyncio.get_running_loop().run_in_executor(self._files, rmtree, used.path))
 
     def _chore(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """Track background file work, so that `close` waits for it."""
