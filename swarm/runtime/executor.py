@@ -49,8 +49,9 @@ Rules:
   `fork`, because the node's process runs asyncio and other threads whose locks a forked child could
   inherit held. Both re-import the main module in the child, so a script that starts an executor needs the
   usual `if __name__ == "__main__":` guard (console scripts have it).
-* Whatever happens to the task, `run()` returns an `Outcome` and never raises (except `CancelledError`:
-  cancelling the awaiting coroutine kills the worker and propagates, as structured concurrency expects).
+* Whatever happens to the task, `run()` returns an `Outcome` (`executor_outcome`) and never raises
+  (except `CancelledError`: cancelling the awaiting coroutine kills the worker and propagates, as
+  structured concurrency expects).
 * A timeout, a `cancel()` or a worker dying all end the same way: the worker's process group is killed, the
   attempt gets its outcome (`timeout`, `error`/"cancelled", `crash`), and a replacement worker starts in the
   background for that slot. One bad task costs one attempt and one process start, never the node or the
@@ -70,12 +71,11 @@ import logging
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import orjson
 
@@ -91,6 +91,7 @@ from swarm.runtime.executor_dirs import (
     untouched,
     warn_unwritable,
 )
+from swarm.runtime.executor_outcome import Outcome, decode, exit_description, failed
 from swarm.runtime.executor_proc import (
     SandboxSpec,
     WorkerProcess,
@@ -104,61 +105,12 @@ from swarm.runtime.executor_proc import (
 from swarm.runtime.executor_worker import TaskUser, WorkerConfig, swarm_package_dir
 from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DataPlane, TaskPolicy
 
-__all__ = ["Executor", "Outcome", "OutcomeKind"]
+__all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal[
-    "ok", "error", "retry", "fatal", "timeout", "crash", "refused", "invalid", "unknown_type"
-]
-_KINDS: frozenset[str] = frozenset(get_args(OutcomeKind))
 _StopReason = Literal["cancelled", "timeout", "closed"]
 _FILE_THREADS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt ended; `started_at`/`finished_at` are `time.time()` in the worker when it got there."""
-
-    ok: bool
-    result: Any = None
-    error: str | None = None
-    kind: OutcomeKind = "ok"
-    retry_after: float | None = None
-    started_at: float = 0.0
-    finished_at: float = 0.0
-
-
-def _failed(kind: OutcomeKind, error: str, started_at: float) -> Outcome:
-    return Outcome(ok=False, error=error, kind=kind, started_at=started_at, finished_at=time.time())
-
-
-def _decode(data: bytes) -> Outcome:
-    """Turn a worker's reply into an `Outcome`; a malformed reply is an executor error, not a crash."""
-    msg = orjson.loads(data)
-    kind = msg.get("kind")
-    if kind not in _KINDS:
-        return _failed("error", f"worker sent an unknown outcome kind {kind!r}", time.time())
-    return Outcome(
-        ok=kind == "ok",
-        result=msg.get("result"),
-        error=msg.get("error"),
-        kind=kind,
-        retry_after=msg.get("retry_after"),
-        started_at=float(msg.get("started_at", 0.0)),
-        finished_at=float(msg.get("finished_at", 0.0)),
-    )
-
-
-def _exit_description(code: int | None) -> str:
-    if code is None:
-        return "worker process died"
-    if code < 0:
-        try:
-            return f"worker process killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"worker process killed by signal {-code}"
-    return f"worker process exited with code {code}"
 
 
 def _choose_level(wanted: str | None, runnable: tuple[str, ...]) -> str:
@@ -528,7 +480,7 @@ class Executor:
             return await self._run(job, attempt, task_type, payload, timeout, network)
         except Exception as exc:  # a bug of ours must fail this attempt, not the node
             log.exception("executor failed running %s attempt %s", task_id, attempt)
-            return _failed("error", f"executor error: {type(exc).__name__}: {exc}", begun)
+            return failed("error", f"executor error: {type(exc).__name__}: {exc}", begun)
         finally:
             self._jobs.discard(job)
 
@@ -547,12 +499,12 @@ class Executor:
     ) -> Outcome:
         begun = time.time()
         if not self._open:
-            return _failed("error", "executor is not running", begun)
+            return failed("error", "executor is not running", begun)
         request = {"task_id": job.task_id, "attempt": attempt, "type": task_type, "payload": payload}
         try:
             body = orjson.dumps(request)
         except TypeError as exc:
-            return _failed("invalid", f"payload is not JSON-serialisable: {exc}", begun)
+            return failed("invalid", f"payload is not JSON-serialisable: {exc}", begun)
         slot = await self._acquire(job, self._pool_for(task_type, network))
         try:
             if slot is None or job.stop_reason is not None:
@@ -568,7 +520,7 @@ class Executor:
         try:
             work_dir, slot.fresh = slot.fresh or new_attempt_dir(slot.directory, self._user), None
         except OSError as exc:
-            return _failed("error", f"could not make the attempt's work directory: {exc}", begun)
+            return failed("error", f"could not make the attempt's work directory: {exc}", begun)
         try:
             # The directory goes first in the request, spliced in so the payload is encoded once.
             data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b"," + body[1:]
@@ -608,7 +560,7 @@ class Executor:
         try:
             worker = await self._worker_for(slot)
         except (ConfigError, OSError, TimeoutError) as exc:
-            return _failed("crash", f"could not start a worker process: {exc}", begun)
+            return failed("crash", f"could not start a worker process: {exc}", begun)
         if worker is None or job.stop_reason is not None or not self._open:
             return self._stopped(job, timeout, begun)
         job.slot = slot
@@ -631,12 +583,12 @@ class Executor:
         if answer is None:
             code = await worker.exit_code(timeout=1.0)
             self._replace(slot)
-            return _failed("crash", _exit_description(code), sent)
-        return _decode(answer)
+            return failed("crash", exit_description(code), sent)
+        return decode(answer)
 
     def _stopped(self, job: _Job, timeout: float | None, begun: float) -> Outcome:
         if job.stop_reason == "timeout":
-            return _failed("timeout", f"timed out after {timeout} s; worker process killed", begun)
+            return failed("timeout", f"timed out after {timeout} s; worker process killed", begun)
         if job.stop_reason == "cancelled":
-            return _failed("error", "cancelled", begun)
-        return _failed("error", "executor shut down", begun)
+            return failed("error", "cancelled", begun)
+        return failed("error", "executor shut down", begun)
