@@ -35,8 +35,8 @@ from typing import Any
 from swarm.checksum import checksum_bytes
 from swarm.durable import AtomicFile
 from swarm.plugins.pathpolicy import is_inside
-from swarm.runtime.dataserver import JOBS_DIR
 from swarm.runtime.httpwire import is_name
+from swarm.runtime.jobaccess import JOBS_DIR
 
 __all__ = ["file_identity", "machine_id", "open_local_output", "read_local", "read_own_run"]
 

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from swarm.errors import InvalidPayload
 from swarm.mapreduce.locality import open_local_output, read_local, read_own_run
 from swarm.runtime.datafetch import FetchError, fetch, upload
-from swarm.runtime.dataserver import JOBS_DIR, register_capability
 from swarm.runtime.httpwire import is_name, is_token
+from swarm.runtime.jobaccess import JOBS_DIR, register_capability
 from swarm.taskapi import TaskContext
 
 # numpy and everything built on it load when a map or a reduce first runs, not with the task types:

@@ -26,7 +26,7 @@ import orjson
 
 from swarm.errors import Fatal, Retry
 from swarm.runtime.datafetch import FetchError, fetch, file_url
-from swarm.runtime.dataserver import JOBS_DIR, job_data_name, register_capability
+from swarm.runtime.jobaccess import JOBS_DIR, job_data_name, register_capability
 from swarm.taskapi import TaskContext
 from swarm.workflow.lineage import REF_KEY, is_reference
 

@@ -30,8 +30,8 @@ from swarm.errors import Fatal, InvalidPayload, InvalidSpec
 from swarm.plugins.step_data import Remake, is_reference, remaker, resolve_value
 from swarm.plugins.step_runtime import Usage, fetch_artifact, measured, step_result
 from swarm.runtime.artifacts import ArtifactMeta
-from swarm.runtime.dataserver import job_data_name
 from swarm.runtime.httpwire import is_token
+from swarm.runtime.jobaccess import job_data_name
 from swarm.taskapi import TaskContext
 from swarm.workflow.mrstep import (
     BUILTIN_APPS,

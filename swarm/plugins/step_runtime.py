@@ -28,7 +28,7 @@ import orjson
 from swarm.errors import Fatal, InvalidPayload, InvalidSpec, Retry
 from swarm.plugins.step_data import spill_outputs
 from swarm.runtime.artifacts import ArtifactMeta, ArtifactStore, ArtifactUnreachable
-from swarm.runtime.dataserver import JOBS_DIR
+from swarm.runtime.jobaccess import JOBS_DIR
 from swarm.taskapi import TaskContext
 
 __all__ = [

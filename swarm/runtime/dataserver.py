@@ -10,35 +10,31 @@ so the node needs no web framework (it has to run on old phones with only pure-P
 * `GET /f/<relpath>` streams a file with `Content-Length` and `X-Checksum` (CRC-32 hex,
   `swarm.checksum`, of the bytes sent). `Range: bytes=a-b` (one range) answers 206 with the checksum of
   that range, which is how map tasks read input splits. The checksum is computed from the very descriptor
-  that is then streamed, so header and body agree even if the path is replaced meanwhile, and is cached by
-  (device, inode, size, mtime, range), so a file served twice is hashed once. A client that sends
-  `X-Want-Checksum: no` gets no `X-Checksum` and the server does not hash at all: it knows the checksum
-  already (a reducer has the one its mapper reported) or does not need one (see `datafetch.fetch`).
-* `PUT /f/<relpath>` (only with `allow_upload`) receives `Content-Length` bytes into a temp file beside
-  the target, checks them against the request's `X-Checksum` (400 "Checksum Mismatch" and nothing kept),
-  fsyncs and renames into place: a reader sees the old file or the whole new one, never a partial one.
+  that is then streamed, so header and body agree even if the path is replaced meanwhile, and a file
+  served twice is hashed once (`swarm.runtime.checksumcache`). A client that sends `X-Want-Checksum: no`
+  gets no `X-Checksum` and the server does not hash at all: it knows the checksum already (a reducer has
+  the one its mapper reported) or does not need one (see `datafetch.fetch`).
+* `PUT /f/<relpath>` (only with `allow_upload`) stores `Content-Length` bytes atomically, checked against
+  the request's `X-Checksum` (`swarm.runtime.dataupload`).
 * `DELETE /f/<relpath>` (only with `allow_delete`) removes a file or a directory tree, for job cleanup.
 * `aliases` publishes chosen files from outside `root` under names of their own, read-only.
 
-Access control. All data belongs to a job, and every request must present that job's capability token
-(`Authorization: Bearer <token>`): a random secret the submitter makes when it plans the job and hands
-to the job's tasks inside their (signed) payloads. A node's server holds its jobs' data in
-`<root>/mr/<job id>/`, and learns a job's token from the file `.capability` there, which the task that
-writes the job's data leaves first (`register_capability`), so a restarted node still serves it. A
-submitter's server (`job=`) serves one job, whose token it is given. A request without a token, with
-one its path's job does not accept, or for a path outside every job is refused (401/403) and counted
-(`counters`); tokens are compared in constant time. Paths are plain names (`httpwire.is_name`: no `..`,
-no dot files, bounded), and a path whose symlinks resolve outside its job's directory is forbidden.
+Access control. Every request must present the capability token of the job its path belongs to
+(`Authorization: Bearer <token>`; `swarm.runtime.jobaccess` says where tokens come from). A node's
+server holds its jobs' data in `<root>/mr/<job id>/` and accepts the tokens each job's `.capability` file
+lists; a submitter's server (`job=`) serves one job, whose token it is given. A request without a token,
+with one its path's job does not accept, or for a path outside every job is refused (401/403) and
+counted (`counters`). Paths are plain names (`httpwire.is_name`: no `..`, no dot files, bounded), and
+a path whose symlinks resolve outside its job's directory is forbidden.
 
 Peers are not trusted to be well-behaved: connections are capped per peer address and in total (when
 full, the oldest connection still waiting for its request head makes room for a new one, so a crowd of
 half-sent heads cannot lock clients out); a request head must arrive whole within `head_timeout`, and a
-body at `MIN_BODY_RATE` after a short grace; uploads are capped per request and per job (a byte budget,
-refused with 413 before any body is read); every bad request is logged and answered, and nothing a peer
-sends can stop the server. One request per connection keeps the state machine trivial and leaves no
-idle keep-alive connections; a connection costs far less than the transfers it carries. At most
-`fetch_limit` transfers run at once; later ones wait their turn, so a burst of reducers cannot exhaust a
-small device's file descriptors or disk bandwidth.
+body at a minimum rate; uploads are capped per request and per job (`dataupload.UploadBudget`); every
+bad request is logged and answered, and nothing a peer sends can stop the server. One request per
+connection keeps the state machine trivial and leaves no idle keep-alive connections; a connection costs
+far less than the transfers it carries. At most `fetch_limit` transfers run at once; later ones wait
+their turn, so a burst of reducers cannot exhaust a small device's file descriptors or disk bandwidth.
 """
 
 from __future__ import annotations
@@ -48,213 +44,68 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
-import hashlib
-import hmac
 import logging
 import os
-import re
 import shutil
 import stat
-import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
 from swarm.beneath import CLOEXEC, DIRECTORY, NONBLOCK, open_beneath
-from swarm.checksum import Crc32
-from swarm.durable import fsync_directory, write_all
+from swarm.durable import fsync_directory
+from swarm.runtime.checksumcache import ChecksumCache
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
-    CHECKSUM_MISMATCH_REASON,
     WANT_CHECKSUM_HEADER,
-    checksum_fileobj,
     file_url,
-    new_hasher,
+)
+from swarm.runtime.dataupload import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_UPLOAD_BUDGET,
+    UploadBudget,
+    claimed_checksum,
+    make_parents,
+    remove_made,
+    store,
 )
 from swarm.runtime.httpwire import (
     IO_TIMEOUT_S,
     MAX_HEAD_BYTES,
-    WRITE_BATCH,
     HttpError,
     Request,
     bearer_token,
     checked_parts,
     content_length,
     is_name,
-    is_token,
     linger,
     parse_head,
     parse_path,
     parse_range,
     reply_error,
 )
+from swarm.runtime.jobaccess import JOBS_DIR, Capabilities
 
-__all__ = [
-    "CAPABILITY_FILE",
-    "JOBS_DIR",
-    "Capabilities",
-    "DataServer",
-    "job_data_name",
-    "read_capability_file",
-    "register_capability",
-]
+__all__ = ["DataServer"]
 
 log = logging.getLogger(__name__)
 
-#: On a node, job `j`'s data lives in `<root>/mr/j/` (where map tasks leave their runs).
-JOBS_DIR = "mr"
-#: The file in a job's directory that lists the tokens its data is served to, one a line.
-CAPABILITY_FILE = ".capability"
-#: Tokens kept per job (the newest): a job id resubmitted after its submitter died gets a new token.
-MAX_TOKENS_PER_JOB = 8
-
 HEAD_TIMEOUT_S = 5.0
-#: A request body must keep arriving at this rate on average, after `BODY_GRACE_S`, and never stall
-#: for `BODY_IDLE_S`: a slow device on a poor link still sends far faster.
-MIN_BODY_RATE = 64 * 1024
-BODY_GRACE_S = 10.0
-BODY_IDLE_S = 20.0
 MAX_CONNECTIONS = 256
 #: A node with many slots runs a few parallel fetches per reduce task, all from one address.
 MAX_CONNECTIONS_PER_PEER = 64
-DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
-DEFAULT_UPLOAD_BUDGET = 1 << 30
 #: A refusal of a request that presented no valid token lingers over its body only this much.
 ANONYMOUS_LINGER_S = 1.0
 ANONYMOUS_LINGER_BYTES = 1 << 20
 
 SEND_CHUNK = 8 << 20
-CHECKSUM_CACHE_SIZE = 4096
 
-_CHECKSUM = re.compile(r"[0-9a-f]{8}")
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 
-_ChecksumKey = tuple[int, int, int, int, int, int]
-_FileKey = tuple[int, int, int, int]
 _R = TypeVar("_R")
-_Blocking = Callable[..., Awaitable[Any]]
-
-
-# -- capability tokens ---------------------------------------------------------------------------------
-
-
-def job_data_name(job_id: str) -> str:
-    """The directory name of a job's data under `mr/`: the id itself when it is a servable name, else
-    the id with every other character made `-` and a hash of the id appended (a workflow run's id holds
-    `@`, which a served path may not)."""
-    if is_name(job_id):
-        return job_id
-    digest = hashlib.sha256(job_id.encode()).hexdigest()[:12]
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', job_id).lstrip('.')[:80]}-{digest}"
-
-
-def register_capability(job_dir: Path, token: str) -> Path:
-    """Let the node's data server serve the job data in `job_dir` (`<data>/mr/<job id>`) to `token`.
-
-    Called by a task before it writes the job's data there. The token goes into `job_dir/.capability`,
-    mode 0600, appended (one short write with O_APPEND, so tasks of the job registering at once on one
-    node never tear the file) unless already there. Returns the file's path.
-    """
-    if not is_token(token):
-        raise ValueError("not a capability token")
-    job_dir.mkdir(parents=True, exist_ok=True)
-    path = job_dir / CAPABILITY_FILE
-    if token in read_capability_file(path):
-        return path
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)  # a file left wider by hand would let other users add tokens
-        write_all(fd, memoryview(f"{token}\n".encode("ascii")))
-    finally:
-        os.close(fd)
-    return path
-
-
-def read_capability_file(path: Path) -> frozenset[str]:
-    """The tokens a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is missing,
-    malformed, a symlink, or has any group or other permission (then others on the machine could have
-    read or added to it). Its owner is not checked: where the node runs task code as another user, that
-    user writes it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return frozenset()
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > 64 * 1024 or not _private(info):
-            return frozenset()
-        text = os.read(fd, 64 * 1024).decode("ascii", "replace")
-    except OSError:
-        return frozenset()
-    finally:
-        os.close(fd)
-    tokens = [line for line in text.split("\n") if is_token(line)]
-    return frozenset(tokens[-MAX_TOKENS_PER_JOB:])
-
-
-def _private(info: os.stat_result) -> bool:
-    if os.name != "posix":  # no POSIX modes to check
-        return True
-    return info.st_mode & 0o077 == 0
-
-
-class Capabilities:
-    """Which tokens a data server accepts, per job: granted in memory (`grant`), and, with `jobs_dir`,
-    listed in `<jobs_dir>/<job id>/.capability` (`register_capability`), re-read whenever that file
-    changes. Each check costs a `stat`, no more, and compares tokens in constant time."""
-
-    def __init__(
-        self, jobs_dir: Path | None = None, grants: Mapping[str, str | Iterable[str]] | None = None
-    ) -> None:
-        self._jobs_dir = jobs_dir
-        self._granted: dict[str, set[str]] = {}
-        self._files: dict[str, tuple[_FileKey, frozenset[str]]] = {}
-        for job_id, tokens in (grants or {}).items():
-            for token in [tokens] if isinstance(tokens, str) else tokens:
-                self.grant(job_id, token)
-
-    def grant(self, job_id: str, token: str) -> None:
-        """Accept `token` for `job_id`'s data from now on."""
-        if not is_name(job_id):
-            raise ValueError(f"bad job id {job_id[:40]!r}")
-        if not is_token(token):
-            raise ValueError("not a capability token")
-        self._granted.setdefault(job_id, set()).add(token)
-
-    def revoke(self, job_id: str) -> None:
-        """Accept no token for `job_id` any more (save what its `.capability` file still lists)."""
-        self._granted.pop(job_id, None)
-        self._files.pop(job_id, None)
-
-    def accepts(self, job_id: str, token: str) -> bool:
-        """Whether `token` opens `job_id`'s data."""
-        if not is_name(job_id) or not is_token(token):
-            return False
-        known = self._granted.get(job_id, set()) | self._from_file(job_id)
-        # Every known token is compared, so the time taken says nothing about which matched.
-        return sum(hmac.compare_digest(candidate, token) for candidate in known) > 0
-
-    def _from_file(self, job_id: str) -> frozenset[str]:
-        if self._jobs_dir is None:
-            return frozenset()
-        path = self._jobs_dir / job_id / CAPABILITY_FILE
-        try:
-            info = os.stat(path, follow_symlinks=False)
-        except OSError:
-            self._files.pop(job_id, None)  # the job's data was dropped: forget its tokens too
-            return frozenset()
-        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)  # ctime: a chmod counts
-        cached = self._files.get(job_id)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        tokens = read_capability_file(path)
-        self._files[job_id] = (key, tokens)
-        return tokens
 
 
 # -- the server ------------------------------------------------------------------------------------------
@@ -321,8 +172,6 @@ class DataServer:
         self.host = host
         self.advertise_host = advertise_host
         self.allow_upload = allow_upload
-        self.max_upload_bytes = max_upload_bytes
-        self.upload_budget = upload_budget
         self.allow_delete = allow_delete
         self.fetch_limit = fetch_limit
         self.max_connections = max_connections
@@ -336,12 +185,10 @@ class DataServer:
         # Connections still waiting for their request head, oldest first: the ones to drop when full.
         self._awaiting_head: dict[asyncio.Task[None], None] = {}
         self._slots = asyncio.Semaphore(fetch_limit)
-        self._sums: collections.OrderedDict[_ChecksumKey, str] = collections.OrderedDict()
-        self._hashing: dict[_ChecksumKey, asyncio.Future[str]] = {}
+        self._sums = ChecksumCache(self._blocking)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._upload_used: collections.Counter[str] = collections.Counter()  # job -> bytes held or coming
-        self._stored: dict[str, tuple[str, int]] = {}  # relpath -> (job, size) of what uploads left
         self._counters: collections.Counter[str] = collections.Counter()
+        self._budget = UploadBudget(max_upload_bytes, upload_budget, self._counters)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -625,7 +472,7 @@ class DataServer:
                 headers = {"Content-Range": f"bytes {start}-{start + length - 1}/{size}"}
             async with self._slots:
                 if request.headers.get(WANT_CHECKSUM_HEADER.lower(), "").strip().lower() != "no":
-                    headers[CHECKSUM_HEADER] = await self._checksum(fd, info, start, length)
+                    headers[CHECKSUM_HEADER] = await self._sums.checksum(fd, info, start, length)
                 headers |= {
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(length),
@@ -634,32 +481,6 @@ class DataServer:
                 request.answer(writer, status, headers)
                 await _stream(writer, file, start, length)
         return status
-
-    async def _checksum(self, fd: int, info: os.stat_result, start: int, length: int) -> str:
-        """The checksum of `length` bytes from `start`, hashed off the loop once per file version."""
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, start, length)
-        digest = self._sums.get(key)
-        if digest is not None:
-            self._sums.move_to_end(key)
-            return digest
-        pending = self._hashing.get(key)
-        if pending is None:
-            # The hashing thread gets its own descriptor: it may outlive this request if the client leaves.
-            pending = asyncio.ensure_future(self._blocking(_hash_fd, os.dup(fd), start, length))
-            self._hashing[key] = pending
-            pending.add_done_callback(lambda done: self._hashed(key, done))
-        return await asyncio.shield(pending)
-
-    def _hashed(self, key: _ChecksumKey, done: asyncio.Future[str]) -> None:
-        self._hashing.pop(key, None)
-        if not done.cancelled() and done.exception() is None:
-            self._remember(key, done.result())
-
-    def _remember(self, key: _ChecksumKey, digest: str) -> None:
-        self._sums[key] = digest
-        self._sums.move_to_end(key)
-        while len(self._sums) > CHECKSUM_CACHE_SIZE:
-            self._sums.popitem(last=False)
 
     # -- PUT -------------------------------------------------------------------------------------------
 
@@ -679,73 +500,28 @@ class DataServer:
         self._refuse_alias(parts)
         if self._upload_names is not None and relpath not in self._upload_names:
             raise HttpError(403, f"{relpath} is not an output this server expects")
-        if length > self.max_upload_bytes:
-            self._counters["refused_upload_too_large"] += 1
-            raise HttpError(413, f"{length} bytes is over the limit of {self.max_upload_bytes} per upload")
-        replacing = self._stored.get(relpath, (job, 0))[1]  # a file this upload replaces gives its bytes back
-        if self._upload_used[job] - replacing + length > self.upload_budget:
-            self._counters["refused_over_budget"] += 1
-            raise HttpError(
-                413,
-                f"{length} more bytes would take job {job}'s uploads past its budget of {self.upload_budget}",
-            )
-        claimed = request.headers.get(CHECKSUM_HEADER.lower())
-        if claimed is not None:
-            claimed = claimed.strip().lower()
-            if not _CHECKSUM.fullmatch(claimed):
-                raise HttpError(400, f"{CHECKSUM_HEADER} is not 8 hex digits")
+        self._budget.check(job, relpath, length)
+        claimed = claimed_checksum(request)
         path = self._resolve(parts, job)
         if path.is_dir():
             raise HttpError(409, "a directory has that name")
-        created = [d for d in (path.parent, *path.parent.parents) if d.is_relative_to(self.root)]
-        created = [d for d in created if d != self.root and not d.exists()]  # deepest first
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise HttpError(409, "a file stands where a directory is needed") from None
-        self._upload_used[job] += length  # held from now, so concurrent uploads cannot overrun it together
+        created = make_parents(path, self.root)
+        self._budget.hold(job, length)
         try:
             async with self._slots:
                 if request.headers.get("expect", "").lower() == "100-continue":  # curl asks, then waits
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                info, digest = await self._store(request, reader, path, claimed)
+                info, digest = await store(request, reader, path, claimed, self._blocking, self._counters)
         except BaseException:
-            self._upload_used[job] -= length
-            for directory in created:  # a refused upload leaves nothing behind, not even its directories
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+            self._budget.release(job, length)
+            remove_made(created)  # a refused upload leaves nothing behind, not even its directories
             raise
-        replaced = self._stored.pop(relpath, None)
-        if replaced is not None:  # the file it replaced is gone: its bytes count no more
-            self._upload_used[replaced[0]] -= replaced[1]
-        self._stored[relpath] = (job, length)
+        self._budget.stored(job, relpath, length)
         await self._blocking(fsync_directory, path.parent)
-        self._remember((info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, 0, info.st_size), digest)
+        self._sums.remember_file(info, digest)
         request.answer(writer, 201, {"Content-Length": "0", CHECKSUM_HEADER: digest})
         await writer.drain()
         return 201
-
-    async def _store(
-        self, request: Request, reader: asyncio.StreamReader, path: Path, claimed: str | None
-    ) -> tuple[os.stat_result, str]:
-        """Receive the body into a temp file beside `path`, verify, fsync, rename into place."""
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload", dir=path.parent)
-        temp = Path(temp_name)
-        try:
-            digest = await _receive(reader, fd, request, self._blocking, self._counters)
-            if claimed is not None and digest != claimed:
-                raise HttpError(
-                    400, f"received bytes hash to {digest}, not {claimed}", reason=CHECKSUM_MISMATCH_REASON
-                )
-            owned, fd = fd, -1  # the thread closes it, even if this request is cancelled meanwhile
-            info = await self._blocking(_sync_and_close, owned)
-            os.replace(temp, path)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            temp.unlink(missing_ok=True)
-            raise
-        return info, digest
 
     # -- DELETE ----------------------------------------------------------------------------------------
 
@@ -804,75 +580,3 @@ async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, leng
         if sent == 0:  # the file shrank under us: close early, the client sees a short body and retries
             raise ConnectionError(f"file ended {end - offset} bytes early")
         offset += sent
-
-
-async def _receive(
-    reader: asyncio.StreamReader,
-    fd: int,
-    request: Request,
-    blocking: _Blocking,
-    counters: collections.Counter[str],
-) -> str:
-    """Read the request body into `fd`; return its checksum.
-
-    The loop only receives: each ~1 MiB batch is checksummed and written by a thread (zlib and the
-    write release the GIL) while the loop receives the next one, so the two overlap. A body that stalls
-    for `BODY_IDLE_S` or falls behind `MIN_BODY_RATE` (after `BODY_GRACE_S`) is cut off with a 408: a
-    client trickling bytes would otherwise hold a transfer slot and a temp file as long as it liked.
-    """
-    hasher = new_hasher()
-    batch: list[bytes] = []
-    batched = 0
-    loop = asyncio.get_running_loop()
-    started = loop.time() + BODY_GRACE_S
-    received = 0
-    while request.body_left > 0:
-        try:
-            async with asyncio.timeout(BODY_IDLE_S):
-                block = await reader.read(min(request.body_left, WRITE_BATCH))
-        except TimeoutError:
-            counters["slow_body"] += 1
-            request.body_left = 0  # no lingering over a body that does not come
-            raise HttpError(408, f"no body bytes for {BODY_IDLE_S:g}s") from None
-        if not block:
-            raise ConnectionError(f"client closed with {request.body_left} body bytes unsent")
-        request.body_left -= len(block)
-        received += len(block)
-        if loop.time() > started + received / MIN_BODY_RATE:
-            counters["slow_body"] += 1
-            request.body_left = 0
-            raise HttpError(408, f"body arriving slower than {MIN_BODY_RATE} bytes/s")
-        batch.append(block)
-        batched += len(block)
-        if batched >= WRITE_BATCH or request.body_left == 0:
-            await blocking(_hash_and_write, os.dup(fd), batch, hasher)
-            batch, batched = [], 0
-    return hasher.hexdigest()
-
-
-# -- blocking file work, run in threads ----------------------------------------------------------------
-
-
-def _hash_fd(fd: int, start: int, length: int) -> str:
-    with os.fdopen(fd, "rb") as file:
-        return checksum_fileobj(file, start, length)
-
-
-def _hash_and_write(fd: int, blocks: list[bytes], hasher: Crc32) -> None:
-    """Checksum `blocks` into `hasher` and write them to `fd`, then close it: `fd` is a duplicate owned
-    by this thread, so if the request is cancelled meanwhile and closes its descriptor, this one stays
-    valid and a write can never land in a file that reused the number."""
-    try:
-        for block in blocks:
-            hasher.update(block)
-            write_all(fd, memoryview(block))
-    finally:
-        os.close(fd)
-
-
-def _sync_and_close(fd: int) -> os.stat_result:
-    try:
-        os.fsync(fd)
-        return os.fstat(fd)
-    finally:
-        os.close(fd)

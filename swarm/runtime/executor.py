@@ -21,10 +21,10 @@ at the strongest level (or the weakest one at least as strong as the `isolation`
 * "sandbox": also bubblewrap namespaces (see `executor_proc` for what a sandbox contains): a read-only
   system, a private /tmp, its own PID namespace, and no network.
 
-Every attempt gets a private work directory, made here (mode 0700, owned by the task user) inside the
-worker's own directory under the node's work dir and named in the request; its path is retired when the
-attempt ends, whatever way it ended (see `_after_attempt` for why an untouched one is renamed for the
-next attempt rather than removed and made again).
+Every attempt gets a private work directory (`executor_dirs`) inside the worker's own directory under
+the node's work dir, named in the request; its path is retired when the attempt ends, whatever way it
+ended (see `_after_attempt` for why an untouched one is renamed for the next attempt rather than removed
+and made again).
 
 Why long-lived sandboxed workers, not one bwrap per attempt. A sandboxed worker is a fresh interpreter
 (bubblewrap cannot fork it from a server outside the namespaces), so its start costs an interpreter start
@@ -49,8 +49,9 @@ Rules:
   `fork`, because the node's process runs asyncio and other threads whose locks a forked child could
   inherit held. Both re-import the main module in the child, so a script that starts an executor needs the
   usual `if __name__ == "__main__":` guard (console scripts have it).
-* Whatever happens to the task, `run()` returns an `Outcome` and never raises (except `CancelledError`:
-  cancelling the awaiting coroutine kills the worker and propagates, as structured concurrency expects).
+* Whatever happens to the task, `run()` returns an `Outcome` (`executor_outcome`) and never raises
+  (except `CancelledError`: cancelling the awaiting coroutine kills the worker and propagates, as
+  structured concurrency expects).
 * A timeout, a `cancel()` or a worker dying all end the same way: the worker's process group is killed, the
   attempt gets its outcome (`timeout`, `error`/"cancelled", `crash`), and a replacement worker starts in the
   background for that slot. One bad task costs one attempt and one process start, never the node or the
@@ -69,20 +70,28 @@ import dataclasses
 import logging
 import multiprocessing
 import os
-import secrets
 import shutil
-import signal
-import stat
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import orjson
 
 from swarm.devices.capabilities import ISOLATION_LEVELS, isolation_rank
 from swarm.errors import ConfigError
+from swarm.runtime.executor_dirs import (
+    AttemptDir,
+    fresh_dir,
+    hand_over,
+    new_attempt_dir,
+    renamed,
+    rmtree,
+    untouched,
+    warn_unwritable,
+)
+from swarm.runtime.executor_outcome import Outcome, decode, exit_description, failed
 from swarm.runtime.executor_proc import (
     SandboxSpec,
     WorkerProcess,
@@ -96,169 +105,12 @@ from swarm.runtime.executor_proc import (
 from swarm.runtime.executor_worker import TaskUser, WorkerConfig, swarm_package_dir
 from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DataPlane, TaskPolicy
 
-__all__ = ["Executor", "Outcome", "OutcomeKind"]
+__all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
 
-OutcomeKind = Literal[
-    "ok", "error", "retry", "fatal", "timeout", "crash", "refused", "invalid", "unknown_type"
-]
-_KINDS: frozenset[str] = frozenset(get_args(OutcomeKind))
 _StopReason = Literal["cancelled", "timeout", "closed"]
 _FILE_THREADS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt ended; `started_at`/`finished_at` are `time.time()` in the worker when it got there."""
-
-    ok: bool
-    result: Any = None
-    error: str | None = None
-    kind: OutcomeKind = "ok"
-    retry_after: float | None = None
-    started_at: float = 0.0
-    finished_at: float = 0.0
-
-
-def _failed(kind: OutcomeKind, error: str, started_at: float) -> Outcome:
-    return Outcome(ok=False, error=error, kind=kind, started_at=started_at, finished_at=time.time())
-
-
-def _decode(data: bytes) -> Outcome:
-    """Turn a worker's reply into an `Outcome`; a malformed reply is an executor error, not a crash."""
-    msg = orjson.loads(data)
-    kind = msg.get("kind")
-    if kind not in _KINDS:
-        return _failed("error", f"worker sent an unknown outcome kind {kind!r}", time.time())
-    return Outcome(
-        ok=kind == "ok",
-        result=msg.get("result"),
-        error=msg.get("error"),
-        kind=kind,
-        retry_after=msg.get("retry_after"),
-        started_at=float(msg.get("started_at", 0.0)),
-        finished_at=float(msg.get("finished_at", 0.0)),
-    )
-
-
-def _exit_description(code: int | None) -> str:
-    if code is None:
-        return "worker process died"
-    if code < 0:
-        try:
-            return f"worker process killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"worker process killed by signal {-code}"
-    return f"worker process exited with code {code}"
-
-
-# -- directories -----------------------------------------------------------------------------------------
-def _skip_missing(func: Any, path: str, exc_info: Any) -> None:
-    if not issubclass(exc_info[0], FileNotFoundError):  # gone meanwhile is as good as removed
-        raise exc_info[1]
-
-
-def _rmtree(path: str) -> None:
-    """Remove a tree whatever modes task code left on it; never follows a link it finds there."""
-    try:
-        os.rmdir(path)  # most attempts leave their directory empty: one system call
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    try:
-        shutil.rmtree(path, onerror=_skip_missing)
-    except OSError:
-        if is_root():
-            return  # modes do not stop root: what failed is not ours to fight
-        # Task code ran as ourselves and may have taken the write bit off its directories. Any link it
-        # left leads only to files we own, so chmod's following it gives nobody anything.
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                with contextlib.suppress(OSError):
-                    os.chmod(os.path.join(root, name), stat.S_IRWXU)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _fresh_dir(path: str) -> None:
-    """An empty directory others may pass through (to their attempt's directory) but not list."""
-    if os.path.lexists(path):
-        _rmtree(path)  # attempts a crashed node left behind
-    os.mkdir(path, 0o711)
-    os.chmod(path, 0o711)  # whatever the umask
-
-
-@dataclass(frozen=True, slots=True)
-class _AttemptDir:
-    """An attempt's directory and what it looked like when handed out (see `_untouched`)."""
-
-    path: str
-    looks: tuple[int, ...]
-
-
-def _looks(path: str) -> tuple[int, ...]:
-    st = os.stat(path, follow_symlinks=False)
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_nlink, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _new_attempt_dir(parent: str, user: TaskUser | None) -> _AttemptDir:
-    path = tempfile.mkdtemp(prefix="a-", dir=parent)  # 0700, a name no other task can guess
-    if user is not None:
-        os.chown(path, user.uid, user.gid)
-    return _AttemptDir(path, _looks(path))
-
-
-def _untouched(d: _AttemptDir) -> bool:
-    """Whether an attempt left its directory as it got it: empty, same mode, owner and times, and no
-    extended attributes (an ACL is one). The times alone would not do: they tick coarsely."""
-    try:
-        if _looks(d.path) != d.looks or os.listxattr(d.path, follow_symlinks=False):
-            return False
-        with os.scandir(d.path) as entries:
-            return next(entries, None) is None
-    except OSError:
-        return False
-
-
-def _renamed(d: _AttemptDir) -> _AttemptDir:
-    """The same empty directory under a new name, no other attempt's: it is the next attempt's."""
-    path = os.path.join(os.path.dirname(d.path), f"a-{secrets.token_hex(6)}")
-    os.rename(d.path, path)
-    return _AttemptDir(path, _looks(path))  # a rename changes the ctime
-
-
-def _hand_over(directory: str, user: TaskUser) -> None:
-    """Give the task user the data-plane directory, where map tasks write (the data server is root)."""
-    if not os.path.isdir(directory) or os.stat(directory).st_uid == user.uid:
-        return
-    for root, dirs, files in os.walk(directory):
-        for name in (*dirs, *files):
-            os.chown(os.path.join(root, name), user.uid, user.gid, follow_symlinks=False)
-    os.chown(directory, user.uid, user.gid)
-
-
-def _warn_unwritable(paths: tuple[str, ...], user: TaskUser) -> None:
-    """Say so when an allowed path is closed to the task user (by its mode bits; ACLs are not read):
-    the owner allowed tasks there, and would otherwise only see tasks fail or fall back."""
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        mode = st.st_mode
-        if not (
-            (st.st_uid == user.uid and mode & stat.S_IWUSR)
-            or (st.st_gid == user.gid and mode & stat.S_IWGRP)
-            or mode & stat.S_IWOTH
-        ):
-            log.warning(
-                "allowed path %s is not writable by %s, the user tasks run as: make it so, or set "
-                "[tasks] run_as to its owner, for tasks to write there",
-                path,
-                user.name,
-            )
 
 
 def _choose_level(wanted: str | None, runnable: tuple[str, ...]) -> str:
@@ -283,7 +135,7 @@ class _Slot:
         self.directory = directory
         self.worker: WorkerProcess | None = None
         self.starting: asyncio.Task[WorkerProcess] | None = None
-        self.fresh: _AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
+        self.fresh: AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
 
 
 @dataclass(eq=False, slots=True)
@@ -410,8 +262,8 @@ class Executor:
         self._user = task_user(self._policy.run_as)
         if self._user is not None:
             if self._data.directory:
-                _hand_over(self._data.directory, self._user)
-            _warn_unwritable(self._policy.allowed_paths, self._user)
+                hand_over(self._data.directory, self._user)
+            warn_unwritable(self._policy.allowed_paths, self._user)
         bwrap = find_bwrap()
         if self.isolation == "sandbox" and bwrap is not None:
             writable = [os.path.abspath(p) for p in (self._data.directory, *self._policy.allowed_paths) if p]
@@ -427,7 +279,7 @@ class Executor:
     def _new_slot(self, index: int, network: bool) -> _Slot:
         assert self._work_dir is not None
         directory = os.path.join(self._work_dir, f"{'net' if network else 'slot'}-{index}")
-        _fresh_dir(directory)
+        fresh_dir(directory)
         return _Slot(index, network, directory)
 
     async def _start_pool(self, network: bool) -> None:
@@ -472,7 +324,7 @@ class Executor:
         if self._files is not None:
             self._files.shutdown(wait=True)
         for slot in self._all_slots():
-            _rmtree(slot.directory)
+            rmtree(slot.directory)
         self._remove_own_work_dir()
 
     def _remove_own_work_dir(self) -> None:
@@ -628,7 +480,7 @@ class Executor:
             return await self._run(job, attempt, task_type, payload, timeout, network)
         except Exception as exc:  # a bug of ours must fail this attempt, not the node
             log.exception("executor failed running %s attempt %s", task_id, attempt)
-            return _failed("error", f"executor error: {type(exc).__name__}: {exc}", begun)
+            return failed("error", f"executor error: {type(exc).__name__}: {exc}", begun)
         finally:
             self._jobs.discard(job)
 
@@ -647,12 +499,12 @@ class Executor:
     ) -> Outcome:
         begun = time.time()
         if not self._open:
-            return _failed("error", "executor is not running", begun)
+            return failed("error", "executor is not running", begun)
         request = {"task_id": job.task_id, "attempt": attempt, "type": task_type, "payload": payload}
         try:
             body = orjson.dumps(request)
         except TypeError as exc:
-            return _failed("invalid", f"payload is not JSON-serialisable: {exc}", begun)
+            return failed("invalid", f"payload is not JSON-serialisable: {exc}", begun)
         slot = await self._acquire(job, self._pool_for(task_type, network))
         try:
             if slot is None or job.stop_reason is not None:
@@ -666,9 +518,9 @@ class Executor:
     ) -> Outcome:
         """Give the attempt its private directory for as long as it runs, whatever way it ends."""
         try:
-            work_dir, slot.fresh = slot.fresh or _new_attempt_dir(slot.directory, self._user), None
+            work_dir, slot.fresh = slot.fresh or new_attempt_dir(slot.directory, self._user), None
         except OSError as exc:
-            return _failed("error", f"could not make the attempt's work directory: {exc}", begun)
+            return failed("error", f"could not make the attempt's work directory: {exc}", begun)
         try:
             # The directory goes first in the request, spliced in so the payload is encoded once.
             data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b"," + body[1:]
@@ -678,7 +530,7 @@ class Executor:
                 slot, work_dir, ended_cleanly=job.stop_reason is None and slot.starting is None
             )
 
-    def _after_attempt(self, slot: _Slot, used: _AttemptDir, ended_cleanly: bool) -> None:
+    def _after_attempt(self, slot: _Slot, used: AttemptDir, ended_cleanly: bool) -> None:
         """Retire the attempt's directory: its path never serves another attempt.
 
         An attempt that ended cleanly and left the directory exactly as it got it passes it on, renamed,
@@ -689,11 +541,11 @@ class Executor:
         outlive it, and one holding the directory open must not find the next attempt's files in it;
         in a sandbox the worker has killed them all before it replies.
         """
-        if ended_cleanly and self._open and self.isolation != "user" and _untouched(used):
+        if ended_cleanly and self._open and self.isolation != "user" and untouched(used):
             with contextlib.suppress(OSError):
-                slot.fresh = _renamed(used)
+                slot.fresh = renamed(used)
                 return
-        self._chore(asyncio.get_running_loop().run_in_executor(self._files, _rmtree, used.path))
+        self._chore(asyncio.get_running_loop().run_in_executor(self._files, rmtree, used.path))
 
     def _chore(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """Track background file work, so that `close` waits for it."""
@@ -708,7 +560,7 @@ class Executor:
         try:
             worker = await self._worker_for(slot)
         except (ConfigError, OSError, TimeoutError) as exc:
-            return _failed("crash", f"could not start a worker process: {exc}", begun)
+            return failed("crash", f"could not start a worker process: {exc}", begun)
         if worker is None or job.stop_reason is not None or not self._open:
             return self._stopped(job, timeout, begun)
         job.slot = slot
@@ -731,12 +583,12 @@ class Executor:
         if answer is None:
             code = await worker.exit_code(timeout=1.0)
             self._replace(slot)
-            return _failed("crash", _exit_description(code), sent)
-        return _decode(answer)
+            return failed("crash", exit_description(code), sent)
+        return decode(answer)
 
     def _stopped(self, job: _Job, timeout: float | None, begun: float) -> Outcome:
         if job.stop_reason == "timeout":
-            return _failed("timeout", f"timed out after {timeout} s; worker process killed", begun)
+            return failed("timeout", f"timed out after {timeout} s; worker process killed", begun)
         if job.stop_reason == "cancelled":
-            return _failed("error", "cancelled", begun)
-        return _failed("error", "executor shut down", begun)
+            return failed("error", "cancelled", begun)
+        return failed("error", "executor shut down", begun)

@@ -74,9 +74,10 @@ from swarm.messages import (
 from swarm.registry import Registry
 from swarm.runtime.brokerconf import BrokerSecurity, UserEntry
 from swarm.runtime.brokerlocator import BrokerLocator
-from swarm.runtime.dataserver import JOBS_DIR, DataServer, job_data_name
+from swarm.runtime.dataserver import DataServer
 from swarm.runtime.executor import Executor
 from swarm.runtime.identity import broker_login, load_roster, save_roster
+from swarm.runtime.jobaccess import JOBS_DIR, job_data_name
 from swarm.runtime.logthrottle import ThrottledWarning
 from swarm.runtime.mqtt import Transport, TransportError
 from swarm.runtime.netaddr import advertised_host

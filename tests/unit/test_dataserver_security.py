@@ -18,9 +18,10 @@ from swarm.errors import InvalidPayload
 from swarm.mapreduce.app import AppSource
 from swarm.mapreduce.plan import MapReduceSpec, build_job, new_capability, plan_splits
 from swarm.mapreduce.tasks import map_handler, reduce_handler
-from swarm.runtime import datafetch, dataserver
+from swarm.runtime import datafetch, dataupload, jobaccess
 from swarm.runtime.datafetch import FetchError, fetch, upload
-from swarm.runtime.dataserver import CAPABILITY_FILE, Capabilities, DataServer, register_capability
+from swarm.runtime.dataserver import DataServer
+from swarm.runtime.jobaccess import CAPABILITY_FILE, Capabilities, register_capability
 from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
 LOOPBACK = "127.0.0.1"
@@ -146,13 +147,13 @@ def test_capabilities_compare_every_token_in_constant_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     compared: list[tuple[str, str]] = []
-    real = dataserver.hmac.compare_digest
+    real = jobaccess.hmac.compare_digest
 
     def spy(a: str, b: str) -> bool:
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(dataserver.hmac, "compare_digest", spy)
+    monkeypatch.setattr(jobaccess.hmac, "compare_digest", spy)
     table = Capabilities(tmp_path, {"j": [TOKEN_A, TOKEN_B]})
     assert table.accepts("j", TOKEN_A) and table.accepts("j", TOKEN_B)
     assert len(compared) == 4  # both known tokens, every time, whichever matches
@@ -279,9 +280,9 @@ async def test_an_upload_past_the_budget_is_refused_before_its_body_is_read(tmp_
 async def test_a_body_that_stalls_or_trickles_is_cut_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dataserver, "BODY_IDLE_S", 0.5)
-    monkeypatch.setattr(dataserver, "BODY_GRACE_S", 0.3)
-    monkeypatch.setattr(dataserver, "MIN_BODY_RATE", 1000)
+    monkeypatch.setattr(dataupload, "BODY_IDLE_S", 0.5)
+    monkeypatch.setattr(dataupload, "BODY_GRACE_S", 0.3)
+    monkeypatch.setattr(dataupload, "MIN_BODY_RATE", 1000)
     head = _put_head("mr-out-0", 1500)
     async with submitter(tmp_path) as server:
         started = time.monotonic()

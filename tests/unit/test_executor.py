@@ -20,7 +20,8 @@ import pytest
 from executor_handlers import FACTORY
 
 from swarm.errors import ConfigError
-from swarm.runtime.executor import Executor, Outcome
+from swarm.runtime.executor import Executor
+from swarm.runtime.executor_outcome import Outcome
 from swarm.taskapi import TaskPolicy
 
 
