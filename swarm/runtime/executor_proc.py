@@ -73,6 +73,7 @@ __all__ = [
     "detect_isolation",
     "find_bwrap",
     "is_root",
+    "private_tmp",
     "python_paths",
     "runnable_levels",
     "sandbox_argv",
@@ -83,6 +84,8 @@ log = logging.getLogger(__name__)
 
 _BWRAP = "/usr/bin/bwrap"  # Debian's; found on PATH elsewhere
 _SYSTEM_DIRS = ("/usr", "/etc")
+#: The sandbox's own /tmp, a fresh tmpfs emptied after every attempt.
+_PRIVATE_TMP = Path("/tmp")
 _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _GPU_DEVICES = ("/dev/dri", "/dev/nvidia*", "/dev/kfd")
 _PROBE_TIMEOUT_S = 10.0
@@ -176,7 +179,7 @@ _SPECIAL, _WRITABLE, _READONLY = 0, 1, 2
 
 def _system_mounts() -> list[_Mount]:
     mounts: list[_Mount] = [
-        ("/tmp", _SPECIAL, ["--perms", "1777", "--tmpfs", "/tmp"]),
+        (str(_PRIVATE_TMP), _SPECIAL, ["--perms", "1777", "--tmpfs", str(_PRIVATE_TMP)]),
         ("/proc", _SPECIAL, ["--proc", "/proc"]),
         ("/dev", _SPECIAL, ["--dev", "/dev"]),
     ]
@@ -210,11 +213,22 @@ def sandbox_argv(spec: SandboxSpec) -> list[str]:
         args.append("--unshare-net")
     mounts = _system_mounts()
     writable = [p for p in dict.fromkeys(spec.writable) if os.path.exists(p)]
-    readonly = [p for p in dict.fromkeys(spec.readonly) if os.path.exists(p)]
+    # A read-only path that holds /tmp (a node started from a script in /tmp has it on `sys.path`) would
+    # replace the sandbox's private /tmp with the host's: tasks would read every other user's files,
+    # and emptying it after each attempt would walk the whole host /tmp (0.1 s a task).
+    readonly = [
+        p for p in dict.fromkeys(spec.readonly) if os.path.exists(p) and not _PRIVATE_TMP.is_relative_to(p)
+    ]
     mounts += [(path, _WRITABLE, ["--bind", path, path]) for path in writable]
     mounts += [(path, _READONLY, ["--ro-bind", path, path]) for path in readonly]
     mounts += _parent_dirs([*writable, *readonly], {m[0] for m in mounts})
     return [*args, *_ordered(mounts), "--chdir", spec.chdir]
+
+
+def private_tmp(spec: SandboxSpec) -> bool:
+    """Whether the sandbox's /tmp is its own: no writable path (an allowed path the owner gave, such as
+    /tmp itself) is bound over it. Only then may a worker empty it after an attempt."""
+    return not any(_PRIVATE_TMP.is_relative_to(os.path.abspath(p)) for p in spec.writable)
 
 
 def _parent_dirs(paths: Iterable[str], targets: set[str]) -> list[_Mount]:

@@ -114,6 +114,8 @@ class WorkerConfig:
     strict_plugins: bool = True
     user: TaskUser | None = None
     sandboxed: bool = False
+    #: The sandbox's /tmp is a tmpfs of its own (`executor_proc.private_tmp`), emptied after each attempt.
+    private_tmp: bool = False
     sys_path: tuple[str, ...] = ()
     #: The directory of the node's `swarm` package: the worker must have imported the same one.
     swarm_dir: str = ""
@@ -369,8 +371,9 @@ def _leave_attempt(config: WorkerConfig) -> None:
 
 
 def _clear_tmp(config: WorkerConfig) -> None:
-    """Empty a sandbox's private /tmp after an attempt (after the reply: only this worker sees it)."""
-    if not config.sandboxed:
+    """Empty a sandbox's private /tmp after an attempt (after the reply: only this worker sees it); never
+    a host directory an allowed path binds there."""
+    if not config.private_tmp:
         return
     with contextlib.suppress(OSError, RecursionError):
         fd = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)

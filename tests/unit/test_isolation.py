@@ -342,3 +342,11 @@ def test_the_sandbox_command_line(root: bool, monkeypatch: pytest.MonkeyPatch, t
     assert ("--ro-bind", "/usr") in where and ("--proc", "/proc") in where
     with_network = executor_proc.sandbox_argv(dataclasses.replace(spec, network=True))
     assert "--unshare-net" not in with_network
+    # A node started from a script in /tmp has /tmp on its import path: the sandbox keeps its own /tmp.
+    holding = dataclasses.replace(spec, readonly=("/tmp", "/", str(package)))
+    mounts = _mounts(executor_proc.sandbox_argv(holding))
+    assert ("--ro-bind", "/tmp") not in mounts and ("--ro-bind", "/") not in mounts
+    assert ("--tmpfs", "/tmp") in mounts and ("--ro-bind", str(package)) in mounts
+    # ... and empties it after each attempt only where no allowed path is bound over it.
+    assert executor_proc.private_tmp(spec)
+    assert not executor_proc.private_tmp(dataclasses.replace(spec, writable=(str(work), "/tmp")))
