@@ -271,6 +271,42 @@ def test_a_1000_node_dag_draws_its_first_frame_within_two_seconds(
         page.close()
 
 
+def test_a_large_graph_draws_each_node_in_its_colour_where_a_click_finds_it(
+    duo: Cluster, browser: Any
+) -> None:
+    """A graph past the labelled size draws its nodes as discs (not spheres): each shows its state's exact
+    colour at the point where it is drawn, and a click there picks it (the nearest node under the point)."""
+    page, console = _open(browser, _api_url(duo), _token(duo))
+    try:
+        _require_webgl(page)
+        page.evaluate("window.__cockpit.bench(1000)")
+        spots = page.evaluate(
+            """() => { const u = window.__cockpit.cockpit.universe;
+                 for (let i = 0; i < u.graph.ids.length; i++) u.setState(i, i % 10 ? "failure" : "success");
+                 const c = u.perspective, t = u.controls3d.target;
+                 c.position.lerp(t, 0.7); c.lookAt(t); u.markStill();
+                 u.edges.visible = false; // additive edges in front of a node would tint the pixel read
+                 u.renderNow(); u.finish();
+                 const out = [];
+                 for (let i = 0; i < u.graph.ids.length; i += 10) {
+                   const s = u.screenOf(i);
+                   const inside = s.x > 330 && s.x < 1250 && s.y > 70 && s.y < 740; // clear of the panels
+                   if (inside) out.push({ i, ...s, picked: u.pick(s.x, s.y) });
+                 }
+                 return out; }"""
+        )
+        png = page.screenshot()
+        assert len(spots) >= 20, spots
+        assert all(s["picked"] >= 0 for s in spots), spots
+        on_top = [s for s in spots if s["picked"] == s["i"]]
+        assert len(on_top) >= 0.8 * len(spots), (len(on_top), len(spots))
+        green = [s for s in on_top if _near(_pixel(page, png, s["x"], s["y"]), GREEN, tolerance=40)]
+        assert len(green) >= 0.9 * len(on_top), (len(green), len(on_top))
+        assert console.errors == [], console.errors
+    finally:
+        page.close()
+
+
 def test_a_live_run_turns_its_nodes_green_and_the_palette_is_seed_004s(
     duo: Cluster, browser: Any, tmp_path: Path
 ) -> None:

@@ -1,6 +1,7 @@
-// The 3D DAG universe: nodes as one InstancedMesh, edges as one LineSegments, particles on the edges into
-// running steps, a pulsing halo on the bottleneck, labels for small graphs. A handful of draw calls
-// whatever the graph's size; a state change rewrites only the instance colour buffer.
+// The 3D DAG universe: nodes as one InstancedMesh of spheres (a small graph) or one Points of discs (a
+// large one), edges as one LineSegments, particles on the edges into running steps, a pulsing halo on the
+// bottleneck, labels for small graphs. A handful of draw calls whatever the graph's size; a state change
+// rewrites only the nodes' colour buffer.
 //
 // Edge "thickness by bytes passed": WebGL lines are one pixel wide on most platforms, so the bytes an
 // edge carried are drawn as its brightness (log scale), and the critical path in holographic purple.
@@ -21,9 +22,11 @@ const MAX_LABELS = 150;
 // Adaptive resolution, as 3D viewers do: while the camera moves, frames are drawn at MOVING_SCALE of the
 // resolution, and while a large graph is redrawn continuously (a live run's stream of states, particles
 // flowing) at BUSY_SCALE; at full resolution again once it has been still for SETTLE_MS. On software GL
-// the pixels cost more than the scene, and a moving picture hides the blur.
-const MOVING_SCALE = 0.4;
-const BUSY_SCALE = 0.45;
+// the pixels are most of a frame once the nodes are discs (rotating 1,000 nodes: 11.8 ms to render and
+// finish a frame at full resolution, 4.8 at 0.4), and a moving picture hides the blur; slower devices than
+// the 2-core machine measured, which holds 60 fps even at full resolution, get the margin.
+const MOVING_SCALE = 0.6;
+const BUSY_SCALE = 0.75;
 const SETTLE_MS = 180;
 const MAX_PARTICLES = 4000;
 const PER_EDGE = 4;
@@ -71,7 +74,6 @@ export class Universe {
       c.enableDamping = false;
       c.addEventListener("change", () => this.invalidate());
     }
-    this.raycaster = new THREE.Raycaster();
     this.colour = new THREE.Color();
     this.graph = null;
     this.nodes = null;
@@ -96,6 +98,7 @@ export class Universe {
     const w = this.canvas.clientWidth || 1;
     const h = this.canvas.clientHeight || 1;
     this.renderer.setSize(w, h, false);
+    this.nodes?.setViewportHeight(this.renderer.getDrawingBufferSize(new THREE.Vector2()).y);
     this.perspective.aspect = w / h;
     this.perspective.updateProjectionMatrix();
     this.fitOrtho();
@@ -114,29 +117,9 @@ export class Universe {
     this.graph = graph;
     this.layout = layout;
     const n = graph.ids.length;
-    // Rounder spheres where there are few (labelled) nodes; in a large graph each is a few pixels wide
-    // and the vertices are what software GL pays for (rotating 1,000 nodes: 37 -> 53 fps at 20 faces).
-    const geometry = new THREE.IcosahedronGeometry(1, n > MAX_LABELS ? 0 : 2);
-    const material = new THREE.MeshBasicMaterial({ color: 0xffffff });
-    const mesh = new THREE.InstancedMesh(geometry, material, Math.max(n, 1));
-    mesh.count = n;
-    const matrix = new THREE.Matrix4();
-    const scale = new THREE.Vector3();
-    const position = new THREE.Vector3();
-    const quaternion = new THREE.Quaternion();
-    for (let i = 0; i < n; i++) {
-      position.set(layout.x[i], layout.y[i], layout.z[i]);
-      const s = graph.size[i];
-      scale.set(s, s, s);
-      matrix.compose(position, quaternion, scale);
-      mesh.setMatrixAt(i, matrix);
-      mesh.setColorAt(i, this.colour.set(COLOURS.waiting));
-    }
-    mesh.instanceMatrix.needsUpdate = true;
-    if (mesh.instanceColor) mesh.instanceColor.needsUpdate = true;
-    mesh.computeBoundingSphere();
-    this.nodes = mesh;
-    this.scene.add(mesh);
+    this.nodes = n > MAX_LABELS ? new NodeDots(graph, layout) : new NodeSpheres(graph, layout);
+    this.nodes.setViewportHeight(this.renderer.getDrawingBufferSize(new THREE.Vector2()).y);
+    this.scene.add(this.nodes.object);
 
     const m = graph.src.length;
     const positions = new Float32Array(m * 6);
@@ -181,7 +164,7 @@ export class Universe {
   }
 
   clear() {
-    for (const object of [this.nodes, this.edges, this.particles, this.halo]) {
+    for (const object of [this.nodes?.object, this.edges, this.particles, this.halo]) {
       if (!object) continue;
       this.scene.remove(object);
       object.geometry.dispose();
@@ -196,8 +179,7 @@ export class Universe {
 
   /** Colour node i by its display state (model.js DISPLAY). */
   setState(i, display) {
-    this.nodes.setColorAt(i, this.colour.set(COLOURS[display] ?? COLOURS.waiting));
-    this.nodes.instanceColor.needsUpdate = true;
+    this.nodes.paint(i, this.colour.set(COLOURS[display] ?? COLOURS.waiting));
     this.invalidate();
   }
 
@@ -324,17 +306,36 @@ export class Universe {
     return this.mode;
   }
 
-  /** The node under a point of the canvas (client coordinates), or -1. */
+  /**
+   * The node under a point of the canvas (client coordinates), or -1: the nearest to the camera of the
+   * nodes whose disc on the screen holds the point (3 px of slack, for the smallest ones).
+   */
   pick(clientX, clientY) {
     if (!this.nodes) return -1;
     const rect = this.canvas.getBoundingClientRect();
-    const pointer = new THREE.Vector2(
-      ((clientX - rect.left) / rect.width) * 2 - 1,
-      -((clientY - rect.top) / rect.height) * 2 + 1,
-    );
-    this.raycaster.setFromCamera(pointer, this.camera);
-    const hit = this.raycaster.intersectObject(this.nodes, false)[0];
-    return hit?.instanceId ?? -1;
+    const camera = this.camera;
+    camera.updateMatrixWorld();
+    const perspective = camera.isPerspectiveCamera;
+    // Pixels per world unit at depth 1 (perspective) or anywhere (orthographic), as NodeDots draws them.
+    const unit = (camera.projectionMatrix.elements[5] * rect.height) / 2;
+    const v = new THREE.Vector3();
+    const { x, y, z } = this.layout;
+    let best = -1;
+    let bestDepth = Infinity;
+    for (let i = 0; i < this.graph.ids.length; i++) {
+      v.set(x[i], y[i], z[i]).applyMatrix4(camera.matrixWorldInverse);
+      const depth = -v.z;
+      if (perspective && depth <= camera.near) continue;
+      const radius = (this.graph.size[i] * unit) / (perspective ? depth : 1) + 3;
+      v.applyMatrix4(camera.projectionMatrix);
+      const dx = rect.left + ((v.x + 1) / 2) * rect.width - clientX;
+      const dy = rect.top + ((1 - v.y) / 2) * rect.height - clientY;
+      if (dx * dx + dy * dy <= radius * radius && depth < bestDepth) {
+        best = i;
+        bestDepth = depth;
+      }
+    }
+    return best;
   }
 
   /** Where node i is on the page (client coordinates). */
@@ -411,5 +412,105 @@ export class Universe {
   finish() {
     const gl = this.renderer.getContext();
     gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+  }
+}
+
+/** The nodes of a small graph: an instanced icosphere each, of radius `graph.size[i]`. */
+class NodeSpheres {
+  constructor(graph, layout) {
+    const n = graph.ids.length;
+    const mesh = new THREE.InstancedMesh(
+      new THREE.IcosahedronGeometry(1, 2), new THREE.MeshBasicMaterial({ color: 0xffffff }), Math.max(n, 1),
+    );
+    mesh.count = n;
+    const matrix = new THREE.Matrix4();
+    const scale = new THREE.Vector3();
+    const position = new THREE.Vector3();
+    const quaternion = new THREE.Quaternion();
+    const waiting = new THREE.Color(COLOURS.waiting);
+    for (let i = 0; i < n; i++) {
+      position.set(layout.x[i], layout.y[i], layout.z[i]);
+      const s = graph.size[i];
+      scale.set(s, s, s);
+      matrix.compose(position, quaternion, scale);
+      mesh.setMatrixAt(i, matrix);
+      mesh.setColorAt(i, waiting);
+    }
+    mesh.instanceMatrix.needsUpdate = true;
+    if (mesh.instanceColor) mesh.instanceColor.needsUpdate = true;
+    mesh.computeBoundingSphere();
+    this.object = mesh;
+  }
+
+  paint(i, colour) {
+    this.object.setColorAt(i, colour);
+    this.object.instanceColor.needsUpdate = true;
+  }
+
+  setViewportHeight() {}
+}
+
+/**
+ * The nodes of a large graph: one point each, drawn as a disc of the sphere's on-screen size. Software GL
+ * pays per vertex: 1,000 instanced spheres were 60,000 vertices and most of a frame's time (rotating 1,000
+ * nodes, render and finish: 15.9 ms at the moving resolution, 9.9 of them the spheres); a disc is one.
+ * The colours are written as they are meant to appear (sRGB), with no conversion on the way out.
+ */
+class NodeDots {
+  constructor(graph, layout) {
+    const n = graph.ids.length;
+    const position = new Float32Array(n * 3);
+    const size = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      position[3 * i] = layout.x[i];
+      position[3 * i + 1] = layout.y[i];
+      position[3 * i + 2] = layout.z[i];
+      size[i] = graph.size[i];
+    }
+    const geometry = new THREE.BufferGeometry();
+    geometry.setAttribute("position", new THREE.BufferAttribute(position, 3));
+    geometry.setAttribute("size", new THREE.BufferAttribute(size, 1));
+    geometry.setAttribute("colour", new THREE.BufferAttribute(new Float32Array(n * 3), 3));
+    this.uniforms = { viewportHeight: { value: 1 } };
+    const material = new THREE.ShaderMaterial({
+      uniforms: this.uniforms,
+      vertexShader: `
+        attribute float size;
+        attribute vec3 colour;
+        uniform float viewportHeight;
+        varying vec3 vColour;
+        void main() {
+          vColour = colour;
+          vec4 view = modelViewMatrix * vec4(position, 1.0);
+          gl_Position = projectionMatrix * view;
+          // A perspective projection divides by depth; an orthographic one (w = 1) does not.
+          float depth = projectionMatrix[2][3] != 0.0 ? -view.z : 1.0;
+          gl_PointSize = max(2.0, size * projectionMatrix[1][1] * viewportHeight / depth);
+        }`,
+      fragmentShader: `
+        varying vec3 vColour;
+        void main() {
+          vec2 p = gl_PointCoord * 2.0 - 1.0;
+          float r2 = dot(p, p);
+          if (r2 > 1.0) discard;
+          // A darker rim gives the disc a sphere's roundness; the centre is the state's own colour.
+          gl_FragColor = vec4(vColour * (1.0 - 0.45 * r2 * r2), 1.0);
+        }`,
+    });
+    this.object = new THREE.Points(geometry, material);
+    this.colours = geometry.getAttribute("colour");
+    this.srgb = { r: 0, g: 0, b: 0 };
+    const waiting = new THREE.Color(COLOURS.waiting);
+    for (let i = 0; i < n; i++) this.paint(i, waiting);
+  }
+
+  paint(i, colour) {
+    const { r, g, b } = colour.getRGB(this.srgb, THREE.SRGBColorSpace);
+    this.colours.setXYZ(i, r, g, b);
+    this.colours.needsUpdate = true;
+  }
+
+  setViewportHeight(pixels) {
+    this.uniforms.viewportHeight.value = pixels;
   }
 }
