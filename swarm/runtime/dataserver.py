@@ -51,7 +51,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from swarm.beneath import CLOEXEC, DIRECTORY, NONBLOCK, open_beneath
 from swarm.durable import fsync_directory
@@ -70,8 +70,8 @@ from swarm.runtime.dataupload import (
     remove_made,
     store,
 )
+from swarm.runtime.filesend import send_file_range
 from swarm.runtime.httpwire import (
-    IO_TIMEOUT_S,
     MAX_HEAD_BYTES,
     HttpError,
     Request,
@@ -98,8 +98,6 @@ MAX_CONNECTIONS_PER_PEER = 64
 #: A refusal of a request that presented no valid token lingers over its body only this much.
 ANONYMOUS_LINGER_S = 1.0
 ANONYMOUS_LINGER_BYTES = 1 << 20
-
-SEND_CHUNK = 8 << 20
 
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -479,7 +477,7 @@ class DataServer:
                     "Accept-Ranges": "bytes",
                 }
                 request.answer(writer, status, headers)
-                await _stream(writer, file, start, length)
+                await send_file_range(writer, file, start, length, self._blocking)
         return status
 
     # -- PUT -------------------------------------------------------------------------------------------
@@ -554,29 +552,3 @@ class DataServer:
 def _relpath(relpath: str) -> str:
     """`relpath` checked as a request's path would be, in its canonical form."""
     return "/".join(checked_parts(relpath))
-
-
-async def _stream(writer: asyncio.StreamWriter, file: BinaryIO, start: int, length: int) -> None:
-    """Send `length` bytes of `file` from `start`, by `sendfile` where the loop can (uvloop cannot: then
-    by reads and writes), in bounded chunks."""
-    await writer.drain()
-    loop = asyncio.get_running_loop()
-    offset, end = start, start + length
-    zero_copy = True
-    while offset < end:
-        size = min(SEND_CHUNK, end - offset)
-        async with asyncio.timeout(IO_TIMEOUT_S):  # a stalled reader must not hold a transfer slot forever
-            if zero_copy:
-                try:
-                    sent = await loop.sendfile(writer.transport, file, offset, size)
-                except NotImplementedError:
-                    zero_copy = False
-                    continue
-            else:
-                block = await loop.run_in_executor(None, os.pread, file.fileno(), size, offset)
-                writer.write(block)
-                await writer.drain()
-                sent = len(block)
-        if sent == 0:  # the file shrank under us: close early, the client sees a short body and retries
-            raise ConnectionError(f"file ended {end - offset} bytes early")
-        offset += sent
