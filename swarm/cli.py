@@ -421,7 +421,6 @@ def _check_output(output: Path) -> None:
 
 
 async def _tasks(client: Any, args: argparse.Namespace) -> int:
-    await asyncio.sleep(0.2)  # let the retained coordinator record arrive
     tasks = await client.tasks(args.limit, args.job)
     errors = await _errors_of_failed(client, tasks)
     tasks = [replace(t, reason=t.reason or errors.get(t.task_id)) for t in tasks]

@@ -381,7 +381,6 @@ async def run_mapreduce_command(client: Any, url: str, args: argparse.Namespace)
     if not args.wait_for_cluster:
         # A MapReduce submitter serves the inputs until the end: without a coordinator it would wait
         # forever. `tasks` raises TimeoutError ("no coordinator answered"), which `main` turns into a line.
-        await asyncio.sleep(0.2)
         await client.tasks(1, None, timeout=5.0)
     display = ProgressDisplay(sys.stderr, sys.stderr.isatty(), time.monotonic(), label="mapreduce ")
     job_id = args.job_id or _new_job_id()
