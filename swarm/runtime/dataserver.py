@@ -509,7 +509,9 @@ class DataServer:
             async with self._slots:
                 if request.headers.get("expect", "").lower() == "100-continue":  # curl asks, then waits
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                info, digest = await store(request, reader, path, claimed, self._blocking, self._counters)
+                info, digest = await store(
+                    request, reader, writer.transport, path, claimed, self._blocking, self._counters
+                )
         except BaseException:
             self._budget.release(job, length)
             remove_made(created)  # a refused upload leaves nothing behind, not even its directories

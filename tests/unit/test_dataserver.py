@@ -245,6 +245,29 @@ async def test_put_then_get(server: DataServer, root: Path, tmp_path: Path) -> N
     assert _files(root) == ["job1", "job1/empty", "job1/mr-out-0"]
 
 
+async def test_a_put_body_sent_with_its_head_and_then_in_pieces_is_stored_whole(
+    server: DataServer, root: Path
+) -> None:
+    """Part of the body arrives with the head (the stream has it), the rest in pieces (received on a
+    thread, straight from the socket)."""
+    data = os.urandom(3 * MB + 5)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"PUT /f/job1/mr-out-0 HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    writer.write(head + data[:1000])
+    for at in range(1000, len(data), 700_001):
+        await asyncio.sleep(0.01)
+        writer.write(data[at : at + 700_001])
+    status = await reader.readuntil(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 201 ") and checksum_bytes(data).encode() in status
+    assert (root / "job1" / "mr-out-0").read_bytes() == data
+    writer.close()
+    assert await asyncio.to_thread(fetch, server.url_for("job1/mr-out-0")) == data
+
+
 async def test_put_with_wrong_checksum_is_rejected_and_nothing_is_kept(
     server: DataServer, root: Path
 ) -> None:
