@@ -37,10 +37,28 @@ def blocking() -> Iterator[Callable[..., Awaitable[Any]]]:
     pool.shutdown()
 
 
+@pytest.fixture
+def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that takes nothing for half a second has stalled."""
+    monkeypatch.setattr(filesend, "IO_TIMEOUT_S", 0.5)
+
+
 def _file(tmp_path: Path, size: int) -> Path:
     path = tmp_path / "data"
     path.write_bytes(os.urandom(size))
     return path
+
+
+def _sending(
+    path: Path, start: int, length: int, blocking: Callable[..., Awaitable[Any]]
+) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
+    """A handler that sends `length` bytes of `path` from `start`."""
+
+    async def handler(writer: asyncio.StreamWriter) -> None:
+        with path.open("rb") as file:
+            await filesend.send_file_range(writer, file, start, length, blocking)
+
+    return handler
 
 
 async def _serve_once(
@@ -80,8 +98,7 @@ def test_a_range_arrives_whole_after_the_head_the_transport_still_held(
     async def main() -> bytes:
         async def handler(writer: asyncio.StreamWriter) -> None:
             writer.write(head)
-            with path.open("rb") as file:
-                await filesend.send_file_range(writer, file, 1000, (12 << 20) + 7, blocking)
+            await _sending(path, 1000, (12 << 20) + 7, blocking)(writer)
 
         _, port, ended = await _serve_once(handler)
         data = await _read_all(port, delay=0.2)  # a reader that comes late: the head is still queued
@@ -98,11 +115,7 @@ def test_a_file_shorter_than_the_range_ends_the_body_early(
     path = _file(tmp_path, 1 << 20)
 
     async def main() -> tuple[bytes, BaseException | None]:
-        async def handler(writer: asyncio.StreamWriter) -> None:
-            with path.open("rb") as file:
-                await filesend.send_file_range(writer, file, 0, 2 << 20, blocking)
-
-        _, port, ended = await _serve_once(handler)
+        _, port, ended = await _serve_once(_sending(path, 0, 2 << 20, blocking))
         data = await _read_all(port)
         return data, await ended
 
@@ -111,21 +124,14 @@ def test_a_file_shorter_than_the_range_ends_the_body_early(
     assert isinstance(ended, ConnectionError) and "bytes early" in str(ended)
 
 
+@pytest.mark.usefixtures("short_stall")
 def test_a_reader_that_stops_reading_is_cut_off(
-    run: Callable[[Awaitable[Any]], Any],
-    blocking: Callable[..., Awaitable[Any]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    run: Callable[[Awaitable[Any]], Any], blocking: Callable[..., Awaitable[Any]], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(filesend, "IO_TIMEOUT_S", 0.5)
     path = _file(tmp_path, 32 << 20)
 
     async def main() -> BaseException | None:
-        async def handler(writer: asyncio.StreamWriter) -> None:
-            with path.open("rb") as file:
-                await filesend.send_file_range(writer, file, 0, 32 << 20, blocking)
-
-        _, port, ended = await _serve_once(handler)
+        _, port, ended = await _serve_once(_sending(path, 0, 32 << 20, blocking))
         client = socket.create_connection(("127.0.0.1", port))
         try:  # connected, and never reads a byte
             return await asyncio.wait_for(ended, 10)
@@ -135,21 +141,14 @@ def test_a_reader_that_stops_reading_is_cut_off(
     assert isinstance(run(main()), TimeoutError)
 
 
+@pytest.mark.usefixtures("short_stall")
 def test_a_cancelled_send_leaves_no_descriptor_behind(
-    run: Callable[[Awaitable[Any]], Any],
-    blocking: Callable[..., Awaitable[Any]],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    run: Callable[[Awaitable[Any]], Any], blocking: Callable[..., Awaitable[Any]], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(filesend, "IO_TIMEOUT_S", 0.5)
     path = _file(tmp_path, 32 << 20)
 
     async def main() -> None:
-        async def handler(writer: asyncio.StreamWriter) -> None:
-            with path.open("rb") as file:
-                await filesend.send_file_range(writer, file, 0, 32 << 20, blocking)
-
-        server, port, ended = await _serve_once(handler)
+        server, port, ended = await _serve_once(_sending(path, 0, 32 << 20, blocking))
         client = socket.create_connection(("127.0.0.1", port))
         await asyncio.sleep(0.2)  # the thread is now waiting for room in the socket
         for task in asyncio.all_tasks():
