@@ -131,6 +131,11 @@ class AtomicFile:
         self._flushed += staged
         self._staged = 0
 
+    def checksum(self) -> str:
+        """The checksum of the bytes written so far (a file made `checksummed` only)."""
+        assert self._hasher is not None, "made without checksummed"
+        return self._hasher.hexdigest()
+
     def commit(self) -> str | None:
         """Make the file durable and put it in place; return the checksum of its bytes (None when made
         without `checksummed`)."""

@@ -54,7 +54,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from swarm.beneath import CLOEXEC, DIRECTORY, NONBLOCK, open_beneath
-from swarm.durable import fsync_directory
 from swarm.runtime.checksumcache import ChecksumCache
 from swarm.runtime.datafetch import (
     CHECKSUM_HEADER,
@@ -517,7 +516,6 @@ class DataServer:
             remove_made(created)  # a refused upload leaves nothing behind, not even its directories
             raise
         self._budget.stored(job, relpath, length)
-        await self._blocking(fsync_directory, path.parent)
         self._sums.remember_file(info, digest)
         request.answer(writer, 201, {"Content-Length": "0", CHECKSUM_HEADER: digest})
         await writer.drain()

@@ -20,16 +20,14 @@ import contextlib
 import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from swarm.checksum import Crc32
-from swarm.durable import write_all
-from swarm.runtime.datafetch import CHECKSUM_HEADER, CHECKSUM_MISMATCH_REASON, new_hasher
+from swarm.durable import AtomicFile
+from swarm.runtime.datafetch import CHECKSUM_HEADER, CHECKSUM_MISMATCH_REASON
 from swarm.runtime.httpwire import WRITE_BATCH, HttpError, Request
 
 __all__ = [
@@ -140,74 +138,58 @@ async def store(
     blocking: _Blocking,
     counters: collections.Counter[str],
 ) -> tuple[os.stat_result, str]:
-    """Receive the body (from `reader`, and the rest from `transport`'s socket) into a temp file beside
-    `path`, verify, fsync, rename into place; return the stored file's status and checksum. `blocking`
-    runs file work on the server's threads."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".upload", dir=path.parent)
-    temp = Path(temp_name)
-    try:
-        digest = await _receive(reader, transport, fd, request, blocking, counters)
-        if claimed is not None and digest != claimed:
-            raise HttpError(
-                400, f"received bytes hash to {digest}, not {claimed}", reason=CHECKSUM_MISMATCH_REASON
-            )
-        owned, fd = fd, -1  # the thread closes it, even if this request is cancelled meanwhile
-        info = await blocking(_sync_and_close, owned)
-        os.replace(temp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    return info, digest
+    """Receive the body into an `AtomicFile` beside `path`, verify it against `claimed`, and commit it
+    (fsync, rename into place, fsync of the directory); return the stored file's status and checksum.
 
-
-async def _receive(
-    reader: asyncio.StreamReader,
-    transport: asyncio.BaseTransport,
-    fd: int,
-    request: Request,
-    blocking: _Blocking,
-    counters: collections.Counter[str],
-) -> str:
-    """Read the request body into `fd`; return its checksum.
-
-    The bytes that came with the head are in the stream's buffer; the rest is received on one of the
-    server's threads, straight from a duplicate of the socket into one buffer, checksummed and written
-    from there, while the transport does not read: a stream would copy every byte three more times, and
-    run the loop once per arriving chunk (receiving 1 GB: 1.4 CPU-s through the stream, 0.8 this way).
-    A body that stalls for `BODY_IDLE_S` or falls behind `MIN_BODY_RATE` (after `BODY_GRACE_S`) is cut
-    off with a 408: a client trickling bytes would otherwise hold a transfer slot and a temp file as long
-    as it liked.
+    An upload is a job's output, written once and not read back here, so the file bypasses the page
+    cache where the file system allows (see `AtomicFile`). The bytes that came with the head are in the
+    stream's buffer; the rest is received on one of the server's threads (`blocking`), straight from a
+    duplicate of the socket into one buffer, and written from there, while the transport does not read:
+    a stream would copy every byte three more times and run the loop once per arriving chunk (receiving
+    1 GB: 1.4 CPU-s through the stream, 0.8 this way). A body that stalls for `BODY_IDLE_S` or falls
+    behind `MIN_BODY_RATE` (after `BODY_GRACE_S`) is cut off with a 408: a client trickling bytes would
+    otherwise hold a transfer slot and a temp file as long as it liked.
     """
-    hasher = new_hasher()
-    early = _take_buffered(reader, request.body_left)
-    hasher.update(early)
-    write_all(fd, memoryview(early))
-    request.body_left -= len(early)
-    if not request.body_left:
-        return hasher.hexdigest()
-    sock = transport.get_extra_info("socket")
-    transport.pause_reading()  # type: ignore[attr-defined]
+    file = AtomicFile(path)
     stop = threading.Event()
     try:
-        # The thread owns duplicates, so that a cancelled request closing its own never leaves the
-        # thread with numbers something else reuses; `stop` ends it within a poll.
-        source = socket.socket(fileno=os.dup(sock.fileno()))
-        await blocking(_receive_rest, source, os.dup(fd), request.body_left, len(early), hasher, stop)
+        early = _take_buffered(reader, request.body_left)
+        left = request.body_left - len(early)
+        source = None
+        if left:
+            transport.pause_reading()  # type: ignore[attr-defined]
+            source = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    except BaseException:
+        file.discard()
+        raise
+    try:
+        # From here the thread alone touches the file (and the duplicate socket), and discards the
+        # file on any failure, or when this request is cancelled and sets `stop`.
+        digest: str = await blocking(_receive_and_commit, file, early, source, left, claimed, stop)
     except _SlowBody as exc:
         counters["slow_body"] += 1
         request.body_left = 0  # no lingering over a body that does not come
         raise HttpError(408, str(exc)) from None
+    except _Mismatch as exc:
+        raise HttpError(400, str(exc), reason=CHECKSUM_MISMATCH_REASON) from None
     finally:
         stop.set()
     request.body_left = 0
-    transport.resume_reading()  # type: ignore[attr-defined]
-    return hasher.hexdigest()
+    if source is not None:
+        transport.resume_reading()  # type: ignore[attr-defined]
+    return os.stat(path), digest
 
 
 class _SlowBody(Exception):
     """The body stalled or arrived too slowly."""
+
+
+class _Mismatch(Exception):
+    """The body's checksum is not the one the request claimed."""
+
+
+class _Stopped(Exception):
+    """The request was cancelled while its body was being received."""
 
 
 def _take_buffered(reader: asyncio.StreamReader, limit: int) -> bytes:
@@ -222,43 +204,58 @@ def _take_buffered(reader: asyncio.StreamReader, limit: int) -> bytes:
     return taken
 
 
+def _receive_and_commit(
+    file: AtomicFile,
+    early: bytes,
+    source: socket.socket | None,
+    size: int,
+    claimed: str | None,
+    stop: threading.Event,
+) -> str:
+    """On a thread: write `early`, then `size` bytes received from `source`, into `file`; check the
+    checksum against `claimed` and commit; return the checksum. Discards the file on any failure and
+    closes `source`. Raises ConnectionError when the client closes early, `_SlowBody` when it stalls for
+    `BODY_IDLE_S` or falls behind `MIN_BODY_RATE` after the grace, `_Mismatch` for other bytes than
+    claimed, `_Stopped` once `stop` is set."""
+    try:
+        file.write(early)
+        if source is not None:
+            _receive_rest(source, file, size, len(early), stop)
+        digest = file.checksum()
+        if claimed is not None and digest != claimed:
+            raise _Mismatch(f"received bytes hash to {digest}, not {claimed}")
+        file.commit()
+        return digest
+    except BaseException:
+        file.discard()
+        raise
+    finally:
+        if source is not None:
+            source.close()
+
+
 def _receive_rest(
-    source: socket.socket, fd: int, size: int, received: int, hasher: Crc32, stop: threading.Event
+    source: socket.socket, file: AtomicFile, size: int, received: int, stop: threading.Event
 ) -> None:
-    """On a thread: receive `size` bytes from `source` (`received` already came) into `fd`, through
-    `hasher`. Closes both, which it owns. Raises ConnectionError when the client closes early, and
-    `_SlowBody` when it stalls for `BODY_IDLE_S` or falls behind `MIN_BODY_RATE` after the grace."""
+    """Receive `size` bytes from `source` (`received` came before) into `file`."""
     buffer = memoryview(bytearray(min(size, WRITE_BATCH)))
     started = time.monotonic() + BODY_GRACE_S
     heard = time.monotonic()
-    try:
-        source.settimeout(_POLL_S)
-        while size > 0:
-            if stop.is_set():
-                return
-            try:
-                n = source.recv_into(buffer, min(size, len(buffer)))
-            except TimeoutError:
-                if time.monotonic() - heard > BODY_IDLE_S:
-                    raise _SlowBody(f"no body bytes for {BODY_IDLE_S:g}s") from None
-                continue
-            if not n:
-                raise ConnectionError(f"client closed with {size} body bytes unsent")
-            heard = time.monotonic()
-            size -= n
-            received += n
-            if heard > started + received / MIN_BODY_RATE:
-                raise _SlowBody(f"body arriving slower than {MIN_BODY_RATE} bytes/s")
-            hasher.update(buffer[:n])
-            write_all(fd, buffer[:n])
-    finally:
-        source.close()
-        os.close(fd)
-
-
-def _sync_and_close(fd: int) -> os.stat_result:
-    try:
-        os.fsync(fd)
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
+    source.settimeout(_POLL_S)
+    while size > 0:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            n = source.recv_into(buffer, min(size, len(buffer)))
+        except TimeoutError:
+            if time.monotonic() - heard > BODY_IDLE_S:
+                raise _SlowBody(f"no body bytes for {BODY_IDLE_S:g}s") from None
+            continue
+        if not n:
+            raise ConnectionError(f"client closed with {size} body bytes unsent")
+        heard = time.monotonic()
+        size -= n
+        received += n
+        if heard > started + received / MIN_BODY_RATE:
+            raise _SlowBody(f"body arriving slower than {MIN_BODY_RATE} bytes/s")
+        file.write(buffer[:n])
