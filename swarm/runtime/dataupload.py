@@ -162,18 +162,24 @@ async def store(
     except BaseException:
         file.discard()
         raise
+    # From here the thread alone touches the file (and the duplicate socket), and discards the file on
+    # any failure, or when this request is cancelled and sets `stop`.
+    work = asyncio.ensure_future(blocking(_receive_and_commit, file, early, source, left, claimed, stop))
     try:
-        # From here the thread alone touches the file (and the duplicate socket), and discards the
-        # file on any failure, or when this request is cancelled and sets `stop`.
-        digest: str = await blocking(_receive_and_commit, file, early, source, left, claimed, stop)
+        digest: str = await asyncio.shield(work)
     except _SlowBody as exc:
         counters["slow_body"] += 1
         request.body_left = 0  # no lingering over a body that does not come
         raise HttpError(408, str(exc)) from None
     except _Mismatch as exc:
         raise HttpError(400, str(exc), reason=CHECKSUM_MISMATCH_REASON) from None
-    finally:
+    except asyncio.CancelledError:
+        # The caller removes the directories it made once this returns: wait (a poll at most) until
+        # the thread has discarded the file in them.
         stop.set()
+        with contextlib.suppress(BaseException):
+            await work
+        raise
     request.body_left = 0
     if source is not None:
         transport.resume_reading()  # type: ignore[attr-defined]

@@ -324,6 +324,29 @@ async def test_a_reader_never_sees_a_partial_upload(server: DataServer, root: Pa
     assert await asyncio.to_thread(fetch, server.url_for("out/r0")) == data
 
 
+async def test_an_upload_cut_off_by_its_client_or_by_the_server_leaves_nothing(root: Path) -> None:
+    """The receiving thread discards the temp file when the client goes away mid-body, and when the
+    server closes with the body half received (the thread sees the cancel within half a second)."""
+    data = os.urandom(2 * MB)
+    head = f"PUT /f/out/r0 HTTP/1.1\r\nContent-Length: {len(data)}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    async with serve(root, allow_upload=True) as running:
+        _, writer = await asyncio.open_connection(LOOPBACK, running.port)
+        writer.write(head.encode() + data[: MB // 2])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()  # the client is gone
+        await asyncio.sleep(0.3)
+        assert _files(root) == []
+        _, writer = await asyncio.open_connection(LOOPBACK, running.port)
+        writer.write(head.encode() + data[: MB // 2])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+    # the server closed with that body half received
+    await asyncio.sleep(1.0)
+    writer.close()
+    assert _files(root) == []
+
+
 async def test_uploads_are_refused_when_disabled_or_too_large(root: Path) -> None:
     async with serve(root) as readonly:
         with pytest.raises(FetchError, match="403") as info:
