@@ -158,7 +158,7 @@ async def store(
         source = None
         if left:
             transport.pause_reading()  # type: ignore[attr-defined]
-            source = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+            source = transport.get_extra_info("socket").dup()
     except BaseException:
         file.discard()
         raise
