@@ -117,6 +117,21 @@ async def test_task_code_never_sees_the_nodes_environment(
                         "SWARM_WORK_DIR", "LC_CTYPE"}  # fmt: skip
 
 
+async def test_what_an_attempt_does_to_its_environment_is_gone_in_the_next(tmp_path: Path) -> None:
+    async with Executor(slots=1, work_dir=tmp_path, registry_factory=FACTORY) as ex:
+        before = (await run(ex, "test_whoami"))["env"]
+        assert await run(ex, "test_probe", {"what": "setenv"}) == "set"
+        after = (await run(ex, "test_whoami"))["env"]
+    assert before["SWARM_WORK_DIR"] != after["SWARM_WORK_DIR"]  # a new attempt: its own directory
+    ignore = {"SWARM_WORK_DIR": "", "HOME": "", "TMPDIR": ""}
+    assert {**before, **ignore} == {**after, **ignore}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is a Linux scheduling policy")
+async def test_task_code_runs_as_batch_work(ex: Executor) -> None:
+    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_BATCH
+
+
 async def test_a_task_without_a_timeout_gets_the_default_one(tmp_path: Path) -> None:
     assert TaskPolicy().default_timeout_s == DEFAULT_TIMEOUT_S == 300.0
     policy = TaskPolicy(default_timeout_s=0.5)
