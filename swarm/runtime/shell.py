@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import itertools
 import logging
 import os
@@ -84,7 +83,7 @@ from swarm.runtime.netaddr import advertised_host
 from swarm.runtime.storage import NodeStorage
 from swarm.storylog import log_new_story
 from swarm.taskapi import DataPlane
-from swarm.trust.audit import refused
+from swarm.trust.audit import AuditEntry, AuditError, refused
 from swarm.trust.authority import Authority, audit_log, authority_dir
 from swarm.trust.credentials import Certificate, Credential
 from swarm.trust.pairing import NotAddressed, Pairing
@@ -157,6 +156,7 @@ class NodeShell:
         # Message ids must not repeat after a restart: receivers drop a repeated id as a replay.
         self._msg_prefix = f"{self.node_id}-{secrets.token_hex(3)}-"
         self._audit_log = audit_log(config.cluster)
+        self._audit_due: list[AuditEntry] = []
         self._refusals = ThrottledWarning(log, self._clock)
         self._msg_ids = itertools.count()
         self._transport: Transport | None = None
@@ -223,6 +223,7 @@ class NodeShell:
                         watcher.cancel()
         finally:
             self.storage.close()
+            self._write_audit(self._take_audit())
 
     def _api_host(self) -> contextlib.AbstractAsyncContextManager[ApiHost | None]:
         """The HTTP API, unless the config turns it off."""
@@ -407,6 +408,8 @@ class NodeShell:
                 if ticked:
                     self._tick_handled.set()
             await self._carry_out(effects, executor, tg)
+            if ticked:
+                self._flush_audit()
 
     # --- effects ------------------------------------------------------------------------------------
 
@@ -504,19 +507,32 @@ class NodeShell:
         return frame
 
     def _audit(self, who: Certificate | None, action: str, target: str, outcome: str = "ok") -> None:
-        """Record a critical operation in this machine's audit log, off the event loop (appends fsync)."""
+        """Note a critical operation for this machine's audit log; the next tick writes it."""
         actor, role = (who.id, who.role) if who else ("?", "unknown")
-        record = functools.partial(
-            self._audit_log.append,
-            time=self._clock(),
-            actor=actor,
-            role=role,
-            node=self.node_id,
-            action=action,
-            target=target[:200],
-            outcome=outcome[:500],
-        )
-        asyncio.get_running_loop().run_in_executor(None, record)
+        entry = AuditEntry(self._clock(), actor, role, self.node_id, action, target[:200], outcome[:500])
+        self._audit_due.append(entry)
+
+    def _take_audit(self) -> list[AuditEntry]:
+        entries, self._audit_due = self._audit_due, []
+        return entries
+
+    def _flush_audit(self) -> None:
+        """Write the noted operations off the event loop, all in one append (one fsync).
+
+        Once per tick rather than once per message: an append on a thread took the interpreter from the
+        event loop while it was starting the task of the submission just audited, 0.5 ms of every start,
+        and a burst of submissions paid an fsync each.
+        """
+        if self._audit_due:
+            asyncio.get_running_loop().run_in_executor(None, self._write_audit, self._take_audit())
+
+    def _write_audit(self, entries: list[AuditEntry]) -> None:
+        try:
+            self._audit_log.append_many(entries)
+        except (OSError, ValueError, AuditError) as exc:
+            log.warning(
+                "could not write %d audit record(s) to %s: %s", len(entries), self._audit_log.path, exc
+            )
 
     def _reject(self, topic: str, exc: AuthError) -> None:
         """Count a refused message, log and audit it at most once a second (with how many more were

@@ -53,7 +53,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +61,7 @@ from typing import Any, Literal
 __all__ = [
     "GENESIS",
     "MAX_RECORD_BYTES",
+    "AuditEntry",
     "AuditError",
     "AuditLog",
     "AuditRecord",
@@ -106,6 +107,20 @@ Problem = Literal["edited", "deleted", "reordered", "truncated", "malformed", "t
 
 class AuditError(Exception):
     """The audit log cannot be appended to or read as asked (damaged tail, wrong key mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What one record says, before the log numbers it and seals it into the chain."""
+
+    time: float
+    actor: str
+    role: str
+    node: str
+    action: str
+    target: str = ""
+    outcome: str = "ok"
+    details: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +219,25 @@ class AuditLog:
     ) -> AuditRecord:
         """Add one record, chained onto the last, and return it once it is on disk (fsync'd).
 
-        Raises `ValueError` for a record this log cannot hold (empty names, a bad outcome, a NaN time,
-        details that are not JSON or too large) and `AuditError` when the file's last complete line is
-        not a valid record or its chain is sealed the other way (keyed / not keyed).
+        Raises as `append_many` does.
         """
-        fields = _checked_fields(time, actor, role, node, action, target, outcome, details)
+        entry = AuditEntry(time, actor, role, node, action, target, outcome, details)
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Add `entries` in order, each chained onto the one before, with one write and one fsync;
+        return their records once they are on disk.
+
+        Raises `ValueError`, with nothing written, for an entry this log cannot hold (empty names, a bad
+        outcome, a NaN time, details that are not JSON or too large) and `AuditError` when the file's
+        last complete line is not a valid record or its chain is sealed the other way (keyed / not keyed).
+        """
+        checked = [
+            _checked_fields(e.time, e.actor, e.role, e.node, e.action, e.target, e.outcome, e.details)
+            for e in entries
+        ]
+        if not checked:
+            return []
         with self._lock, self._locked_fd(exclusive=True, create=True) as fd:
             size = os.fstat(fd).st_size
             last, fragment_at, fragment = _tail(fd, size)
@@ -226,12 +255,13 @@ class AuditLog:
                 seq, prev = previous.seq, previous.hash
             out = bytearray()
             if fragment:
+                first = checked[0]
                 torn = self._seal(
                     seq + 1,
                     prev,
                     {
-                        **fields,
-                        "actor": fields["node"],
+                        **first,
+                        "actor": first["node"],
                         "role": "system",
                         "action": _TORN_ACTION,
                         "target": self.path.name,
@@ -241,8 +271,12 @@ class AuditLog:
                 )
                 out += _line(torn)
                 seq, prev = torn.seq, torn.hash
-            record = self._seal(seq + 1, prev, fields)
-            out += _line(record)
+            records = []
+            for fields in checked:
+                record = self._seal(seq + 1, prev, fields)
+                out += _line(record)
+                seq, prev = record.seq, record.hash
+                records.append(record)
             # Written at the end of what is complete, over a torn fragment if there is one.
             _write_all(fd, bytes(out), fragment_at)
             if fragment_at + len(out) < size:
@@ -250,7 +284,7 @@ class AuditLog:
             os.fsync(fd)
             if size == 0:
                 _fsync_dir(self.path.parent)
-            return record
+            return records
 
     @property
     def _alg(self) -> str:

@@ -32,6 +32,7 @@ from swarm.messages import (
     TaskSpec,
 )
 from swarm.runtime.mqtt import Transport
+from swarm.trust.audit import AuditLog
 from swarm.trust.authority import Authority
 from swarm.trust.credentials import Certificate, Credential, public_key_bytes
 from swarm.trust.pairing import Pairing
@@ -233,6 +234,17 @@ def test_audit_chain_detects_a_tampered_line(cluster: Cluster) -> None:
     log.write_text("\n".join(lines) + "\n")
     out = cluster.cli("audit", "--verify")
     assert out.returncode == 1 and "BROKEN" in out.stdout, out
+
+
+def test_a_submission_is_audited_by_the_coordinator(cluster: Cluster) -> None:
+    out = cluster.cli("submit", "task", "echo", "--job-id", "audited-job", "--wait")
+    assert out.returncode == 0, out.stderr
+    log = AuditLog(cluster.root / "clusters" / cluster.cluster / "audit.log")
+    deadline = time.monotonic() + 10
+    while not any(r.action == "submit_job" and r.target == "audited-job" for r in log.records()):
+        assert time.monotonic() < deadline, [(r.action, r.target) for r in log.records()][-5:]
+        time.sleep(0.05)
+    assert log.verify().ok
 
 
 def test_quota_refusal_through_the_cli(cluster: Cluster, tmp_path: Path) -> None:

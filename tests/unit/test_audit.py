@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from swarm.trust.audit import GENESIS, AuditError, AuditLog, AuditRecord, canonical, refused
+from swarm.trust.audit import GENESIS, AuditEntry, AuditError, AuditLog, AuditRecord, canonical, refused
 
 KEY = b"k" * 32
 
@@ -242,6 +242,34 @@ def test_records_are_validated_before_they_are_written(log: AuditLog) -> None:
             log.append(**{**good, **bad})
     assert not log.path.exists() or log.verify().count == 0
     assert log.append(**good).seq == 1
+
+
+def test_a_batch_is_chained_in_order_onto_what_is_there(log: AuditLog) -> None:
+    before = _append(log, 2)
+    entries = [AuditEntry(300.0 + i, f"u-{i}", "user", "n-1", "submit", f"job-{i}") for i in range(3)]
+    batch = log.append_many(entries)
+    assert [r.seq for r in batch] == [3, 4, 5] and [r.target for r in batch] == ["job-0", "job-1", "job-2"]
+    assert batch[0].prev == before[-1].hash and batch[2].prev == batch[1].hash
+    assert list(log.records()) == [*before, *batch] and log.verify().ok
+    assert log.append_many([]) == []
+
+
+def test_a_batch_with_one_bad_entry_writes_nothing(log: AuditLog) -> None:
+    _append(log, 1)
+    size = log.path.stat().st_size
+    good = AuditEntry(1.0, "u-1", "user", "n-1", "submit")
+    with pytest.raises(ValueError):
+        log.append_many([good, AuditEntry(2.0, "", "user", "n-1", "submit"), good])
+    assert log.path.stat().st_size == size
+
+
+def test_a_batch_after_a_torn_line_repairs_it_first(log: AuditLog) -> None:
+    _append(log, 1)
+    log.path.write_bytes(log.path.read_bytes() + b'{"seq":2,"ti')
+    batch = log.append_many([AuditEntry(5.0, "u-1", "user", "n-1", "submit", f"job-{i}") for i in range(2)])
+    assert [r.seq for r in batch] == [3, 4]
+    assert [r.action for r in log.records()] == ["join", "audit.torn", "submit", "submit"]
+    assert log.verify().ok and log.verify().repaired == (2,)
 
 
 def test_a_keyed_chain_needs_the_key(tmp_path: Path) -> None:
