@@ -463,9 +463,12 @@ class NodeShell:
                 case DropJobData(job_id):
                     # Map outputs of a finished job: nobody will fetch them again. The id passed the id
                     # grammar at decode time; the check below keeps that true if the grammar ever changes.
+                    # Removed in the background: the core goes on with its next events meanwhile (awaiting
+                    # a thread's answer for each finished job, even one that left nothing here, took
+                    # 0.6 ms from the start of the next task).
                     target = self._data_root / JOBS_DIR / job_data_name(check_id(job_id, "job id"))
-                    if target.parent == self._data_root / JOBS_DIR:
-                        await asyncio.to_thread(shutil.rmtree, target, True)
+                    if target.parent == self._data_root / JOBS_DIR and target.exists():
+                        tg.create_task(asyncio.to_thread(shutil.rmtree, target, True))
                 case _:
                     raise TypeError(f"unknown effect {effect!r}")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from swarm.mapreduce.locality import machine_id
+from swarm.runtime.jobaccess import JOBS_DIR, job_data_name
 from tests.conftest import MosquittoServer
 from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
 from tests.integration.nodes import Cluster, CommitObserver, running, swarm_cmd
@@ -81,6 +82,12 @@ def test_wordcount_matches_a_sequential_count(trio: Cluster, tmp_path: Path) -> 
     assert summary["splits_read_locally"] == summary["outputs_written_locally"] == 0
     merged = check_partitioned(read_outputs(tmp_path / "out", 3))
     assert {k: int(v) for k, v in merged.items()} == word_counts(inputs)
+    # Once the job is over, no node keeps its map outputs.
+    kept = [node.data_dir / "data" / JOBS_DIR / job_data_name(str(summary["job_id"])) for node in trio.nodes]
+    deadline = time.monotonic() + 10
+    while any(path.exists() for path in kept):
+        assert time.monotonic() < deadline, [str(path) for path in kept if path.exists()]
+        time.sleep(0.05)
 
 
 def test_nodes_on_the_submitters_machine_use_its_files_where_allowed(
