@@ -144,6 +144,8 @@ class Scheduler:
         #: spends its retries.
         self._lost_with: dict[str, tuple[int, list[str]]] = {}
         self._preemption = Preemption(config.weights)
+        #: Jobs with a task that may preempt: without one, a full cluster has no preemption to look for.
+        self._preempting: set[str] = set()
         self.reservations = Reservations()
         self.metrics: dict[str, int] = {}
 
@@ -270,6 +272,8 @@ class Scheduler:
         their predecessors and start, gate or fail those whose predecessors are final already."""
         committed = record.committed
         tasks = {spec.task_id: TaskRecord(spec, record.spec.job_id, "waiting") for spec in specs}
+        if any(t.spec.requirements.preempt for t in tasks.values()):
+            self._preempting.add(record.spec.job_id)
         for used in (spent or {}).values():
             rec = tasks.get(used.task_id)
             if rec is not None and used.task_id not in committed:
@@ -544,7 +548,7 @@ class Scheduler:
             self._assign(rec, target, now)
         for item in deferred:
             heapq.heappush(self._ready, item)
-        if self._ready and not self._roster.has_room:
+        if self._ready and self._preempting and not self._roster.has_room:
             self._preempt_pass(now)
 
     def _place_reserved(self, now: float) -> None:
@@ -819,6 +823,7 @@ class Scheduler:
             self._free_attempts.pop(task_id, None)
             self._preemption.forget(task_id)
         del self.jobs[job_id]
+        self._preempting.discard(job_id)
         self._closed.append(job_id)
         self._count("jobs_finished")
         res = self.reservations.of_run(job_id)
