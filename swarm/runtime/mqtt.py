@@ -24,6 +24,13 @@
   watchdog looks at the socket; bytes left waiting in either direction across two looks are ones the
   loop's callbacks did not serve, so it reads or writes them itself (and a lost connection surfaces).
 
+* The writer is removed in the order it was added. aiomqtt adds paho's writer to the loop later, through
+  `call_soon_threadsafe` (paho may ask from the thread it connects on), but removed it at once: when
+  paho asked for the writer and then, its queue written by the writer still in place, for its removal,
+  the removal came first and the addition after it. The writer then stayed while paho believed it gone,
+  found nothing to write on every turn of the loop, and an idle node spun at half a core; every
+  publish of a heartbeat could start it again. Removals now go through the same queue as additions.
+
 * Login: a `BrokerLogin` gives the username and password (else those of the URL, if any) and the
   cluster CA. With a CA the connection is TLS, the chain checked against that CA alone and the host
   name not at all (the broker is dialled by whatever address mDNS gave; the CA identifies it). An
@@ -144,6 +151,8 @@ class Transport:
             max_queued_outgoing_messages=0,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        paho = self._client._client
+        paho.on_socket_unregister_write = functools.partial(_remove_writer_in_turn, self._client._loop)
         self._watchdog: asyncio.Task[None]
         self._failed_publishes = ThrottledWarning(log, time.monotonic)
 
@@ -246,6 +255,13 @@ class Transport:
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             yield message.topic.value[cut:], data, bool(message.retain)
+
+
+def _remove_writer_in_turn(
+    loop: asyncio.AbstractEventLoop, client: mqtt.Client, userdata: object, sock: mqtt.SocketLike
+) -> None:
+    """paho no longer needs its writer: remove it after whatever addition aiomqtt queued before."""
+    loop.call_soon_threadsafe(loop.remove_writer, sock.fileno())
 
 
 def _ready(fd: int, *, write: bool) -> tuple[bool, bool]:

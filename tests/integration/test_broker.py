@@ -214,6 +214,29 @@ async def test_transport_logs_in_with_a_login_or_the_url(mosquitto: _Server) -> 
                 pass
 
 
+async def test_an_idle_transport_leaves_the_loop_idle_whatever_order_paho_asked(mosquitto: _Server) -> None:
+    # paho asks for its writer and, the queue written meanwhile, for its removal, before the loop has
+    # added the writer (aiomqtt adds it on a later turn): the writer must not stay behind, called on
+    # every turn of the loop with nothing to write.
+    login = BrokerLogin(mosquitto.username, mosquitto.password, mosquitto.ca_pem)
+    async with Transport(mosquitto.url, "test", "swarm-test", login=login, persistent=False) as transport:
+        paho = transport._client._client
+        await asyncio.sleep(0.1)
+        calls = 0
+        write = paho.loop_write
+
+        def counted() -> Any:
+            nonlocal calls
+            calls += 1
+            return write()
+
+        paho.loop_write = counted
+        paho._call_socket_register_write()
+        paho._call_socket_unregister_write()
+        await asyncio.sleep(0.3)
+        assert calls <= 1
+
+
 async def test_transport_serves_its_socket_when_the_loop_callbacks_are_gone(mosquitto: _Server) -> None:
     # What uvloop does when an error on the socket closes its poll handle: the reader and the writer
     # registrations end silently. The transport's watchdog must still deliver, send, and see the loss.
