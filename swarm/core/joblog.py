@@ -16,6 +16,12 @@ scheduler decides what is committed (`JobRecord.commit`); this module decides wh
 * Echoes. The coordinator follows the log it writes, so it sees each of its records come back; one that
   does not within `REPORT_EVERY` heartbeat intervals is published again (the broker may drop a message,
   or a one-way link failure may eat it), identical, so observers count it once.
+* The final record waits for the commits. A job's final record goes out only once every commit record
+  of the job has come back (`durable`): members drop a finished job from their replicas, so a successor
+  adopts it only while no final record is out. The simulator found the order the other way round
+  (`partition-heal` 10): commits lost on a cut link, the final record published after the link healed,
+  the coordinator deposed before it published them again, and the submitter waited forever for 53 tasks
+  no member knew of any more.
 
 Pure and synchronous like the rest of the core: records wait in an outbox for `drain`.
 """
@@ -47,6 +53,8 @@ class JobLog:
         #: them.
         self._unflushed: dict[str, None] = {}
         self._unechoed: dict[str, tuple[Publish, float]] = {}
+        #: Per job, the topics of its commit records that have not come back yet.
+        self._unechoed_commits: dict[str, set[str]] = {}
         self._outbox: list[Effect] = []
 
     # --- what the scheduler hands over ----------------------------------------------------------------
@@ -89,18 +97,30 @@ class JobLog:
                 del self._unflushed[job_id]
         return released
 
-    def close(self, job: JobRecord, now: float) -> ReleasedAcks:
-        """Publish the job's last commits and then its final record."""
-        released = self._flush(job, now, force=True)
+    def finish(self, job: JobRecord, now: float) -> ReleasedAcks:
+        """The job is over: publish its last commits now (its final record waits for `durable`)."""
+        return self._flush(job, now, force=True)
+
+    def durable(self, job_id: str) -> bool:
+        """Whether every commit record of the job published so far has come back from the broker."""
+        return job_id not in self._unechoed_commits
+
+    def close(self, job: JobRecord, now: float) -> None:
+        """Publish the final record of a job whose commits are all durable."""
         job_id = job.spec.job_id
         state = JobState(job_id, len(job.tasks), finished=True)
         self._publish(Publish(topics.job_state(job_id), state, epoch=self._epoch, retain=True), now)
         self._unflushed.pop(job_id, None)
-        return released
 
     def on_echo(self, topic: str) -> None:
         """One of our records came back from the broker: it is durable."""
-        self._unechoed.pop(topic, None)
+        sent = self._unechoed.pop(topic, None)
+        if sent is not None and isinstance(sent[0].body, Commit):
+            job_id = sent[0].body.job_id
+            waiting = self._unechoed_commits.get(job_id, set())
+            waiting.discard(topic)
+            if not waiting:
+                self._unechoed_commits.pop(job_id, None)
 
     def republish_overdue(self, now: float) -> int:
         """Publish again the records whose echo is overdue; how many."""
@@ -141,4 +161,6 @@ class JobLog:
 
     def _publish(self, record: Publish, now: float) -> None:
         self._unechoed[record.topic] = (record, now)
+        if isinstance(record.body, Commit):
+            self._unechoed_commits.setdefault(record.body.job_id, set()).add(record.topic)
         self._outbox.append(record)

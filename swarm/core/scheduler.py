@@ -119,6 +119,8 @@ class Scheduler:
         self._deadlines: list[tuple[float, str, int]] = []
         self._blocked: set[str] = set()
         self._finished_jobs: set[str] = set()
+        #: Finished jobs whose final record waits until all their commits are durable (`joblog.py`).
+        self._closing: set[str] = set()
         #: Jobs closed, for `NodeMachine` to take.
         self._closed: list[str] = []
         self._seq = 0
@@ -314,7 +316,7 @@ class Scheduler:
         the reason when nothing was changed. The amended spec is published as the job's retained spec,
         so a successor coordinator adopts the job as amended."""
         job = self.jobs.get(amend.job_id)
-        if job is None:
+        if job is None or job.finished:  # a finished job stays until its final record is out
             return f"no running job {amend.job_id!r}"
         refusal = owner_refusal(amend.by, amend.role, job.spec.submitted_by, f"change job {amend.job_id}")
         if refusal is not None:
@@ -814,10 +816,11 @@ class Scheduler:
             self._finish(rec, verdict, now, error=why)
 
     def _close(self, job: JobRecord, now: float) -> None:
-        """Publish the job's last commits and its final record; forget it here."""
+        """Publish the final record of a finished job whose commits are durable; forget it here."""
         job_id = job.spec.job_id
+        self._closing.discard(job_id)
         # The spec stays retained until the records expire (`replica.py` says why).
-        self._outbox.ack(self._log.close(job, now))
+        self._log.close(job, now)
         for task_id in job.tasks:
             self._recent.append(self.tasks.pop(task_id).summary())
             self._free_attempts.pop(task_id, None)
@@ -892,8 +895,12 @@ class Scheduler:
         for job_id in sorted(self._finished_jobs):
             job = self.jobs.get(job_id)
             if job is not None and job.finished:
-                self._close(job, now)
+                self._outbox.ack(self._log.finish(job, now))
+                self._closing.add(job_id)
         self._finished_jobs.clear()
+        for job_id in sorted(self._closing):
+            if self._log.durable(job_id):
+                self._close(self.jobs[job_id], now)
         self._outbox.ack(self._log.flush(self.jobs, now))
         # Assignments first: a task's start should not wait behind its job's acknowledgement.
         effects = self._outbox.drain()

@@ -209,7 +209,8 @@ def test_a_failed_placement_sends_the_steps_effects_with_the_step(monkeypatch: p
 
 def test_a_coordinator_runs_its_own_work_without_the_broker() -> None:
     """The coordinator's own worker gets its assignments, and returns its results, in memory: no message
-    on its inbox or on coord/in, and the job still closes, counted finished at once."""
+    on its inbox or on coord/in, and the job still closes, counted finished once its commits are
+    durable (their records came back from the broker), not before."""
     node = _coordinator()
     epoch = node.election.epoch
     now = CFG.takeover_grace + 1.0
@@ -222,8 +223,11 @@ def test_a_coordinator_runs_its_own_work_without_the_broker() -> None:
     effects += node.handle(TaskFinished(result), now + 0.1)
     published = [e for e in effects if isinstance(e, Publish)]
     assert not [e for e in published if e.topic in ("node/a/in", "coord/in")], published
-    assert any(isinstance(e.body, Commit) for e in published)
-    assert any(isinstance(e.body, JobState) and e.body.finished for e in published)
+    commits = [e for e in published if isinstance(e.body, Commit)]
+    assert commits and not any(isinstance(e.body, JobState) for e in published)
+    assert "j" not in node.replica.finished
+    effects = [e for c in commits for e in _deliver(node, c.topic, "a", epoch, c.body, now + 0.2)]
+    assert any(isinstance(e, Publish) and isinstance(e.body, JobState) and e.body.finished for e in effects)
     assert "j" in node.replica.finished
 
 

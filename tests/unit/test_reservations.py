@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from test_placement_constraints import assigned, member, result, run, task
+from test_scheduler import echo
 
 from swarm.core.config import CoreConfig
 from swarm.core.events import Publish
@@ -86,7 +87,8 @@ def test_the_run_that_names_it_starts_in_the_held_slots_ahead_of_the_queue() -> 
     assert s._load("a")[2] == 0
     # When the run ends, so does the reservation (its final record).
     s.on_results("a", [result("run.s0", 1, job="run")], 2.0)
-    assert "alloc-1" in finished(run(s, [a], 2.0)) and "alloc-1" not in s.reservations
+    echo(s, run(s, [a], 2.0))
+    assert "alloc-1" in finished(run(s, [a], 2.1)) and "alloc-1" not in s.reservations
 
 
 def test_a_run_keeps_the_slots_for_steps_that_have_not_started() -> None:

@@ -16,6 +16,7 @@ from swarm.core.replica import Replica
 from swarm.core.scheduler import Scheduler
 from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
+    Amend,
     Assign,
     AttemptsSpent,
     CancelAttempt,
@@ -67,6 +68,13 @@ def commits(effects: list[Effect]) -> dict[str, str]:
     return {u.task_id: u.state for c in of_type(effects, Commit) for u in c.updates}  # type: ignore[attr-defined]
 
 
+def echo(s: Scheduler, effects: list[Effect]) -> None:
+    """What the broker does: every retained record the scheduler published comes back to it."""
+    for e in effects:
+        if isinstance(e, Publish) and e.retain:
+            s.on_echo(e.topic)
+
+
 def ok(task_id: str, attempt: int = 1, job: str = "j") -> TaskResult:
     return TaskResult(task_id, job, attempt, "ok", {"r": task_id}, None, None, 1.0, 1.1)
 
@@ -81,11 +89,36 @@ def test_accept_place_commit_and_finish() -> None:
     s.on_results("w1", [ok("a"), ok("b")], 0.5)
     effects = s.drain(0.5)
     assert commits(effects) == {"a": "done", "b": "done"}
+    # The final record waits until the commits are durable: back from the broker.
+    assert not of_type(effects, JobState) and "j" in s.jobs
+    echo(s, effects)
+    effects = s.drain(0.6)
     final = of_type(effects, JobState)
     assert len(final) == 1 and final[0].finished  # type: ignore[attr-defined]
     # The spec goes when the records expire: an empty message has no epoch to fence it by.
     assert ClearRetained("job/j/spec") not in effects
     assert not s.jobs and not s.tasks
+
+
+def test_a_job_stays_open_until_its_commits_come_back_from_the_broker() -> None:
+    # Commits lost on the way to the broker must not be followed by the final record: members drop a
+    # finished job, and a successor would adopt nothing of it (the simulator's `partition-heal` 10).
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "echo", {}),)), 0.0)
+    place(s, [member("w1")], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [ok("a")], 0.5)
+    lost = s.drain(0.5)
+    assert commits(lost) == {"a": "done"}
+    for now in (1.0, 2.0, 5.0):
+        s.tick(now)
+        assert not of_type(s.drain(now), JobState) and "j" in s.jobs
+    assert s.on_amend(Amend("j", (), (TaskSpec("b", "echo", {}),), "", "admin"), 5.0) == "no running job 'j'"
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "echo", {}),)), 5.0)  # a resend is not a new job
+    assert not assigned(s.drain(5.0))
+    echo(s, lost)
+    final = of_type(s.drain(5.5), JobState)
+    assert len(final) == 1 and not s.jobs
 
 
 def test_resubmission_is_acknowledged_not_rerun() -> None:
@@ -134,7 +167,9 @@ def test_failed_predecessor_fails_dependents_and_finishes_the_job_once() -> None
     s.on_results("w1", [TaskResult("a", "j", 1, "fatal", error="boom")], 0.1)
     effects = s.drain(0.1)
     assert commits(effects) == {"a": "failed", "b": "failed"}
-    assert len(of_type(effects, JobState)) == 1
+    echo(s, effects)
+    assert len(of_type(s.drain(0.2), JobState)) == 1
+    assert not of_type(s.drain(0.3), JobState)
 
 
 def test_chain_pipes_the_previous_result() -> None:
