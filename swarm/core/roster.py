@@ -16,14 +16,42 @@ so placing a task costs the same in a cluster of ten or of five thousand:
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from swarm.core.config import CoreConfig
 from swarm.core.placement import Candidate, choose, pinned, unmet
 from swarm.messages import Heartbeat, Requirements
 
-__all__ = ["Roster"]
+__all__ = ["LATENCY_WINDOW_S", "Roster"]
+
+#: A member's link estimate is the least time one of its attempts spent outside the task (the links
+#: there and back, and its queue) over the last one to two windows of this many seconds: a floor, as TCP
+#: keeps the least round trip it saw. A moving average counted a burst's queueing as link: after one busy
+#: moment the member that had queued more kept the higher estimate, lost every tie while the cluster
+#: was idle, and got no attempt that could correct it (its queue is the load term's to weigh).
+LATENCY_WINDOW_S = 10.0
+
+
+@dataclass(slots=True)
+class _LinkFloor:
+    """The least of the observations in the current window and the one before it."""
+
+    started: float
+    current: float
+    previous: float = math.inf
+
+    def observe(self, spent_ms: float, now: float) -> None:
+        if now - self.started >= LATENCY_WINDOW_S:
+            self.previous, self.current, self.started = self.current, spent_ms, now
+        else:
+            self.current = min(self.current, spent_ms)
+
+    @property
+    def value(self) -> float:
+        return min(self.current, self.previous)
 
 
 class Roster:
@@ -34,14 +62,16 @@ class Roster:
         self._members: dict[str, Candidate] = {}
         # An OrderedDict, as a dict with many deletions is slow to iterate from the front.
         self._open: OrderedDict[str, None] = OrderedDict()
-        self._latency_ms: dict[str, float] = {}
+        self._links: dict[str, _LinkFloor] = {}
         self.changed = False
 
     def upsert(self, node_id: str, hb: Heartbeat, held: int, exclusive_held: bool, reserved: int = 0) -> None:
         """An alive member's heartbeat; `changed` is set when a member joins or its capabilities change."""
         c = self._members.get(node_id)
         if c is None:
-            c = self._members[node_id] = Candidate(node_id, hb, latency_ms=self._latency_ms.get(node_id, 0.0))
+            link = self._links.get(node_id)
+            latency = 0.0 if link is None else link.value
+            c = self._members[node_id] = Candidate(node_id, hb, latency_ms=latency)
             self.changed = True
         elif c.heartbeat.caps != hb.caps:
             self.changed = True
@@ -68,12 +98,17 @@ class Roster:
         elif reserved or c.held <= c.limit // 2:
             self._open.setdefault(node_id, None)
 
-    def observe_latency(self, node_id: str, spent_ms: float) -> None:
-        """Time an attempt spent outside the task (queue and links), smoothed per member."""
-        old = self._latency_ms.get(node_id, spent_ms)
-        latency = self._latency_ms[node_id] = 0.8 * old + 0.2 * max(spent_ms, 0.0)
+    def observe_latency(self, node_id: str, spent_ms: float, now: float) -> None:
+        """Time an attempt of `node_id` spent outside the task; its estimate is the floor of the recent
+        ones (`LATENCY_WINDOW_S`)."""
+        spent_ms = max(spent_ms, 0.0)
+        link = self._links.get(node_id)
+        if link is None:
+            link = self._links[node_id] = _LinkFloor(now, spent_ms)
+        else:
+            link.observe(spent_ms, now)
         if (c := self._members.get(node_id)) is not None:
-            c.latency_ms = latency
+            c.latency_ms = link.value
 
     @property
     def has_room(self) -> bool:

@@ -368,7 +368,7 @@ class Scheduler:
             self._release(rec)
             if res.finished_at and res.started_at:
                 spent = (now - rec.assigned_at) * 1000 - (res.finished_at - res.started_at) * 1000
-                self._roster.observe_latency(sender, spent)
+                self._roster.observe_latency(sender, spent, now)
             if res.kind == "refused":
                 self._refused(rec, sender, res.error or "refused", now)
             elif res.kind == "ok":
