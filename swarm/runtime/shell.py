@@ -524,9 +524,8 @@ class NodeShell:
     def _flush_audit(self) -> None:
         """Write the noted operations off the event loop, all in one append (one fsync).
 
-        Once per tick rather than once per message: an append on a thread took the interpreter from the
-        event loop while it was starting the task of the submission just audited, 0.5 ms of every start,
-        and a burst of submissions paid an fsync each.
+        Once per tick rather than once per message: a burst of submissions paid an fsync each, and the
+        Python of each append ran on a thread beside the event loop while it was starting their tasks.
         """
         if self._audit_due:
             asyncio.get_running_loop().run_in_executor(None, self._write_audit, self._take_audit())
