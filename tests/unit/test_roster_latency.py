@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from test_placement_constraints import hb
+
 from swarm.core.config import CoreConfig
 from swarm.core.roster import LATENCY_WINDOW_S, Roster
-from swarm.devices.profiles import simulated_capabilities
-from swarm.messages import Heartbeat, Requirements
+from swarm.messages import Requirements
 
 
 def roster_of(*names: str) -> Roster:
     roster = Roster(CoreConfig())
     for name in names:
-        caps = simulated_capabilities(name, disk_free_gb=10.0)
-        roster.upsert(name, Heartbeat(name, caps, 2, 0, 0.0, 2048, 1), held=0, exclusive_held=False)
+        roster.upsert(name, hb(name), held=0, exclusive_held=False)
     return roster
 
 
@@ -46,8 +46,7 @@ def test_a_member_seen_again_keeps_its_estimate_and_one_never_measured_has_none(
     roster = roster_of("n-a", "n-b")
     roster.observe_latency("n-a", 2.5, now=0.0)
     roster.remove("n-a")
-    caps = simulated_capabilities("n-a", disk_free_gb=10.0)
-    roster.upsert("n-a", Heartbeat("n-a", caps, 2, 0, 0.0, 2048, 1), held=0, exclusive_held=False)
+    roster.upsert("n-a", hb("n-a"), held=0, exclusive_held=False)
     assert latency(roster, "n-a") == 2.5 and latency(roster, "n-b") == 0.0
     roster.observe_latency("n-a", -1.0, now=1.0)  # the clocks of two machines apart: never below zero
     assert latency(roster, "n-a") == 0.0
