@@ -1025,8 +1025,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         _parser().error("--rounds must be at least 1")
     logging.basicConfig(level=logging.WARNING)
-    # aiomqtt's logger (set to WARNING when imported) says "N pending publish calls" under load.
-    logging.getLogger("mqtt").setLevel(logging.ERROR)
     results: list[Result] = []
     anatomy: Anatomy | None = None
     failed = False
