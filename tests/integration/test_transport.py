@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from swarm.runtime import mqttwire as wire
+from swarm.runtime.broker import EmbeddedBroker
+from swarm.runtime.brokerconf import BrokerSecurity, UserEntry, find_mosquitto
 from swarm.runtime.mqtt import BrokerLogin, Transport, TransportError
+from swarm.trust.tls import make_ca, make_server_cert
 
 pytestmark = pytest.mark.network
 
@@ -165,3 +168,40 @@ async def test_against_mosquitto_retained_records_are_marked_and_waits_are_answe
                 writer.publish("live", b"unheard")
                 await writer.publish_and_wait("rec/2", b"heard")
                 assert await anext(messages) == ("rec/2", b"heard", False)
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])
+async def test_both_brokers_keep_sessions_and_publish_the_will_of_a_dropped_client(kind: str) -> None:
+    if kind == "mosquitto" and find_mosquitto() is None:
+        pytest.skip("mosquitto is not installed")
+    ca_pem, ca_key = make_ca("test")
+    cert_pem, key_pem = make_server_cert(ca_pem, ca_key)
+    password = "correct horse battery staple"
+    security = BrokerSecurity(
+        "test", {"n-0a1b2c3d": UserEntry(password, "node", "member")}, cert_pem, key_pem, ca_pem
+    )
+    login = BrokerLogin("n-0a1b2c3d", password, ca_pem)
+    async with EmbeddedBroker(prefer=kind, security=security) as broker:
+        url = broker.url
+
+        def transport(client_id: str, **kwargs: Any) -> Transport:
+            return Transport(url, "test", client_id, login=login, **kwargs)
+
+        async with transport("watcher") as watcher:
+            await watcher.subscribe("node/+/hb", "job/queued")
+            await watcher.unsubscribe("job/queued")
+        async with transport("sender", persistent=False) as sender:
+            dropped = transport("dropped", will=("node/dropped/hb", b"gone"), persistent=False)
+            await dropped.__aenter__()
+            await dropped.__aexit__(None, None, None)  # a clean leave: no will
+            cut = transport("cut", will=("node/cut/hb", b"cut off"), persistent=False)
+            await cut.__aenter__()
+            assert cut._link is not None
+            cut._link.abort()  # the connection ends without DISCONNECT: the broker publishes the will
+            await sender.publish_and_wait("job/queued", b"while away")  # unsubscribed: not kept for it
+            await sender.publish_and_wait("node/marker/hb", b"after")
+        async with transport("watcher") as watcher, asyncio.timeout(10):  # the same session again
+            messages = aiter(watcher.messages())
+            got = [await anext(messages), await anext(messages)]
+        # Queued for the session while it was away (the brokers differ on the retained flag of those).
+        assert sorted(m[:2] for m in got) == [("node/cut/hb", b"cut off"), ("node/marker/hb", b"after")]
