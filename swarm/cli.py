@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     from swarm.cockpit.cli import add_cockpit_parser
 
     add_cockpit_parser(sub, _common)
-    from swarm.demo.sales import add_demo_parser
+    from swarm.demo.cli import add_demo_parser
 
     add_demo_parser(sub, _common)
     return parser

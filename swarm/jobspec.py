@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from swarm.core.jobs import check_job
 from swarm.devices.capabilities import field_specs
@@ -191,6 +190,20 @@ def render(value: Any, variables: dict[str, str]) -> Any:
     return value
 
 
+def _parse_job_text(path: Path, text: str) -> Any:
+    if path.suffix == ".json":
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidSpec(f"{path}: not valid JSON: {exc}") from None
+    import yaml  # only YAML job files need it: 10 ms of every command's start otherwise
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"{path}: not valid YAML: {exc}") from None
+
+
 def load_job_file(
     path: Path, variables: dict[str, str] | None = None, job_id: str | None = None
 ) -> SubmitJob:
@@ -199,12 +212,7 @@ def load_job_file(
         text = path.read_text()
     except OSError as exc:
         raise InvalidSpec(f"cannot read {path}: {exc}") from None
-    try:
-        data = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidSpec(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
+    data = _parse_job_text(path, text)
     if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
         raise InvalidSpec(f"{path}: expected an object with a 'tasks' list")
     merged_vars = {**{k: str(v) for k, v in (data.get("vars") or {}).items()}, **(variables or {})}

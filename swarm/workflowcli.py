@@ -13,16 +13,18 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from swarm.apiclient import FINAL_STATES, ApiClient, ApiError
 from swarm.config import NodeConfig
 from swarm.errors import SwarmError
 from swarm.trust.credentials import Credential
-from swarm.workflow.definition_parser import load_definition
-from swarm.workflow.fields import DefinitionError
+
+# Every `swarm` command builds the parsers here; only `dag` and `artifact` commands need the API
+# client and the definition parser (with the workflow model and YAML: a tenth of a command's start).
+if TYPE_CHECKING:
+    from swarm.apiclient import ApiClient
 
 __all__ = [
     "WORKFLOW_COMMANDS",
@@ -105,9 +107,10 @@ def add_workflow_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], N
 
 async def run_workflow_command(args: argparse.Namespace, config: NodeConfig, find_broker: FindBroker) -> int:
     """Run a `dag` or `artifact` command; its exit status. `find_broker(known)` gives the broker's URL."""
-    try:
-        from swarm.runtime.identity import client_credential
+    from swarm.apiclient import ApiClient, ApiError
+    from swarm.runtime.identity import client_credential
 
+    try:
         credential = client_credential(config.cluster, args.token)
         url = args.api or os.environ.get("SWARM_API") or await discover_api(config, credential, find_broker)
         client = ApiClient(url, credential.to_token())
@@ -177,6 +180,9 @@ def _load_file(path: Path) -> Json:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it: {exc}") from None
+    from swarm.workflow.definition_parser import load_definition
+    from swarm.workflow.fields import DefinitionError
+
     try:
         return load_definition(text, "json" if fmt == "json" else "yaml").to_json()
     except DefinitionError as exc:
@@ -255,6 +261,8 @@ def _params(pairs: list[str]) -> Json:
 
 def _step_printer(started: float) -> Callable[[Json], None]:
     """An `on_change` that prints one stderr line per run or step state change."""
+    from swarm.apiclient import FINAL_STATES
+
     seen: dict[tuple[object, object], tuple[object, object]] = {}
     run_state: list[object] = [None]
 

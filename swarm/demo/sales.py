@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from swarm.apiclient import FINAL_STATES, ApiClient, ApiError
 from swarm.cockpit.cli import cockpit_url
 from swarm.config import NodeConfig
+from swarm.demo.cli import DEFAULT_ROWS, DEFAULT_SEED, DEFAULT_SHARDS, DEFAULT_TIMEOUT
 from swarm.demo.localnode import LocalNode, cluster_api
 from swarm.demo.salesdag import (
     APP_FILE,
@@ -57,13 +58,9 @@ from swarm.errors import SwarmError
 from swarm.runtime.artifacts import pack
 from swarm.workflowcli import describe_definition
 
-__all__ = ["DemoOptions", "DemoResult", "add_demo_parser", "run_demo", "run_demo_command"]
+__all__ = ["DemoOptions", "DemoResult", "run_demo", "run_demo_command"]
 
 Json = dict[str, Any]
-DEFAULT_ROWS = 100_000
-DEFAULT_SEED = 2024
-DEFAULT_SHARDS = 4
-DEFAULT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,30 +323,6 @@ def _print_analytics(analytics: Json, say: Callable[[str], None]) -> None:
     for item in analytics.get("suggestions") or ():
         where = f"{item['nodeId']}: " if item.get("nodeId") else ""
         say(f"   suggestion: {where}{item.get('message')}")
-
-
-def add_demo_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add `swarm demo sales` to the `swarm` parser; `common` adds --broker, --token, --cluster, ..."""
-    demos = sub.add_parser("demo", help="build and run a demonstration scenario").add_subparsers(
-        dest="demo", required=True
-    )
-    sales = demos.add_parser("sales", help="seed 004's sales analytics pipeline, from nothing")
-    common(sales)
-    sales.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="orders to generate (default 100000)")
-    sales.add_argument("--seed", type=int, default=DEFAULT_SEED, help="which data set (default 2024)")
-    sales.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help="shards and maps (default 4)")
-    sales.add_argument("--rate", default=DEFAULT_RATE, help=f"USD per CNY (default {DEFAULT_RATE})")
-    sales.add_argument(
-        "--api", metavar="URL", help="a node's API (default: $SWARM_API, the cluster's, or own)"
-    )
-    sales.add_argument("--no-jvm", action="store_true", help="run the currency step in Python")
-    sales.add_argument("--csv", type=Path, metavar="FILE", help="also write the generated orders here")
-    sales.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds for the run")
-    sales.add_argument(
-        "--cockpit",
-        action="store_true",
-        help="open the web cockpit on the run (a node the demo started stays up for it until Ctrl-C)",
-    )
 
 
 async def run_demo_command(args: argparse.Namespace, config: NodeConfig) -> int:
