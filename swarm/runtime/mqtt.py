@@ -1,10 +1,11 @@
 """A typed MQTT 3.1.1 transport on asyncio, with the broker lessons of DESIGN.md built in.
 
-The protocol's bytes are `mqttwire`'s; this module is the connection: an `asyncio.Protocol` that reads
-packets as they arrive, acknowledges QoS 1 messages, matches acknowledgements to their waiters and
-writes what the node publishes. It replaced aiomqtt over paho (docs/architecture.md says why): a message
-went through paho's packet loop, aiomqtt's callback and queue before the node saw it, 0.22 ms on this
-machine, and each PUBACK cost the sender 45 µs.
+The protocol's bytes are `mqttwire`'s and the socket is a `LoopSocket` (read and written from the event
+loop's callbacks, TLS by OpenSSL on the socket itself); this module is the session: it reads packets as
+they arrive, acknowledges QoS 1 messages, matches acknowledgements to their waiters and writes what the
+node publishes. It replaced aiomqtt over paho (docs/architecture.md says why): a message went through
+paho's packet loop, aiomqtt's callback and queue before the node saw it, 0.22 ms on this machine, and
+each PUBACK cost the sender 45 µs.
 
 * TCP_NODELAY on the socket: without it a request/response round trip waits on Nagle's algorithm.
 * Persistent sessions (clean_session=False) with QoS 1: while a node is briefly disconnected the broker
@@ -37,21 +38,20 @@ Topics given to and yielded by the transport are relative to the cluster prefix 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self, cast
+from typing import Self
 
 from swarm.config import NodeConfig, parse_broker_url
 from swarm.errors import ConfigError
 from swarm.runtime import mqttwire as wire
 from swarm.runtime.logthrottle import ThrottledWarning
+from swarm.runtime.loopsocket import LoopSocket
 from swarm.trust.tls import client_context
 
 __all__ = ["KEEPALIVE_S", "BrokerLogin", "Transport", "TransportError"]
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 #: MQTT keepalive, and the timeout of the few operations that wait for the broker (seconds).
 KEEPALIVE_S = 30
 
-#: How long closing waits for the connection to end after DISCONNECT (seconds).
+#: How long closing waits for the DISCONNECT to leave (seconds).
 CLOSE_WAIT_S = 2.0
 
 #: Packet identifiers of QoS 1 publishes, subscriptions and unsubscriptions (zero is not one).
@@ -149,17 +149,10 @@ class Transport:
 
     async def __aenter__(self) -> Self:
         """Connect; raises `TransportError` when the broker refuses or cannot be reached."""
-        loop = asyncio.get_running_loop()
-        link = _Link(loop, self._keepalive)
+        link = _Link(asyncio.get_running_loop(), self._keepalive)
         try:
             async with asyncio.timeout(self._timeout):
-                await loop.create_connection(
-                    lambda: link,
-                    self._host,
-                    self._port,
-                    ssl=self._tls,
-                    server_hostname=self._host if self._tls is not None else None,
-                )
+                await link.open(self._host, self._port, self._tls)
                 link.send(self._connect)
                 await link.connected
         except TimeoutError:
@@ -253,14 +246,14 @@ class Transport:
             raise TransportError(f"{what}: no answer from the broker within {self._timeout:.0f}s") from None
 
 
-class _Link(asyncio.Protocol):
+class _Link:
     """The connection's state: what arrived and is unread, what was sent and is unanswered."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, keepalive: int) -> None:
         self._loop = loop
         self._keepalive = keepalive
         self._reader = wire.PacketReader()
-        self._transport: asyncio.Transport | None = None
+        self._socket: LoopSocket | None = None
         self._outgoing: list[bytes] = []
         self._last_write = loop.time()
         self._ping_sent: float | None = None
@@ -271,19 +264,14 @@ class _Link(asyncio.Protocol):
         self._topics: dict[int, list[str]] = {}  # a pending SUBSCRIBE's filters, to name a refused one
         self._arrival: asyncio.Future[None] | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
-        self._closed: asyncio.Future[None] = loop.create_future()
         self.inbox: deque[wire.Publish] = deque()
         self.lost: str | None = None
 
-    # --- asyncio.Protocol ------------------------------------------------------------------------
+    async def open(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        """Connect the socket (`LoopSocket.open`; raises what it raises)."""
+        self._socket = await LoopSocket.open(host, port, tls, self._received, self._fail)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one without the subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
+    def _received(self, data: bytes) -> None:
         try:
             packets = self._reader.feed(data)
         except wire.WireError as exc:
@@ -302,15 +290,6 @@ class _Link(asyncio.Protocol):
                 self._ping_sent = None
         if self.inbox and self._arrival is not None and not self._arrival.done():
             self._arrival.set_result(None)
-
-    def eof_received(self) -> bool:
-        self._fail("the broker closed the connection")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(str(exc) if exc is not None else "the connection was closed")
-        if not self._closed.done():
-            self._closed.set_result(None)
 
     # --- what the transport asks -----------------------------------------------------------------
 
@@ -356,16 +335,13 @@ class _Link(asyncio.Protocol):
 
     async def close(self) -> None:
         """DISCONNECT (so that the broker does not publish the will) and close the connection."""
-        if self._transport is None:
+        if self._socket is None:
             return
         if self.lost is None:
             self.send(wire.DISCONNECT)
             self._flush()
-        self._fail("the connection was closed")
-        self._transport.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_WAIT_S):
-                await asyncio.shield(self._closed)
+            await self._socket.drain(CLOSE_WAIT_S)
+        self._socket.close("the connection was closed")
 
     def abort(self) -> None:
         """Drop the connection without a word."""
@@ -374,8 +350,8 @@ class _Link(asyncio.Protocol):
     # --- inside ----------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        if self._outgoing and self._transport is not None and self.lost is None:
-            self._transport.write(b"".join(self._outgoing))
+        if self._outgoing and self._socket is not None and self.lost is None:
+            self._socket.write(b"".join(self._outgoing))
             self._last_write = self._loop.time()
         self._outgoing.clear()
 
@@ -436,8 +412,8 @@ class _Link(asyncio.Protocol):
 
     def _drop(self, reason: str) -> None:
         self._fail(reason)
-        if self._transport is not None:
-            self._transport.abort()
+        if self._socket is not None:
+            self._socket.close(reason)
 
     def _fail(self, reason: str) -> None:
         if self.lost is not None:

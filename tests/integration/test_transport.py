@@ -110,6 +110,9 @@ async def test_qos1_messages_are_acknowledged_and_the_client_disconnects_cleanly
     async with _broker(deliver) as (port, after):
         async with _transport(port) as transport, asyncio.timeout(5):
             assert await anext(aiter(transport.messages())) == ("r", b"kept", True)
+        async with asyncio.timeout(5):
+            while len(after) < 2:  # the server reads on after the client has gone
+                await asyncio.sleep(0.01)
         assert after == [(0x40, b"\x01\x2c"), (0xE0, b"")]  # PUBACK 300, then DISCONNECT
 
 
