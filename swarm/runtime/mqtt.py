@@ -155,14 +155,12 @@ class Transport:
                 await link.open(self._host, self._port, self._tls)
                 link.send(self._connect)
                 await link.connected
-        except TimeoutError:
+        except BaseException as exc:  # cancelled too: the socket must not outlive the attempt
             link.abort()
-            raise TransportError(f"no answer from the broker within {self._timeout:.0f}s") from None
-        except OSError as exc:  # refused, unreachable, TLS: what a user fixes is in the message
-            link.abort()
-            raise TransportError(str(exc) or type(exc).__name__) from exc
-        except TransportError:
-            link.abort()
+            if isinstance(exc, TimeoutError):
+                raise TransportError(f"no answer from the broker within {self._timeout:.0f}s") from None
+            if isinstance(exc, OSError):  # refused, unreachable, TLS: what a user fixes is in the message
+                raise TransportError(str(exc) or type(exc).__name__) from exc
             raise
         self._link = link
         return self
@@ -277,10 +275,11 @@ class _Link:
         except wire.WireError as exc:
             self._drop(f"the broker sent malformed MQTT: {exc}")
             return
+        acks = []
         for packet in packets:
             if isinstance(packet, wire.Publish):
                 if packet.packet_id is not None:
-                    self.send(wire.puback(packet.packet_id))
+                    acks.append(wire.puback(packet.packet_id))
                 self.inbox.append(packet)
             elif isinstance(packet, wire.Ack):
                 self._answered(packet)
@@ -290,6 +289,10 @@ class _Link:
                 self._ping_sent = None
         if self.inbox and self._arrival is not None and not self._arrival.done():
             self._arrival.set_result(None)
+        # Acknowledged after the reader is woken: on the loop's next turn it goes first, and the
+        # acknowledgements' write (a system call) after it.
+        for ack in acks:
+            self.send(ack)
 
     # --- what the transport asks -----------------------------------------------------------------
 
