@@ -124,13 +124,21 @@ def _task_types() -> list[str]:
     return sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
-def _version() -> str:
-    import importlib.metadata
+class _ShowVersion(argparse.Action):
+    """`--version`, looked up only when asked: importlib.metadata would cost every command 9 ms."""
 
-    try:
-        return importlib.metadata.version("swarm-cluster")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        import importlib.metadata
+
+        try:
+            version = importlib.metadata.version("swarm-cluster")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        print(f"swarm {version}")
+        parser.exit()
 
 
 _EXAMPLES = """examples:
@@ -153,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"swarm {_version()}")
+    parser.add_argument("--version", action=_ShowVersion)
     sub = parser.add_subparsers(dest="command", required=True)
 
     join = sub.add_parser("join", help="run a node on this device")
@@ -315,7 +323,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _client_broker(config: NodeConfig, known: str | None) -> str:
-    from swarm.runtime.discovery import resolve_broker
+    from swarm.runtime.identity import resolve_broker
 
     return await resolve_broker(config, known)
 

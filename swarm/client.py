@@ -73,8 +73,7 @@ class AsyncClient:
 
     async def __aenter__(self) -> Self:
         from swarm.runtime.client import SwarmClient
-        from swarm.runtime.discovery import resolve_broker
-        from swarm.runtime.identity import broker_login, client_credential
+        from swarm.runtime.identity import broker_login, client_credential, resolve_broker
 
         credential = client_credential(self._config.cluster, self._token)
         self._broker = await resolve_broker(self._config, credential.broker_url or None)

@@ -103,8 +103,7 @@ class LocalNode:
 async def cluster_api(config: NodeConfig, token: str | None) -> tuple[str, str] | None:
     """(API URL, token) of an alive member of the configured cluster, or None when this machine has no
     credential for it or no member serves an API within a few seconds."""
-    from swarm.runtime.discovery import resolve_broker
-    from swarm.runtime.identity import client_credential
+    from swarm.runtime.identity import client_credential, resolve_broker
     from swarm.workflowcli import discover_api
 
     try:

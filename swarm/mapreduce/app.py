@@ -14,7 +14,9 @@ one of two APIs, documented in `docs/mapreduce.md`:
   `sample_keys(data, params) -> keys` for apps whose concatenated outputs must be globally sorted.
 
 Either API may set `RECORD` (fixed-size records: splits are cut at multiples of it, not at newlines)
-and `MAP_BYTES` (how much input one map call gets).
+and `MAP_BYTES` (how much input one map call gets); a vectorized app may set `BUFFER_INPUT = True`
+when its `map_arrays` takes any bytes-like buffer, not only `bytes`: a split read on the submitter's
+machine then reaches it as a view of the mapped input file, uncopied (see `locality.read_local`).
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ import importlib
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from swarm.errors import Fatal, InvalidSpec
-from swarm.mapreduce.kernels import MERGE_OP, combine, group_runs
+
+# numpy loads when a map or a reduce first runs: the submitter loads an app only to check it, and
+# numpy would be a fifth of its start (the same choice as in `tasks`).
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from numpy import bytes_
+
+    Keys = npt.NDArray[bytes_]
+    Values = npt.NDArray[Any]
 
 __all__ = ["BUILTIN_APPS", "COMBINERS", "MAP_BYTES", "App", "AppSource", "load_app", "resolve_app"]
 
@@ -43,9 +49,6 @@ COMBINERS = ("sum", "count", "min", "max")
 #: cache); an app whose map output is views of its input (sort) gains nothing from cutting, which copies.
 MAP_BYTES = 16 * 1024 * 1024
 APP_GROUP = "swarm.mapreduce"
-
-Keys = npt.NDArray[np.bytes_]
-Values = npt.NDArray[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ def resolve_app(spec: str) -> AppSource:
             raise InvalidSpec(f"cannot read app {spec}: {exc}") from None
     if spec in BUILTIN_APPS:
         return AppSource(spec, module=f"swarm.mapreduce.apps.{spec}")
+    from importlib.metadata import entry_points  # only for an installed app: it costs 9 ms to load
+
     for ep in entry_points(group=APP_GROUP):
         if ep.name == spec:
             return AppSource(spec, module=ep.value.partition(":")[0])
@@ -118,6 +123,9 @@ class App:
         if not has_reduce and self.combiner is None:
             raise InvalidSpec(f"app {name} defines no reduce(key, values), reduce_arrays(...) or COMBINER")
         self.record_size: int | None = getattr(module, "RECORD", None)
+        self.buffer_input = getattr(module, "BUFFER_INPUT", False)
+        if type(self.buffer_input) is not bool:
+            raise InvalidSpec(f"app {name}: BUFFER_INPUT must be True or False")
         self.map_bytes: int = getattr(module, "MAP_BYTES", MAP_BYTES)
         if type(self.map_bytes) is not int or self.map_bytes < 1:
             raise InvalidSpec(f"app {name}: MAP_BYTES must be a positive integer")
@@ -142,9 +150,14 @@ class App:
             self.combiner = combiner
         return self
 
-    def map(self, filename: str, data: bytes) -> tuple[Keys, Values]:
-        """Run the app's map over one split and return (keys, values) arrays."""
+    def map(self, filename: str, data: bytes | memoryview) -> tuple[Keys, Values]:
+        """Run the app's map over one split and return (keys, values) arrays. A memoryview goes to a
+        `map_arrays` that takes buffers (`BUFFER_INPUT`) as it is, to any other as `bytes`."""
+        import numpy as np
+
         if self.vectorized:
+            if isinstance(data, memoryview) and not self.buffer_input:
+                data = data.tobytes()
             keys, values = _deterministic(
                 self.name, "map_arrays", self._m.map_arrays, filename, data, self.params
             )
@@ -157,9 +170,7 @@ class App:
             if len(keys) != len(values):
                 raise Fatal(f"app {self.name}: map_arrays returned {len(keys)} keys but {len(values)} values")
             return keys, values
-        pairs = _deterministic(
-            self.name, "map", self._m.map, filename, data.decode("utf-8", errors="replace")
-        )
+        pairs = _deterministic(self.name, "map", self._m.map, filename, str(data, "utf-8", errors="replace"))
         try:
             return _pairs_to_arrays(self.name, pairs)
         except TypeError as exc:
@@ -168,6 +179,10 @@ class App:
 
     def reduce(self, sorted_keys: Keys, values: Values) -> tuple[Keys, Values]:
         """Group `values` by `sorted_keys` and return (distinct keys, one output value per key)."""
+        import numpy as np
+
+        from swarm.mapreduce.kernels import MERGE_OP, combine, group_runs
+
         reduce_arrays: Callable[..., Any] | None = getattr(self._m, "reduce_arrays", None)
         record_reduce: Callable[[str, list[str]], Any] | None = getattr(self._m, "reduce", None)
         if reduce_arrays is None and (record_reduce is None or self.vectorized):
@@ -204,11 +219,15 @@ class App:
 
     def sample_keys(self, data: bytes) -> Keys:
         """Keys of a sample of the input, for range partitioning."""
+        import numpy as np
+
         return np.asarray(self._m.sample_keys(data, self.params))
 
 
 def format_lines(keys: Keys, values: Values) -> bytes:
     """`key value\\n` per key, keys in the given (sorted) order."""
+    import numpy as np
+
     if len(keys) == 0:
         return b""
     if values.dtype.kind == "S":
@@ -231,6 +250,8 @@ def _deterministic(name: str, what: str, func: Callable[..., Any], *args: Any) -
 
 
 def _pairs_to_arrays(name: str, pairs: Any) -> tuple[Keys, Values]:
+    import numpy as np
+
     keys: list[bytes] = []
     values: list[bytes] = []
     for pair in pairs:

@@ -81,9 +81,15 @@ def _usable_path(identity: Any, allowed_paths: tuple[str, ...]) -> str | None:
     return path if is_inside(os.path.realpath(path), allowed_paths) else None
 
 
-def read_local(identity: Any, start: int, end: int, allowed_paths: tuple[str, ...]) -> bytes | None:
+def read_local(identity: Any, start: int, end: int, allowed_paths: tuple[str, ...]) -> memoryview | None:
     """Bytes [start, end) of the file `identity` names if this node may and can read that very file
-    here, else None (the caller fetches the split instead)."""
+    here, else None (the caller fetches the split instead).
+
+    The bytes are a read-only view of the file mapped into memory, not a copy: reading a 64 MB split
+    into a buffer of its own cost a map 35 ms, an eighth of what counting its words costs. The mapping
+    lives as long as the view (or an array made from it). A file truncated while it is mapped kills
+    the task's process with SIGBUS: the attempt fails like a crashed one, and its retry, seeing another
+    size, fetches the split from the submitter."""
     try:
         path = _usable_path(identity, allowed_paths)
         if path is None:
@@ -98,11 +104,15 @@ def read_local(identity: Any, start: int, end: int, allowed_paths: tuple[str, ..
             )
             if not same or not 0 <= start <= end <= info.st_size:
                 return None
-            f.seek(start)
-            data = f.read(end - start)
-    except (KeyError, TypeError, OSError):
+            if start == end:
+                return memoryview(b"")
+            # Only the split is mapped (from the page boundary below it): a large input on a 32-bit
+            # device would not fit its address space whole.
+            offset = start - start % mmap.ALLOCATIONGRANULARITY
+            mapped = mmap.mmap(f.fileno(), end - offset, access=mmap.ACCESS_READ, offset=offset)
+    except (KeyError, TypeError, OSError, ValueError):
         return None
-    return data if len(data) == end - start else None
+    return memoryview(mapped)[start - offset :]
 
 
 def open_local_output(target: Any, allowed_paths: tuple[str, ...]) -> AtomicFile | None:

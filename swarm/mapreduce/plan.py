@@ -19,11 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from swarm.errors import InvalidSpec
 from swarm.mapreduce.app import App, AppSource
-from swarm.mapreduce.kernels import sample_boundaries
 from swarm.mapreduce.locality import file_identity
 from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 from swarm.runtime.httpwire import MAX_NAME_CHARS, is_name
@@ -171,6 +168,10 @@ def check_and_sample(spec: MapReduceSpec, app: App) -> list[bytes] | None:
         raise InvalidSpec(f"input file(s) not found: {', '.join(missing)}")
     if app.partitioner != "range":
         return None
+    import numpy as np  # only here: a hash-partitioned job is submitted without numpy
+
+    from swarm.mapreduce.kernels import sample_boundaries
+
     sample = np.concatenate([app.sample_keys(_head(p, None, BOUNDARY_SAMPLE_PER_FILE)) for p in spec.inputs])
     return [bytes(b) for b in sample_boundaries(np.sort(sample), spec.reducers).tolist()]
 

@@ -23,8 +23,9 @@ how its node's data server learns whom to serve them to.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +53,7 @@ REDUCE_CHUNK = 4 * 1024 * 1024
 #: A reducer fetches this many map outputs at once: a fetch mostly waits on its peer (connection set-up,
 #: the peer's disk, the link), so a few in flight hide that, as Hadoop's parallel copies do.
 PARALLEL_FETCHES = 4
+_NEWLINE = re.compile(b"\n")
 
 
 def _check(payload: dict[str, Any], *keys: str) -> None:
@@ -81,10 +83,12 @@ def _boundaries(payload: dict[str, Any]) -> Any:
     return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
 
 
-def _fetch_split(inp: dict[str, Any], allowed_paths: tuple[str, ...], token: str) -> tuple[bytes, bool]:
+def _fetch_split(
+    inp: dict[str, Any], allowed_paths: tuple[str, ...], token: str
+) -> tuple[bytes | memoryview, bool]:
     """The split's bytes, and whether they were read from the file itself (when this node runs on the
-    submitter's machine and may, see `locality`) rather than fetched from the submitter, checked for
-    length only (see `fetch`'s `verify`)."""
+    submitter's machine and may, see `locality`: a view of the mapped file) rather than fetched from
+    the submitter, checked for length only (see `fetch`'s `verify`)."""
     if inp["end"] <= inp["start"]:
         return b"", False
     local = read_local(inp.get("local"), inp["start"], inp["end"], allowed_paths)
@@ -102,7 +106,7 @@ def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> li
     return split_sorted(keys, values, payload["reducers"], parts)
 
 
-def _pieces(data: bytes, record_size: int | None, size: int) -> list[bytes]:
+def _pieces(data: bytes | memoryview, record_size: int | None, size: int) -> list[bytes | memoryview]:
     """The split cut into pieces of about `size` bytes at line (or record) boundaries, so that a map
     holds one piece's pairs at a time and the spiller bounds the rest."""
     pieces, start = [], 0
@@ -112,8 +116,8 @@ def _pieces(data: bytes, record_size: int | None, size: int) -> list[bytes]:
             if record_size:
                 end = max(start + record_size, end - (end - start) % record_size)
             else:
-                newline = data.find(b"\n", end)
-                end = len(data) if newline < 0 else newline + 1
+                newline = _NEWLINE.search(data, end)  # a memoryview has no find(); a pattern reads it
+                end = len(data) if newline is None else newline.end()
         pieces.append(data[start:end])
         start = end
     return pieces
@@ -154,7 +158,7 @@ class MapHandler:
 def map_split(
     ctx: TaskContext,
     app: App,
-    split: list[tuple[str, bytes]],
+    split: Sequence[tuple[str, bytes | memoryview]],
     *,
     job: str,
     token: str,

@@ -35,8 +35,6 @@ import ifaddr
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from swarm.config import NodeConfig
-from swarm.errors import SwarmError
 from swarm.runtime.brokerconf import url_for
 
 __all__ = [
@@ -47,7 +45,6 @@ __all__ = [
     "browse_brokers",
     "find_broker",
     "mdns_interfaces",
-    "resolve_broker",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,17 +129,6 @@ async def find_broker(cluster: str, timeout: float, interfaces: list[str] | None
     finally:
         await aiozc.async_close()
     return None
-
-
-async def resolve_broker(config: NodeConfig, known: str | None = None) -> str:
-    """The broker a client uses: the configured one (`--broker`, `$SWARM_BROKER`), else the one its
-    credential names, else the cluster's advertised over mDNS; a `SwarmError` saying what to give."""
-    if config.broker or known:
-        return config.broker or str(known)
-    url = await find_broker(config.cluster, timeout=max(config.mdns_timeout, 3.0))
-    if url is None:
-        raise SwarmError(f"no broker for cluster {config.cluster!r} found over mDNS; give --broker")
-    return url
 
 
 async def browse_brokers(

@@ -11,7 +11,7 @@ one, in this order:
    founded elsewhere, and the node says how to get a token instead of starting a rival cluster).
 
 The CLI uses `--token` / `$SWARM_TOKEN`, or the owner's admin token when this machine holds the
-authority.
+authority, and the broker it is given, or the one its credential names, or else the one mDNS finds.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 
 from swarm.config import NodeConfig
 from swarm.durable import write_private
-from swarm.errors import ConfigError
+from swarm.errors import ConfigError, SwarmError
 from swarm.runtime.mqtt import BrokerLogin
 from swarm.runtime.storage import NodeStorage
 from swarm.trust.authority import Authority
@@ -31,7 +31,14 @@ from swarm.trust.credentials import Credential
 from swarm.trust.roles import MEMBER
 from swarm.trust.roster import Roster
 
-__all__ = ["broker_login", "client_credential", "load_roster", "node_credential", "save_roster"]
+__all__ = [
+    "broker_login",
+    "client_credential",
+    "load_roster",
+    "node_credential",
+    "resolve_broker",
+    "save_roster",
+]
 
 _CREDENTIAL_FILE = "credential.json"
 _ROSTER_FILE = "roster.json"
@@ -106,6 +113,19 @@ def client_credential(cluster: str, token: str | None) -> Credential:
         f"no credential for cluster {cluster!r} on this machine: pass --token (or set $SWARM_TOKEN) with a"
         " token from `swarm token create` on the machine of the cluster's first node"
     )
+
+
+async def resolve_broker(config: NodeConfig, known: str | None = None) -> str:
+    """The broker a client uses: the configured one (`--broker`, `$SWARM_BROKER`), else the one its
+    credential names, else the cluster's advertised over mDNS; a `SwarmError` saying what to give."""
+    if config.broker or known:
+        return config.broker or str(known)
+    from swarm.runtime.discovery import find_broker  # zeroconf loads only when nothing names a broker
+
+    url = await find_broker(config.cluster, timeout=max(config.mdns_timeout, 3.0))
+    if url is None:
+        raise SwarmError(f"no broker for cluster {config.cluster!r} found over mDNS; give --broker")
+    return url
 
 
 def broker_login(config: NodeConfig, credential: Credential) -> BrokerLogin:

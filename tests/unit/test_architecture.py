@@ -1,8 +1,10 @@
-"""The core stays pure: no I/O, clock, randomness or transport imports."""
+"""The core stays pure: no I/O, clock, randomness or transport imports; the submitter stays light."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,30 @@ def test_core_module_imports_nothing_impure(path: Path) -> None:
 
 def test_core_modules_exist() -> None:
     assert len(list(CORE.glob("*.py"))) >= 8
+
+
+def test_submitting_a_wordcount_job_loads_neither_numpy_nor_zeroconf(tmp_path: Path) -> None:
+    """A CLI command is a fresh interpreter each time: numpy (about 50 ms) and zeroconf (15 ms) would be
+    a fifth of its start. The submitter checks the app and plans the job without them, and a client
+    told its broker never looks for one over mDNS."""
+    text = tmp_path / "in.txt"
+    text.write_bytes(b"a b c\n" * 1000)
+    probe = f"""
+import asyncio, sys
+from pathlib import Path
+import swarm.cli, swarm.mapreduce.submit, swarm.client
+from swarm.config import load_config
+from swarm.mapreduce.app import load_app, resolve_app
+from swarm.mapreduce.plan import MapReduceSpec, build_job, check_and_sample, plan_splits
+from swarm.runtime.identity import resolve_broker
+spec = MapReduceSpec(resolve_app("wordcount"), (Path({str(text)!r}),), 2, {{}})
+app = load_app(spec.app, spec.params)
+splits = plan_splits(spec.inputs, 2048, app.record_size)
+build_job("j", spec, splits, "http://127.0.0.1:1", check_and_sample(spec, app), None, token="t" * 32)
+asyncio.run(resolve_broker(load_config(None, broker="mqtt://127.0.0.1:1883", cluster="c")))
+print(sorted(m for m in ("numpy", "zeroconf") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert out.stdout.strip() == "[]"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from swarm.checksum import checksum_bytes
+from swarm.errors import InvalidSpec
 from swarm.mapreduce import locality, tasks
-from swarm.mapreduce.app import AppSource
+from swarm.mapreduce.app import App, AppSource
 from swarm.mapreduce.locality import file_identity, open_local_output, read_local, read_own_run
 from swarm.mapreduce.plan import MapReduceSpec, build_job, new_capability, plan_splits
 from swarm.mapreduce.runs import read_run
@@ -51,6 +52,9 @@ def test_a_split_is_read_from_the_file_where_allowed(machine: list[str], data_fi
     allowed = (str(data_file.parent),)
     assert read_local(identity, 100, 2000, allowed) == DATA[100:2000]
     assert read_local(identity, 0, len(DATA), allowed) == DATA
+    # a split that starts past a page boundary: only it is mapped, from the boundary below it
+    assert read_local(identity, 9000, 17001, allowed) == DATA[9000:17001]
+    assert read_local(identity, 500, 500, allowed) == b""
     # every split the planner cuts carries the identity of its file
     assert {s.local["path"] for s in plan_splits((data_file,), 4096) if s.local} == {str(data_file)}
 
@@ -248,3 +252,44 @@ def test_a_reduce_in_many_small_chunks_writes_what_one_chunk_does(
         assert len(maps) >= 2 and result["recomputed_maps"] == 0 and result["local_output"]
         outputs.append((out / "mr-out-0").read_bytes())
     assert outputs[0] == outputs[1] and len(outputs[0]) > 0
+
+
+class _SeesItsInput:
+    """An app module that records what type of input its map was given."""
+
+    COMBINER = "sum"
+
+    def __init__(self, buffer_input: object) -> None:
+        self.BUFFER_INPUT = buffer_input
+        self.seen: list[type] = []
+
+    def map_arrays(self, filename: str, data: bytes | memoryview, params: dict[str, str]) -> tuple[Any, Any]:
+        self.seen.append(type(data))
+        return np.array([bytes(data[:4])]), np.array([1])
+
+
+@pytest.mark.parametrize(("buffer_input", "given"), [(True, memoryview), (False, bytes)])
+def test_a_mapped_split_reaches_only_an_app_that_takes_buffers_uncopied(
+    machine: list[str], data_file: Path, tmp_path: Path, buffer_input: bool, given: type
+) -> None:
+    module = _SeesItsInput(buffer_input)
+    app = App("sees", module, {})  # type: ignore[arg-type]
+    view = read_local(file_identity(data_file), 0, len(DATA), (str(tmp_path),))
+    assert isinstance(view, memoryview)
+    keys, _ = app.map("data.txt", view)
+    assert module.seen == [given] and keys.tolist() == [b"line"]
+
+
+def test_an_app_whose_buffer_input_is_not_a_bool_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match="BUFFER_INPUT must be True or False"):
+        App("odd", _SeesItsInput("yes"), {})  # type: ignore[arg-type]
+
+
+def test_a_mapped_split_larger_than_a_map_call_is_cut_at_line_ends(
+    machine: list[str], data_file: Path, tmp_path: Path
+) -> None:
+    view = read_local(file_identity(data_file), 0, len(DATA), (str(tmp_path),))
+    assert view is not None
+    pieces = tasks._pieces(view, None, 1000)
+    assert b"".join(bytes(p) for p in pieces) == DATA
+    assert all(bytes(p).endswith(b"\n") for p in pieces) and max(len(p) for p in pieces) < 1100

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarm.mapreduce.words import count_words
-
 COMBINER = "sum"
 MAX_WORD = 256
 #: A whole split per map call: `count_words` works through it in blocks of its own, so a larger call
@@ -18,8 +16,13 @@ MAX_WORD = 256
 #: combining the pieces' counts again in the spiller.
 MAP_BYTES = 1 << 30
 
+#: `map_arrays` reads any buffer: a split read on the submitter's machine reaches it uncopied.
+BUFFER_INPUT = True
 
-def map_arrays(filename: str, data: bytes, params: dict[str, str]) -> tuple[Any, Any]:
+
+def map_arrays(filename: str, data: bytes | memoryview, params: dict[str, str]) -> tuple[Any, Any]:
     """Each distinct word of the split with its count, counted on packed keys (`count_words`), in no
     particular order: the spiller sorts them by partition, so sorting them here would be wasted."""
+    from swarm.mapreduce.words import count_words  # here: the submitter loads this module without numpy
+
     return count_words(data, max_len=MAX_WORD).arrays(ordered=False)
