@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import psutil
 
 from swarm import eventloop
+from swarm.client import Client
 from swarm.codec import DEFAULT_MAX_BYTES
 from swarm.eventloop import LOOP_ENV
 from swarm.jobspec import new_job_id
@@ -409,6 +410,29 @@ class SwarmCluster:
                 self.url, self.admin_credential(), login=self.login(), max_bytes=DEFAULT_MAX_BYTES
             )
 
+    @contextlib.contextmanager
+    def python_client(self) -> Iterator[Client]:
+        """A connected `swarm.Client`, found and logged in as the CLI is: from this cluster's environment."""
+        names = {k for k in (*self.env, *os.environ) if k.startswith("SWARM_")}
+        saved = {k: os.environ.get(k) for k in names}
+        for key in names:
+            if key in self.env:
+                os.environ[key] = self.env[key]
+            else:
+                os.environ.pop(key, None)
+        try:
+            client = Client(cluster=CLUSTER, broker=self.url).__enter__()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        try:
+            yield client
+        finally:
+            client.__exit__(None, None, None)
+
     def verifier(self) -> Verifier:
         """Checks the cluster's messages against its authority, as the nodes do."""
         with self.signing_env():
@@ -495,13 +519,14 @@ class SwarmCluster:
 
 @dataclass
 class MapReduceRun:
-    """One `swarm submit mapreduce` run: wall time, the CLI's summary, and what the job committed."""
+    """One MapReduce job, run by the CLI or the Python client: wall time, the job's summary (its id, how
+    many maps and reduces ran), and what the job committed."""
 
     seconds: float
     summary: dict[str, Any]
     updates: list[TaskUpdate]
-    submitted: float  # time.time() just before the CLI started
-    exited: float  # time.time() when it had exited
+    submitted: float  # time.time() just before the CLI started (or the client's call began)
+    exited: float  # time.time() when it had exited (or the call returned)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group during the run
     profiles: dict[str, Path] = field(default_factory=dict)  # py-spy raw output per process
 
@@ -515,20 +540,45 @@ def run_mapreduce(
     split_size: str | None = None,
     profile_dir: Path | None = None,
     timeout: float = 3600.0,
+    client: Client | None = None,
 ) -> MapReduceRun:
-    """Run one MapReduce job through the CLI and collect its record; RuntimeError if it failed."""
-    job_id = new_job_id()
+    """Run one MapReduce job through the CLI, or through `client` (a `swarm.Client` connected before the
+    clock, as a program using swarm holds one) when given, and collect its record; RuntimeError if it
+    failed. A profile samples the CLI's process; with a client, only the cluster's."""
     if cluster.allowed_paths and os.geteuid() == 0:
         # Made here rather than by the command, so that the task user (not root) may write the outputs
         # in place, as the benchmarks describe; otherwise they would be uploaded to the submitter.
         output.mkdir(parents=True, exist_ok=True)
         output.chmod(0o777)
+    groups = cluster.process_groups()
+    before = cpu_seconds(groups)
+    if client is None:
+        job = _job_by_cli(cluster, app, inputs, output, reduces, split_size, profile_dir, timeout, groups)
+    else:
+        job = _job_by_client(client, app, inputs, output, reduces, split_size, profile_dir, groups)
+    after = cpu_seconds(groups)
+    job.cpu.update({name: after[name] - before.get(name, 0.0) for name in after})
+    total = int(job.summary["maps"]) + int(job.summary["reduces"])
+    job.updates = asyncio.run(_job_record(cluster, job.summary["job_id"], total))
+    return job
+
+
+def _job_by_cli(
+    cluster: SwarmCluster,
+    app: str,
+    inputs: Sequence[Path],
+    output: Path,
+    reduces: int,
+    split_size: str | None,
+    profile_dir: Path | None,
+    timeout: float,
+    groups: dict[str, list[psutil.Process]],
+) -> MapReduceRun:
+    job_id = new_job_id()
     args = ["mapreduce", "--app", app, "--input", *map(str, inputs), "--reduces", str(reduces)]
     args += ["--output", str(output), "--job-id", job_id]
     if split_size:
         args += ["--split-size", split_size]
-    groups = cluster.process_groups()
-    before = cpu_seconds(groups)
     children_before = _children_cpu()
     submitted = time.time()
     t0 = time.perf_counter()
@@ -555,17 +605,39 @@ def run_mapreduce(
         profiles = stop_profilers(recorders)
         if proc.poll() is None:
             stop_process(proc)
-    after = cpu_seconds(groups)
-    cpu = {"submitter (CLI)": _children_cpu() - children_before}
-    cpu.update({name: after[name] - before.get(name, 0.0) for name in after})
     if proc.returncode != 0:
         raise RuntimeError(
             f"swarm mapreduce exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"
         )
     summary: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    total = int(summary["maps"]) + int(summary["reduces"])
-    updates = asyncio.run(_job_record(cluster, job_id, total))
-    return MapReduceRun(seconds, summary, updates, submitted, exited, cpu, profiles)
+    summary["job_id"] = job_id
+    cpu = {"submitter (CLI)": _children_cpu() - children_before}
+    return MapReduceRun(seconds, summary, [], submitted, exited, cpu, profiles)
+
+
+def _job_by_client(
+    client: Client,
+    app: str,
+    inputs: Sequence[Path],
+    output: Path,
+    reduces: int,
+    split_size: str | None,
+    profile_dir: Path | None,
+    groups: dict[str, list[psutil.Process]],
+) -> MapReduceRun:
+    options: dict[str, Any] = {"split_size": parse_size(split_size)} if split_size else {}
+    own_before = time.process_time()
+    submitted = time.time()
+    t0 = time.perf_counter()
+    recorders = start_profilers(groups, profile_dir) if profile_dir is not None else {}
+    try:
+        summary = client.mapreduce(app, inputs, reduces, output, **options)
+        seconds = time.perf_counter() - t0
+        exited = time.time()
+    finally:
+        profiles = stop_profilers(recorders)
+    cpu = {"submitter (client)": time.process_time() - own_before}
+    return MapReduceRun(seconds, summary, [], submitted, exited, cpu, profiles)
 
 
 def _children_cpu() -> float:
@@ -622,7 +694,7 @@ def phase_report(run: MapReduceRun, slots: int) -> list[str]:
     durations = sorted(u.finished_at - u.started_at for u in maps)
     nodes = collections.Counter(u.node for u in run.updates)
     lines = [
-        f"CLI start -> first map starts   {first_map - t0:7.2f} s  (interpreter, checks, planning, dispatch)",
+        f"submit -> first map starts     {first_map - t0:7.2f} s  (CLI start, checks, planning, dispatch)",
         f"map phase                       {last_map - first_map:7.2f} s  ({len(maps)} maps, "
         f"{map_busy:.1f} task-s = {map_busy / max(last_map - first_map, 1e-9) / slots:.0%} of {slots} slots; "
         f"per map {durations[0]:.2f}-{durations[-1]:.2f} s, median {durations[len(durations) // 2]:.2f} s)",
@@ -631,7 +703,7 @@ def phase_report(run: MapReduceRun, slots: int) -> list[str]:
         f"last map -> first reduce starts {first_reduce - last_map:7.2f} s",
         f"reduce phase                    {last_reduce - first_reduce:7.2f} s  ({len(reduces)} reduces, "
         f"{reduce_busy:.1f} task-s; shuffled {shuffled / 1e6:.1f} MB, wrote {out_bytes / 1e6:.1f} MB)",
-        f"last reduce -> CLI exit         {run.exited - last_reduce:7.2f} s",
+        f"last reduce -> submit returns  {run.exited - last_reduce:7.2f} s",
         f"tasks per node: {', '.join(f'{n}: {c}' for n, c in sorted(nodes.items(), key=str))}",
     ]
     if run.cpu:
