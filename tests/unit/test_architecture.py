@@ -51,6 +51,8 @@ from swarm.config import load_config
 from swarm.mapreduce.app import load_app, resolve_app
 from swarm.mapreduce.plan import MapReduceSpec, build_job, check_and_sample, plan_splits
 from swarm.runtime.identity import resolve_broker
+swarm.cli._parser().parse_args(["submit", "mapreduce", "--app", "wordcount", "--input", "x", "--reduces",
+    "2", "--output", "o"])
 spec = MapReduceSpec(resolve_app("wordcount"), (Path({str(text)!r}),), 2, {{}})
 app = load_app(spec.app, spec.params)
 splits = plan_splits(spec.inputs, 2048, app.record_size)
