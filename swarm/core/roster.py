@@ -31,7 +31,9 @@ __all__ = ["LATENCY_WINDOW_S", "Roster"]
 #: there and back, and its queue) over the last one to two windows of this many seconds: a floor, as TCP
 #: keeps the least round trip it saw. A moving average counted a burst's queueing as link: after one busy
 #: moment the member that had queued more kept the higher estimate, lost every tie while the cluster
-#: was idle, and got no attempt that could correct it (its queue is the load term's to weigh).
+#: was idle, and got no attempt that could correct it (its queue is the load term's to weigh). For the
+#: same reason an estimate no attempt refreshed for two windows is forgotten: a member measured once
+#: while cold (its first attempt starts a worker process) would otherwise keep losing to the others.
 LATENCY_WINDOW_S = 10.0
 
 
@@ -44,13 +46,17 @@ class _LinkFloor:
     previous: float = math.inf
 
     def observe(self, spent_ms: float, now: float) -> None:
-        if now - self.started >= LATENCY_WINDOW_S:
+        if now - self.started >= 2 * LATENCY_WINDOW_S:  # the last window saw nothing: start afresh
+            self.previous, self.current, self.started = math.inf, spent_ms, now
+        elif now - self.started >= LATENCY_WINDOW_S:
             self.previous, self.current, self.started = self.current, spent_ms, now
         else:
             self.current = min(self.current, spent_ms)
 
-    @property
-    def value(self) -> float:
+    def value(self, now: float) -> float:
+        """The estimate; 0.0, as for a member never measured, once it is two windows old."""
+        if now - self.started >= 2 * LATENCY_WINDOW_S:
+            return 0.0
         return min(self.current, self.previous)
 
 
@@ -65,16 +71,18 @@ class Roster:
         self._links: dict[str, _LinkFloor] = {}
         self.changed = False
 
-    def upsert(self, node_id: str, hb: Heartbeat, held: int, exclusive_held: bool, reserved: int = 0) -> None:
+    def upsert(
+        self, node_id: str, hb: Heartbeat, now: float, held: int, exclusive_held: bool, reserved: int = 0
+    ) -> None:
         """An alive member's heartbeat; `changed` is set when a member joins or its capabilities change."""
         c = self._members.get(node_id)
         if c is None:
-            link = self._links.get(node_id)
-            latency = 0.0 if link is None else link.value
-            c = self._members[node_id] = Candidate(node_id, hb, latency_ms=latency)
+            c = self._members[node_id] = Candidate(node_id, hb)
             self.changed = True
         elif c.heartbeat.caps != hb.caps:
             self.changed = True
+        link = self._links.get(node_id)
+        c.latency_ms = 0.0 if link is None else link.value(now)
         c.heartbeat = hb
         c.limit = self._config.queue_limit(hb.slots)
         self.set_load(node_id, held, exclusive_held, reserved)
@@ -108,7 +116,7 @@ class Roster:
         else:
             link.observe(spent_ms, now)
         if (c := self._members.get(node_id)) is not None:
-            c.latency_ms = link.value
+            c.latency_ms = link.value(now)
 
     @property
     def has_room(self) -> bool:

@@ -366,7 +366,9 @@ class Scheduler:
                 self._outbox.ack([(sender, ack)])
                 continue
             self._release(rec)
-            if res.finished_at and res.started_at:
+            if res.finished_at and res.started_at and sender != self.self_id:
+                # Our own worker is reached in memory, over no link: measuring it would count the cold
+                # start of its first attempt as one, and it would lose every tie to the other members.
                 spent = (now - rec.assigned_at) * 1000 - (res.finished_at - res.started_at) * 1000
                 self._roster.observe_latency(sender, spent, now)
             if res.kind == "refused":
@@ -421,7 +423,7 @@ class Scheduler:
         node_id = member.node_id
         hb = member.heartbeat
         if member.state == "alive" and hb is not None:
-            self._roster.upsert(node_id, hb, *self._load(node_id))
+            self._roster.upsert(node_id, hb, now, *self._load(node_id))
             lost = self._lost_with.pop(node_id, None)
             if lost is not None and hb.seq > lost[0]:
                 for task_id in lost[1]:

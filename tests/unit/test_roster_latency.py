@@ -12,7 +12,7 @@ from swarm.messages import Requirements
 def roster_of(*names: str) -> Roster:
     roster = Roster(CoreConfig())
     for name in names:
-        roster.upsert(name, hb(name), held=0, exclusive_held=False)
+        roster.upsert(name, hb(name), 0.0, held=0, exclusive_held=False)
     return roster
 
 
@@ -46,7 +46,25 @@ def test_a_member_seen_again_keeps_its_estimate_and_one_never_measured_has_none(
     roster = roster_of("n-a", "n-b")
     roster.observe_latency("n-a", 2.5, now=0.0)
     roster.remove("n-a")
-    roster.upsert("n-a", hb("n-a"), held=0, exclusive_held=False)
+    roster.upsert("n-a", hb("n-a"), 1.0, held=0, exclusive_held=False)
     assert latency(roster, "n-a") == 2.5 and latency(roster, "n-b") == 0.0
     roster.observe_latency("n-a", -1.0, now=1.0)  # the clocks of two machines apart: never below zero
     assert latency(roster, "n-a") == 0.0
+
+
+def test_an_estimate_no_attempt_refreshed_for_two_windows_is_forgotten() -> None:
+    """A member measured once while cold (its first attempt started a worker) and then never chosen again
+    would keep that estimate, and lose every tie, for good."""
+    roster = roster_of("n-a", "n-b")
+    roster.observe_latency("n-a", 4.0, now=0.0)
+    roster.observe_latency("n-b", 1.2, now=0.0)
+    for t in range(1, int(2 * LATENCY_WINDOW_S)):
+        roster.observe_latency("n-b", 1.2, now=float(t))  # n-b gets every attempt meanwhile
+        roster.upsert("n-a", hb("n-a"), float(t), held=0, exclusive_held=False)
+        assert latency(roster, "n-a") == 4.0
+    roster.upsert("n-a", hb("n-a"), 2 * LATENCY_WINDOW_S, held=0, exclusive_held=False)
+    assert latency(roster, "n-a") == 0.0
+    placed = roster.place(Requirements())
+    assert placed is not None and placed.node_id == "n-a"  # measured again by its next attempt
+    roster.observe_latency("n-a", 0.5, now=2 * LATENCY_WINDOW_S + 1)  # afresh: the old 4.0 is gone
+    assert latency(roster, "n-a") == 0.5
