@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -553,9 +553,18 @@ def run_mapreduce(
     groups = cluster.process_groups()
     before = cpu_seconds(groups)
     if client is None:
-        job = _job_by_cli(cluster, app, inputs, output, reduces, split_size, profile_dir, timeout, groups)
+        job_id = new_job_id()
+        args = ["mapreduce", "--app", app, "--input", *map(str, inputs), "--reduces", str(reduces)]
+        args += ["--output", str(output), "--job-id", job_id]
+        if split_size:
+            args += ["--split-size", split_size]
+        job = _job_by_cli(cluster, args, profile_dir, timeout, groups)
+        job.summary["job_id"] = job_id
     else:
-        job = _job_by_client(client, app, inputs, output, reduces, split_size, profile_dir, groups)
+        options: dict[str, Any] = {"split_size": parse_size(split_size)} if split_size else {}
+        job = _job_by_client(
+            lambda: client.mapreduce(app, inputs, reduces, output, **options), profile_dir, groups
+        )
     after = cpu_seconds(groups)
     job.cpu.update({name: after[name] - before.get(name, 0.0) for name in after})
     total = int(job.summary["maps"]) + int(job.summary["reduces"])
@@ -565,20 +574,12 @@ def run_mapreduce(
 
 def _job_by_cli(
     cluster: SwarmCluster,
-    app: str,
-    inputs: Sequence[Path],
-    output: Path,
-    reduces: int,
-    split_size: str | None,
+    args: list[str],
     profile_dir: Path | None,
     timeout: float,
     groups: dict[str, list[psutil.Process]],
 ) -> MapReduceRun:
-    job_id = new_job_id()
-    args = ["mapreduce", "--app", app, "--input", *map(str, inputs), "--reduces", str(reduces)]
-    args += ["--output", str(output), "--job-id", job_id]
-    if split_size:
-        args += ["--split-size", split_size]
+    """`swarm submit ARGS...`, timed from the command's start to its exit."""
     children_before = _children_cpu()
     submitted = time.time()
     t0 = time.perf_counter()
@@ -610,28 +611,20 @@ def _job_by_cli(
             f"swarm mapreduce exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"
         )
     summary: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    summary["job_id"] = job_id
     cpu = {"submitter (CLI)": _children_cpu() - children_before}
     return MapReduceRun(seconds, summary, [], submitted, exited, cpu, profiles)
 
 
 def _job_by_client(
-    client: Client,
-    app: str,
-    inputs: Sequence[Path],
-    output: Path,
-    reduces: int,
-    split_size: str | None,
-    profile_dir: Path | None,
-    groups: dict[str, list[psutil.Process]],
+    call: Callable[[], dict[str, Any]], profile_dir: Path | None, groups: dict[str, list[psutil.Process]]
 ) -> MapReduceRun:
-    options: dict[str, Any] = {"split_size": parse_size(split_size)} if split_size else {}
+    """The client's `mapreduce` call, timed from the call to its return."""
     own_before = time.process_time()
     submitted = time.time()
     t0 = time.perf_counter()
     recorders = start_profilers(groups, profile_dir) if profile_dir is not None else {}
     try:
-        summary = client.mapreduce(app, inputs, reduces, output, **options)
+        summary = call()
         seconds = time.perf_counter() - t0
         exited = time.time()
     finally:

@@ -405,26 +405,21 @@ class Swarm:
         self.cluster = SwarmCluster(root / "cluster", slots=1, allowed_paths=[root.parent] if local else [])
         self.runs = 0
         self.reports: dict[int, list[str]] = {}
-        self._client = contextlib.ExitStack()
+        self.by_client = client
         self.client: Client | None = None
-        self.wants_client = client
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Swarm:
         (self.root / "cluster").mkdir(parents=True, exist_ok=True)
-        self.cluster.__enter__()
-        if self.wants_client:
-            try:
-                self.client = self._client.enter_context(self.cluster.python_client())
-            except BaseException:
-                self.cluster.__exit__(None, None, None)
-                raise
+        with contextlib.ExitStack() as stack:  # a client that cannot connect stops the cluster too
+            stack.enter_context(self.cluster)
+            if self.by_client:
+                self.client = stack.enter_context(self.cluster.python_client())
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            self._client.close()
-        finally:
-            self.cluster.__exit__(*exc)
+        self._stack.close()
 
     def __call__(self, files: list[Path], profile: bool = False) -> tuple[float, Counts]:
         self.runs += 1
