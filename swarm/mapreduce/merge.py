@@ -28,7 +28,9 @@ class MergedRuns:
     Why concatenate + `key_order`: numpy has no k-way merge. Its stable argsort (timsort) finds the
     runs and merges them in O(n log k), which beat a tree of pairwise `np.searchsorted` merges by 2-3x
     (4-16 runs of 1M 'S20' keys: those pay log2(n) string comparisons per key per level); `key_order`
-    ignores the runs and is faster still (17 runs, 5.4M 'S10' keys: 110 ms against timsort's 250 ms).
+    is faster still (17 runs, 5.4M 'S10' keys: 110 ms against timsort's 250 ms), and told that its keys
+    are runs (`runs=True`) it sorts its packed keys with that timsort, which merges them: 2.4x faster
+    again on 17 runs of 'S10' keys.
     A stable sort keeps each run's rows in their order, so each run's rows go to ascending places in
     the merge, and a slice of the merge takes a contiguous range of every run's rows.
     """
@@ -59,7 +61,7 @@ class MergedRuns:
             self.keys = keys
             self._places = [np.arange(lo, hi, dtype=np.intp) for lo, hi in pairwise(bases.tolist())]
             return
-        order = key_order(keys)
+        order = key_order(keys, runs=True)
         where = np.empty(len(order), dtype=np.intp)
         where[order] = np.arange(len(order), dtype=np.intp)
         self.keys = np.take(keys, order)

@@ -123,16 +123,29 @@ _tails = st.lists(st.binary(max_size=6).map(lambda b: b + b"\1"), min_size=1, ma
 
 
 @FAST
-@given(key_lists, st.integers(0, 12), st.booleans())
-def test_key_order_is_a_stable_sort(items: list[bytes], extra_width: int, fallback: bool) -> None:
+@given(key_lists, st.integers(0, 12), st.booleans(), st.booleans())
+def test_key_order_is_a_stable_sort(items: list[bytes], extra_width: int, fallback: bool, runs: bool) -> None:
+    """`runs` only picks the sort that is faster on sorted runs: keys in any order still come out right."""
     width = max([len(k) for k in items] + [1]) + extra_width
     keys = np.array(items, dtype=f"S{width}")
-    assert key_order(keys).tolist() == order_reference(items)  # small: np.argsort
+    assert key_order(keys, runs=runs).tolist() == order_reference(items)  # small: np.argsort
     with pytest.MonkeyPatch.context() as patch:
         packed_path(patch, fallback)
-        order = key_order(keys)
+        order = key_order(keys, runs=runs)
     assert order.dtype == np.intp
     assert order.tolist() == order_reference(items)
+
+
+@FAST
+@given(st.data(), _prefixes, _tails, st.integers(1, 5), st.booleans())
+def test_key_order_of_sorted_runs_keeps_run_order_among_equal_keys(
+    data: st.DataObject, prefixes: list[bytes], tails: list[bytes], count: int, fallback: bool
+) -> None:
+    """A merge: the runs each sorted, equal keys in several runs (and within one)."""
+    items = [k for _ in range(count) for k in sorted(spread(data, prefixes, tails))]
+    with pytest.MonkeyPatch.context() as patch:
+        packed_path(patch, fallback)
+        assert key_order(as_keys(items), runs=True).tolist() == order_reference(items)
 
 
 @FAST
