@@ -478,3 +478,34 @@ def test_the_k_smallest_of_a_heap_sit_in_its_first_places() -> None:
         for seq in range(size):
             heapq.heappush(heap, (rng.randrange(-3, 3), seq, f"t{seq}"))
         assert most_urgent(heap) == heapq.nsmallest(PREEMPT_LOOKAHEAD, heap)
+
+
+def test_the_coordinators_own_worker_is_not_measured_as_a_link() -> None:
+    """Its first attempt starts a worker process and takes long: counted as link time, it would lose the
+    coordinator every tie, and one-at-a-time tasks would all take a hop through the broker."""
+
+    def local(s: Scheduler, now: float) -> list[tuple[str, int]]:
+        s.drain(now)
+        own = s.take_local()  # the coordinator's own worker gets its assignments in memory
+        return [(a.task_id, a.attempt) for a in own.tasks] if own is not None else []
+
+    s = sched()
+    members = [member("c"), member("w1")]  # "c" is the scheduler's own node; equal in all else
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "echo", {}),)), 0.0)
+    place(s, members, 0.0)
+    assert local(s, 0.0) == [("a", 1)]
+    s.on_results("c", [ok("a")], 3.0)  # 2.9 s outside the task, as a cold first attempt can be
+    s.drain(3.0)
+    s.on_submit(SubmitJob("k", (TaskSpec("b", "echo", {}),)), 3.0)
+    place(s, members, 3.0)
+    assert local(s, 3.0) == [("b", 1)]
+    own, other = s._roster.member("c"), s._roster.member("w1")
+    assert own is not None and own.latency_ms == 0.0
+    # Another member's attempts are measured: the same slow attempt there counts against it.
+    s.on_results("c", [ok("b", job="k")], 3.5)
+    s.on_submit(SubmitJob("l", (TaskSpec("x", "echo", {}, requirements=Requirements(pin=("w1",))),)), 3.5)
+    place(s, members, 3.5)
+    assert assigned(s.drain(3.5)) == {"w1": [("x", 1)]}
+    s.on_results("w1", [ok("x", job="l")], 6.5)
+    s.drain(6.5)
+    assert other is not None and other.latency_ms > 1000 and own.latency_ms == 0.0
