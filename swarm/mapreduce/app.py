@@ -33,11 +33,7 @@ from swarm.errors import Fatal, InvalidSpec
 # numpy loads when a map or a reduce first runs: the submitter loads an app only to check it, and
 # numpy would be a fifth of its start (the same choice as in `tasks`).
 if TYPE_CHECKING:
-    import numpy.typing as npt
-    from numpy import bytes_
-
-    Keys = npt.NDArray[bytes_]
-    Values = npt.NDArray[Any]
+    from swarm.mapreduce.kernels import Keys, Values
 
 __all__ = ["BUILTIN_APPS", "COMBINERS", "MAP_BYTES", "App", "AppSource", "load_app", "resolve_app"]
 
