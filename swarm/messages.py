@@ -134,8 +134,6 @@ class Heartbeat:
     #: The sender's heartbeat interval in seconds, paced by the cluster's size (0: not said, the
     #: configured one); it is judged by that (`Membership.tick`).
     interval: float = 0.0
-    #: The sender's key-exchange offer, hex (`trust/pairing.py`): messages to it may then be paired.
-    kx: str = ""
 
 
 @dataclass(frozen=True, slots=True)

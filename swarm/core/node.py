@@ -101,8 +101,6 @@ class DeviceStatus:
     free_memory_mb: int
     broker: str = ""
     api: str = ""
-    #: The shell's key-exchange offer (hex), which the heartbeats carry.
-    kx: str = ""
 
 
 class NodeMachine:
@@ -632,7 +630,6 @@ class NodeMachine:
             counters=self.counters(),
             patience=self.membership.patience,
             interval=self.heartbeat_interval,
-            kx=s.kx,
         )
         return Publish(topics.heartbeat(self.node_id), hb, epoch=self.election.epoch, retain=True, lossy=True)
 

@@ -42,8 +42,9 @@ from swarm.messages import (
 )
 from swarm.runtime.mqtt import BrokerLogin, Transport
 from swarm.trust.credentials import Credential
+from swarm.trust.pairing import Pairing
 from swarm.trust.roles import may_send, permission_refusal
-from swarm.trust.signing import Signer, Verifier
+from swarm.trust.signing import Signer, Verifier, signatures_disabled
 
 __all__ = ["MemberView", "SwarmClient"]
 
@@ -95,8 +96,13 @@ class SwarmClient:
         if login is None:
             login = BrokerLogin(credential.id, credential.broker_password, credential.tls_ca_pem)
         self._transport = Transport(broker_url, self.cluster, self.client_id, login=login, persistent=False)
-        self._signer = Signer(credential)
-        self._verifier = Verifier(self.cluster, credential.authority_public, max_bytes=max_bytes)
+        # Paired with the coordinator once a frame of it is heard, so that each side checks the other's
+        # messages by a MAC, not a signature (`trust/pairing.py`, Authenticators).
+        pairing = None if signatures_disabled() else Pairing(credential)
+        self._signer = Signer(credential, pairing)
+        self._verifier = Verifier(
+            self.cluster, credential.authority_public, max_bytes=max_bytes, pairing=pairing
+        )
         self._clock = clock
         self.tracker = JobTracker()
         self.members: dict[str, MemberView] = {}
@@ -312,7 +318,9 @@ class SwarmClient:
     def _seal(self, topic: str, body: Body, msg_id: str | None = None) -> bytes:
         msg_id = msg_id or f"{self.client_id}-{next(self._msg_ids)}"
         env = Envelope(1, self.cluster, self.client_id, self.tracker.epoch, msg_id, body)
-        return self._signer.seal(topic, encode(env), self._clock())
+        coordinator = self.tracker.coordinator
+        readers = () if coordinator is None else (coordinator,)
+        return self._signer.seal(topic, encode(env), self._clock(), readers=readers)
 
     async def _rx_loop(self) -> None:
         async for topic, payload, retained in self._transport.messages():

@@ -168,7 +168,7 @@ class NodeShell:
             config.core.role, data_dir=self.storage.data_dir, labels=config.labels, taints=config.taints
         )
         caps = replace(caps, runtimes=probe_runtimes(self._registry.names(), config.policy))
-        status = DeviceStatus(caps, 0.0, 0, kx=self._kx_offer())
+        status = DeviceStatus(caps, 0.0, 0)
         self.machine = NodeMachine(
             self.node_id,
             config.name,
@@ -506,7 +506,9 @@ class NodeShell:
         )
         now = self._clock()
         to = None if echo else self._receiver(topic)
-        frame = self._signer.seal(topic, encode(env), now, None if to == self.node_id else to)
+        if to == self.node_id:
+            to = None
+        frame = self._signer.seal(topic, encode(env), now, to, () if to else self._readers(topic))
         if echo:
             self._verifier.expect_echo(topic, frame, Verified(env, self._signer.credential.certificate, now))
         return frame
@@ -618,12 +620,7 @@ class NodeShell:
         snap = load_snapshot(self.storage.data_dir)
         caps = refresh_capabilities(self.machine.status.caps, self.storage.data_dir, battery=battery)
         api = self._api.url if self._api is not None else ""
-        return DeviceStatus(
-            caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api, self._kx_offer()
-        )
-
-    def _kx_offer(self) -> str:
-        return "" if self._pairing is None else self._pairing.offer.hex()
+        return DeviceStatus(caps, snap.cpu_load, int(snap.memory_free_mb), self._locator.kind, api)
 
     def _receiver(self, topic: str) -> str | None:
         """The one member that reads `topic`, if there is one: the owner of an inbox, or the coordinator
@@ -631,6 +628,20 @@ class NodeShell:
         if topic == topics.COORD_INBOX:
             return self.machine.election.coordinator
         return topics.inbox_owner(topic)
+
+    def _readers(self, topic: str) -> list[str]:
+        """The peers whose reading of `topic` is on the task path, so that a MAC for each saves it an
+        Ed25519 check (`trust/pairing.py`, Authenticators): the coordinator and its standbys, which follow
+        every heartbeat and the job log, and the submitter of the job `topic` is about."""
+        election = self.machine.election
+        readers = [election.coordinator or "", *election.standbys]
+        job = topics.job_of(topic)
+        scheduler = self.machine.scheduler
+        if job is not None and scheduler is not None:
+            record = scheduler.jobs.get(job[0])
+            if record is not None:
+                readers.append(record.spec.submitted_by)
+        return [reader for reader in readers if reader and reader != self.node_id]
 
 
 #: Allocations of container objects between two collections of the youngest generation (Python's

@@ -7,14 +7,17 @@ the task path are unicast between two members: assignments to a worker's inbox, 
 the coordinator's inbox. Only their receiver has to believe them, so a key shared by the two alone does
 the same job for a few µs (HMAC-SHA256), as TLS authenticates its records with a MAC once its handshake
 has checked a signature. Everything read by more than one receiver (heartbeats, claims, announcements,
-commits, records, anything retained) stays signed.
+commits, records, anything retained) stays signed, and carries MACs for its few main readers
+(Authenticators, below).
 
 How
 ---
-Each node process makes an X25519 key pair when it starts and signs its public half with its
-certificate's key (the *offer*: public key and signature, 96 bytes), and its heartbeats carry the offer.
-A member that has checked a peer's offer (`learn`, when a verified heartbeat arrives) shares with it the
-key HKDF(X25519(own private, peer public)); nobody else can compute it, not the broker, not a third member.
+Each node process (and each client connection) makes an X25519 key pair when it starts and signs its
+public half with its certificate's key (the *offer*: public key and signature, 96 bytes). Every signed frame
+it sends carries the offer (`signing.py`), and a receiver that has checked such a frame (`learn`) shares
+with its sender the key HKDF(X25519(own private, peer public)); nobody else can compute it, not the broker,
+not a third member. An offer learned from a frame replaces one learned from an older frame only: a retained
+record of a peer's earlier life does not undo what its live messages taught.
 
 A paired frame carries its sender's certificate and offer, so the receiver derives the key from the frame
 itself (checking the offer's signature once per peer life, then from a cache), and names the first bytes
@@ -25,6 +28,18 @@ survives (a worker reports what it holds and what it finished to every new coord
 
 The MAC covers the topic and the whole frame, so nothing in it can be changed or moved to another topic;
 what the envelope says (sender, type, time, id) is checked as for a signed frame (`signing.Verifier`).
+
+Authenticators
+--------------
+A message with several readers (a job's commits, its spec, a heartbeat) stays signed, since any reader,
+now or later, must be able to check it. But the readers that matter for speed are few and known to the
+sender: the coordinator and its standbys, which follow every heartbeat and the job log, and the user whose
+job it is. A signed frame also carries, for each such reader it is paired with, that reader's key
+fingerprint and a MAC of what the signature covers (`authenticators`), as PBFT's authenticators do. A
+reader that finds its own MAC and checks it (`vouches`) skips the Ed25519 check (about 110 µs here, against
+2 µs); any other reader, or one whose MAC is missing or wrong, checks the signature. A sender can thus make
+one reader accept what the others refuse only by breaking its own signature, which a paired frame to that
+reader allows it anyway.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -42,13 +58,27 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from swarm.errors import ProtocolError
 from swarm.trust.credentials import Certificate, Credential
 
-__all__ = ["FINGERPRINT_BYTES", "MAC_BYTES", "OFFER_BYTES", "NotAddressed", "Pairing", "mac"]
+__all__ = [
+    "AUTHENTICATOR_BYTES",
+    "FINGERPRINT_BYTES",
+    "MAC_BYTES",
+    "MAX_AUTHENTICATORS",
+    "OFFER_BYTES",
+    "NotAddressed",
+    "Pairing",
+    "mac",
+]
 
 #: An offer: the X25519 public key, then the Ed25519 signature of the certificate's key over it.
 OFFER_BYTES = 32 + 64
 #: How much of the receiver's public key a paired frame names.
 FINGERPRINT_BYTES = 8
 MAC_BYTES = 32
+#: One reader's entry in a signed frame: its key fingerprint, then the MAC.
+AUTHENTICATOR_BYTES = FINGERPRINT_BYTES + MAC_BYTES
+#: At most this many readers get a MAC in one frame (a count byte holds it; every other reader checks
+#: the signature).
+MAX_AUTHENTICATORS = 32
 _OFFER_LABEL = b"swarm pair offer v1\0"
 _KEY_LABEL = b"swarm pair key v1\0"
 #: Derived keys kept for receiving (a peer life each); a cluster has far fewer members.
@@ -67,26 +97,59 @@ class Pairing:
         self._private = X25519PrivateKey.generate()
         public = self._private.public_key().public_bytes_raw()
         self.fingerprint = public[:FINGERPRINT_BYTES]
-        #: What this process's heartbeats carry.
+        #: What this process's signed and paired frames carry.
         self.offer = public + credential.key().sign(self._offer_text(credential.id, public))
-        self._send_keys: dict[str, tuple[bytes, bytes]] = {}
+        # peer -> (fingerprint of its public key, shared key, time of the frame that taught it)
+        self._send_keys: dict[str, tuple[bytes, bytes, float]] = {}
         self._keys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
 
-    def learn(self, cert: Certificate, key: Ed25519PublicKey, offer: bytes) -> None:
-        """A peer's offer from its verified heartbeat: messages to it are paired from now on. An offer that
+    def learn(self, cert: Certificate, key: Ed25519PublicKey, offer: bytes, sent_at: float) -> None:
+        """A peer's offer from a frame of it sent at `sent_at` that passed every check: messages to it are
+        paired (or carry its MAC) from now on, unless a newer frame taught another offer. An offer that
         does not check is ignored (messages to that peer stay signed)."""
         known = self._send_keys.get(cert.id)
-        if known is not None and known[0] == offer[:FINGERPRINT_BYTES] and len(offer) == OFFER_BYTES:
+        if known is not None and known[2] >= sent_at:
+            return
+        if known is not None and known[0] == offer[:FINGERPRINT_BYTES]:
+            self._send_keys[cert.id] = (known[0], known[1], sent_at)
             return
         try:
             shared = self.key(cert, key, offer)
         except ProtocolError:
             return
-        self._send_keys[cert.id] = (offer[:FINGERPRINT_BYTES], shared)
+        self._send_keys[cert.id] = (offer[:FINGERPRINT_BYTES], shared, sent_at)
 
     def send_key(self, peer: str) -> tuple[bytes, bytes] | None:
         """(fingerprint of the peer's public key, shared key) for a message to `peer`, if paired."""
-        return self._send_keys.get(peer)
+        known = self._send_keys.get(peer)
+        return None if known is None else known[:2]
+
+    def authenticators(self, readers: Iterable[str], message: bytes) -> bytes:
+        """For each of `readers` this process is paired with (at most `MAX_AUTHENTICATORS`), its
+        fingerprint and the MAC of `message` under the key the two share."""
+        entries = []
+        for reader in readers:
+            known = self._send_keys.get(reader)
+            if known is not None:
+                entries.append(known[0] + _digest(known[1], message))
+                if len(entries) == MAX_AUTHENTICATORS:
+                    break
+        return b"".join(entries)
+
+    def vouches(
+        self, cert: Certificate, key: Ed25519PublicKey, offer: bytes, entries: bytes, message: bytes
+    ) -> bool:
+        """Whether `entries` (authenticators) hold a good MAC of `message` for this process, from the
+        holder of `cert` that made `offer`."""
+        for start in range(0, len(entries) - AUTHENTICATOR_BYTES + 1, AUTHENTICATOR_BYTES):
+            if entries[start : start + FINGERPRINT_BYTES] == self.fingerprint:
+                try:
+                    shared = self.key(cert, key, offer)
+                except ProtocolError:
+                    return False
+                tag = entries[start + FINGERPRINT_BYTES : start + AUTHENTICATOR_BYTES]
+                return hmac.compare_digest(tag, _digest(shared, message))
+        return False
 
     def forget(self, peers: frozenset[str]) -> None:
         """Revoked principals: no message is paired to or accepted from them any more."""
@@ -133,4 +196,8 @@ class Pairing:
 
 def mac(key: bytes, topic: str, frame: bytes) -> bytes:
     """The MAC of a paired frame's bytes (all but the MAC itself) on `topic`."""
-    return hmac.digest(key, b"".join((topic.encode(), b"\0", frame)), hashlib.sha256)
+    return _digest(key, b"".join((topic.encode(), b"\0", frame)))
+
+
+def _digest(key: bytes, message: bytes) -> bytes:
+    return hmac.digest(key, message, hashlib.sha256)

@@ -4,11 +4,19 @@ Theory of operation
 -------------------
 A message on the wire is a signed frame around the envelope's JSON::
 
-    b"SW1" | time (8 bytes, big-endian double) | certificate length (2) | signature (64)
+    b"SW3" | time (8 bytes, big-endian double) | certificate length (2) | signature (64)
+           | authenticator count (1) | authenticators (40 each) | sender's offer (96)
            | certificate JSON | envelope JSON
 
 The Ed25519 signature covers the topic, the time, the certificate and the envelope, so a message cannot
-be moved to another topic or have its time changed. A message from one member to one other member whose
+be moved to another topic or have its time changed. The offer (`trust/pairing.py`) lets every receiver
+pair with the sender, and each authenticator is one reader's key fingerprint and a MAC, under the key the
+two share, of what the signature covers: that reader may check the MAC instead of the signature. A sender
+that pairs with nobody (signatures off for a measurement) sends the plain signed frame::
+
+    b"SW1" | time (8) | certificate length (2) | signature (64) | certificate JSON | envelope JSON
+
+A message from one member to one other member whose
 key-exchange offer the sender has checked is a *paired* frame instead, authenticated by a MAC under a key
 the two alone share (`trust/pairing.py` says why and how)::
 
@@ -19,13 +27,15 @@ The receiver (`Verifier.open`):
 
 1. checks the certificate against the cluster's authority (once per certificate: verified certificates
    are cached by their bytes) and that it is neither revoked nor expired;
-2. checks the signature with the certificate's key, or, for a paired frame, that it is the receiver
-   named and the MAC under the key it shares with the offer's maker (an offer is checked once);
+2. checks the signature with the certificate's key, or its own authenticator if the frame has one that
+   checks, or, for a paired frame, that it is the receiver named and the MAC under the key it shares
+   with the offer's maker (an offer is checked once);
 3. decodes the envelope (`codec.decode`: ids, types, sizes) and binds it to the certificate: the
    envelope's sender is the certificate's id (a user's CLI adds `.<nonce>` to tell its connections
    apart), and the principal's kind and role may send this type of message (`roles.may_send`);
 4. drops replays: a live (not retained) message whose time is further than `window` from the receiver's
-   clock, or whose id this receiver already took from that sender within the window.
+   clock, or whose id this receiver already took from that sender within the window;
+5. learns the sender's offer, if the frame carries one.
 
 A node hears its own retained records come back (a coordinator learns from the echo that the broker
 stored a commit). It says which frames it expects (`expect_echo`), and a live frame byte for byte equal to
@@ -46,6 +56,7 @@ import hmac
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -54,13 +65,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from swarm.codec import decode, peek_sender
 from swarm.errors import ProtocolError
-from swarm.messages import Cancel, Envelope, Heartbeat, SubmitJob
+from swarm.messages import Cancel, Envelope, SubmitJob
 from swarm.trust.credentials import Certificate, Credential
-from swarm.trust.pairing import FINGERPRINT_BYTES, MAC_BYTES, OFFER_BYTES, Pairing, mac
+from swarm.trust.pairing import (
+    AUTHENTICATOR_BYTES,
+    FINGERPRINT_BYTES,
+    MAC_BYTES,
+    OFFER_BYTES,
+    Pairing,
+    mac,
+)
 from swarm.trust.roles import may_send
 from swarm.trust.roster import Roster
 
 __all__ = [
+    "AUTHENTICATED_MAGIC",
     "MAGIC",
     "PAIRED_MAGIC",
     "UNSIGNED_ENV",
@@ -76,7 +95,9 @@ UNSIGNED_ENV = "SWARM_BENCH_UNSIGNED"
 
 MAGIC = b"SW1"
 PAIRED_MAGIC = b"SW2"
+AUTHENTICATED_MAGIC = b"SW3"
 _HEAD = struct.Struct(">3sdH64s")
+_AUTHENTICATED_HEAD = struct.Struct(">3sdH64sB")
 _PAIRED_HEAD = struct.Struct(f">3sdH{FINGERPRINT_BYTES}s")
 #: How far a live message's time may be from the receiver's clock, and how long ids are remembered.
 DEFAULT_WINDOW_S = 300.0
@@ -118,22 +139,28 @@ class Signer:
         self._sign = not signatures_disabled()
         self._pairing = pairing
 
-    def seal(self, topic: str, payload: bytes, now: float, to: str | None = None) -> bytes:
+    def seal(
+        self, topic: str, payload: bytes, now: float, to: str | None = None, readers: Iterable[str] = ()
+    ) -> bytes:
         """The frame of `payload` (an encoded envelope) for `topic`, sent at `now`: paired when `to`, the
-        only receiver of `topic`, is a peer this process is paired with, signed otherwise."""
-        paired = self._pairing.send_key(to) if self._pairing is not None and to is not None else None
-        if self._pairing is not None and paired is not None:
+        only receiver of `topic`, is a peer this process is paired with; signed otherwise, with an
+        authenticator for each of `to` or `readers` it is paired with."""
+        pairing = self._pairing
+        paired = pairing.send_key(to) if pairing is not None and to is not None else None
+        if pairing is not None and paired is not None:
             fingerprint, shared = paired
             head = _PAIRED_HEAD.pack(PAIRED_MAGIC, now, len(self._cert), fingerprint)
-            frame = b"".join((head, self._cert, self._pairing.offer, payload))
+            frame = b"".join((head, self._cert, pairing.offer, payload))
             return frame + mac(shared, topic, frame)
-        stamp = struct.pack(">d", now)
-        signature = (
-            self._key.sign(b"".join((topic.encode(), b"\0", stamp, self._cert, payload)))
-            if self._sign
-            else bytes(64)
+        message = _signed_text(topic, struct.pack(">d", now), self._cert, payload)
+        signature = self._key.sign(message) if self._sign else bytes(64)
+        if pairing is None:
+            return b"".join((_HEAD.pack(MAGIC, now, len(self._cert), signature), self._cert, payload))
+        entries = pairing.authenticators(readers if to is None else (to,), message)
+        head = _AUTHENTICATED_HEAD.pack(
+            AUTHENTICATED_MAGIC, now, len(self._cert), signature, len(entries) // AUTHENTICATOR_BYTES
         )
-        return b"".join((_HEAD.pack(MAGIC, now, len(self._cert), signature), self._cert, payload))
+        return b"".join((head, entries, pairing.offer, self._cert, payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +230,11 @@ class Verifier:
             return sent
         if len(frame) > self._max_bytes:
             raise ProtocolError(f"message of {len(frame)} bytes exceeds the limit of {self._max_bytes}")
+        offer = b""
         if frame[:3] == PAIRED_MAGIC and not retained:
             cert, key, sent_at, payload = self._open_paired(topic, frame)
+        elif len(frame) >= _AUTHENTICATED_HEAD.size and frame[:3] == AUTHENTICATED_MAGIC:
+            cert, key, sent_at, payload, offer = self._open_authenticated(topic, frame)
         elif len(frame) >= _HEAD.size and frame[:3] == MAGIC:
             cert, key, sent_at, payload = self._open_signed(topic, frame)
         else:
@@ -220,8 +250,8 @@ class Verifier:
             who = peek_sender(payload)
             bound = who is not None and _speaks_for(cert, who[0])
             raise AuthError(str(exc), reply_to=who if bound else None) from None
-        if self._pairing is not None and isinstance(env.body, Heartbeat) and env.body.kx:
-            self._pairing.learn(cert, key, _unhex(env.body.kx))  # only members send heartbeats
+        if offer and self._pairing is not None:
+            self._pairing.learn(cert, key, offer, sent_at)
         return Verified(env, cert, sent_at)
 
     def _open_signed(self, topic: str, frame: bytes) -> tuple[Certificate, Ed25519PublicKey, float, bytes]:
@@ -229,12 +259,35 @@ class Verifier:
         cert_end = _HEAD.size + cert_len
         raw_cert, payload = frame[_HEAD.size : cert_end], frame[cert_end:]
         cert, key = self._certificate(raw_cert)
+        self._check_signature(cert, key, signature, _signed_text(topic, frame[3:11], raw_cert, payload))
+        return cert, key, sent_at, payload
+
+    def _open_authenticated(
+        self, topic: str, frame: bytes
+    ) -> tuple[Certificate, Ed25519PublicKey, float, bytes, bytes]:
+        _, sent_at, cert_len, signature, count = _AUTHENTICATED_HEAD.unpack_from(frame)
+        entries_end = _AUTHENTICATED_HEAD.size + count * AUTHENTICATOR_BYTES
+        offer_end = entries_end + OFFER_BYTES
+        cert_end = offer_end + cert_len
+        if cert_end > len(frame):
+            raise AuthError("a signed message too short to hold what its head says")
+        raw_cert, payload = frame[offer_end:cert_end], frame[cert_end:]
+        cert, key = self._certificate(raw_cert)
+        offer = frame[entries_end:offer_end]
+        message = _signed_text(topic, frame[3:11], raw_cert, payload)
+        entries = frame[_AUTHENTICATED_HEAD.size : entries_end]
+        if self._pairing is None or not self._pairing.vouches(cert, key, offer, entries, message):
+            self._check_signature(cert, key, signature, message)
+        return cert, key, sent_at, payload, offer
+
+    def _check_signature(
+        self, cert: Certificate, key: Ed25519PublicKey, signature: bytes, message: bytes
+    ) -> None:
         try:
             if self._check_signatures:
-                key.verify(signature, b"".join((topic.encode(), b"\0", frame[3:11], raw_cert, payload)))
+                key.verify(signature, message)
         except InvalidSignature:
             raise AuthError(f"bad signature on a message claiming to come from {cert.id}") from None
-        return cert, key, sent_at, payload
 
     def _open_paired(self, topic: str, frame: bytes) -> tuple[Certificate, Ed25519PublicKey, float, bytes]:
         if self._pairing is None:
@@ -320,11 +373,9 @@ class Verifier:
             self._seen.popitem(last=False)
 
 
-def _unhex(text: str) -> bytes:
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        return b""
+def _signed_text(topic: str, stamp: bytes, cert: bytes, payload: bytes) -> bytes:
+    """What a signature (and an authenticator's MAC) covers."""
+    return b"".join((topic.encode(), b"\0", stamp, cert, payload))
 
 
 def _speaks_for(cert: Certificate, sender: str) -> bool:

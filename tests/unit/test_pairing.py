@@ -1,4 +1,5 @@
-"""Paired frames: a MAC under a key two members alone share, in place of a signature, for unicast messages."""
+"""Paired frames and authenticators: a MAC under a key two principals alone share, in place of a signature
+for unicast messages, beside it for the main readers of a signed one."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 
 from swarm.codec import encode
 from swarm.devices.profiles import simulated_capabilities
-from swarm.messages import Assign, Body, Envelope, Heartbeat, Results
+from swarm.messages import Assign, Body, Cancel, Envelope, Heartbeat, Results
 from swarm.trust.authority import Authority
 from swarm.trust.credentials import Credential
 from swarm.trust.pairing import NotAddressed, Pairing
-from swarm.trust.signing import MAGIC, PAIRED_MAGIC, AuthError, Signer, Verifier
+from swarm.trust.signing import AUTHENTICATED_MAGIC, PAIRED_MAGIC, AuthError, Signer, Verifier
 
 NOW = 1_000_000.0
 CAPS = simulated_capabilities("h", cores=2, memory_mb=1024, disk_free_gb=1.0)
@@ -36,9 +37,12 @@ class Member:
         env = Envelope(1, "home", self.id, 0, f"{self.id}-{self.sent}", body)
         return self.signer.seal(topic, encode(env), at, to)
 
-    def heartbeat(self, offer: bytes | None = None) -> bytes:
-        kx = (self.pairing.offer if offer is None else offer).hex()
-        return self.seal(f"node/{self.id}/hb", Heartbeat("n", CAPS, 1, 0, 0.0, 512, 1, kx=kx), None)
+    def heartbeat(self, *, at: float = NOW, readers: tuple[str, ...] = ()) -> bytes:
+        self.sent += 1
+        env = Envelope(
+            1, "home", self.id, 0, f"{self.id}-{self.sent}", Heartbeat("n", CAPS, 1, 0, 0.0, 512, 1)
+        )
+        return self.signer.seal(f"node/{self.id}/hb", encode(env), at, readers=readers)
 
     def hears(self, other: Member, frame: bytes | None = None) -> None:
         self.verifier.open(f"node/{other.id}/hb", frame or other.heartbeat(), retained=False, now=NOW)
@@ -60,7 +64,7 @@ def member(authority: Authority, node_id: str) -> Member:
 def test_a_message_to_a_peer_whose_offer_was_heard_is_paired_and_checked(authority: Authority) -> None:
     a, b = member(authority, "n-0000000a"), member(authority, "n-0000000b")
     inbox = "node/n-0000000a/in"
-    assert b.seal(inbox, Assign(()), a.id)[:3] == MAGIC  # nothing heard of a yet: signed
+    assert b.seal(inbox, Assign(()), a.id)[:3] == AUTHENTICATED_MAGIC  # nothing heard of a yet: signed
     b.hears(a)
     frame = b.seal(inbox, Assign(()), a.id)
     assert frame[:3] == PAIRED_MAGIC
@@ -109,14 +113,14 @@ def test_a_paired_frame_cannot_be_moved_changed_kept_or_forged(authority: Author
 
 def test_an_offer_is_bound_to_its_maker_and_ends_with_a_revocation(authority: Authority) -> None:
     a, b, c = (member(authority, f"n-0000000{x}") for x in "abc")
-    # b's signed heartbeat carrying c's offer pairs nobody: the offer is signed for c's id.
-    a.hears(b, b.heartbeat(offer=c.pairing.offer))
-    assert a.seal("node/n-0000000b/in", Assign(()), b.id)[:3] == MAGIC
+    # b's signed frame carrying c's offer pairs nobody: the offer is signed for c's id.
+    a.hears(b, b.heartbeat().replace(b.pairing.offer, c.pairing.offer))
+    assert a.seal("node/n-0000000b/in", Assign(()), b.id)[:3] == AUTHENTICATED_MAGIC
     a.hears(b)
     assert a.seal("node/n-0000000b/in", Assign(()), b.id)[:3] == PAIRED_MAGIC
     b.hears(a)
     a.verifier.update_roster(authority.revoke(b.id))
-    assert a.seal("node/n-0000000b/in", Assign(()), b.id)[:3] == MAGIC
+    assert a.seal("node/n-0000000b/in", Assign(()), b.id)[:3] == AUTHENTICATED_MAGIC
     with pytest.raises(AuthError, match="revoked"):
         a.verifier.open(
             "node/n-0000000a/in", b.seal("node/n-0000000a/in", Assign(()), a.id), retained=False, now=NOW
@@ -131,6 +135,69 @@ def test_a_new_life_of_the_receiver_is_not_addressed_by_frames_for_the_old_one(a
     verifier = Verifier("home", authority.public_key, max_bytes=1 << 20, pairing=reborn)
     with pytest.raises(NotAddressed):
         verifier.open("node/n-0000000a/in", frame, retained=False, now=NOW)
+
+
+def test_a_reader_with_an_authenticator_checks_its_mac_and_any_other_the_signature(
+    authority: Authority,
+) -> None:
+    a, b, c = (member(authority, f"n-0000000{x}") for x in "abc")
+    b.hears(a)
+    frame = b.heartbeat(readers=(a.id, c.id))  # b never heard c: c gets no MAC
+    assert frame[:3] == AUTHENTICATED_MAGIC and frame[77] == 1
+    # A broken signature shows who checked it: a, whose MAC is good, takes the frame without it.
+    broken = frame[:13] + bytes(64) + frame[77:]
+    assert a.verifier.open(f"node/{b.id}/hb", broken, retained=False, now=NOW).certificate.id == b.id
+    with pytest.raises(AuthError, match="bad signature"):
+        c.verifier.open(f"node/{b.id}/hb", broken, retained=False, now=NOW)
+    assert c.verifier.open(f"node/{b.id}/hb", frame, retained=False, now=NOW).certificate.id == b.id
+    # A wrong MAC is no verdict: the signature decides, so a good frame still passes and a bad one not.
+    mac_at = 78 + 8
+    bad_mac = frame[:mac_at] + bytes(32) + frame[mac_at + 32 :]
+    assert a.verifier.open(f"node/{b.id}/hb", bad_mac, retained=True, now=NOW).certificate.id == b.id
+    with pytest.raises(AuthError, match="bad signature"):
+        a.verifier.open(
+            f"node/{b.id}/hb", broken[:mac_at] + bytes(32) + broken[mac_at + 32 :], retained=True, now=NOW
+        )
+    # Nor does a MAC move to another topic or survive a changed body.
+    with pytest.raises(AuthError, match="bad signature"):
+        a.verifier.open("node/n-0000000c/hb", broken, retained=True, now=NOW)
+    # A head that promises more authenticators than the frame holds is refused, not read past its end.
+    with pytest.raises(AuthError, match="too short"):
+        a.verifier.open(f"node/{b.id}/hb", frame[:77] + bytes([255]) + frame[78:], retained=True, now=NOW)
+
+
+def test_a_user_and_a_member_pair_through_their_signed_frames(authority: Authority) -> None:
+    coordinator = member(authority, "n-0000000a")
+    user = authority.issue("alice", "user", "submitter", now=NOW)
+    pairing = Pairing(user)
+    signer = Signer(user, pairing)
+    verifier = Verifier("home", authority.public_key, max_bytes=1 << 20, pairing=pairing)
+    verifier.open(f"node/{coordinator.id}/hb", coordinator.heartbeat(), retained=True, now=NOW)
+    env = Envelope(1, "home", "alice.1234", 0, "alice.1234-1", Cancel("job-1", by="alice", role="submitter"))
+    frame = signer.seal("coord/in", encode(env), NOW, readers=(coordinator.id,))
+    assert frame[77] == 1  # the user heard the coordinator: its frame carries the coordinator's MAC
+    broken = frame[:13] + bytes(64) + frame[77:]
+    assert coordinator.verifier.open("coord/in", broken, retained=False, now=NOW).certificate.id == "alice"
+    # The coordinator learned the user's offer from that frame: what it sends the user carries its MAC.
+    answer = coordinator.heartbeat(readers=("alice",))
+    assert answer[77] == 1
+    got = verifier.open(
+        f"node/{coordinator.id}/hb", answer[:13] + bytes(64) + answer[77:], retained=False, now=NOW
+    )
+    assert got.certificate.id == coordinator.id
+
+
+def test_an_old_frame_does_not_undo_the_offer_a_newer_one_taught(authority: Authority) -> None:
+    a, b = member(authority, "n-0000000a"), member(authority, "n-0000000b")
+    earlier = member(authority, "n-0000000b")  # b's previous life, whose retained record is still around
+    old = earlier.heartbeat(at=NOW - 60)
+    a.hears(b, b.heartbeat(at=NOW))
+    a.verifier.open(f"node/{b.id}/hb", old, retained=True, now=NOW)
+    known = a.pairing.send_key(b.id)
+    assert known is not None and known[0] == b.pairing.fingerprint
+    b.hears(a)
+    frame = a.seal("node/n-0000000b/in", Assign(()), b.id)
+    assert b.verifier.open("node/n-0000000b/in", frame, retained=False, now=NOW).certificate.id == a.id
 
 
 def _with_sender(frame: bytes, holder: Member, claimed: Member) -> bytes:
