@@ -16,9 +16,9 @@ that pairs with nobody (signatures off for a measurement) sends the plain signed
 
     b"SW1" | time (8) | certificate length (2) | signature (64) | certificate JSON | envelope JSON
 
-A message from one member to one other member whose
-key-exchange offer the sender has checked is a *paired* frame instead, authenticated by a MAC under a key
-the two alone share (`trust/pairing.py` says why and how)::
+A message from one member to one other member whose key-exchange offer the sender has checked is a
+*paired* frame instead, authenticated by a MAC under a key the two alone share (`trust/pairing.py` says
+why and how)::
 
     b"SW2" | time (8) | certificate length (2) | receiver's key fingerprint (8)
            | certificate JSON | sender's offer (96) | envelope JSON | HMAC-SHA256 (32)
