@@ -29,9 +29,10 @@ framework (cluster, JVM) is not timed; each gets one small warm-up job first.
 
 Why `--reduces 2` and `--split-size 64M` for swarm (the defaults): the map side aggregates, so a
 split's output is its distinct words (a few MB), and the reduce phase is short; two reducers run at
-once on the two nodes, more would only add tasks and fetches. 64 MB splits (one per file here) give
-16 maps, 8 per node: enough to even out the two nodes, and few enough that per-task costs (the
-split's HTTP fetch, one run file per partition) stay small.
+once on the two nodes, more would only add tasks and fetches. 64 MB splits give 16 maps at 1 GB (a
+file each), 8 per node, and 4 at 256 MB (four 16 MB files packed in each), 2 per node: enough to even
+out the two nodes, and few enough that per-task costs (the split's fetch, the spill, one run file per
+partition) stay small. The Pool program counts file by file, as a hand-written program would.
 
 Usage (from the repository root, with `pip install -e .[bench]` and `pip install pyspark`)::
 

@@ -94,7 +94,12 @@ def _add_submit(sub: Any) -> None:
     mr.add_argument("--reduces", type=int, required=True, metavar="R")
     mr.add_argument("--output", type=Path, required=True, metavar="DIR")
     mr.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="passed to the app")
-    mr.add_argument("--split-size", type=_size, help="cut inputs into splits of about SIZE (e.g. 64M)")
+    mr.add_argument(
+        "--split-size",
+        type=_size,
+        help="map inputs in splits of about SIZE (default 64M): larger files are cut, smaller ones packed"
+        " together; a smaller SIZE gives more, smaller map tasks",
+    )
     mr.add_argument("--combiner", choices=("sum", "count", "min", "max"))
     mr.add_argument("--compress", action="store_true", help="compress intermediate runs")
     mr.add_argument("--max-retries", type=int, default=3)

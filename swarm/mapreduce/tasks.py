@@ -83,10 +83,18 @@ def _boundaries(payload: dict[str, Any]) -> Any:
     return None if raw is None else np.array([bytes.fromhex(b) for b in raw], dtype=np.bytes_)
 
 
-def _fetch_split(
+def _segments(payload: dict[str, Any], key: str, index: int | None = None) -> list[dict[str, Any]]:
+    """The segments of a map's split (`plan.Split.to_payload`): `payload[key]`, or its `index`th item."""
+    segments = payload[key] if index is None else payload[key][index]
+    if not isinstance(segments, list) or not segments or not all(isinstance(s, dict) for s in segments):
+        raise InvalidPayload("mapreduce: a map's input must be a list of file segments")
+    return segments
+
+
+def _fetch_segment(
     inp: dict[str, Any], allowed_paths: tuple[str, ...], token: str
 ) -> tuple[bytes | memoryview, bool]:
-    """The split's bytes, and whether they were read from the file itself (when this node runs on the
+    """A segment's bytes, and whether they were read from the file itself (when this node runs on the
     submitter's machine and may, see `locality`: a view of the mapped file) rather than fetched from
     the submitter, checked for length only (see `fetch`'s `verify`)."""
     if inp["end"] <= inp["start"]:
@@ -134,17 +142,18 @@ class MapHandler:
     def validate(self, payload: dict[str, Any]) -> None:
         """Shape only: the app itself was checked by the submitter."""
         _check(payload, "index", "input")
+        _segments(payload, "input")
 
     def run(self, ctx: TaskContext, payload: dict[str, Any]) -> Any:
         """Map, partition, sort, spill; return where the runs are."""
         self.validate(payload)  # the job id names a directory and the token guards it: check them here too
         app = _app(payload)
-        inp = payload["input"]
-        data, read_locally = _fetch_split(inp, ctx.policy.allowed_paths, payload["token"])
+        segments = _segments(payload, "input")
+        read = [_fetch_segment(inp, ctx.policy.allowed_paths, payload["token"]) for inp in segments]
         result = map_split(
             ctx,
             app,
-            [(inp["file"], data)],
+            [(inp["file"], data) for inp, (data, _) in zip(segments, read, strict=True)],
             job=payload["job"],
             token=payload["token"],
             out_name=f"m{payload['index']}",
@@ -152,7 +161,11 @@ class MapHandler:
             compress=payload["compress"],
             boundaries=_boundaries(payload),
         )
-        return {**result, "bytes_in": len(data), "local_input": read_locally}
+        return {
+            **result,
+            "bytes_in": sum(len(data) for data, _ in read),
+            "local_input": all(local for _, local in read),
+        }
 
 
 def map_split(
@@ -230,8 +243,16 @@ class ReduceHandler:
             raise InvalidPayload("mapreduce.reduce needs the results of every map task")
 
         def recompute(i: int) -> Any:
-            inp = payload["inputs"][i]
-            keys, values = app.map(inp["file"], _fetch_split(inp, ctx.policy.allowed_paths, token)[0])
+            import numpy as np
+
+            mapped = [
+                app.map(inp["file"], _fetch_segment(inp, ctx.policy.allowed_paths, token)[0])
+                for inp in _segments(payload, "inputs", i)
+            ]
+            # An empty segment's arrays may have a default type: only the others say what the app emits.
+            mapped = [pairs for pairs in mapped if len(pairs[0])] or mapped[:1]
+            keys = np.concatenate([keys for keys, _ in mapped])
+            values = np.concatenate([values for _, values in mapped])
             return _partitions(app, payload, keys, values)[r]
 
         output = open_local_output(payload.get("output_local"), ctx.policy.allowed_paths)

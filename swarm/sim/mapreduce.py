@@ -43,7 +43,7 @@ from swarm.checksum import new_hasher
 from swarm.mapreduce.app import App, AppSource, load_app
 from swarm.mapreduce.kernels import Keys, Values, combine, split_sorted
 from swarm.mapreduce.merge import merge_sorted
-from swarm.mapreduce.plan import MapReduceSpec, Split, build_job
+from swarm.mapreduce.plan import MapReduceSpec, Segment, Split, build_job
 from swarm.messages import Assignment, SubmitJob
 from swarm.sim.simnode import SimNode
 
@@ -83,9 +83,10 @@ class SimJob:
     outputs: dict[int, Run] = field(default_factory=dict)
     log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LENGTH))
 
-    def split(self, inp: dict[str, Any]) -> bytes:
-        """The bytes of a split, as the data server serves `inp["url"]` with its byte range."""
-        return self.corpus[int(inp["start"]) : int(inp["end"])]
+    def split(self, segments: list[dict[str, Any]]) -> bytes:
+        """The bytes of a split, as the data server serves each segment's URL with its byte range (the
+        simulated corpus is one file, so a split's segments are ranges of it)."""
+        return b"".join(self.corpus[int(s["start"]) : int(s["end"])] for s in segments)
 
 
 @dataclass(slots=True)
@@ -165,7 +166,7 @@ class SimMapReduce:
         payload = a.payload
         inp = payload["input"]
         data = job.split(inp)
-        runs = map_split(_app(payload), str(inp["file"]), data, int(payload["reducers"]))
+        runs = map_split(_app(payload), str(inp[0]["file"]), data, int(payload["reducers"]))
         base = f"mr/{job.job_id}/m{payload['index']}-a{a.attempt}"
         infos = []
         for p, (keys, values) in enumerate(runs):
@@ -227,7 +228,7 @@ class SimMapReduce:
                 runs.append(run)
                 continue
             inp = payload["inputs"][i]
-            runs.append(recompute_partition(app, str(inp["file"]), job.split(inp), reducers, r))
+            runs.append(recompute_partition(app, str(inp[0]["file"]), job.split(inp), reducers, r))
         keys, values = app.reduce(*merge_sorted(runs))
         job.outputs[r] = (keys, values)
         self._note(job, f"{node.node_id} reduce r{r}#{a.attempt} wrote mr-out-{r} ({len(keys)} keys)")
@@ -268,7 +269,7 @@ def split_corpus(corpus: bytes, maps: int) -> list[Split]:
         newline = corpus.find(b"\n", max(len(corpus) * i // maps, cuts[-1]))
         cuts.append(len(corpus) if newline < 0 else newline + 1)
     cuts.append(len(corpus))
-    return [Split("in/0", CORPUS_FILE, start, end) for start, end in pairwise(cuts)]
+    return [Split((Segment("in/0", CORPUS_FILE, start, end),)) for start, end in pairwise(cuts)]
 
 
 # Separators between words: mostly spaces, some punctuation, a line break about every ten words.

@@ -15,6 +15,14 @@ def fnv1a(key: bytes) -> int:
     return h
 
 
+def split_per_file(inputs: list[Path]) -> tuple[str, str]:
+    """`--split-size` that holds any one of `inputs` but no two: one map per file. Without it the
+    planner packs small files into one split (`plan.plan_splits`)."""
+    sizes = [path.stat().st_size for path in inputs]
+    assert 2 * min(sizes) > max(sizes), sizes
+    return ("--split-size", str(max(sizes)))
+
+
 def read_outputs(out: Path, reduces: int) -> list[list[tuple[str, str]]]:
     """The `key value` lines of `mr-out-0` ... `mr-out-<reduces-1>`, file by file."""
     files = []

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MosquittoServer
-from tests.integration.mroutput import check_partitioned, read_outputs, word_counts
+from tests.integration.mroutput import check_partitioned, read_outputs, split_per_file, word_counts
 from tests.integration.netns import TwoHosts, broker_in, unavailable
 from tests.integration.nodes import Cluster
 from tests.integration.test_mapreduce import _texts
@@ -51,7 +51,8 @@ def test_a_shuffle_across_a_shaped_link_counts_every_word(
         out = tmp_path / "out"
         done = cluster.cli(
             "submit", "mapreduce", "--app", "wordcount", "--input", *map(str, inputs),
-            "--reduces", "4", "--output", str(out), "--wait", timeout=240, host=hosts.a,
+            "--reduces", "4", "--output", str(out), "--wait", *split_per_file(inputs), timeout=240,
+            host=hosts.a,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr + cluster.logs()
         summary = json.loads(done.stdout)

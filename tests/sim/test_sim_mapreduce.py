@@ -59,7 +59,7 @@ def test_corpus_is_deterministic_and_every_word_counts_once() -> None:
 
 def test_splits_cover_the_corpus_at_line_ends() -> None:
     corpus = generate_corpus(1, 3000)
-    splits = split_corpus(corpus, 16)
+    splits = [split.segments[0] for split in split_corpus(corpus, 16)]
     assert len(splits) == 16 and splits[0].start == 0 and splits[-1].end == len(corpus)
     assert all(a.end == b.start for a, b in pairwise(splits))
     assert all(corpus[s.end - 1 : s.end] == b"\n" for s in splits[:-1] if s.end > s.start)
@@ -85,7 +85,7 @@ def test_job_has_the_real_shape() -> None:
     assert [t.type for t in reduces] == ["mapreduce.reduce"] * 3
     assert all(t.after == tuple(m.task_id for m in maps) and t.pipe for t in reduces)
     assert {t.retry.max_retries for t in job.tasks} == {5} and job.kind == "mapreduce"
-    assert maps[2].payload["input"]["url"] == "sim://client/f/in/0"
+    assert maps[2].payload["input"][0]["url"] == "sim://client/f/in/0"
 
 
 def test_lost_map_outputs_are_recomputed_and_the_output_is_still_right() -> None:

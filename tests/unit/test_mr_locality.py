@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from swarm.checksum import checksum_bytes
-from swarm.errors import InvalidSpec
+from swarm.errors import InvalidPayload, InvalidSpec
 from swarm.mapreduce import locality, tasks
 from swarm.mapreduce.app import App, AppSource
 from swarm.mapreduce.locality import file_identity, open_local_output, read_local, read_own_run
@@ -56,7 +56,8 @@ def test_a_split_is_read_from_the_file_where_allowed(machine: list[str], data_fi
     assert read_local(identity, 9000, 17001, allowed) == DATA[9000:17001]
     assert read_local(identity, 500, 500, allowed) == b""
     # every split the planner cuts carries the identity of its file
-    assert {s.local["path"] for s in plan_splits((data_file,), 4096) if s.local} == {str(data_file)}
+    splits = plan_splits((data_file,), 4096)
+    assert {seg.local["path"] for s in splits for seg in s.segments if seg.local} == {str(data_file)}
 
 
 def test_no_local_read_without_permission_or_on_another_machine(
@@ -293,3 +294,40 @@ def test_a_mapped_split_larger_than_a_map_call_is_cut_at_line_ends(
     pieces = tasks._pieces(view, None, 1000)
     assert b"".join(bytes(p) for p in pieces) == DATA
     assert all(bytes(p).endswith(b"\n") for p in pieces) and max(len(p) for p in pieces) < 1100
+
+
+def test_a_packed_split_is_mapped_file_by_file_and_recomputed_whole(
+    machine: list[str], data_file: Path, tmp_path: Path
+) -> None:
+    """Two small files in one split: the map reads both and maps each under its own name (the indexer
+    lists the file of every word); a reducer that cannot fetch the map's output maps both again."""
+    other = data_file.parent / "other.txt"
+    other.write_bytes(b"solo words\n" * 10)
+    spec = MapReduceSpec(
+        AppSource("indexer", module="swarm.mapreduce.apps.indexer"), (data_file, other), 1, {}
+    )
+    (split,) = plan_splits(spec.inputs, 1 << 20)
+    assert [s.filename for s in split.segments] == ["data.txt", "other.txt"]
+    out = tmp_path / "out"
+    out.mkdir()
+    job = build_job("j", spec, [split], DEAD_URL, None, file_identity(out), token=TOKEN)
+    mapped, reduce_task = job.tasks
+    ctx = TaskContext("n1", "j", 1, str(tmp_path), TaskPolicy(allowed_paths=(str(tmp_path),)), DataPlane())
+    map_result = map_handler.run(_with_node_dir(ctx, tmp_path), mapped.payload)
+    assert map_result["bytes_in"] == len(DATA) + 110 and map_result["local_input"]
+    keys, files = read_run(tmp_path / "node" / map_result["runs"][0]["path"])
+    index = dict(zip(keys.tolist(), files.tolist(), strict=True))
+    assert index[b"solo"] == b"other.txt" and index[b"line"] == b"data.txt"
+    result = reduce_handler.run(ctx, {**reduce_task.payload, "previous": [{**map_result, "url": DEAD_URL}]})
+    assert result["recomputed_maps"] == 1
+    lines = dict(line.split(b" ", 1) for line in (out / "mr-out-0").read_bytes().splitlines())
+    assert lines[b"solo"] == b"1 other.txt" and lines[b"line"] == b"1 data.txt"  # files per word, then which
+
+
+def test_a_map_input_must_be_a_list_of_segments(tmp_path: Path) -> None:
+    ctx = TaskContext("n1", "j.m0", 1, str(tmp_path), TaskPolicy(), DataPlane(str(tmp_path / "node")))
+    base = {"job": "j", "token": TOKEN, "app": {}, "params": {}, "reducers": 1, "combiner": None}
+    base |= {"compress": False, "boundaries": None, "index": 0}
+    for bad in ({"url": DEAD_URL, "file": "f", "start": 0, "end": 1}, [], ["x"], "in/0"):
+        with pytest.raises(InvalidPayload, match="list of file segments"):
+            map_handler.run(ctx, {**base, "input": bad})

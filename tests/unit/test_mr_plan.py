@@ -1,0 +1,65 @@
+"""Inputs into splits: larger files cut at line ends, smaller ones packed together up to the split size."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+from swarm.mapreduce.plan import Segment, Split, plan_splits
+
+
+def _file(root: Path, name: str, lines: int) -> Path:
+    path = root / name
+    path.write_bytes(b"".join(b"%s line %04d\n" % (name.encode(), i) for i in range(lines)))
+    return path
+
+
+def _covered_once(splits: list[Split], inputs: tuple[Path, ...]) -> None:
+    """Every byte of every input is in exactly one segment, under the input's name."""
+    by_file: dict[str, list[Segment]] = {}
+    for split in splits:
+        for segment in split.segments:
+            by_file.setdefault(segment.name, []).append(segment)
+    assert sorted(by_file) == sorted(f"in/{k}" for k in range(len(inputs)))
+    for k, path in enumerate(inputs):
+        segments = sorted(by_file[f"in/{k}"], key=lambda s: s.start)
+        assert segments[0].start == 0 and segments[-1].end == path.stat().st_size
+        assert all(a.end == b.start for a, b in pairwise(segments))
+        assert {s.filename for s in segments} == {path.name}
+        data = path.read_bytes()
+        assert all(data[s.end - 1 : s.end] == b"\n" for s in segments)
+
+
+def test_small_files_share_a_split_in_order_while_they_fit(tmp_path: Path) -> None:
+    inputs = tuple(_file(tmp_path, f"f{k}", 15) for k in range(5))  # 195 bytes each
+    splits = plan_splits(inputs, 400)
+    assert [[s.name for s in split.segments] for split in splits] == [
+        ["in/0", "in/1"],
+        ["in/2", "in/3"],
+        ["in/4"],
+    ]
+    assert all(split.size <= 400 for split in splits)
+    _covered_once(splits, inputs)
+
+
+def test_a_larger_file_is_cut_and_the_smaller_ones_around_it_packed(tmp_path: Path) -> None:
+    inputs = (_file(tmp_path, "a", 10), _file(tmp_path, "big", 200), _file(tmp_path, "b", 10))
+    splits = plan_splits(inputs, 1000)
+    cut = [split for split in splits if split.segments[0].filename == "big"]  # 2,800 bytes
+    assert len(cut) == 3 and all(len(split.segments) == 1 for split in cut)
+    packed = [split for split in splits if split.segments[0].filename != "big"]
+    assert [[s.filename for s in split.segments] for split in packed] == [["a", "b"]]
+    _covered_once(splits, inputs)
+
+
+def test_without_a_split_size_every_file_is_a_split_of_its_own(tmp_path: Path) -> None:
+    inputs = tuple(_file(tmp_path, f"f{k}", 15) for k in range(3))
+    splits = plan_splits(inputs, None)
+    assert [[s.name for s in split.segments] for split in splits] == [["in/0"], ["in/1"], ["in/2"]]
+    (payload,) = splits[1].to_payload("http://h:1")
+    assert (payload["url"], payload["file"], payload["start"], payload["end"]) == (
+        "http://h:1/f/in/1",
+        "f1",
+        0,
+        195,
+    )
