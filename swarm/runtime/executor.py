@@ -33,6 +33,10 @@ task a thousand times slower. Paid once per worker (a plain worker pays about 0.
 imports), it leaves a trivial task at a pipe round trip: measured one after another, an echo task took
 about 0.25 ms in a sandbox, 0.18 ms at the "process" level and 0.06-0.1 ms before per-attempt directories
 and isolation existed (docs/jobs.md). Only a replacement after a timeout or crash pays the start again.
+A worker that served `attempts_per_worker` attempts is succeeded by a new one, started beside it while
+it goes on serving, so no attempt waits: what a process accumulates over many attempts stays bounded (the
+C library keeps every environment string ever set, about 400 bytes an attempt here, 40 MB after 100,000;
+and whatever task code leaks), as Celery's `max_tasks_per_child` and `Pool(maxtasksperchild=)` do.
 What a long-lived sandbox could carry from one attempt to the next is cleared between attempts: the
 attempt's directory is retired, the worker kills every process left in its PID namespace before it
 replies, and empties its /tmp after.
@@ -110,6 +114,9 @@ __all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
 
+#: Attempts a worker serves before a successor takes its place (see the module docstring).
+ATTEMPTS_PER_WORKER = 10_000
+
 _StopReason = Literal["cancelled", "timeout", "closed"]
 _FILE_THREADS = 2
 
@@ -137,6 +144,10 @@ class _Slot:
         self.worker: WorkerProcess | None = None
         self.starting: asyncio.Task[WorkerProcess] | None = None
         self.fresh: AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
+        self.served = 0  # attempts the current worker answered
+        self.successor: asyncio.Task[WorkerProcess] | None = (
+            None  # starting beside a worker that served enough
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -168,6 +179,7 @@ class Executor:
         start_method: str | None = None,
         start_timeout: float = 60.0,
         isolation: str | None = None,
+        attempts_per_worker: int = ATTEMPTS_PER_WORKER,
     ) -> None:
         """Configure the pool; nothing starts until `__aenter__`.
 
@@ -177,6 +189,7 @@ class Executor:
         `strict_plugins=False` makes the workers skip broken plugins, as a lenient node registry does.
         `data` tells tasks where the node keeps bulk data and the URL its data server has. `isolation`
         is the weakest level to run at (None: the strongest this machine gives); see the module docstring.
+        A worker is succeeded after `attempts_per_worker` attempts.
         """
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -189,6 +202,7 @@ class Executor:
             raise ValueError("the fork start method is unsafe in a process running asyncio threads")
         self.slots = slots
         self.node_id = node_id
+        self._attempts_per_worker = attempts_per_worker
         #: The level tasks run at; final once the executor has started.
         self.isolation = isolation or ISOLATION_LEVELS[0]
         self._wanted = isolation
@@ -317,8 +331,9 @@ class Executor:
             self._stop(job, "closed")
         stops = []
         for slot in self._all_slots():
-            if slot.starting is not None:
-                stops.append(self._discard_start(slot.starting))
+            for start in (slot.starting, slot.successor):
+                if start is not None:
+                    stops.append(self._discard_start(start))
             if slot.worker is not None:
                 stops.append(slot.worker.stop(grace=2.0))
         await asyncio.gather(*stops, return_exceptions=True)
@@ -363,7 +378,10 @@ class Executor:
             old.kill()
         if not self._open:
             return  # close() reaps slot.worker itself
-        slot.worker = None
+        slot.worker, slot.served = None, 0
+        if slot.successor is not None:
+            self._chore(asyncio.ensure_future(self._discard_start(slot.successor)))
+            slot.successor = None
 
         async def restart() -> WorkerProcess:
             if old is not None:
@@ -375,6 +393,8 @@ class Executor:
 
     async def _worker_for(self, slot: _Slot) -> WorkerProcess | None:
         """The slot's live worker, waiting for a replacement or starting one; None once closed."""
+        if slot.successor is not None and slot.successor.done():
+            self._succeed(slot, slot.successor)
         if slot.starting is None and (slot.worker is None or not slot.worker.alive):
             self._replace(slot)  # died while idle, an earlier start failed, or never started (lazy pool)
         if slot.starting is not None:
@@ -385,6 +405,23 @@ class Executor:
                 if starting.done():
                     slot.starting = None
         return slot.worker if self._open else None
+
+    def _served(self, slot: _Slot) -> None:
+        """One more attempt answered: past `attempts_per_worker`, start the worker's successor."""
+        slot.served += 1
+        if slot.served >= self._attempts_per_worker and slot.successor is None and self._open:
+            name = f"swarm[{self.node_id}].executor.successor-{slot.index}"
+            slot.successor = asyncio.get_running_loop().create_task(self._spawn(slot), name=name)
+
+    def _succeed(self, slot: _Slot, successor: asyncio.Task[WorkerProcess]) -> None:
+        """The successor started (or failed to): it takes the idle slot, and the old worker stops."""
+        slot.successor, slot.served = None, 0
+        if successor.cancelled() or successor.exception() is not None:
+            log.warning("a successor worker did not start (the current one goes on): %s", successor)
+            return
+        old, slot.worker = slot.worker, successor.result()
+        if old is not None:
+            self._chore(asyncio.ensure_future(old.stop(grace=2.0)))
 
     # -- slots -------------------------------------------------------------------------------------------
     async def _acquire(self, job: _Job, network: bool) -> _Slot | None:
@@ -586,6 +623,7 @@ class Executor:
             code = await worker.exit_code(timeout=1.0)
             self._replace(slot)
             return failed("crash", exit_description(code), sent)
+        self._served(slot)
         return decode(answer)
 
     def _stopped(self, job: _Job, timeout: float | None, begun: float) -> Outcome:

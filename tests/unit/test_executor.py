@@ -8,6 +8,7 @@ with no monkeypatching across process boundaries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -255,3 +256,35 @@ async def test_a_worker_that_dies_while_idle_is_replaced_before_the_next_task(ex
     assert all(o.ok for o in outcomes)
     assert victim not in ex.worker_pids
     assert len(before - {o.result["worker"] for o in outcomes} - {await worker_of(ex) for _ in range(6)}) == 1
+
+
+async def test_a_worker_that_served_its_attempts_is_succeeded(tmp_path: Path) -> None:
+    """After `attempts_per_worker` attempts a successor starts beside the worker and takes its place
+    between two attempts: every attempt succeeds, the old worker stops, and one worker serves the slot."""
+    async with Executor(
+        slots=1, work_dir=tmp_path, registry_factory=FACTORY, attempts_per_worker=3
+    ) as executor:
+        first = executor.worker_pids
+        outcomes = [await executor.run(f"t{i}", 1, "test_env", {}, 5) for i in range(3)]
+        await asyncio.sleep(1.0)  # the successor starts meanwhile
+        later = [await executor.run(f"u{i}", 1, "test_env", {}, 5) for i in range(4)]
+        assert all(o.ok for o in outcomes + later)
+        assert len({o.result["worker"] for o in outcomes}) == 1
+        assert {o.result["worker"] for o in later[:3]} != {o.result["worker"] for o in outcomes}
+        assert len(executor.worker_pids) == 1 and executor.worker_pids != first
+        for pid in first:
+            deadline = time.monotonic() + 5
+            while _alive(pid):
+                assert time.monotonic() < deadline, f"worker {pid} still runs"
+                await asyncio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True
