@@ -8,9 +8,11 @@ of its own; an `ssl.SSLSocket` lets OpenSSL read and write the socket itself. So
 registers a reader with the loop, reads until the socket (and OpenSSL) has nothing more, and writes
 at once, keeping what the socket did not take for a writer callback.
 
-OpenSSL has two demands of its own. A write it could not finish must be retried with the same bytes:
-what follows waits behind them (`_retry`). And decrypted bytes it holds (`pending()`) do not make the
-socket readable: a read goes on until OpenSSL says it wants more from the network.
+OpenSSL has three demands of its own. A write it could not finish must be retried with the same bytes:
+what follows waits behind them (`_retry`). Decrypted bytes it holds (`pending()`) do not make the
+socket readable: a read goes on until OpenSSL says it wants more from the network. And a read may need a
+write first (its answer to a TLS 1.3 key update, when the send buffer is full): the read is tried again
+as soon as the socket takes bytes (`_read_waits`), not when the next bytes arrive.
 
 A watchdog looks at the socket every second. Under uvloop a poll handle closed by an error on the
 socket (the broker went away mid-write) ends the reader and writer registrations without a word; bytes
@@ -57,6 +59,7 @@ class LoopSocket:
         self._on_data = on_data
         self._on_lost = on_lost
         self._retry = b""  # a TLS write OpenSSL must be given again, as it was
+        self._read_waits = False  # a TLS read could not go on before OpenSSL had written
         self._backlog = bytearray()  # what waits behind it, or what the socket did not take
         self._open = True
         self._served = 0  # callbacks run, for the watchdog
@@ -145,11 +148,15 @@ class LoopSocket:
     def _writable(self) -> None:
         self._served += 1
         self._loop.remove_writer(self._fd)
+        if self._read_waits:
+            self._read_waits = False
+            self._readable()
         data, self._retry = self._retry, b""
         if not data:
             data = bytes(self._backlog)
             self._backlog.clear()
-        self._send(data)
+        if data and self._open:
+            self._send(data)
 
     def _readable(self) -> None:
         self._served += 1
@@ -168,6 +175,9 @@ class LoopSocket:
                     break  # a plain socket is drained: a further read would only say so
                 if total >= READ_TURN_BYTES and not _pending(self._sock):
                     break  # the rest on the loop's next turn: a fast sender must not hold the loop
+        except ssl.SSLWantWriteError:
+            self._read_waits = True
+            self._loop.add_writer(self._fd, self._writable)
         except _WOULD_BLOCK:
             pass
         except OSError as exc:
@@ -179,7 +189,7 @@ class LoopSocket:
 
     def _look(self) -> None:
         """The watchdog (see the module docstring)."""
-        readable, writable = _ready(self._fd, write=bool(self._retry or self._backlog))
+        readable, writable = _ready(self._fd, write=bool(self._retry or self._backlog or self._read_waits))
         waiting = readable or writable
         if waiting and self._unserved and self._served == self._served_at_look:
             if readable:

@@ -111,3 +111,35 @@ async def test_a_refused_connection_is_an_os_error(tmp_path: Path) -> None:
         pass  # the port is free again
     with pytest.raises(OSError):
         await LoopSocket.open("127.0.0.1", port, None, lambda _: None, lambda _: None)
+
+
+async def test_a_tls_read_that_must_write_first_goes_on_once_the_socket_takes_bytes(tmp_path: Path) -> None:
+    # OpenSSL asks to write in the middle of a read when it must answer a TLS 1.3 key update while the
+    # send buffer is full. The read must go on as soon as the socket takes bytes, not at the watchdog's
+    # next look (or never, if nothing more arrives).
+    async with _server(True, tmp_path) as (port, peer, context):
+        got: list[bytes] = []
+        sock = await LoopSocket.open("127.0.0.1", port, context, got.append, lambda _: None)
+        await peer.connected.wait()
+        real = sock._sock.recv
+        held: list[bytes] = []
+        calls = 0
+
+        def recv(size: int) -> bytes:
+            # The first read takes the bytes off the socket, as OpenSSL takes a record, then must write.
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                held.append(real(size))
+                raise ssl.SSLWantWriteError()
+            return held.pop() if held else real(size)
+
+        sock._sock.recv = recv  # type: ignore[method-assign]
+        assert peer.writer is not None
+        peer.writer.write(b"after the key update")
+        await peer.writer.drain()
+        async with asyncio.timeout(WATCH_S / 2):
+            while not got:
+                await asyncio.sleep(0.01)
+        assert b"".join(got) == b"after the key update" and calls >= 2
+        sock.close("done")
