@@ -16,8 +16,9 @@ Each node process (and each client connection) makes an X25519 key pair when it 
 public half with its certificate's key (the *offer*: public key and signature, 96 bytes). Every signed frame
 it sends carries the offer (`signing.py`), and a receiver that has checked such a frame (`learn`) shares
 with its sender the key HKDF(X25519(own private, peer public)); nobody else can compute it, not the broker,
-not a third member. An offer learned from a frame replaces one learned from an older frame only: a retained
-record of a peer's earlier life does not undo what its live messages taught.
+not a third member. A live frame teaches its sender's current offer; a retained one only where nothing is
+known yet, since it may be a record of the peer's earlier life (a live frame is always of the sender's
+current life, whatever its clock says).
 
 A paired frame carries its sender's certificate and offer, so the receiver derives the key from the frame
 itself (checking the offer's signature once per peer life, then from a cache), and names the first bytes
@@ -99,30 +100,26 @@ class Pairing:
         self.fingerprint = public[:FINGERPRINT_BYTES]
         #: What this process's signed and paired frames carry.
         self.offer = public + credential.key().sign(self._offer_text(credential.id, public))
-        # peer -> (fingerprint of its public key, shared key, time of the frame that taught it)
-        self._send_keys: dict[str, tuple[bytes, bytes, float]] = {}
+        # peer -> (fingerprint of its public key, shared key)
+        self._send_keys: dict[str, tuple[bytes, bytes]] = {}
         self._keys: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
 
-    def learn(self, cert: Certificate, key: Ed25519PublicKey, offer: bytes, sent_at: float) -> None:
-        """A peer's offer from a frame of it sent at `sent_at` that passed every check: messages to it are
-        paired (or carry its MAC) from now on, unless a newer frame taught another offer. An offer that
-        does not check is ignored (messages to that peer stay signed)."""
+    def learn(self, cert: Certificate, key: Ed25519PublicKey, offer: bytes, *, live: bool) -> None:
+        """A peer's offer from a frame of it that passed every check: messages to it are paired (or carry
+        its MAC) from now on. A retained frame (not `live`) teaches only a peer not known yet. An offer
+        that does not check is ignored (messages to that peer stay signed)."""
         known = self._send_keys.get(cert.id)
-        if known is not None and known[2] >= sent_at:
-            return
-        if known is not None and known[0] == offer[:FINGERPRINT_BYTES]:
-            self._send_keys[cert.id] = (known[0], known[1], sent_at)
+        if known is not None and (not live or known[0] == offer[:FINGERPRINT_BYTES]):
             return
         try:
             shared = self.key(cert, key, offer)
         except ProtocolError:
             return
-        self._send_keys[cert.id] = (offer[:FINGERPRINT_BYTES], shared, sent_at)
+        self._send_keys[cert.id] = (offer[:FINGERPRINT_BYTES], shared)
 
     def send_key(self, peer: str) -> tuple[bytes, bytes] | None:
         """(fingerprint of the peer's public key, shared key) for a message to `peer`, if paired."""
-        known = self._send_keys.get(peer)
-        return None if known is None else known[:2]
+        return self._send_keys.get(peer)
 
     def authenticators(self, readers: Iterable[str], message: bytes) -> bytes:
         """For each of `readers` this process is paired with (at most `MAX_AUTHENTICATORS`), its

@@ -251,7 +251,7 @@ class Verifier:
             bound = who is not None and _speaks_for(cert, who[0])
             raise AuthError(str(exc), reply_to=who if bound else None) from None
         if offer and self._pairing is not None:
-            self._pairing.learn(cert, key, offer, sent_at)
+            self._pairing.learn(cert, key, offer, live=not retained)
         return Verified(env, cert, sent_at)
 
     def _open_signed(self, topic: str, frame: bytes) -> tuple[Certificate, Ed25519PublicKey, float, bytes]:

@@ -299,7 +299,7 @@ async def test_the_task_path_between_members_is_paired_and_a_forged_pair_frame_i
     rogue = _rogue_member(cluster)
     pairing = Pairing(rogue)
     cert = Certificate.from_json(orjson.loads(heard[worker][0]))
-    pairing.learn(cert, Ed25519PublicKey.from_public_bytes(cert.public_key), heard[worker][1], time.time())
+    pairing.learn(cert, Ed25519PublicKey.from_public_bytes(cert.public_key), heard[worker][1], live=True)
     signer = Signer(rogue, pairing)
     inbox = f"node/{worker}/in"
     marker = tmp_path / "ran-paired"

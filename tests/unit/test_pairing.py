@@ -187,17 +187,20 @@ def test_a_user_and_a_member_pair_through_their_signed_frames(authority: Authori
     assert got.certificate.id == coordinator.id
 
 
-def test_an_old_frame_does_not_undo_the_offer_a_newer_one_taught(authority: Authority) -> None:
+def test_a_retained_frame_does_not_undo_the_offer_a_live_one_taught(authority: Authority) -> None:
     a, b = member(authority, "n-0000000a"), member(authority, "n-0000000b")
     earlier = member(authority, "n-0000000b")  # b's previous life, whose retained record is still around
-    old = earlier.heartbeat(at=NOW - 60)
-    a.hears(b, b.heartbeat(at=NOW))
-    a.verifier.open(f"node/{b.id}/hb", old, retained=True, now=NOW)
+    a.hears(b, b.heartbeat(at=NOW - 60))  # live, and its clock is behind: it is b as it is now all the same
+    a.verifier.open(f"node/{b.id}/hb", earlier.heartbeat(at=NOW), retained=True, now=NOW)
     known = a.pairing.send_key(b.id)
     assert known is not None and known[0] == b.pairing.fingerprint
     b.hears(a)
     frame = a.seal("node/n-0000000b/in", Assign(()), b.id)
     assert b.verifier.open("node/n-0000000b/in", frame, retained=False, now=NOW).certificate.id == a.id
+    # Where nothing is known yet, a retained record teaches: a node that just joined pairs at once.
+    c = member(authority, "n-0000000c")
+    c.verifier.open(f"node/{b.id}/hb", b.heartbeat(), retained=True, now=NOW)
+    assert c.seal("node/n-0000000b/in", Assign(()), b.id)[:3] == PAIRED_MAGIC
 
 
 def _with_sender(frame: bytes, holder: Member, claimed: Member) -> bytes:
