@@ -363,11 +363,17 @@ def run_counter(files: list[Path]) -> tuple[float, Counts]:
 
 def run_pool(files: list[Path]) -> tuple[float, Counts]:
     """`multiprocessing.Pool(2)` of the numpy counting function, one file per task; the parent merges."""
-    with multiprocessing.Pool(2) as pool:
+    pool = multiprocessing.Pool(2)
+    try:
         pool.map(abs, range(4))  # the workers exist before the clock starts
         t0 = time.perf_counter()
         merged = merge_numpy(pool.imap_unordered(numpy_counts, [str(p) for p in files]))
         return time.perf_counter() - t0, as_counts(*merged)
+    finally:
+        # Not `with Pool()`, whose terminate() SIGTERMs the workers: one killed while it held the task
+        # queue's lock left the other blocked on it for good, and the run hung (as in `bench/tasks.py`).
+        pool.close()
+        pool.join()
 
 
 def coreutils_runner(root: Path) -> Run:
