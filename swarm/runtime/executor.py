@@ -145,9 +145,8 @@ class _Slot:
         self.starting: asyncio.Task[WorkerProcess] | None = None
         self.fresh: AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
         self.served = 0  # attempts the current worker answered
-        self.successor: asyncio.Task[WorkerProcess] | None = (
-            None  # starting beside a worker that served enough
-        )
+        #: The worker's successor, starting once the worker has served `attempts_per_worker`.
+        self.successor: asyncio.Task[WorkerProcess] | None = None
 
 
 @dataclass(eq=False, slots=True)
