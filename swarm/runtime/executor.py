@@ -415,8 +415,9 @@ class Executor:
     def _succeed(self, slot: _Slot, successor: asyncio.Task[WorkerProcess]) -> None:
         """The successor started (or failed to): it takes the idle slot, and the old worker stops."""
         slot.successor, slot.served = None, 0
-        if successor.cancelled() or successor.exception() is not None:
-            log.warning("a successor worker did not start (the current one goes on): %s", successor)
+        problem = "cancelled" if successor.cancelled() else successor.exception()
+        if problem is not None:
+            log.warning("a successor worker did not start (the current one goes on): %s", problem)
             return
         old, slot.worker = slot.worker, successor.result()
         if old is not None:
