@@ -20,8 +20,9 @@ Swarm's targets are printed next to the figures: >= 3,000 tasks/s, p50 start < 2
 Swarm is measured in five configurations, each on a cluster of its own (`--security` picks some):
 
 - signed+TLS: the default, what users get: every message signed with Ed25519 and checked by every
-  receiver (or, from one member to another, authenticated with their pair key: `trust/pairing.py`),
-  and the broker reached over TLS with a password and an ACL;
+  receiver (or, from one member to another, authenticated with their pair key; a reader the sender is
+  paired with checks its own MAC beside the signature instead: `trust/pairing.py`), and the broker
+  reached over TLS with a password and an ACL;
 - unsigned+TLS and signed+plain: one of the two taken away (plain TCP keeps the password and the ACL);
 - unsigned+plain: both taken away, the baseline;
 - signed+TLS on asyncio's own event loop instead of uvloop (`SWARM_LOOP=asyncio`), what uvloop gives.
