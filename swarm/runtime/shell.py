@@ -508,7 +508,7 @@ class NodeShell:
         to = None if echo else self._receiver(topic)
         if to == self.node_id:
             to = None
-        frame = self._signer.seal(topic, encode(env), now, to, () if to else self._readers(topic))
+        frame = self._signer.seal(topic, encode(env), now, to, (to,) if to else self._readers(topic))
         if echo:
             self._verifier.expect_echo(topic, frame, Verified(env, self._signer.credential.certificate, now))
         return frame

@@ -144,7 +144,7 @@ class Signer:
     ) -> bytes:
         """The frame of `payload` (an encoded envelope) for `topic`, sent at `now`: paired when `to`, the
         only receiver of `topic`, is a peer this process is paired with; signed otherwise, with an
-        authenticator for each of `to` or `readers` it is paired with."""
+        authenticator for each of `readers` it is paired with."""
         pairing = self._pairing
         paired = pairing.send_key(to) if pairing is not None and to is not None else None
         if pairing is not None and paired is not None:
@@ -156,7 +156,7 @@ class Signer:
         signature = self._key.sign(message) if self._sign else bytes(64)
         if pairing is None:
             return b"".join((_HEAD.pack(MAGIC, now, len(self._cert), signature), self._cert, payload))
-        entries = pairing.authenticators(readers if to is None else (to,), message)
+        entries = pairing.authenticators(readers, message)
         head = _AUTHENTICATED_HEAD.pack(
             AUTHENTICATED_MAGIC, now, len(self._cert), signature, len(entries) // AUTHENTICATOR_BYTES
         )
