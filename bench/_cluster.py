@@ -50,7 +50,7 @@ from swarm import eventloop
 from swarm.client import Client
 from swarm.codec import DEFAULT_MAX_BYTES
 from swarm.eventloop import LOOP_ENV
-from swarm.jobspec import new_job_id
+from swarm.ids import new_job_id
 from swarm.messages import Commit, TaskUpdate
 from swarm.runtime.brokerconf import (
     MosquittoFiles,

@@ -28,7 +28,7 @@ import psutil
 from _cluster import SwarmCluster, say, scratch_dir, sigterm_as_interrupt
 
 from swarm.core.jobs import check_job
-from swarm.jobspec import new_job_id
+from swarm.ids import new_job_id
 from swarm.messages import SubmitJob, TaskSpec
 from swarm.runtime.client import SwarmClient
 

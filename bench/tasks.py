@@ -95,7 +95,7 @@ from _cluster import (
 
 from swarm.codec import DEFAULT_MAX_BYTES, encode
 from swarm.core.jobs import check_job
-from swarm.jobspec import new_job_id
+from swarm.ids import new_job_id
 from swarm.messages import Envelope, SubmitJob, TaskSpec, TasksQuery
 from swarm.runtime.client import SwarmClient
 from swarm.runtime.mqtt import Transport

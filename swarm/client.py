@@ -36,7 +36,8 @@ from typing import Any, Self, TypeVar
 from swarm.config import load_config
 from swarm.core.tracker import JobProgress
 from swarm.errors import RemoteError
-from swarm.jobspec import new_job_id, task_spec
+from swarm.ids import new_job_id
+from swarm.jobspec import task_spec
 from swarm.messages import SubmitJob, TaskSpec, TaskUpdate
 
 __all__ = ["AsyncClient", "Client", "TaskFailed"]

@@ -79,7 +79,7 @@ def decode(data: bytes, *, cluster: str | None = None, max_bytes: int = DEFAULT_
     if cluster is not None and msg_cluster != cluster:
         raise ProtocolError(f"message for cluster {msg_cluster!r} reached cluster {cluster!r}")
     try:
-        body = _CONVERTERS[body_type](raw.get("b"))
+        body = _converter_of(body_type)(raw.get("b"))
     except _Invalid as exc:
         raise ProtocolError(f"{tag}{exc.path}: {exc.message}") from None
     return Envelope(
@@ -352,4 +352,13 @@ def _has_default(f: dataclasses.Field[Any]) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
-_CONVERTERS: dict[type[Any], Converter] = {cls: _dataclass_converter(cls) for cls in BODY_TYPES.values()}
+def _converter_of(body_type: type[Any]) -> Converter:
+    """The converter of a message type, made the first time one arrives: making all of them when this
+    module loads cost every CLI command 10 ms, for the few types one command reads."""
+    convert = _CONVERTERS.get(body_type)
+    if convert is None:
+        convert = _CONVERTERS[body_type] = _dataclass_converter(body_type)
+    return convert
+
+
+_CONVERTERS: dict[type[Any], Converter] = {}

@@ -9,9 +9,10 @@ character that means something to MQTT (`/`, `+`, `#`), to a file system (`/`, N
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Annotated
 
-__all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "Id", "IdMarker", "check_id", "is_id"]
+__all__ = ["ID_PATTERN", "MAX_ID_LENGTH", "Id", "IdMarker", "check_id", "is_id", "new_job_id"]
 
 MAX_ID_LENGTH = 200
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:=@-]{0,199}")
@@ -41,3 +42,8 @@ def check_id(text: str, what: str = "id") -> str:
             " _ . : = @ -, starting with a letter, digit or _, without '..'"
         )
     return text
+
+
+def new_job_id() -> str:
+    """A fresh job id; resubmitting the same id is recognised and never runs twice."""
+    return f"job-{secrets.token_hex(6)}"

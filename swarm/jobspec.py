@@ -21,7 +21,6 @@ A job file (JSON or YAML)::
 from __future__ import annotations
 
 import re
-import secrets
 import types
 import typing
 from dataclasses import replace
@@ -30,15 +29,14 @@ from typing import Any
 
 import orjson
 
-from swarm.core.jobs import check_job
 from swarm.devices.capabilities import field_specs
 from swarm.errors import InvalidSpec
+from swarm.ids import new_job_id
 from swarm.messages import PRIORITIES, Requirements, RetryPolicy, SubmitJob, TaskSpec
 
 __all__ = [
     "REQUIREMENT_KEYS",
     "load_job_file",
-    "new_job_id",
     "parse_requirements",
     "priority_index",
     "render",
@@ -80,11 +78,6 @@ def _requirement_types() -> dict[str, type]:
 _REQ_TYPES = _requirement_types()
 #: What `--require KEY=VALUE` and a job file's `require:` accept.
 REQUIREMENT_KEYS: tuple[str, ...] = tuple(_REQ_TYPES)
-
-
-def new_job_id() -> str:
-    """A fresh job id; resubmitting the same id is recognised and never runs twice."""
-    return f"job-{secrets.token_hex(6)}"
 
 
 def priority_index(value: str | int) -> int:
@@ -237,6 +230,10 @@ def load_job_file(
             spec = _chained(spec, specs[-1].task_id)
         specs.append(spec)
     job = SubmitJob(job_id, tuple(specs), kind=kind)
+    # Here rather than at the top: the job checks load the workflow conditions, and every `swarm submit`
+    # loads this module for its parser's REQUIREMENT_KEYS.
+    from swarm.core.jobs import check_job
+
     check_job(job)
     return job
 

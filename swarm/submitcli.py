@@ -22,7 +22,7 @@ import orjson
 
 from swarm.core.tracker import JobProgress
 from swarm.errors import SwarmError
-from swarm.jobspec import new_job_id as _new_job_id
+from swarm.ids import new_job_id as _new_job_id
 from swarm.messages import SubmitJob, TaskSummary, TaskUpdate
 from swarm.progress import Counts, ProgressDisplay
 

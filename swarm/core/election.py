@@ -55,27 +55,14 @@ from swarm.messages import Claim
 
 __all__ = [
     "CLAIMANTS_PER_INTERVAL",
-    "MAX_EPOCH_STEP",
     "Election",
     "Transition",
-    "claim_in_reach",
     "claim_message",
 ]
-
-#: How far past the highest known epoch a claim may reach. A legitimate claim is one past what its
-#: claimant saw; a node far behind catches up from the coordinator's announcement, which is not bounded
-#: (an announcement comes only from the member it names). Without the bound, one claim of a huge epoch
-#: would leave no epoch above it to claim.
-MAX_EPOCH_STEP = 64
 
 #: Members whose turns to claim fall in one heartbeat interval when no standby is left: the turns of all
 #: the nodes the roster admits are spread over as many intervals as that takes.
 CLAIMANTS_PER_INTERVAL = 8
-
-
-def claim_in_reach(epoch: int, known: int) -> bool:
-    """Whether a claim for `epoch` may be taken by someone who knows epoch `known`."""
-    return epoch <= known + MAX_EPOCH_STEP
 
 
 def claim_message(epoch: int) -> Publish:

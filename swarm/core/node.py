@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from swarm import topics
 from swarm.core.admission import TaskValidator
 from swarm.core.config import CoreConfig
-from swarm.core.election import MAX_EPOCH_STEP, Election, claim_in_reach, claim_message
+from swarm.core.election import Election, claim_message
+from swarm.core.epochs import MAX_EPOCH_STEP, claim_in_reach
 from swarm.core.events import (
     ClearRetained,
     Connected,

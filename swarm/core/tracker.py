@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarm.core.election import claim_in_reach
+from swarm.core.epochs import claim_in_reach
 from swarm.messages import (
     Claim,
     Commit,
@@ -64,7 +64,7 @@ class JobTracker:
         body = env.body
         match body:
             case Claim(epoch):
-                # The same rules as a member's (see `election.claim_in_reach` and `node.py`).
+                # The same rules as a member's (see `epochs.claim_in_reach` and `node.py`).
                 if claim_in_reach(epoch, self.epoch):
                     self.epoch = max(self.epoch, epoch)
             case CoordinatorAnnounce(epoch, coordinator) if coordinator == env.sender:

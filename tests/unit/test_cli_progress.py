@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.cli import _explain
+from swarm.cli import _explain, _parser
 from swarm.errors import SwarmError
 from swarm.progress import PLAIN_EVERY, Counts, ProgressDisplay, format_duration
 from swarm.servicecli import systemd_unit
@@ -108,3 +108,36 @@ def test_old_mapreduce_outputs_are_cleared(tmp_path: Path) -> None:
         (out / name).write_text("x")
     assert [p.name for p in clear_old_outputs(out)] == ["mr-out-0", "mr-out-7"]
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "mapreduce", "--app", "wordcount", "--input", "a", "b", "--reduces", "2", "--output", "o"],
+        ["submit", "task", "echo", "--require", "min_cores=2", "--wait"],
+        ["status", "--json", "--broker", "mqtt://127.0.0.1:1883"],
+        ["token", "create", "--role", "viewer"],
+        ["quota", "set", "--user", "ana", "cpu_seconds=60"],
+        ["dag", "list"],
+        ["sim", "run", "--scenario", "x"],
+        ["join", "--slots", "2", "-v"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_a_command_parses_as_it_does_with_every_command_built(argv: list[str]) -> None:
+    alone = _parser(argv)
+    assert len(_commands(alone)) < len(_commands(_parser()))
+    assert alone.parse_args(argv) == _parser().parse_args(argv)
+
+
+def test_without_a_known_command_every_command_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    names = _commands(_parser(["nosuch"]))
+    assert {"join", "submit", "status", "token", "quota", "dag", "cockpit", "demo", "sim"} <= names
+    with pytest.raises(SystemExit):
+        _parser(["nosuch"]).parse_args(["nosuch"])
+    assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
