@@ -34,7 +34,7 @@ imports), it leaves a trivial task at a pipe round trip: measured one after anot
 about 0.25 ms in a sandbox, 0.18 ms at the "process" level and 0.06-0.1 ms before per-attempt directories
 and isolation existed (docs/jobs.md). Only a replacement after a timeout or crash pays the start again.
 A worker that served `attempts_per_worker` attempts is succeeded by a new one, started beside it while
-it goes on serving, so no attempt waits: what a process accumulates over many attempts stays bounded (the
+it goes on serving, so no attempt waits (`executor_slot` holds each slot's worker from one to the next): what a process accumulates over many attempts stays bounded (the
 C library keeps every environment string ever set, about 400 bytes an attempt here, 40 MB after 100,000;
 and whatever task code leaks), as Celery's `max_tasks_per_child` and `Pool(maxtasksperchild=)` do.
 What a long-lived sandbox could carry from one attempt to the next is cleared between attempts: the
@@ -107,6 +107,7 @@ from swarm.runtime.executor_proc import (
     start_fork_server,
     task_user,
 )
+from swarm.runtime.executor_slot import Slot
 from swarm.runtime.executor_worker import TaskUser, WorkerConfig, swarm_package_dir
 from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DataPlane, TaskPolicy
 
@@ -134,21 +135,6 @@ def _choose_level(wanted: str | None, runnable: tuple[str, ...]) -> str:
     )
 
 
-class _Slot:
-    """One worker's place in a pool: the current worker, or the task starting its replacement."""
-
-    def __init__(self, index: int, network: bool, directory: str) -> None:
-        self.index = index
-        self.network = network
-        self.directory = directory
-        self.worker: WorkerProcess | None = None
-        self.starting: asyncio.Task[WorkerProcess] | None = None
-        self.fresh: AttemptDir | None = None  # the next attempt's directory, see `_after_attempt`
-        self.served = 0  # attempts the current worker answered
-        #: The worker's successor, starting once the worker has served `attempts_per_worker`.
-        self.successor: asyncio.Task[WorkerProcess] | None = None
-
-
 @dataclass(eq=False, slots=True)
 class _Job:
     """One `run()` call, tracked so that `cancel()` and `close()` can reach it wherever it is."""
@@ -156,7 +142,7 @@ class _Job:
     task_id: str
     attempt: int
     waiter: asyncio.Future[bool] | None = None
-    slot: _Slot | None = None
+    slot: Slot | None = None
     stop_reason: _StopReason | None = None
 
 
@@ -223,8 +209,8 @@ class Executor:
         self._sandbox: SandboxSpec | None = None
         #: Task types whose handlers declare `network = True`, as the workers' hellos report them.
         self._network_types: set[str] = set()
-        self._pools: dict[bool, list[_Slot]] = {}
-        self._idle: dict[bool, collections.deque[_Slot]] = {}
+        self._pools: dict[bool, list[Slot]] = {}
+        self._idle: dict[bool, collections.deque[Slot]] = {}
         self._tokens = 0
         self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
         self._jobs: set[_Job] = set()
@@ -291,20 +277,27 @@ class Executor:
             self._idle[network] = collections.deque(pool)
         self._tokens = self.slots
 
-    def _new_slot(self, index: int, network: bool) -> _Slot:
+    def _new_slot(self, index: int, network: bool) -> Slot:
         assert self._work_dir is not None
         directory = os.path.join(self._work_dir, f"{'net' if network else 'slot'}-{index}")
         fresh_dir(directory)
-        return _Slot(index, network, directory)
+        return Slot(
+            index,
+            network,
+            directory,
+            spawn=self._spawn,
+            chore=self._chore,
+            attempts_per_worker=self._attempts_per_worker,
+            name=f"swarm[{self.node_id}].executor",
+        )
 
     async def _start_pool(self, network: bool) -> None:
         pool = self._pools[network]
         if self._sandbox is None:
             await asyncio.to_thread(start_fork_server, self._mp)
-        started = await asyncio.gather(*(self._spawn(s) for s in pool), return_exceptions=True)
-        for slot, worker in zip(pool, started, strict=True):
+        started = await asyncio.gather(*(slot.start() for slot in pool), return_exceptions=True)
+        for worker in started:
             if isinstance(worker, WorkerProcess):
-                slot.worker = worker
                 self._network_types.update(worker.hello.get("network_types", ()))
         problems = next((w.hello.get("problems") for w in started if isinstance(w, WorkerProcess)), None)
         for problem in problems or ():
@@ -328,13 +321,7 @@ class Executor:
                 waiter.set_result(False)
         for job in self._jobs:
             self._stop(job, "closed")
-        stops = []
-        for slot in self._all_slots():
-            for start in (slot.starting, slot.successor):
-                if start is not None:
-                    stops.append(self._discard_start(start))
-            if slot.worker is not None:
-                stops.append(slot.worker.stop(grace=2.0))
+        stops = [stop for slot in self._all_slots() for stop in slot.close()]
         await asyncio.gather(*stops, return_exceptions=True)
         await asyncio.gather(*self._chores, return_exceptions=True)
         if self._files is not None:
@@ -347,17 +334,10 @@ class Executor:
         if self._own_work_dir and self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
 
-    def _all_slots(self) -> list[_Slot]:
+    def _all_slots(self) -> list[Slot]:
         return [slot for pool in self._pools.values() for slot in pool]
 
-    async def _discard_start(self, task: asyncio.Task[WorkerProcess]) -> None:
-        try:
-            worker = await task
-        except BaseException:
-            return
-        await worker.stop(grace=2.0)
-
-    async def _spawn(self, slot: _Slot) -> WorkerProcess:
+    async def _spawn(self, slot: Slot) -> WorkerProcess:
         """Start one worker for `slot` and wait for its ready message."""
         kind = "net-worker" if slot.network else "worker"
         name = f"swarm[{self.node_id}].{kind}-{slot.index}"
@@ -370,61 +350,8 @@ class Executor:
         )
         return await WorkerProcess.start_sandboxed(spec, config, name, self._start_timeout)
 
-    def _replace(self, slot: _Slot) -> None:
-        """Kill the slot's worker and start its replacement in the background (not after `close`)."""
-        old = slot.worker
-        if old is not None:
-            old.kill()
-        if not self._open:
-            return  # close() reaps slot.worker itself
-        slot.worker, slot.served = None, 0
-        if slot.successor is not None:
-            self._chore(asyncio.ensure_future(self._discard_start(slot.successor)))
-            slot.successor = None
-
-        async def restart() -> WorkerProcess:
-            if old is not None:
-                await old.stop(grace=0.0)
-            return await self._spawn(slot)
-
-        name = f"swarm[{self.node_id}].executor.respawn-{slot.index}"
-        slot.starting = asyncio.get_running_loop().create_task(restart(), name=name)
-
-    async def _worker_for(self, slot: _Slot) -> WorkerProcess | None:
-        """The slot's live worker, waiting for a replacement or starting one; None once closed."""
-        if slot.successor is not None and slot.successor.done():
-            self._succeed(slot, slot.successor)
-        if slot.starting is None and (slot.worker is None or not slot.worker.alive):
-            self._replace(slot)  # died while idle, an earlier start failed, or never started (lazy pool)
-        if slot.starting is not None:
-            starting = slot.starting
-            try:
-                slot.worker = await asyncio.shield(starting)
-            finally:
-                if starting.done():
-                    slot.starting = None
-        return slot.worker if self._open else None
-
-    def _served(self, slot: _Slot) -> None:
-        """One more attempt answered: past `attempts_per_worker`, start the worker's successor."""
-        slot.served += 1
-        if slot.served >= self._attempts_per_worker and slot.successor is None and self._open:
-            name = f"swarm[{self.node_id}].executor.successor-{slot.index}"
-            slot.successor = asyncio.get_running_loop().create_task(self._spawn(slot), name=name)
-
-    def _succeed(self, slot: _Slot, successor: asyncio.Task[WorkerProcess]) -> None:
-        """The successor started (or failed to): it takes the idle slot, and the old worker stops."""
-        slot.successor, slot.served = None, 0
-        problem = "cancelled" if successor.cancelled() else successor.exception()
-        if problem is not None:
-            log.warning("a successor worker did not start (the current one goes on): %s", problem)
-            return
-        old, slot.worker = slot.worker, successor.result()
-        if old is not None:
-            self._chore(asyncio.ensure_future(old.stop(grace=2.0)))
-
     # -- slots -------------------------------------------------------------------------------------------
-    async def _acquire(self, job: _Job, network: bool) -> _Slot | None:
+    async def _acquire(self, job: _Job, network: bool) -> Slot | None:
         """Take one of the `slots` tokens (in line if none is free) and an idle slot of the pool.
 
         None means the job was cancelled or we closed. A pool has a slot for every token, so one is idle
@@ -458,7 +385,7 @@ class Executor:
                 return
         self._tokens += 1
 
-    def _release(self, slot: _Slot | None) -> None:
+    def _release(self, slot: Slot | None) -> None:
         if slot is None:
             return
         self._idle[slot.network].append(slot)
@@ -471,8 +398,8 @@ class Executor:
         job.stop_reason = reason
         if job.waiter is not None and not job.waiter.done():
             job.waiter.set_result(False)
-        elif job.slot is not None and job.slot.worker is not None:
-            job.slot.worker.kill()
+        elif job.slot is not None and job.slot.current is not None:
+            job.slot.current.kill()
 
     def cancel(self, task_id: str, attempt: int | None = None) -> bool:
         """Stop attempt `attempt` of `task_id` here (every attempt of it when None); its `run()` returns
@@ -492,7 +419,7 @@ class Executor:
     @property
     def worker_pids(self) -> list[int]:
         """Process ids (in the node's PID namespace) of the live workers; a sandbox's is its bwrap's."""
-        return [s.worker.pid for s in self._all_slots() if s.worker is not None and s.worker.alive]
+        return [s.current.pid for s in self._all_slots() if s.current is not None and s.current.alive]
 
     # -- running -----------------------------------------------------------------------------------------
     async def run(
@@ -553,7 +480,7 @@ class Executor:
             self._release(slot)
 
     async def _attempt(
-        self, slot: _Slot, job: _Job, body: bytes, timeout: float | None, begun: float
+        self, slot: Slot, job: _Job, body: bytes, timeout: float | None, begun: float
     ) -> Outcome:
         """Give the attempt its private directory for as long as it runs, whatever way it ends."""
         try:
@@ -565,11 +492,9 @@ class Executor:
             data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b"," + body[1:]
             return await self._dispatch(slot, job, data, timeout, begun)
         finally:
-            self._after_attempt(
-                slot, work_dir, ended_cleanly=job.stop_reason is None and slot.starting is None
-            )
+            self._after_attempt(slot, work_dir, ended_cleanly=job.stop_reason is None and not slot.replacing)
 
-    def _after_attempt(self, slot: _Slot, used: AttemptDir, ended_cleanly: bool) -> None:
+    def _after_attempt(self, slot: Slot, used: AttemptDir, ended_cleanly: bool) -> None:
         """Retire the attempt's directory: its path never serves another attempt.
 
         An attempt that ended cleanly and left the directory exactly as it got it passes it on, renamed,
@@ -593,11 +518,11 @@ class Executor:
         return future
 
     async def _dispatch(
-        self, slot: _Slot, job: _Job, data: bytes, timeout: float | None, begun: float
+        self, slot: Slot, job: _Job, data: bytes, timeout: float | None, begun: float
     ) -> Outcome:
         """Send the request to the slot's worker and wait for the reply, the timeout or the worker's end."""
         try:
-            worker = await self._worker_for(slot)
+            worker = await slot.worker()
         except (ConfigError, OSError, TimeoutError) as exc:
             return failed("crash", f"could not start a worker process: {exc}", begun)
         if worker is None or job.stop_reason is not None or not self._open:
@@ -610,20 +535,20 @@ class Executor:
         try:
             answer = await reply
         except asyncio.CancelledError:
-            self._replace(slot)
+            slot.replace()
             raise
         finally:
             job.slot = None
             if timer is not None:
                 timer.cancel()
         if job.stop_reason is not None:
-            self._replace(slot)
+            slot.replace()
             return self._stopped(job, timeout, sent)
         if answer is None:
             code = await worker.exit_code(timeout=1.0)
-            self._replace(slot)
+            slot.replace()
             return failed("crash", exit_description(code), sent)
-        self._served(slot)
+        slot.served()
         return decode(answer)
 
     def _stopped(self, job: _Job, timeout: float | None, begun: float) -> Outcome:
