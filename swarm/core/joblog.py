@@ -112,8 +112,9 @@ class JobLog:
         self._publish(Publish(topics.job_state(job_id), state, epoch=self._epoch, retain=True), now)
         self._unflushed.pop(job_id, None)
 
-    def on_echo(self, topic: str) -> None:
-        """One of our records came back from the broker: it is durable."""
+    def on_echo(self, topic: str) -> str | None:
+        """One of our records came back from the broker: it is durable. Returns the job whose commits
+        it made all durable, if it did."""
         sent = self._unechoed.pop(topic, None)
         if sent is not None and isinstance(sent[0].body, Commit):
             job_id = sent[0].body.job_id
@@ -121,6 +122,8 @@ class JobLog:
             waiting.discard(topic)
             if not waiting:
                 self._unechoed_commits.pop(job_id, None)
+                return job_id
+        return None
 
     def republish_overdue(self, now: float) -> int:
         """Publish again the records whose echo is overdue; how many."""

@@ -121,6 +121,25 @@ def test_a_job_stays_open_until_its_commits_come_back_from_the_broker() -> None:
     assert len(final) == 1 and not s.jobs
 
 
+def test_each_echo_closes_the_job_it_completes_while_others_wait() -> None:
+    s = sched()
+    jobs = [f"j{i}" for i in range(50)]
+    for job in jobs:
+        s.on_submit(SubmitJob(job, (TaskSpec(f"{job}.a", "echo", {}),)), 0.0)
+    place(s, [member("w1", slots=50)], 0.0)
+    s.drain(0.0)
+    s.on_results("w1", [ok(f"{job}.a", job=job) for job in jobs], 0.5)
+    unechoed = [e for e in s.drain(0.5) if isinstance(e, Publish) and isinstance(e.body, Commit)]
+    assert {e.body.job_id for e in unechoed} == set(jobs)  # type: ignore[attr-defined]
+    for e in unechoed[:3]:
+        s.on_echo(e.topic)
+    closed = [state.job_id for state in of_type(s.drain(0.6), JobState)]  # type: ignore[attr-defined]
+    assert closed == sorted(e.body.job_id for e in unechoed[:3])  # type: ignore[attr-defined]
+    assert len(s.jobs) == 47
+    echo(s, unechoed[3:])
+    assert len(of_type(s.drain(0.7), JobState)) == 47 and not s.jobs
+
+
 def test_resubmission_is_acknowledged_not_rerun() -> None:
     s = sched()
     job = SubmitJob("j", (TaskSpec("a", "echo", {}),))
