@@ -34,9 +34,10 @@ imports), it leaves a trivial task at a pipe round trip: measured one after anot
 about 0.25 ms in a sandbox, 0.18 ms at the "process" level and 0.06-0.1 ms before per-attempt directories
 and isolation existed (docs/jobs.md). Only a replacement after a timeout or crash pays the start again.
 A worker that served `attempts_per_worker` attempts is succeeded by a new one, started beside it while
-it goes on serving, so no attempt waits (`executor_slot` holds each slot's worker from one to the next): what a process accumulates over many attempts stays bounded (the
+it goes on serving, so no attempt waits: what a process accumulates over many attempts stays bounded (the
 C library keeps every environment string ever set, about 400 bytes an attempt here, 40 MB after 100,000;
 and whatever task code leaks), as Celery's `max_tasks_per_child` and `Pool(maxtasksperchild=)` do.
+`executor_slot` holds each slot's worker, from one to the next.
 What a long-lived sandbox could carry from one attempt to the next is cleared between attempts: the
 attempt's directory is retired, the worker kills every process left in its PID namespace before it
 replies, and empties its /tmp after.
