@@ -28,6 +28,7 @@ from swarm.devices.probe import probe_capabilities
 from swarm.errors import ConfigError
 from swarm.runtime.executor import Executor
 from swarm.runtime.executor_proc import detect_isolation, runnable_levels
+from swarm.runtime.executor_worker import BUSY_GAP_S
 from swarm.taskapi import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S, DataPlane, TaskPolicy
 
 ROOT = os.geteuid() == 0
@@ -128,8 +129,13 @@ async def test_what_an_attempt_does_to_its_environment_is_gone_in_the_next(tmp_p
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is a Linux scheduling policy")
-async def test_task_code_runs_as_batch_work(ex: Executor) -> None:
-    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_BATCH
+async def test_task_code_runs_as_batch_work_while_its_node_keeps_it_busy(ex: Executor) -> None:
+    await asyncio.sleep(2 * BUSY_GAP_S)
+    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_OTHER  # a lone task: woken at once
+    policies = [(await run(ex, "test_whoami"))["scheduler"] for _ in range(20)]
+    assert os.SCHED_BATCH in policies  # requests one after another: the node is handing out work
+    await asyncio.sleep(2 * BUSY_GAP_S)
+    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_OTHER
 
 
 async def test_a_task_without_a_timeout_gets_the_default_one(tmp_path: Path) -> None:
