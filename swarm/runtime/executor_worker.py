@@ -21,7 +21,8 @@ of file, which means the parent is gone or shutting down. A task still running t
 Each request names the attempt's private work directory, made by the parent: the attempt runs there, with
 `HOME` and `TMPDIR` pointing at it. Afterwards the worker goes back to its own directory; a sandboxed
 worker also kills whatever the task left running in its PID namespace and empties its private /tmp, so the
-next attempt starts clean.
+next attempt starts clean. A request also says whether the node is busy, which decides how the worker is
+scheduled (`_Waking`).
 
 Each reply carries a `kind` that classifies the attempt the way the scheduler needs it (see `_KINDS`), the
 result or the error text with its traceback, and `started_at`/`finished_at` measured here with
@@ -288,10 +289,6 @@ def _confine(config: WorkerConfig) -> None:
     os.chdir(config.work_dir)
 
 
-#: A request that came sooner than this after the last reply finds its node busy (see `_Waking`).
-BUSY_GAP_S = 0.001
-
-
 class _Waking:
     """How this worker is woken by its next request: as batch work while its node is busy, as any
     process once it is not (Linux; elsewhere workers always run as any process does).
@@ -300,26 +297,25 @@ class _Waking:
     on handing out the rest of a burst of attempts first: 3-7 % more trivial tasks a second on two
     cores. But a lone attempt then waits for the node to block or be preempted: 0.3 ms from the request
     to the worker reading it against 0.1 ms without (median of 400 one-task jobs one after another, on
-    this project's test VM), a fifth of a task's start. So the policy follows the node: a request that
-    came within `BUSY_GAP_S` of the last reply makes the next wait a batch worker's, a later one a plain
-    process's. Programs a task starts inherit the policy the attempt ran under.
+    this project's test VM), a fifth of a task's start. So the policy follows the node: each request
+    says whether the node had other attempts in hand (`busy`), and the worker runs the attempt, and
+    waits for the next request, as batch work if it had. Programs a task starts inherit the policy.
     """
 
     def __init__(self) -> None:
         self._batch = False
         self._able = hasattr(os, "SCHED_BATCH")
 
-    def after(self, waited: float) -> None:
-        """The last request came `waited` seconds after the reply before it."""
-        batch = waited < BUSY_GAP_S
-        if batch != self._batch and self._able:
-            policy = os.SCHED_BATCH if batch else os.SCHED_OTHER
+    def follow(self, busy: bool) -> None:
+        """The node says whether it is busy: run as batch work if it is."""
+        if busy != self._batch and self._able:
+            policy = os.SCHED_BATCH if busy else os.SCHED_OTHER
             try:
                 os.sched_setscheduler(0, policy, os.sched_param(0))
             except OSError:
                 self._able = False
                 return
-            self._batch = batch
+            self._batch = busy
 
 
 def _die_with_node(conn: Connection) -> None:
@@ -521,13 +517,12 @@ def _run_attempt(registry: Any, config: WorkerConfig, request: dict[str, Any], c
 def _serve(conn: Connection, handle: Callable[[dict[str, Any]], bytes], after: Callable[[], None]) -> None:
     waking = _Waking()
     while True:
-        replied = time.monotonic()
         try:
-            request = conn.recv_bytes()
+            request = orjson.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        waking.after(time.monotonic() - replied)
-        conn.send_bytes(handle(orjson.loads(request)))
+        waking.follow(request.get("busy") is True)
+        conn.send_bytes(handle(request))
         after()
 
 
