@@ -297,9 +297,10 @@ class _Waking:
     on handing out the rest of a burst of attempts first: 3-7 % more trivial tasks a second on two
     cores. But a lone attempt then waits for the node to block or be preempted: 0.3 ms from the request
     to the worker reading it against 0.1 ms without (median of 400 one-task jobs one after another, on
-    this project's test VM), a fifth of a task's start. So the policy follows the node: each request
-    says whether the node had other attempts in hand (`busy`), and the worker runs the attempt, and
-    waits for the next request, as batch work if it had. Programs a task starts inherit the policy.
+    this project's test VM, where such a task starts in 1.3-1.6 ms). So the policy follows the node:
+    each request says whether the node had other attempts in hand (`busy`), and the worker runs the
+    attempt, and waits for the next request, as batch work if it had. Programs a task starts inherit
+    the policy.
     """
 
     def __init__(self) -> None:
