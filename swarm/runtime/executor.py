@@ -489,11 +489,8 @@ class Executor:
         except OSError as exc:
             return failed("error", f"could not make the attempt's work directory: {exc}", begun)
         try:
-            # The directory goes first in the request, spliced in so the payload is encoded once; then
-            # whether other attempts are in hand here, which makes the worker wait for its next request
-            # as batch work (`executor_worker._Waking`).
-            busy = b"true" if len(self._jobs) > 1 else b"false"
-            data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b',"busy":' + busy + b"," + body[1:]
+            # The directory goes first in the request, spliced in so the payload is encoded once.
+            data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b"," + body[1:]
             return await self._dispatch(slot, job, data, timeout, begun)
         finally:
             self._after_attempt(slot, work_dir, ended_cleanly=job.stop_reason is None and not slot.replacing)

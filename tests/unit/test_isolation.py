@@ -128,12 +128,8 @@ async def test_what_an_attempt_does_to_its_environment_is_gone_in_the_next(tmp_p
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is a Linux scheduling policy")
-async def test_task_code_runs_as_batch_work_while_its_node_has_other_attempts_in_hand(ex: Executor) -> None:
-    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_OTHER  # a lone task: woken at once
-    # One slot, four attempts: those handed out while others wait run as batch work; the last one, alone.
-    policies = [r["scheduler"] for r in await asyncio.gather(*(run(ex, "test_whoami") for _ in range(4)))]
-    assert policies[1:] == [os.SCHED_BATCH, os.SCHED_BATCH, os.SCHED_OTHER]
-    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_OTHER
+async def test_task_code_runs_as_batch_work(ex: Executor) -> None:
+    assert (await run(ex, "test_whoami"))["scheduler"] == os.SCHED_BATCH
 
 
 async def test_a_task_without_a_timeout_gets_the_default_one(tmp_path: Path) -> None:
