@@ -52,6 +52,7 @@ import orjson
 
 from swarm.errors import Fatal, InvalidPayload, Retry, TaskRefused, UnknownTaskType
 from swarm.registry import Registry
+from swarm.runtime.sandbox_tmp import PrivateTmp
 from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
 __all__ = [
@@ -399,19 +400,6 @@ def _leave_attempt(config: WorkerConfig) -> None:
     _reap(_REAP_WAIT_S)
 
 
-def _clear_tmp(config: WorkerConfig) -> None:
-    """Empty a sandbox's private /tmp after an attempt (after the reply: only this worker sees it); never
-    a host directory an allowed path binds there."""
-    if not config.private_tmp:
-        return
-    with contextlib.suppress(OSError, RecursionError):
-        fd = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            _clear_dir(fd, os.fstat(fd).st_dev)
-        finally:
-            os.close(fd)
-
-
 def _reap(patience: float) -> None:
     """Collect our children just killed, waiting at most `patience` seconds for the slowest to die.
 
@@ -425,28 +413,6 @@ def _reap(patience: float) -> None:
                 if time.monotonic() > deadline:
                     return
                 time.sleep(0.001)
-
-
-def _clear_dir(dir_fd: int, dev: int) -> None:
-    """Empty a directory of file system `dev`, never descending into another one.
-
-    The private /tmp holds the mount points of the paths bound below it (a work dir under /tmp):
-    those are other file systems, and are skipped, as are the directories bwrap made to hold them,
-    which the task user cannot remove.
-    """
-    with os.scandir(dir_fd) as entries:
-        found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
-    for name, is_dir in found:
-        with contextlib.suppress(OSError):
-            if not is_dir:
-                os.unlink(name, dir_fd=dir_fd)
-            elif os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_dev == dev:
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-                try:
-                    _clear_dir(sub, dev)
-                finally:
-                    os.close(sub)
-                os.rmdir(name, dir_fd=dir_fd)
 
 
 def run_one(registry: Any, config: WorkerConfig, request: dict[str, Any]) -> bytes:
@@ -527,6 +493,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         _check_same_swarm(config)
         registry = load_registry(config.registry_factory, config.strict_plugins)
         limit_memory(config.memory_limit_mb)
+        tmp = PrivateTmp.take() if config.private_tmp else None
         hello = {"ready": True, "pid": os.getpid(), "types": registry.names()}
         hello["network_types"] = _network_types(registry)
         hello["problems"] = list(getattr(registry, "problems", ()))
@@ -534,7 +501,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         conn.send_bytes(orjson.dumps({"ready": False, "error": f"{type(exc).__name__}: {exc}"}))
         return
     conn.send_bytes(orjson.dumps(hello))
-    _serve(conn, lambda request: run_one(registry, config, request), lambda: _clear_tmp(config))
+    _serve(conn, lambda request: run_one(registry, config, request), tmp.clear if tmp else lambda: None)
 
 
 def sandbox_main() -> None:
