@@ -106,6 +106,12 @@ class Probe(_Handler):
                 with open(os.path.join("/tmp", payload["name"]), "w") as f:
                     f.write("x")
                 return sorted(os.listdir("/tmp"))
+            if what == "lock_tmp":  # a file in a directory its owner may no longer change
+                locked = os.path.join("/tmp", payload["name"])
+                os.mkdir(locked)
+                Path(locked, "secret").write_text("x")
+                os.chmod(locked, 0o500)
+                return sorted(os.listdir("/tmp"))
         except OSError as exc:
             return f"refused: {type(exc).__name__}: {exc}"
         raise ValueError(what)

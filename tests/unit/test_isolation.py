@@ -292,6 +292,8 @@ async def test_a_sandbox_sees_a_read_only_system_and_only_its_own_directories(tm
 async def test_a_sandbox_is_cleared_between_attempts(ex: Executor) -> None:
     assert "mine" in await run(ex, "test_probe", {"what": "touch_tmp", "name": "mine"})
     assert "mine" not in await run(ex, "test_probe", {"what": "touch_tmp", "name": "next"})
+    assert "locked" in await run(ex, "test_probe", {"what": "lock_tmp", "name": "locked"})
+    assert "locked" not in await run(ex, "test_probe", {"what": "touch_tmp", "name": "after"})
     pid = await run(ex, "test_probe", {"what": "spawn"})
     assert (
         await run(ex, "test_probe", {"what": "alive", "pid": pid})

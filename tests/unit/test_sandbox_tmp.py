@@ -108,6 +108,20 @@ def test_whatever_an_attempt_left_is_seen_and_removed(shm: Path, leave: Callable
     assert not left - {"a", "a/b", "a/b/kept"}  # the walk may take the skeleton too: nothing holds it here
 
 
+def test_once_emptied_an_untouched_tmp_is_not_walked_again(shm: Path) -> None:
+    tmp = PrivateTmp.take(str(shm))  # as a sandbox's /tmp is where the node's data is elsewhere: empty
+    _new_tree(shm)
+    tmp.clear()
+    assert not list(shm.iterdir()) and tmp.untouched()
+
+
+def test_when_emptying_leaves_other_entries_than_recorded_every_attempt_walks(shm: Path) -> None:
+    tmp = _skeleton(shm)
+    (shm / "a" / "b" / "kept").unlink()  # the walk then takes a/b and a too: not what was recorded
+    tmp.clear()
+    assert not tmp.untouched()
+
+
 def test_where_tmp_is_not_a_tmpfs_every_clear_walks(tmp_path: Path) -> None:
     if _mount_type(str(tmp_path)) == "tmpfs":
         pytest.skip("the test's directory is on a tmpfs here")
