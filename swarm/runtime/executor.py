@@ -102,7 +102,7 @@ from swarm.runtime.executor_proc import (
     WorkerProcess,
     find_bwrap,
     is_root,
-    private_tmp,
+    private_dirs,
     python_paths,
     runnable_levels,
     start_fork_server,
@@ -245,7 +245,7 @@ class Executor:
             strict_plugins=self._strict_plugins,
             user=self._user,
             sandboxed=self._sandbox is not None,
-            private_tmp=self._sandbox is not None and private_tmp(self._sandbox),
+            private_dirs=private_dirs(self._sandbox) if self._sandbox is not None else (),
             sys_path=tuple(sys.path),
             swarm_dir=swarm_package_dir(),
         )

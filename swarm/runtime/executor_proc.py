@@ -23,10 +23,10 @@ that ends with that init.
 
 The sandbox (`sandbox_argv`): read-only system directories (/usr, /etc and the /bin, /lib* links or
 directories), the Python installation, the entries of `sys.path` and the directories of the task
-plugins; a fresh /proc, a minimal /dev (plus GPU device nodes where there are any), a private /tmp;
-writable only the worker's own directory under the node's work dir, the data-plane directory and the
-owner's `allowed_paths`; new IPC, PID, UTS and cgroup namespaces, and a new network namespace (no
-network at all) unless the worker serves tasks that need network. Mounts go parents first, so a
+plugins; a fresh /proc, a minimal /dev (plus GPU device nodes where there are any), a private /tmp and
+/dev/shm; writable only the worker's own directory under the node's work dir, the data-plane directory
+and the owner's `allowed_paths`; new IPC, PID, UTS and cgroup namespaces, and a new network namespace
+(no network at all) unless the worker serves tasks that need network. Mounts go parents first, so a
 directory nested in another keeps its own mode: the swarm package stays read-only even inside a
 writable allowed path. The directories above a bound path are made 0755 in the sandbox, not copied
 from the host, where they often are a root node's 0700 home or temporary directory. As root, bwrap
@@ -73,7 +73,7 @@ __all__ = [
     "detect_isolation",
     "find_bwrap",
     "is_root",
-    "private_tmp",
+    "private_dirs",
     "python_paths",
     "runnable_levels",
     "sandbox_argv",
@@ -84,8 +84,9 @@ log = logging.getLogger(__name__)
 
 _BWRAP = "/usr/bin/bwrap"  # Debian's; found on PATH elsewhere
 _SYSTEM_DIRS = ("/usr", "/etc")
-#: The sandbox's own /tmp, a fresh tmpfs emptied after every attempt.
-_PRIVATE_TMP = Path("/tmp")
+#: The sandbox's own /tmp and /dev/shm (where POSIX shared memory and semaphores live), each a fresh
+#: tmpfs that every user may write to, emptied after every attempt.
+_PRIVATE_DIRS = (Path("/tmp"), Path("/dev/shm"))
 _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _GPU_DEVICES = ("/dev/dri", "/dev/nvidia*", "/dev/kfd")
 _PROBE_TIMEOUT_S = 10.0
@@ -179,10 +180,10 @@ _SPECIAL, _WRITABLE, _READONLY = 0, 1, 2
 
 def _system_mounts() -> list[_Mount]:
     mounts: list[_Mount] = [
-        (str(_PRIVATE_TMP), _SPECIAL, ["--perms", "1777", "--tmpfs", str(_PRIVATE_TMP)]),
         ("/proc", _SPECIAL, ["--proc", "/proc"]),
         ("/dev", _SPECIAL, ["--dev", "/dev"]),
     ]
+    mounts += [(str(d), _SPECIAL, ["--perms", "1777", "--tmpfs", str(d)]) for d in _PRIVATE_DIRS]
     mounts += [(path, _READONLY, ["--ro-bind", path, path]) for path in _SYSTEM_DIRS]
     for path in _SYSTEM_LINKS:
         if os.path.islink(path):
@@ -217,7 +218,9 @@ def sandbox_argv(spec: SandboxSpec) -> list[str]:
     # replace the sandbox's private /tmp with the host's: tasks would read every other user's files,
     # and emptying it after each attempt would walk the whole host /tmp (0.1 s a task).
     readonly = [
-        p for p in dict.fromkeys(spec.readonly) if os.path.exists(p) and not _PRIVATE_TMP.is_relative_to(p)
+        p
+        for p in dict.fromkeys(spec.readonly)
+        if os.path.exists(p) and not any(d.is_relative_to(p) for d in _PRIVATE_DIRS)
     ]
     mounts += [(path, _WRITABLE, ["--bind", path, path]) for path in writable]
     mounts += [(path, _READONLY, ["--ro-bind", path, path]) for path in readonly]
@@ -225,10 +228,12 @@ def sandbox_argv(spec: SandboxSpec) -> list[str]:
     return [*args, *_ordered(mounts), "--chdir", spec.chdir]
 
 
-def private_tmp(spec: SandboxSpec) -> bool:
-    """Whether the sandbox's /tmp is its own: no writable path (an allowed path the owner gave, such as
-    /tmp itself) is bound over it. Only then may a worker empty it after an attempt."""
-    return not any(_PRIVATE_TMP.is_relative_to(os.path.abspath(p)) for p in spec.writable)
+def private_dirs(spec: SandboxSpec) -> tuple[str, ...]:
+    """The sandbox's private /tmp and /dev/shm that are its own: no writable path (an allowed path the
+    owner gave, such as /tmp itself) is bound over them. Only those may a worker empty after an attempt."""
+    return tuple(
+        str(d) for d in _PRIVATE_DIRS if not any(d.is_relative_to(os.path.abspath(p)) for p in spec.writable)
+    )
 
 
 def _parent_dirs(paths: Iterable[str], targets: set[str]) -> list[_Mount]:

@@ -115,8 +115,8 @@ class WorkerConfig:
     strict_plugins: bool = True
     user: TaskUser | None = None
     sandboxed: bool = False
-    #: The sandbox's /tmp is a tmpfs of its own (`executor_proc.private_tmp`), emptied after each attempt.
-    private_tmp: bool = False
+    #: The sandbox's tmpfs directories of its own (`executor_proc.private_dirs`), emptied after each attempt.
+    private_dirs: tuple[str, ...] = ()
     sys_path: tuple[str, ...] = ()
     #: The directory of the node's `swarm` package: the worker must have imported the same one.
     swarm_dir: str = ""
@@ -493,7 +493,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         _check_same_swarm(config)
         registry = load_registry(config.registry_factory, config.strict_plugins)
         limit_memory(config.memory_limit_mb)
-        tmp = PrivateTmp.take() if config.private_tmp else None
+        scratch = [PrivateTmp.take(directory) for directory in config.private_dirs]
         hello = {"ready": True, "pid": os.getpid(), "types": registry.names()}
         hello["network_types"] = _network_types(registry)
         hello["problems"] = list(getattr(registry, "problems", ()))
@@ -501,7 +501,12 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         conn.send_bytes(orjson.dumps({"ready": False, "error": f"{type(exc).__name__}: {exc}"}))
         return
     conn.send_bytes(orjson.dumps(hello))
-    _serve(conn, lambda request: run_one(registry, config, request), tmp.clear if tmp else lambda: None)
+
+    def clear_scratch() -> None:
+        for directory in scratch:
+            directory.clear()
+
+    _serve(conn, lambda request: run_one(registry, config, request), clear_scratch)
 
 
 def sandbox_main() -> None:

@@ -1,19 +1,20 @@
-"""Emptying a sandbox's private /tmp after each attempt, and knowing when there is nothing to empty.
+"""Emptying a sandbox's private /tmp and /dev/shm after each attempt, and knowing when there is nothing to
+empty.
 
-A sandboxed worker's /tmp is a tmpfs of its own (`executor_proc.private_tmp`), where bwrap also made the
-directories above every path it binds below /tmp, with the mount points at their ends. Whatever a task
-leaves there must be gone before the next attempt, but walking the tree after every attempt cost a
+A sandboxed worker's /tmp and /dev/shm are tmpfs of its own (`executor_proc.private_dirs`); in /tmp bwrap
+also made the directories above every path it binds there, with the mount points at their ends. Whatever
+a task leaves in them must be gone before the next attempt, but walking /tmp after every attempt cost a
 trivial task's worker 68 system calls where the node's data directory sits under /tmp, about 40 % of
 the worker's CPU.
 
-So `PrivateTmp.take` first records how /tmp looked before any task ran: every entry of its file system
-(not below the mount points) with a fingerprint of inode, mode, owner, links, size and change time.
-`clear` then walks only when a fingerprint changed. That suffices because tmpfs counts a directory's
-entries in its size: whatever a task left anywhere below /tmp made the directory holding it bigger, or
-replaced, moved or removed an entry that was there (that entry's path then fails or shows another inode).
-A task's programs are all dead by then (`executor_worker._leave_attempt`), so nothing changes /tmp
-between the look and the next attempt. Where /tmp is not a tmpfs, or a file made there does not change
-its size (a kernel that counted otherwise), every `clear` walks, as before.
+So `PrivateTmp.take` first records how such a directory looked before any task ran: every entry of
+its file system (not below the mount points) with a fingerprint of inode, mode, owner, links, size and
+change time. `clear` then walks only when a fingerprint changed. That suffices because tmpfs counts a
+directory's entries in its size: whatever a task left anywhere below it made the directory holding it
+bigger, or replaced, moved or removed an entry that was there (that entry's path then fails or shows
+another inode). A task's programs are all dead by then (`executor_worker._leave_attempt`), so nothing
+changes the directory between the look and the next attempt. Where it is not a tmpfs, or a file made
+there does not change its size (a kernel that counted otherwise), every `clear` walks, as before.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def _clear_dir(dir_fd: int, dev: int) -> None:
 
 
 class PrivateTmp:
-    """A sandbox's /tmp and, where it can be trusted, how it looks with nothing of any task in it."""
+    """A sandbox's private tmpfs (/tmp, /dev/shm) and, where it can be trusted, how it looks with nothing
+    of any task in it."""
 
     def __init__(self, root: str, skeleton: dict[str, _Fingerprint] | None) -> None:
         """Use `take`."""
@@ -121,7 +123,7 @@ class PrivateTmp:
         self.skeleton = skeleton
 
     @classmethod
-    def take(cls, root: str = "/tmp") -> PrivateTmp:
+    def take(cls, root: str) -> PrivateTmp:
         """Record `root` as it is now: call before the first attempt, after the worker's confinement."""
         skeleton = None
         if _mount_type(root) == "tmpfs" and _counts_entries(root):

@@ -294,6 +294,9 @@ async def test_a_sandbox_is_cleared_between_attempts(ex: Executor) -> None:
     assert "mine" not in await run(ex, "test_probe", {"what": "touch_tmp", "name": "next"})
     assert "locked" in await run(ex, "test_probe", {"what": "lock_tmp", "name": "locked"})
     assert "locked" not in await run(ex, "test_probe", {"what": "touch_tmp", "name": "after"})
+    # POSIX shared memory too, which multiprocessing's locks use: its own, and emptied.
+    assert await run(ex, "test_probe", {"what": "write", "path": "/dev/shm/mine"}) == "written"
+    assert await run(ex, "test_probe", {"what": "listdir", "path": "/dev/shm"}) == []
     pid = await run(ex, "test_probe", {"what": "spawn"})
     assert (
         await run(ex, "test_probe", {"what": "alive", "pid": pid})
@@ -365,5 +368,7 @@ def test_the_sandbox_command_line(root: bool, monkeypatch: pytest.MonkeyPatch, t
     assert ("--ro-bind", "/tmp") not in mounts and ("--ro-bind", "/") not in mounts
     assert ("--tmpfs", "/tmp") in mounts and ("--ro-bind", str(package)) in mounts
     # ... and empties it after each attempt only where no allowed path is bound over it.
-    assert executor_proc.private_tmp(spec)
-    assert not executor_proc.private_tmp(dataclasses.replace(spec, writable=(str(work), "/tmp")))
+    assert executor_proc.private_dirs(spec) == ("/tmp", "/dev/shm")
+    over_tmp = dataclasses.replace(spec, writable=(str(work), "/tmp"))
+    assert executor_proc.private_dirs(over_tmp) == ("/dev/shm",)
+    assert ("--tmpfs", "/dev/shm") in mounts and ("--ro-bind", "/dev") not in mounts
