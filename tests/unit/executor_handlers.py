@@ -106,6 +106,11 @@ class Probe(_Handler):
                 with open(os.path.join("/tmp", payload["name"]), "w") as f:
                     f.write("x")
                 return sorted(os.listdir("/tmp"))
+            if what == "semaphore":  # POSIX shared memory, as multiprocessing's locks use it
+                import multiprocessing
+
+                multiprocessing.Lock().acquire()
+                return "acquired"
             if what == "lock_tmp":  # a file in a directory its owner may no longer change
                 locked = os.path.join("/tmp", payload["name"])
                 os.mkdir(locked)

@@ -297,6 +297,7 @@ async def test_a_sandbox_is_cleared_between_attempts(ex: Executor) -> None:
     # POSIX shared memory too, which multiprocessing's locks use: its own, and emptied.
     assert await run(ex, "test_probe", {"what": "write", "path": "/dev/shm/mine"}) == "written"
     assert await run(ex, "test_probe", {"what": "listdir", "path": "/dev/shm"}) == []
+    assert await run(ex, "test_probe", {"what": "semaphore"}) == "acquired"
     pid = await run(ex, "test_probe", {"what": "spawn"})
     assert (
         await run(ex, "test_probe", {"what": "alive", "pid": pid})
