@@ -380,7 +380,11 @@ class JobRejected:
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """One attempt of one task, handed to a worker; `network` as the task's requirements asked."""
+    """One attempt of one task, handed to a worker; `network` as the task's requirements asked.
+
+    `owner` is the principal who submitted the job (`SubmitJob.submitted_by`): a worker process serves
+    one owner's attempts, so task code one user ran never shares an interpreter with another user's
+    (`runtime/executor.py`)."""
 
     task_id: Id
     job_id: Id
@@ -389,6 +393,7 @@ class Assignment:
     payload: dict[str, Any]
     timeout: float | None = None
     network: bool = False
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)

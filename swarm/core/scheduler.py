@@ -667,7 +667,8 @@ class Scheduler:
         rec.reason = None
         rec.move("running", now, f"assigned to {target.node_id}")
         self._hold(rec, target.node_id, now)
-        committed = self.jobs[rec.job_id].committed
+        job = self.jobs[rec.job_id]
+        committed = job.committed
         payload = piped_payload(rec.spec, committed)
         if rec.spec.inflows:
             # How to make again an input whose data dies with its member (`swarm.workflow.lineage`).
@@ -675,7 +676,7 @@ class Scheduler:
             made = recipes(rec.spec, upstream, committed, lambda spec: piped_payload(spec, committed))
             if made:
                 payload = {**payload, "lineage": made}
-        if self.jobs[rec.job_id].spec.kind == "dag":
+        if job.spec.kind == "dag":
             started = Started(rec.task_id, rec.attempt, target.node_id)
             self._started.setdefault(rec.job_id, []).append(started)
         # It goes out in the next drain's Assign to that node.
@@ -689,6 +690,7 @@ class Scheduler:
                 payload,
                 rec.spec.timeout,
                 rec.spec.requirements.network,
+                job.spec.submitted_by,
             ),
         )
 

@@ -40,7 +40,11 @@ and whatever task code leaks), as Celery's `max_tasks_per_child` and `Pool(maxta
 `executor_slot` holds each slot's worker, from one to the next.
 What a long-lived sandbox could carry from one attempt to the next is cleared between attempts: the
 attempt's directory is retired, the worker kills every process left in its PID namespace before it
-replies, and empties its /tmp after.
+replies, and empties its /tmp and /dev/shm after. What task code leaves in the worker's own interpreter
+(a thread, a patched module, an import hook) cannot be cleared, so a worker serves one owner (the
+principal who submitted the job, `run(..., owner=)`): an attempt of another owner gets a slot whose
+worker is fresh or already its owner's, else the worker idle longest is replaced before it runs, at the
+cost of a worker start.
 
 Network is per worker, since a namespace is fixed when bwrap starts: at the "sandbox" level there are two
 pools of `slots` workers, without and with network, sharing the `slots` tokens of concurrency. A task runs
@@ -352,15 +356,20 @@ class Executor:
         return await WorkerProcess.start_sandboxed(spec, config, name, self._start_timeout)
 
     # -- slots -------------------------------------------------------------------------------------------
-    async def _acquire(self, job: _Job, network: bool) -> Slot | None:
-        """Take one of the `slots` tokens (in line if none is free) and an idle slot of the pool.
+    async def _acquire(self, job: _Job, network: bool, owner: str) -> Slot | None:
+        """Take one of the `slots` tokens (in line if none is free) and an idle slot of the pool: the one
+        idle longest of those whose worker has served only `owner` or nobody yet, else the one idle
+        longest (its worker is then replaced, see `Slot.worker`).
 
         None means the job was cancelled or we closed. A pool has a slot for every token, so one is idle
         whenever a token is free.
         """
         if not await self._take_token(job):
             return None
-        return self._idle[network].popleft()
+        idle = self._idle[network]
+        slot = next((s for s in idle if s.owner in (owner, None)), idle[0])
+        idle.remove(slot)
+        return slot
 
     async def _take_token(self, job: _Job) -> bool:
         if self._tokens and not self._waiters:
@@ -432,11 +441,13 @@ class Executor:
         timeout: float | None,
         *,
         network: bool = False,
+        owner: str = "",
     ) -> Outcome:
         """Run one attempt in a worker process and return how it ended; never raises for task failures.
 
         `timeout=None` means the policy's `default_timeout_s`. `network=True` (the task's requirements
-        ask for network) runs it in a sandbox with network where tasks are sandboxed.
+        ask for network) runs it in a sandbox with network where tasks are sandboxed. `owner` (the
+        principal whose job it is) runs it in a worker that has run nobody else's attempts.
         """
         begun = time.time()
         job = _Job(task_id, attempt)
@@ -444,7 +455,7 @@ class Executor:
         if timeout is None:
             timeout = self._policy.default_timeout_s
         try:
-            return await self._run(job, attempt, task_type, payload, timeout, network)
+            return await self._run(job, attempt, task_type, payload, timeout, network, owner)
         except Exception as exc:  # a bug of ours must fail this attempt, not the node
             log.exception("executor failed running %s attempt %s", task_id, attempt)
             return failed("error", f"executor error: {type(exc).__name__}: {exc}", begun)
@@ -463,6 +474,7 @@ class Executor:
         payload: dict[str, Any],
         timeout: float | None,
         network: bool,
+        owner: str,
     ) -> Outcome:
         begun = time.time()
         if not self._open:
@@ -472,16 +484,16 @@ class Executor:
             body = orjson.dumps(request)
         except TypeError as exc:
             return failed("invalid", f"payload is not JSON-serialisable: {exc}", begun)
-        slot = await self._acquire(job, self._pool_for(task_type, network))
+        slot = await self._acquire(job, self._pool_for(task_type, network), owner)
         try:
             if slot is None or job.stop_reason is not None:
                 return self._stopped(job, timeout, begun)
-            return await self._attempt(slot, job, body, timeout, begun)
+            return await self._attempt(slot, job, body, timeout, begun, owner)
         finally:
             self._release(slot)
 
     async def _attempt(
-        self, slot: Slot, job: _Job, body: bytes, timeout: float | None, begun: float
+        self, slot: Slot, job: _Job, body: bytes, timeout: float | None, begun: float, owner: str
     ) -> Outcome:
         """Give the attempt its private directory for as long as it runs, whatever way it ends."""
         try:
@@ -491,7 +503,7 @@ class Executor:
         try:
             # The directory goes first in the request, spliced in so the payload is encoded once.
             data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b"," + body[1:]
-            return await self._dispatch(slot, job, data, timeout, begun)
+            return await self._dispatch(slot, job, data, timeout, begun, owner)
         finally:
             self._after_attempt(slot, work_dir, ended_cleanly=job.stop_reason is None and not slot.replacing)
 
@@ -519,11 +531,11 @@ class Executor:
         return future
 
     async def _dispatch(
-        self, slot: Slot, job: _Job, data: bytes, timeout: float | None, begun: float
+        self, slot: Slot, job: _Job, data: bytes, timeout: float | None, begun: float, owner: str
     ) -> Outcome:
         """Send the request to the slot's worker and wait for the reply, the timeout or the worker's end."""
         try:
-            worker = await slot.worker()
+            worker = await slot.worker(owner)
         except (ConfigError, OSError, TimeoutError) as exc:
             return failed("crash", f"could not start a worker process: {exc}", begun)
         if worker is None or job.stop_reason is not None or not self._open:

@@ -51,6 +51,8 @@ class Slot:
         self._starting: asyncio.Task[WorkerProcess] | None = None
         self._successor: asyncio.Task[WorkerProcess] | None = None
         self._served = 0  # attempts the current worker answered
+        #: Whose attempts the current worker has run (`Assignment.owner`); None: none yet.
+        self.owner: str | None = None
         self._closed = False
 
     @property
@@ -63,10 +65,14 @@ class Slot:
         self.current = await self._spawn(self)
         return self.current
 
-    async def worker(self) -> WorkerProcess | None:
-        """The slot's live worker, waiting for a replacement or starting one; None once closed."""
+    async def worker(self, owner: str) -> WorkerProcess | None:
+        """The slot's live worker for an attempt of `owner`, waiting for a replacement or starting one;
+        None once closed. A worker that ran another owner's attempts is replaced first: whatever their
+        task code left in its interpreter (a thread, a patched module) must not meet this one's."""
         if self._successor is not None and self._successor.done():
             self._succeed(self._successor)
+        if self.owner is not None and self.owner != owner:
+            self.replace()
         if self._starting is None and (self.current is None or not self.current.alive):
             self.replace()  # died while idle, an earlier start failed, or never started (lazy pool)
         if self._starting is not None:
@@ -76,7 +82,10 @@ class Slot:
             finally:
                 if starting.done():
                     self._starting = None
-        return None if self._closed else self.current
+        if self._closed:
+            return None
+        self.owner = owner
+        return self.current
 
     def replace(self) -> None:
         """Kill the slot's worker and start its replacement in the background (not once closed)."""
@@ -85,7 +94,7 @@ class Slot:
             old.kill()
         if self._closed:
             return  # close() reaps the worker itself
-        self.current, self._served = None, 0
+        self.current, self._served, self.owner = None, 0, None
         if self._successor is not None:
             self._chore(asyncio.ensure_future(_discard(self._successor)))
             self._successor = None
@@ -112,7 +121,7 @@ class Slot:
         if problem is not None:
             log.warning("a successor worker did not start (the current one goes on): %s", problem)
             return
-        old, self.current = self.current, successor.result()
+        old, self.current, self.owner = self.current, successor.result(), None
         if old is not None:
             self._chore(asyncio.ensure_future(old.stop(grace=2.0)))
 

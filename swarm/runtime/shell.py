@@ -476,7 +476,9 @@ class NodeShell:
 
     async def _run_task(self, executor: Executor, a: Assignment) -> None:
         payload = a.payload if self._api is None else self._api.with_local_artifact(a.payload)
-        outcome = await executor.run(a.task_id, a.attempt, a.type, payload, a.timeout, network=a.network)
+        outcome = await executor.run(
+            a.task_id, a.attempt, a.type, payload, a.timeout, network=a.network, owner=a.owner
+        )
         result = TaskResult(
             a.task_id,
             a.job_id,

@@ -258,6 +258,23 @@ async def test_a_worker_that_dies_while_idle_is_replaced_before_the_next_task(ex
     assert len(before - {o.result["worker"] for o in outcomes} - {await worker_of(ex) for _ in range(6)}) == 1
 
 
+async def test_a_worker_serves_one_owner(ex: Executor) -> None:
+    """Task code one principal ran never shares an interpreter with another's: it could have left a
+    thread or a patched module there."""
+
+    async def worker_for(owner: str) -> str:
+        outcome = await ex.run("who", 1, "test_env", {}, 5, owner=owner)
+        return str(outcome.result["worker"])
+
+    alice, bob = await worker_for("alice"), await worker_for("bob")  # two slots: a fresh worker each
+    assert alice != bob
+    assert {await worker_for("alice") for _ in range(4)} == {alice}
+    assert await worker_for("bob") == bob
+    carol = await worker_for("carol")  # no worker is fresh or hers: the one idle longest is replaced
+    assert carol not in (alice, bob)
+    assert await worker_for("alice") not in (alice, bob, carol)  # alice's went to carol
+
+
 async def test_a_worker_that_served_its_attempts_is_succeeded(tmp_path: Path) -> None:
     """After `attempts_per_worker` attempts a successor starts beside the worker and takes its place
     between two attempts: every attempt succeeds, the old worker stops, and one worker serves the slot."""

@@ -205,6 +205,16 @@ def test_chain_pipes_the_previous_result() -> None:
     assert batch.tasks[0].payload == {"k": 1, "previous": {"r": "a"}}  # type: ignore[attr-defined]
 
 
+def test_an_assignment_names_whose_job_it_is() -> None:
+    """The worker side runs it in a worker process of that principal's alone (`Slot.worker`)."""
+    s = sched()
+    s.on_submit(SubmitJob("j", (TaskSpec("a", "echo", {}),), submitted_by="u-1", role="submitter"), 0.0)
+    s.on_submit(SubmitJob("k", (TaskSpec("b", "echo", {}),), submitted_by="u-2", role="submitter"), 0.0)
+    place(s, [member("w1")], 0.0)
+    (batch,) = of_type(s.drain(0.0), Assign)
+    assert {a.task_id: a.owner for a in batch.tasks} == {"a": "u-1", "b": "u-2"}  # type: ignore[attr-defined]
+
+
 def test_retry_backs_off_then_succeeds_and_stale_results_are_dropped() -> None:
     s = sched()
     policy = RetryPolicy(max_retries=2, backoff="fixed", base=1.0, jitter=0.0)
