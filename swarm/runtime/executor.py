@@ -146,6 +146,7 @@ class _Job:
 
     task_id: str
     attempt: int
+    owner: str
     waiter: asyncio.Future[bool] | None = None
     slot: Slot | None = None
     stop_reason: _StopReason | None = None
@@ -356,9 +357,9 @@ class Executor:
         return await WorkerProcess.start_sandboxed(spec, config, name, self._start_timeout)
 
     # -- slots -------------------------------------------------------------------------------------------
-    async def _acquire(self, job: _Job, network: bool, owner: str) -> Slot | None:
+    async def _acquire(self, job: _Job, network: bool) -> Slot | None:
         """Take one of the `slots` tokens (in line if none is free) and an idle slot of the pool: the one
-        idle longest of those whose worker has served only `owner` or nobody yet, else the one idle
+        idle longest of those whose worker has served only the job's owner or nobody yet, else the one idle
         longest (its worker is then replaced, see `Slot.worker`).
 
         None means the job was cancelled or we closed. A pool has a slot for every token, so one is idle
@@ -367,7 +368,7 @@ class Executor:
         if not await self._take_token(job):
             return None
         idle = self._idle[network]
-        slot = next((s for s in idle if s.owner in (owner, None)), idle[0])
+        slot = next((s for s in idle if s.owner in (job.owner, None)), idle[0])
         idle.remove(slot)
         return slot
 
@@ -450,12 +451,12 @@ class Executor:
         principal whose job it is) runs it in a worker that has run nobody else's attempts.
         """
         begun = time.time()
-        job = _Job(task_id, attempt)
+        job = _Job(task_id, attempt, owner)
         self._jobs.add(job)
         if timeout is None:
             timeout = self._policy.default_timeout_s
         try:
-            return await self._run(job, attempt, task_type, payload, timeout, network, owner)
+            return await self._run(job, attempt, task_type, payload, timeout, network)
         except Exception as exc:  # a bug of ours must fail this attempt, not the node
             log.exception("executor failed running %s attempt %s", task_id, attempt)
             return failed("error", f"executor error: {type(exc).__name__}: {exc}", begun)
@@ -474,7 +475,6 @@ class Executor:
         payload: dict[str, Any],
         timeout: float | None,
         network: bool,
-        owner: str,
     ) -> Outcome:
         begun = time.time()
         if not self._open:
@@ -484,16 +484,16 @@ class Executor:
             body = orjson.dumps(request)
         except TypeError as exc:
             return failed("invalid", f"payload is not JSON-serialisable: {exc}", begun)
-        slot = await self._acquire(job, self._pool_for(task_type, network), owner)
+        slot = await self._acquire(job, self._pool_for(task_type, network))
         try:
             if slot is None or job.stop_reason is not None:
                 return self._stopped(job, timeout, begun)
-            return await self._attempt(slot, job, body, timeout, begun, owner)
+            return await self._attempt(slot, job, body, timeout, begun)
         finally:
             self._release(slot)
 
     async def _attempt(
-        self, slot: Slot, job: _Job, body: bytes, timeout: float | None, begun: float, owner: str
+        self, slot: Slot, job: _Job, body: bytes, timeout: float | None, begun: float
     ) -> Outcome:
         """Give the attempt its private directory for as long as it runs, whatever way it ends."""
         try:
@@ -503,7 +503,7 @@ class Executor:
         try:
             # The directory goes first in the request, spliced in so the payload is encoded once.
             data = b'{"work_dir":' + orjson.dumps(work_dir.path) + b"," + body[1:]
-            return await self._dispatch(slot, job, data, timeout, begun, owner)
+            return await self._dispatch(slot, job, data, timeout, begun)
         finally:
             self._after_attempt(slot, work_dir, ended_cleanly=job.stop_reason is None and not slot.replacing)
 
@@ -531,11 +531,11 @@ class Executor:
         return future
 
     async def _dispatch(
-        self, slot: Slot, job: _Job, data: bytes, timeout: float | None, begun: float, owner: str
+        self, slot: Slot, job: _Job, data: bytes, timeout: float | None, begun: float
     ) -> Outcome:
         """Send the request to the slot's worker and wait for the reply, the timeout or the worker's end."""
         try:
-            worker = await slot.worker(owner)
+            worker = await slot.worker(job.owner)
         except (ConfigError, OSError, TimeoutError) as exc:
             return failed("crash", f"could not start a worker process: {exc}", begun)
         if worker is None or job.stop_reason is not None or not self._open:
