@@ -20,8 +20,8 @@ of file, which means the parent is gone or shutting down. A task still running t
 
 Each request names the attempt's private work directory, made by the parent: the attempt runs there, with
 `HOME` and `TMPDIR` pointing at it. Afterwards the worker goes back to its own directory; a sandboxed
-worker also kills whatever the task left running in its PID namespace and empties its private /tmp, so the
-next attempt starts clean.
+worker also kills whatever the task left running in its PID namespace and empties its private /tmp and
+/dev/shm (`sandbox_tmp`), so the next attempt starts clean.
 
 Each reply carries a `kind` that classifies the attempt the way the scheduler needs it (see `_KINDS`), the
 result or the error text with its traceback, and `started_at`/`finished_at` measured here with
