@@ -5,9 +5,12 @@ random secret the submitter makes when it plans the job and hands to the job's t
 (signed) payloads. A node keeps job `j`'s data in `<root>/mr/<j>/` and learns the job's token from the
 file `.capability` there, which the task that writes the job's data leaves first (`register_capability`),
 so a restarted node still serves it. The file is trusted only while nobody else on the machine could have
-read or added to it. `Capabilities` is the table a data server checks tokens against; it compares them in
-constant time. Apart from the server because tasks and step plugins need the layout and
-`register_capability` too, and have no use for the server itself.
+added to it. It holds the token's SHA-256 digest (`token_digest`), never the token: the tasks of every
+job on a node run as one user, so a task of one job can read another job's file, and what it reads there
+must not open that job's data on other nodes or at its submitter (a token is a long random secret, so
+its unsalted digest gives nothing away). `Capabilities` is the table a data server checks tokens
+against; it compares digests in constant time. Apart from the server because tasks and step plugins
+need the layout and `register_capability` too, and have no use for the server itself.
 """
 
 from __future__ import annotations
@@ -31,16 +34,23 @@ __all__ = [
     "job_data_name",
     "read_capability_file",
     "register_capability",
+    "token_digest",
 ]
 
 #: On a node, job `j`'s data lives in `<root>/mr/j/` (where map tasks leave their runs).
 JOBS_DIR = "mr"
-#: The file in a job's directory that lists the tokens its data is served to, one a line.
+#: The file in a job's directory that lists the digests of the tokens its data is served to, one a line.
 CAPABILITY_FILE = ".capability"
 #: Tokens kept per job (the newest): a job id resubmitted after its submitter died gets a new token.
 MAX_TOKENS_PER_JOB = 8
 
 _FileKey = tuple[int, int, int, int]
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def token_digest(token: str) -> str:
+    """What a `.capability` file and a `Capabilities` table keep of a token: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
 def job_data_name(job_id: str) -> str:
@@ -56,29 +66,30 @@ def job_data_name(job_id: str) -> str:
 def register_capability(job_dir: Path, token: str) -> Path:
     """Let the node's data server serve the job data in `job_dir` (`<data>/mr/<job id>`) to `token`.
 
-    Called by a task before it writes the job's data there. The token goes into `job_dir/.capability`,
-    mode 0600, appended (one short write with O_APPEND, so tasks of the job registering at once on one
-    node never tear the file) unless already there. Returns the file's path.
+    Called by a task before it writes the job's data there. The token's digest goes into
+    `job_dir/.capability`, mode 0600, appended (one short write with O_APPEND, so tasks of the job
+    registering at once on one node never tear the file) unless already there. Returns the file's path.
     """
     if not is_token(token):
         raise ValueError("not a capability token")
     job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / CAPABILITY_FILE
-    if token in read_capability_file(path):
+    digest = token_digest(token)
+    if digest in read_capability_file(path):
         return path
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o600)  # a file left wider by hand would let other users add tokens
-        write_all(fd, memoryview(f"{token}\n".encode("ascii")))
+        write_all(fd, memoryview(f"{digest}\n".encode("ascii")))
     finally:
         os.close(fd)
     return path
 
 
 def read_capability_file(path: Path) -> frozenset[str]:
-    """The tokens a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is missing,
+    """The token digests a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is missing,
     malformed, a symlink, or has any group or other permission (then others on the machine could have
     read or added to it). Its owner is not checked: where the node runs task code as another user, that
     user writes it."""
@@ -95,8 +106,8 @@ def read_capability_file(path: Path) -> frozenset[str]:
         return frozenset()
     finally:
         os.close(fd)
-    tokens = [line for line in text.split("\n") if is_token(line)]
-    return frozenset(tokens[-MAX_TOKENS_PER_JOB:])
+    digests = [line for line in text.split("\n") if _DIGEST.fullmatch(line)]
+    return frozenset(digests[-MAX_TOKENS_PER_JOB:])
 
 
 def _private(info: os.stat_result) -> bool:
@@ -108,7 +119,7 @@ def _private(info: os.stat_result) -> bool:
 class Capabilities:
     """Which tokens a data server accepts, per job: granted in memory (`grant`), and, with `jobs_dir`,
     listed in `<jobs_dir>/<job id>/.capability` (`register_capability`), re-read whenever that file
-    changes. Each check costs a `stat`, no more, and compares tokens in constant time."""
+    changes. Each check costs a `stat` and a hash, no more, and compares digests in constant time."""
 
     def __init__(
         self, jobs_dir: Path | None = None, grants: Mapping[str, str | Iterable[str]] | None = None
@@ -126,7 +137,7 @@ class Capabilities:
             raise ValueError(f"bad job id {job_id[:40]!r}")
         if not is_token(token):
             raise ValueError("not a capability token")
-        self._granted.setdefault(job_id, set()).add(token)
+        self._granted.setdefault(job_id, set()).add(token_digest(token))
 
     def revoke(self, job_id: str) -> None:
         """Accept no token for `job_id` any more (save what its `.capability` file still lists)."""
@@ -138,8 +149,9 @@ class Capabilities:
         if not is_name(job_id) or not is_token(token):
             return False
         known = self._granted.get(job_id, set()) | self._from_file(job_id)
-        # Every known token is compared, so the time taken says nothing about which matched.
-        return sum(hmac.compare_digest(candidate, token) for candidate in known) > 0
+        digest = token_digest(token)
+        # Every known digest is compared, so the time taken says nothing about which matched.
+        return sum(hmac.compare_digest(candidate, digest) for candidate in known) > 0
 
     def _from_file(self, job_id: str) -> frozenset[str]:
         if self._jobs_dir is None:
@@ -154,6 +166,6 @@ class Capabilities:
         cached = self._files.get(job_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        tokens = read_capability_file(path)
-        self._files[job_id] = (key, tokens)
-        return tokens
+        digests = read_capability_file(path)
+        self._files[job_id] = (key, digests)
+        return digests

@@ -21,7 +21,7 @@ from swarm.mapreduce.tasks import map_handler, reduce_handler
 from swarm.runtime import datafetch, dataupload, jobaccess
 from swarm.runtime.datafetch import FetchError, fetch, upload
 from swarm.runtime.dataserver import DataServer
-from swarm.runtime.jobaccess import CAPABILITY_FILE, Capabilities, register_capability
+from swarm.runtime.jobaccess import CAPABILITY_FILE, Capabilities, register_capability, token_digest
 from swarm.taskapi import DataPlane, TaskContext, TaskPolicy
 
 LOOPBACK = "127.0.0.1"
@@ -124,7 +124,7 @@ async def test_a_restarted_node_serves_the_tokens_its_tasks_registered(node_root
     again = new_capability()  # the job id submitted again after its submitter died: a second token
     register_capability(node_root / "mr" / "a", again)
     register_capability(node_root / "mr" / "a", again)
-    assert capability.read_text().split() == [TOKEN_A, again]
+    assert capability.read_text().split() == [token_digest(TOKEN_A), token_digest(again)]
     async with DataServer(node_root, LOOPBACK) as server:
         url = server.url_for("mr/a/m0-a1/part-0.run")
         for token in (TOKEN_A, again):
@@ -165,6 +165,21 @@ def test_capabilities_compare_every_token_in_constant_time(
         register_capability(tmp_path / "x", "short")
 
 
+async def test_what_a_capability_file_holds_opens_nothing(node_root: Path) -> None:
+    """A task of another job on the node can read the file (every task runs as one user): the digest it
+    finds there is no token, here or on any other node."""
+    listed = (node_root / "mr" / "a" / CAPABILITY_FILE).read_text().split()
+    assert listed == [token_digest(TOKEN_A)] and TOKEN_A not in listed
+    async with DataServer(node_root, LOOPBACK) as server:
+        url = server.url_for("mr/a/m0-a1/part-0.run")
+        with pytest.raises(FetchError, match="403"):
+            await asyncio.to_thread(fetch, url, token=listed[0])
+        assert await asyncio.to_thread(fetch, url, token=TOKEN_A) == b"a" + RUN
+    # A file written before digests (the token itself) grants nothing: lines that are no digest are skipped.
+    (node_root / "mr" / "a" / CAPABILITY_FILE).write_text(f"{TOKEN_A}\n")
+    assert not Capabilities(node_root / "mr").accepts("a", TOKEN_A)
+
+
 def test_a_symlinked_capability_file_is_ignored(tmp_path: Path) -> None:
     register_capability(tmp_path / "real", TOKEN_A)
     (tmp_path / "j").mkdir()
@@ -194,7 +209,7 @@ async def test_a_map_task_registers_its_jobs_token_before_its_outputs(
         monkeypatch.setattr("swarm.mapreduce.tasks.read_local", lambda *_: data.read_bytes())
         result = await asyncio.to_thread(map_handler.run, ctx, mapped.payload)
         capability = node / "mr" / "job-1" / CAPABILITY_FILE
-        assert capability.read_text() == f"{token}\n"
+        assert capability.read_text() == f"{token_digest(token)}\n"
         assert stat.S_IMODE(capability.stat().st_mode) == 0o600
         run = result["runs"][1]
         url = f"{result['url']}/f/{run['path']}"
