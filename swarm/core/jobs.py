@@ -17,6 +17,7 @@ from swarm.errors import InvalidSpec, InvalidTransition
 from swarm.messages import (
     TERMINAL_STATES,
     AttemptsSpent,
+    Requirements,
     SubmitJob,
     TaskRef,
     TaskSpec,
@@ -139,11 +140,14 @@ def check_job(job: SubmitJob) -> None:
     if not job.tasks:
         raise InvalidSpec(f"job {job.job_id} has no tasks")
     ids: dict[str, TaskSpec] = {}
+    # Tasks of a job mostly share their requirements: each distinct set is range-checked once, which
+    # keeps a takeover that re-checks every adopted job short.
+    in_range: set[Requirements] = set()
     for task in job.tasks:
         if task.task_id in ids:
             raise InvalidSpec(f"duplicate task id {task.task_id!r}")
         ids[task.task_id] = task
-        _check_task(task)
+        _check_task(task, in_range)
     for task in job.tasks:
         for dep in task.after:
             if dep not in ids:
@@ -152,7 +156,7 @@ def check_job(job: SubmitJob) -> None:
     _check_acyclic(ids)
 
 
-def _check_task(task: TaskSpec) -> None:
+def _check_task(task: TaskSpec, in_range: set[Requirements]) -> None:
     if not task.task_id or not task.type:
         raise InvalidSpec("every task needs a task_id and a type")
     if not 0 <= task.priority <= 4:
@@ -165,10 +169,13 @@ def _check_task(task: TaskSpec) -> None:
         raise InvalidSpec(f"task {task.task_id!r}: jitter must lie in [0, 1]")
     if not 1 <= task.retry.multiplier <= 10:
         raise InvalidSpec(f"task {task.task_id!r}: the backoff multiplier must lie in [1, 10]")
+    if task.requirements in in_range:
+        return
     out_of_range = next(problems(task.requirements), None)
     if out_of_range is not None:
         name, problem = out_of_range
         raise InvalidSpec(f"task {task.task_id!r}: requirement {name} {problem}")
+    in_range.add(task.requirements)
 
 
 def _check_inflows(task: TaskSpec) -> None:
