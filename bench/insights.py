@@ -12,6 +12,7 @@ truth; alerts as (run, step) pairs. The naive rules run on the same simulated ru
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from swarm.sim.insights import ALERT_RULES, KINDS, SUGGESTION_RULES, Figures, run_experiment
@@ -60,9 +61,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-9", help="a seed or an inclusive range, e.g. 0-9")
     parser.add_argument("--cases", type=int, default=3, help="cases of each kind per seed")
     parser.add_argument("--runs", type=int, default=12, help="runs of each case's DAG")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the seeds")
     args = parser.parse_args()
     started = time.perf_counter()
-    figures = run_experiment(_seeds(args.seeds), args.cases, args.runs)
+    figures = run_experiment(_seeds(args.seeds), args.cases, args.runs, jobs=args.jobs)
     print(report(figures))
     print(f"\n({time.perf_counter() - started:.1f} s wall)")
 

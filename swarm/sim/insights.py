@@ -53,10 +53,12 @@ measured; failures (INVESTIGATE_FAILURES) are not injected.
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -484,15 +486,25 @@ def score(results: Sequence[CaseResult]) -> Figures:
     return figures
 
 
-def run_experiment(seeds: Sequence[int], cases_per_kind: int, runs: int = 12) -> Figures:
-    """`cases_per_kind` cases of every kind per seed, each run `runs` times; the scored figures."""
+def run_experiment(seeds: Sequence[int], cases_per_kind: int, runs: int = 12, jobs: int = 1) -> Figures:
+    """`cases_per_kind` cases of every kind per seed, each run `runs` times, seeds spread over `jobs`
+    processes; the scored figures (the same for any `jobs`: each seed's cases depend on it alone)."""
     if runs < 6:
         raise ValueError(f"runs: expected at least 6 (5 before suggestions count, half slowed), got {runs}")
+    measure = functools.partial(_measure_seed, cases_per_kind=cases_per_kind, runs=runs)
+    if jobs <= 1:
+        per_seed = list(map(measure, seeds))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            per_seed = list(pool.map(measure, seeds))
+    return score([result for results in per_seed for result in results])
+
+
+def _measure_seed(seed: int, cases_per_kind: int, runs: int) -> list[CaseResult]:
+    rng = random.Random(seed)
     results = []
-    for seed in seeds:
-        rng = random.Random(seed)
-        for kind in KINDS:
-            for i in range(cases_per_kind):
-                case = plan_case(rng, f"{kind}-{seed}-{i}", kind)
-                results.append(measure_case(case, rng.getrandbits(32), runs))
-    return score(results)
+    for kind in KINDS:
+        for i in range(cases_per_kind):
+            case = plan_case(rng, f"{kind}-{seed}-{i}", kind)
+            results.append(measure_case(case, rng.getrandbits(32), runs))
+    return results

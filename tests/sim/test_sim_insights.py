@@ -26,7 +26,7 @@ from swarm.sim.insights import (
 
 @pytest.fixture(scope="module")
 def figures() -> Figures:
-    return run_experiment(list(range(12)), cases_per_kind=3, runs=12)
+    return run_experiment(list(range(12)), cases_per_kind=3, runs=12, jobs=2)
 
 
 def test_a_bottleneck_is_suggested_and_verified_suggestions_hold(figures: Figures) -> None:
