@@ -193,6 +193,14 @@ def _add_status(sub: Any) -> None:
     status = sub.add_parser("status", help="members, coordinator and epoch")
     _common(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--wait-alive",
+        type=int,
+        metavar="N",
+        help="first wait until N members are alive and a coordinator acts (exit 1 if not within"
+        " --wait-timeout), e.g. in a script that starts a cluster and then submits",
+    )
+    status.add_argument("--wait-timeout", type=float, default=60.0, metavar="S", help="default 60")
 
 
 def _add_tasks(sub: Any) -> None:
@@ -411,7 +419,18 @@ async def _join(config: NodeConfig, token: str | None) -> int:
 
 
 async def _status(client: Any, args: argparse.Namespace) -> int:
-    members = await client.watch_members(1.2)
+    ready = True
+    if args.wait_alive is None:
+        members = await client.watch_members(1.2)
+    else:
+        wanted = args.wait_alive
+
+        def is_ready(members: dict[str, Any]) -> bool:
+            alive = sum(view.state == "alive" for view in members.values())
+            return client.tracker.coordinator is not None and alive >= wanted
+
+        ready = await client.wait_for_members(is_ready, args.wait_timeout)
+        members = client.members
     nodes = []
     for view in sorted(members.values(), key=lambda v: v.node_id):
         hb = view.heartbeat
@@ -440,9 +459,16 @@ async def _status(client: Any, args: argparse.Namespace) -> int:
         "api": api,
         "nodes": nodes,
     }
+    if not ready:
+        alive = sum(n["state"] == "alive" for n in nodes)
+        print(
+            f"swarm: not ready within {args.wait_timeout:g} s: {alive} of {args.wait_alive} members alive,"
+            f" coordinator {out['coordinator'] or '(none)'}",
+            file=sys.stderr,
+        )
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
-        return 0
+        return 0 if ready else 1
     print(f"coordinator: {out['coordinator'] or '(none)'}   epoch: {out['epoch']}")
     print(
         f"{'ID':<14}{'NAME':<18}{'STATE':<9}{'ROLE':<10}{'PLATFORM':<10}{'CORES':>6}{'MEM MB':>8}"
@@ -454,7 +480,7 @@ async def _status(client: Any, args: argparse.Namespace) -> int:
             f"{(n['platform'] or '-'):<10}{n['cores'] or 0:>6}{n['memory_mb'] or 0:>8}"
             f"{n['load'] or 0:>6.2f}{n['running']:>5}"
         )
-    return 0
+    return 0 if ready else 1
 
 
 async def _submit(client: Any, args: argparse.Namespace) -> int:

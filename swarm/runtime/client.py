@@ -299,6 +299,16 @@ class SwarmClient:
                 return self.members
             await asyncio.sleep(min(left, 0.1))
 
+    async def wait_for_members(self, ready: Callable[[dict[str, MemberView]], bool], timeout: float) -> bool:
+        """Listen to heartbeats until `ready(members)` holds (True) or `timeout` seconds pass (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        await self._transport.subscribe(topics.EVERY_HEARTBEAT)
+        while not ready(self.members):
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     # --- plumbing -----------------------------------------------------------------------------------
 
     def _send_to_coordinator(self, body: Body) -> str:

@@ -171,18 +171,17 @@ class Cluster:
     def wait_ready(self, alive: int, timeout: float = 30.0, host: Host | None = None) -> dict[str, Any]:
         """Until `alive` members are alive and a coordinator acts (as seen from `host`, if given)."""
         deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            out = self.cli("status", "--json", timeout=30, host=host)
-            if out.returncode != 0:  # no broker yet (zero-setup start) or not reachable yet
-                time.sleep(0.3)
-                continue
-            status = json.loads(out.stdout)
-            states = [n["state"] for n in status["nodes"]]
-            if status["coordinator"] and states.count("alive") >= alive:
-                return status
+        while True:
+            left = max(deadline - time.monotonic(), 0.1)
+            wait = ("--wait-alive", str(alive), "--wait-timeout", f"{left:.1f}")
+            out = self.cli("status", "--json", *wait, timeout=left + 30, host=host)
+            if out.returncode == 0:
+                result: dict[str, Any] = json.loads(out.stdout)
+                return result
+            # 1: not ready in time; otherwise no broker yet (zero-setup start) or not reachable yet
+            if out.returncode == 1 or time.monotonic() >= deadline:
+                raise AssertionError(f"cluster not ready: {out.stdout}{out.stderr}\n{self.logs()}")
             time.sleep(0.3)
-        raise AssertionError(f"cluster not ready: {status}\n{self.logs()}")
 
     def by_id(self, node_id: str) -> Node:
         """The process of a node id."""

@@ -107,6 +107,21 @@ def test_a_rejected_job_is_an_error_without_wait(one: Cluster) -> None:
 
 
 @pytestmark_network
+def test_status_waits_for_members_and_says_when_they_do_not_come(one: Cluster) -> None:
+    """A script that starts a cluster waits for it with `status --wait-alive`, not by polling."""
+    began = time.monotonic()
+    out = one.cli("status", "--wait-alive", "1")
+    assert out.returncode == 0 and "coordinator: n-" in out.stdout, out.stderr
+    assert time.monotonic() - began < 10
+    out = one.cli("status", "--json", "--wait-alive", "3", "--wait-timeout", "1.5")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "swarm: not ready within 1.5 s: 1 of 3 members alive, coordinator " + str(
+        json.loads(out.stdout)["coordinator"]
+    )
+    _no_traceback(out)
+
+
+@pytestmark_network
 def test_an_unreachable_broker_is_one_line(one: Cluster) -> None:
     """Item 4."""
     full = swarm_cmd("tasks", "--cluster", one.cluster, "--broker", "mqtts://127.0.0.1:1")
