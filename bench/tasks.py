@@ -15,7 +15,8 @@ What it measures, all in one run so the figures share the same hardware and load
    (`num_cpus=2`) and `multiprocessing.Pool(2)`, the ceiling without any network. A peer that is not
    installed or does not start is skipped with the reason printed.
 
-Swarm's targets are printed next to the figures: >= 3,000 tasks/s, p50 start < 2 ms, p99 start < 20 ms.
+Swarm's goals are printed next to the figures: >= 15,000 tasks/s with two nodes (>= 12,000 as one job),
+p50 start below Ray's in the same run (aim: < 0.5 ms), p99 start < 2 ms.
 
 Swarm is measured in five configurations, each on a cluster of its own (`--security` picks some):
 
@@ -102,9 +103,10 @@ from swarm.runtime.mqtt import Transport
 from swarm.trust.signing import PAIRED_MAGIC, UNSIGNED_ENV, Signer, Verifier
 from swarm.trust.tls import client_context
 
-TARGET_TPS = 3000.0
-TARGET_P50_MS = 2.0
-TARGET_P99_MS = 20.0
+TARGET_TPS = 15_000.0
+TARGET_TPS_ONE_JOB = 12_000.0
+TARGET_P50_MS = 0.5  # the aim; the goal is Ray's p50 in the same run
+TARGET_P99_MS = 2.0
 WARMUP_SEQUENTIAL = 30
 WARMUP_TASKS = 1000
 
@@ -703,9 +705,9 @@ def report(results: list[Result], total: int, sequential: int, splits: Sequence[
     say(f"{total:,} trivial tasks for throughput; {sequential} sequential tasks for latency (ms){best}")
     say(head)
     say("-" * len(head))
-    blank = " " * 10 * len(splits)
-    target = f"{'>= ' + format(TARGET_TPS, ',.0f'):>10}{blank}{'< ' + str(TARGET_P50_MS):>12}"
-    say(f"{'swarm target':<{width}}{target}{'< ' + str(TARGET_P99_MS):>12}")
+    per_split = "".join(f"{'>= ' + format(TARGET_TPS_ONE_JOB, ',.0f') if j == 1 else '':>10}" for j in splits)
+    target = f"{'>= ' + format(TARGET_TPS, ',.0f'):>10}{per_split}{'< Ray':>12}"
+    say(f"{'swarm goal':<{width}}{target}{'< ' + str(TARGET_P99_MS):>12}")
     for r in results:
         if r.skipped:
             say(f"{r.system:<{width}}{r.skipped}")
@@ -718,16 +720,24 @@ def report(results: list[Result], total: int, sequential: int, splits: Sequence[
         )
     swarms = [r for r in results if r.security is not None and not r.skipped]
     peers = [r for r in results if r.security is None and not r.skipped]
+    ray_p50 = next((percentile(p.start_ms, 50) for p in peers if p.system == "ray"), None)
     for s in swarms:
         p50 = percentile(s.start_ms, 50)
         p99 = percentile(s.start_ms, 99)
-        verdict = [
-            f"throughput {'met' if (s.tps or 0) >= TARGET_TPS else 'MISSED'}",
-            f"p50 start {'met' if p50 is not None and p50 < TARGET_P50_MS else 'MISSED'}",
-            f"p99 start {'met' if p99 is not None and p99 < TARGET_P99_MS else 'MISSED'}",
+        one_job = s.best(1) if 1 in splits else None
+
+        def verdict(met: bool | None) -> str:
+            return "not measured" if met is None else "met" if met else "MISSED"
+
+        verdicts = [
+            f"throughput {verdict((s.tps or 0) >= TARGET_TPS)}",
+            f"one job {verdict(None if one_job is None else one_job >= TARGET_TPS_ONE_JOB)}",
+            f"p50 start below Ray's {verdict(None if p50 is None or ray_p50 is None else p50 < ray_p50)}"
+            f" (aim < {TARGET_P50_MS} ms: {verdict(None if p50 is None else p50 < TARGET_P50_MS)})",
+            f"p99 start {verdict(None if p99 is None else p99 < TARGET_P99_MS)}",
         ]
         say("")
-        say(f"{s.system}: targets {', '.join(verdict)}")
+        say(f"{s.system}: goals {', '.join(verdicts)}")
         for peer in peers:
             tps_ratio = (s.tps / peer.tps) if s.tps and peer.tps else None
             peer_p50 = percentile(peer.start_ms, 50)
