@@ -424,6 +424,8 @@ async def _status(client: Any, args: argparse.Namespace) -> int:
         members = await client.watch_members(1.2)
     else:
         wanted = args.wait_alive
+        if wanted < 1 or args.wait_timeout <= 0:
+            raise SwarmError("--wait-alive needs a number of members >= 1 and --wait-timeout a positive time")
 
         def is_ready(members: dict[str, Any]) -> bool:
             alive = sum(view.state == "alive" for view in members.values())

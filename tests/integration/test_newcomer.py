@@ -119,6 +119,9 @@ def test_status_waits_for_members_and_says_when_they_do_not_come(one: Cluster) -
         json.loads(out.stdout)["coordinator"]
     )
     _no_traceback(out)
+    out = one.cli("status", "--wait-alive", "0")
+    assert out.returncode == 2 and "--wait-alive needs a number of members >= 1" in out.stderr
+    _no_traceback(out)
 
 
 @pytestmark_network
