@@ -200,11 +200,14 @@ async def test_a_task_user_who_cannot_reach_its_directory_stops_the_start_not_ro
 
 
 def _nobody_can_run_python() -> bool:
+    """Whether user nobody runs this very installation: where it cannot read the standard library, the
+    interpreter falls back to another one on the machine (a system Python's), which is no use."""
     if shutil.which("setpriv") is None:
         return False
     probe = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups",
-             sys.executable, "-c", "import swarm, numpy"]  # fmt: skip
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+             sys.executable, "-c", "import os, swarm, numpy; print(os.__file__)"]  # fmt: skip
+    out = subprocess.run(probe, capture_output=True, text=True, check=False)
+    return out.returncode == 0 and out.stdout.strip() == os.__file__
 
 
 @needs_root
