@@ -80,8 +80,9 @@ def choose_standbys(members: Iterable[Member], self_id: str, count: int) -> tupl
 
 def succession_rank(election: Election, alive_ids: Iterable[str], node_id: str) -> int:
     """Node `node_id`'s place in line to take over (0 first): the coordinator, its standbys, then the
-    members known `alive_ids`, by id."""
-    line = [election.coordinator or "", *election.standbys]
+    members known `alive_ids`, by id. A node that knows no coordinator and no other member is first:
+    a lone node's first start must not wait for a successor ahead of it (zero-setup `swarm join`)."""
+    line = [*([election.coordinator] if election.coordinator else []), *election.standbys]
     if node_id in line:
         return line.index(node_id)
     others = sorted(set(alive_ids) - set(line) | {node_id})

@@ -268,3 +268,18 @@ def test_a_successor_counts_the_day_from_its_predecessors_quota_ledger() -> None
     _deliver(new, "job/x/state", "a", ledger.epoch, ledger.body, 10.3)
     _deliver(new, "quota/ledger", "a", new.election.epoch, ledger.body, 10.4)
     assert new.metrics["refused_messages"] == 2
+
+
+def test_a_lone_fresh_node_is_first_in_line_and_a_coordinator_goes_before_its_members() -> None:
+    """The rank orders who starts a broker when none is found (`BrokerLocator`): a node that knows nobody
+    must not wait for a successor ahead of it."""
+
+    def fresh(name: str) -> NodeMachine:
+        status = DeviceStatus(simulated_capabilities(name), 0.1, 2048)
+        return NodeMachine(name, name, CFG, random.Random(0), lambda spec: None, status, 0, 0.0)
+
+    assert fresh("b").succession_rank() == 0
+    assert _coordinator("a").succession_rank() == 0
+    follower = fresh("c")
+    follower.election.coordinator = "a"
+    assert follower.succession_rank() == 1
