@@ -14,6 +14,7 @@ import pytest
 
 from swarm.sim.runner import SimReport, run_scenario
 from swarm.sim.scenario import load_scenario, named_scenarios
+from tests.sim.sweeps import check_sweep
 
 #: Seeds per scenario in CI: 50 keep the suite within its time budget (a seed takes 0.2-1.5 s; 100 made
 #: these sweeps five minutes of it). `swarm sim sweep --seeds 1000` goes further.
@@ -23,9 +24,9 @@ SEEDS = 50
 REGRESSIONS = (106, 152)
 
 #: Scenarios too large for CI; `swarm sim run --scenario thousand-node` runs it (about 40 s).
-#: Swept elsewhere or too large for a sweep here: cron-failover (50 seeds in test_sim_dags.py) and
-#: overload (200 seeds in test_overload.py).
-LARGE = {"thousand-node", "cron-failover", "overload"}
+#: Swept elsewhere or too large for a sweep here: cron-failover (50 seeds) and dags (200 seeds, with the
+#: checks below, `sweeps.check_sweep`) in test_sim_dags.py, and overload (200 seeds in test_overload.py).
+LARGE = {"thousand-node", "cron-failover", "dags", "overload"}
 
 
 def _run(job: tuple[str, int]) -> SimReport:
@@ -37,8 +38,4 @@ def _run(job: tuple[str, int]) -> SimReport:
 def test_scenario_sweep(name: str) -> None:
     with ProcessPoolExecutor(max_workers=2) as pool:
         reports = list(pool.map(_run, [(name, s) for s in (*range(SEEDS), *REGRESSIONS)], chunksize=8))
-    for report in reports:
-        assert report.completed + report.failed == report.tasks, report
-        assert report.liveness_checked and report.invariant_checks > report.events // 2
-        assert not report.outside_design, (report.seed, report.outside_design[:3])
-    assert len({r.trace_hash for r in reports}) == len(reports), "different seeds, different runs"
+    check_sweep(reports)

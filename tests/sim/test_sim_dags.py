@@ -33,6 +33,7 @@ from swarm.sim.scenario import load_scenario
 from swarm.sim.schedules import CronDriver, window_slots
 from swarm.workflow.definition_parser import parse_definition
 from swarm.workflow.gate import Verdict, decide
+from tests.sim.sweeps import check_sweep
 
 DAG_SEEDS = 200
 CRON_SEEDS = 50
@@ -57,14 +58,13 @@ def sweeps() -> Iterator[dict[str, list[SimReport]]]:
 def test_every_dag_run_matches_its_sequential_evaluation(sweeps: dict[str, list[SimReport]]) -> None:
     reports = sweeps["dags"]
     assert len(reports) == DAG_SEEDS
+    check_sweep(reports)
     for report in reports:
-        assert report.dags["runs"] == 9 and report.liveness_checked, report
-        assert report.completed + report.failed == report.tasks
+        assert report.dags["runs"] == 9, report
         assert len(report.coordinators) >= 3, "both coordinator crashes took effect"
     totals = {key: sum(r.dags[key] for r in reports) for key in ("run", "skipped", "failed_upstream")}
     # Every verdict of the join rule occurs often, so the check is not vacuous.
     assert min(totals.values()) > 500, totals
-    assert len({r.trace_hash for r in reports}) == DAG_SEEDS
 
 
 def test_every_cron_slot_fires_exactly_once_across_coordinator_crashes(
