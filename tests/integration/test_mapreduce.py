@@ -213,16 +213,19 @@ _struck = set()
 
 
 def _chaos():
-    # Once per attempt: a third of attempts kill their process, a third stall for up to 10 s.
+    # Once per attempt: a third of attempts kill their process, a third stall for up to 10 s. The
+    # attempt draws its fate from its task (`<job id>.m3`, the job id left out) and number, so every run
+    # of the test meets the same chaos.
     attempt = (os.environ["SWARM_TASK_ID"], os.environ["SWARM_ATTEMPT"])
     if attempt in _struck:
         return
     _struck.add(attempt)
-    roll = random.random()
+    fate = random.Random(attempt[0].rsplit(".", 1)[-1] + ":" + attempt[1])
+    roll = fate.random()
     if roll < 1 / 3:
         os._exit(17)
     if roll < 2 / 3:
-        time.sleep(random.uniform(0, 10))
+        time.sleep(fate.uniform(0, 10))
 
 
 def map(filename, contents):
