@@ -22,9 +22,9 @@ at the strongest level (or the weakest one at least as strong as the `isolation`
   system, a private /tmp, its own PID namespace, and no network.
 
 Every attempt gets a private work directory (`executor_dirs`) inside the worker's own directory under
-the node's work dir, named in the request; its path is retired when the attempt ends, whatever way it
-ended (see `_after_attempt` for why an untouched one is renamed for the next attempt rather than removed
-and made again).
+the node's work dir, named in the request, empty when the attempt starts; when the attempt ends the
+directory is removed, or passed on to the slot's next attempt if the attempt left it untouched and
+nothing of the attempt can still reach it (see `_after_attempt`).
 
 Why long-lived sandboxed workers, not one bwrap per attempt. A sandboxed worker is a fresh interpreter
 (bubblewrap cannot fork it from a server outside the namespaces), so its start costs an interpreter start
@@ -508,17 +508,26 @@ class Executor:
             self._after_attempt(slot, work_dir, ended_cleanly=job.stop_reason is None and not slot.replacing)
 
     def _after_attempt(self, slot: Slot, used: AttemptDir, ended_cleanly: bool) -> None:
-        """Retire the attempt's directory: its path never serves another attempt.
+        """Retire the attempt's directory, so that nothing of this attempt reaches the next one's.
 
-        An attempt that ended cleanly and left the directory exactly as it got it passes it on, renamed,
-        to the slot's next attempt (11 us); any other is removed on a file thread and the next attempt
-        gets a new one. Making and removing a directory can wait on the disk for milliseconds (on this
-        project's test VM, whose ext4 is mounted with `discard`, 0.25 ms and 4 ms), which a trivial
-        task would otherwise pay twice. Not at the "user" level: there, programs a task started can
-        outlive it, and one holding the directory open must not find the next attempt's files in it;
-        in a sandbox the worker has killed them all before it replies.
+        An attempt that ended cleanly and left the directory exactly as it got it passes it on to the
+        slot's next attempt; any other is removed on a file thread and the next attempt gets a new one.
+        Making and removing a directory can wait on the disk for milliseconds (on this project's test
+        VM, whose ext4 is mounted with `discard`, 0.25 ms and 4 ms), which a trivial task would otherwise
+        pay twice. How it is passed on depends on what of the attempt can still hold it:
+
+        * In a sandbox, nothing: the worker has killed every process the task started before it
+          replies, and no other sandbox sees this slot's directory. The same path serves the next
+          attempt (renaming it cost the node's event loop about 25 us an attempt, for nothing).
+        * At the "process" level, programs the task started can outlive it and write to the path they
+          were given: the directory is renamed, so that they write nowhere.
+        * At the "user" level, such a program may hold the directory itself open, and must not find
+          the next attempt's files in it: the directory is removed.
         """
         if ended_cleanly and self._open and self.isolation != "user" and untouched(used):
+            if self._sandbox is not None:
+                slot.fresh = used
+                return
             with contextlib.suppress(OSError):
                 slot.fresh = renamed(used)
                 return

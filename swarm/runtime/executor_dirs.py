@@ -2,9 +2,10 @@
 
 Each slot has a directory of its own under the node's work dir (mode 0711: the task user passes through
 to its attempt's directory but cannot list the others), and every attempt a private work directory inside
-it (`new_attempt_dir`: mode 0700, owned by the task user, a name no other task can guess). An attempt's
-path is retired when the attempt ends, whatever way it ended; one that an attempt left exactly as it got
-it (`untouched`) may be passed on under a new name (`renamed`) instead of removed and made again. Where
+it (`new_attempt_dir`: mode 0700, owned by the task user, a name no other task can guess), empty when
+the attempt starts. One that an attempt left exactly as it got it (`untouched`) may be passed on to the
+slot's next attempt, as it is or under a new name (`renamed`), instead of removed and made again (the
+executor's `_after_attempt` says when). Where
 task code runs as another user, that user is also given the data-plane directory (`hand_over`), and the
 owner is told about allowed paths it cannot write (`warn_unwritable`).
 

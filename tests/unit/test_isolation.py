@@ -87,15 +87,36 @@ def test_an_unknown_level_is_refused() -> None:
 
 
 # -- every attempt: its own directory, a clean environment, default limits -----------------------------------
-async def test_each_attempt_has_a_private_directory_removed_afterwards(ex: Executor, tmp_path: Path) -> None:
-    first, second = await run(ex, "test_whoami"), await run(ex, "test_whoami")
-    assert first["work_dir"] != second["work_dir"]
-    for seen in (first, second):
+@pytest.mark.parametrize("level", LEVELS)
+async def test_each_attempt_starts_in_a_private_empty_directory(level: str, open_dir: Path) -> None:
+    """An untouched directory serves the slot's next attempt: under the same path in a sandbox (nothing
+    of the attempt is left alive to use it), renamed at the "process" level (a program it started may
+    still write to the path), never at the "user" level (one may hold it open). One an attempt wrote
+    to is removed, whatever the level."""
+    if level == "user" and not _nobody_can_run_python():
+        pytest.skip("user nobody cannot read this Python installation (a home directory's?)")
+    async with Executor(slots=1, work_dir=open_dir / "work", registry_factory=FACTORY, isolation=level) as ex:
+        await _attempts_in_their_directories(ex, open_dir)
+
+
+async def _attempts_in_their_directories(ex: Executor, tmp_path: Path) -> None:
+    first = await run(ex, "test_whoami")
+    assert await run(ex, "test_probe", {"what": "write", "path": "marker"}) == "written"
+    second = await run(ex, "test_whoami")
+    third = await run(ex, "test_whoami")
+    for seen in (first, second, third):
         assert seen["cwd"] == seen["work_dir"] and seen["work_dir_mode"] == 0o700
         assert seen["env"]["HOME"] == seen["env"]["TMPDIR"] == seen["tempdir"] == seen["work_dir"]
         assert Path(seen["work_dir"]).is_relative_to(tmp_path / "work")
+    assert await run(ex, "test_probe", {"what": "listdir", "path": "."}) == []
+    assert first["work_dir"] != second["work_dir"]  # the write made the directory the written one's
+    if ex.isolation == "sandbox":
+        assert second["work_dir"] == third["work_dir"]
+    else:
+        assert second["work_dir"] != third["work_dir"]
     await asyncio.sleep(0.5)  # removal happens off the attempt's path
-    assert not Path(first["work_dir"]).exists() and not Path(second["work_dir"]).exists()
+    assert not list((tmp_path / "work").rglob("marker"))
+    assert not Path(first["work_dir"]).exists()
 
 
 async def test_the_directory_goes_even_when_the_attempt_is_killed(ex: Executor, tmp_path: Path) -> None:
@@ -122,8 +143,7 @@ async def test_what_an_attempt_does_to_its_environment_is_gone_in_the_next(tmp_p
         before = (await run(ex, "test_whoami"))["env"]
         assert await run(ex, "test_probe", {"what": "setenv"}) == "set"
         after = (await run(ex, "test_whoami"))["env"]
-    assert before["SWARM_WORK_DIR"] != after["SWARM_WORK_DIR"]  # a new attempt: its own directory
-    ignore = {"SWARM_WORK_DIR": "", "HOME": "", "TMPDIR": ""}
+    ignore = {"SWARM_WORK_DIR": "", "HOME": "", "TMPDIR": ""}  # the directory's name may differ
     assert {**before, **ignore} == {**after, **ignore}
 
 
