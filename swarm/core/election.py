@@ -56,6 +56,7 @@ from swarm.messages import Claim
 __all__ = [
     "CLAIMANTS_PER_INTERVAL",
     "Election",
+    "StateOf",
     "Transition",
     "claim_message",
 ]

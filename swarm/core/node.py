@@ -570,7 +570,9 @@ class NodeMachine:
     def succession_rank(self) -> int:
         """This node's place in line to take over (0 first): the coordinator, its standbys, then the
         members this node knows alive, by id."""
-        return succession_rank(self.election, self.membership.alive_ids(), self.node_id)
+        return succession_rank(
+            self.election, self.membership.alive_ids(), self.node_id, self.membership.state_of
+        )
 
     def _report_to_new_coordinator(self, now: float) -> None:
         epoch = self.election.epoch

@@ -26,7 +26,7 @@ import heapq
 from collections.abc import Iterable
 
 from swarm import topics
-from swarm.core.election import Election
+from swarm.core.election import Election, StateOf
 from swarm.core.events import Publish
 from swarm.core.membership import Member
 from swarm.core.replica import ActiveJob
@@ -78,11 +78,14 @@ def choose_standbys(members: Iterable[Member], self_id: str, count: int) -> tupl
     return tuple(m.node_id for m in best)
 
 
-def succession_rank(election: Election, alive_ids: Iterable[str], node_id: str) -> int:
+def succession_rank(election: Election, alive_ids: Iterable[str], node_id: str, state_of: StateOf) -> int:
     """Node `node_id`'s place in line to take over (0 first): the coordinator, its standbys, then the
-    members known `alive_ids`, by id. A node that knows no coordinator and no other member is first:
-    a lone node's first start must not wait for a successor ahead of it (zero-setup `swarm join`)."""
-    line = [*([election.coordinator] if election.coordinator else []), *election.standbys]
+    members known `alive_ids`, by id; a coordinator or standby known dead (`state_of`) has no place. A
+    node that knows no coordinator and no other member is first: a lone node's first start, or the
+    survivor of a coordinator that left, must not wait for a successor ahead of it (zero-setup
+    `swarm join`, `BrokerLocator`)."""
+    named = (election.coordinator, *election.standbys)
+    line = [n for n in named if n and (n == node_id or state_of(n) != "dead")]
     if node_id in line:
         return line.index(node_id)
     others = sorted(set(alive_ids) - set(line) | {node_id})

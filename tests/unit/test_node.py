@@ -23,6 +23,7 @@ from swarm.core.events import (
 )
 from swarm.core.node import DeviceStatus, NodeMachine
 from swarm.core.quota import Quota
+from swarm.core.succession import succession_rank
 from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import (
     Admission,
@@ -283,3 +284,6 @@ def test_a_lone_fresh_node_is_first_in_line_and_a_coordinator_goes_before_its_me
     follower = fresh("c")
     follower.election.coordinator = "a"
     assert follower.succession_rank() == 1
+    # A coordinator that left (its goodbye heard) holds no place: the survivor need not wait for it.
+    assert succession_rank(follower.election, [], "c", lambda node_id: "dead") == 0
+    assert succession_rank(follower.election, [], "c", lambda node_id: "alive") == 1
