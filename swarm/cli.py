@@ -427,8 +427,8 @@ async def _status(client: Any, args: argparse.Namespace) -> int:
         if wanted < 1 or args.wait_timeout <= 0:
             raise SwarmError("--wait-alive needs a number of members >= 1 and --wait-timeout a positive time")
 
-        def is_ready(members: dict[str, Any]) -> bool:
-            alive = sum(view.state == "alive" for view in members.values())
+        def is_ready(seen: dict[str, Any]) -> bool:
+            alive = sum(view.state == "alive" for view in seen.values())
             return client.tracker.coordinator is not None and alive >= wanted
 
         ready = await client.wait_for_members(is_ready, args.wait_timeout)

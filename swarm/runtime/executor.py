@@ -40,11 +40,11 @@ and whatever task code leaks), as Celery's `max_tasks_per_child` and `Pool(maxta
 `executor_slot` holds each slot's worker, from one to the next.
 What a long-lived sandbox could carry from one attempt to the next is cleared between attempts: the
 attempt's directory is removed unless the attempt left it untouched, the worker kills every process left
-in its PID namespace before it replies, and empties its /tmp and /dev/shm after. What task code leaves in the worker's own interpreter
-(a thread, a patched module, an import hook) cannot be cleared, so a worker serves one owner (the
-principal who submitted the job, `run(..., owner=)`): an attempt of another owner gets a slot whose
-worker is fresh or already its owner's, else the worker idle longest is replaced before it runs, at the
-cost of a worker start.
+in its PID namespace before it replies, and empties its /tmp and /dev/shm after. What task code leaves
+in the worker's own interpreter (a thread, a patched module, an import hook) cannot be cleared, so a
+worker serves one owner (the principal who submitted the job, `run(..., owner=)`): an attempt of
+another owner gets a slot whose worker is fresh or already its owner's, else the worker idle longest is
+replaced before it runs, at the cost of a worker start.
 
 Network is per worker, since a namespace is fixed when bwrap starts: at the "sandbox" level there are two
 pools of `slots` workers, without and with network, sharing the `slots` tokens of concurrency. A task runs

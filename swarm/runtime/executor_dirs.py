@@ -5,9 +5,9 @@ to its attempt's directory but cannot list the others), and every attempt a priv
 it (`new_attempt_dir`: mode 0700, owned by the task user, a name no other task can guess), empty when
 the attempt starts. One that an attempt left exactly as it got it (`untouched`) may be passed on to the
 slot's next attempt, as it is or under a new name (`renamed`), instead of removed and made again (the
-executor's `_after_attempt` says when). Where
-task code runs as another user, that user is also given the data-plane directory (`hand_over`), and the
-owner is told about allowed paths it cannot write (`warn_unwritable`).
+executor's `_after_attempt` says when). Where task code runs as another user, that user is also given
+the data-plane directory (`hand_over`), and the owner is told about allowed paths it cannot write
+(`warn_unwritable`).
 
 Task code may leave anything behind, so removal (`rmtree`) never follows a link it finds and copes with
 modes the task took away.

@@ -89,10 +89,10 @@ def register_capability(job_dir: Path, token: str) -> Path:
 
 
 def read_capability_file(path: Path) -> frozenset[str]:
-    """The token digests a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is missing,
-    malformed, a symlink, or has any group or other permission (then others on the machine could have
-    read or added to it). Its owner is not checked: where the node runs task code as another user, that
-    user writes it."""
+    """The token digests a `.capability` file lists (its newest `MAX_TOKENS_PER_JOB`); none if it is
+    missing, malformed, a symlink, or has any group or other permission (then others on the machine could
+    have added to it). Its owner is not checked: where the node runs task code as another user, that user
+    writes it."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
