@@ -96,27 +96,23 @@ async def test_each_attempt_starts_in_a_private_empty_directory(level: str, open
     if level == "user" and not _nobody_can_run_python():
         pytest.skip("user nobody cannot read this Python installation (a home directory's?)")
     async with Executor(slots=1, work_dir=open_dir / "work", registry_factory=FACTORY, isolation=level) as ex:
-        await _attempts_in_their_directories(ex, open_dir)
-
-
-async def _attempts_in_their_directories(ex: Executor, tmp_path: Path) -> None:
-    first = await run(ex, "test_whoami")
-    assert await run(ex, "test_probe", {"what": "write", "path": "marker"}) == "written"
-    second = await run(ex, "test_whoami")
-    third = await run(ex, "test_whoami")
-    for seen in (first, second, third):
-        assert seen["cwd"] == seen["work_dir"] and seen["work_dir_mode"] == 0o700
-        assert seen["env"]["HOME"] == seen["env"]["TMPDIR"] == seen["tempdir"] == seen["work_dir"]
-        assert Path(seen["work_dir"]).is_relative_to(tmp_path / "work")
-    assert await run(ex, "test_probe", {"what": "listdir", "path": "."}) == []
-    assert first["work_dir"] != second["work_dir"]  # the write made the directory the written one's
-    if ex.isolation == "sandbox":
-        assert second["work_dir"] == third["work_dir"]
-    else:
-        assert second["work_dir"] != third["work_dir"]
-    await asyncio.sleep(0.5)  # removal happens off the attempt's path
-    assert not list((tmp_path / "work").rglob("marker"))
-    assert not Path(first["work_dir"]).exists()
+        first = await run(ex, "test_whoami")
+        assert await run(ex, "test_probe", {"what": "write", "path": "marker"}) == "written"
+        second = await run(ex, "test_whoami")
+        third = await run(ex, "test_whoami")
+        for seen in (first, second, third):
+            assert seen["cwd"] == seen["work_dir"] and seen["work_dir_mode"] == 0o700
+            assert seen["env"]["HOME"] == seen["env"]["TMPDIR"] == seen["tempdir"] == seen["work_dir"]
+            assert Path(seen["work_dir"]).is_relative_to(open_dir / "work")
+        assert await run(ex, "test_probe", {"what": "listdir", "path": "."}) == []
+        assert first["work_dir"] != second["work_dir"]  # the write made the directory the written one's
+        if ex.isolation == "sandbox":
+            assert second["work_dir"] == third["work_dir"]
+        else:
+            assert second["work_dir"] != third["work_dir"]
+        await asyncio.sleep(0.5)  # removal happens off the attempt's path
+        assert not list((open_dir / "work").rglob("marker"))
+        assert not Path(first["work_dir"]).exists()
 
 
 async def test_the_directory_goes_even_when_the_attempt_is_killed(ex: Executor, tmp_path: Path) -> None:
