@@ -118,7 +118,8 @@ class AsyncClient:
             raise TaskFailed(task_id, "not cancelled", refusal)
 
     async def status(self, listen: float = 1.2) -> dict[str, Any]:
-        """The members heard within `listen` seconds, the coordinator and the epoch."""
+        """The members, the coordinator and the epoch; listens up to `listen` seconds (less once every
+        member heard is known alive or gone, more while a slow one's live heartbeat may still come)."""
         members = await self._client.watch_members(listen)
         tracker = self._client.tracker
         return {
@@ -274,7 +275,7 @@ class Client:
         self._run(self._async.cancel(task_id))
 
     def status(self, listen: float = 1.2) -> dict[str, Any]:
-        """The members heard within `listen` seconds, the coordinator and the epoch."""
+        """The members, the coordinator and the epoch (see `AsyncClient.status`)."""
         return self._run(self._async.status(listen))
 
     def mapreduce(

@@ -55,6 +55,9 @@ ACK_TIMEOUT = 2.0
 RESEND_CAP = 60.0
 #: The longest interval `swarm status` waits for a member to send a live heartbeat, whatever it states.
 MAX_LIVE_BEAT_WAIT_S = 10.0
+#: How long `watch_members` listens at least: the retained heartbeats come right after the subscription;
+#: this leaves a slow broker or link time to deliver them all before a member looks missing.
+SETTLE_S = 0.5
 #: The task count of a job followed without knowing its spec: it never looks finished.
 _UNBOUNDED = 1 << 30
 
@@ -281,23 +284,27 @@ class SwarmClient:
     # --- members ------------------------------------------------------------------------------------
 
     async def watch_members(self, duration: float) -> dict[str, MemberView]:
-        """Listen to heartbeats for `duration` seconds, and on while a member heard only from its retained
-        record may still send a live one (within one and a half of the interval its heartbeat states: a
-        large cluster paces them, two seconds apart at 100 nodes); return what was seen."""
+        """Listen to heartbeats until every member heard is known alive or gone, but at least `SETTLE_S`
+        (or `duration`, if shorter) for the retained records to come; past `duration`, go on only while
+        a member heard from its retained record alone may still send a live one (within one and a half
+        of the interval its heartbeat states: a large cluster paces them, two seconds apart at 100
+        nodes). Return what was seen."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         await self._transport.subscribe(topics.EVERY_HEARTBEAT)
-        await asyncio.sleep(duration)
+        settle = min(duration, SETTLE_S)
         while True:
+            elapsed = loop.time() - start
             unheard = [
                 m.heartbeat.interval
                 for m in self.members.values()
                 if m.heartbeat and m.beats < 2 and m.gone is None
             ]
-            left = start + 1.5 * min(max(unheard, default=0.0), MAX_LIVE_BEAT_WAIT_S) - loop.time()
-            if left <= 0:
+            if elapsed >= settle and not unheard:
                 return self.members
-            await asyncio.sleep(min(left, 0.1))
+            if elapsed >= max(duration, 1.5 * min(max(unheard, default=0.0), MAX_LIVE_BEAT_WAIT_S)):
+                return self.members
+            await asyncio.sleep(0.05)
 
     async def wait_for_members(self, ready: Callable[[dict[str, MemberView]], bool], timeout: float) -> bool:
         """Listen to heartbeats until `ready(members)` holds (True) or `timeout` seconds pass (False)."""
