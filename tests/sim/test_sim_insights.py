@@ -80,3 +80,7 @@ def test_bad_input_is_refused() -> None:
         plan_case(random.Random(0), "x", "flaky")
     with pytest.raises(ValueError, match="runs: expected at least 6"):
         run_experiment([0], 1, runs=3)
+
+
+def test_the_figures_do_not_depend_on_how_many_processes_measure_them() -> None:
+    assert run_experiment([0, 1], 1, runs=6, jobs=1) == run_experiment([0, 1], 1, runs=6, jobs=2)
