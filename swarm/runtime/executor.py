@@ -518,7 +518,8 @@ class Executor:
 
         * In a sandbox, nothing: the worker has killed every process the task started before it
           replies, and no other sandbox sees this slot's directory. The same path serves the next
-          attempt (renaming it cost the node's event loop about 25 us an attempt, for nothing).
+          attempt (renaming it cost the node about 55 us an attempt on this project's test VM, for
+          nothing).
         * At the "process" level, programs the task started can outlive it and write to the path they
           were given: the directory is renamed, so that they write nowhere.
         * At the "user" level, such a program may hold the directory itself open, and must not find
