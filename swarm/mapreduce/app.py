@@ -173,17 +173,31 @@ class App:
             # A wrong type stays wrong however often it runs: no retries.
             raise Fatal(str(exc)) from None
 
+    @property
+    def merge_op(self) -> str | None:
+        """The combiner op that is this app's whole reduce, or None when the app reduces groups itself.
+
+        An app without a reduce of its own (or a vectorized one, whose record reduce is not called) had
+        its pairs combined on the map side; its reduce combines those partial results again: partial
+        counts add up, partial sums, minima and maxima combine (`MERGE_OP`)."""
+        from swarm.mapreduce.kernels import MERGE_OP
+
+        record_reduce = getattr(self._m, "reduce", None)
+        if getattr(self._m, "reduce_arrays", None) is None and (record_reduce is None or self.vectorized):
+            return MERGE_OP[self.combiner or "sum"]
+        return None
+
     def reduce(self, sorted_keys: Keys, values: Values) -> tuple[Keys, Values]:
         """Group `values` by `sorted_keys` and return (distinct keys, one output value per key)."""
         import numpy as np
 
-        from swarm.mapreduce.kernels import MERGE_OP, combine, group_runs
+        from swarm.mapreduce.kernels import combine, group_runs
 
         reduce_arrays: Callable[..., Any] | None = getattr(self._m, "reduce_arrays", None)
         record_reduce: Callable[[str, list[str]], Any] | None = getattr(self._m, "reduce", None)
-        if reduce_arrays is None and (record_reduce is None or self.vectorized):
-            # The map side already combined: partial counts add up, partial sums/minima/maxima combine.
-            return combine(sorted_keys, values, MERGE_OP[self.combiner or "sum"])
+        merge_op = self.merge_op
+        if merge_op is not None:
+            return combine(sorted_keys, values, merge_op)
         keys, starts, counts = group_runs(sorted_keys)
         if reduce_arrays is not None:
             return keys, np.asarray(reduce_arrays(keys, values, starts, counts, self.params))
@@ -226,6 +240,11 @@ def format_lines(keys: Keys, values: Values) -> bytes:
 
     if len(keys) == 0:
         return b""
+    if values.ndim == 1 and values.dtype.kind in "iu":
+        return b"".join(
+            _integer_lines(keys[lo : lo + _LINES_AT_ONCE], values[lo : lo + _LINES_AT_ONCE])
+            for lo in range(0, len(keys), _LINES_AT_ONCE)
+        )
     if values.dtype.kind == "S":
         vals = values
     elif values.dtype.kind == "f":
@@ -234,6 +253,47 @@ def format_lines(keys: Keys, values: Values) -> bytes:
         vals = values.astype(np.bytes_)
     lines = np.strings.add(np.strings.add(keys, b" "), vals)
     return b"\n".join(lines.tolist()) + b"\n"
+
+
+#: Lines `_integer_lines` builds at a time: its two byte matrices stay a few MB even for wide keys.
+_LINES_AT_ONCE = 1 << 15
+#: Decimal digits of the largest uint64.
+_DIGITS = 20
+
+
+def _integer_lines(keys: Keys, values: Values) -> bytes:
+    """`format_lines` of integer values, the same bytes, built as arrays: each line laid out in a row of
+    a byte matrix (key, space, sign, digits right-aligned, newline) and the bytes each line uses taken
+    from it in one boolean selection. Turning every count into a bytes object first (`astype(np.bytes_)`
+    and then `tolist()`) took most of a word count reducer's output time: 50-80 ms for 170k words."""
+    import numpy as np
+
+    n, width = len(keys), keys.dtype.itemsize
+    negative = values < 0
+    magnitude = values.astype(np.uint64)  # a negative value wraps; negating it in uint64 is its size
+    np.negative(magnitude, out=magnitude, where=negative)
+    rows = np.empty((n, width + _DIGITS + 3), dtype=np.uint8)
+    keep = np.zeros(rows.shape, dtype=bool)
+    rows[:, :width] = np.ascontiguousarray(keys).view(np.uint8).reshape(n, width)
+    keep[:, :width] = np.arange(width) < np.strings.str_len(keys)[:, None]
+    rows[:, width] = ord(" ")
+    keep[:, width] = True
+    rows[:, width + 1] = ord("-")
+    keep[:, width + 1] = negative
+    column = width + 1 + _DIGITS  # the units digit's
+    keep[:, column] = True  # zero has one digit too
+    while True:
+        tens = magnitude // 10
+        rows[:, column] = magnitude - tens * 10 + ord("0")
+        magnitude = tens
+        more = magnitude > 0
+        if not more.any():
+            break
+        column -= 1
+        keep[:, column] = more
+    rows[:, -1] = ord("\n")
+    keep[:, -1] = True
+    return rows[keep].tobytes()
 
 
 def _deterministic(name: str, what: str, func: Callable[..., Any], *args: Any) -> Any:

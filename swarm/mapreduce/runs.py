@@ -39,7 +39,7 @@ from swarm.mapreduce.kernels import (
     range_partition_of,
     split_sorted,
 )
-from swarm.mapreduce.merge import merge_sorted
+from swarm.mapreduce.merge import combine_runs, merge_sorted
 
 __all__ = ["CorruptRun", "RunInfo", "Spiller", "file_checksum", "read_run", "write_run"]
 
@@ -368,8 +368,7 @@ class Spiller:
         if not runs:  # still the dtypes the partition would have had
             keys, values = self._empty if self._empty is not None else (np.zeros(0, "S1"), np.zeros(0))
             return (keys, values) if self.combiner is None else combine(keys, values, self.combiner)
-        keys, values = merge_sorted(runs)
-        return (keys, values) if op is None else combine(keys, values, op)
+        return merge_sorted(runs) if op is None else combine_runs(runs, op)
 
     def _path(self, partition: int, spill: int | None = None) -> Path:
         kind = "" if spill is None else f"spill{spill}-"

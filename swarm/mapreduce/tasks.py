@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -290,7 +290,6 @@ def reduce_partition(
     `out` and commit it. A map output that cannot be fetched is rebuilt by `recompute(i)` (the sorted
     run of partition `r` of map i's split). The engine's reduce task and a workflow's MAPREDUCE step
     both reduce through here."""
-    from swarm.mapreduce.merge import MergedRuns
     from swarm.mapreduce.runs import read_run
 
     def fetch_run(result: dict[str, Any]) -> bytes | memoryview | FetchError:
@@ -316,10 +315,8 @@ def reduce_partition(
             log.warning("map %d output unreachable (%s); recomputing partition %d", i, data, r)
             runs.append(recompute(i))
             recomputed += 1
-    merged = MergedRuns(runs)
     out_keys = 0
-    for keys, values in merged.chunks(max(1, REDUCE_CHUNK // max(merged.row_bytes, 1))):
-        reduced_keys, reduced = app.reduce(keys, values)
+    for reduced_keys, reduced in _reduced(app, runs):
         out.write(app.format_output(reduced_keys, reduced))
         out_keys += len(reduced_keys)
     checksum = out.commit()
@@ -330,6 +327,25 @@ def reduce_partition(
         "shuffled": fetched,
         "recomputed_maps": recomputed,
     }
+
+
+def _reduced(app: App, runs: list[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+    """A partition's reduced keys and values, a chunk of about `REDUCE_CHUNK` bytes of values at a time.
+
+    An app whose reduce only combines partial results reduces the runs at once (`combine_runs`), which is
+    cheaper than merging their records first; its output is one value per distinct key. Any other app
+    reduces the merge chunk by chunk, every key's records in one chunk."""
+    from swarm.mapreduce.merge import MergedRuns, combine_runs
+
+    if app.merge_op is not None:
+        keys, values = combine_runs(runs, app.merge_op)
+        rows = max(1, REDUCE_CHUNK // max(values[:1].nbytes, 1))
+        for start in range(0, len(keys), rows):
+            yield keys[start : start + rows], values[start : start + rows]
+        return
+    merged = MergedRuns(runs)
+    for keys, values in merged.chunks(max(1, REDUCE_CHUNK // max(merged.row_bytes, 1))):
+        yield app.reduce(keys, values)
 
 
 class _Upload:

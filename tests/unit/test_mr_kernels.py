@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.mapreduce import kernels
+from swarm.mapreduce.app import format_lines
 from swarm.mapreduce.kernels import (
     aggregate,
     combine,
@@ -24,7 +25,7 @@ from swarm.mapreduce.kernels import (
     sample_boundaries,
     split_sorted,
 )
-from swarm.mapreduce.merge import MergedRuns, merge_sorted
+from swarm.mapreduce.merge import MergedRuns, combine_runs, merge_sorted
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -465,3 +466,63 @@ def test_sample_boundaries_are_sorted_sample_quantiles(sample: list[bytes], redu
     # Range partitions then hold consecutive key ranges.
     parts = range_partition_of(as_keys(ordered), as_keys(bounds)).tolist()
     assert parts == sorted(parts)
+
+
+@FAST
+@given(
+    st.lists(
+        st.lists(st.tuples(key_bytes, st.floats(-1e6, 1e6, width=32)), max_size=15), min_size=1, max_size=6
+    ),
+    st.sampled_from(["sum", "count", "min", "max"]),
+)
+def test_combine_runs_equals_combining_the_merge(runs_rows: list[list[tuple[bytes, float]]], op: str) -> None:
+    runs = []
+    for rows in runs_rows:
+        rows.sort(key=lambda kv: kv[0])
+        runs.append((as_keys([k for k, _ in rows]), np.array([v for _, v in rows], dtype=np.float64)))
+    keys, values = combine_runs(runs, op)
+    expected_keys, expected_values = combine(*merge_sorted(runs), op)
+    assert keys.tolist() == expected_keys.tolist()
+    assert values.dtype == expected_values.dtype
+    assert values.tobytes() == expected_values.tobytes()  # float sums in the same order: the same bits
+
+
+def test_combine_runs_takes_its_types_from_the_runs_that_hold_records() -> None:
+    empty = (np.zeros(0, dtype="S1"), np.zeros(0))  # what an empty partition's run decodes to
+    runs = [empty, (as_keys([b"a", b"b"]), np.array([1, 2])), empty, (as_keys([b"b"]), np.array([5]))]
+    keys, values = combine_runs(runs, "sum")
+    assert (keys.tolist(), values.tolist(), values.dtype) == ([b"a", b"b"], [1, 7], np.dtype(np.int64))
+    assert combine_runs([empty], "sum")[0].tolist() == []
+    with pytest.raises(ValueError):
+        combine_runs([], "sum")
+
+
+def _lines_one_by_one(keys: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> bytes:
+    return b"".join(
+        k + b" " + str(int(v)).encode() + b"\n" for k, v in zip(keys.tolist(), values, strict=True)
+    )
+
+
+@pytest.mark.parametrize("dtype", ["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", ">i8"])
+def test_integer_lines_are_the_decimal_of_every_value(dtype: str) -> None:
+    info = np.iinfo(np.dtype(dtype))
+    rng = np.random.default_rng(7)
+    edges = [info.min, info.min + 1, -1, 0, 1, 9, 10, 99, 100, info.max - 1, info.max]
+    numbers = [v for v in edges if info.min <= v <= info.max]
+    numbers += rng.integers(
+        info.min, info.max, 200, dtype=np.dtype(dtype).newbyteorder("="), endpoint=True
+    ).tolist()
+    values = np.array(numbers, dtype=dtype)
+    raw = rng.integers(0, 256, (len(values), 5), dtype=np.uint8)
+    raw[:, 2] = 0  # a NUL inside a key is one of its bytes; only trailing NULs are padding
+    raw[::3, 3:] = 0
+    keys = raw.view("S5").reshape(-1)
+    assert format_lines(keys, values) == _lines_one_by_one(keys, values)
+    assert format_lines(keys[::2], values[::2]) == _lines_one_by_one(keys[::2], values[::2])  # strided views
+
+
+def test_integer_lines_past_one_block() -> None:
+    n = 3 * (1 << 15) + 5  # the lines are built a block at a time
+    keys = np.char.encode(np.char.mod("w%d", np.arange(n)), "ascii")
+    values = np.arange(n, dtype=np.int64) * 1_000_003 - 7
+    assert format_lines(keys, values) == _lines_one_by_one(keys, values)
