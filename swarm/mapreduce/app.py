@@ -193,11 +193,11 @@ class App:
 
         from swarm.mapreduce.kernels import combine, group_runs
 
-        reduce_arrays: Callable[..., Any] | None = getattr(self._m, "reduce_arrays", None)
-        record_reduce: Callable[[str, list[str]], Any] | None = getattr(self._m, "reduce", None)
         merge_op = self.merge_op
         if merge_op is not None:
             return combine(sorted_keys, values, merge_op)
+        reduce_arrays: Callable[..., Any] | None = getattr(self._m, "reduce_arrays", None)
+        record_reduce: Callable[[str, list[str]], Any] | None = getattr(self._m, "reduce", None)
         keys, starts, counts = group_runs(sorted_keys)
         if reduce_arrays is not None:
             return keys, np.asarray(reduce_arrays(keys, values, starts, counts, self.params))

@@ -128,8 +128,9 @@ def combine_runs(runs: list[tuple[Keys, Values]], op: str) -> tuple[Keys, Values
 
     Why: when every key's records are reduced to one value anyway, ordering the records by a hash of
     their key (`aggregate`) and then only the distinct keys by key costs less than merging every record
-    in key order, and it makes no merged copy of the keys. Equal keys still meet in run order, then row
-    order, as in the merge, so floating-point sums come out the same.
+    in key order (16 word count runs, 1.57M records, 169k words: 157-203 ms of CPU against 223-226).
+    Equal keys still meet in run order, then row order, as in the merge, so floating-point sums come
+    out the same. Memory is about the same as the merge's: two copies of the keys at the peak.
     """
     live = _live(runs)
     if len(live) == 1:

@@ -337,8 +337,9 @@ def _reduced(app: App, runs: list[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]
     reduces the merge chunk by chunk, every key's records in one chunk."""
     from swarm.mapreduce.merge import MergedRuns, combine_runs
 
-    if app.merge_op is not None:
-        keys, values = combine_runs(runs, app.merge_op)
+    op = app.merge_op
+    if op is not None:
+        keys, values = combine_runs(runs, op)
         rows = max(1, REDUCE_CHUNK // max(values[:1].nbytes, 1))
         for start in range(0, len(keys), rows):
             yield keys[start : start + rows], values[start : start + rows]
