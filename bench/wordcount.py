@@ -597,7 +597,8 @@ def measure(
             verdict = "counts match" if problem is None else f"WRONG: {problem}"
             rate_now = size / seconds / MB
             distinct = f"{len(counts):,} distinct words"
-            say(f"  {size_label(size)}: {seconds:.1f} s, {rate_now:.1f} MB/s, {distinct}, {verdict}")
+            paired = f"; the Pool program right after: {result.pairs[-1][1]:.1f} s" if alternate else ""
+            say(f"  {size_label(size)}: {seconds:.1f} s, {rate_now:.1f} MB/s, {distinct}, {verdict}{paired}")
         if times:
             result.seconds = min(times)
             result.runs = len(times)
