@@ -52,6 +52,8 @@ class JobTracker:
     def __init__(self) -> None:
         self.epoch = 0
         self.coordinator: str | None = None
+        #: The acting coordinator's standbys, which follow every job spec and commit as it does.
+        self.standbys: tuple[str, ...] = ()
         self.jobs: dict[str, JobProgress] = {}
         self.fenced = 0
 
@@ -67,9 +69,9 @@ class JobTracker:
                 # The same rules as a member's (see `epochs.claim_in_reach` and `node.py`).
                 if claim_in_reach(epoch, self.epoch):
                     self.epoch = max(self.epoch, epoch)
-            case CoordinatorAnnounce(epoch, coordinator) if coordinator == env.sender:
+            case CoordinatorAnnounce(epoch, coordinator, standbys) if coordinator == env.sender:
                 if epoch >= self.epoch:
-                    self.epoch, self.coordinator = epoch, coordinator
+                    self.epoch, self.coordinator, self.standbys = epoch, coordinator, standbys
             case JobAccepted(job_id):
                 if job_id in self.jobs:
                     self.jobs[job_id].accepted = True

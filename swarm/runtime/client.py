@@ -26,6 +26,7 @@ from swarm.ids import check_id, is_id
 from swarm.messages import (
     Body,
     Cancel,
+    CoordinatorAnnounce,
     Envelope,
     ErrorReply,
     Heartbeat,
@@ -99,8 +100,9 @@ class SwarmClient:
         if login is None:
             login = BrokerLogin(credential.id, credential.broker_password, credential.tls_ca_pem)
         self._transport = Transport(broker_url, self.cluster, self.client_id, login=login, persistent=False)
-        # Paired with the coordinator once a frame of it is heard, so that each side checks the other's
-        # messages by a MAC, not a signature (`trust/pairing.py`, Authenticators).
+        # Paired with the coordinator once a frame of it is heard, and with its standbys once a heartbeat
+        # of theirs is, so that each checks this client's messages by a MAC, not a signature, and this
+        # client the coordinator's (`trust/pairing.py`, Authenticators).
         pairing = None if signatures_disabled() else Pairing(credential)
         self._signer = Signer(credential, pairing)
         self._verifier = Verifier(
@@ -117,6 +119,8 @@ class SwarmClient:
         self._specs: dict[str, SubmitJob] = {}
         #: Task counts of finished jobs, from their retained `JobState` (their specs are cleared).
         self._totals: dict[str, int] = {}
+        #: Standbys whose heartbeats this client follows, to learn their pair offers.
+        self._heard_standbys: set[str] = set()
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -336,7 +340,7 @@ class SwarmClient:
         msg_id = msg_id or f"{self.client_id}-{next(self._msg_ids)}"
         env = Envelope(1, self.cluster, self.client_id, self.tracker.epoch, msg_id, body)
         coordinator = self.tracker.coordinator
-        readers = () if coordinator is None else (coordinator,)
+        readers = () if coordinator is None else (coordinator, *self.tracker.standbys)
         return self._signer.seal(topic, encode(env), self._clock(), readers=readers)
 
     async def _rx_loop(self) -> None:
@@ -353,9 +357,12 @@ class SwarmClient:
     def _on_envelope(self, topic: str, env: Envelope) -> None:
         body: Any = env.body
         if isinstance(body, Heartbeat):
-            view = self.members.setdefault(env.sender, MemberView(env.sender, body))
+            view = self.members.setdefault(env.sender, MemberView(env.sender, None))
+            # A retained record comes once for each subscription that covers it (a standby's heartbeat,
+            # then every heartbeat): it is one beat.
+            if view.heartbeat is None or view.heartbeat.seq != body.seq or view.gone is not None:
+                view.beats += 1
             view.heartbeat, view.gone = body, None
-            view.beats += 1
         elif isinstance(body, NodeGone):
             self.members.setdefault(env.sender, MemberView(env.sender, None)).gone = body.reason
         elif isinstance(body, SubmitJob):
@@ -369,3 +376,13 @@ class SwarmClient:
         else:
             self.tracker.on_envelope(env)
             self._changed.set()
+            if isinstance(body, CoordinatorAnnounce):
+                self._follow_standbys()
+
+    def _follow_standbys(self) -> None:
+        """Follow the heartbeats of the coordinator's standbys: each carries its sender's pair offer (its
+        retained one at once), and a standby checks every job spec as the coordinator does."""
+        fresh = [s for s in self.tracker.standbys if s not in self._heard_standbys]
+        if fresh:
+            self._heard_standbys.update(fresh)
+            self._transport.subscribe_nowait(*(topics.heartbeat(s) for s in fresh))

@@ -20,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from swarm.codec import encode
+from swarm.ids import new_job_id
 from swarm.messages import (
     Assign,
     Assignment,
@@ -31,11 +32,12 @@ from swarm.messages import (
     TaskResult,
     TaskSpec,
 )
+from swarm.runtime.client import SwarmClient
 from swarm.runtime.mqtt import Transport
 from swarm.trust.audit import AuditLog
 from swarm.trust.authority import Authority
 from swarm.trust.credentials import Certificate, Credential, public_key_bytes
-from swarm.trust.pairing import AUTHENTICATOR_BYTES, OFFER_BYTES, Pairing
+from swarm.trust.pairing import AUTHENTICATOR_BYTES, FINGERPRINT_BYTES, OFFER_BYTES, Pairing
 from swarm.trust.signing import AUTHENTICATED_MAGIC, PAIRED_MAGIC, Signer
 from tests.conftest import MosquittoServer
 from tests.integration.nodes import Cluster, running
@@ -325,6 +327,47 @@ async def test_the_task_path_between_members_is_paired_and_a_forged_pair_frame_i
     refused = _counter(cluster, "bad_messages") + _counter(cluster, "refused_messages")
     assert refused >= refused_before + 2, cluster.logs()
     assert not marker.exists()
+
+
+async def test_a_client_pairs_with_the_coordinator_and_its_standbys(cluster: Cluster, tmp_path: Path) -> None:
+    """A client learns the coordinator's pair offer from its announcement and each standby's from its
+    heartbeat, so a job spec it signs carries a MAC for each of them: they check a MAC, not the
+    signature, for every spec (`trust/pairing.py`, Authenticators)."""
+    _, heard = await _watch_a_batch(cluster, tmp_path)
+    admin = Authority.load(cluster.cluster, home=cluster.root).admin_credential()
+    specs: list[bytes] = []
+    login = cluster.login()
+    async with Transport(
+        str(cluster.broker), cluster.cluster, "spec-watcher", login=login, persistent=False
+    ) as t:
+        await t.subscribe("job/+/spec")
+
+        async def watch() -> None:
+            async for _, payload, retained in t.messages():
+                if payload and not retained:
+                    specs.append(payload)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            async with SwarmClient(str(cluster.broker), admin, login=login) as client:
+                for _ in range(100):  # the retained announcement, then each standby's retained heartbeat
+                    if client.tracker.standbys and client.members.keys() >= set(client.tracker.standbys):
+                        break
+                    await asyncio.sleep(0.05)
+                readers = {client.tracker.coordinator, *client.tracker.standbys}
+                job_id = new_job_id()
+                job = SubmitJob(job_id, (TaskSpec(f"{job_id}.t0", "echo", {"n": 1}),))
+                progress = await client.submit(job, timeout=30)
+            assert progress.ok
+            await asyncio.sleep(0.2)
+        finally:
+            watcher.cancel()
+    assert len(readers) == 2 and readers <= heard.keys(), (readers, heard.keys())
+    frame = specs[0]
+    assert frame[:3] == AUTHENTICATED_MAGIC
+    entries = frame[78 : 78 + frame[77] * AUTHENTICATOR_BYTES]
+    named = {entries[at : at + FINGERPRINT_BYTES] for at in range(0, len(entries), AUTHENTICATOR_BYTES)}
+    assert named == {heard[member][1][:FINGERPRINT_BYTES] for member in readers}
 
 
 async def _watch_a_batch(
