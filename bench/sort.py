@@ -22,11 +22,12 @@ order-independent 128-bit hash over whole records, and the count). Rates
 are MB/s of input (10**6 bytes per second of wall time, input file to sorted output file). The goal:
 swarm at least 1.5x the faster GNU sort.
 
-Why `--reduces 2` and `--split-size 64M` for swarm (the defaults): all data crosses the shuffle, and
-the reduce phase (merge of every map's run for one key range, then the upload of the sorted records)
-starts only after the last map; two reducers run at once on the two nodes, each with half the keys,
-and more would add tasks, not parallelism. 64 MB splits give 16 maps for 1 GB, 8 per node, which keeps
-the two nodes evenly busy while each map's sorted runs stay well under the spill threshold.
+Why `--reduces 2` and `--split-size 64M` for swarm (given, not left to the submitter): all data
+crosses the shuffle, and the reduce phase (merge of every map's run for one key range, then the upload
+of the sorted records) starts only after the last map; two reducers run at once on the two nodes, each
+with half the keys, and more would add tasks, not parallelism. 64 MB splits give 16 maps for 1 GB, 8
+per node, which keeps the two nodes evenly busy while each map's sorted runs stay well under the spill
+threshold.
 
 Usage (from the repository root)::
 

@@ -27,12 +27,13 @@ of input (10**6 bytes per second of wall time, from submitting the work to havin
 driver's memory for the in-process systems, in output files for swarm and coreutils). Start-up of a
 framework (cluster, JVM) is not timed; each gets one small warm-up job first.
 
-Why `--reduces 2` and `--split-size 64M` for swarm (the defaults): the map side aggregates, so a
+Why `--reduces 2` for swarm, and no `--split-size` (the defaults): the map side aggregates, so a
 split's output is its distinct words (a few MB), and the reduce phase is short; two reducers run at
-once on the two nodes, more would only add tasks and fetches. 64 MB splits give 16 maps at 1 GB (a
-file each), 8 per node, and 4 at 256 MB (four 16 MB files packed in each), 2 per node: enough to even
-out the two nodes, and few enough that per-task costs (the split's fetch, the spill, one run file per
-partition) stay small. The Pool program counts file by file, as a hand-written program would.
+once on the two nodes, more would only add tasks and fetches. Without a split size the submitter fills
+whole waves of the cluster's two slots with splits of at most 128 MB (`plan.auto_split_size`): 8 maps
+at 1 GB (two 64 MB files packed in each), 4 per node, and 2 at 256 MB (eight 16 MB files in each), one
+per node, so per-task costs (the split's fetch, the spill, one run file per partition) are paid as few
+times as the two slots allow. The Pool program counts file by file, as a hand-written program would.
 
 Why each swarm run is followed by a run of the Pool program: this machine's speed drifts by a quarter
 and more within minutes (the same job takes 6.5 s and then 10 s), and the systems run one after
@@ -713,7 +714,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=_systems, default=set(), help=f"systems to leave out: {','.join(SYSTEMS)}")
     p.add_argument("--only", type=_systems, default=None, help="run just these systems (pool always runs)")
     p.add_argument("--reduces", type=int, default=2, help="swarm's --reduces (default 2)")
-    p.add_argument("--split-size", default="64M", help="swarm's --split-size (default 64M)")
+    p.add_argument(
+        "--split-size", default="", help="swarm's --split-size (default: none, the submitter picks one)"
+    )
     p.add_argument(
         "--no-local",
         action="store_true",

@@ -100,8 +100,9 @@ def _add_submit(sub: Any) -> None:
     mr.add_argument(
         "--split-size",
         type=_size,
-        help="map inputs in splits of about SIZE (default 64M): larger files are cut, smaller ones packed"
-        " together; a smaller SIZE gives more, smaller map tasks",
+        help="map inputs in splits of about SIZE (default: whole waves of maps over the cluster's slots,"
+        " splits of 4M to 128M): larger files are cut, smaller ones packed together; a smaller SIZE gives"
+        " more, smaller map tasks",
     )
     mr.add_argument("--combiner", choices=("sum", "count", "min", "max"))
     mr.add_argument("--compress", action="store_true", help="compress intermediate runs")

@@ -364,7 +364,7 @@ async def run_cancel(client: Any, args: argparse.Namespace) -> int:
 async def run_mapreduce_command(client: Any, url: str, args: argparse.Namespace) -> int:
     """`swarm submit mapreduce`: check, run to the end (the submitter serves inputs), summarise."""
     from swarm.mapreduce.app import resolve_app
-    from swarm.mapreduce.plan import DEFAULT_SPLIT, MapReduceSpec
+    from swarm.mapreduce.plan import MapReduceSpec
     from swarm.mapreduce.submit import MapReduceProgress, run_mapreduce
 
     spec = MapReduceSpec(
@@ -372,7 +372,7 @@ async def run_mapreduce_command(client: Any, url: str, args: argparse.Namespace)
         inputs=tuple(args.input),
         reducers=args.reduces,
         params=dict(p.partition("=")[::2] for p in args.param),
-        split_size=args.split_size or DEFAULT_SPLIT,
+        split_size=args.split_size or "auto",
         combiner=args.combiner,
         compress=args.compress,
         max_retries=args.max_retries,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from swarm.errors import InvalidSpec
 from swarm.mapreduce.app import App, AppSource
@@ -26,9 +26,12 @@ from swarm.messages import RetryPolicy, SubmitJob, TaskSpec
 from swarm.runtime.httpwire import MAX_NAME_CHARS, is_name
 
 __all__ = [
+    "MAX_AUTO_SPLIT",
+    "MIN_AUTO_SPLIT",
     "MapReduceSpec",
     "Segment",
     "Split",
+    "auto_split_size",
     "build_job",
     "check_and_sample",
     "check_job_id",
@@ -39,8 +42,12 @@ __all__ = [
 ]
 
 SAMPLE_BYTES = 64 * 1024
-#: Inputs are cut into splits of at most this many bytes unless told otherwise: a map task holds one.
-DEFAULT_SPLIT = 64 * 1024 * 1024
+#: The largest split the submitter picks by itself (`auto_split_size`), as Hadoop's block and Spark's
+#: file partitions default to: a map task holds one.
+MAX_AUTO_SPLIT = 128 * 1024 * 1024
+#: The smallest it picks: below that a map's fixed costs (dispatch, spill, one run per partition to fetch)
+#: outweigh what one more map in parallel gains.
+MIN_AUTO_SPLIT = 4 * 1024 * 1024
 BOUNDARY_SAMPLE_PER_FILE = 1024 * 1024
 #: Unless the submitter sets a cap, a job's outputs may take this many times its input, plus
 #: `OUTPUT_BUDGET_SLACK`, on the submitter's disk (retried reduces re-upload; a later upload of an output
@@ -95,7 +102,8 @@ class MapReduceSpec:
     inputs: tuple[Path, ...]
     reducers: int
     params: dict[str, str]
-    split_size: int | None = DEFAULT_SPLIT
+    #: Bytes per split; None: a split per file; "auto": `auto_split_size` of the cluster's slots.
+    split_size: int | Literal["auto"] | None = "auto"
     combiner: str | None = None
     compress: bool = False
     max_retries: int = 3
@@ -129,6 +137,24 @@ def upload_budget(spec: MapReduceSpec) -> int:
         return spec.max_output_bytes
     total = sum(path.stat().st_size for path in spec.inputs)
     return OUTPUT_BUDGET_FACTOR * total + OUTPUT_BUDGET_SLACK
+
+
+def auto_split_size(total: int, slots: int) -> int:
+    """The split size for `total` input bytes on a cluster of `slots` task slots: the fewest whole waves
+    of maps (a map for every slot in each) whose splits are at most `MAX_AUTO_SPLIT`, with no split under
+    `MIN_AUTO_SPLIT`. Spark sizes its file partitions by the same two bounds and the cluster's
+    parallelism.
+
+    Why whole waves of large splits: a map pays fixed costs (its dispatch, its spill, one run per
+    partition for every reducer to fetch and merge), and a map's output holds each distinct key of its
+    split once, so fewer, larger maps shuffle less; a last wave that leaves slots idle only stretches the
+    job. Measured with `bench/wordcount.py` on two one-slot nodes, in alternated runs against the Pool(2)
+    program: 128 MB splits (one wave at 256 MB, four at 1 GB) instead of 64 MB took the median ratio of
+    pairs from 0.90 to 1.01-1.13 at 256 MB, and from 0.90 to 1.19 at 1 GB, where the reduce phase went
+    from 0.50 to 0.29 s."""
+    slots = max(1, slots)
+    waves = max(1, -(-total // (slots * MAX_AUTO_SPLIT)))
+    return max(MIN_AUTO_SPLIT, -(-total // (slots * waves)))
 
 
 def plan_splits(

@@ -22,6 +22,7 @@ from swarm.mapreduce.app import load_app
 from swarm.mapreduce.locality import file_identity
 from swarm.mapreduce.plan import (
     MapReduceSpec,
+    auto_split_size,
     build_job,
     check_and_sample,
     check_job_id,
@@ -91,7 +92,12 @@ async def run_mapreduce(
     check_job_id(job_id)
     app = load_app(spec.app, spec.params).with_combiner(spec.combiner)
     boundaries = check_and_sample(spec, app)
-    splits = plan_splits(spec.inputs, spec.split_size, app.record_size)
+    split_size = spec.split_size
+    if split_size == "auto":
+        slots = await client.member_slots()
+        split_size = auto_split_size(sum(path.stat().st_size for path in spec.inputs), slots)
+        log.info("splits of up to %d bytes for %d slot(s)", split_size, slots)
+    splits = plan_splits(spec.inputs, split_size, app.record_size)
     budget = upload_budget(spec)
     token = new_capability()
     output.mkdir(parents=True, exist_ok=True)

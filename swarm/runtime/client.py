@@ -59,6 +59,10 @@ MAX_LIVE_BEAT_WAIT_S = 10.0
 #: How long `watch_members` listens at least: the retained heartbeats come right after the subscription;
 #: this leaves a slow broker or link time to deliver them all before a member looks missing.
 SETTLE_S = 0.5
+#: `member_slots`: how long it waits at most for the members' retained heartbeats, and the pause that
+#: brings no new member once they have come.
+SLOTS_WAIT_S = 0.5
+QUIET_S = 0.01
 #: The task count of a job followed without knowing its spec: it never looks finished.
 _UNBOUNDED = 1 << 30
 
@@ -121,6 +125,7 @@ class SwarmClient:
         self._totals: dict[str, int] = {}
         #: Standbys whose heartbeats this client follows, to learn their pair offers.
         self._heard_standbys: set[str] = set()
+        self._every_heartbeat = False
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -295,7 +300,7 @@ class SwarmClient:
         nodes). Return what was seen."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await self._transport.subscribe(topics.EVERY_HEARTBEAT)
+        await self._follow_every_heartbeat()
         settle = min(duration, SETTLE_S)
         while True:
             elapsed = loop.time() - start
@@ -310,10 +315,39 @@ class SwarmClient:
                 return self.members
             await asyncio.sleep(0.05)
 
+    async def member_slots(self, timeout: float = SLOTS_WAIT_S) -> int:
+        """The task slots of the members not known to be gone, from their heartbeats; 0 when none is
+        heard within `timeout` seconds. The broker sends the retained heartbeats right after it
+        acknowledges the subscription, so a pause of `QUIET_S` that brings no new member ends the wait
+        (none at all once this client follows every heartbeat)."""
+        if await self._follow_every_heartbeat():
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            heard = 0
+            while loop.time() < deadline:
+                count = len(self.members)
+                if count and count == heard:
+                    break
+                heard = count
+                await asyncio.sleep(QUIET_S)
+        return sum(
+            view.heartbeat.slots
+            for view in self.members.values()
+            if view.heartbeat is not None and view.gone is None
+        )
+
+    async def _follow_every_heartbeat(self) -> bool:
+        """Subscribe to every member's heartbeat unless this client does already; whether it just did."""
+        if self._every_heartbeat:
+            return False
+        await self._transport.subscribe(topics.EVERY_HEARTBEAT)
+        self._every_heartbeat = True
+        return True
+
     async def wait_for_members(self, ready: Callable[[dict[str, MemberView]], bool], timeout: float) -> bool:
         """Listen to heartbeats until `ready(members)` holds (True) or `timeout` seconds pass (False)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        await self._transport.subscribe(topics.EVERY_HEARTBEAT)
+        await self._follow_every_heartbeat()
         while not ready(self.members):
             if asyncio.get_running_loop().time() >= deadline:
                 return False

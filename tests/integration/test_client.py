@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from swarm import AsyncClient, Client, TaskFailed
+from swarm.runtime.client import SwarmClient
 from swarm.trust.authority import Authority
 from tests.integration.nodes import Cluster, running
 
@@ -59,6 +60,7 @@ def test_mapreduce_wordcount(as_user: dict[str, str], tmp_path: Path) -> None:
     text.write_text("a b a\nc a b\n")
     with Client(**as_user) as swarm:
         job = swarm.mapreduce("wordcount", [text], reduces=2, output=tmp_path / "out")
+    assert job["maps"] == 1  # splits sized by the cluster's slots, never below `MIN_AUTO_SPLIT`
     counts = {}
     for path in job["outputs"]:
         for line in Path(path).read_text().splitlines():
@@ -74,3 +76,10 @@ def test_the_async_client(as_user: dict[str, str]) -> None:
             return await swarm.gather(futures, timeout=60)
 
     assert asyncio.run(main()) == [1, 2, 3, 4, 5]
+
+
+async def test_the_members_slots_come_from_their_heartbeats(pair: Cluster) -> None:
+    admin = Authority.load(pair.cluster, home=pair.root).admin_credential()
+    async with SwarmClient(str(pair.broker), admin, login=pair.login()) as client:
+        slots = await client.member_slots()
+    assert slots == sum(n["slots"] for n in pair.status()["nodes"]) > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
-from swarm.mapreduce.plan import Segment, Split, plan_splits
+from swarm.mapreduce.plan import MAX_AUTO_SPLIT, MIN_AUTO_SPLIT, Segment, Split, auto_split_size, plan_splits
 
 
 def _file(root: Path, name: str, lines: int) -> Path:
@@ -63,3 +63,20 @@ def test_without_a_split_size_every_file_is_a_split_of_its_own(tmp_path: Path) -
         0,
         195,
     )
+
+
+MiB = 1 << 20
+
+
+def test_an_automatic_split_size_fills_whole_waves_of_slots_with_bounded_splits() -> None:
+    # One wave where the input allows splits of at most 128 MiB: a map per slot.
+    assert auto_split_size(256 * MiB, 2) == 128 * MiB
+    assert auto_split_size(256 * MiB, 4) == 64 * MiB
+    # More waves where it does not, every one of them full.
+    assert auto_split_size(1024 * MiB, 2) == 128 * MiB
+    assert auto_split_size(300 * MiB, 2) == 75 * MiB  # two waves of 75, not 128 + 128 + 44
+    assert auto_split_size(1024 * MiB, 3) == -(-1024 * MiB // 9)
+    # Never below the floor, whatever the slots; no slot heard counts as one.
+    assert auto_split_size(10 * MiB, 100) == MIN_AUTO_SPLIT
+    assert auto_split_size(0, 2) == MIN_AUTO_SPLIT
+    assert auto_split_size(512 * MiB, 0) == MAX_AUTO_SPLIT
