@@ -23,7 +23,6 @@ how its node's data server learns whom to serve them to.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +52,6 @@ REDUCE_CHUNK = 4 * 1024 * 1024
 #: A reducer fetches this many map outputs at once: a fetch mostly waits on its peer (connection set-up,
 #: the peer's disk, the link), so a few in flight hide that, as Hadoop's parallel copies do.
 PARALLEL_FETCHES = 4
-_NEWLINE = re.compile(b"\n")
 
 
 def _check(payload: dict[str, Any], *keys: str) -> None:
@@ -112,23 +110,6 @@ def _partitions(app: App, payload: dict[str, Any], keys: Any, values: Any) -> li
     boundaries = _boundaries(payload)
     parts = None if boundaries is None else range_partition_of(keys, boundaries)
     return split_sorted(keys, values, payload["reducers"], parts)
-
-
-def _pieces(data: bytes | memoryview, record_size: int | None, size: int) -> list[bytes | memoryview]:
-    """The split cut into pieces of about `size` bytes at line (or record) boundaries, so that a map
-    holds one piece's pairs at a time and the spiller bounds the rest."""
-    pieces, start = [], 0
-    while start < len(data):
-        end = min(start + size, len(data))
-        if end < len(data):
-            if record_size:
-                end = max(start + record_size, end - (end - start) % record_size)
-            else:
-                newline = _NEWLINE.search(data, end)  # a memoryview has no find(); a pattern reads it
-                end = len(data) if newline is None else newline.end()
-        pieces.append(data[start:end])
-        start = end
-    return pieces
 
 
 class MapHandler:
@@ -201,11 +182,9 @@ def map_split(
         out_dir, reducers, threshold * 1024 * 1024, compress, combiner=combiner, boundaries=boundaries
     )
     records = 0
-    for filename, data in split:
-        for piece in _pieces(data, app.record_size, app.map_bytes):
-            keys, values = app.map(filename, piece)
-            spiller.add(keys, values)
-            records += len(keys)
+    for keys, values in app.map_batches(split):
+        spiller.add(keys, values)
+        records += len(keys)
     runs = spiller.finish()
     return {
         "node": ctx.node_id,
@@ -243,17 +222,11 @@ class ReduceHandler:
             raise InvalidPayload("mapreduce.reduce needs the results of every map task")
 
         def recompute(i: int) -> Any:
-            import numpy as np
-
-            mapped = [
-                app.map(inp["file"], _fetch_segment(inp, ctx.policy.allowed_paths, token)[0])
+            split = [
+                (inp["file"], _fetch_segment(inp, ctx.policy.allowed_paths, token)[0])
                 for inp in _segments(payload, "inputs", i)
             ]
-            # An empty segment's arrays may have a default type: only the others say what the app emits.
-            mapped = [pairs for pairs in mapped if len(pairs[0])] or mapped[:1]
-            keys = np.concatenate([keys for keys, _ in mapped])
-            values = np.concatenate([values for _, values in mapped])
-            return _partitions(app, payload, keys, values)[r]
+            return _partitions(app, payload, *app.map_all(split))[r]
 
         output = open_local_output(payload.get("output_local"), ctx.policy.allowed_paths)
         with output or _Upload(payload["output"], token) as out:

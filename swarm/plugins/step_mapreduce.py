@@ -260,13 +260,8 @@ class ReduceStep(_Step):
             app = _app(ctx, payload)
 
             def recompute(i: int) -> Any:
-                import numpy as np
-
                 split = split_of(payload, i, config["maps"], remaker(ctx, payload))[0]
-                pairs = [app.map(name, data) for name, data in split]
-                keys = np.concatenate([k for k, _ in pairs]) if pairs else np.array([], dtype=np.bytes_)
-                values = np.concatenate([v for _, v in pairs]) if pairs else np.array([], dtype=np.int64)
-                return split_sorted(keys, values, config["reduces"], None)[r]
+                return split_sorted(*app.map_all(split), config["reduces"], None)[r]
 
             out = _Text()
             result = reduce_partition(

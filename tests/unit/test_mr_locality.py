@@ -256,16 +256,18 @@ def test_a_reduce_in_many_small_chunks_writes_what_one_chunk_does(
 
 
 class _SeesItsInput:
-    """An app module that records what type of input its map was given."""
+    """An app module that records what input its map was given, and of what type."""
 
     COMBINER = "sum"
 
     def __init__(self, buffer_input: object) -> None:
         self.BUFFER_INPUT = buffer_input
         self.seen: list[type] = []
+        self.pieces: list[bytes | memoryview] = []
 
     def map_arrays(self, filename: str, data: bytes | memoryview, params: dict[str, str]) -> tuple[Any, Any]:
         self.seen.append(type(data))
+        self.pieces.append(data)
         return np.array([bytes(data[:4])]), np.array([1])
 
 
@@ -286,14 +288,34 @@ def test_an_app_whose_buffer_input_is_not_a_bool_is_refused() -> None:
         App("odd", _SeesItsInput("yes"), {})  # type: ignore[arg-type]
 
 
+class _MapsSplitsOnly:
+    """An app module with a whole-split map of arrays beside a record map, not an array one."""
+
+    COMBINER = "sum"
+
+    def map(self, filename: str, contents: str) -> list[tuple[str, str]]:
+        return [("x", "1")]
+
+    def map_split_arrays(self, files: list[tuple[str, bytes]], params: dict[str, str]) -> tuple[Any, Any]:
+        return np.array([b"x"]), np.array([len(files)])
+
+
+def test_a_whole_split_map_needs_the_per_piece_array_map_beside_it() -> None:
+    with pytest.raises(InvalidSpec, match="map_split_arrays must be a function beside map_arrays"):
+        App("odd", _MapsSplitsOnly(), {})  # type: ignore[arg-type]
+
+
 def test_a_mapped_split_larger_than_a_map_call_is_cut_at_line_ends(
     machine: list[str], data_file: Path, tmp_path: Path
 ) -> None:
     view = read_local(file_identity(data_file), 0, len(DATA), (str(tmp_path),))
     assert view is not None
-    pieces = tasks._pieces(view, None, 1000)
-    assert b"".join(bytes(p) for p in pieces) == DATA
-    assert all(bytes(p).endswith(b"\n") for p in pieces) and max(len(p) for p in pieces) < 1100
+    module = _SeesItsInput(True)
+    module.MAP_BYTES = 1000  # type: ignore[attr-defined]
+    batches = list(App("cut", module, {}).map_batches([("data.txt", view)]))  # type: ignore[arg-type]
+    pieces = [bytes(piece) for piece in module.pieces]
+    assert len(batches) == len(pieces) > 1 and b"".join(pieces) == DATA
+    assert all(p.endswith(b"\n") for p in pieces) and max(len(p) for p in pieces) < 1100
 
 
 def test_a_packed_split_is_mapped_file_by_file_and_recomputed_whole(

@@ -152,3 +152,25 @@ def test_merge_word_counts_adds_texts_up_and_pickles() -> None:
     parts = [pickle.loads(pickle.dumps(count_words(t))) for t in texts]
     assert pairs(merge_word_counts(parts)) == count_reference(b" ".join(texts))
     assert pairs(merge_word_counts([])) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(texts, max_size=5))
+def test_merged_word_counts_of_any_texts_are_their_counts_added_up(parts: list[bytes]) -> None:
+    """Whatever the texts (words around the packed widths included), counting each and merging equals
+    counting them all: the merge's run-wise sorts give what a sort of everything would."""
+    assert pairs(merge_word_counts([count_words(t) for t in parts])) == count_reference(b" ".join(parts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a.txt", "b.txt"]), texts), min_size=1, max_size=4))
+def test_wordcount_maps_a_whole_split_as_its_files_combined(files: list[tuple[str, bytes]]) -> None:
+    """wordcount's `map_split_arrays` emits what combining its `map_arrays` of each file would."""
+    from swarm.mapreduce.apps import wordcount
+
+    keys, counts = wordcount.map_split_arrays(files, {})
+    each = [wordcount.map_arrays(name, data, {}) for name, data in files]
+    expected = aggregate(np.concatenate([k for k, _ in each]), np.concatenate([c for _, c in each]), "sum")
+    assert len(keys) == len(set(keys.tolist()))  # every word once
+    got = aggregate(keys, counts, "sum")
+    assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()

