@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 SAMPLE_BYTES = 64 * 1024
+#: The last split of a file may be this many times the split size (see `plan_splits`).
+SPLIT_SLOP = 1.1
 #: The largest split the submitter picks by itself (`auto_split_size`), as Hadoop's block and Spark's
 #: file partitions default to: a map task holds one.
 MAX_AUTO_SPLIT = 128 * 1024 * 1024
@@ -187,9 +189,11 @@ def plan_splits(
         start = 0
         with path.open("rb") as f:
             while start < size:
-                end = min(start + split_size, size)
-                if end < size:
-                    end = _boundary(f, end, size, record_size)
+                # As Hadoop does, a rest of up to `SPLIT_SLOP` split sizes is one split, not a full one and a
+                # sliver (the bytes a cut at a record or line boundary left over) in a map of its own.
+                end = size
+                if size - start > split_size * SPLIT_SLOP:
+                    end = _boundary(f, start + split_size, size, record_size)
                 splits.append(Split((Segment(name, path.name, start, end, local),)))
                 start = end
     if packed:

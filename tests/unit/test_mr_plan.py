@@ -80,3 +80,16 @@ def test_an_automatic_split_size_fills_whole_waves_of_slots_with_bounded_splits(
     assert auto_split_size(10 * MiB, 100) == MIN_AUTO_SPLIT
     assert auto_split_size(0, 2) == MIN_AUTO_SPLIT
     assert auto_split_size(512 * MiB, 0) == MAX_AUTO_SPLIT
+
+
+def test_the_rest_of_a_cut_file_joins_its_last_split_unless_it_is_a_tenth_or_more(tmp_path: Path) -> None:
+    records = tmp_path / "records.bin"
+    # Each cut at a 100-byte record falls 40 bytes short of the 10,040-byte split size: 8 splits would
+    # leave 300 bytes over, which go with the last one rather than into a map of their own.
+    records.write_bytes(bytes(80_300))
+    assert [s.size for s in plan_splits((records,), 10_040, 100)] == [10_000] * 7 + [10_300]
+    records.write_bytes(bytes(82_000))  # 2,000 bytes over: more than a tenth of a split
+    assert [s.size for s in plan_splits((records,), 10_040, 100)] == [10_000] * 8 + [2_000]
+    lines = _file(tmp_path, "lines", 1000)  # 16,000 bytes
+    assert [s.size for s in plan_splits((lines,), 15_000)] == [16_000]
+    _covered_once(plan_splits((lines,), 1_000), (lines,))
