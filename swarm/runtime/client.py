@@ -316,10 +316,11 @@ class SwarmClient:
             await asyncio.sleep(0.05)
 
     async def member_slots(self, timeout: float = SLOTS_WAIT_S) -> int:
-        """The task slots of the members not known to be gone, from their heartbeats; 0 when none is
-        heard within `timeout` seconds. The broker sends the retained heartbeats right after it
-        acknowledges the subscription, so a pause of `QUIET_S` that brings no new member ends the wait
-        (none at all once this client follows every heartbeat)."""
+        """The task slots of the members not known to be gone and open to tasks without tolerations
+        (no NoSchedule taint), from their heartbeats; 0 when none is heard within `timeout` seconds. The
+        broker sends the retained heartbeats right after it acknowledges the subscription, so a pause of
+        `QUIET_S` that brings no new member ends the wait (none at all once this client follows every
+        heartbeat)."""
         if await self._follow_every_heartbeat():
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -333,7 +334,9 @@ class SwarmClient:
         return sum(
             view.heartbeat.slots
             for view in self.members.values()
-            if view.heartbeat is not None and view.gone is None
+            if view.heartbeat is not None
+            and view.gone is None
+            and all(taint.effect != "NoSchedule" for taint in view.heartbeat.caps.taints)
         )
 
     async def _follow_every_heartbeat(self) -> bool:

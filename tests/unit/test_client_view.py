@@ -1,13 +1,16 @@
-"""What a `SwarmClient` makes of what it hears, before any broker is involved: members' beats, and the
-coordinator's standbys, whose pair offers it learns."""
+"""What a `SwarmClient` makes of what it hears, before any broker is involved: members' beats and slots,
+and the coordinator's standbys, whose pair offers it learns."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from swarm.core.tracker import JobTracker
+from swarm.devices.capabilities import Taint
 from swarm.devices.profiles import simulated_capabilities
 from swarm.messages import Body, CoordinatorAnnounce, Envelope, Heartbeat, NodeGone
 from swarm.runtime.client import SwarmClient
@@ -53,3 +56,17 @@ def test_the_coordinators_standbys_are_known_from_its_own_announcement() -> None
     assert tracker.coordinator == "n-1" and tracker.standbys == ("n-2", "n-3")
     tracker.on_envelope(_env("n-1", CoordinatorAnnounce(2, "n-1", ()), epoch=2))  # an older epoch
     assert tracker.standbys == ("n-2", "n-3")
+
+
+def test_the_slots_counted_are_those_of_members_alive_and_open_to_any_task(client: SwarmClient) -> None:
+    tainted = replace(CAPS, taints=(Taint("dedicated", "gpu"),))
+    for node, beat in (
+        ("n-1", Heartbeat("a", CAPS, 4, 0, 0.0, 512, 1)),
+        ("n-2", Heartbeat("b", CAPS, 2, 0, 0.0, 512, 1)),
+        ("n-3", Heartbeat("c", tainted, 8, 0, 0.0, 512, 1)),  # takes only tasks that tolerate it
+        ("n-4", Heartbeat("d", CAPS, 16, 0, 0.0, 512, 1)),
+    ):
+        client._on_envelope(f"node/{node}/hb", _env(node, beat))
+    client._on_envelope("node/n-4/hb", _env("n-4", NodeGone("left")))
+    client._every_heartbeat = True  # followed already: nothing to wait for
+    assert asyncio.run(client.member_slots()) == 6
