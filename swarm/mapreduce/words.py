@@ -223,9 +223,9 @@ def merge_word_counts(parts: Sequence[WordCounts]) -> WordCounts:
     """The counts of several texts (or blocks of one) added up.
 
     Each part's words come in a few sorted runs (`count_words` makes them so), so both sorts below
-    merge runs: numpy's stable sort, a timsort that finds and merges runs, does that in about half the time of
-    its quicksort (8 parts of a 128 MB split: 6 against 13 ms for the packed words), and `key_order`
-    with `runs` likewise for the longer ones (73 against 86 ms for `aggregate`'s hash sort)."""
+    merge runs: numpy's stable sort, a timsort that finds and merges runs, does that in about half the
+    time of its quicksort (8 parts of a 128 MB split: 6 against 13 ms for the packed words), and
+    `key_order` with `runs` likewise for the longer ones (73 against 86 ms for `aggregate`'s hash sort)."""
     if len(parts) == 1:
         return parts[0]
     if not parts:
