@@ -418,7 +418,10 @@ class SwarmClient:
 
     def _follow_standbys(self) -> None:
         """Follow the heartbeats of the coordinator's standbys: each carries its sender's pair offer (its
-        retained one at once), and a standby checks every job spec as the coordinator does."""
+        retained one at once), and a standby checks every job spec as the coordinator does. A client
+        that follows every heartbeat hears them already."""
+        if self._every_heartbeat:
+            return
         fresh = [s for s in self.tracker.standbys if s not in self._heard_standbys]
         if fresh:
             self._heard_standbys.update(fresh)
