@@ -365,9 +365,20 @@ async def test_a_client_pairs_with_the_coordinator_and_its_standbys(cluster: Clu
     assert len(readers) == 2 and readers <= heard.keys(), (readers, heard.keys())
     frame = specs[0]
     assert frame[:3] == AUTHENTICATED_MAGIC
-    entries = frame[78 : 78 + frame[77] * AUTHENTICATOR_BYTES]
+    entries = _authenticators(frame)
     named = {entries[at : at + FINGERPRINT_BYTES] for at in range(0, len(entries), AUTHENTICATOR_BYTES)}
     assert named == {heard[member][1][:FINGERPRINT_BYTES] for member in readers}
+
+
+#: Where a signed frame's authenticators start, after its head, whose last byte counts them.
+_AUTHENTICATORS_AT = 78
+
+
+def _authenticators(frame: bytes) -> bytes:
+    """The authenticators of a signed frame (`trust/signing.py`): a fingerprint and a MAC for each reader."""
+    return frame[
+        _AUTHENTICATORS_AT : _AUTHENTICATORS_AT + frame[_AUTHENTICATORS_AT - 1] * AUTHENTICATOR_BYTES
+    ]
 
 
 async def _watch_a_batch(
@@ -387,7 +398,7 @@ async def _watch_a_batch(
                 if not retained:  # what earlier tests left retained on this broker is not this batch
                     magic.setdefault(f"{levels[0]}/{levels[-1]}", set()).add(payload[:3])
                 if levels[-1] == "hb" and payload[:3] == AUTHENTICATED_MAGIC:
-                    offer_at = 78 + payload[77] * AUTHENTICATOR_BYTES
+                    offer_at = _AUTHENTICATORS_AT + len(_authenticators(payload))
                     cert_at = offer_at + OFFER_BYTES
                     cert_end = cert_at + int.from_bytes(payload[11:13], "big")
                     heard[levels[1]] = (payload[cert_at:cert_end], payload[offer_at:cert_at])
